@@ -1,0 +1,176 @@
+"""ZeroMQ sockets, configured once, and the request/reply client.
+
+This module is the one place that creates ZeroMQ sockets and sets their
+options (MEASURED-LIMITS.md §5): ``LINGER`` 0 so ``ctx.term()`` never hangs,
+``ROUTER_MANDATORY`` on every ROUTER so a vanished peer raises instead of
+being dropped silently, heartbeats so a frozen peer is noticed, and
+``MAXMSGSIZE`` on every socket that accepts requests.
+
+:class:`ZmqClient` is a blocking request/reply client over a DEALER socket.
+It is safe to share between threads (each thread gets its own socket) and
+across ``fork()`` (a child builds a new context), because Luigi's worker
+calls the scheduler from its keep-alive thread and from forked task
+processes.  A request that times out closes its socket, so a late reply can
+never be mistaken for the answer to a later request; the next call connects
+afresh, which is also how a restarted server is picked up.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+import time
+from typing import Any
+
+import zmq
+
+from federation import wire
+from federation.errors import ProtocolError, RequestTimeout, TransportError, error_from_wire
+
+HEARTBEAT_IVL_MS = 1000
+HEARTBEAT_TIMEOUT_MS = 4000
+
+
+def _common_options(sock: zmq.Socket, max_message_bytes: int | None) -> None:
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
+    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
+    sock.setsockopt(zmq.HEARTBEAT_TTL, HEARTBEAT_TIMEOUT_MS)
+    if max_message_bytes:
+        sock.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
+
+
+def bind_router(ctx: zmq.Context, endpoint: str, *, max_message_bytes: int = wire.DEFAULT_MAX_MESSAGE_BYTES) -> zmq.Socket:
+    """A ROUTER socket bound to ``endpoint`` (``tcp://127.0.0.1:*`` picks a free port)."""
+    sock = ctx.socket(zmq.ROUTER)
+    _common_options(sock, max_message_bytes)
+    sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+    sock.setsockopt(zmq.SNDHWM, 100_000)
+    sock.setsockopt(zmq.RCVHWM, 100_000)
+    try:
+        sock.bind(endpoint)
+    except zmq.ZMQError as e:
+        sock.close(0)
+        raise TransportError(f"cannot bind {endpoint}: {e}") from e
+    return sock
+
+
+def connect_dealer(ctx: zmq.Context, endpoint: str, *, identity: bytes | None = None,
+                   max_message_bytes: int | None = None) -> zmq.Socket:
+    sock = ctx.socket(zmq.DEALER)
+    _common_options(sock, max_message_bytes)
+    sock.setsockopt(zmq.SNDHWM, 100_000)
+    sock.setsockopt(zmq.RCVHWM, 100_000)
+    sock.setsockopt(zmq.RECONNECT_IVL, 100)
+    sock.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
+    if identity:
+        sock.setsockopt(zmq.IDENTITY, identity)
+    try:
+        sock.connect(endpoint)
+    except zmq.ZMQError as e:
+        sock.close(0)
+        raise TransportError(f"cannot connect to {endpoint}: {e}") from e
+    return sock
+
+
+def last_endpoint(sock: zmq.Socket) -> str:
+    ep = sock.getsockopt(zmq.LAST_ENDPOINT)
+    return ep.decode() if isinstance(ep, bytes) else str(ep)
+
+
+def send_frames(sock: zmq.Socket, frames: list[bytes]) -> bool:
+    """Send without blocking; False when the peer is gone or full (ROUTER_MANDATORY)."""
+    try:
+        sock.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+        return True
+    except zmq.Again:
+        return False
+    except zmq.ZMQError as e:
+        if e.errno == zmq.EHOSTUNREACH:
+            return False
+        raise TransportError(f"send failed: {e}") from e
+
+
+class ZmqClient:
+    """Blocking request/reply over ZeroMQ; one DEALER per thread and process."""
+
+    def __init__(self, endpoint: str, *, timeout: float = 10.0, meta: dict[str, Any] | None = None) -> None:
+        if not isinstance(endpoint, str) or "://" not in endpoint:
+            raise TransportError(f"not a ZeroMQ endpoint: {endpoint!r} (expected e.g. tcp://127.0.0.1:5555)")
+        self.endpoint = endpoint
+        self.timeout = timeout
+        self.meta = dict(meta or {})
+        self._pid = os.getpid()
+        self._ctx: zmq.Context | None = None
+        self._local = threading.local()
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+        self._closed = False
+
+    # -- sockets -------------------------------------------------------------
+    def _context(self) -> zmq.Context:
+        pid = os.getpid()
+        if self._ctx is None or pid != self._pid:
+            # After fork() the parent's context must not be touched; start over.
+            with self._lock:
+                if self._ctx is None or pid != self._pid:
+                    self._pid = pid
+                    self._ctx = zmq.Context()
+                    self._local = threading.local()
+        return self._ctx
+
+    def _socket(self) -> zmq.Socket:
+        ctx = self._context()
+        sock = getattr(self._local, "sock", None)
+        if sock is None:
+            sock = connect_dealer(ctx, self.endpoint)
+            self._local.sock = sock
+        return sock
+
+    def _drop_socket(self) -> None:
+        sock = getattr(self._local, "sock", None)
+        if sock is not None:
+            sock.close(0)
+            self._local.sock = None
+
+    # -- calls ---------------------------------------------------------------
+    def call(self, method: str, kwargs: dict[str, Any] | None = None, *, routing_key: bytes | None = None,
+             timeout: float | None = None, meta: dict[str, Any] | None = None) -> Any:
+        """Send one request and wait for its reply; raise the server's error as a FederationError."""
+        if self._closed:
+            raise TransportError("client is closed")
+        kwargs = kwargs or {}
+        req_id = next(self._ids)
+        body = wire.encode_request(req_id, method, kwargs, {**self.meta, **(meta or {})})
+        key = wire.routing_key(kwargs) if routing_key is None else routing_key
+        sock = self._socket()
+        try:
+            sock.send_multipart([key, body], copy=False)
+        except zmq.ZMQError as e:
+            self._drop_socket()
+            raise TransportError(f"cannot send {method} to {self.endpoint}: {e}") from e
+        wait = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + wait
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not sock.poll(max(1, int(remaining * 1000)), zmq.POLLIN):
+                self._drop_socket()
+                raise RequestTimeout(f"no reply to {method} from {self.endpoint} within {wait:g} s")
+            frames = sock.recv_multipart()
+            try:
+                reply = wire.decode_reply(frames[-1])
+            except ProtocolError:
+                continue
+            if reply.req_id != req_id:
+                continue  # a late reply to an earlier request on this socket
+            if reply.ok:
+                return reply.result
+            raise error_from_wire(reply.error)
+
+    def close(self) -> None:
+        self._closed = True
+        self._drop_socket()
+        if self._ctx is not None and self._pid == os.getpid():
+            self._ctx.destroy(linger=0)
+            self._ctx = None

@@ -1,0 +1,218 @@
+"""The shard process: Luigi's scheduler core on a ZeroMQ ROUTER socket, with group commit.
+
+One loop, one thread: take every request that is waiting (up to
+``batch_max``), apply each to the in-memory core, commit everything they
+changed in one store transaction, and only then send the replies.  A reply
+therefore never acknowledges a change that a ``kill -9`` could lose.
+
+Bad input never stops the loop: malformed frames, junk bytes, unknown
+methods and bad arguments get an error reply (when there is someone to reply
+to) and change nothing; oversized messages are cut off by ``MAXMSGSIZE``
+before they reach us.  If a commit fails, every request of the batch gets a
+``storage`` error and the core is rebuilt from the store, so memory never
+runs ahead of what is durable.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import zmq
+
+from federation import transport, wire
+from federation.errors import (
+    BadArgumentsError,
+    FederationError,
+    ProtocolError,
+    StorageError,
+    UnknownMethodError,
+)
+
+log = logging.getLogger("shard.server")
+
+MAX_FRAMES = 2 + wire.MAX_HOPS + 1
+
+
+class ShardServer:
+    """Serves one :class:`shard.scheduler.SchedulerCore` backed by one store."""
+
+    def __init__(
+        self,
+        shard_id: str,
+        bind: str,
+        core: Any,
+        store: Any,
+        *,
+        prune_interval: float = 60.0,
+        batch_max: int = 2000,
+        max_message_bytes: int = wire.DEFAULT_MAX_MESSAGE_BYTES,
+        extra_methods: dict[str, Callable[..., Any]] | None = None,
+        version: str = "",
+    ) -> None:
+        self.shard_id = shard_id
+        self.core = core
+        self.store = store
+        self.prune_interval = prune_interval
+        self.batch_max = batch_max
+        self.max_message_bytes = max_message_bytes
+        self.version = version
+        self.log = logging.LoggerAdapter(log, {"shard": shard_id})
+        self._methods: dict[str, Callable[..., Any]] = {name: getattr(core, name) for name in core.RPC_METHODS}
+        self._methods["shard_info"] = self.shard_info
+        self._methods.update(extra_methods or {})
+        self._ctx = zmq.Context()
+        self.sock = transport.bind_router(self._ctx, bind, max_message_bytes=max_message_bytes)
+        self.endpoint = transport.last_endpoint(self.sock)
+        self._stop = threading.Event()
+        self._next_prune = time.monotonic() + prune_interval
+        self.started = time.time()
+        self.stats = {"requests": 0, "errors": 0, "batches": 0, "commits": 0, "commit_seconds": 0.0}
+
+    # -- lifecycle -----------------------------------------------------------
+    def stop(self) -> None:
+        self._stop.set()
+
+    def install_signal_handlers(self) -> None:
+        """First SIGTERM/SIGINT drains (finishes the batch in hand, then stops); the second exits now."""
+
+        def handler(signum: int, _frame: Any) -> None:
+            if self._stop.is_set():
+                raise SystemExit(128 + signum)
+            self.log.info("shard %s: signal %d, draining", self.shard_id, signum)
+            self._stop.set()
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+    def close(self) -> None:
+        self.sock.close(0)
+        self._ctx.term()
+
+    def serve_forever(self) -> None:
+        self.log.info("shard %s serving on %s (store %s %s)", self.shard_id, self.endpoint,
+                      getattr(self.store, "backend", "?"), getattr(self.store, "location", "?"))
+        poller = zmq.Poller()
+        poller.register(self.sock, zmq.POLLIN)
+        try:
+            while not self._stop.is_set():
+                wait_ms = max(0, min(200, int((self._next_prune - time.monotonic()) * 1000)))
+                if poller.poll(wait_ms):
+                    self.run_once()
+                if time.monotonic() >= self._next_prune:
+                    self._prune()
+        finally:
+            self.log.info("shard %s stopped", self.shard_id)
+
+    # -- one batch -----------------------------------------------------------
+    def run_once(self) -> int:
+        """Handle every request waiting now (up to batch_max): apply, commit once, reply."""
+        replies: list[tuple[list[bytes], int, Any, FederationError | None]] = []
+        for _ in range(self.batch_max):
+            try:
+                frames = self.sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            replies.append(self._handle(frames))
+        if not replies:
+            return 0
+        self.stats["batches"] += 1
+        commit_error = self._commit()
+        for route, req_id, result, err in replies:
+            if route is None:
+                continue
+            err = commit_error or err
+            try:
+                body = wire.encode_error(req_id, err) if err else wire.encode_ok(req_id, result)
+            except Exception as e:  # a result that msgpack cannot carry is our bug; say so, keep serving
+                self.log.error("shard %s: cannot encode reply: %s", self.shard_id, e, exc_info=True)
+                body = wire.encode_error(req_id, FederationError(f"cannot encode reply: {e}"))
+            transport.send_frames(self.sock, [*route, body])
+        return len(replies)
+
+    def _handle(self, frames: list[bytes]) -> tuple[list[bytes] | None, int, Any, FederationError | None]:
+        self.stats["requests"] += 1
+        if len(frames) < 3 or len(frames) > MAX_FRAMES:
+            self.stats["errors"] += 1
+            self.log.warning("shard %s: dropped a message of %d frames (expected [routing_key, body])",
+                             self.shard_id, len(frames) - 1)
+            err = ProtocolError(f"expected frames [routing_key, body], got {len(frames) - 1} frame(s)",
+                                code="bad_frames")
+            return [frames[0]], wire.peek_req_id(frames[-1]) if len(frames) > 1 else -1, None, err
+        route, body = frames[:-2], frames[-1]
+        try:
+            req = wire.decode_request(body, self.max_message_bytes)
+        except ProtocolError as e:
+            self.stats["errors"] += 1
+            self.log.warning("shard %s: bad request: %s", self.shard_id, e)
+            return route, wire.peek_req_id(body), None, e
+        fn = self._methods.get(req.method)
+        if fn is None:
+            self.stats["errors"] += 1
+            self.log.warning("shard %s: unknown method %r", self.shard_id, req.method)
+            return route, req.req_id, None, UnknownMethodError(f"unknown method {req.method!r}")
+        try:
+            return route, req.req_id, fn(**req.kwargs), None
+        except (TypeError, ValueError) as e:
+            self.stats["errors"] += 1
+            self.log.warning("shard %s: bad arguments to %s: %s", self.shard_id, req.method, e)
+            return route, req.req_id, None, BadArgumentsError(f"{req.method}: {e}")
+        except FederationError as e:
+            self.stats["errors"] += 1
+            return route, req.req_id, None, e
+        except Exception as e:
+            self.stats["errors"] += 1
+            self.log.error("shard %s: %s failed", self.shard_id, req.method, exc_info=True)
+            return route, req.req_id, None, FederationError(f"{req.method} failed: {type(e).__name__}: {e}")
+
+    def _commit(self) -> FederationError | None:
+        changes = self.core.collect_changes()
+        if changes.is_empty():
+            return None
+        t0 = time.perf_counter()
+        try:
+            self.store.commit(changes)
+        except StorageError as e:
+            self.log.error("shard %s: commit failed, rebuilding from the store: %s", self.shard_id, e)
+            self._reload()
+            return e
+        self.stats["commits"] += 1
+        self.stats["commit_seconds"] += time.perf_counter() - t0
+        return None
+
+    def _reload(self) -> None:
+        delay = 0.1
+        while not self._stop.is_set():
+            try:
+                self.core.restore(self.store.load())
+                self.core.collect_changes()
+                return
+            except StorageError as e:
+                self.log.error("shard %s: reload failed (retry in %.1fs): %s", self.shard_id, delay, e)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def _prune(self) -> None:
+        self._next_prune = time.monotonic() + self.prune_interval
+        try:
+            self.core.prune()
+        except Exception:
+            self.log.error("shard %s: prune failed", self.shard_id, exc_info=True)
+        self._commit()
+
+    # -- federation-level methods ---------------------------------------------
+    def shard_info(self) -> dict[str, Any]:
+        """Identity and health of this shard (used by the router's federation_health)."""
+        return {
+            "shard_id": self.shard_id,
+            "endpoint": self.endpoint,
+            "backend": getattr(self.store, "backend", "?"),
+            "location": getattr(self.store, "location", "?"),
+            "version": self.version,
+            "started": self.started,
+            "stats": dict(self.stats),
+        }
