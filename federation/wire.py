@@ -76,7 +76,7 @@ def decode_request(body: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> R
     if len(body) > max_bytes:
         raise ProtocolError(f"request of {len(body)} bytes exceeds the limit of {max_bytes}", code="too_large")
     try:
-        msg = msgpack.unpackb(body, raw=False, strict_map_key=True, max_buffer_size=max(len(body), 1))
+        msg = msgpack.unpackb(body, raw=False, strict_map_key=True)
     except Exception as e:  # msgpack raises several unrelated types on junk
         raise ProtocolError(f"body is not valid msgpack: {type(e).__name__}: {e}", code="bad_msgpack") from e
     if not isinstance(msg, list) or len(msg) != 5:
@@ -98,7 +98,7 @@ def decode_request(body: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> R
 def peek_req_id(body: bytes) -> int:
     """Best effort: the req_id of a body that failed to decode, or -1."""
     try:
-        msg = msgpack.unpackb(body, raw=False, strict_map_key=False, max_buffer_size=max(len(body), 1))
+        msg = msgpack.unpackb(body, raw=False, strict_map_key=False)
         if isinstance(msg, list) and len(msg) > 1 and isinstance(msg[1], int) and not isinstance(msg[1], bool):
             return msg[1]
     except Exception:
@@ -117,7 +117,7 @@ def encode_error(req_id: int, err: FederationError | dict[str, str]) -> bytes:
 
 def decode_reply(body: bytes) -> Reply:
     try:
-        msg = msgpack.unpackb(body, raw=False, strict_map_key=False, max_buffer_size=max(len(body), 1))
+        msg = msgpack.unpackb(body, raw=False, strict_map_key=False)
     except Exception as e:
         raise ProtocolError(f"reply is not valid msgpack: {e}", code="bad_reply") from e
     if not isinstance(msg, list) or len(msg) != 4 or msg[0] != VERSION or msg[2] not in (OK, ERR):
