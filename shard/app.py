@@ -24,6 +24,7 @@ def build_shard(
     config: SchedulerConfig | None = None,
     schema: str | None = None,
     prune_interval: float = 60.0,
+    max_message_bytes: int | None = None,
     clock: Callable[[], float] = time.time,
 ) -> ShardServer:
     """Open the store (taking ownership), rebuild the core from it, bind the server."""
@@ -32,7 +33,8 @@ def build_shard(
         core = SchedulerCore(config or SchedulerConfig(), clock=clock)
         core.restore(store.load())
         core.collect_changes()  # restoring is not a change
-        return ShardServer(shard_id, bind, core, store, prune_interval=prune_interval, version=__version__)
+        extra = {"max_message_bytes": max_message_bytes} if max_message_bytes else {}
+        return ShardServer(shard_id, bind, core, store, prune_interval=prune_interval, version=__version__, **extra)
     except BaseException:
         store.close()
         raise
