@@ -395,9 +395,14 @@ class Load(luigi.Task):
 
 
 class DailyBatch(luigi.WrapperTask):
-    """Every topic of one day."""
+    """Every topic of one day.
 
-    task_namespace = NAMESPACE
+    The wrappers live in the default namespace (family ``DailyBatch``), so the command line
+    reads ``luigi --module examples.daily DailyBatch --date 2026-11-20``; the partitions they
+    wrap are the ``daily.*`` tasks.
+    """
+
+    task_namespace = ""
 
     date: dt.date = luigi.DateParameter()
     topics: Sequence[str] = luigi.ListParameter(default=list(DEFAULT_TOPICS))
@@ -409,7 +414,7 @@ class DailyBatch(luigi.WrapperTask):
 class RangeBatch(luigi.WrapperTask):
     """``days`` consecutive days starting at ``start`` (a week by default)."""
 
-    task_namespace = NAMESPACE
+    task_namespace = ""
 
     start: dt.date = luigi.DateParameter()
     days: int = luigi.IntParameter(default=7)

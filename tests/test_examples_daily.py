@@ -103,7 +103,7 @@ def test_daily_batch_runs_every_stage(root: Path) -> None:
     assert statuses(tasks) == {"DONE"}
     # 1 wrapper + Load, Extract, Transform, Enrich per topic, except no Enrich for the empty one.
     assert families(tasks) == {
-        "daily.DailyBatch": 1,
+        "DailyBatch": 1,
         "daily.Load": 5,
         "daily.Extract": 5,
         "daily.Transform": 5,
@@ -185,7 +185,7 @@ def test_rerun_is_a_no_op(root: Path) -> None:
 
     assert again.status == LuigiStatusCode.SUCCESS
     # The wrapper is complete, so the worker never even looks below it.
-    assert list(families(tasks).items()) == [("daily.DailyBatch", 1)]
+    assert list(families(tasks).items()) == [("DailyBatch", 1)]
     assert statuses(tasks) == {"DONE"}
     assert file_stamps(root) == stamps
     assert query(root, "SELECT * FROM events ORDER BY topic, event_id") == rows
@@ -217,8 +217,8 @@ def test_range_batch_runs_a_partition_per_day(root: Path) -> None:
 
     assert result.status == LuigiStatusCode.SUCCESS
     assert families(tasks) == {
-        "daily.RangeBatch": 1,
-        "daily.DailyBatch": 3,
+        "RangeBatch": 1,
+        "DailyBatch": 3,
         "daily.Load": 6,
         "daily.Extract": 6,
         "daily.Transform": 6,
@@ -266,11 +266,14 @@ def test_families_and_ids_carry_the_namespace() -> None:
     tasks = [
         cls(date=DATE, topic="orders") for cls in (daily.Extract, daily.Transform, daily.Enrich, daily.Load)
     ]
-    tasks += [daily.DailyBatch(date=DATE), daily.RangeBatch(start=DATE)]
     for task in tasks:
         family = task.get_task_family()
         assert family == f"daily.{type(task).__name__}"
         assert task.task_id.startswith(family + "_")
+    # the wrappers are in the default namespace, so `luigi --module examples.daily DailyBatch` works
+    for wrapper in (daily.DailyBatch(date=DATE), daily.RangeBatch(start=DATE)):
+        assert wrapper.get_task_family() == type(wrapper).__name__
+        assert wrapper.task_id.startswith(type(wrapper).__name__ + "_")
     assert daily.Load(date=DATE, topic="orders").task_id.startswith("daily.Load_2026_11_20_orders_")
     # The data root is configuration, not a parameter: ids do not depend on it.
     assert daily.Load(date=DATE, topic="orders").to_str_params() == {"date": "2026-11-20", "topic": "orders"}
@@ -312,7 +315,7 @@ def test_root_precedence_is_cli_then_env_then_file_then_default(
     monkeypatch.setenv(daily.ROOT_ENV, str(tmp_path / "env"))
     assert daily.data_root() == tmp_path / "env"
 
-    base = ["daily.DailyBatch", "--date", "2026-11-20"]
+    base = ["DailyBatch", "--date", "2026-11-20"]
     with CmdlineParser.global_instance(base):
         assert daily.data_root() == tmp_path / "env"
     with CmdlineParser.global_instance([*base, "--daily-root", str(tmp_path / "cli")]):
