@@ -8,7 +8,11 @@ defaults, luigi 3.8.1) and is what every shard core runs with.  The whole
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import os
+import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -102,3 +106,475 @@ def _coerce(name: str, typ: Any, raw: Any) -> Any:
     if not isinstance(raw, str):
         raise TypeError(f"must be a string, got {raw!r}")
     return raw
+
+
+# -- federation.toml ---------------------------------------------------------------------------
+
+DEFAULT_ROUTER_ZMQ = "tcp://127.0.0.1:5555"
+DEFAULT_ROUTER_HTTP = "127.0.0.1:8082"
+DEFAULT_GROUP = "default"
+ENV_PREFIX = "FED_"
+
+_ROUTER_KEYS = {"zmq", "http", "timeout", "health_timeout", "relay_interval", "max_message_bytes"}
+_SHARD_KEYS = {"id", "endpoint", "store", "schema"}
+_TOP_KEYS = {"router", "shards", "groups", "namespaces", "default_group", "scheduler", "resources"}
+_ID_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
+
+
+@dataclass(frozen=True, slots=True)
+class RouterConfig:
+    """The ``[router]`` table."""
+
+    #: ZeroMQ endpoint the router binds for clients (workers, fedctl, the TUI)
+    zmq: str = DEFAULT_ROUTER_ZMQ
+    #: ``host:port`` of Luigi's HTTP API and web visualiser, or None for no HTTP gateway
+    http: str | None = DEFAULT_ROUTER_HTTP
+    #: seconds a shard may take to answer before the caller gets an ``unavailable`` error
+    timeout: float = 5.0
+    #: seconds a shard may take to answer ``federation_health`` before it is shown as down
+    health_timeout: float = 1.0
+    #: seconds between two pulls of the shards' change feeds (cross-shard dependencies)
+    relay_interval: float = 0.25
+    #: largest request accepted at the front (ZMQ_MAXMSGSIZE)
+    max_message_bytes: int = 16 * 1024 * 1024
+
+    @property
+    def http_host_port(self) -> tuple[str, int] | None:
+        if not self.http:
+            return None
+        host, _, port = self.http.rpartition(":")
+        return host or "127.0.0.1", int(port)
+
+
+@dataclass(frozen=True, slots=True)
+class ShardSpec:
+    """One ``[[shards]]`` entry."""
+
+    id: str
+    #: ZeroMQ endpoint the shard binds and the router connects to
+    endpoint: str
+    #: store URL: ``sqlite:///path/s0.db`` (a bare path means an SQLite file) or ``postgresql://...``
+    store: str
+    #: Postgres schema (default ``fed_<id>``, chosen by the store); ignored for SQLite
+    schema: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FederationConfig:
+    """The whole ``federation.toml``: router binds, shards, namespace groups, Luigi's settings.
+
+    Every shard belongs to exactly one group.  ``namespaces`` pins a Luigi task
+    namespace (and every namespace below it, see :mod:`federation.placement`) to a
+    group; any other namespace is placed in ``default_group``.
+    """
+
+    shards: tuple[ShardSpec, ...]
+    groups: dict[str, tuple[str, ...]]
+    namespaces: dict[str, str] = field(default_factory=dict)
+    default_group: str = DEFAULT_GROUP
+    router: RouterConfig = field(default_factory=RouterConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    source: str = ""
+
+    # -- lookups ---------------------------------------------------------------
+    @property
+    def shard_ids(self) -> list[str]:
+        return [s.id for s in self.shards]
+
+    def shard(self, shard_id: str) -> ShardSpec:
+        for s in self.shards:
+            if s.id == shard_id:
+                return s
+        raise ConfigError(f"no shard {shard_id!r} (known: {', '.join(self.shard_ids)})", source=self.source)
+
+    def group_of_shard(self, shard_id: str) -> str:
+        for group, members in self.groups.items():
+            if shard_id in members:
+                return group
+        raise ConfigError(f"shard {shard_id!r} is in no group", source=self.source)
+
+    # -- building ----------------------------------------------------------------
+    @classmethod
+    def from_mapping(cls, data: dict[str, Any], *, source: str = "", base_dir: str | None = None) -> FederationConfig:
+        """Validate a parsed ``federation.toml``; every problem is reported at once (ConfigError)."""
+        problems: list[str] = []
+        if not isinstance(data, dict):
+            raise ConfigError("the configuration must be a table", source=source)
+        for key in data:
+            if key not in _TOP_KEYS:
+                problems.append(f"unknown key {key!r} (known: {', '.join(sorted(_TOP_KEYS))})")
+
+        router = _parse_router(data.get("router", {}), problems)
+        shards = _parse_shards(data.get("shards", []), problems, base_dir)
+        ids = [s.id for s in shards]
+
+        default_group = data.get("default_group", DEFAULT_GROUP)
+        if not isinstance(default_group, str) or not default_group:
+            problems.append(f"default_group: must be a non-empty string, got {default_group!r}")
+            default_group = DEFAULT_GROUP
+
+        groups: dict[str, tuple[str, ...]] = {}
+        raw_groups = data.get("groups", {})
+        if not isinstance(raw_groups, dict):
+            problems.append("[groups]: must be a table of group = [shard ids]")
+            raw_groups = {}
+        seen: dict[str, str] = {}
+        for group, members in raw_groups.items():
+            if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
+                problems.append(f"[groups] {group}: must be a list of shard ids")
+                continue
+            if not members:
+                problems.append(f"[groups] {group}: has no shards")
+            for m in members:
+                if m not in ids:
+                    problems.append(f"[groups] {group}: unknown shard {m!r} (shards: {', '.join(ids) or 'none'})")
+                elif m in seen:
+                    problems.append(f"[groups] {group}: shard {m!r} is already in group {seen[m]!r}")
+                else:
+                    seen[m] = group
+            groups[group] = tuple(dict.fromkeys(members))
+        # a shard named in no group serves the default group
+        rest = tuple(i for i in ids if i not in seen)
+        if rest:
+            groups[default_group] = groups.get(default_group, ()) + rest
+        if shards and not groups.get(default_group):
+            problems.append(f"default_group: group {default_group!r} has no shards")
+
+        namespaces: dict[str, str] = {}
+        raw_ns = data.get("namespaces", {})
+        if not isinstance(raw_ns, dict):
+            problems.append('[namespaces]: must be a table of "namespace" = "group"')
+            raw_ns = {}
+        for ns, group in _flatten_namespaces(raw_ns).items():
+            if not ns or ns.startswith(".") or ns.endswith(".") or ".." in ns:
+                problems.append(f"[namespaces] {ns!r}: not a Luigi namespace (dotted names, e.g. finance.ledger)")
+            elif not isinstance(group, str) or group not in groups:
+                problems.append(f"[namespaces] {ns}: unknown group {group!r} (groups: {', '.join(groups) or 'none'})")
+            else:
+                namespaces[ns] = group
+
+        sched_section = data.get("scheduler", {})
+        if not isinstance(sched_section, dict):
+            problems.append("[scheduler]: must be a table")
+            sched_section = {}
+        section = dict(sched_section)
+        if "resources" in data:
+            section["resources"] = data["resources"]
+        scheduler = SchedulerConfig()
+        try:
+            scheduler = SchedulerConfig.from_mapping(section)
+        except ConfigError as e:
+            problems.extend(e.problems)
+
+        if not shards:
+            problems.append("[[shards]]: at least one shard is required")
+        if problems:
+            raise ConfigError(problems, source=source)
+        return cls(shards=tuple(shards), groups=groups, namespaces=namespaces, default_group=default_group,
+                   router=router, scheduler=scheduler, source=source)
+
+    @classmethod
+    def local(cls, n_shards: int = 3, *, data_dir: str = ".federation", zmq: str = DEFAULT_ROUTER_ZMQ,
+              http: str | None = DEFAULT_ROUTER_HTTP, shard_ports: list[int] | None = None,
+              scheduler: SchedulerConfig | None = None) -> FederationConfig:
+        """A one-host federation: shards ``s0..s<n-1>`` with SQLite files under ``data_dir``.
+
+        ``shard_ports`` gives the shards' TCP ports on 127.0.0.1 (default 5601, 5602, ...).
+        """
+        if n_shards < 1:
+            raise ConfigError("a federation needs at least one shard")
+        ports = shard_ports or [5601 + i for i in range(n_shards)]
+        if len(ports) != n_shards:
+            raise ConfigError(f"{n_shards} shards but {len(ports)} ports")
+        base = os.path.abspath(data_dir)
+        shards = tuple(ShardSpec(f"s{i}", f"tcp://127.0.0.1:{p}", f"sqlite:///{os.path.join(base, f's{i}.db')}")
+                       for i, p in enumerate(ports))
+        return cls(shards=shards, groups={DEFAULT_GROUP: tuple(s.id for s in shards)},
+                   router=RouterConfig(zmq=zmq, http=http), scheduler=scheduler or SchedulerConfig())
+
+    def replace(self, **changes: Any) -> FederationConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_mapping(self) -> dict[str, Any]:
+        """The inverse of :meth:`from_mapping` (what ``to_toml`` writes)."""
+        router = {f.name: getattr(self.router, f.name) for f in fields(RouterConfig)}
+        if router["http"] is None:
+            router["http"] = ""
+        sched = self.scheduler.to_dict()
+        resources = sched.pop("resources")
+        defaults = SchedulerConfig().to_dict()
+        sched = {k: v for k, v in sched.items() if v is not None and v != defaults[k]}
+        out: dict[str, Any] = {
+            "default_group": self.default_group,
+            "router": router,
+            "shards": [{k: v for k, v in dataclasses.asdict(s).items() if v is not None} for s in self.shards],
+            "groups": {g: list(m) for g, m in self.groups.items()},
+            "namespaces": dict(self.namespaces),
+            "scheduler": sched,
+            "resources": dict(resources),
+        }
+        return out
+
+    def to_toml(self) -> str:
+        """Render as ``federation.toml`` text (``fedctl up`` hands it to its children)."""
+        return _dump_toml(self.to_mapping())
+
+
+def _flatten_namespaces(raw: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``finance.ledger = "g"`` written without quotes is a nested table in TOML; read it as the dotted name."""
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        name = f"{prefix}.{key}" if prefix else key
+        if isinstance(value, dict):
+            out.update(_flatten_namespaces(value, name))
+        else:
+            out[name] = value
+    return out
+
+
+def _parse_router(raw: Any, problems: list[str]) -> RouterConfig:
+    if not isinstance(raw, dict):
+        problems.append("[router]: must be a table")
+        return RouterConfig()
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        name = key.replace("-", "_")
+        if name not in _ROUTER_KEYS:
+            problems.append(f"[router] unknown key {key!r} (known: {', '.join(sorted(_ROUTER_KEYS))})")
+            continue
+        try:
+            values[name] = _router_value(name, value)
+        except (TypeError, ValueError) as e:
+            problems.append(f"[router] {key}: {e}")
+    return RouterConfig(**values)
+
+
+def _router_value(name: str, value: Any) -> Any:
+    if name == "zmq":
+        return _zmq_endpoint(value)
+    if name == "http":
+        if value in ("", None, False):
+            return None
+        if not isinstance(value, str):
+            raise TypeError(f'must be "host:port" (or "" for no HTTP gateway), got {value!r}')
+        host, sep, port = value.rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535 or "/" in value:
+            raise ValueError(f'must be "host:port", e.g. 127.0.0.1:8082, got {value!r}')
+        return value
+    if name == "max_message_bytes":
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1024:
+            raise ValueError(f"must be an integer of at least 1024, got {value!r}")
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise TypeError(f"must be a number of seconds, got {value!r}")
+    seconds = float(value)
+    if not seconds > 0 or math.isinf(seconds):
+        raise ValueError(f"must be a positive number of seconds, got {value!r}")
+    return seconds
+
+
+def _zmq_endpoint(value: Any) -> str:
+    if not isinstance(value, str) or "://" not in value:
+        raise ValueError(f"must be a ZeroMQ endpoint like tcp://127.0.0.1:5555, got {value!r}")
+    scheme = value.split("://", 1)[0]
+    if scheme not in ("tcp", "ipc", "inproc"):
+        raise ValueError(f"unsupported ZeroMQ transport {scheme!r} in {value!r} (tcp, ipc or inproc)")
+    return value
+
+
+def _parse_shards(raw: Any, problems: list[str], base_dir: str | None) -> list[ShardSpec]:
+    if not isinstance(raw, list):
+        problems.append("[[shards]]: must be an array of tables (one [[shards]] per shard)")
+        return []
+    out: list[ShardSpec] = []
+    seen_ids: set[str] = set()
+    seen_eps: set[str] = set()
+    for i, entry in enumerate(raw):
+        where = f"[[shards]] #{i + 1}"
+        if not isinstance(entry, dict):
+            problems.append(f"{where}: must be a table")
+            continue
+        ok = True
+        for key in entry:
+            if key not in _SHARD_KEYS:
+                problems.append(f"{where}: unknown key {key!r} (known: {', '.join(sorted(_SHARD_KEYS))})")
+        sid = entry.get("id")
+        if not isinstance(sid, str) or not sid or not set(sid) <= _ID_CHARS:
+            problems.append(f"{where}.id: must be a non-empty string of letters, digits, '_', '-', '.', got {sid!r}")
+            ok = False
+        else:
+            where = f"[[shards]] {sid!r}"
+            if sid in seen_ids:
+                problems.append(f"{where}.id: duplicate shard id")
+                ok = False
+            seen_ids.add(sid)
+        endpoint = entry.get("endpoint")
+        try:
+            endpoint = _zmq_endpoint(endpoint)
+            if endpoint in seen_eps:
+                problems.append(f"{where}.endpoint: {endpoint} is used by another shard")
+                ok = False
+            seen_eps.add(endpoint)
+        except ValueError as e:
+            problems.append(f"{where}.endpoint: {e}")
+            ok = False
+        store = entry.get("store")
+        if not isinstance(store, str) or not store:
+            problems.append(f"{where}.store: required, e.g. \"sqlite:///data/{sid}.db\" or \"postgresql://user@host/db\"")
+            ok = False
+        else:
+            try:
+                store = _store_url(store, base_dir)
+            except ValueError as e:
+                problems.append(f"{where}.store: {e}")
+                ok = False
+        schema = entry.get("schema")
+        if schema is not None and (not isinstance(schema, str) or not schema or not set(schema) <= _ID_CHARS - {"-", "."}):
+            problems.append(f"{where}.schema: must be a SQL identifier (letters, digits, '_'), got {schema!r}")
+            ok = False
+        if ok:
+            out.append(ShardSpec(sid, endpoint, store, schema))
+    return out
+
+
+def _store_url(value: str, base_dir: str | None) -> str:
+    """A store URL; a bare path becomes an SQLite URL, relative to the config file's folder."""
+    if "://" in value:
+        scheme = value.split("://", 1)[0].split("+", 1)[0]
+        if scheme not in ("sqlite", "postgresql", "postgres"):
+            raise ValueError(f"unsupported store {scheme!r} (sqlite:///path or postgresql://...)")
+        if scheme == "sqlite" and value.startswith("sqlite:///") and not value.startswith("sqlite:////") \
+                and base_dir and value != "sqlite:///:memory:":
+            return "sqlite:///" + os.path.normpath(os.path.join(base_dir, value[len("sqlite:///"):]))
+        return value
+    path = value if os.path.isabs(value) or not base_dir else os.path.join(base_dir, value)
+    return "sqlite:///" + os.path.normpath(os.path.abspath(path))
+
+
+def load_federation_config(path: str | None = None, *, env: Mapping[str, str] | None = None,
+                           overrides: Mapping[str, Any] | None = None) -> FederationConfig:
+    """Read ``federation.toml`` and apply, in rising precedence, env (``FED_...``) and CLI overrides.
+
+    Precedence: CLI ``overrides`` > environment > file > defaults.  ``path`` None
+    falls back to ``$FED_CONFIG``.  Overrides and env cover the scalar settings:
+
+    ==========================  ====================================  ==========================
+    override key                environment                           file
+    ==========================  ====================================  ==========================
+    ``router.zmq``              ``FED_ROUTER_ZMQ``                    ``[router] zmq``
+    ``router.http``             ``FED_ROUTER_HTTP``                   ``[router] http``
+    ``router.<key>``            ``FED_ROUTER_<KEY>``                  ``[router] <key>``
+    ``default_group``           ``FED_DEFAULT_GROUP``                 ``default_group``
+    ``scheduler.<key>``         ``FED_SCHEDULER_<KEY>``               ``[scheduler] <key>``
+    ``resources.<name>``        (none)                                ``[resources] <name>``
+    ==========================  ====================================  ==========================
+
+    Override values that are None are ignored (an argparse flag that was not given).
+    """
+    env = os.environ if env is None else env
+    path = path or env.get(ENV_PREFIX + "CONFIG") or None
+    data: dict[str, Any] = {}
+    base_dir: str | None = None
+    source = path or "<defaults>"
+    if path:
+        try:
+            with open(path, "rb") as f:
+                data = tomllib.load(f)
+        except OSError as e:
+            raise ConfigError(f"cannot read: {e.strerror or e}", source=path) from e
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"not valid TOML: {e}", source=path) from e
+        base_dir = os.path.dirname(os.path.abspath(path))
+    layered = merge_overrides(data, env_overrides(env), overrides or {})
+    return FederationConfig.from_mapping(layered, source=source, base_dir=base_dir)
+
+
+def env_overrides(env: Mapping[str, str]) -> dict[str, str]:
+    """The ``FED_ROUTER_*``, ``FED_SCHEDULER_*`` and ``FED_DEFAULT_GROUP`` variables as override keys."""
+    out: dict[str, str] = {}
+    known_sched = {f.name for f in fields(SchedulerConfig)} - {"resources"}
+    for name, value in env.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        rest = name[len(ENV_PREFIX):].lower()
+        if rest == "default_group":
+            out["default_group"] = value
+        elif rest.startswith("router_") and rest[len("router_"):] in _ROUTER_KEYS:
+            out["router." + rest[len("router_"):]] = value
+        elif rest.startswith("scheduler_") and rest[len("scheduler_"):] in known_sched:
+            out["scheduler." + rest[len("scheduler_"):]] = value
+    return out
+
+
+def merge_overrides(data: Mapping[str, Any], *layers: Mapping[str, Any]) -> dict[str, Any]:
+    """Apply dotted-key override layers (later wins) onto a parsed TOML mapping, without mutating it."""
+    out: dict[str, Any] = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
+    for layer in layers:
+        for key, value in layer.items():
+            if value is None:
+                continue
+            section, _, name = key.partition(".")
+            if not name:
+                out[section] = value
+                continue
+            table = out.get(section)
+            if not isinstance(table, dict):
+                table = {}
+                out[section] = table
+            if section == "router":
+                value = _from_text(name, value)
+            table[name] = value
+    return out
+
+
+def _from_text(name: str, value: Any) -> Any:
+    """Env values are text; the router's numeric keys are converted here, the rest stays as given."""
+    if isinstance(value, str) and name in ("timeout", "health_timeout", "relay_interval", "max_message_bytes"):
+        try:
+            return int(value) if name == "max_message_bytes" else float(value)
+        except ValueError:
+            return value  # validation reports it with the key
+    return value
+
+
+def _dump_toml(data: dict[str, Any]) -> str:
+    lines: list[str] = []
+    tables: list[tuple[str, Any]] = []
+    for key, value in data.items():
+        if isinstance(value, dict):
+            tables.append((key, value))
+        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            tables.append((key, value))
+        else:
+            lines.append(f"{_toml_key(key)} = {_toml_value(value)}")
+    for key, value in tables:
+        if isinstance(value, dict):
+            lines.append("")
+            lines.append(f"[{_toml_key(key)}]")
+            lines.extend(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items())
+        else:
+            for entry in value:
+                lines.append("")
+                lines.append(f"[[{_toml_key(key)}]]")
+                lines.extend(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in entry.items())
+    return "\n".join(lines) + "\n"
+
+
+def _toml_key(key: str) -> str:
+    return key if key and all(c.isalnum() or c in "_-" for c in key) else json.dumps(key)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {value!r} as TOML")
