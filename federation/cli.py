@@ -15,6 +15,7 @@ import os
 import sys
 import tomllib
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from federation import __version__
@@ -54,17 +55,36 @@ def load_scheduler_config(path: str | None) -> Any:
 
 
 # -- fedctl shard serve ---------------------------------------------------------
+def shard_settings(args: argparse.Namespace) -> tuple[str, str, str | None, Any]:
+    """(bind, db, schema, SchedulerConfig) for one shard: flags win over federation.toml."""
+    bind, db, schema = args.bind, args.db, args.schema
+    if args.config and _has_shards(args.config):
+        from federation.config import load_federation_config
+
+        cfg = load_federation_config(args.config)
+        spec = cfg.shard(args.id)
+        return bind or spec.endpoint, db or spec.store, schema or spec.schema, cfg.scheduler
+    return bind or "tcp://127.0.0.1:5556", db, schema, load_scheduler_config(args.config)
+
+
+def _has_shards(path: str) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return "shards" in tomllib.load(f)
+    except (OSError, tomllib.TOMLDecodeError):
+        return False  # load_scheduler_config reports the problem with the file name
+
+
 def cmd_shard_serve(args: argparse.Namespace) -> int:
     from shard.app import build_shard
 
     _setup_logging(args.log_level)
     if not args.id:
         raise ConfigError("--id (or FED_SHARD_ID) is required")
-    if not args.db:
+    bind, db, schema, config = shard_settings(args)
+    if not db:
         raise ConfigError("--db (or FED_DB) is required, e.g. sqlite:///./.federation/s0.db")
-    config = load_scheduler_config(args.config)
-    server = build_shard(args.id, args.bind, args.db, config=config, schema=args.schema,
-                         prune_interval=args.prune_interval)
+    server = build_shard(args.id, bind, db, config=config, schema=schema, prune_interval=args.prune_interval)
     server.install_signal_handlers()
     print(f"shard {args.id} listening on {server.endpoint} "
           f"({server.store.backend}: {server.store.location})", flush=True)
@@ -124,6 +144,212 @@ def run_with_retcodes(argv: list[str], factory: Any) -> int:
     return code
 
 
+# -- fedctl router serve / up / demo / status --------------------------------------
+def cmd_router_serve(args: argparse.Namespace) -> int:
+    from federation.config import load_federation_config
+    from router.server import serve
+
+    _setup_logging(args.log_level)
+    cfg = load_federation_config(args.config, overrides={"router.zmq": args.zmq, "router.http": args.http})
+    return serve(cfg) or 0
+
+
+def local_federation(n_shards: int, data_dir: Path, zmq: str, http: str | None,
+                     store: str = "sqlite", pg_url: str | None = None) -> Path:
+    """Write ``<data_dir>/federation.toml`` for a local federation and return its path."""
+    from federation.config import FederationConfig
+
+    if n_shards < 1:
+        raise ConfigError("--shards must be at least 1")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    shards = []
+    for i in range(n_shards):
+        sid = f"s{i}"
+        url = f"sqlite:///{(data_dir / f'{sid}.db').resolve()}" if store == "sqlite" else pg_url
+        shards.append({"id": sid, "endpoint": f"tcp://127.0.0.1:{_free_port()}", "store": url})
+    cfg = FederationConfig.from_mapping(
+        {"router": {"zmq": zmq, "http": http or ""}, "shards": shards}, source="fedctl up")
+    path = data_dir / "federation.toml"
+    path.write_text(cfg.to_toml())
+    return path
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def federation_children(config_path: Path) -> list[Any]:
+    from federation.config import load_federation_config
+    from federation.supervisor import Child
+
+    cfg = load_federation_config(str(config_path))
+    children = [Child(f"shard-{s.id}", ["shard", "serve", "--config", str(config_path), "--id", s.id],
+                      endpoint=s.endpoint) for s in cfg.shards]
+    children.append(Child("router", ["router", "serve", "--config", str(config_path)],
+                          endpoint=cfg.router.zmq, ready_method="federation_health"))
+    return children
+
+
+def _up_config(args: argparse.Namespace) -> Path:
+    if args.config:
+        return Path(args.config)
+    return local_federation(args.shards, Path(args.data_dir), args.zmq, args.http or None,
+                            store=args.store, pg_url=args.pg_url)
+
+
+def _banner(config_path: Path) -> str:
+    from federation.config import load_federation_config
+
+    cfg = load_federation_config(str(config_path))
+    lines = [f"luigi-federation: {len(cfg.shards)} shard(s) and a router  (config {config_path})",
+             f"  ZeroMQ  {cfg.router.zmq}   fedctl run --scheduler {cfg.router.zmq} ... | fedctl tui --router {cfg.router.zmq}"]
+    if cfg.router.http:
+        lines.append(f"  HTTP    http://{cfg.router.http}   luigi [core] default-scheduler-url, web visualiser at /")
+    for s in cfg.shards:
+        lines.append(f"  shard {s.id:<6} {s.endpoint:<24} {s.store}" + (f" schema {s.schema}" if s.schema else ""))
+    return "\n".join(lines)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from federation.supervisor import Supervisor
+
+    config_path = _up_config(args)
+    sup = Supervisor(federation_children(config_path), Path(args.data_dir) / "logs")
+    sup.start()
+    print(_banner(config_path), flush=True)
+    print(f"  logs    {Path(args.data_dir) / 'logs'}\nCtrl-C stops everything.", flush=True)
+    sup.run_forever()
+    print("fedctl up: stopped", flush=True)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    import json
+
+    from federation.transport import ZmqClient
+
+    client = ZmqClient(args.router, timeout=args.timeout)
+    try:
+        health = client.call("federation_health", {})
+    finally:
+        client.close()
+    if args.json:
+        print(json.dumps(health, indent=2, sort_keys=True))
+    else:
+        print(format_health(health))
+    return 0 if all(s["up"] for s in health["shards"]) else 1
+
+
+STATUSES = ("PENDING", "RUNNING", "DONE", "FAILED", "DISABLED")
+
+
+def format_health(health: dict[str, Any]) -> str:
+    rows = [("shard", "group", "up", "ms", *[st.lower() for st in STATUSES], "workers", "store")]
+    for s in health["shards"]:
+        counts = s.get("counts") or {}
+        rows.append((
+            s["shard_id"], s["group"], "up" if s["up"] else "DOWN",
+            f"{s['latency_ms']:.1f}" if s.get("latency_ms") is not None else "-",
+            *[str(counts.get(st, 0)) for st in STATUSES], str(s.get("workers", 0)),
+            f"{s.get('backend') or '-'} {s.get('location') or ''}".strip() if s["up"] else (s.get("error") or "")[:60],
+        ))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    out = [f"router {health['router']['zmq']}" + (f"  http {health['router']['http']}" if health["router"].get("http") else "")]
+    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    return "\n".join(out)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """A local federation running a week of the daily pipeline with real Luigi workers."""
+    import datetime as dt
+    import threading
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from federation.client import FederationSchedulerFactory
+    from federation.supervisor import Supervisor
+    from federation.transport import ZmqClient
+
+    console = Console()
+    data_dir = Path(args.data_dir)
+    config_path = _up_config(args)
+    sup = Supervisor(federation_children(config_path), data_dir / "logs")
+    console.print(f"starting a local federation under {data_dir} ...")
+    sup.start()
+    console.print(_banner(config_path))
+    os.environ.setdefault("FED_DAILY_ROOT", str((data_dir / "data").resolve()))
+    import luigi
+
+    from examples.daily import DEFAULT_TOPICS, RangeBatch
+
+    start = dt.date.fromisoformat(args.start)
+    topics = list(DEFAULT_TOPICS)
+    # per day: the DailyBatch, and Extract/Transform/Enrich/Load per topic, but no Enrich for an empty topic
+    per_day = 1 + 4 * len(topics) - sum(1 for t in topics if t == "empty")
+    expected = 1 + args.days * per_day
+    result: dict[str, Any] = {}
+
+    def work() -> None:
+        result["ok"] = luigi.build(
+            [RangeBatch(start=start, days=args.days, topics=topics)],
+            worker_scheduler_factory=FederationSchedulerFactory(_router_zmq(config_path)),
+            workers=args.workers, log_level="WARNING",
+        )
+
+    runner = threading.Thread(target=work, daemon=True)
+    runner.start()
+    client = ZmqClient(_router_zmq(config_path), timeout=5)
+    health: dict[str, Any] = {}
+    try:
+        with Progress(TextColumn("daily pipeline"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[detail]}"),
+                      TimeElapsedColumn(), console=console) as progress:
+            bar = progress.add_task("run", total=expected, detail="")
+            while runner.is_alive():
+                runner.join(0.5)
+                sup.check()
+                try:
+                    health = client.call("federation_health", {})
+                except FederationError:
+                    continue
+                totals = _sum_counts(health)
+                progress.update(bar, completed=totals.get("DONE", 0),
+                                detail=f"running {totals.get('RUNNING', 0)} · pending {totals.get('PENDING', 0)} · "
+                                       f"failed {totals.get('FAILED', 0)}")
+            health = client.call("federation_health", {})
+            progress.update(bar, completed=_sum_counts(health).get("DONE", 0))
+        console.print(format_health(health))
+        console.print(f"pipeline {'finished' if result.get('ok') else 'did NOT finish'}: "
+                      f"{_sum_counts(health).get('DONE', 0)} tasks DONE across {len(health['shards'])} shards; "
+                      f"outputs under {os.environ['FED_DAILY_ROOT']}")
+        console.print(f"watch it live: fedctl tui --router {_router_zmq(config_path)}")
+        if args.keep:
+            console.print("--keep: the federation keeps running; Ctrl-C stops it.")
+            sup.run_forever()
+    finally:
+        client.close()
+        sup.stop()
+    return 0 if result.get("ok") else 1
+
+
+def _router_zmq(config_path: Path) -> str:
+    from federation.config import load_federation_config
+
+    return load_federation_config(str(config_path)).router.zmq
+
+
+def _sum_counts(health: dict[str, Any]) -> dict[str, int]:
+    totals: dict[str, int] = {}
+    for s in health.get("shards", []):
+        for st, n in (s.get("counts") or {}).items():
+            totals[st] = totals.get(st, 0) + n
+    return totals
+
+
 # -- parser ----------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -141,14 +367,16 @@ def build_parser() -> argparse.ArgumentParser:
                     "committed to its store before the reply.",
     )
     serve.add_argument("--id", default=_env("FED_SHARD_ID"), help="shard id, e.g. s0 [FED_SHARD_ID]")
-    serve.add_argument("--bind", default=_env("FED_BIND", "tcp://127.0.0.1:5556"),
-                       help="ZeroMQ endpoint to bind (default tcp://127.0.0.1:5556) [FED_BIND]")
+    serve.add_argument("--bind", default=_env("FED_BIND"),
+                       help="ZeroMQ endpoint to bind (default: the shard's endpoint in --config, "
+                            "else tcp://127.0.0.1:5556) [FED_BIND]")
     serve.add_argument("--db", default=_env("FED_DB"),
                        help="store URL: sqlite:///path/shard.db or postgresql://user@host/db [FED_DB]")
     serve.add_argument("--schema", default=_env("FED_SCHEMA"),
                        help="Postgres schema (default fed_<id>) [FED_SCHEMA]")
     serve.add_argument("--config", default=_env("FED_CONFIG"),
-                       help="TOML file with [scheduler] (Luigi's keys) and [resources] [FED_CONFIG]")
+                       help="federation.toml (the shard's endpoint, store and [scheduler] are read from it), "
+                            "or a TOML file with just [scheduler] (Luigi's keys) and [resources] [FED_CONFIG]")
     serve.add_argument("--prune-interval", type=float, default=float(_env("FED_PRUNE_INTERVAL", "60")),
                        help="seconds between prunes, as luigid's 60 [FED_PRUNE_INTERVAL]")
     serve.add_argument("--log-level", default=_env("FED_LOG_LEVEL", "INFO"), help="[FED_LOG_LEVEL]")
@@ -163,6 +391,56 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--scheduler", default=_env("FED_SCHEDULER", DEFAULT_ZMQ),
                      help=f"ZeroMQ endpoint of a router or shard (default {DEFAULT_ZMQ}) [FED_SCHEDULER]")
     run.set_defaults(func=cmd_run, passthrough=True)
+
+    router = sub.add_parser("router", help="the router in front of the shards")
+    router_sub = router.add_subparsers(dest="router_command", metavar="SUBCOMMAND")
+    rserve = router_sub.add_parser(
+        "serve", help="serve the router (ZeroMQ front and Luigi's HTTP API)",
+        description="Route every task id to its shard, merge reads across shards, relay cross-shard "
+                    "dependencies, and serve Luigi's HTTP RPC and web visualiser.")
+    rserve.add_argument("--config", default=_env("FED_CONFIG"), help="federation.toml [FED_CONFIG]")
+    rserve.add_argument("--zmq", default=None, help="ZeroMQ bind, overrides [router] zmq [FED_ROUTER_ZMQ]")
+    rserve.add_argument("--http", default=None, help="HTTP host:port, overrides [router] http [FED_ROUTER_HTTP]")
+    rserve.add_argument("--log-level", default=_env("FED_LOG_LEVEL", "INFO"), help="[FED_LOG_LEVEL]")
+    rserve.set_defaults(func=cmd_router_serve)
+
+    def local_options(cmd: argparse.ArgumentParser) -> None:
+        cmd.add_argument("--shards", type=int, default=int(_env("FED_SHARDS", "3")),
+                         help="number of shards (default 3) [FED_SHARDS]")
+        cmd.add_argument("--data-dir", default=_env("FED_DATA_DIR", "./.federation"),
+                         help="SQLite files, logs and the generated federation.toml (default ./.federation) [FED_DATA_DIR]")
+        cmd.add_argument("--zmq", default=_env("FED_ROUTER_ZMQ", DEFAULT_ZMQ),
+                         help=f"router ZeroMQ bind (default {DEFAULT_ZMQ}) [FED_ROUTER_ZMQ]")
+        cmd.add_argument("--http", default=_env("FED_ROUTER_HTTP", "127.0.0.1:8082"),
+                         help="router HTTP bind for Luigi's RPC and visualiser (default 127.0.0.1:8082; '' for none) [FED_ROUTER_HTTP]")
+        cmd.add_argument("--store", choices=["sqlite", "postgres"], default=_env("FED_STORE", "sqlite"),
+                         help="store of the generated shards (default sqlite) [FED_STORE]")
+        cmd.add_argument("--pg-url", default=_env("FED_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test"),
+                         help="Postgres URL for --store postgres; each shard gets schema fed_<id> [FED_PG_URL]")
+        cmd.add_argument("--config", default=_env("FED_CONFIG"),
+                         help="use this federation.toml instead of generating one [FED_CONFIG]")
+
+    up = sub.add_parser("up", help="a whole local federation: router + N shards as child processes",
+                        description="Start a router and N shards as child processes (SQLite files under "
+                                    "--data-dir by default), restart any that dies, stop all on Ctrl-C.")
+    local_options(up)
+    up.set_defaults(func=cmd_up)
+
+    demo = sub.add_parser("demo", help="start a local federation and run the daily example pipeline through it",
+                          description="Start a local federation, run examples/daily.py for a week of partitions "
+                                      "with real Luigi workers, print a per-shard summary.")
+    local_options(demo)
+    demo.add_argument("--days", type=int, default=7, help="days of partitions (default 7)")
+    demo.add_argument("--start", default="2026-11-20", help="first day (default 2026-11-20)")
+    demo.add_argument("--workers", type=int, default=4, help="Luigi worker processes (default 4)")
+    demo.add_argument("--keep", action="store_true", help="leave the federation running afterwards")
+    demo.set_defaults(func=cmd_demo)
+
+    status = sub.add_parser("status", help="health of every shard, through the router")
+    status.add_argument("--router", default=_env("FED_ROUTER", DEFAULT_ZMQ), help=f"router ZeroMQ endpoint (default {DEFAULT_ZMQ}) [FED_ROUTER]")
+    status.add_argument("--json", action="store_true", help="print federation_health as JSON")
+    status.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the router")
+    status.set_defaults(func=cmd_status)
     return p
 
 
