@@ -93,6 +93,8 @@ def cmd_shard_serve(args: argparse.Namespace) -> int:
     finally:
         server.close()
         server.store.close()
+    if server.lost_ownership is not None:
+        raise server.lost_ownership
     return 0
 
 

@@ -29,6 +29,7 @@ from federation.errors import (
     BadArgumentsError,
     FederationError,
     ProtocolError,
+    ShardLockedError,
     StorageError,
     UnknownMethodError,
 )
@@ -69,6 +70,7 @@ class ShardServer:
         self.sock = transport.bind_router(self._ctx, bind, max_message_bytes=max_message_bytes)
         self.endpoint = transport.last_endpoint(self.sock)
         self._stop = threading.Event()
+        self.lost_ownership: ShardLockedError | None = None
         self._next_prune = time.monotonic() + prune_interval
         self.started = time.time()
         self.stats = {"requests": 0, "errors": 0, "batches": 0, "commits": 0, "commit_seconds": 0.0}
@@ -176,6 +178,12 @@ class ShardServer:
         t0 = time.perf_counter()
         try:
             self.store.commit(changes)
+        except ShardLockedError as e:
+            # Another process owns the shard now (fenced): nothing here may be acknowledged again.
+            self.log.critical("shard %s: lost ownership of its store, stopping: %s", self.shard_id, e)
+            self.lost_ownership = e
+            self._stop.set()
+            return e
         except StorageError as e:
             self.log.error("shard %s: commit failed, rebuilding from the store: %s", self.shard_id, e)
             self._reload()
@@ -190,6 +198,11 @@ class ShardServer:
             try:
                 self.core.restore(self.store.load())
                 self.core.collect_changes()
+                return
+            except ShardLockedError as e:
+                self.log.critical("shard %s: lost ownership of its store, stopping: %s", self.shard_id, e)
+                self.lost_ownership = e
+                self._stop.set()
                 return
             except StorageError as e:
                 self.log.error("shard %s: reload failed (retry in %.1fs): %s", self.shard_id, delay, e)
