@@ -1,0 +1,232 @@
+"""Merging the answers of several shards into what one ``luigid`` would answer.
+
+Pure functions over plain values.  Each takes ``results``: a list of
+``(shard_id, result)`` for the shards that answered, and ``owner``: the
+placement function, because a task can appear on more than one shard — on
+its owner, and as a *mirror* (the placeholder of a remote dependency) on the
+shards of its dependents.  The owner's view of a task always wins; a
+mirror's view is kept only when the owner does not know the task at all,
+which is exactly when ``luigid`` would show Luigi's own UNKNOWN placeholder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+Owner = Callable[[str], str]
+Results = list[tuple[str, Any]]
+
+UNKNOWN = "UNKNOWN"
+DISABLED_STATE = "disabled"
+
+
+def _is_count(result: Any) -> bool:
+    """Luigi's over-the-limit answer ``{"num_tasks": n}`` (a task could be *named* num_tasks)."""
+    return (isinstance(result, dict) and len(result) == 1 and isinstance(result.get("num_tasks"), int)
+            and not isinstance(result.get("num_tasks"), bool))
+
+
+def merge_tasks(results: Iterable[tuple[str, dict[str, Any]]], owner: Owner,
+                keep_mirror: Callable[[dict[str, Any]], bool] | None = None) -> dict[str, Any]:
+    """Union of ``{task_id: serialized}`` maps, the owner's entry first.
+
+    A non-owner entry (a mirror) is kept only if the owner did not report the
+    task and ``keep_mirror(entry)`` allows it (default: always).
+    """
+    merged: dict[str, Any] = {}
+    foreign: dict[str, Any] = {}
+    for shard_id, tasks in results:
+        if not isinstance(tasks, dict):
+            continue
+        for task_id, entry in tasks.items():
+            if owner(task_id) == shard_id:
+                merged[task_id] = entry
+            elif task_id not in foreign:
+                foreign[task_id] = entry
+    for task_id, entry in foreign.items():
+        if task_id not in merged and (keep_mirror is None or keep_mirror(entry)):
+            merged[task_id] = entry
+    return merged
+
+
+def _mirror_is_placeholder(entry: Any) -> bool:
+    # a status filter run on a mirror sees the relayed status, which the owner already reported
+    # if the owner has the task; only owner-less placeholders (UNKNOWN) are the mirror's to show
+    return isinstance(entry, dict) and entry.get("status") == UNKNOWN
+
+
+def merge_task_list(results: Results, owner: Owner, *, limit: bool, max_shown_tasks: int,
+                    upstream_status: str = "") -> dict[str, Any]:
+    """``task_list``: union, Luigi's ``{"num_tasks": n}`` when over ``max_shown_tasks``."""
+    if any(_is_count(r) for _, r in results):
+        counts = [r["num_tasks"] for _, r in results if _is_count(r)]
+        if -1 in counts:
+            return {"num_tasks": -1}
+        total = sum(counts) + sum(
+            sum(1 for t in r if owner(t) == sid) for sid, r in results if isinstance(r, dict) and not _is_count(r))
+        return {"num_tasks": total}
+    merged = merge_tasks(((s, r) for s, r in results), owner, _mirror_is_placeholder)
+    if limit and len(merged) > max_shown_tasks:
+        return {"num_tasks": len(merged)}
+    return merged
+
+
+def merge_graph(results: Results, owner: Owner) -> dict[str, Any]:
+    """``graph``: every task of every shard, the owner's node first."""
+    return merge_tasks(results, owner)
+
+
+def merge_task_search(results: Results, owner: Owner) -> dict[str, dict[str, Any]]:
+    """``task_search``: ``{status: {task_id: serialized}}`` regrouped after the owner-first union."""
+    flat: list[tuple[str, dict[str, Any]]] = []
+    for shard_id, by_status in results:
+        if not isinstance(by_status, dict):
+            continue
+        tasks: dict[str, Any] = {}
+        for status, group in by_status.items():
+            if isinstance(group, dict):
+                for task_id, entry in group.items():
+                    tasks[task_id] = (status, entry)
+        flat.append((shard_id, tasks))
+    merged = merge_tasks(flat, owner)
+    out: dict[str, dict[str, Any]] = {}
+    for task_id, (status, entry) in merged.items():
+        out.setdefault(status, {})[task_id] = entry
+    return out
+
+
+def merge_worker_list(results: Results, owner: Owner, *, include_running: bool = True) -> list[dict[str, Any]]:
+    """``worker_list``: one row per worker id, newest ``started`` first (Luigi's order)."""
+    rows: dict[str, dict[str, Any]] = {}
+    running: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+    for shard_id, workers in results:
+        if not isinstance(workers, list):
+            continue
+        for w in workers:
+            if not isinstance(w, dict) or "name" not in w:
+                continue
+            name = w["name"]
+            if include_running:
+                running.setdefault(name, []).append((shard_id, w.get("running") or {}))
+            row = rows.get(name)
+            if row is None:
+                rows[name] = dict(w)
+                continue
+            for key, value in w.items():
+                if key == "last_active":
+                    row[key] = _max(row.get(key), value)
+                elif key == "started":
+                    row[key] = _min(row.get(key), value)
+                elif key == "state":
+                    if value == DISABLED_STATE:
+                        row[key] = value
+                elif key in ("num_unread_rpc_messages", "num_running", "num_pending", "num_uniques"):
+                    row[key] = (row.get(key) or 0) + (value or 0)
+                elif key == "first_task_display_name":
+                    # the shard that has the first task shows its pretty name; the others the raw id
+                    if row.get(key) == row.get("first_task") and value != w.get("first_task"):
+                        row[key] = value
+                elif key == "running":
+                    continue
+                elif key not in row:
+                    row[key] = value
+    out = list(rows.values())
+    if include_running:
+        for row in out:
+            tasks = merge_tasks(running.get(row["name"], []), owner)
+            row["running"] = tasks
+            row["num_running"] = len(tasks)
+    out.sort(key=lambda r: (r.get("started") is not None, r.get("started") or 0), reverse=True)
+    return out
+
+
+def merge_resource_list(results: Results, owner: Owner) -> list[dict[str, Any]]:
+    """``resource_list``: capacities are the same on every shard; usage and consumers add up."""
+    rows: dict[str, dict[str, Any]] = {}
+    running: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+    for shard_id, resources in results:
+        if not isinstance(resources, list):
+            continue
+        for r in resources:
+            if not isinstance(r, dict) or "name" not in r:
+                continue
+            name = r["name"]
+            row = rows.setdefault(name, {"name": name, "num_total": r.get("num_total"), "num_used": 0})
+            row["num_total"] = _max(row.get("num_total"), r.get("num_total"))
+            row["num_used"] += r.get("num_used") or 0
+            if "running" in r or "num_consumer" in r:
+                running.setdefault(name, []).append((shard_id, r.get("running") or {}))
+    for name, row in rows.items():
+        if name in running:
+            tasks = merge_tasks(running[name], owner)
+            row["num_consumer"] = len(tasks)
+            row["running"] = tasks
+    return list(rows.values())
+
+
+COUNTERS = ("n_pending_tasks", "n_unique_pending", "n_pending_last_scheduled")
+
+
+def merge_counts(replies: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """``count_pending`` (and the counters of ``get_work``): sums over shards, running tasks listed."""
+    out: dict[str, Any] = {"n_pending_tasks": 0, "n_unique_pending": 0, "n_pending_last_scheduled": 0,
+                           "worker_state": "active", "running_tasks": []}
+    for r in replies:
+        if not isinstance(r, dict):
+            continue
+        for key in COUNTERS:
+            out[key] += r.get(key) or 0
+        if r.get("worker_state") == DISABLED_STATE:
+            out["worker_state"] = DISABLED_STATE
+        out["running_tasks"].extend(r.get("running_tasks") or [])
+    return out
+
+
+def merge_ping(results: Results) -> dict[str, Any]:
+    """``ping``: the worker's queued messages from every shard that knows it."""
+    messages: list[Any] = []
+    for _, r in results:
+        if isinstance(r, dict):
+            messages.extend(r.get("rpc_messages") or [])
+    return {"rpc_messages": messages}
+
+
+def merge_graph_nodes(merged: dict[str, Any], nodes: dict[str, Any], shard_id: str, owner: Owner,
+                      root: str) -> list[str]:
+    """Fold one shard's ``dep_graph``/``inverse_dep_graph`` answer into ``merged``.
+
+    Returns the task ids that still need their owner's view: nodes this shard
+    only mirrors (rendered as Luigi's UNKNOWN placeholder, without deps).
+    """
+    todo: list[str] = []
+    for task_id, node in nodes.items():
+        if not isinstance(node, dict):
+            continue
+        node = dict(node)
+        if task_id != root:
+            node.pop("display_name", None)
+        mine = owner(task_id) == shard_id
+        current = merged.get(task_id)
+        if mine:
+            merged[task_id] = (node, True)
+        elif current is None:
+            merged[task_id] = (node, False)
+            todo.append(task_id)
+    return todo
+
+
+def _max(a: Any, b: Any) -> Any:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return max(a, b)
+
+
+def _min(a: Any, b: Any) -> Any:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return min(a, b)

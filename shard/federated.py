@@ -1,0 +1,447 @@
+"""A shard's federation side: mirrors of remote dependencies, a change feed, global resources.
+
+:class:`FederatedCore` wraps a :class:`shard.scheduler.SchedulerCore` and
+is what the :class:`~shard.server.ShardServer` serves: Luigi's 39 methods
+are the core's own, untouched; the ``fed_*`` methods (given to the server as
+``extra_methods``) are what the router uses.  Everything stays durable
+through the same ``collect_changes``/``restore`` contract.
+
+Mirrors
+    A task on this shard whose owner (``federation.placement``) is another
+    shard is a *mirror*: Luigi's own UNKNOWN placeholder for a dependency,
+    created by the core's ``add_task``.  The router pushes the owner's status
+    into it (``fed_mirror_update``); the status is set directly (no
+    failures, retries or history events of its own), through the core's
+    status index, so that dependents become schedulable exactly when the
+    owner's task is DONE.  A mirror has no workers and is never runnable, so
+    it is never handed out; with no ``worker_running`` and no ``retry`` time,
+    ``prune`` never changes its status either.  The version of the last
+    update applied (``(owner_epoch, seq)``) is kept in the task record under
+    ``"fed"``, so a late or repeated update never moves a mirror backwards.
+
+Change feed
+    Every status or priority change of a task here gets a sequence number in
+    this process's *epoch* (its start time).  ``fed_changes(since)`` returns
+    the latest state of every task changed after ``since``; the router relays
+    owned tasks' changes to their mirrors and mirrors' priority rises to
+    their owners.  A restart (or a store reload) starts a new epoch, which
+    tells the router to resynchronise.  The feed is only answered after the
+    batch that produced it was committed (the server replies after commit),
+    so nothing is relayed that a crash could take back.
+
+Global resources
+    ``fed_get_work`` takes ``external_used_resources`` — what the other
+    shards' RUNNING tasks hold — and counts it as used while the core picks a
+    task; its reply reports this shard's own usage and whether it has any
+    unfinished task needing resources.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+from luigi.task_status import BATCH_RUNNING, DONE, PENDING, RUNNING, SUSPENDED, UNKNOWN
+
+from federation.config import FederationConfig
+from federation.placement import Placement, namespace_of
+from shard.changes import Changes, Snapshot
+
+#: most changes returned by one fed_changes call (the router asks again when ``more`` is set)
+FEED_PAGE = 20_000
+
+FED_METHODS = ("fed_state", "fed_changes", "fed_status", "fed_mirror_update", "fed_raise_priority",
+               "fed_get_work", "fed_health", "fed_inverse_dep_graph")
+
+
+class FederatedCore:
+    """A drop-in core for :class:`~shard.server.ShardServer` with the federation's methods."""
+
+    def __init__(self, core: Any, shard_id: str, placement: Placement | None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.core = core
+        self.shard_id = shard_id
+        self.placement = placement
+        self.RPC_METHODS = core.RPC_METHODS if hasattr(core, "RPC_METHODS") else _core_rpc_methods()
+        self._clock = clock
+        self._epoch = 0.0
+        self._stash: Changes | None = None
+        self._mver: dict[str, tuple[float, int]] = {}
+        self._rebuild(None)
+
+    # -- the core contract ------------------------------------------------------------------
+    def __getattr__(self, name: str) -> Any:
+        # Luigi's methods and everything else the server may use come from the core itself
+        return getattr(self.core, name)
+
+    def collect_changes(self) -> Changes:
+        self._absorb()
+        changes, self._stash = self._stash, None
+        if changes is None:
+            changes = Changes()
+        for task_id, rec in changes.tasks.items():
+            ver = self._mver.get(task_id)
+            if ver is not None:
+                rec["fed"] = {"epoch": ver[0], "seq": ver[1]}
+        return changes
+
+    def snapshot(self) -> Snapshot:
+        snap = self.core.snapshot()
+        for rec in snap.tasks:
+            ver = self._mver.get(rec["task_id"])
+            if ver is not None:
+                rec["fed"] = {"epoch": ver[0], "seq": ver[1]}
+        return snap
+
+    def restore(self, snapshot: Snapshot) -> None:
+        """Replace the state; a new epoch starts (the router resynchronises)."""
+        self.core.restore(snapshot)
+        self._stash = None
+        self._rebuild(snapshot)
+
+    def prune(self) -> None:
+        self.core.prune()
+
+    def extra_methods(self) -> dict[str, Callable[..., Any]]:
+        """The ``fed_*`` methods, for ``ShardServer(extra_methods=...)``."""
+        return {name: getattr(self, name) for name in FED_METHODS}
+
+    # -- bookkeeping ----------------------------------------------------------------------------
+    def owns(self, task_id: str) -> bool:
+        return self.placement is None or self.placement.owner(task_id) == self.shard_id
+
+    def _rebuild(self, snapshot: Snapshot | None) -> None:
+        self._epoch = max(self._clock(), self._epoch + 1e-3)
+        self._seq = 0
+        self._feed: OrderedDict[str, tuple[int, str | None, Any]] = OrderedDict()
+        self._state: dict[str, tuple[str, Any]] = {}
+        self._last_seq: dict[str, int] = {}
+        self._mirrors: set[str] = set()
+        self._res_tasks: set[str] = set()
+        self._ns: dict[str, dict[str, int]] = {}
+        self._mver = {}
+        if snapshot is not None:
+            for rec in snapshot.tasks:
+                fed = rec.get("fed")
+                if isinstance(fed, dict) and "epoch" in fed:
+                    self._mver[rec["task_id"]] = (fed["epoch"], int(fed.get("seq", 0)))
+        for task_id, t in self.core._tasks.items():
+            self._note(task_id, t.status, t.priority, bool(t.resources), feed=False)
+
+    def _note(self, task_id: str, status: str | None, priority: Any, needs_resources: bool, *, feed: bool) -> None:
+        """Record a task's (possibly) new state: feed, namespace counts, mirrors, resource tasks."""
+        prev = self._state.get(task_id)
+        owned = self.owns(task_id)
+        if status is None:
+            if prev is None:
+                return
+            del self._state[task_id]
+            self._mirrors.discard(task_id)
+            self._res_tasks.discard(task_id)
+            self._mver.pop(task_id, None)
+            if owned:
+                self._count(task_id, prev[0], -1)
+        else:
+            if owned:
+                if needs_resources and status != DONE:
+                    self._res_tasks.add(task_id)
+                else:
+                    self._res_tasks.discard(task_id)
+            else:
+                self._mirrors.add(task_id)
+            if prev is not None and prev == (status, priority):
+                return
+            self._state[task_id] = (status, priority)
+            if owned:
+                if prev is not None:
+                    self._count(task_id, prev[0], -1)
+                self._count(task_id, status, 1)
+        if feed:
+            self._seq += 1
+            self._last_seq[task_id] = self._seq
+            self._feed[task_id] = (self._seq, status, priority)
+            self._feed.move_to_end(task_id)
+        elif status is not None:
+            self._last_seq.setdefault(task_id, 0)
+
+    def _count(self, task_id: str, status: str, d: int) -> None:
+        by_status = self._ns.setdefault(namespace_of(task_id), {})
+        n = by_status.get(status, 0) + d
+        if n:
+            by_status[status] = n
+        else:
+            by_status.pop(status, None)
+
+    def _absorb(self) -> None:
+        """Take what the core changed since the last look into the feed (and the stash for the store)."""
+        changes = self.core.collect_changes()
+        if changes.is_empty():
+            return
+        for task_id, rec in changes.tasks.items():
+            self._note(task_id, rec["status"], rec.get("priority"), bool(rec.get("resources")), feed=True)
+        for task_id in changes.deleted_tasks:
+            if task_id in self._state:
+                self._note(task_id, None, None, False, feed=True)
+        if self._stash is None:
+            self._stash = changes
+        else:
+            _merge_into(self._stash, changes)
+
+    # -- federation methods ------------------------------------------------------------------------
+    def _usage(self) -> dict[str, Any]:
+        return dict(self.core._used_resources())
+
+    def fed_state(self) -> dict[str, Any]:
+        """Everything the router rebuilds after a restart: epoch, feed position, workers, mirrors."""
+        self._absorb()
+        tasks = self.core._tasks
+        return {
+            "shard_id": self.shard_id,
+            "epoch": self._epoch,
+            "seq": self._seq,
+            "workers": list(self.core._workers),
+            "mirrors": {tid: tasks[tid].priority for tid in self._mirrors if tid in tasks},
+            "resources_running": self._usage(),
+            "resource_pending": bool(self._res_tasks),
+        }
+
+    def fed_changes(self, since: int = 0, limit: int = FEED_PAGE) -> dict[str, Any]:
+        """Latest ``[task_id, status, priority, seq]`` of every task changed after ``since``."""
+        if not isinstance(since, int) or isinstance(since, bool):
+            raise TypeError("since must be an integer")
+        self._absorb()
+        newer: list[list[Any]] = []
+        for task_id in reversed(self._feed):
+            seq, status, priority = self._feed[task_id]
+            if seq <= since:
+                break
+            newer.append([task_id, status, priority, seq])
+        newer.reverse()
+        more = len(newer) > limit
+        if more:
+            newer = newer[:limit]
+        return {
+            "epoch": self._epoch,
+            "seq": newer[-1][3] if more else self._seq,
+            "changes": newer,
+            "more": more,
+            "resources_running": self._usage(),
+            "resource_pending": bool(self._res_tasks),
+        }
+
+    def fed_status(self, task_ids: list[str]) -> dict[str, Any]:
+        """Current ``[status, priority, seq]`` of each task (None when this shard does not have it)."""
+        if not isinstance(task_ids, list) or not all(isinstance(t, str) for t in task_ids):
+            raise TypeError("task_ids must be a list of task ids")
+        self._absorb()
+        out: dict[str, Any] = {}
+        for task_id in task_ids:
+            state = self._state.get(task_id)
+            out[task_id] = None if state is None else [state[0], state[1], self._last_seq.get(task_id, 0)]
+        return {"epoch": self._epoch, "tasks": out}
+
+    def fed_mirror_update(self, updates: list[list[Any]]) -> dict[str, Any]:
+        """Apply owners' statuses to mirrors: ``[[task_id, status | None, owner_epoch, seq], ...]``."""
+        if not isinstance(updates, list):
+            raise TypeError("updates must be a list of [task_id, status, epoch, seq]")
+        parsed = []
+        for u in updates:
+            if (not isinstance(u, list) or len(u) != 4 or not isinstance(u[0], str)
+                    or not (u[1] is None or isinstance(u[1], str)) or not isinstance(u[3], int)):
+                raise TypeError(f"bad mirror update {u!r:.100}")
+            parsed.append(u)
+        self._absorb()
+        core = self.core
+        missing: list[str] = []
+        touched = False
+        for task_id, status, epoch, seq in parsed:
+            if self.owns(task_id):
+                continue  # never overwrite a task this shard owns
+            t = core._tasks.get(task_id)
+            if t is None:
+                missing.append(task_id)
+                continue
+            version = (epoch if isinstance(epoch, (int, float)) else 0.0, seq)
+            if task_id in self._mver and version <= self._mver[task_id]:
+                continue
+            self._mver[task_id] = version
+            new = _mirror_status(status)
+            if not touched:
+                core._begin()
+                touched = True
+            if t.status != new:
+                n_events = len(core._events)
+                core._move(t, new)
+                del core._events[n_events:]  # the owner's history has this change, not ours
+            core._d_tasks.add(task_id)
+        return {"missing": missing}
+
+    def fed_raise_priority(self, priorities: dict[str, Any]) -> None:
+        """A dependent elsewhere has a higher priority: Luigi's priority inheritance, across shards."""
+        if not isinstance(priorities, dict):
+            raise TypeError("priorities must be a map of task id to priority")
+        for task_id, p in priorities.items():
+            if not isinstance(task_id, str) or isinstance(p, bool) or not isinstance(p, (int, float)):
+                raise TypeError(f"bad priority {task_id!r}: {p!r}")
+        core = self.core
+        core._begin()
+        for task_id, p in priorities.items():
+            t = core._tasks.get(task_id)
+            if t is not None and self.owns(task_id):
+                core._update_priority(t, p)
+        return None
+
+    def fed_get_work(self, external_used_resources: dict[str, Any] | None = None, **kwargs: Any) -> dict[str, Any]:
+        """Luigi's ``get_work``, counting what other shards' RUNNING tasks hold as already used."""
+        external = external_used_resources or {}
+        if not isinstance(external, dict) or not all(
+                isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool)
+                for k, v in external.items()):
+            raise TypeError("external_used_resources must be a map of resource name to amount")
+        core = self.core
+        if external:
+            if hasattr(type(core), "external_used_resources"):
+                core.external_used_resources = external
+                try:
+                    reply = core.get_work(**kwargs)
+                finally:
+                    core.external_used_resources = {}
+            else:
+                own = core._used_resources
+
+                def used_everywhere() -> dict[str, Any]:
+                    used = dict(own())
+                    for name, amount in external.items():
+                        used[name] = used.get(name, 0) + amount
+                    return used
+
+                core._used_resources = used_everywhere  # instance attribute shadows the method
+                try:
+                    reply = core.get_work(**kwargs)
+                finally:
+                    del core._used_resources
+        else:
+            reply = core.get_work(**kwargs)
+        self._absorb()
+        return {"reply": reply, "resources_running": self._usage(), "resource_pending": bool(self._res_tasks)}
+
+    def fed_health(self) -> dict[str, Any]:
+        """Task counts of the tasks this shard owns (mirrors left out), by status and by namespace."""
+        self._absorb()
+        counts: dict[str, int] = {}
+        namespaces: dict[str, dict[str, int]] = {}
+        for ns, by_status in self._ns.items():
+            if by_status:
+                namespaces[ns] = dict(by_status)
+                for status, n in by_status.items():
+                    counts[status] = counts.get(status, 0) + n
+        return {"counts": counts, "namespaces": namespaces, "workers": len(self.core._workers),
+                "mirrors": len(self._mirrors), "epoch": self._epoch}
+
+    def fed_inverse_dep_graph(self, task_id: str, include_done: bool = True, **kwargs: Any) -> dict[str, Any]:
+        """``inverse_dep_graph`` that also starts from a mirror: this shard's dependents of a remote task."""
+        if not isinstance(task_id, str):
+            raise TypeError("task_id must be a string")
+        core = self.core
+        t = core._tasks.get(task_id)
+        if t is None:
+            return {}
+        if t.family:
+            return core.inverse_dep_graph(task_id, include_done=include_done)
+        core._begin()
+        rdeps = core._rdeps
+        dependents = sorted(rdeps.get(task_id, ()))
+        if not include_done:
+            dependents = [d for d in dependents if core._tasks[d].status != DONE]
+        out = core._traverse_graph(task_id, include_done=bool(include_done))
+        out[task_id]["deps"] = list(dependents)
+        seen = {task_id}
+        for dep in dependents:
+            part = core._traverse_graph(dep, seen, dep_func=lambda x: sorted(rdeps.get(x.id, ())),
+                                        include_done=bool(include_done))
+            for node_id, node in part.items():
+                node.pop("display_name", None)
+                out[node_id] = node
+        return out
+
+
+def _mirror_status(status: str | None) -> str:
+    if status is None:
+        return UNKNOWN  # the owner does not have the task (yet, or any more)
+    if status == BATCH_RUNNING:
+        return RUNNING
+    if status == SUSPENDED:
+        return PENDING
+    return status
+
+
+def _merge_into(a: Changes, b: Changes) -> None:
+    """Fold the later ``b`` into ``a`` (both from ``collect_changes``)."""
+    for tid in b.deleted_tasks:
+        a.tasks.pop(tid, None)
+    a.deleted_tasks -= set(b.tasks)
+    a.deleted_tasks |= b.deleted_tasks
+    a.tasks.update(b.tasks)
+    for wid in b.deleted_workers:
+        a.workers.pop(wid, None)
+    a.deleted_workers -= set(b.workers)
+    a.deleted_workers |= b.deleted_workers
+    a.workers.update(b.workers)
+    a.meta.update(b.meta)
+    a.events.extend(b.events)
+
+
+def _core_rpc_methods() -> frozenset[str]:
+    import luigi.scheduler
+
+    return frozenset(luigi.scheduler.RPC_METHODS)
+
+
+def build_federated_shard(config: FederationConfig, shard_id: str, *, bind: str | None = None,
+                          prune_interval: float = 60.0, clock: Callable[[], float] = time.time) -> Any:
+    """Open the shard's store, restore its core, wrap it, bind the server: one federated shard.
+
+    Everything comes from ``federation.toml``: the shard's endpoint (unless ``bind``), its store
+    and schema, Luigi's ``[scheduler]``/``[resources]``, and the placement that tells its own
+    tasks from mirrors.
+    """
+    from federation import __version__
+    from shard.scheduler import SchedulerCore
+    from shard.server import ShardServer
+    from shard.store import open_store
+
+    spec = config.shard(shard_id)
+    store = open_store(spec.store, shard_id, schema=spec.schema)
+    try:
+        core = SchedulerCore(config.scheduler, clock=clock)
+        fed = FederatedCore(core, shard_id, Placement.from_config(config), clock=clock)
+        fed.restore(store.load())
+        fed.collect_changes()  # restoring is not a change
+        return ShardServer(shard_id, bind or spec.endpoint, fed, store, prune_interval=prune_interval,
+                           extra_methods=fed.extra_methods(), version=__version__,
+                           max_message_bytes=config.router.max_message_bytes)
+    except BaseException:
+        store.close()
+        raise
+
+
+def serve(config_path: str, shard_id: str, *, bind: str | None = None, prune_interval: float = 60.0) -> int:
+    """Serve one federated shard until SIGTERM/SIGINT (``fedctl shard serve --config ... --id ...``)."""
+    import logging
+
+    from federation.config import load_federation_config
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    server = build_federated_shard(load_federation_config(config_path), shard_id, bind=bind,
+                                   prune_interval=prune_interval)
+    server.install_signal_handlers()
+    print(f"shard {shard_id} listening on {server.endpoint} ({server.store.backend}: {server.store.location})",
+          flush=True)
+    try:
+        server.serve_forever()
+    finally:
+        server.close()
+        server.store.close()
+    return 0
