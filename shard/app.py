@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from federation import __version__
 from federation.config import SchedulerConfig
-from shard.scheduler import SchedulerCore
+from shard.scheduler import RPC_METHODS, SchedulerCore
 from shard.server import ShardServer
 from shard.store import open_store
 
@@ -34,7 +34,8 @@ def build_shard(
         core.restore(store.load())
         core.collect_changes()  # restoring is not a change
         extra = {"max_message_bytes": max_message_bytes} if max_message_bytes else {}
-        return ShardServer(shard_id, bind, core, store, prune_interval=prune_interval, version=__version__, **extra)
+        return ShardServer(shard_id, bind, core, store, prune_interval=prune_interval, methods=RPC_METHODS,
+                           version=__version__, **extra)
     except BaseException:
         store.close()
         raise

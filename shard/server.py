@@ -19,7 +19,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import zmq
@@ -52,6 +52,7 @@ class ShardServer:
         prune_interval: float = 60.0,
         batch_max: int = 2000,
         max_message_bytes: int = wire.DEFAULT_MAX_MESSAGE_BYTES,
+        methods: Iterable[str] | None = None,
         extra_methods: dict[str, Callable[..., Any]] | None = None,
         version: str = "",
     ) -> None:
@@ -63,7 +64,8 @@ class ShardServer:
         self.max_message_bytes = max_message_bytes
         self.version = version
         self.log = logging.LoggerAdapter(log, {"shard": shard_id})
-        self._methods: dict[str, Callable[..., Any]] = {name: getattr(core, name) for name in core.RPC_METHODS}
+        names = core.RPC_METHODS if methods is None else methods
+        self._methods: dict[str, Callable[..., Any]] = {name: getattr(core, name) for name in names}
         self._methods["shard_info"] = self.shard_info
         self._methods.update(extra_methods or {})
         self._ctx = zmq.Context()
