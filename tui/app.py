@@ -1,0 +1,208 @@
+"""``fedctl tui``: the federation's health in the terminal (Textual).
+
+The app owns the data source, the poll loop and the actions; screens and
+views get the latest :class:`~tui.model.Snapshot` through the reactive
+``snapshot`` attribute and send requests up as messages.
+
+Polling: one poll at a time, in a thread worker; the next one is armed only
+when the previous one has finished (a slow router stretches the cycle
+instead of stacking calls), and ``r`` during a poll only asks for another one
+right after it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from textual import work
+from textual.app import App
+from textual.binding import Binding
+from textual.message import Message
+from textual.reactive import var
+from textual.screen import Screen
+from textual.timer import Timer
+from textual.worker import Worker, WorkerState
+
+from tui.config import TuiConfig, load_tui_config
+from tui.model import Snapshot
+from tui.poller import ACTIONS, Action, OwnerLookup, Poller, Wants, run_action
+from tui.screens import ConfirmScreen, HelpScreen, MainScreen, WorkerDetailScreen
+from tui.source import Source, open_source
+
+log = logging.getLogger("tui")
+
+
+class Polled(Message):
+    def __init__(self, snapshot: Snapshot) -> None:
+        super().__init__()
+        self.snapshot = snapshot
+
+
+class ActionDone(Message):
+    def __init__(self, ok: bool, text: str) -> None:
+        super().__init__()
+        self.ok = ok
+        self.text = text
+
+
+class FederationApp(App[int]):
+    """The TUI; ``source`` is a :class:`~tui.source.RouterSource` or a :class:`~tui.source.ReplaySource`."""
+
+    CSS_PATH = "tui.tcss"
+    TITLE = "fedctl tui"
+    ENABLE_COMMAND_PALETTE = False
+    BINDINGS = [
+        Binding("question_mark", "help", "Help", key_display="?"),
+        Binding("f", "toggle_faults", "Faults"),
+        Binding("r", "refresh", "Refresh"),
+        Binding("p", "pause_toggle", "Pause"),
+        Binding("q", "quit", "Quit"),
+    ]
+
+    snapshot: var[Snapshot | None] = var(None, always_update=True)
+    faults_only: var[bool] = var(False)
+
+    def __init__(self, source: Source, config: TuiConfig | None = None) -> None:
+        super().__init__()
+        self.source = source
+        self.config = config or TuiConfig()
+        self.poller = Poller(source, self.config)
+        self.owner_lookup = OwnerLookup()
+        self.polls = 0
+        self._timer: Timer | None = None
+        self._polling = False
+        self._poll_again = False
+
+    def get_default_screen(self) -> Screen[Any]:
+        return MainScreen()
+
+    def on_ready(self) -> None:
+        self.poll_now()
+
+    # -- polling -------------------------------------------------------------------------------
+    def wants(self) -> Wants:
+        """What the screen on top needs fetched besides the header's data."""
+        screen = self.screen
+        for s in reversed(self.screen_stack):
+            if not s.is_modal:
+                screen = s
+                break
+        if isinstance(screen, MainScreen):
+            tasks, workers = screen.wants()
+            return Wants(tasks=tasks, workers_running=workers)
+        return Wants(workers_running=isinstance(screen, WorkerDetailScreen))
+
+    def poll_now(self) -> None:
+        """Poll as soon as possible (right away, or just after the poll in flight)."""
+        if self._timer is not None:
+            self._timer.stop()
+            self._timer = None
+        if self._polling:
+            self._poll_again = True
+            return
+        self._polling = True
+        self._poll(self.wants())
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="poll")
+    def _poll(self, wants: Wants) -> None:
+        self.post_message(Polled(self.poller.poll(wants)))
+
+    def on_polled(self, message: Polled) -> None:
+        self.polls += 1
+        self.snapshot = message.snapshot
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.worker.group != "poll" or event.state not in (WorkerState.SUCCESS, WorkerState.ERROR,
+                                                                WorkerState.CANCELLED):
+            return
+        if event.state == WorkerState.ERROR:
+            # a bug, not a federation problem (those are in the snapshot): say so and keep polling
+            log.error("poll failed", exc_info=event.worker.error)
+            self.notify(f"poll failed: {event.worker.error!r}", severity="error", timeout=5)
+        self._polling = False
+        if self._poll_again:
+            self._poll_again = False
+            self.poll_now()
+        elif self.is_running:
+            self._timer = self.set_timer(self.config.refresh, self.poll_now)
+
+    def set_refresh(self, seconds: float) -> None:
+        self.config = self.config.replace(refresh=seconds)
+        self.poller.config = self.config
+        self.notify(f"refreshing every {seconds:g}s")
+
+    # -- keys ----------------------------------------------------------------------------------
+    def action_refresh(self) -> None:
+        self.poll_now()
+
+    def action_toggle_faults(self) -> None:
+        self.faults_only = not self.faults_only
+        if isinstance(self.screen, MainScreen):
+            tasks, _ = self.screen.wants()
+            if tasks is not None:
+                self.poll_now()  # faults-only narrows the task list on the router
+
+    def action_help(self) -> None:
+        if isinstance(self.screen, HelpScreen):
+            return
+        keys = []
+        for active in self.screen.active_bindings.values():
+            b = active.binding
+            if b.description and b.action != "help":
+                keys.append((b.key_display or self.get_key_display(b), b.description))
+        keys += [("Enter", "open the selected row"), ("Esc", "clear the filter, then go back")]
+        self.push_screen(HelpScreen(keys, getattr(self.screen, "view_label", "")))
+
+    def action_pause_toggle(self) -> None:
+        snap = self.snapshot
+        self.request_action("unpause" if snap is not None and snap.paused else "pause", None)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "pause_toggle":
+            if self.config.readonly:
+                return False
+            snap = self.snapshot
+            return None if snap is not None and snap.pause_enabled is False else True
+        return True
+
+    # -- actions -------------------------------------------------------------------------------
+    def request_action(self, name: str, task_id: str | None) -> None:
+        """Ask for confirmation, then run the action off the UI thread."""
+        if self.config.readonly:
+            self.notify("read-only: actions are disabled", severity="warning")
+            return
+        action = ACTIONS[name]
+
+        def confirmed(yes: bool | None) -> None:
+            if yes:
+                self._run_action(action, task_id)
+
+        self.push_screen(ConfirmScreen(action, task_id), confirmed)
+
+    @work(thread=True, exit_on_error=False, group="action")
+    def _run_action(self, action: Action, task_id: str | None) -> None:
+        ok, text = run_action(self.source, action, task_id)
+        self.post_message(ActionDone(ok, text))
+
+    def on_action_done(self, message: ActionDone) -> None:
+        self.notify(message.text, severity="information" if message.ok else "error", timeout=6)
+        self.poll_now()
+
+
+def run(router: str | None = None, refresh: float | None = None, readonly: bool | None = None, *,
+        config_path: str | None = None, timeout: float | None = None, replay: str | None = None,
+        record: str | None = None) -> int:
+    """Entry point of ``fedctl tui``: build the source and run the app until the user quits.
+
+    Raises :class:`~federation.errors.ConfigError` for a bad flag or file, before
+    the terminal is taken over.
+    """
+    # --readonly can only make the app stricter than the file
+    config = load_tui_config(config_path).replace(refresh=refresh, readonly=readonly or None, timeout=timeout)
+    source = open_source(router, replay=replay, record=record, timeout=config.timeout)
+    try:
+        result = FederationApp(source, config).run()
+    finally:
+        source.close()
+    return int(result or 0)

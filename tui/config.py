@@ -1,0 +1,130 @@
+"""The ``[tui]`` section: refresh, limits and the header's warning/critical thresholds.
+
+It can live in ``federation.toml`` beside the federation's own tables (only
+``[tui]`` is read here) or in a file of its own.  Unknown keys are refused and
+every problem is reported at once, with the file and the key.  Command-line
+flags (``--refresh``, ``--readonly``) are applied on top with
+:meth:`TuiConfig.replace`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+from dataclasses import dataclass, fields
+from typing import Any
+
+from federation.errors import ConfigError
+
+
+@dataclass(frozen=True, slots=True)
+class TuiConfig:
+    """Settings of ``fedctl tui``; every threshold can be turned off with 0."""
+
+    #: seconds between two polls (counted from the end of one poll to the start of the next)
+    refresh: float = 2.0
+    #: seconds one call to the router may take before the header says it is unreachable
+    timeout: float = 3.0
+    #: hide every action that changes the federation (re-enable, forgive, mark done, pause)
+    readonly: bool = False
+    #: ``max_shown_tasks`` sent with each per-status ``task_list``; above it the view asks to narrow
+    max_tasks: int = 5000
+    #: rows the task table shows at most after filtering (the rest is counted, not drawn)
+    max_rows: int = 1000
+    #: nodes drawn at most in each dependency tree of the task detail
+    max_tree_nodes: int = 500
+    #: throughput window for "done/min", in seconds
+    rate_window: float = 60.0
+    #: FAILED + DISABLED tasks at which the header turns warning / critical
+    failed_warn: int = 1
+    failed_critical: int = 100
+    #: new FAILED + DISABLED tasks since the last refresh that count as "failures rising" (warning)
+    rising_warn: int = 1
+    #: seconds without any task finishing while work is pending before a warning / critical
+    stall_warn: float = 300.0
+    stall_critical: float = 1800.0
+    #: round-trip latency (router or shard) at which the header turns warning / critical
+    latency_warn_ms: float = 500.0
+    latency_critical_ms: float = 2000.0
+    #: a worker not seen for this long is shown as a fault
+    worker_stale: float = 30.0
+
+    @classmethod
+    def from_mapping(cls, data: dict[str, Any], *, source: str = "") -> TuiConfig:
+        """Build from the parsed ``[tui]`` table; all problems reported together."""
+        problems: list[str] = []
+        known = {f.name: f for f in fields(cls)}
+        values: dict[str, Any] = {}
+        for key, raw in data.items():
+            name = key.replace("-", "_")
+            if name not in known:
+                problems.append(f"[tui] unknown key {key!r} (known: {', '.join(sorted(known))})")
+                continue
+            try:
+                values[name] = _coerce(str(known[name].type), raw)
+            except (TypeError, ValueError) as e:
+                problems.append(f"[tui] {key}: {e}")
+        if problems:
+            raise ConfigError(problems, source=source)
+        config = cls(**values)
+        config.validate(source=source)
+        return config
+
+    def validate(self, *, source: str = "") -> None:
+        problems = []
+        if self.refresh <= 0:
+            problems.append(f"[tui] refresh must be > 0 seconds, got {self.refresh:g}")
+        if self.timeout <= 0:
+            problems.append(f"[tui] timeout must be > 0 seconds, got {self.timeout:g}")
+        for name in ("max_tasks", "max_rows", "max_tree_nodes"):
+            if getattr(self, name) < 1:
+                problems.append(f"[tui] {name} must be >= 1, got {getattr(self, name)}")
+        if self.rate_window <= 0:
+            problems.append(f"[tui] rate_window must be > 0 seconds, got {self.rate_window:g}")
+        for name in ("failed_warn", "failed_critical", "rising_warn", "stall_warn", "stall_critical",
+                     "latency_warn_ms", "latency_critical_ms", "worker_stale"):
+            if getattr(self, name) < 0:
+                problems.append(f"[tui] {name} must be >= 0 (0 turns it off), got {getattr(self, name)}")
+        if problems:
+            raise ConfigError(problems, source=source)
+
+    def replace(self, **changes: Any) -> TuiConfig:
+        """A copy with ``changes`` applied (None values are ignored, so unset flags keep the file's value)."""
+        config = dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+        config.validate(source="command line")
+        return config
+
+
+def _coerce(typ: str, raw: Any) -> Any:
+    if typ == "bool":
+        if isinstance(raw, bool):
+            return raw
+        raise TypeError(f"must be true or false, got {raw!r}")
+    if isinstance(raw, bool) or not isinstance(raw, int | float):
+        raise TypeError(f"must be a number, got {raw!r}")
+    if typ == "int":
+        if isinstance(raw, float) and not raw.is_integer():
+            raise ValueError(f"must be an integer, got {raw!r}")
+        return int(raw)
+    value = float(raw)
+    if math.isnan(value) or math.isinf(value):
+        raise ValueError(f"must be a finite number, got {raw!r}")
+    return value
+
+
+def load_tui_config(path: str | None) -> TuiConfig:
+    """The ``[tui]`` table of a TOML file (other tables are ignored); defaults when ``path`` is None."""
+    if not path:
+        return TuiConfig()
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as e:
+        raise ConfigError(f"cannot read: {e.strerror}", source=path) from e
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"not valid TOML: {e}", source=path) from e
+    section = data.get("tui", {})
+    if not isinstance(section, dict):
+        raise ConfigError("[tui] must be a table", source=path)
+    return TuiConfig.from_mapping(section, source=path)
