@@ -88,6 +88,9 @@ def cmd_shard_serve(args: argparse.Namespace) -> int:
     server.install_signal_handlers()
     print(f"shard {args.id} listening on {server.endpoint} "
           f"({server.store.backend}: {server.store.location})", flush=True)
+    if args.metrics:
+        host, port = server.metrics.serve(args.metrics)
+        print(f"shard {args.id} metrics on http://{host}:{port}/metrics", flush=True)
     try:
         server.serve_forever()
     finally:
@@ -381,6 +384,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "or a TOML file with just [scheduler] (Luigi's keys) and [resources] [FED_CONFIG]")
     serve.add_argument("--prune-interval", type=float, default=float(_env("FED_PRUNE_INTERVAL", "60")),
                        help="seconds between prunes, as luigid's 60 [FED_PRUNE_INTERVAL]")
+    serve.add_argument("--metrics", default=_env("FED_METRICS"),
+                       help="HOST:PORT for Prometheus /metrics (default: off) [FED_METRICS]")
     serve.add_argument("--log-level", default=_env("FED_LOG_LEVEL", "INFO"), help="[FED_LOG_LEVEL]")
     serve.set_defaults(func=cmd_shard_serve)
 

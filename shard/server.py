@@ -33,6 +33,7 @@ from federation.errors import (
     StorageError,
     UnknownMethodError,
 )
+from shard.metrics import ShardMetrics
 
 log = logging.getLogger("shard.server")
 
@@ -68,6 +69,7 @@ class ShardServer:
         self._methods: dict[str, Callable[..., Any]] = {name: getattr(core, name) for name in names}
         self._methods["shard_info"] = self.shard_info
         self._methods.update(extra_methods or {})
+        self.metrics = ShardMetrics(shard_id, set(self._methods))
         self._ctx = zmq.Context()
         self.sock = transport.bind_router(self._ctx, bind, max_message_bytes=max_message_bytes)
         self.endpoint = transport.last_endpoint(self.sock)
@@ -75,6 +77,7 @@ class ShardServer:
         self.lost_ownership: ShardLockedError | None = None
         self._next_prune = time.monotonic() + prune_interval
         self.started = time.time()
+        self.metrics.up_since.labels(shard_id).set(self.started)
         self.stats = {"requests": 0, "errors": 0, "batches": 0, "commits": 0, "commit_seconds": 0.0}
 
     # -- lifecycle -----------------------------------------------------------
@@ -115,7 +118,8 @@ class ShardServer:
     # -- one batch -----------------------------------------------------------
     def run_once(self) -> int:
         """Handle every request waiting now (up to batch_max): apply, commit once, reply."""
-        replies: list[tuple[list[bytes], int, Any, FederationError | None]] = []
+        replies: list[tuple[list[bytes], int, Any, FederationError | None, str]] = []
+        t_batch = time.perf_counter()
         for _ in range(self.batch_max):
             try:
                 frames = self.sock.recv_multipart(zmq.NOBLOCK)
@@ -125,20 +129,21 @@ class ShardServer:
         if not replies:
             return 0
         self.stats["batches"] += 1
+        self.metrics.batch_size.labels(self.shard_id).observe(len(replies))
         commit_error = self._commit()
-        for route, req_id, result, err in replies:
-            if route is None:
-                continue
+        for route, req_id, result, err, method in replies:
             err = commit_error or err
+            self.metrics.request(method, err.code if err else "ok")
             try:
                 body = wire.encode_error(req_id, err) if err else wire.encode_ok(req_id, result)
             except Exception as e:  # a result that msgpack cannot carry is our bug; say so, keep serving
                 self.log.error("shard %s: cannot encode reply: %s", self.shard_id, e, exc_info=True)
                 body = wire.encode_error(req_id, FederationError(f"cannot encode reply: {e}"))
             transport.send_frames(self.sock, [*route, body])
+        self.metrics.batch_seconds.labels(self.shard_id).observe(time.perf_counter() - t_batch)
         return len(replies)
 
-    def _handle(self, frames: list[bytes]) -> tuple[list[bytes] | None, int, Any, FederationError | None]:
+    def _handle(self, frames: list[bytes]) -> tuple[list[bytes], int, Any, FederationError | None, str]:
         self.stats["requests"] += 1
         if len(frames) < 3 or len(frames) > MAX_FRAMES:
             self.stats["errors"] += 1
@@ -146,32 +151,32 @@ class ShardServer:
                              self.shard_id, len(frames) - 1)
             err = ProtocolError(f"expected frames [routing_key, body], got {len(frames) - 1} frame(s)",
                                 code="bad_frames")
-            return [frames[0]], wire.peek_req_id(frames[-1]) if len(frames) > 1 else -1, None, err
+            return [frames[0]], wire.peek_req_id(frames[-1]) if len(frames) > 1 else -1, None, err, "(bad)"
         route, body = frames[:-2], frames[-1]
         try:
             req = wire.decode_request(body, self.max_message_bytes)
         except ProtocolError as e:
             self.stats["errors"] += 1
             self.log.warning("shard %s: bad request: %s", self.shard_id, e)
-            return route, wire.peek_req_id(body), None, e
+            return route, wire.peek_req_id(body), None, e, "(bad)"
         fn = self._methods.get(req.method)
         if fn is None:
             self.stats["errors"] += 1
             self.log.warning("shard %s: unknown method %r", self.shard_id, req.method)
-            return route, req.req_id, None, UnknownMethodError(f"unknown method {req.method!r}")
+            return route, req.req_id, None, UnknownMethodError(f"unknown method {req.method!r}"), req.method
         try:
-            return route, req.req_id, fn(**req.kwargs), None
+            return route, req.req_id, fn(**req.kwargs), None, req.method
         except (TypeError, ValueError) as e:
             self.stats["errors"] += 1
             self.log.warning("shard %s: bad arguments to %s: %s", self.shard_id, req.method, e)
-            return route, req.req_id, None, BadArgumentsError(f"{req.method}: {e}")
+            return route, req.req_id, None, BadArgumentsError(f"{req.method}: {e}"), req.method
         except FederationError as e:
             self.stats["errors"] += 1
-            return route, req.req_id, None, e
+            return route, req.req_id, None, e, req.method
         except Exception as e:
             self.stats["errors"] += 1
             self.log.error("shard %s: %s failed", self.shard_id, req.method, exc_info=True)
-            return route, req.req_id, None, FederationError(f"{req.method} failed: {type(e).__name__}: {e}")
+            return route, req.req_id, None, FederationError(f"{req.method} failed: {type(e).__name__}: {e}"), req.method
 
     def _commit(self) -> FederationError | None:
         changes = self.core.collect_changes()
@@ -190,8 +195,10 @@ class ShardServer:
             self.log.error("shard %s: commit failed, rebuilding from the store: %s", self.shard_id, e)
             self._reload()
             return e
+        elapsed = time.perf_counter() - t0
         self.stats["commits"] += 1
-        self.stats["commit_seconds"] += time.perf_counter() - t0
+        self.stats["commit_seconds"] += elapsed
+        self.metrics.commit_seconds.labels(self.shard_id).observe(elapsed)
         return None
 
     def _reload(self) -> None:

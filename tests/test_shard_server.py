@@ -158,3 +158,16 @@ def test_oversized_messages_are_cut_off_and_the_shard_keeps_serving(tmp_path: Pa
         assert set(s.call("task_list")) == {"Small"}
     finally:
         s.close()
+
+
+def test_prometheus_metrics_count_requests_and_commits(shard: RunningShard) -> None:
+    import urllib.request
+
+    host, port = shard.server.metrics.serve("127.0.0.1:0")
+    add(shard, "A", family="A")
+    with pytest.raises(UnknownMethodError):
+        shard.call("no_such_method")
+    text = urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=5).read().decode()
+    assert 'fed_shard_requests_total{method="add_task",outcome="ok",shard="s0"} 1.0' in text
+    assert 'fed_shard_requests_total{method="(other)",outcome="unknown_method",shard="s0"} 1.0' in text
+    assert "fed_shard_commit_seconds_count" in text

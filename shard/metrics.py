@@ -1,0 +1,34 @@
+"""Prometheus metrics of one shard, on a registry of its own (several shards may share a process in tests)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000)
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
+
+
+class ShardMetrics:
+    def __init__(self, shard_id: str, methods: set[str]) -> None:
+        self.registry = CollectorRegistry()
+        self.methods = methods
+        self.requests = Counter("fed_shard_requests", "Requests handled, by method and outcome (ok or error code)",
+                                ["shard", "method", "outcome"], registry=self.registry)
+        self.batch_size = Histogram("fed_shard_batch_size", "Requests per group commit", ["shard"],
+                                    buckets=BATCH_BUCKETS, registry=self.registry)
+        self.commit_seconds = Histogram("fed_shard_commit_seconds", "Store commit time per batch", ["shard"],
+                                        buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.batch_seconds = Histogram("fed_shard_batch_seconds", "Time from first request taken to last reply sent",
+                                       ["shard"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.up_since = Gauge("fed_shard_start_time_seconds", "Unix time the shard started", ["shard"],
+                              registry=self.registry)
+        self.shard_id = shard_id
+
+    def request(self, method: str, outcome: str) -> None:
+        # unknown method names come from the wire: never let them become label values
+        self.requests.labels(self.shard_id, method if method in self.methods else "(other)", outcome).inc()
+
+    def serve(self, address: str) -> tuple[str, int]:
+        host, _, port = address.rpartition(":")
+        server, _thread = start_http_server(int(port), addr=host or "127.0.0.1", registry=self.registry)
+        return server.server_address[0], server.server_address[1]
