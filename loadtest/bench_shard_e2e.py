@@ -83,7 +83,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=8)
     ap.add_argument("--tasks-per-worker", type=int, default=500)
     ap.add_argument("--chain", type=int, default=5, help="every task depends on the previous one within runs of this length")
+    ap.add_argument("--endpoint", help="use this running shard instead of starting one (e.g. one under py-spy)")
     args = ap.parse_args(argv)
+    if args.endpoint:
+        results, wall = run_workers(args.endpoint, args)
+        report(args, results, wall)
+        return 0
 
     tmp = tempfile.mkdtemp(prefix="fedbench-")
     schema = f"fedbench_{uuid.uuid4().hex[:10]}"
@@ -106,16 +111,7 @@ def main(argv: list[str] | None = None) -> int:
                 if time.monotonic() > deadline or shard.poll() is not None:
                     raise SystemExit("shard did not start") from None
         probe.close()
-        out: mp.Queue = mp.Queue()
-        t0 = time.perf_counter()
-        procs = [mp.Process(target=worker_main, args=(endpoint, w, args.tasks_per_worker, args.chain, out))
-                 for w in range(args.workers)]
-        for p in procs:
-            p.start()
-        results = [out.get() for _ in procs]
-        for p in procs:
-            p.join()
-        wall = time.perf_counter() - t0
+        results, wall = run_workers(endpoint, args)
     finally:
         shard.terminate()
         shard.wait(10)
@@ -126,18 +122,35 @@ def main(argv: list[str] | None = None) -> int:
             with eng.begin() as c:
                 c.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
             eng.dispose()
+    report(args, results, wall)
+    return 0
+
+
+def run_workers(endpoint: str, args: argparse.Namespace) -> tuple[list[dict], float]:
+    out: mp.Queue = mp.Queue()
+    t0 = time.perf_counter()
+    procs = [mp.Process(target=worker_main, args=(endpoint, w, args.tasks_per_worker, args.chain, out))
+             for w in range(args.workers)]
+    for p in procs:
+        p.start()
+    results = [out.get() for _ in procs]
+    for p in procs:
+        p.join()
+    return results, time.perf_counter() - t0
+
+
+def report(args: argparse.Namespace, results: list[dict], wall: float) -> None:
     total = sum(r["done"] for r in results)
     registered = sum(r["registered"] for r in results)
     lat = [x for r in results for x in r["lat"]]
     reg_rate = registered / max(r["t_reg"] for r in results)
     run_rate = total / max(r["t_run"] for r in results)
-    print(f"store={args.store} workers={args.workers} tasks={registered}")
+    print(f"store={args.endpoint or args.store} workers={args.workers} tasks={registered}")
     print(f"  registration     : {reg_rate:8.0f} add_task/s (all workers together)")
     print(f"  completion       : {run_rate:8.0f} tasks/s (get_work + add_task DONE)")
     print(f"  wall (whole run) : {wall:8.2f} s -> {total / wall:.0f} tasks/s end to end")
     print(f"  get_work latency : p50 {statistics.median(lat) * 1e3:.2f} ms  p99 {pct(lat, 99) * 1e3:.2f} ms")
     assert total == registered, f"completed {total} of {registered}"
-    return 0
 
 
 if __name__ == "__main__":
