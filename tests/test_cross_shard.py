@@ -10,8 +10,8 @@ from typing import Any
 
 import luigi
 import luigi.task
-from luigi.execution_summary import LuigiStatusCode
 import pytest
+from luigi.execution_summary import LuigiStatusCode
 
 from federation.client import FederationSchedulerFactory
 from federation.placement import Placement
