@@ -200,6 +200,10 @@ class Gateway:
 
 def start_gateway(router_endpoint: str, bind: str, *, timeout: float = 30.0, router_obj: Any = None) -> Gateway:
     """Bind ``host:port`` (port 0 picks a free one) and serve; ``.address`` is the bound ``host:port``."""
+    # one line per request at INFO would drown the router's own log; keep tornado's errors
+    access = logging.getLogger("tornado.access")
+    if access.level == logging.NOTSET:
+        access.setLevel(logging.WARNING)
     if router_obj is not None:
         # leave the router time to answer with its own "unavailable" before the gateway gives up
         timeout = max(timeout, 2 * getattr(router_obj, "timeout", 5.0) + 5)
