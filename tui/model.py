@@ -215,6 +215,16 @@ class TaskRow:
         return self.family.rpartition(".")[2] if self.family else ""
 
 
+def display_name(task_id: str, d: Mapping[str, Any]) -> str:
+    """Luigi's pretty id; graph answers drop it for every node but the root, so rebuild it from family and params."""
+    if d.get("display_name"):
+        return str(d["display_name"])
+    params = d.get("params")
+    if not d.get("name") or not isinstance(params, dict) or d.get("start_time") == "UNKNOWN":
+        return task_id  # a placeholder: Luigi itself knows only the id
+    return f"{d['name']}({params_text(params)})"
+
+
 def task_row(task_id: str, d: Mapping[str, Any]) -> TaskRow:
     """A row from one entry of Luigi's ``task_list``/``dep_graph`` (``_serialize_task``)."""
     family = str(d.get("name") or "")
@@ -224,7 +234,7 @@ def task_row(task_id: str, d: Mapping[str, Any]) -> TaskRow:
         status=str(d.get("status") or "UNKNOWN"),
         namespace=namespace_of(family or task_id),
         family=family,
-        display_name=str(d.get("display_name") or task_id),
+        display_name=display_name(task_id, d),
         params=dict(params),
         params_text=params_text(params),
         start_time=_num(d.get("start_time")),
@@ -458,7 +468,7 @@ def dep_tree(graph: Mapping[str, Any], root: str, *, max_nodes: int = 500, max_d
         d = graph.get(task_id)
         if not isinstance(d, dict):
             return DepNode(task_id, "UNKNOWN", task_id, missing=True)
-        label = str(d.get("display_name") or task_id)
+        label = display_name(task_id, d)
         status = str(d.get("status") or "UNKNOWN")
         if task_id in seen:
             return DepNode(task_id, status, label, repeated=True)

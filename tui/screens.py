@@ -43,7 +43,16 @@ from tui.model import (
     params_text,
 )
 from tui.poller import ACTIONS, Action, TaskDetail, describe_error, fetch_detail
-from tui.views import VIEW_CLASSES, ActionRequested, OpenItem, TaskQueryChanged, TasksView, View, applicable
+from tui.views import (
+    VIEW_CLASSES,
+    ActionRequested,
+    OpenItem,
+    TaskQueryChanged,
+    TasksView,
+    View,
+    ViewRedrawn,
+    applicable,
+)
 from tui.widgets import CommandPrompt, FilterPrompt, HealthHeader, KeyedTable, PromptClosed, PromptSuggester
 
 
@@ -62,13 +71,16 @@ class MainScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield HealthHeader(id="header")
+        # the prompts take the title's line while they are open, so the table never moves
+        with Vertical(id="bar"):
+            yield Static("", id="view-title", classes="view-title")
+            yield CommandPrompt(placeholder=":shards :ns :tasks :workers :help — Tab completes", id="prompt",
+                                suggester=PromptSuggester(self._known), compact=True)
+            yield FilterPrompt(placeholder="/regex over the visible columns (!regex inverts), Enter keeps it",
+                               id="filter", compact=True)
         with ContentSwitcher(initial="shards", id="views"):
             for cls in VIEW_CLASSES:
                 yield cls()
-        yield CommandPrompt(placeholder=":shards :ns :tasks :workers :help — Tab completes", id="prompt",
-                            suggester=PromptSuggester(self._known), compact=True)
-        yield FilterPrompt(placeholder="/regex over the visible columns (!regex inverts), Enter keeps it",
-                           id="filter", compact=True)
         yield Footer()
 
     def on_mount(self) -> None:
@@ -98,7 +110,23 @@ class MainScreen(Screen[None]):
     def _refresh_view(self) -> None:
         app: Any = self.app
         self.current_view.show(app.snapshot, app.faults_only)
+        self.query_one("#view-title", Static).update(self.current_view.title_text)
         self.query_one(HealthHeader)._render_now()
+
+    def on_view_redrawn(self, message: ViewRedrawn) -> None:
+        if message.view is self.current_view:
+            self.query_one("#view-title", Static).update(message.view.title_text)
+
+    def _open_prompt(self, prompt: Input, value: str) -> None:
+        for widget in self.query("#bar > *"):
+            widget.display = widget is prompt
+        prompt.value = value
+        prompt.focus()
+
+    def _close_prompts(self) -> None:
+        for widget in self.query("#bar > *"):
+            widget.display = widget.id == "view-title"
+        self.current_view.focus_table()
 
     def show_view(self, view_id: str, query: TaskQuery | None = None, *, remember: bool = True) -> None:
         switcher = self.query_one(ContentSwitcher)
@@ -153,18 +181,10 @@ class MainScreen(Screen[None]):
 
     # -- keys --------------------------------------------------------------------------------
     def action_command(self) -> None:
-        prompt = self.query_one(CommandPrompt)
-        self.query_one(FilterPrompt).display = False
-        prompt.value = ""
-        prompt.display = True
-        prompt.focus()
+        self._open_prompt(self.query_one(CommandPrompt), "")
 
     def action_filter(self) -> None:
-        prompt = self.query_one(FilterPrompt)
-        self.query_one(CommandPrompt).display = False
-        prompt.value = self.current_view.row_filter.text
-        prompt.display = True
-        prompt.focus()
+        self._open_prompt(self.query_one(FilterPrompt), self.current_view.row_filter.text)
 
     def action_back(self) -> None:
         view = self.current_view
@@ -190,18 +210,16 @@ class MainScreen(Screen[None]):
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()
-        event.input.display = False
+        self._close_prompts()
         if event.input.id == "filter":
             row_filter = compile_filter(event.value)
             if row_filter.error:
                 self.notify(row_filter.error, severity="error")
             else:
                 self.current_view.set_filter(row_filter)
-            self.current_view.focus_table()
             return
         line = event.value
         event.input.value = ""
-        self.current_view.focus_table()
         if line.strip():
             try:
                 self.run_command(parse(line))
@@ -209,7 +227,7 @@ class MainScreen(Screen[None]):
                 self.notify(str(e), severity="error")
 
     def on_prompt_closed(self, message: PromptClosed) -> None:
-        self.current_view.focus_table()
+        self._close_prompts()
 
     def run_command(self, cmd: Command) -> None:
         app: Any = self.app

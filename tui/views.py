@@ -63,6 +63,14 @@ class OpenItem(Message):
         self.key = key
 
 
+class ViewRedrawn(Message):
+    """The view's rows or title changed; the screen shows the new title."""
+
+    def __init__(self, view: View) -> None:
+        super().__init__()
+        self.view = view
+
+
 class TaskQueryChanged(Message):
     """The task view wants a different list from the router."""
 
@@ -95,9 +103,10 @@ class View(Vertical):
         self.row_filter = RowFilter()
         self.shown = 0
         self.matching = 0
+        #: the line the screen shows above the table (name, narrowing, filter, counts)
+        self.title_text = Text(f" {self.label} ", style="bold reverse")
 
     def compose(self) -> ComposeResult:
-        yield Static("", classes="view-title")
         yield KeyedTable(self.COLUMNS, id=f"{self.view_id}-table")
         yield Static("", classes="view-notice")
 
@@ -127,7 +136,8 @@ class View(Vertical):
         title.append(f"  {fmt_count(self.shown)}", style="bold")
         if self.matching != self.shown:
             title.append(f" of {fmt_count(self.matching)}", style="dim")
-        self.query_one(".view-title", Static).update(title)
+        self.title_text = title
+        self.post_message(ViewRedrawn(self))
         notice_widget = self.query_one(".view-notice", Static)
         notice_widget.update(notice)
         notice_widget.display = bool(notice)
@@ -304,8 +314,8 @@ class TasksView(View):
         if down:
             notes.append(f"shard{'s' if len(down) > 1 else ''} {', '.join(down)} down: "
                          f"{'their' if len(down) > 1 else 'its'} tasks are missing from this list")
-        if not rows and not notes:
-            notes.append("No task matches." if self.row_filter.active or self.query_spec.describe()
+        if not rows and not tasks.overflow:
+            notes.insert(0, "No task matches." if self.row_filter.active or self.effective_query().describe()
                          else "No tasks.")
         return rows, "\n".join(notes)
 

@@ -242,7 +242,6 @@ class CommandPrompt(Input):
 
     def action_close(self) -> None:
         self.value = ""
-        self.display = False
         self.post_message(PromptClosed(self))
 
 
@@ -252,7 +251,6 @@ class FilterPrompt(Input):
     BINDINGS = [Binding("escape", "close", "Close", show=False)]
 
     def action_close(self) -> None:
-        self.display = False
         self.post_message(PromptClosed(self))
 
 
