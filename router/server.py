@@ -96,6 +96,7 @@ MAX_FRONT_FRAMES = 2 + wire.MAX_HOPS + 1
 #: requests taken from the front per loop turn before the shards' replies get their turn
 FRONT_BATCH = 512
 PROBE_INTERVAL = 0.5
+FORGET_INTERVAL = 30.0
 RESYNC_BACKOFF = 1.0
 #: task ids per fed_status / fed_mirror_update message
 CHUNK = 5000
@@ -156,6 +157,7 @@ class WorkerState:
     batchers: dict[str, dict[str, Any]] = field(default_factory=dict)
     disabled: bool = False
     turn: int = 0
+    last_seen: float = field(default_factory=time.monotonic)
 
 
 class _Call:
@@ -224,6 +226,9 @@ class Router:
         self.subs_by_owner: dict[str, set[str]] = defaultdict(set)
         #: highest priority already pushed to a task's owner from a mirror
         self.prio_sent: dict[str, int] = {}
+        #: batch id -> shard that handed the batch out; batch runner task id -> that shard
+        self.batches: dict[str, str] = {}
+        self.pinned: dict[str, str] = {}
         self._tags = itertools.count(1)
         self._waits: dict[bytes, _Wait] = {}
         self._deadlines: list[tuple[float, bytes]] = []
@@ -232,6 +237,11 @@ class Router:
         self._token_waiters: list[Callable[[], None]] = []
         self._stop = threading.Event()
         self._next_relay = 0.0
+        self._next_forget = time.monotonic() + FORGET_INTERVAL
+        #: a worker silent this long is gone (Luigi's worker pings every second; luigid drops it after
+        #: worker_disconnect_delay); the router forgets it and the batches it was handed
+        self.forget_after = max(600.0, 4 * config.scheduler.worker_disconnect_delay)
+        self._batch_worker: dict[str, str] = {}
         self.stats = {"requests": 0, "errors": 0, "forwarded": 0}
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -405,12 +415,25 @@ class Router:
                     self._probe(link)
             elif not link.synced and not link.syncing and now >= link.next_sync:
                 self._resync(link)
+        if now >= self._next_forget:
+            self._next_forget = now + FORGET_INTERVAL
+            self._forget(now)
         if now >= self._next_relay:
             self._next_relay = now + self.relay_interval
             for link in self.links.values():
-                if link.up and link.synced and not link.periodic_pull:
+                if link.up and link.synced and link.federated and not link.periodic_pull:
                     link.periodic_pull = True
                     self._pull(link, periodic=True)
+
+    def _forget(self, now: float) -> None:
+        gone = [w for w, ws in self.workers.items() if now - ws.last_seen > self.forget_after]
+        for w in gone:
+            del self.workers[w]
+        if gone and self.batches:
+            dead = set(gone)
+            for batch_id in [b for b, w in self._batch_worker.items() if w in dead]:
+                self.batches.pop(batch_id, None)
+                del self._batch_worker[batch_id]
 
     def _probe(self, link: ShardLink) -> None:
         link.probing = True
@@ -495,15 +518,23 @@ class Router:
         elif kind == HEALTH:
             self._health(call)
 
+    def _route(self, task_id: str) -> str:
+        """The shard serving ``task_id``: its owner, unless it is a batch runner pinned to its batch's shard."""
+        if self.pinned:
+            pinned = self.pinned.get(task_id)
+            if pinned is not None:
+                return pinned
+        return self.owner(task_id)
+
     def _owner_of_key(self, key: bytes) -> str:
         try:
-            return self.owner(key.decode("utf-8"))
+            return self._route(key.decode("utf-8"))
         except UnicodeDecodeError:
-            return self.owner(key.decode("utf-8", "replace"))
+            return self._route(key.decode("utf-8", "replace"))
 
     def _owner_or_any(self, task_id: Any) -> str:
         if isinstance(task_id, str):
-            return self.owner(task_id)
+            return self._route(task_id)
         return self._any_link_id()
 
     def _any_link_id(self) -> str:
@@ -563,7 +594,7 @@ class Router:
 
     def _hold_for_relay(self, call: _Call, link: ShardLink) -> None:
         """Answer ``call`` only after the owner's next change-feed pull has been relayed."""
-        if not (link.synced and link.up):
+        if not (link.synced and link.up and link.federated):
             return
         call.waits += 1
         link.need_pull = True
@@ -575,7 +606,15 @@ class Router:
         if not isinstance(task_id, str):
             self._fail(call, BadArgumentsError("add_task: task_id must be a string"))
             return
-        sid = self.owner(task_id)
+        batch_id = kwargs.get("batch_id")
+        if isinstance(batch_id, str) and batch_id in self.batches:
+            # Luigi's batch runner: its task id is new, its members sit on the shard that handed
+            # the batch out, and that shard must see the runner's every report
+            self.pinned[task_id] = self.batches[batch_id]
+        sid = self._route(task_id)
+        runner = task_id in self.pinned
+        if runner and kwargs.get("status") in ("DONE", "FAILED", "DISABLED"):
+            del self.pinned[task_id]
         link = self.links[sid]
         worker = kwargs.get("worker")
         if isinstance(worker, str) and link.up is not False:
@@ -583,7 +622,8 @@ class Router:
         if kwargs.get("resources"):
             link.resource_pending = True
             link.res_version += 1
-        if task_id in self.subs:
+        if runner or task_id in self.subs:
+            # a batch runner's report also changes its members, which other shards may mirror
             self._hold_for_relay(call, link)
         # remote dependencies: the shard of this task mirrors them from now on
         new: dict[str, list[str]] = defaultdict(list)
@@ -624,6 +664,7 @@ class Router:
         ws = self.workers.get(worker)
         if ws is None:
             ws = self.workers[worker] = WorkerState()
+        ws.last_seen = time.monotonic()
         if sid in ws.shards:
             return
         ws.shards[sid] = None
@@ -659,6 +700,7 @@ class Router:
         if not isinstance(worker, str):
             return
         ws = self.workers.setdefault(worker, WorkerState())
+        ws.last_seen = time.monotonic()
         if call.method == "add_worker":
             info = kwargs.get("info")
             try:
@@ -789,6 +831,8 @@ class Router:
         assistant = bool(kwargs.get("assistant"))
         targets = self._worker_targets(worker, all_shards=assistant)
         ws = self.workers.get(worker)
+        if ws is not None:
+            ws.last_seen = time.monotonic()
         if ws is not None and targets:
             # fair rotation: each call starts one shard further on
             k = ws.turn % len(targets)
@@ -959,6 +1003,8 @@ class Router:
             if owner == link.id:
                 for sid in self.subs.get(task_id, ()):
                     updates[sid].append([task_id, status, link.epoch, seq])
+            elif status is None:
+                self._unsubscribe(task_id, link.id)  # the mirror is gone from that shard
             elif isinstance(priority, (int, float)) and priority > self.prio_sent.get(task_id, 0):
                 self.prio_sent[task_id] = priority
                 raises[owner][task_id] = priority
@@ -990,6 +1036,7 @@ class Router:
         if not subscribers:
             del self.subs[task_id]
             self.subs_by_owner[self.owner(task_id)].discard(task_id)
+            self.prio_sent.pop(task_id, None)
 
     def _relay_status(self, owner: str, task_ids: list[str], targets: dict[str, set[str]] | None,
                       done: Callable[[], None] | None = None) -> None:
@@ -1028,8 +1075,9 @@ class Router:
                 link.next_sync = time.monotonic() + RESYNC_BACKOFF
                 if err is not None and err.code == "unknown_method":
                     link.federated = False
-                    link.error = "not a federated shard (no fed_state): cross-shard features are off"
-                    log.error("router: shard %s is not federated; start it with the federation config", link.id)
+                    link.synced = True  # nothing to synchronise; served as a plain Luigi scheduler
+                    log.error("router: shard %s is not federated (no fed_state): remote dependencies and "
+                              "global resources are off for it; serve it with the federation config", link.id)
                 elif err is not None and not isinstance(err, TransportError):
                     log.warning("router: cannot synchronise shard %s: %s", link.id, err)
                 return
@@ -1103,8 +1151,13 @@ class _GetWork:
                     return  # resumed by the token's next release
                 self.token = True
             self.queue.pop(0)
-            kwargs = {**(self.call.kwargs or {}), "external_used_resources": r.external_usage(sid)}
             version = link.res_version
+            if link.federated is False:
+                r._call(sid, "get_work", self.call.kwargs or {},
+                        lambda res, err, sid=sid, v=version: self.on_reply(sid, v, {"reply": res} if err is None
+                                                                           else None, err))
+                return
+            kwargs = {**(self.call.kwargs or {}), "external_used_resources": r.external_usage(sid)}
             r._call(sid, "fed_get_work", kwargs, lambda res, err, sid=sid, v=version: self.on_reply(sid, v, res, err))
             return
         self.finish(None)
@@ -1130,7 +1183,13 @@ class _GetWork:
         r._note_usage(r.links[sid], result, version)
         reply = result["reply"]
         self.replies.append(reply)
-        if reply.get("task_id") is not None or reply.get("batch_id") is not None:
+        batch_id = reply.get("batch_id")
+        if isinstance(batch_id, str):
+            r.batches[batch_id] = sid
+            worker = (self.call.kwargs or {}).get("worker")
+            if isinstance(worker, str):
+                r._batch_worker[batch_id] = worker
+        if reply.get("task_id") is not None or batch_id is not None:
             self.finish(reply)
         else:
             self.next()

@@ -121,6 +121,7 @@ class FederatedCore:
         self._mirrors: set[str] = set()
         self._res_tasks: set[str] = set()
         self._ns: dict[str, dict[str, int]] = {}
+        self._counted: dict[str, str] = {}  # owned task -> the status it is counted under in _ns
         self._mver = {}
         if snapshot is not None:
             for rec in snapshot.tasks:
@@ -128,12 +129,21 @@ class FederatedCore:
                 if isinstance(fed, dict) and "epoch" in fed:
                     self._mver[rec["task_id"]] = (fed["epoch"], int(fed.get("seq", 0)))
         for task_id, t in self.core._tasks.items():
-            self._note(task_id, t.status, t.priority, bool(t.resources), feed=False)
+            self._note(task_id, t.status, t.priority, bool(t.resources), bool(t.family), feed=False)
 
-    def _note(self, task_id: str, status: str | None, priority: Any, needs_resources: bool, *, feed: bool) -> None:
-        """Record a task's (possibly) new state: feed, namespace counts, mirrors, resource tasks."""
+    def _note(self, task_id: str, status: str | None, priority: Any, needs_resources: bool, has_family: bool, *,
+              feed: bool) -> None:
+        """Record a task's (possibly) new state: feed, namespace counts, mirrors, resource tasks.
+
+        A task this shard does not own is a mirror only while it is Luigi's bare placeholder (no
+        family): a batch runner, whose id belongs elsewhere but which runs here with its batch,
+        is this shard's own task in every respect.
+        """
         prev = self._state.get(task_id)
-        owned = self.owns(task_id)
+        counted = self._counted.get(task_id)
+        if counted is not None:
+            self._count(task_id, counted, -1)
+            del self._counted[task_id]
         if status is None:
             if prev is None:
                 return
@@ -141,23 +151,21 @@ class FederatedCore:
             self._mirrors.discard(task_id)
             self._res_tasks.discard(task_id)
             self._mver.pop(task_id, None)
-            if owned:
-                self._count(task_id, prev[0], -1)
         else:
-            if owned:
+            if self.owns(task_id) or has_family:
+                self._mirrors.discard(task_id)
+                self._counted[task_id] = status
+                self._count(task_id, status, 1)
                 if needs_resources and status != DONE:
                     self._res_tasks.add(task_id)
                 else:
                     self._res_tasks.discard(task_id)
             else:
                 self._mirrors.add(task_id)
+                self._res_tasks.discard(task_id)
             if prev is not None and prev == (status, priority):
                 return
             self._state[task_id] = (status, priority)
-            if owned:
-                if prev is not None:
-                    self._count(task_id, prev[0], -1)
-                self._count(task_id, status, 1)
         if feed:
             self._seq += 1
             self._last_seq[task_id] = self._seq
@@ -180,10 +188,11 @@ class FederatedCore:
         if changes.is_empty():
             return
         for task_id, rec in changes.tasks.items():
-            self._note(task_id, rec["status"], rec.get("priority"), bool(rec.get("resources")), feed=True)
+            self._note(task_id, rec["status"], rec.get("priority"), bool(rec.get("resources")),
+                       bool(rec.get("family")), feed=True)
         for task_id in changes.deleted_tasks:
             if task_id in self._state:
-                self._note(task_id, None, None, False, feed=True)
+                self._note(task_id, None, None, False, False, feed=True)
         if self._stash is None:
             self._stash = changes
         else:
@@ -263,6 +272,8 @@ class FederatedCore:
             if t is None:
                 missing.append(task_id)
                 continue
+            if t.family:
+                continue  # not a placeholder: a batch runner running here with its batch
             version = (epoch if isinstance(epoch, (int, float)) else 0.0, seq)
             if task_id in self._mver and version <= self._mver[task_id]:
                 continue
