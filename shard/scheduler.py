@@ -138,7 +138,13 @@ UPSTREAM_RUNNING = "UPSTREAM_RUNNING"
 UPSTREAM_MISSING_INPUT = "UPSTREAM_MISSING_INPUT"
 UPSTREAM_FAILED = "UPSTREAM_FAILED"
 UPSTREAM_DISABLED = "UPSTREAM_DISABLED"
-_UPSTREAM_SEVERITY = {"": 0, UPSTREAM_RUNNING: 1, UPSTREAM_MISSING_INPUT: 2, UPSTREAM_FAILED: 3, UPSTREAM_DISABLED: 4}
+_UPSTREAM_SEVERITY = {
+    "": 0,
+    UPSTREAM_RUNNING: 1,
+    UPSTREAM_MISSING_INPUT: 2,
+    UPSTREAM_FAILED: 3,
+    UPSTREAM_DISABLED: 4,
+}
 _STATUS_TO_UPSTREAM = {
     FAILED: UPSTREAM_FAILED,
     RUNNING: UPSTREAM_RUNNING,
@@ -168,7 +174,11 @@ Sig = tuple[tuple[str, float], ...]
 
 
 def _is_num(v: object) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and not (isinstance(v, float) and math.isnan(v))
+    return (
+        isinstance(v, (int, float))
+        and not isinstance(v, bool)
+        and not (isinstance(v, float) and math.isnan(v))
+    )
 
 
 def _req_str(name: str, v: object) -> None:
@@ -332,7 +342,17 @@ class _Task:
 
 
 class _Worker:
-    __slots__ = ("id", "reference", "last_active", "last_get_work", "started", "info", "disabled", "rpc_messages", "cseq")
+    __slots__ = (
+        "id",
+        "reference",
+        "last_active",
+        "last_get_work",
+        "started",
+        "info",
+        "disabled",
+        "rpc_messages",
+        "cseq",
+    )
 
     def __init__(self, worker_id: str, now: float, cseq: int) -> None:
         self.id = worker_id
@@ -1649,7 +1669,9 @@ class SchedulerCore:
 
     # ------------------------------------------------------------------ read methods
 
-    def _serialize_task(self, t: _Task, include_deps: bool = True, deps: Iterable[str] | None = None) -> dict[str, Any]:
+    def _serialize_task(
+        self, t: _Task, include_deps: bool = True, deps: Iterable[str] | None = None
+    ) -> dict[str, Any]:
         rr = t.resources_running
         ret = {
             "display_name": t.pretty_id,
@@ -1782,11 +1804,15 @@ class SchedulerCore:
             task_id, dep_func=lambda t: sorted(rdeps.get(t.id, ())), include_done=bool(include_done)
         )
 
-    def task_list(self, status="", upstream_status="", limit=True, search=None, max_shown_tasks=None, **kwargs):
+    def task_list(
+        self, status="", upstream_status="", limit=True, search=None, max_shown_tasks=None, **kwargs
+    ):
         _opt_str("status", status)
         _opt_str("upstream_status", upstream_status)
         _opt_str("search", search)
-        if max_shown_tasks is not None and (not isinstance(max_shown_tasks, int) or isinstance(max_shown_tasks, bool)):
+        if max_shown_tasks is not None and (
+            not isinstance(max_shown_tasks, int) or isinstance(max_shown_tasks, bool)
+        ):
             raise TypeError("max_shown_tasks must be an integer")
         self._begin()
         shown = max_shown_tasks or self._config.max_shown_tasks
@@ -1808,7 +1834,11 @@ class SchedulerCore:
                 name = t.pretty_id.casefold()
                 if not all(term in name for term in terms):
                     continue
-            if t.status != PENDING or not upstream_status or upstream_status == self._upstream_status(t.id, table):
+            if (
+                t.status != PENDING
+                or not upstream_status
+                or upstream_status == self._upstream_status(t.id, table)
+            ):
                 result[t.id] = self._serialize_task(t, include_deps=False)
         if limit and len(result) > shown:
             return {"num_tasks": len(result)}
@@ -1837,7 +1867,9 @@ class SchedulerCore:
             running: dict[Any, dict[str, Any]] = {}
             for t in self._by_status[RUNNING].values():
                 if t.worker_running:
-                    running.setdefault(t.worker_running, {})[t.id] = self._serialize_task(t, include_deps=False)
+                    running.setdefault(t.worker_running, {})[t.id] = self._serialize_task(
+                        t, include_deps=False
+                    )
             for entry in workers:
                 c = self._wcnt.get(entry["name"])
                 entry["num_running"] = len(running.get(entry["name"], ()))
@@ -1851,7 +1883,8 @@ class SchedulerCore:
         self._prune()
         used = self._used_resources()
         resources = [
-            {"name": r, "num_total": total, "num_used": used.get(r, 0)} for r, total in self._resources.items()
+            {"name": r, "num_total": total, "num_used": used.get(r, 0)}
+            for r, total in self._resources.items()
         ]
         consumers: dict[str, dict[str, Any]] = {}
         for t in self._by_status[RUNNING].values():
@@ -2046,7 +2079,8 @@ class SchedulerCore:
             return self._paused
         if key == "batchers":
             return {
-                w: {fam: [list(args), mx] for fam, (args, mx) in fams.items()} for w, fams in self._batchers.items()
+                w: {fam: [list(args), mx] for fam, (args, mx) in fams.items()}
+                for w, fams in self._batchers.items()
             }
         raise KeyError(key)  # pragma: no cover
 
@@ -2087,7 +2121,8 @@ class SchedulerCore:
         self._resources.update(self._resource_overrides)
         self._paused = bool(meta.get("paused", False))
         self._batchers = {
-            w: {fam: (list(v[0]), v[1]) for fam, v in fams.items()} for w, fams in (meta.get("batchers") or {}).items()
+            w: {fam: (list(v[0]), v[1]) for fam, v in fams.items()}
+            for w, fams in (meta.get("batchers") or {}).items()
         }
 
         for rec in sorted(snapshot.workers, key=lambda r: r.get("cseq", 0)):
@@ -2139,7 +2174,9 @@ class SchedulerCore:
             t.runnable = bool(rec.get("runnable", False))
             t.accepts_messages = rec.get("accepts_messages", False)
             rp = rec.get("retry_policy") or {}
-            t.retry_policy = tuple(rp.get(k, d) for k, d in zip(_RETRY_KEYS, self._default_policy, strict=True))  # type: ignore[assignment]
+            t.retry_policy = tuple(
+                rp.get(k, d) for k, d in zip(_RETRY_KEYS, self._default_policy, strict=True)
+            )  # type: ignore[assignment]
             owners = rec.get("owners")
             t.owners = list(owners) if owners is not None else None
             t.seq = rec.get("seq", 0)
