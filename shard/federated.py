@@ -419,7 +419,7 @@ def build_federated_shard(config: FederationConfig, shard_id: str, *, bind: str 
     tasks from mirrors.
     """
     from federation import __version__
-    from shard.scheduler import SchedulerCore
+    from shard.scheduler import RPC_METHODS, SchedulerCore
     from shard.server import ShardServer
     from shard.store import open_store
 
@@ -431,7 +431,7 @@ def build_federated_shard(config: FederationConfig, shard_id: str, *, bind: str 
         fed.restore(store.load())
         fed.collect_changes()  # restoring is not a change
         return ShardServer(shard_id, bind or spec.endpoint, fed, store, prune_interval=prune_interval,
-                           extra_methods=fed.extra_methods(), version=__version__,
+                           methods=RPC_METHODS, extra_methods=fed.extra_methods(), version=__version__,
                            max_message_bytes=config.router.max_message_bytes)
     except BaseException:
         store.close()

@@ -181,3 +181,12 @@ def test_local_federation_round_trips_through_toml(tmp_path: Path) -> None:
     again = load_federation_config(write(tmp_path, text), env={})
     assert again.namespaces == {"finance.ledger": "default"}
     assert again.scheduler.resources == {"db": 2} and again.scheduler.retry_delay == 1.0
+
+
+def test_the_deploy_example_is_valid() -> None:
+    root = Path(__file__).resolve().parent.parent
+    cfg = load_federation_config(str(root / "deploy" / "federation.toml"), env={})
+    assert cfg.groups == {"default": ("s0", "s1", "s2"), "finance": ("fin-0", "fin-1")}
+    p = Placement.from_config(cfg)
+    assert p.owner("finance.ledger.Close_2026_11_20_0123456789") in ("fin-0", "fin-1")
+    assert p.owner("daily.Load_2026_11_20_orders_0123456789") in ("s0", "s1", "s2")
