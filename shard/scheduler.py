@@ -276,6 +276,18 @@ def _sig(resources: dict[str, Any]) -> Sig:
 # --------------------------------------------------------------------------- state objects
 
 
+class _Marks(dict[str, None]):
+    """An insertion-ordered set of ids: changes come out in the order they were first touched."""
+
+    __slots__ = ()
+
+    def add(self, key: str) -> None:
+        self[key] = None
+
+    def discard(self, key: str) -> None:
+        self.pop(key, None)
+
+
 class _Task:
     __slots__ = (
         "id", "status", "deps", "stakeholders", "workers", "time", "updated", "retry", "remove",
@@ -283,7 +295,7 @@ class _Task:
         "family", "module", "param_visibilities", "params", "public_params", "hidden_params",
         "accepts_messages", "retry_policy", "failures", "first_failure_time", "tracking_url",
         "status_message", "progress_percentage", "scheduler_message_responses",
-        "scheduler_disable_time", "runnable", "batchable", "batch_id", "owners",
+        "scheduler_disable_time", "runnable", "batchable", "batch_id", "owners", "fed",
         # index fields
         "seq", "cseq", "nd", "queued", "sig",
     )  # fmt: skip
@@ -323,6 +335,7 @@ class _Task:
         self.batchable: Any = False
         self.batch_id: str | None = None
         self.owners: Any = None
+        self.fed: dict[str, Any] = {}  # opaque federation data (shard.federated), persisted as is
         self.seq = 0
         self.cseq = 0
         self.nd = 0  # deps that are missing or not DONE
@@ -417,12 +430,13 @@ class SchedulerCore:
         self._remove_heap: list[tuple[float, str]] = []
         self._ud: set[str] | None = None  # PENDING tasks whose upstream status is UPSTREAM_DISABLED
         self._ud_sub: dict[str, list[int]] = {}
+        self._external_used: dict[str, Any] = {}
         # dirty marks
-        self._d_tasks: set[str] = set()
-        self._d_del_tasks: set[str] = set()
-        self._d_workers: set[str] = set()
-        self._d_del_workers: set[str] = set()
-        self._d_meta: set[str] = set()
+        self._d_tasks = _Marks()
+        self._d_del_tasks = _Marks()
+        self._d_workers = _Marks()
+        self._d_del_workers = _Marks()
+        self._d_meta = _Marks()
         self._events: list[Event] = []
 
     def _begin(self, worker: str | None = None, host: str | None = None) -> float:
@@ -1373,6 +1387,9 @@ class SchedulerCore:
         caps = self._resources
         used = self._used_resources()
         gres: dict[str, Any] = {}
+        for r, a in self._external_used.items():  # RUNNING elsewhere in the federation
+            used[r] = used.get(r, 0) + a
+            gres[r] = gres.get(r, 0) + a
 
         def fits(sig: Sig, pool: dict[str, Any]) -> bool:
             for r, a in sig:
@@ -2014,6 +2031,56 @@ class SchedulerCore:
         _opt_str("task_id", task_id)
         return None
 
+    # ------------------------------------------------------------------ hooks for shard.federated
+
+    @property
+    def external_used_resources(self) -> dict[str, Any]:
+        """Resources held by RUNNING tasks elsewhere (other shards); ``get_work`` counts them as used.
+
+        They are added to Luigi's ``used_resources`` and to the initial greedy resources of the
+        walk for workers with resources and assistants.  Default ``{}`` (a standalone shard).
+        """
+        return self._external_used
+
+    @external_used_resources.setter
+    def external_used_resources(self, value: dict[str, Any]) -> None:
+        self._external_used = _amounts("external_used_resources", value) or {}
+
+    def get_task(self, task_id: str) -> _Task | None:
+        """The live task object (read it, do not mutate it; use the methods here)."""
+        return self._tasks.get(task_id)
+
+    def touch_task(self, task_id: str) -> None:
+        """Mark a task so that the next :meth:`collect_changes` upserts its record."""
+        if task_id in self._tasks:
+            self._d_tasks.add(task_id)
+
+    def force_status(self, task_id: str, status: str) -> None:
+        """Set a status without Luigi's ``set_status`` rules (no failures, retry, disable, batch
+        fan-out, history event), keeping every index consistent.  A missing task is created as a
+        bare UNKNOWN placeholder first (no family, no workers, not runnable)."""
+        _req_str("task_id", task_id)
+        if status not in _STATUSES or status == SUSPENDED:
+            raise ValueError(f"unknown status {status!r}")
+        self._begin()
+        n_events = len(self._events)
+        t = self._tasks.get(task_id)
+        if t is None:
+            t = self._create_task(task_id, UNKNOWN, None, {}, 0, "", None, None, None)
+        if t.status != status:
+            self._move(t, status)
+        del self._events[n_events:]
+        self._d_tasks.add(task_id)
+
+    def raise_priority(self, task_id: str, priority: Any) -> None:
+        """Luigi's ``_update_priority`` on an existing task: raise it (and its existing deps)."""
+        _req_str("task_id", task_id)
+        _number("priority", priority)
+        self._begin()
+        t = self._tasks.get(task_id)
+        if t is not None:
+            self._update_priority(t, priority)
+
     # ------------------------------------------------------------------ durability
 
     def _task_record(self, t: _Task) -> dict[str, Any]:
@@ -2054,6 +2121,7 @@ class SchedulerCore:
             "accepts_messages": t.accepts_messages,
             "retry_policy": dict(zip(_RETRY_KEYS, t.retry_policy, strict=True)),
             "owners": list(t.owners) if t.owners is not None else None,
+            "fed": dict(t.fed),
             "seq": t.seq,
             "cseq": t.cseq,
         }
@@ -2085,7 +2153,7 @@ class SchedulerCore:
         raise KeyError(key)  # pragma: no cover
 
     def collect_changes(self) -> Changes:
-        """Everything touched since the last call (full records), then reset the marks."""
+        """Everything touched since the last call (full records, in first-touch order), then reset the marks."""
         tasks = self._tasks
         workers = self._workers
         ch = Changes(
@@ -2096,11 +2164,11 @@ class SchedulerCore:
             meta={k: self._meta(k) for k in self._d_meta},
             events=self._events,
         )
-        self._d_tasks = set()
-        self._d_del_tasks = set()
-        self._d_workers = set()
-        self._d_del_workers = set()
-        self._d_meta = set()
+        self._d_tasks = _Marks()
+        self._d_del_tasks = _Marks()
+        self._d_workers = _Marks()
+        self._d_del_workers = _Marks()
+        self._d_meta = _Marks()
         self._events = []
         return ch
 
@@ -2179,6 +2247,7 @@ class SchedulerCore:
             )  # type: ignore[assignment]
             owners = rec.get("owners")
             t.owners = list(owners) if owners is not None else None
+            t.fed = dict(rec.get("fed") or {})
             t.seq = rec.get("seq", 0)
             t.cseq = rec.get("cseq", 0)
             self._tasks[t.id] = t
