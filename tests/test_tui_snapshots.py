@@ -1,0 +1,118 @@
+"""SVG snapshots of every view at fixed terminal sizes, from the replayed capture (pytest-textual-snapshot).
+
+Regenerate after an intended change with ``pytest tests/test_tui_snapshots.py --snapshot-update``
+and look at the SVGs under ``tests/__snapshots__/test_tui_snapshots/``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from textual.pilot import Pilot
+
+from tests.test_tui_app import polled, until
+from tests.test_tui_capture import build_capture
+from tui.app import FederationApp
+from tui.config import TuiConfig
+from tui.screens import TaskDetailScreen
+from tui.source import ReplaySource
+
+SMALL = (80, 24)
+LARGE = (200, 50)
+
+
+@pytest.fixture(scope="module")
+def capture(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("snap") / "capture.json"
+    build_capture(path)
+    return path
+
+
+def app_on(capture: Path, **config: Any) -> FederationApp:
+    return FederationApp(ReplaySource(capture), TuiConfig(refresh=3600, **config))
+
+
+def steps(*keys: str, polls: int = 2, detail: bool = False) -> Callable[[Pilot[Any]], Awaitable[None]]:
+    """Refresh until ``polls`` frames were shown, then press ``keys`` (a ``|`` waits for the next poll)."""
+
+    async def run(pilot: Pilot[Any]) -> None:
+        app: Any = pilot.app
+        await polled(pilot, 1)
+        while app.polls < polls:
+            n = app.polls
+            await pilot.press("r")
+            await polled(pilot, n + 1)
+        for key in keys:
+            if key == "|":  # the key before asked for a poll (a view that needs data): wait for its answer
+                await until(pilot, lambda: not app._polling, "the poll to finish")
+            else:
+                await pilot.press(key)
+        if detail:
+            await until(pilot, lambda: isinstance(app.screen, TaskDetailScreen) and app.screen.detail is not None,
+                        "the task detail")
+        await pilot.pause()
+
+    return run
+
+
+def typed(line: str) -> tuple[str, ...]:
+    return ("colon", *line, "enter")
+
+
+def test_shards_small(snap_compare: Any, capture: Path) -> None:
+    assert snap_compare(app_on(capture), terminal_size=SMALL, run_before=steps())
+
+
+def test_shard_down_small(snap_compare: Any, capture: Path) -> None:
+    assert snap_compare(app_on(capture), terminal_size=SMALL, run_before=steps(polls=3))
+
+
+def test_namespaces_small(snap_compare: Any, capture: Path) -> None:
+    assert snap_compare(app_on(capture), terminal_size=SMALL, run_before=steps(*typed("ns")))
+
+
+def test_tasks_small(snap_compare: Any, capture: Path) -> None:
+    assert snap_compare(app_on(capture), terminal_size=SMALL, run_before=steps(*typed("tasks"), "|"))
+
+
+def test_tasks_too_many_small(snap_compare: Any, capture: Path) -> None:
+    app = app_on(capture, max_tasks=20)
+    assert snap_compare(app, terminal_size=SMALL, run_before=steps(*typed("tasks"), "|"))
+
+
+def test_workers_small(snap_compare: Any, capture: Path) -> None:
+    assert snap_compare(app_on(capture), terminal_size=SMALL, run_before=steps(*typed("workers"), "|"))
+
+
+def test_task_detail_small(snap_compare: Any, capture: Path) -> None:
+    assert snap_compare(app_on(capture), terminal_size=SMALL,
+                        run_before=steps(*typed("tasks"), "|", "enter", detail=True))
+
+
+def test_task_detail_error_small(snap_compare: Any, capture: Path) -> None:
+    assert snap_compare(app_on(capture), terminal_size=SMALL,
+                        run_before=steps(*typed("tasks"), "|", "enter", "2", detail=True))
+
+
+def test_task_detail_downstream_small(snap_compare: Any, capture: Path) -> None:
+    assert snap_compare(app_on(capture), terminal_size=SMALL,
+                        run_before=steps(*typed("tasks"), "|", "enter", "4", detail=True))
+
+
+def test_confirm_dialog_small(snap_compare: Any, capture: Path) -> None:
+    assert snap_compare(app_on(capture), terminal_size=SMALL, run_before=steps(*typed("tasks"), "|", "g"))
+
+
+def test_help_small(snap_compare: Any, capture: Path) -> None:
+    assert snap_compare(app_on(capture), terminal_size=SMALL, run_before=steps(*typed("tasks"), "|", "question_mark"))
+
+
+def test_shards_large(snap_compare: Any, capture: Path) -> None:
+    assert snap_compare(app_on(capture), terminal_size=LARGE, run_before=steps(polls=3))
+
+
+def test_tasks_large(snap_compare: Any, capture: Path) -> None:
+    assert snap_compare(app_on(capture), terminal_size=LARGE, run_before=steps(*typed("tasks"), "|"))
