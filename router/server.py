@@ -97,6 +97,8 @@ MAX_FRONT_FRAMES = 2 + wire.MAX_HOPS + 1
 FRONT_BATCH = 512
 PROBE_INTERVAL = 0.5
 FORGET_INTERVAL = 30.0
+#: after the first SIGTERM, how long calls in flight may still be answered
+DRAIN_SECONDS = 2.0
 RESYNC_BACKOFF = 1.0
 #: task ids per fed_status / fed_mirror_update message
 CHUNK = 5000
@@ -267,21 +269,31 @@ class Router:
             except Exception:  # a bug must not take the federation's front door down
                 log.error("router loop error", exc_info=True)
                 time.sleep(0.05)
+        # drain: no new requests, but the calls in flight get their answers (or their deadline)
+        poller.unregister(self.front)
+        drain_until = time.monotonic() + DRAIN_SECONDS
+        while self._waits and time.monotonic() < drain_until:
+            try:
+                self._turn(poller, front=False)
+            except Exception:
+                log.error("router loop error while draining", exc_info=True)
+                break
         log.info("router stopped")
 
-    def _turn(self, poller: zmq.Poller) -> None:
+    def _turn(self, poller: zmq.Poller, *, front: bool = True) -> None:
         wait_ms = self._wait_ms()
         events = dict(poller.poll(wait_ms))
         for sock in events:
             if sock is self.front:
                 continue
             self._drain_shard(self._by_sock[sock])
-        if self.front in events:
+        if front and self.front in events:
             self._drain_front()
         self._run_soon()
         self._flush_pulls()
         self._expire()
-        self._timers()
+        if front:
+            self._timers()
         self._run_soon()
 
     def _wait_ms(self) -> int:

@@ -292,3 +292,29 @@ def test_unknown_worker_calls_are_harmless(cluster: FedCluster) -> None:
     assert client.call("count_pending", {"worker": worker})["n_pending_tasks"] == 0
     assert client.call("fetch_error", {"task_id": "Nope_x_0123456789"}) == {"taskId": "Nope_x_0123456789", "error": ""}
 
+
+
+def test_pinned_namespaces_stay_on_their_group(tmp_path: Path) -> None:
+    c = FedCluster(tmp_path, 3, groups={"default": ["s0", "s1"], "finance": ["s2"]}, namespaces={"finance": "finance"})
+    try:
+        c.start()
+        client = c.client()
+        worker = "w-groups"
+        fin = [luigi.task.task_id_str(f, {"d": str(i)}) for i in range(12) for f in ("finance.Post", "finance.gl.Close")]
+        other = [luigi.task.task_id_str(f, {"d": str(i)}) for i in range(12) for f in ("daily.Load", "Plain")]
+        for tid in fin + other:
+            add(client, tid, worker)
+        on = {sid: set(c.shard_client(sid).call("task_list", {})) for sid in c.config.shard_ids}
+        assert on["s2"] == set(fin)
+        assert on["s0"] | on["s1"] == set(other) and on["s0"] and on["s1"]
+        h = c.health()
+        assert h["groups"] == {"default": ["s0", "s1"], "finance": ["s2"]}
+        assert [s["group"] for s in h["shards"]] == ["default", "default", "finance"]
+        assert h["shards"][2]["namespaces"] == {"finance": {"PENDING": 12}, "finance.gl": {"PENDING": 12}}
+        # one worker, work in both groups: get_work reaches all of it
+        handed = []
+        while (r := client.call("get_work", {"worker": worker, "current_tasks": handed}))["task_id"]:
+            handed.append(r["task_id"])
+        assert sorted(handed) == sorted(fin + other)
+    finally:
+        c.stop()
