@@ -647,14 +647,7 @@ class Router:
                 if not isinstance(dep, str):
                     continue
                 dep_owner = self.owner(dep)
-                if dep_owner == sid:
-                    continue
-                subscribers = self.subs.get(dep)
-                if subscribers is None:
-                    subscribers = self.subs[dep] = set()
-                    self.subs_by_owner[dep_owner].add(dep)
-                if sid not in subscribers:
-                    subscribers.add(sid)
+                if dep_owner != sid and self._subscribe(dep, sid):
                     new[dep_owner].append(dep)
         self._forward(call, sid, task_id.encode("utf-8"), body)
         for dep_owner, deps in new.items():
@@ -1009,19 +1002,29 @@ class Router:
         self._note_usage(link, result, version)
         updates: dict[str, list[list[Any]]] = defaultdict(list)
         raises: dict[str, dict[str, int]] = defaultdict(dict)
+        fresh: dict[str, list[str]] = defaultdict(list)
         for change in result.get("changes") or ():
-            task_id, status, priority, seq = change
+            task_id, status, priority, seq = change[:4]
             owner = self.owner(task_id)
             if owner == link.id:
                 for sid in self.subs.get(task_id, ()):
                     updates[sid].append([task_id, status, link.epoch, seq])
-            elif status is None:
+                continue
+            if status is None:
                 self._unsubscribe(task_id, link.id)  # the mirror is gone from that shard
-            elif isinstance(priority, (int, float)) and priority > self.prio_sent.get(task_id, 0):
+                continue
+            if len(change) > 4 and change[4]:
+                # a placeholder no update has reached (new, or deleted and made again since the
+                # router last looked): subscribe it and pull its owner's status
+                self._subscribe(task_id, link.id)
+                fresh[owner].append(task_id)
+            if isinstance(priority, (int, float)) and priority > self.prio_sent.get(task_id, 0):
                 self.prio_sent[task_id] = priority
                 raises[owner][task_id] = priority
         self._send_updates(updates)
         self._send_raises(raises)
+        for owner, task_ids in fresh.items():
+            self._relay_status(owner, task_ids, {t: {link.id} for t in task_ids})
         return bool(result.get("more"))
 
     def _send_updates(self, updates: dict[str, list[list[Any]]]) -> None:
@@ -1039,6 +1042,17 @@ class Router:
     def _send_raises(self, raises: dict[str, dict[str, int]]) -> None:
         for sid, prios in raises.items():
             self._call(sid, "fed_raise_priority", {"priorities": prios}, lambda r, e: None)
+
+    def _subscribe(self, task_id: str, sid: str) -> bool:
+        """Record that shard ``sid`` mirrors ``task_id``; True if that is new."""
+        subscribers = self.subs.get(task_id)
+        if subscribers is None:
+            subscribers = self.subs[task_id] = set()
+            self.subs_by_owner[self.owner(task_id)].add(task_id)
+        if sid in subscribers:
+            return False
+        subscribers.add(sid)
+        return True
 
     def _unsubscribe(self, task_id: str, sid: str) -> None:
         subscribers = self.subs.get(task_id)
@@ -1110,11 +1124,7 @@ class Router:
                 owner = self.owner(task_id)
                 if owner == link.id:
                     continue
-                subscribers = self.subs.get(task_id)
-                if subscribers is None:
-                    subscribers = self.subs[task_id] = set()
-                    self.subs_by_owner[owner].add(task_id)
-                subscribers.add(link.id)
+                self._subscribe(task_id, link.id)
                 by_owner[owner].append(task_id)
                 if isinstance(priority, (int, float)) and priority > self.prio_sent.get(task_id, 0):
                     self.prio_sent[task_id] = priority

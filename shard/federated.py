@@ -217,7 +217,11 @@ class FederatedCore:
         }
 
     def fed_changes(self, since: int = 0, limit: int = FEED_PAGE) -> dict[str, Any]:
-        """Latest ``[task_id, status, priority, seq]`` of every task changed after ``since``."""
+        """Latest ``[task_id, status, priority, seq, fresh]`` of every task changed after ``since``.
+
+        ``fresh`` marks a mirror that no update has reached yet (a new placeholder): the router
+        then pulls its owner's status, even if it believed this shard already mirrored the task.
+        """
         if not isinstance(since, int) or isinstance(since, bool):
             raise TypeError("since must be an integer")
         self._absorb()
@@ -226,7 +230,8 @@ class FederatedCore:
             seq, status, priority = self._feed[task_id]
             if seq <= since:
                 break
-            newer.append([task_id, status, priority, seq])
+            fresh = task_id in self._mirrors and task_id not in self._mver
+            newer.append([task_id, status, priority, seq, fresh])
         newer.reverse()
         more = len(newer) > limit
         if more:

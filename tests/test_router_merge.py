@@ -149,6 +149,9 @@ def test_mirror_follows_its_owner_and_unblocks_the_dependent() -> None:
     fed.add_task(task_id=parent, worker="w", deps=[dep], family="ns.T")
     fed.collect_changes()
     assert fed.fed_state()["mirrors"] == {dep: 0}
+    # a new mirror is "fresh" in the feed (the router then pulls its owner's status); an owned task never is
+    feed = {c[0]: c for c in fed.fed_changes(0)["changes"]}
+    assert feed[dep][1] == "UNKNOWN" and feed[dep][4] is True and feed[parent][4] is False
     assert fed.get_work(worker="w")["task_id"] is None
     epoch = 5.0
     assert fed.fed_mirror_update([[dep, "RUNNING", epoch, 1]]) == {"missing": []}
@@ -156,6 +159,7 @@ def test_mirror_follows_its_owner_and_unblocks_the_dependent() -> None:
     fed.fed_mirror_update([[dep, "DONE", epoch, 3]])
     fed.fed_mirror_update([[dep, "PENDING", epoch, 2]])  # late: ignored
     assert fed.core._tasks[dep].status == "DONE"
+    assert {c[0]: c[4] for c in fed.fed_changes(0)["changes"]}[dep] is False
     changes = fed.collect_changes()
     assert changes.tasks[dep]["fed"] == {"epoch": epoch, "seq": 3}
     assert not [e for e in changes.events if e.task_id == dep]  # the owner's history, not ours
