@@ -15,9 +15,10 @@ Mirrors
     status index, so that dependents become schedulable exactly when the
     owner's task is DONE.  A mirror has no workers and is never runnable, so
     it is never handed out; with no ``worker_running`` and no ``retry`` time,
-    ``prune`` never changes its status either.  The version of the last
-    update applied (``(owner_epoch, seq)``) is kept in the task record under
-    ``"fed"``, so a late or repeated update never moves a mirror backwards.
+    ``prune`` never changes its status either (``SchedulerCore.force_status``).
+    The version of the last update applied (``(owner_epoch, seq)``) is kept in
+    the task's ``fed`` field, which the core persists in its record, so a late
+    or repeated update never moves a mirror backwards, also across restarts.
 
 Change feed
     Every status or priority change of a task here gets a sequence number in
@@ -68,8 +69,7 @@ class FederatedCore:
         self._clock = clock
         self._epoch = 0.0
         self._stash: Changes | None = None
-        self._mver: dict[str, tuple[float, int]] = {}
-        self._rebuild(None)
+        self._rebuild()
 
     # -- the core contract ------------------------------------------------------------------
     def __getattr__(self, name: str) -> Any:
@@ -79,27 +79,16 @@ class FederatedCore:
     def collect_changes(self) -> Changes:
         self._absorb()
         changes, self._stash = self._stash, None
-        if changes is None:
-            changes = Changes()
-        for task_id, rec in changes.tasks.items():
-            ver = self._mver.get(task_id)
-            if ver is not None:
-                rec["fed"] = {"epoch": ver[0], "seq": ver[1]}
-        return changes
+        return changes if changes is not None else Changes()
 
     def snapshot(self) -> Snapshot:
-        snap = self.core.snapshot()
-        for rec in snap.tasks:
-            ver = self._mver.get(rec["task_id"])
-            if ver is not None:
-                rec["fed"] = {"epoch": ver[0], "seq": ver[1]}
-        return snap
+        return self.core.snapshot()
 
     def restore(self, snapshot: Snapshot) -> None:
         """Replace the state; a new epoch starts (the router resynchronises)."""
         self.core.restore(snapshot)
         self._stash = None
-        self._rebuild(snapshot)
+        self._rebuild()
 
     def prune(self) -> None:
         self.core.prune()
@@ -112,7 +101,7 @@ class FederatedCore:
     def owns(self, task_id: str) -> bool:
         return self.placement is None or self.placement.owner(task_id) == self.shard_id
 
-    def _rebuild(self, snapshot: Snapshot | None) -> None:
+    def _rebuild(self) -> None:
         self._epoch = max(self._clock(), self._epoch + 1e-3)
         self._seq = 0
         self._feed: OrderedDict[str, tuple[int, str | None, Any]] = OrderedDict()
@@ -122,12 +111,6 @@ class FederatedCore:
         self._res_tasks: set[str] = set()
         self._ns: dict[str, dict[str, int]] = {}
         self._counted: dict[str, str] = {}  # owned task -> the status it is counted under in _ns
-        self._mver = {}
-        if snapshot is not None:
-            for rec in snapshot.tasks:
-                fed = rec.get("fed")
-                if isinstance(fed, dict) and "epoch" in fed:
-                    self._mver[rec["task_id"]] = (fed["epoch"], int(fed.get("seq", 0)))
         for task_id, t in self.core._tasks.items():
             self._note(task_id, t.status, t.priority, bool(t.resources), bool(t.family), feed=False)
 
@@ -150,7 +133,6 @@ class FederatedCore:
             del self._state[task_id]
             self._mirrors.discard(task_id)
             self._res_tasks.discard(task_id)
-            self._mver.pop(task_id, None)
         else:
             if self.owns(task_id) or has_family:
                 self._mirrors.discard(task_id)
@@ -230,7 +212,7 @@ class FederatedCore:
             seq, status, priority = self._feed[task_id]
             if seq <= since:
                 break
-            fresh = task_id in self._mirrors and task_id not in self._mver
+            fresh = task_id in self._mirrors and not self._version(task_id)
             newer.append([task_id, status, priority, seq, fresh])
         newer.reverse()
         more = len(newer) > limit
@@ -269,30 +251,32 @@ class FederatedCore:
         self._absorb()
         core = self.core
         missing: list[str] = []
-        touched = False
         for task_id, status, epoch, seq in parsed:
             if self.owns(task_id):
                 continue  # never overwrite a task this shard owns
-            t = core._tasks.get(task_id)
+            t = core.get_task(task_id)
             if t is None:
                 missing.append(task_id)
                 continue
             if t.family:
                 continue  # not a placeholder: a batch runner running here with its batch
-            version = (epoch if isinstance(epoch, (int, float)) else 0.0, seq)
-            if task_id in self._mver and version <= self._mver[task_id]:
+            version = (float(epoch) if isinstance(epoch, (int, float)) else 0.0, seq)
+            current = self._version(task_id)
+            if current is not None and version <= current:
                 continue
-            self._mver[task_id] = version
-            new = _mirror_status(status)
-            if not touched:
-                core._begin()
-                touched = True
-            if t.status != new:
-                n_events = len(core._events)
-                core._move(t, new)
-                del core._events[n_events:]  # the owner's history has this change, not ours
-            core._d_tasks.add(task_id)
+            # no failures, retries or history of its own: the owner's history has this change
+            core.force_status(task_id, _mirror_status(status))
+            t.fed["epoch"], t.fed["seq"] = version
+            core.touch_task(task_id)
         return {"missing": missing}
+
+    def _version(self, task_id: str) -> tuple[float, int] | None:
+        """``(owner_epoch, seq)`` of the last update applied to a mirror (kept in its record)."""
+        t = self.core.get_task(task_id)
+        fed = t.fed if t is not None else None
+        if not fed or "epoch" not in fed:
+            return None
+        return (float(fed["epoch"]), int(fed.get("seq", 0)))
 
     def fed_raise_priority(self, priorities: dict[str, Any]) -> None:
         """A dependent elsewhere has a higher priority: Luigi's priority inheritance, across shards."""
@@ -301,12 +285,9 @@ class FederatedCore:
         for task_id, p in priorities.items():
             if not isinstance(task_id, str) or isinstance(p, bool) or not isinstance(p, (int, float)):
                 raise TypeError(f"bad priority {task_id!r}: {p!r}")
-        core = self.core
-        core._begin()
         for task_id, p in priorities.items():
-            t = core._tasks.get(task_id)
-            if t is not None and self.owns(task_id):
-                core._update_priority(t, p)
+            if self.owns(task_id):
+                self.core.raise_priority(task_id, p)
         return None
 
     def fed_get_work(self, external_used_resources: dict[str, Any] | None = None, **kwargs: Any) -> dict[str, Any]:
@@ -317,29 +298,11 @@ class FederatedCore:
                 for k, v in external.items()):
             raise TypeError("external_used_resources must be a map of resource name to amount")
         core = self.core
-        if external:
-            if hasattr(type(core), "external_used_resources"):
-                core.external_used_resources = external
-                try:
-                    reply = core.get_work(**kwargs)
-                finally:
-                    core.external_used_resources = {}
-            else:
-                own = core._used_resources
-
-                def used_everywhere() -> dict[str, Any]:
-                    used = dict(own())
-                    for name, amount in external.items():
-                        used[name] = used.get(name, 0) + amount
-                    return used
-
-                core._used_resources = used_everywhere  # instance attribute shadows the method
-                try:
-                    reply = core.get_work(**kwargs)
-                finally:
-                    del core._used_resources
-        else:
+        core.external_used_resources = external
+        try:
             reply = core.get_work(**kwargs)
+        finally:
+            core.external_used_resources = {}
         self._absorb()
         return {"reply": reply, "resources_running": self._usage(), "resource_pending": bool(self._res_tasks)}
 
@@ -366,7 +329,6 @@ class FederatedCore:
             return {}
         if t.family:
             return core.inverse_dep_graph(task_id, include_done=include_done)
-        core._begin()
         rdeps = core._rdeps
         dependents = sorted(rdeps.get(task_id, ()))
         if not include_done:
