@@ -55,18 +55,6 @@ def load_scheduler_config(path: str | None) -> Any:
 
 
 # -- fedctl shard serve ---------------------------------------------------------
-def shard_settings(args: argparse.Namespace) -> tuple[str, str, str | None, Any]:
-    """(bind, db, schema, SchedulerConfig) for one shard: flags win over federation.toml."""
-    bind, db, schema = args.bind, args.db, args.schema
-    if args.config and _has_shards(args.config):
-        from federation.config import load_federation_config
-
-        cfg = load_federation_config(args.config)
-        spec = cfg.shard(args.id)
-        return bind or spec.endpoint, db or spec.store, schema or spec.schema, cfg.scheduler
-    return bind or "tcp://127.0.0.1:5556", db, schema, load_scheduler_config(args.config)
-
-
 def _has_shards(path: str) -> bool:
     try:
         with open(path, "rb") as f:
@@ -76,15 +64,27 @@ def _has_shards(path: str) -> bool:
 
 
 def cmd_shard_serve(args: argparse.Namespace) -> int:
-    from shard.app import build_shard
-
     _setup_logging(args.log_level)
     if not args.id:
         raise ConfigError("--id (or FED_SHARD_ID) is required")
-    bind, db, schema, config = shard_settings(args)
-    if not db:
-        raise ConfigError("--db (or FED_DB) is required, e.g. sqlite:///./.federation/s0.db")
-    server = build_shard(args.id, bind, db, config=config, schema=schema, prune_interval=args.prune_interval)
+    if args.config and _has_shards(args.config):
+        # a member of a federation: endpoint, store, [scheduler] and placement from federation.toml
+        from federation.config import load_federation_config
+        from shard.federated import build_federated_shard
+
+        cfg = load_federation_config(args.config)
+        if args.db or args.schema:
+            raise ConfigError("--db/--schema cannot be combined with a federation.toml; set the shard's store there",
+                              source=args.config)
+        server = build_federated_shard(cfg, args.id, bind=args.bind, prune_interval=args.prune_interval)
+    else:
+        from shard.app import build_shard
+
+        if not args.db:
+            raise ConfigError("--db (or FED_DB) is required, e.g. sqlite:///./.federation/s0.db")
+        server = build_shard(args.id, args.bind or "tcp://127.0.0.1:5556", args.db,
+                             config=load_scheduler_config(args.config), schema=args.schema,
+                             prune_interval=args.prune_interval)
     server.install_signal_handlers()
     print(f"shard {args.id} listening on {server.endpoint} "
           f"({server.store.backend}: {server.store.location})", flush=True)
@@ -286,7 +286,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     sup = Supervisor(federation_children(config_path), data_dir / "logs")
     console.print(f"starting a local federation under {data_dir} ...")
     sup.start()
-    console.print(_banner(config_path))
+    console.print(_banner(config_path), markup=False, soft_wrap=True, highlight=False)
     os.environ.setdefault("FED_DAILY_ROOT", str((data_dir / "data").resolve()))
     import luigi
 
@@ -297,48 +297,57 @@ def cmd_demo(args: argparse.Namespace) -> int:
     # per day: the DailyBatch, and Extract/Transform/Enrich/Load per topic, but no Enrich for an empty topic
     per_day = 1 + 4 * len(topics) - sum(1 for t in topics if t == "empty")
     expected = 1 + args.days * per_day
-    result: dict[str, Any] = {}
-
-    def work() -> None:
-        result["ok"] = luigi.build(
-            [RangeBatch(start=start, days=args.days, topics=topics)],
-            worker_scheduler_factory=FederationSchedulerFactory(_router_zmq(config_path)),
-            workers=args.workers, log_level="WARNING",
-        )
-
-    runner = threading.Thread(target=work, daemon=True)
-    runner.start()
-    client = ZmqClient(_router_zmq(config_path), timeout=5)
-    health: dict[str, Any] = {}
+    zmq_endpoint = _router_zmq(config_path)
+    client = ZmqClient(zmq_endpoint, timeout=5)
+    done = threading.Event()
+    ok = False
     try:
         with Progress(TextColumn("daily pipeline"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[detail]}"),
                       TimeElapsedColumn(), console=console) as progress:
             bar = progress.add_task("run", total=expected, detail="")
-            while runner.is_alive():
-                runner.join(0.5)
-                sup.check()
+
+            def watch() -> None:
+                # Luigi's worker must own the main thread (it installs signal handlers), so the
+                # progress is polled from here, through the router like any other client.
+                watcher = ZmqClient(zmq_endpoint, timeout=5)
                 try:
-                    health = client.call("federation_health", {})
-                except FederationError:
-                    continue
-                totals = _sum_counts(health)
-                progress.update(bar, completed=totals.get("DONE", 0),
-                                detail=f"running {totals.get('RUNNING', 0)} · pending {totals.get('PENDING', 0)} · "
-                                       f"failed {totals.get('FAILED', 0)}")
+                    while not done.wait(0.5):
+                        sup.check()
+                        try:
+                            totals = _sum_counts(watcher.call("federation_health", {}))
+                        except FederationError:
+                            continue
+                        progress.update(bar, completed=totals.get("DONE", 0),
+                                        detail=f"running {totals.get('RUNNING', 0)} · pending {totals.get('PENDING', 0)}"
+                                               f" · failed {totals.get('FAILED', 0)}")
+                finally:
+                    watcher.close()
+
+            watcher_thread = threading.Thread(target=watch, daemon=True)
+            watcher_thread.start()
+            try:
+                ok = luigi.build(
+                    [RangeBatch(start=start, days=args.days, topics=topics)],
+                    worker_scheduler_factory=FederationSchedulerFactory(zmq_endpoint),
+                    workers=args.workers, log_level="WARNING",
+                )
+            finally:
+                done.set()
+                watcher_thread.join(5)
             health = client.call("federation_health", {})
             progress.update(bar, completed=_sum_counts(health).get("DONE", 0))
-        console.print(format_health(health))
-        console.print(f"pipeline {'finished' if result.get('ok') else 'did NOT finish'}: "
+        console.print(format_health(health), markup=False, soft_wrap=True, highlight=False)
+        console.print(f"pipeline {'finished' if ok else 'did NOT finish'}: "
                       f"{_sum_counts(health).get('DONE', 0)} tasks DONE across {len(health['shards'])} shards; "
                       f"outputs under {os.environ['FED_DAILY_ROOT']}")
-        console.print(f"watch it live: fedctl tui --router {_router_zmq(config_path)}")
+        console.print(f"watch it live: fedctl tui --router {zmq_endpoint}")
         if args.keep:
             console.print("--keep: the federation keeps running; Ctrl-C stops it.")
             sup.run_forever()
     finally:
         client.close()
         sup.stop()
-    return 0 if result.get("ok") else 1
+    return 0 if ok else 1
 
 
 def _router_zmq(config_path: Path) -> str:
