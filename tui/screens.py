@@ -111,7 +111,7 @@ class MainScreen(Screen[None]):
         app: Any = self.app
         self.current_view.show(app.snapshot, app.faults_only)
         self.query_one("#view-title", Static).update(self.current_view.title_text)
-        self.query_one(HealthHeader)._render_now()
+        self.query_one(HealthHeader).refresh_header()
 
     def on_view_redrawn(self, message: ViewRedrawn) -> None:
         if message.view is self.current_view:

@@ -138,19 +138,19 @@ class HealthHeader(Static):
 
     def on_mount(self) -> None:
         self.watch(self.app, "snapshot", self._show, init=True)
-        self.watch(self.app, "faults_only", lambda _: self._render_now(), init=False)
+        self.watch(self.app, "faults_only", lambda _: self.refresh_header(), init=False)
 
     def _show(self, snap: Snapshot | None) -> None:
         self._snapshot = snap
         level = snap.level if snap else "ok"
         for lv in ("ok", "warning", "critical"):
             self.set_class(lv == level, f"-{lv}")
-        self._render_now()
+        self.refresh_header()
 
     def on_resize(self) -> None:
-        self._render_now()
+        self.refresh_header()
 
-    def _render_now(self) -> None:
+    def refresh_header(self) -> None:
         app: Any = self.app
         width = self.content_size.width or self.app.size.width
         self.update(render_header(self._snapshot, width=width, refresh=app.config.refresh,
