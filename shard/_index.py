@@ -54,11 +54,19 @@ class RankQueue:
 
     def discard(self, task_id: str) -> None:
         members = self.members
-        if members.pop(task_id, None) is not None:
-            if not members:
-                self.heap.clear()
-            elif len(self.heap) > 2 * len(members) + _SLACK:
-                self._rebuild()
+        entry = members.pop(task_id, None)
+        if entry is None:
+            return
+        heap = self.heap
+        if not members:
+            heap.clear()
+        elif heap[0] is entry:
+            # the usual case (the best task was handed out): drop the stale top entries now
+            heappop(heap)
+            while heap and members.get(heap[0][3]) is not heap[0]:
+                heappop(heap)
+        elif len(heap) > 2 * len(members) + _SLACK:
+            self._rebuild()
 
     def peek(self) -> Entry | None:
         """The first live entry (drops stale entries from the top on the way)."""

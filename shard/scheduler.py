@@ -297,7 +297,7 @@ class _Task:
         "status_message", "progress_percentage", "scheduler_message_responses",
         "scheduler_disable_time", "runnable", "batchable", "batch_id", "owners", "fed",
         # index fields
-        "seq", "cseq", "nd", "queued", "sig",
+        "seq", "cseq", "nd", "queued", "qkey", "sig",
     )  # fmt: skip
 
     def __init__(self, task_id: str, status: str, now: float) -> None:
@@ -340,6 +340,7 @@ class _Task:
         self.cseq = 0
         self.nd = 0  # deps that are missing or not DONE
         self.queued: tuple[RankQueue, ...] | list[RankQueue] = ()
+        self.qkey: tuple[Any, float, int] | None = None  # the key it is queued under
         self.sig: Sig = ()
 
     def set_params(self, params: dict[str, Any] | None) -> None:
@@ -577,14 +578,16 @@ class SchedulerCore:
         return sorted((tasks[i] for i in ids), key=lambda t: t.seq)
 
     def _sync(self, t: _Task) -> None:
-        """Put the task in exactly the ready queues it belongs to."""
+        """Put the task in exactly the ready queues it belongs to, touching only what changed."""
         tid = t.id
-        for q in t.queued:
-            q.discard(tid)
+        old = t.queued
         if t.status != PENDING or t.nd:
+            for q in old:
+                q.discard(tid)
             t.queued = ()
+            t.qkey = None
             return
-        negp, tm, seq, sig = -t.priority, t.time, t.seq, t.sig
+        sig = t.sig
         gkey = (bool(t.runnable), sig)
         q = self._gq.get(gkey)
         if q is None:
@@ -603,9 +606,23 @@ class SchedulerCore:
             if q is None:
                 q = m[sig] = RankQueue()
             qs.append(q)
-        for q in qs:
-            q.add(tid, negp, tm, seq)
+        key = (-t.priority, t.time, t.seq)
+        if key == t.qkey:
+            keep = {id(q) for q in qs}
+            for q in old:
+                if id(q) not in keep:
+                    q.discard(tid)
+            had = {id(q) for q in old}
+            for q in qs:
+                if id(q) not in had:
+                    q.add(tid, key[0], key[1], key[2])
+        else:
+            for q in old:
+                q.discard(tid)
+            for q in qs:
+                q.add(tid, key[0], key[1], key[2])
         t.queued = qs
+        t.qkey = key
 
     def _done_changed(self, task_id: str, done: bool) -> None:
         parents = self._rdeps.get(task_id)
