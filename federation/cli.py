@@ -160,7 +160,7 @@ def cmd_router_serve(args: argparse.Namespace) -> int:
 
 
 def local_federation(n_shards: int, data_dir: Path, zmq: str, http: str | None,
-                     store: str = "sqlite", pg_url: str | None = None) -> Path:
+                     store: str = "sqlite", pg_url: str | None = None, schema_prefix: str = "fed_") -> Path:
     """Write ``<data_dir>/federation.toml`` for a local federation and return its path."""
     from federation.config import FederationConfig
 
@@ -170,8 +170,12 @@ def local_federation(n_shards: int, data_dir: Path, zmq: str, http: str | None,
     shards = []
     for i in range(n_shards):
         sid = f"s{i}"
-        url = f"sqlite:///{(data_dir / f'{sid}.db').resolve()}" if store == "sqlite" else pg_url
-        shards.append({"id": sid, "endpoint": f"tcp://127.0.0.1:{_free_port()}", "store": url})
+        shard: dict[str, Any] = {"id": sid, "endpoint": f"tcp://127.0.0.1:{_free_port()}"}
+        if store == "sqlite":
+            shard["store"] = f"sqlite:///{(data_dir / f'{sid}.db').resolve()}"
+        else:
+            shard["store"], shard["schema"] = pg_url, f"{schema_prefix}{sid}"
+        shards.append(shard)
     cfg = FederationConfig.from_mapping(
         {"router": {"zmq": zmq, "http": http or ""}, "shards": shards}, source="fedctl up")
     path = data_dir / "federation.toml"
@@ -203,7 +207,7 @@ def _up_config(args: argparse.Namespace) -> Path:
     if args.config:
         return Path(args.config)
     return local_federation(args.shards, Path(args.data_dir), args.zmq, args.http or None,
-                            store=args.store, pg_url=args.pg_url)
+                            store=args.store, pg_url=args.pg_url, schema_prefix=args.schema_prefix)
 
 
 def _banner(config_path: Path) -> str:
@@ -432,7 +436,9 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument("--store", choices=["sqlite", "postgres"], default=_env("FED_STORE", "sqlite"),
                          help="store of the generated shards (default sqlite) [FED_STORE]")
         cmd.add_argument("--pg-url", default=_env("FED_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test"),
-                         help="Postgres URL for --store postgres; each shard gets schema fed_<id> [FED_PG_URL]")
+                         help="Postgres URL for --store postgres [FED_PG_URL]")
+        cmd.add_argument("--schema-prefix", default=_env("FED_SCHEMA_PREFIX", "fed_"),
+                         help="with --store postgres, shard <id> uses schema <prefix><id> (default fed_) [FED_SCHEMA_PREFIX]")
         cmd.add_argument("--config", default=_env("FED_CONFIG"),
                          help="use this federation.toml instead of generating one [FED_CONFIG]")
 
