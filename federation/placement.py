@@ -20,6 +20,8 @@ the same :class:`~federation.config.FederationConfig`.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
 
@@ -61,6 +63,12 @@ class Placement:
     def from_config(cls, config: object) -> Placement:
         """Build from a :class:`~federation.config.FederationConfig` (duck-typed to stay import-light)."""
         return cls(config.groups, config.namespaces, config.default_group)  # type: ignore[attr-defined]
+
+    @property
+    def fingerprint(self) -> str:
+        """A short digest of everything placement depends on; equal fingerprints place alike."""
+        doc = json.dumps([self.groups, self.namespaces, self.default_group], sort_keys=True)
+        return hashlib.sha256(doc.encode("utf-8")).hexdigest()[:16]
 
     @property
     def shard_ids(self) -> list[str]:

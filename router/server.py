@@ -909,6 +909,9 @@ class Router:
                 up = sid in infos
                 if up and sid in fed_errs:
                     errs[sid] = fed_errs[sid]
+                elif up and fed and fed.get("placement") != self.placement.fingerprint:
+                    errs[sid] = (f"placement differs from the router's ({fed.get('placement')} != "
+                                 f"{self.placement.fingerprint}): serve it with the same federation.toml")
                 shards.append({
                     "shard_id": sid,
                     "group": link.group,
@@ -1108,6 +1111,12 @@ class Router:
                     log.warning("router: cannot synchronise shard %s: %s", link.id, err)
                 return
             link.federated = True
+            theirs = result.get("placement")
+            if theirs != self.placement.fingerprint:
+                # the shard tells its own tasks from mirrors by placement: it must be the router's
+                log.error("router: shard %s places tasks differently (placement %s, router %s): "
+                          "serve every shard and the router from the same federation.toml",
+                          link.id, theirs, self.placement.fingerprint)
             link.epoch = result.get("epoch")
             link.cursor = int(result.get("seq") or 0)
             self._note_usage(link, result, link.res_version)

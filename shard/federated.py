@@ -190,6 +190,7 @@ class FederatedCore:
         tasks = self.core._tasks
         return {
             "shard_id": self.shard_id,
+            "placement": self.placement.fingerprint if self.placement is not None else None,
             "epoch": self._epoch,
             "seq": self._seq,
             "workers": list(self.core._workers),
@@ -317,7 +318,8 @@ class FederatedCore:
                 for status, n in by_status.items():
                     counts[status] = counts.get(status, 0) + n
         return {"counts": counts, "namespaces": namespaces, "workers": len(self.core._workers),
-                "mirrors": len(self._mirrors), "epoch": self._epoch}
+                "mirrors": len(self._mirrors), "epoch": self._epoch,
+                "placement": self.placement.fingerprint if self.placement is not None else None}
 
     def fed_inverse_dep_graph(self, task_id: str, include_done: bool = True, **kwargs: Any) -> dict[str, Any]:
         """``inverse_dep_graph`` that also starts from a mirror: this shard's dependents of a remote task."""

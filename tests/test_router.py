@@ -318,3 +318,19 @@ def test_pinned_namespaces_stay_on_their_group(tmp_path: Path) -> None:
         assert sorted(handed) == sorted(fin + other)
     finally:
         c.stop()
+
+
+def test_a_shard_with_another_placement_is_flagged(tmp_path: Path) -> None:
+    c = FedCluster(tmp_path, 2)
+    try:
+        c.start()
+        c.kill_shard("s1")
+        other = c.config.replace(namespaces={"finance": "default"}, groups={"default": ("s0", "s1")})
+        c.config_path.write_text(other.to_toml())  # s1 restarts with a different [namespaces]
+        c.start_shard("s1")
+        h = wait_for(lambda: (h := c.call("federation_health", timeout=5))["shards"][1]["up"] and h, 20,
+                     what="s1 back")
+        assert h["shards"][0]["error"] is None
+        assert "placement differs" in (h["shards"][1]["error"] or "")
+    finally:
+        c.stop()
