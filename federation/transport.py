@@ -57,8 +57,16 @@ def bind_router(ctx: zmq.Context, endpoint: str, *, max_message_bytes: int = wir
 
 
 def connect_dealer(ctx: zmq.Context, endpoint: str, *, identity: bytes | None = None,
-                   max_message_bytes: int | None = None) -> zmq.Socket:
+                   max_message_bytes: int | None = None, immediate: bool = False) -> zmq.Socket:
+    """A DEALER connected to ``endpoint``.
+
+    ``immediate`` (ZMQ_IMMEDIATE, set before connecting) queues messages only on a completed
+    connection: a send to a peer that is down fails at once (EAGAIN) instead of waiting in the
+    pipe and being delivered, stale, when the peer comes back.  The router uses it for shards.
+    """
     sock = ctx.socket(zmq.DEALER)
+    if immediate:
+        sock.setsockopt(zmq.IMMEDIATE, 1)
     _common_options(sock, max_message_bytes)
     sock.setsockopt(zmq.SNDHWM, 100_000)
     sock.setsockopt(zmq.RCVHWM, 100_000)
