@@ -54,14 +54,18 @@ Indexes (T tasks, d deps per task, W workers)
 
 Costs: ``add_task`` O(d + workers of the task · log n) plus Luigi's priority
 propagation; ``get_work`` for a trivial worker O(log n); for a worker with
-resources or an assistant, the greedy walk visits, in rank order, only the
-RUNNING tasks of live workers, ready tasks that some live worker with a free
-greedy slot could be charged for (each consumes a slot), and the candidates
-of the asking worker, dropping whole resource signatures as soon as they stop
-fitting — bounded by live workers' slots, the number of resource signatures
-and resource-holding tasks, not by the number of pending tasks.  Batching
-(only when the worker registered a batcher for the family) walks that
-family's ready queue: O(ready tasks of the family).  ``count_pending`` is O(1)
+resources or an assistant, the greedy walk merges, in rank order, one stream
+per (live worker with a free greedy slot, resource signature) plus the asking
+worker's candidates and the RUNNING tasks of live workers.  Every ready task it
+takes either is the answer or is charged to a slot (so at most the live
+workers' slots of them), and a stream is dropped as soon as its owner has no
+slot left or its resource signature stops fitting the (only growing) greedy
+resources: O((W_live · signatures + slots + R) · log) — not growing with the
+number of pending tasks.  Plus O(W) to find the live workers and O(R) for the
+used resources, as Luigi.  Stale heap entries are skipped on the way; they are
+bounded by the live ones (a queue is rebuilt past 2x).  Batching (only when
+the worker registered a batcher for the family) walks that family's ready
+queue: O(ready tasks of the family) — the one place with a fuller walk.  ``count_pending`` is O(1)
 plus the worker's RUNNING tasks; only when some task is DISABLED does it
 subtract the tasks whose upstream is disabled, computed once by a reverse
 walk from the DISABLED tasks through PENDING dependents and cached until a
@@ -2274,7 +2278,13 @@ class SchedulerCore:
 
         for t in sorted(built, key=lambda t: t.seq):
             self._by_status.setdefault(t.status, {})[t.id] = t
-        tasks = self._tasks
+        # A worker named by a task but without a record (a partial hand-over) gets one, so that it
+        # times out and is pruned from the tasks like any silent worker.
+        self._now = self._clock()
+        for t in built:
+            for g in chain(t.workers, t.stakeholders):
+                if g not in self._workers:
+                    self._get_worker(g)
         for t in built:
             for d in t.deps:
                 self._rdeps.setdefault(d, set()).add(t.id)
@@ -2295,4 +2305,3 @@ class SchedulerCore:
         for t in self._by_status[PENDING].values():
             if t.nd == 0:
                 self._sync(t)
-        assert len(tasks) == len(built)

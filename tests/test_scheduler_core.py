@@ -1484,6 +1484,19 @@ def test_random_round_trip_changes_and_invariants(seed: int) -> None:
             b.collect_changes()
 
 
+def test_restore_gives_unknown_workers_a_record_so_they_time_out(clock: FakeClock) -> None:
+    a = make(clock)
+    a.add_task(worker="W", task_id="A")
+    snap = a.snapshot()
+    b = make(clock)
+    b.restore(Snapshot(tasks=snap.tasks, workers=[], meta=snap.meta))  # a hand-over without workers
+    assert [w["name"] for w in b.worker_list()] == ["W"]
+    assert b.count_pending("W")["n_pending_tasks"] == 1
+    clock.t += 3600
+    b.prune()
+    assert b.worker_list() == [] and b.task_list("", "")["A"]["workers"] == []
+
+
 # ---------------------------------------------------------------------------- the greedy walk
 
 
