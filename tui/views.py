@@ -299,10 +299,13 @@ class TasksView(View):
             return [], "loading…"
         now = self.snapshot.time
         visible = [r for r in tasks.rows if tasks.query.keeps(r)]
-        rows = self.filtered([(r.task_id, self.cells(r, now)) for r in visible])
-        self.matching = len(rows)
-        rows = rows[: app.config.max_rows]
-        self._rows_by_id = {r.task_id: r for r in visible}
+        if self.row_filter.active:
+            # match on plain text; styled cells are built only for the rows that are drawn
+            visible = [r for r in visible if self.row_filter.matches(self.plain_cells(r, now))]
+        self.matching = len(visible)
+        drawn = visible[: app.config.max_rows]
+        rows = [(r.task_id, self.cells(r, now)) for r in drawn]
+        self._rows_by_id = {r.task_id: r for r in drawn}
         notes = []
         for status, n in sorted(tasks.overflow.items()):
             notes.append(f"{status}: {n:,} tasks, too many to list (over {tasks.max_tasks:,}) — narrow the filter "
@@ -319,16 +322,21 @@ class TasksView(View):
                          else "No tasks.")
         return rows, "\n".join(notes)
 
-    def cells(self, r: TaskRow, now: float) -> tuple[Any, ...]:
+    def plain_cells(self, r: TaskRow, now: float) -> tuple[str, ...]:
+        """The visible columns as text: what the ``/`` filter matches."""
         return (
-            status_text(r.status),
+            r.status,
             r.namespace,
             r.class_name or r.family,
             _clip(r.params_text, 48),
-            Text(fmt_age(now - r.last_updated) if r.last_updated else "—", justify="right"),
+            fmt_age(now - r.last_updated) if r.last_updated else "—",
             _clip(_worker_short(r.worker_running or (r.workers[0] if r.workers else "")), 24),
             r.task_id,
         )
+
+    def cells(self, r: TaskRow, now: float) -> tuple[Any, ...]:
+        status, ns, family, params, age, worker, task_id = self.plain_cells(r, now)
+        return (status_text(status), ns, family, params, Text(age, justify="right"), worker, task_id)
 
     def selected_task(self) -> TaskRow | None:
         key = self.selected_key

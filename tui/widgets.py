@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from rich.cells import cell_len
 from rich.text import Text
 from textual.binding import Binding
 from textual.message import Message
 from textual.suggester import Suggester
 from textual.widgets import DataTable, Input, Static
+from textual.widgets.data_table import ColumnKey
 
 from tui.commands import complete
 from tui.model import (
@@ -158,6 +160,12 @@ class HealthHeader(Static):
                                   readonly=app.config.readonly))
 
 
+def _cell_width(cell: Any) -> int:
+    if isinstance(cell, Text):
+        return cell.cell_len
+    return cell_len(str(cell))
+
+
 class KeyedTable(DataTable[Any]):
     """A DataTable updated by key: only changed cells are touched, the cursor stays on its row."""
 
@@ -206,7 +214,11 @@ class KeyedTable(DataTable[Any]):
                 elif old != cells:
                     for i, (a, b) in enumerate(zip(old, cells, strict=True)):
                         if a != b:
-                            self.update_cell(k, self._column_keys[i], b, update_width=True)
+                            # Only let a column grow: DataTable re-measures the whole column when a cell
+                            # shrinks, which made a refresh of 1,000 changed ages O(rows²) (40 s).
+                            column = self.columns[ColumnKey(self._column_keys[i])]
+                            grows = _cell_width(b) > column.content_width
+                            self.update_cell(k, self._column_keys[i], b, update_width=grows)
                 self._cells[k] = cells
             self._order = new_order
             if keep is not None and keep in self._cells:
