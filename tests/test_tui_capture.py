@@ -21,10 +21,10 @@ import pytest
 from luigi.task import task_id_str
 
 from federation.errors import FederationError, RequestTimeout, UnknownMethodError
-from tui.config import TuiConfig
+from tui.config import TuiConfig, load_tui_config
 from tui.model import STATUSES, TaskQuery
 from tui.poller import ACTIONS, OwnerLookup, Poller, Wants, fetch_detail, run_action
-from tui.source import CAPTURE_FORMAT, NotRecorded, RecordingSource, ReplaySource
+from tui.source import CAPTURE_FORMAT, NotRecorded, RecordingSource, ReplaySource, open_source
 
 T0 = 1795168800.0  # 2026-11-20 10:00:00 UTC
 ROUTER = "tcp://127.0.0.1:5555"
@@ -439,3 +439,35 @@ def test_a_dead_router_becomes_a_critical_snapshot_not_an_exception(tmp_path: Pa
     assert not snap.router_ok and snap.level == "critical"
     assert snap.alerts[0].text.startswith("router unreachable: no reply within 3 s")
     assert snap.tasks is None  # nothing else is asked of a router that does not answer
+
+
+# -- configuration and the entry point's checks ---------------------------------------------------------
+
+
+def test_tui_config_reads_only_its_table_and_names_every_problem(tmp_path: Path) -> None:
+    good = tmp_path / "federation.toml"
+    good.write_text('[router]\nzmq = "tcp://127.0.0.1:5555"\n\n[tui]\nrefresh = 5\nreadonly = true\nfailed_warn = 0\n')
+    cfg = load_tui_config(str(good))
+    assert cfg.refresh == 5.0 and cfg.readonly and cfg.failed_warn == 0 and cfg.max_tasks == 5000
+    assert cfg.replace(refresh=None, readonly=None).readonly  # unset flags keep the file's values
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[tui]\nrefrsh = 5\nmax_rows = "many"\ntimeout = -1\n')
+    with pytest.raises(FederationError) as e:
+        load_tui_config(str(bad))
+    text = str(e.value)
+    assert str(bad) in text and "unknown key 'refrsh'" in text and "max_rows: must be a number" in text
+    with pytest.raises(FederationError, match="refresh must be > 0"):
+        TuiConfig().replace(refresh=0)
+    with pytest.raises(FederationError, match="cannot read"):
+        load_tui_config(str(tmp_path / "missing.toml"))
+
+
+def test_open_source_checks_its_arguments(capture_path: Path) -> None:
+    with pytest.raises(FederationError, match="--router is required"):
+        open_source(None)
+    with pytest.raises(FederationError, match="ZeroMQ endpoint"):
+        open_source("127.0.0.1:5555")
+    with pytest.raises(FederationError, match="cannot be used together"):
+        open_source(None, replay=str(capture_path), record="x.json")
+    assert isinstance(open_source(None, replay=str(capture_path)), ReplaySource)
+    assert open_source("tcp://127.0.0.1:1", record="x.json").name == "tcp://127.0.0.1:1"
