@@ -96,6 +96,7 @@ MAX_FRONT_FRAMES = 2 + wire.MAX_HOPS + 1
 #: requests taken from the front per loop turn before the shards' replies get their turn
 FRONT_BATCH = 512
 PROBE_INTERVAL = 0.5
+FIRST_PROBE_DELAY = 0.05
 FORGET_INTERVAL = 30.0
 #: after the first SIGTERM, how long calls in flight may still be answered
 DRAIN_SECONDS = 2.0
@@ -129,6 +130,7 @@ class ShardLink:
     error: str | None = None
     latency_ms: float | None = None
     next_probe: float = 0.0
+    probe_delay: float = 0.05
     probing: bool = False
     synced: bool = False
     syncing: bool = False
@@ -401,7 +403,7 @@ class Router:
         link.synced = False
         link.syncing = False
         link.periodic_pull = False
-        link.next_probe = time.monotonic() + PROBE_INTERVAL
+        link.next_probe = time.monotonic() + link.probe_delay
         # everything still waiting on this shard fails now rather than at its own deadline
         err = self._down_error(link)
         for tag, w in list(self._waits.items()):
@@ -417,6 +419,8 @@ class Router:
             log.info("router: shard %s is back", link.id)
         link.up = True
         link.error = None
+        link.probe_delay = FIRST_PROBE_DELAY
+        link.next_sync = 0.0  # resynchronise at once
 
     # -- timers: probes, resync, relay -----------------------------------------------------------
     def _timers(self) -> None:
@@ -452,7 +456,9 @@ class Router:
 
         def done(result: Any, err: FederationError | None) -> None:
             link.probing = False
-            link.next_probe = time.monotonic() + PROBE_INTERVAL
+            # quick at first (a shard still connecting), then every PROBE_INTERVAL
+            link.probe_delay = min(PROBE_INTERVAL, link.probe_delay * 2)
+            link.next_probe = time.monotonic() + link.probe_delay
 
         self._call(link.id, "shard_info", {}, done, timeout=self.health_timeout, force=True, probe=True)
 
@@ -605,8 +611,12 @@ class Router:
         self._send(sid, key, body, done, raw=True)
 
     def _hold_for_relay(self, call: _Call, link: ShardLink) -> None:
-        """Answer ``call`` only after the owner's next change-feed pull has been relayed."""
-        if not (link.synced and link.up and link.federated):
+        """Answer ``call`` only after the owner's next change-feed pull has been relayed.
+
+        The pull is sent once the shard is synchronised (right away, normally); a shard that goes
+        down or turns out not to be federated releases what it held.
+        """
+        if link.up is False or link.federated is False:
             return
         call.waits += 1
         link.need_pull = True
@@ -963,7 +973,14 @@ class Router:
     # -- cross-shard relay ---------------------------------------------------------------------------
     def _flush_pulls(self) -> None:
         for link in self.links.values():
-            if link.need_pull:
+            if not link.need_pull:
+                continue
+            if link.federated is False:
+                link.need_pull = False
+                held, link.held = link.held, []
+                for _, call in held:
+                    self._release(call)
+            elif link.synced and link.up:
                 link.need_pull = False
                 self._pull(link)
 
