@@ -100,6 +100,8 @@ FIRST_PROBE_DELAY = 0.05
 FORGET_INTERVAL = 30.0
 #: after the first SIGTERM, how long calls in flight may still be answered
 DRAIN_SECONDS = 2.0
+#: at start, how long the router waits for its shards before taking requests anyway
+WARMUP_SECONDS = 3.0
 RESYNC_BACKOFF = 1.0
 #: task ids per fed_status / fed_mirror_update message
 CHUNK = 5000
@@ -265,6 +267,12 @@ class Router:
         poller.register(self.front, zmq.POLLIN)
         for link in self.links.values():
             poller.register(link.sock, zmq.POLLIN)
+        # warm up: connect to and synchronise the shards before taking requests (they wait in the
+        # front socket meanwhile), so the first calls do not find every shard "down, connecting"
+        warm_until = time.monotonic() + WARMUP_SECONDS
+        while (not self._stop.is_set() and time.monotonic() < warm_until
+               and not all(link.synced for link in self.links.values())):
+            self._turn(poller, front=False, timers=True)
         while not self._stop.is_set():
             try:
                 self._turn(poller)
@@ -276,13 +284,13 @@ class Router:
         drain_until = time.monotonic() + DRAIN_SECONDS
         while self._waits and time.monotonic() < drain_until:
             try:
-                self._turn(poller, front=False)
+                self._turn(poller, front=False, timers=False)
             except Exception:
                 log.error("router loop error while draining", exc_info=True)
                 break
         log.info("router stopped")
 
-    def _turn(self, poller: zmq.Poller, *, front: bool = True) -> None:
+    def _turn(self, poller: zmq.Poller, *, front: bool = True, timers: bool = True) -> None:
         wait_ms = self._wait_ms()
         events = dict(poller.poll(wait_ms))
         for sock in events:
@@ -294,7 +302,7 @@ class Router:
         self._run_soon()
         self._flush_pulls()
         self._expire()
-        if front:
+        if timers:
             self._timers()
         self._run_soon()
 
