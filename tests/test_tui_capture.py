@@ -23,7 +23,7 @@ from luigi.task import task_id_str
 from federation.errors import FederationError, RequestTimeout, UnknownMethodError
 from tui.config import TuiConfig, load_tui_config
 from tui.model import STATUSES, TaskQuery
-from tui.poller import ACTIONS, OwnerLookup, Poller, Wants, fetch_detail, run_action
+from tui.poller import ACTIONS, OwnerLookup, Poller, Wants, fetch_detail, fetch_tasks, run_action
 from tui.source import CAPTURE_FORMAT, NotRecorded, RecordingSource, ReplaySource, open_source
 
 T0 = 1795168800.0  # 2026-11-20 10:00:00 UTC
@@ -471,3 +471,19 @@ def test_open_source_checks_its_arguments(capture_path: Path) -> None:
         open_source(None, replay=str(capture_path), record="x.json")
     assert isinstance(open_source(None, replay=str(capture_path)), ReplaySource)
     assert open_source("tcp://127.0.0.1:1", record="x.json").name == "tcp://127.0.0.1:1"
+
+
+class _MovingSession:
+    """Answers task_list as a scheduler whose task moves from RUNNING to FAILED between two calls."""
+
+    def call(self, method: str, kwargs: dict[str, Any] | None = None) -> Any:
+        assert method == "task_list" and kwargs
+        status = kwargs["status"]
+        if status in ("RUNNING", "FAILED"):
+            return {"ns.T_1_abc": {"status": status, "name": "ns.T", "params": {"n": "1"}, "last_updated": 1.0}}
+        return {}
+
+
+def test_a_task_seen_in_two_status_answers_is_listed_once() -> None:
+    tasks = fetch_tasks(_MovingSession(), TaskQuery(), {"RUNNING": 1, "FAILED": 1}, 5000)
+    assert [(r.task_id, r.status) for r in tasks.rows] == [("ns.T_1_abc", "FAILED")]

@@ -108,7 +108,8 @@ def _totals(health: Any) -> dict[str, int] | None:
 
 def fetch_tasks(s: Session, query: TaskQuery, totals: dict[str, int] | None, max_tasks: int) -> TaskSet:
     """``task_list`` once per status, so a huge DONE set becomes a count while the failures are still listed."""
-    rows: list[TaskRow] = []
+    # by id: a task that changes status between two of these calls must be listed once (the later answer)
+    rows: dict[str, TaskRow] = {}
     overflow: dict[str, int] = {}
     errors: list[str] = []
     search = query.search()
@@ -125,11 +126,14 @@ def fetch_tasks(s: Session, query: TaskQuery, totals: dict[str, int] | None, max
         if is_count_only(result):
             overflow[status] = result["num_tasks"]
         elif isinstance(result, dict):
-            rows.extend(r for r in (task_row(tid, d) for tid, d in result.items() if isinstance(d, dict))
-                        if query.keeps(r))
+            for tid, d in result.items():
+                if isinstance(d, dict):
+                    row = task_row(tid, d)
+                    if query.keeps(row):
+                        rows[tid] = row
         else:
             errors.append(f"task_list {status}: unexpected answer {str(result)[:80]!r}")
-    return TaskSet(query=query, rows=tuple(sort_tasks(rows)), overflow=overflow, errors=tuple(errors),
+    return TaskSet(query=query, rows=tuple(sort_tasks(rows.values())), overflow=overflow, errors=tuple(errors),
                    max_tasks=max_tasks)
 
 
