@@ -368,6 +368,13 @@ def _sum_counts(health: dict[str, Any]) -> dict[str, int]:
     return totals
 
 
+def cmd_tui(args: argparse.Namespace) -> int:
+    from tui.app import run as run_tui
+
+    return run_tui(args.router, args.refresh, args.readonly, config_path=args.config, timeout=args.timeout,
+                   replay=args.replay, record=args.record)
+
+
 # -- parser ----------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -463,6 +470,21 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="print federation_health as JSON")
     status.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the router")
     status.set_defaults(func=cmd_status)
+
+    tui = sub.add_parser("tui", help="the federation's health in the terminal (Textual)",
+                         description="A k9s-like terminal UI over the router: shards, namespaces, tasks, workers; "
+                                     "`:` commands, `/` filter, Enter drills down, `?` help.")
+    tui.add_argument("--router", default=_env("FED_ROUTER", DEFAULT_ZMQ),
+                     help=f"router ZeroMQ endpoint (default {DEFAULT_ZMQ}) [FED_ROUTER]")
+    tui.add_argument("--refresh", type=float, default=_env("FED_TUI_REFRESH"),
+                     help="seconds between refreshes (default 2) [FED_TUI_REFRESH]")
+    tui.add_argument("--readonly", action="store_true", default=_env("FED_TUI_READONLY", "") not in ("", "0", "false"),
+                     help="hide every action that changes the federation [FED_TUI_READONLY]")
+    tui.add_argument("--config", default=_env("FED_CONFIG"), help="TOML file with a [tui] table [FED_CONFIG]")
+    tui.add_argument("--timeout", type=float, default=None, help="seconds per call before the router counts as down")
+    tui.add_argument("--replay", default=None, help="show a recorded capture instead of a live router")
+    tui.add_argument("--record", default=None, help="record every call and answer to this capture file")
+    tui.set_defaults(func=cmd_tui)
     return p
 
 
