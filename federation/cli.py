@@ -33,6 +33,8 @@ def _setup_logging(level: str) -> None:
         level=getattr(logging, level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # luigi's import-time chatter ("Loaded []") is not news in a server's log
+    logging.getLogger("luigi-interface").setLevel(logging.WARNING)
 
 
 def load_scheduler_config(path: str | None) -> Any:
