@@ -149,7 +149,7 @@ class FederationApp(App[int]):
         keys = []
         for active in self.screen.active_bindings.values():
             b = active.binding
-            if b.description and b.action != "help":
+            if b.description and b.action not in ("help", "app.help"):
                 keys.append((b.key_display or self.get_key_display(b), b.description))
         keys += [("Enter", "open the selected row"), ("Esc", "clear the filter, then go back")]
         self.push_screen(HelpScreen(keys, getattr(self.screen, "view_label", "")))

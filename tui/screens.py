@@ -326,7 +326,7 @@ class TaskDetailScreen(DetailScreen):
         Binding("2", "tab('error')", "Error", show=False),
         Binding("3", "tab('upstream')", "Upstream", show=False),
         Binding("4", "tab('downstream')", "Downstream", show=False),
-        Binding("e", "act('re_enable')", "Re-enable"),
+        Binding("e", "act('re_enable')", "Enable"),
         Binding("g", "act('forgive')", "Forgive"),
         Binding("d", "act('mark_done')", "Done"),
     ]

@@ -261,7 +261,7 @@ class TasksView(View):
     BINDINGS = [
         Binding("s", "cycle_status", "Status"),
         Binding("c", "clear_query", "Clear"),
-        Binding("e", "act('re_enable')", "Re-enable"),
+        Binding("e", "act('re_enable')", "Enable"),
         Binding("g", "act('forgive')", "Forgive"),
         Binding("d", "act('mark_done')", "Done"),
     ]

@@ -169,7 +169,8 @@ def _cell_width(cell: Any) -> int:
 class KeyedTable(DataTable[Any]):
     """A DataTable updated by key: only changed cells are touched, the cursor stays on its row."""
 
-    BINDINGS = [Binding("enter", "select_cursor", "Open")]
+    # "?" repeated here so the footer lists it right after Enter, before it is cut at 80 columns
+    BINDINGS = [Binding("enter", "select_cursor", "Open"), Binding("question_mark", "app.help", "Help", key_display="?")]
 
     def __init__(self, columns: Sequence[tuple[str, str]], **kwargs: Any) -> None:
         super().__init__(cursor_type="row", **kwargs)
