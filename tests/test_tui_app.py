@@ -433,6 +433,7 @@ async def test_a_slow_router_never_stacks_polls_nor_freezes_the_ui(capture: Path
             await pilot.press("r")
         await command(pilot, "ns")  # the UI still answers while the poll hangs
         assert main(app).current_view.view_id == "namespaces"
+        # give a buggy app time to start more polls (refresh is 50 ms and r was pressed 5 times): none may start
         await asyncio.sleep(0.2)
         assert source.in_flight == 1 and source.sessions == 1
         source.gate.set()
