@@ -14,11 +14,11 @@ import pytest
 from textual.pilot import Pilot
 
 from tests.test_tui_app import polled, until
-from tests.test_tui_capture import build_capture
+from tests.test_tui_capture import T0, build_capture
 from tui.app import FederationApp
 from tui.config import TuiConfig
 from tui.screens import TaskDetailScreen
-from tui.source import ReplaySource
+from tui.source import CAPTURE_FORMAT, ReplaySource
 
 SMALL = (80, 24)
 LARGE = (200, 50)
@@ -116,3 +116,11 @@ def test_shards_large(snap_compare: Any, capture: Path) -> None:
 
 def test_tasks_large(snap_compare: Any, capture: Path) -> None:
     assert snap_compare(app_on(capture), terminal_size=LARGE, run_before=steps(*typed("tasks"), "|"))
+
+
+def test_router_unreachable_small(snap_compare: Any) -> None:
+    error = {"code": "timeout", "message": "no reply to federation_health from tcp://127.0.0.1:5555 within 3 s"}
+    doc = {"format": CAPTURE_FORMAT, "version": 1, "router": "tcp://127.0.0.1:5555",
+           "frames": [{"time": T0, "calls": [{"method": "federation_health", "kwargs": {}, "error": error}]}]}
+    app = FederationApp(ReplaySource(doc), TuiConfig(refresh=3600))
+    assert snap_compare(app, terminal_size=SMALL, run_before=steps(polls=1))

@@ -184,13 +184,12 @@ class ShardsView(View):
     def build_rows(self) -> tuple[list[Row], str]:
         assert self.snapshot is not None
         shards = [s for s in self.snapshot.shards if not self.faults_only or self.is_fault(s)]
-        rows = [(s.shard_id, self.cells(s)) for s in shards]
-        self.matching = len(rows)
-        rows = self.filtered(rows)
+        rows = self.filtered([(s.shard_id, self.cells(s)) for s in shards])
         self.matching = len(rows)
         notice = ""
         if not self.snapshot.shards:
-            notice = "The router reports no shards." if self.snapshot.router_ok else ""
+            notice = ("The router reports no shards." if self.snapshot.router_ok
+                      else "No answer from the router yet; the shards show up with its first answer.")
         elif not rows:
             notice = "No shard matches." if self.row_filter.active else "Every shard is up and answering."
         return rows, notice

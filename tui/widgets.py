@@ -76,7 +76,10 @@ def render_header(snap: Snapshot | None, *, width: int, refresh: float, faults_o
     total = len(snap.shards)
     up = snap.shards_up
     line.append(" shards ", style="dim")
-    line.append(f"{up}/{total} up", style="bold green" if up == total and total else "bold red")
+    if total:
+        line.append(f"{up}/{total} up", style="bold green" if up == total else "bold red")
+    else:
+        line.append("—", style="bold red")
     line.append(" · workers ", style="dim")
     live = snap.live_workers
     line.append(fmt_count(live), style="bold")
