@@ -117,7 +117,8 @@ ENV_PREFIX = "FED_"
 
 _ROUTER_KEYS = {"zmq", "http", "timeout", "health_timeout", "relay_interval", "max_message_bytes"}
 _SHARD_KEYS = {"id", "endpoint", "store", "schema"}
-_TOP_KEYS = {"router", "shards", "groups", "namespaces", "default_group", "scheduler", "resources"}
+# [tui] belongs to `fedctl tui` (tui/config.py validates it); the federation only lets it be
+_TOP_KEYS = {"router", "shards", "groups", "namespaces", "default_group", "scheduler", "resources", "tui"}
 _ID_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
 
 
