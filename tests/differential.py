@@ -685,14 +685,25 @@ class Differential:
             self._verify_changes()
 
     # ---- persistence round trip
-    def check_roundtrip(self) -> None:
-        """A fresh core restored from ``snapshot()`` must behave like Luigi does now.
+    def check_roundtrip(self, continue_on_restored: bool = True) -> None:
+        """A fresh core restored from ``snapshot()`` must be the same scheduler.
 
-        Neither the core nor Luigi is touched: the reads run on the restored
-        core and on a copy of Luigi.
+        Three checks: the restored core's own snapshot has the same records;
+        the full observation on it equals the one on a copy of Luigi (neither
+        the core nor Luigi is touched by these reads); and, with
+        ``continue_on_restored``, the restored core replaces the core, so every
+        later call also tests the state that is not visible right away
+        (failure history, retry policies, removal timers, stakeholders...).
         """
+        snap = self.core.snapshot()
+        before = self._snapshot_maps(self.core)
         fresh = self.make_core(config=self.cfg, clock=self.clock)
-        fresh.restore(self.core.snapshot())
+        fresh.restore(snap)
+        after = self._snapshot_maps(fresh)
+        for kind, a, b in zip(("tasks", "workers", "meta"), before, after, strict=True):
+            if a != b:
+                diff = first_difference(a, b, check_order=False)
+                self.fail(f"[round trip] snapshot of the restored core differs in {kind}: {diff}")
         lcopy = self.luigi.clone()
         for method, kwargs in self.observation_calls(lcopy):
             lo = lcopy.call(method, wire(kwargs))
@@ -703,6 +714,13 @@ class Differential:
                 raise Mismatch(
                     f"[round trip: core.restore(core.snapshot()) then {_fmt_call(method, kwargs)}] {e}"
                 ) from None
+        if continue_on_restored:
+            self.core = self.make_core(config=self.cfg, clock=self.clock)
+            self.core.restore(snap)
+            self.log.append("core = SchedulerCore(...); core.restore(old_core.snapshot())")
+            if self.check_changes:
+                self.core.collect_changes()  # whatever restore() marked is already stored
+                self._prev_snapshot = self._snapshot_maps(self.core)
 
     # ---- collect_changes
     @staticmethod

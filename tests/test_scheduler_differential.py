@@ -208,6 +208,8 @@ class DifferentialMachine(RuleBasedStateMachine):
     )
     def setup(self, cfg: Any, roundtrip: bool, cast: tuple[str, ...], tick: float) -> None:
         type(self).sequences += 1
+        if type(self).sequences % 500 == 0 and "FED_DIFF_EXAMPLES" in os.environ:
+            print(f"differential: {type(self).sequences} sequences so far", flush=True)
         # fewer workers per sequence: their calls meet on the same tasks more often
         self.workers = (*cast, "AS")
         core_ok = not ({"snapshot", "restore", "collect_changes"} & self.missing)
@@ -501,6 +503,64 @@ class DifferentialMachine(RuleBasedStateMachine):
         self.d.call("add_task_batcher", **kw)
         self.after()
 
+    def _draw_task_for(self, which: str, data: st.DataObject) -> str:
+        """Mostly a task the call can act on (FAILED for forgive_failures...), sometimes any id."""
+        wanted = {
+            "re_enable_task": ("DISABLED",),
+            "forgive_failures": ("FAILED",),
+            "mark_as_done": ("RUNNING", "FAILED", "DISABLED"),
+            "set_task_status_message": ("RUNNING",),
+            "set_task_progress_percentage": ("RUNNING",),
+            "decrease_running_task_resources": ("RUNNING",),
+            "send_scheduler_message": ("RUNNING",),
+        }.get(which)
+        fitting = sorted(t.id for t in self.luigi.tasks() if wanted and t.status in wanted)
+        if which == "re_enable_task":  # only a scheduler disable can be re-enabled; prefer those
+            fitting = (
+                sorted(
+                    t.id for t in self.luigi.tasks() if t.status == "DISABLED" and t.scheduler_disable_time
+                )
+                or fitting
+            )
+        if fitting and data.draw(st.integers(0, 2), "fitting task") > 0:
+            return data.draw(st.sampled_from(fitting), "task_id")
+        return data.draw(st.sampled_from(ALL_IDS), "task_id")
+
+    @rule(data=st.data())
+    def act_on_a_task(self, data: st.DataObject) -> None:
+        """UI buttons and task-code calls, aimed at tasks in the status they act on."""
+        which = data.draw(
+            st.sampled_from(
+                [
+                    "re_enable_task",
+                    "forgive_failures",
+                    "mark_as_done",
+                    "decrease_running_task_resources",
+                    "set_task_status_message",
+                    "set_task_progress_percentage",
+                    "pause",
+                ]
+            ),
+            "action",
+        )
+        if which == "pause":
+            self.d.call(data.draw(st.sampled_from(["pause", "unpause"])))
+            self.after()
+            return
+        task_id = self._draw_task_for(which, data)
+        if which == "decrease_running_task_resources":
+            task = self.luigi.sch._state._tasks.get(task_id)
+            running = getattr(task, "resources_running", None) or {"r1": 1}
+            dec = {k: data.draw(st.sampled_from([1, 2]), "decrease") for k in running}
+            self.d.call(which, task_id=task_id, decrease_resources=dec)
+        elif which == "set_task_status_message":
+            self.d.call(which, task_id=task_id, status_message="half way")
+        elif which == "set_task_progress_percentage":
+            self.d.call(which, task_id=task_id, progress_percentage=50)
+        else:
+            self.d.call(which, task_id=task_id)
+        self.after()
+
     # ---- everything else a UI, a worker's task code or the server does, one rule
     @rule(data=st.data())
     def other_call(self, data: st.DataObject) -> None:
@@ -509,7 +569,7 @@ class DifferentialMachine(RuleBasedStateMachine):
         if not self.supports(*OTHER_CALLS[which]):
             return
         worker = data.draw(st.sampled_from(self.workers), "worker")
-        task_id = data.draw(st.sampled_from(ALL_IDS), "task_id")
+        task_id = self._draw_task_for(which, data)
         if which in ("pause", "unpause", "is_paused", "is_pause_enabled", "has_task_history", "prune"):
             d.call(which)
         elif which in ("disable_worker", "count_pending"):
@@ -579,6 +639,64 @@ class DifferentialMachine(RuleBasedStateMachine):
     @rule(seconds=st.sampled_from(ADVANCES))
     def advance_clock(self, seconds: float) -> None:
         self.d.advance(seconds)
+        self.after()
+
+    @rule(data=st.data(), seconds=st.sampled_from([6.0, 12.0, 25.0, 45.0]))
+    def advance_clock_keeping_workers_alive(self, data: st.DataObject, seconds: float) -> None:
+        """Time passes while (some of) the workers keep pinging, as live workers do."""
+        alive = data.draw(st.lists(st.sampled_from(self.workers), min_size=1, unique=True), "alive")
+        step = data.draw(st.sampled_from([1.0, 2.5, 4.0]), "ping interval")
+        elapsed = 0.0
+        while elapsed < seconds:
+            self.d.advance(step)
+            elapsed += step
+            for w in alive:
+                self.d.call("ping", worker=w)
+            if data.draw(st.integers(0, 3), "prune now") == 0:
+                self.d.call("prune")
+        self.after()
+
+    @rule(data=st.data())
+    def run_a_batch(self, data: st.DataObject) -> None:
+        """A worker schedules batchable tasks, gets them as one batch and starts the batch runner."""
+        worker = data.draw(st.sampled_from(self.workers[:-1]), "worker")
+        members = data.draw(
+            st.lists(st.sampled_from(["Fam_1", "Fam_2", "Fam_3"]), min_size=2, max_size=3, unique=True),
+            "members",
+        )
+        resources = data.draw(st.sampled_from([None, None, {"r1": 1}]), "resources")
+        self.d.call(
+            "add_task_batcher", worker=worker, task_family="Fam", batched_args=["a"], max_batch_size=math.inf
+        )
+        for tid in members:
+            family, module, params = CATALOG[tid]
+            self.d.call(
+                "add_task",
+                task_id=tid,
+                worker=worker,
+                status="PENDING",
+                runnable=True,
+                deps=[],
+                family=family,
+                module=module,
+                params=params,
+                resources=resources,
+                batchable=True,
+            )
+        reply = self.d.call("get_work", worker=worker, host="h", current_tasks=[])
+        if reply.get("batch_id") and data.draw(st.integers(0, 3), "start runner") > 0:
+            runner = data.draw(st.sampled_from([RUNNER_IDS[0], *reply["batch_task_ids"]]), "runner")
+            params = dict(reply["task_params"], a=",".join(reply["task_params"]["a"]))
+            self.d.call(
+                "add_task",
+                task_id=runner,
+                worker=worker,
+                status="RUNNING",
+                batch_id=reply["batch_id"],
+                family="Fam",
+                module="mod.f",
+                params=params,
+            )
         self.after()
 
     @rule()
