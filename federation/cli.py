@@ -72,7 +72,7 @@ def cmd_shard_serve(args: argparse.Namespace) -> int:
     if args.config and _has_shards(args.config):
         # a member of a federation: endpoint, store, [scheduler] and placement from federation.toml
         from federation.config import load_federation_config
-        from shard.federated import build_federated_shard
+        from shard.app import build_federated_shard
 
         cfg = load_federation_config(args.config)
         if args.db or args.schema:

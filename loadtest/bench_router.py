@@ -33,7 +33,8 @@ from federation.errors import FederationError
 from federation.transport import ZmqClient
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARD_MAIN = "import sys; from shard.federated import serve; sys.exit(serve(sys.argv[1], sys.argv[2]))"
+SHARD_MAIN = ("import sys; from federation.cli import main; "
+              "sys.exit(main(['shard', 'serve', '--config', sys.argv[1], '--id', sys.argv[2]]))")
 ROUTER_MAIN = ("import sys; from federation.config import load_federation_config; from router.server import serve; "
                "sys.exit(serve(load_federation_config(sys.argv[1])))")
 

@@ -46,9 +46,9 @@ from typing import Any
 
 from luigi.task_status import BATCH_RUNNING, DONE, PENDING, RUNNING, SUSPENDED, UNKNOWN
 
-from federation.config import FederationConfig
 from federation.placement import Placement, namespace_of
 from shard.changes import Changes, Snapshot
+from shard.scheduler import RPC_METHODS
 
 #: most changes returned by one fed_changes call (the router asks again when ``more`` is set)
 FEED_PAGE = 20_000
@@ -65,7 +65,7 @@ class FederatedCore:
         self.core = core
         self.shard_id = shard_id
         self.placement = placement
-        self.RPC_METHODS = core.RPC_METHODS if hasattr(core, "RPC_METHODS") else _core_rpc_methods()
+        self.RPC_METHODS = RPC_METHODS
         self._clock = clock
         self._epoch = 0.0
         self._stash: Changes | None = None
@@ -371,57 +371,3 @@ def _merge_into(a: Changes, b: Changes) -> None:
     a.workers.update(b.workers)
     a.meta.update(b.meta)
     a.events.extend(b.events)
-
-
-def _core_rpc_methods() -> frozenset[str]:
-    import luigi.scheduler
-
-    return frozenset(luigi.scheduler.RPC_METHODS)
-
-
-def build_federated_shard(config: FederationConfig, shard_id: str, *, bind: str | None = None,
-                          prune_interval: float = 60.0, clock: Callable[[], float] = time.time) -> Any:
-    """Open the shard's store, restore its core, wrap it, bind the server: one federated shard.
-
-    Everything comes from ``federation.toml``: the shard's endpoint (unless ``bind``), its store
-    and schema, Luigi's ``[scheduler]``/``[resources]``, and the placement that tells its own
-    tasks from mirrors.
-    """
-    from federation import __version__
-    from shard.scheduler import RPC_METHODS, SchedulerCore
-    from shard.server import ShardServer
-    from shard.store import open_store
-
-    spec = config.shard(shard_id)
-    store = open_store(spec.store, shard_id, schema=spec.schema)
-    try:
-        core = SchedulerCore(config.scheduler, clock=clock)
-        fed = FederatedCore(core, shard_id, Placement.from_config(config), clock=clock)
-        fed.restore(store.load())
-        fed.collect_changes()  # restoring is not a change
-        return ShardServer(shard_id, bind or spec.endpoint, fed, store, prune_interval=prune_interval,
-                           methods=RPC_METHODS, extra_methods=fed.extra_methods(), version=__version__,
-                           max_message_bytes=config.router.max_message_bytes)
-    except BaseException:
-        store.close()
-        raise
-
-
-def serve(config_path: str, shard_id: str, *, bind: str | None = None, prune_interval: float = 60.0) -> int:
-    """Serve one federated shard until SIGTERM/SIGINT (``fedctl shard serve --config ... --id ...``)."""
-    import logging
-
-    from federation.config import load_federation_config
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    server = build_federated_shard(load_federation_config(config_path), shard_id, bind=bind,
-                                   prune_interval=prune_interval)
-    server.install_signal_handlers()
-    print(f"shard {shard_id} listening on {server.endpoint} ({server.store.backend}: {server.store.location})",
-          flush=True)
-    try:
-        server.serve_forever()
-    finally:
-        server.close()
-        server.store.close()
-    return 0

@@ -18,7 +18,8 @@ from federation.transport import ZmqClient
 from tests.conftest import free_port
 from tests.procs import ROOT, fed_env, wait_for
 
-SHARD_MAIN = "import sys; from shard.federated import serve; sys.exit(serve(sys.argv[1], sys.argv[2]))"
+SHARD_MAIN = ("import sys; from federation.cli import main; "
+              "sys.exit(main(['shard', 'serve', '--config', sys.argv[1], '--id', sys.argv[2]]))")
 ROUTER_MAIN = ("import sys, logging; logging.basicConfig(level=logging.INFO); "
                "from federation.config import load_federation_config; from router.server import serve; "
                "sys.exit(serve(load_federation_config(sys.argv[1])))")
