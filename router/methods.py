@@ -29,6 +29,8 @@ Kinds:
     Any one shard answers for the whole federation (same config everywhere).
 ``GET_WORK``, ``DEP_GRAPH``, ``INVERSE_DEP_GRAPH``, ``HEALTH``
     Their own algorithms in :mod:`router.server`.
+``OWNER``
+    Answered by the router itself: the shard that serves a task id.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ GET_WORK = "get_work"
 DEP_GRAPH = "dep_graph"
 INVERSE_DEP_GRAPH = "inverse_dep_graph"
 HEALTH = "health"
+OWNER = "owner"
 
 #: method -> (kind, option); the option is the merge name for WORKER/ALL, the argument for BY_ARG
 METHODS: dict[str, tuple[str, Any]] = {
@@ -96,6 +99,7 @@ METHODS: dict[str, tuple[str, Any]] = {
     "update_metrics_task_started": (ANY, None),
     # the federation's own
     "federation_health": (HEALTH, None),
+    "owner": (OWNER, None),
 }
 
 #: forwarded without decoding when the routing frame names the task

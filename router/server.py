@@ -85,6 +85,7 @@ from router.methods import (
     INVERSE_DEP_GRAPH,
     METHODS,
     ONE_WORKER,
+    OWNER,
     UNDECODED,
     WORKER,
 )
@@ -543,6 +544,8 @@ class Router:
             self._inverse_dep_graph(call)
         elif kind == HEALTH:
             self._health(call)
+        elif kind == OWNER:
+            self._owner(call)
 
     def _route(self, task_id: str) -> str:
         """The shard serving ``task_id``: its owner, unless it is a batch runner pinned to its batch's shard."""
@@ -909,6 +912,15 @@ class Router:
             self._forward(call, self._any_link_id(), b"", wire.encode_request(call.req_id, call.method, kwargs))
             return
         _Graph(self, call, root, kwargs, inverse=True).start()
+
+    def _owner(self, call: _Call) -> None:
+        """``owner(task_id)`` -> ``{"task_id", "shard_id", "group"}``: where placement puts the task."""
+        task_id = (call.kwargs or {}).get("task_id")
+        if not isinstance(task_id, str):
+            self._fail(call, BadArgumentsError("owner: task_id must be a string"))
+            return
+        sid = self._route(task_id)
+        self._reply(call, {"task_id": task_id, "shard_id": sid, "group": self.links[sid].group})
 
     # -- federation_health -----------------------------------------------------------------------------
     def _health(self, call: _Call) -> None:

@@ -334,3 +334,18 @@ def test_a_shard_with_another_placement_is_flagged(tmp_path: Path) -> None:
         assert "placement differs" in (h["shards"][1]["error"] or "")
     finally:
         c.stop()
+
+
+def test_owner_names_the_shard_placement_chose(tmp_path: Path) -> None:
+    from federation.placement import Placement
+
+    cluster = FedCluster(tmp_path, 3).start()
+    try:
+        placement = Placement.from_config(cluster.config)
+        for tid in ("daily.Load_2026_11_20_orders_69f73ffafa", "A", "x.y.Z_1_abc"):
+            assert cluster.call("owner", task_id=tid) == {"task_id": tid, "shard_id": placement.owner(tid),
+                                                          "group": "default"}
+        with pytest.raises(BadArgumentsError):
+            cluster.call("owner", task_id=5)
+    finally:
+        cluster.stop()
