@@ -158,7 +158,16 @@ def cmd_router_serve(args: argparse.Namespace) -> int:
 
     _setup_logging(args.log_level)
     cfg = load_federation_config(args.config, overrides={"router.zmq": args.zmq, "router.http": args.http})
-    return serve(cfg) or 0
+
+    def ready(router: Any) -> None:
+        if args.metrics:
+            from prometheus_client import start_http_server
+
+            host, _, port = args.metrics.rpartition(":")
+            server, _thread = start_http_server(int(port), addr=host or "127.0.0.1", registry=router.metrics.registry)
+            print(f"router metrics on http://{server.server_address[0]}:{server.server_address[1]}/metrics", flush=True)
+
+    return serve(cfg, ready=ready) or 0
 
 
 def local_federation(n_shards: int, data_dir: Path, zmq: str, http: str | None,
@@ -430,6 +439,8 @@ def build_parser() -> argparse.ArgumentParser:
     rserve.add_argument("--config", default=_env("FED_CONFIG"), help="federation.toml [FED_CONFIG]")
     rserve.add_argument("--zmq", default=None, help="ZeroMQ bind, overrides [router] zmq [FED_ROUTER_ZMQ]")
     rserve.add_argument("--http", default=None, help="HTTP host:port, overrides [router] http [FED_ROUTER_HTTP]")
+    rserve.add_argument("--metrics", default=_env("FED_METRICS"),
+                        help="HOST:PORT for Prometheus /metrics besides the HTTP gateway's /metrics [FED_METRICS]")
     rserve.add_argument("--log-level", default=_env("FED_LOG_LEVEL", "INFO"), help="[FED_LOG_LEVEL]")
     rserve.set_defaults(func=cmd_router_serve)
 

@@ -120,14 +120,31 @@ class RootHandler(tornado.web.RequestHandler):
         self.finish()
 
 
-def make_app(router_endpoint: str, *, timeout: float = 30.0, threads: int = 32) -> tornado.web.Application:
+class MetricsHandler(tornado.web.RequestHandler):
+    """Prometheus text exposition of the router's registry (luigid serves /metrics too)."""
+
+    def initialize(self, registry: Any) -> None:
+        self.registry = registry
+
+    def get(self) -> None:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        self.set_header("Content-Type", CONTENT_TYPE_LATEST)
+        self.write(generate_latest(self.registry))
+
+
+def make_app(router_endpoint: str, *, timeout: float = 30.0, threads: int = 32,
+             metrics_registry: Any = None) -> tornado.web.Application:
     """The tornado application; ``app.settings["backend"].close()`` releases its client."""
     backend = _Backend(router_endpoint, timeout, threads)
+    routes: list[Any] = [
+        (r"/api/(.*)", RPCHandler, {"backend": backend}),
+        (r"/", RootHandler),
+    ]
+    if metrics_registry is not None:
+        routes.append((r"/metrics", MetricsHandler, {"registry": metrics_registry}))
     app = tornado.web.Application(
-        [
-            (r"/api/(.*)", RPCHandler, {"backend": backend}),
-            (r"/", RootHandler),
-        ],
+        routes,
         static_path=STATIC_PATH,
         compress_response=True,
         backend=backend,
@@ -138,7 +155,9 @@ def make_app(router_endpoint: str, *, timeout: float = 30.0, threads: int = 32) 
 class Gateway:
     """The HTTP gateway on its own thread and event loop."""
 
-    def __init__(self, router_endpoint: str, bind: str, *, timeout: float = 30.0) -> None:
+    def __init__(self, router_endpoint: str, bind: str, *, timeout: float = 30.0,
+                 metrics_registry: Any = None) -> None:
+        self.metrics_registry = metrics_registry
         host, _, port = bind.rpartition(":")
         self.host = host or "127.0.0.1"
         self.port = int(port)
@@ -171,7 +190,7 @@ class Gateway:
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stopped = asyncio.Event()
-        app = make_app(self.router_endpoint, timeout=self.timeout)
+        app = make_app(self.router_endpoint, timeout=self.timeout, metrics_registry=self.metrics_registry)
         try:
             sockets = tornado.netutil.bind_sockets(self.port, address=self.host)
         except OSError as e:
@@ -204,7 +223,9 @@ def start_gateway(router_endpoint: str, bind: str, *, timeout: float = 30.0, rou
     access = logging.getLogger("tornado.access")
     if access.level == logging.NOTSET:
         access.setLevel(logging.WARNING)
+    registry = None
     if router_obj is not None:
         # leave the router time to answer with its own "unavailable" before the gateway gives up
         timeout = max(timeout, 2 * getattr(router_obj, "timeout", 5.0) + 5)
-    return Gateway(router_endpoint, bind, timeout=timeout).start()
+        registry = router_obj.metrics.registry
+    return Gateway(router_endpoint, bind, timeout=timeout, metrics_registry=registry).start()

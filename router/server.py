@@ -89,6 +89,7 @@ from router.methods import (
     UNDECODED,
     WORKER,
 )
+from router.metrics import RouterMetrics
 
 log = logging.getLogger("router.server")
 
@@ -203,6 +204,7 @@ class Router:
 
     def __init__(self, config: FederationConfig, *, bind: str | None = None) -> None:
         self.config = config
+        self.metrics = RouterMetrics(set(METHODS))
         self.placement = Placement.from_config(config)
         self.owner = self.placement.owner
         self.timeout = config.router.timeout
@@ -250,6 +252,7 @@ class Router:
         self.forget_after = max(600.0, 4 * config.scheduler.worker_disconnect_delay)
         self._batch_worker: dict[str, str] = {}
         self.stats = {"requests": 0, "errors": 0, "forwarded": 0}
+        self.metrics.watch(self)
 
     # -- lifecycle ---------------------------------------------------------------------------
     def stop(self) -> None:
@@ -371,6 +374,7 @@ class Router:
             w = self._waits.pop(tag, None)
             if w is None:
                 continue  # its deadline passed; the caller already had its answer
+            self.metrics.shard_seconds.labels(link.id).observe(time.monotonic() - w.sent)
             if w.probe:
                 link.latency_ms = (time.monotonic() - w.sent) * 1000.0
             if link.up is not True:
@@ -502,6 +506,7 @@ class Router:
         head = peek_header(body) if key else None
         if head is not None and head[1] in UNDECODED:
             # the hot path: a single-task call placed by its routing frame, body passed through
+            self.metrics.request(head[1])
             self._forward(_Call(route, head[0], head[1], None), self._owner_of_key(key), key, body)
             return
         try:
@@ -511,6 +516,7 @@ class Router:
             self._reply_error(route, wire.peek_req_id(body), e)
             return
         call = _Call(route, req.req_id, req.method, req.kwargs)
+        self.metrics.request(req.method)
         spec = METHODS.get(req.method)
         if spec is None:
             self.stats["errors"] += 1
@@ -580,6 +586,7 @@ class Router:
             log.warning("router: cannot answer a client: %s", e)
 
     def _reply_error(self, route: list[bytes], req_id: int, err: FederationError) -> None:
+        self.metrics.errors.labels(err.code).inc()
         self._send_front(route, wire.encode_error(req_id, err))
 
     def _reply(self, call: _Call, result: Any) -> None:
@@ -597,6 +604,7 @@ class Router:
         if call.done:
             return
         call.done = True
+        self.metrics.errors.labels(err.code).inc()
         self._send_front(call.route, wire.encode_error(call.req_id, err))
 
     def _release(self, call: _Call) -> None:

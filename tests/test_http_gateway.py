@@ -123,6 +123,19 @@ def assert_daily_done(cluster: FedCluster, proc: subprocess.CompletedProcess[str
 
 
 @pytest.mark.e2e
+def test_prometheus_metrics_of_the_router(cluster: FedCluster) -> None:
+    api(cluster, "add_task", {"task_id": "metrics_T", "worker": "w-metrics"})
+    api(cluster, "no_such_method_here", {})
+    status, headers, body = request(f"{cluster.http_url}/metrics")
+    assert status == 200 and headers["Content-Type"].startswith("text/plain")
+    text = body.decode()
+    assert 'fed_router_requests_total{method="add_task"}' in text
+    for sid in cluster.config.shard_ids:
+        assert f'fed_router_shard_up{{shard="{sid}"}} 1.0' in text
+        assert f'fed_router_shard_seconds_count{{shard="{sid}"}}' in text
+    assert "fed_router_inflight" in text
+
+
 def test_unmodified_luigi_command_over_http(cluster: FedCluster, tmp_path: Path) -> None:
     cfg = tmp_path / "luigi.cfg"
     cfg.write_text(f"[core]\ndefault-scheduler-url = {cluster.http_url}\n")

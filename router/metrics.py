@@ -1,0 +1,55 @@
+"""Prometheus metrics of the router, on a registry of its own.
+
+Served at ``/metrics`` by the HTTP gateway (where luigid serves its own), or on a separate
+``--metrics HOST:PORT`` listener when the gateway is off.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+
+
+class _LinkCollector(Collector):
+    """Shard up/down and latency, read from the router's links at scrape time (no bookkeeping)."""
+
+    def __init__(self, router: Any) -> None:
+        self.router = router
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        up = GaugeMetricFamily("fed_router_shard_up", "1 when the router reaches the shard", labels=["shard"])
+        ms = GaugeMetricFamily("fed_router_shard_probe_ms", "Last probe round trip to the shard", labels=["shard"])
+        for sid, link in list(self.router.links.items()):
+            up.add_metric([sid], 1.0 if link.up else 0.0)
+            if link.latency_ms is not None:
+                ms.add_metric([sid], float(link.latency_ms))
+        inflight = GaugeMetricFamily("fed_router_inflight", "Requests waiting for a shard's answer")
+        inflight.add_metric([], float(len(self.router._waits)))
+        yield up
+        yield ms
+        yield inflight
+
+
+class RouterMetrics:
+    def __init__(self, methods: set[str]) -> None:
+        self.registry = CollectorRegistry()
+        self.methods = methods
+        self.requests = Counter("fed_router_requests", "Requests taken at the front, by method", ["method"],
+                                registry=self.registry)
+        self.errors = Counter("fed_router_errors", "Error replies the router itself sent, by code", ["code"],
+                              registry=self.registry)
+        self.shard_seconds = Histogram("fed_router_shard_seconds", "Round trip of one request to a shard",
+                                       ["shard"], buckets=LATENCY_BUCKETS, registry=self.registry)
+
+    def watch(self, router: Any) -> None:
+        self.registry.register(_LinkCollector(router))
+
+    def request(self, method: str) -> None:
+        # method names come from the wire: unknown ones must not become label values
+        self.requests.labels(method if method in self.methods else "(other)").inc()
