@@ -179,19 +179,18 @@ class Dag:
                 "disable_window": None}
 
     def expected_status(self) -> list[str]:
-        """Final status of every task: DONE, DISABLED (fails permanently) or PENDING (downstream of one)."""
-        out = [DONE] * len(self)
-        rdeps: list[list[int]] = [[] for _ in range(len(self))]
-        for i, d in self.edges():
-            rdeps[d].append(i)
-        stack = [i for i, f in enumerate(self.fail) if f == FAIL_ALWAYS]
-        for i in stack:
-            out[i] = DISABLED
-        while stack:
-            for up in rdeps[stack.pop()]:
-                if out[up] == DONE:
-                    out[up] = PENDING
-                    stack.append(up)
+        """Final status of every task: DONE, DISABLED (fails permanently) or PENDING (below a failure).
+
+        A task whose upstream does not end DONE is never run, so it stays PENDING even if it
+        would fail itself.
+        """
+        out: list[str] = []
+        for i, deps in enumerate(self.deps):
+            assert all(d < i for d in deps), "tasks are generated upstream first"
+            if any(out[d] != DONE for d in deps):
+                out.append(PENDING)
+            else:
+                out.append(DISABLED if self.fail[i] == FAIL_ALWAYS else DONE)
         return out
 
     def expected_attempts(self) -> list[int]:

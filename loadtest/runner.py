@@ -90,6 +90,7 @@ class TargetOutcome:
     rows: list[dict[str, Any]]
     checks: CheckReport
     notes: list[str] = field(default_factory=list)
+    dag: Dag | None = None
 
 
 @dataclass
@@ -250,7 +251,7 @@ def run_target(opts: RunOptions, dag: Dag, server: Any, target: str, via: str, r
             if row["seconds"] else None
     if pruner:
         run_row["prune_calls"] = pruner.calls
-    return TargetOutcome(target, via, [reg_row, run_row], checks, notes)
+    return TargetOutcome(target, via, [reg_row, run_row], checks, notes, dag)
 
 
 def _waiting_workers(server: Any, stopped: list[WorkerResult]) -> list[str]:
@@ -295,9 +296,9 @@ def _base_row(opts: RunOptions, dag: Dag, run_id: str, target: str, via: str, se
         "run_id": run_id, "label": opts.label, "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "host": socket.gethostname(), "cpus": os.cpu_count(), "git_rev": _git_rev(),
         "target": target, "via": via, "shape": opts.shape, "workers": opts.workers,
-        "shards": (opts.shards if isinstance(server, LocalFederation) else
+        "shards": (server.n if isinstance(server, LocalFederation) else
                    len(server.placement.shard_ids) if target == "federation" else None),
-        "store": (opts.store if isinstance(server, LocalFederation) else "remote" if target == "federation" else "memory"),
+        "store": (server.store if isinstance(server, LocalFederation) else "remote" if target == "federation" else "memory"),
         "days": spec["days"], "topics": spec["topics"], "tasks": len(dag), "edges": dag.n_edges,
         "fan_in": spec["fan_in"], "fan_out": spec["fan_out"], "priorities": spec["priorities"],
         "fail_rate": spec["fail_rate"], "perm_fail_rate": spec["perm_fail_rate"], "resources": spec["resources"],
