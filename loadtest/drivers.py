@@ -187,6 +187,8 @@ class WorkerResult:
     counters: dict[str, int] = field(default_factory=dict)
     stopped: bool = False  # told to stop before it finished (stall, deadline)
     error: str | None = None
+    cpu_reg: float = 0.0  # CPU seconds of this process (all threads) while registering
+    cpu_run: float = 0.0  # ... and while running
 
 
 def worker_info(plan: WorkerPlan, first_task: str | None) -> list[list[Any]]:
@@ -257,6 +259,7 @@ def run_worker(dag: Dag, plan: WorkerPlan, cfg: DriverConfig, sync: Sync) -> Wor
 
     try:
         sync.go_register.wait()
+        cpu0 = time.process_time()
         res.reg_t0 = time.perf_counter()
         for n, i in enumerate(plan.tasks):
             if sync.stop.is_set():
@@ -271,11 +274,13 @@ def run_worker(dag: Dag, plan: WorkerPlan, cfg: DriverConfig, sync: Sync) -> Wor
                             "info": worker_info(plan, ids[plan.tasks[0]] if plan.tasks else None)})
         res.registered = len(plan.tasks)
         res.reg_t1 = time.perf_counter()
+        res.cpu_reg = time.process_time() - cpu0
         sync.reg_done[wid] = 1
         while not sync.go_run.wait(0.2):
             if sync.stop.is_set():
                 res.stopped = True
                 return res
+        cpu1 = time.process_time()
         pinger = _Pinger(cfg, plan.worker_id, res)
         pinger.start()
         try:
@@ -283,6 +288,7 @@ def run_worker(dag: Dag, plan: WorkerPlan, cfg: DriverConfig, sync: Sync) -> Wor
         finally:
             pinger.stopped.set()
             pinger.join(cfg.timeout + 1)
+            res.cpu_run = time.process_time() - cpu1
     except ChannelError as e:
         res.error = f"{plan.worker_id}: {e}"
     finally:

@@ -33,7 +33,7 @@ from typing import Any
 SUMMARY_COLUMNS = [
     ("target", None), ("phase", "phase"), ("n", None), ("s", "seconds"), ("rate/s", "rate_per_s"),
     ("p50 ms", "lat_p50_ms"), ("p95 ms", "lat_p95_ms"), ("p99 ms", "lat_p99_ms"), ("srv CPU s", "server_cpu_s"),
-    ("ms/item", "server_cpu_ms_per_item"), ("RSS MB", "server_peak_rss_mb"), ("busy", "machine_busy_cores"),
+    ("ms/item", "server_cpu_ms_per_item"), ("drv CPU s", "driver_cpu_s"), ("RSS MB", "server_peak_rss_mb"), ("busy", "machine_busy_cores"),
     ("foreign", "foreign_cores"),
 ]
 

@@ -181,11 +181,10 @@ def run_target(opts: RunOptions, dag: Dag, server: Any, target: str, via: str, r
     health0 = server.health() if federation else None
     driver = Driver(dag, plans, cfg)
     driver.start()
-    driver_pids = [p.pid for p in driver.procs if p.pid]
-
+    # the workers report their own CPU (they exit before the last snapshot); this process is sampled
     def roles() -> dict[str, list[int]]:
         r = server.roles()
-        r["driver"] = driver_pids
+        r["driver"] = [os.getpid()]
         return r
 
     deadline = time.monotonic() + opts.deadline if opts.deadline else None
@@ -242,6 +241,8 @@ def run_target(opts: RunOptions, dag: Dag, server: Any, target: str, via: str, r
 
     reg_cpu = procstats.delta(s0, s1, _union(r0, r1))
     run_cpu = procstats.delta(s1, s2, _union(r1, r2))
+    reg_cpu["driver"] = reg_cpu.get("driver", 0.0) + sum(r.cpu_reg for r in results)
+    run_cpu["driver"] = run_cpu.get("driver", 0.0) + sum(r.cpu_run for r in results)
     reg_row = {**base, "phase": "register", **_register_metrics(results, plans), **_cpu_metrics(reg_cpu, target)}
     run_row = {**base, "phase": "run", **_run_metrics(results), **_cpu_metrics(run_cpu, target)}
     for row in (reg_row, run_row):
