@@ -564,6 +564,7 @@ class Differential:
     ) -> None:
         if lo.error is not None or co.error is not None:
             if lo.error is not None and co.error is not None:
+                self.deviations[f"D4 both raised in {method} (luigi {lo.error.split(':')[0]})"] += 1
                 return
             if (  # D2
                 method == "decrease_running_task_resources"

@@ -23,6 +23,7 @@ mismatches are written up in ``/work/notes/differential_findings.md``.
 
 from __future__ import annotations
 
+import collections
 import math
 import os
 from collections.abc import Callable
@@ -189,6 +190,7 @@ class DifferentialMachine(RuleBasedStateMachine):
     missing: frozenset[str] = frozenset()
     sequences = 0
     roundtrip_sequences = 0
+    deviations: collections.Counter[str] = collections.Counter()
 
     def __init__(self) -> None:
         super().__init__()
@@ -707,15 +709,27 @@ class DifferentialMachine(RuleBasedStateMachine):
         # a final full comparison, unless a step already failed (the first error is the one to show)
         if self._d is not None and not self._d.broken:
             self.d.observe()
+        if self._d is not None:
+            type(self).deviations.update(self._d.deviations)
 
 
 def _run_machine(make_core: Callable[..., Any], missing: set[str], examples: int) -> tuple[int, int]:
     machine = type(
         "Machine",
         (DifferentialMachine,),
-        {"make_core": staticmethod(make_core), "missing": frozenset(missing)},
+        {
+            "make_core": staticmethod(make_core),
+            "missing": frozenset(missing),
+            "deviations": collections.Counter(),
+        },
     )
-    run_state_machine_as_test(machine, settings=_settings(examples))
+    try:
+        run_state_machine_as_test(machine, settings=_settings(examples))
+    finally:
+        if machine.deviations:
+            print("\naccepted deviations that made a difference:")
+            for what, n in sorted(machine.deviations.items()):
+                print(f"  {n:6d}  {what}")
     return machine.sequences, machine.roundtrip_sequences
 
 
@@ -758,6 +772,35 @@ def test_harness_detects_a_difference() -> None:
     d.add_task(worker="W1", task_id="A")
     with pytest.raises(AssertionError, match="n_pending_tasks"):
         d.count_pending(worker="W1")
+
+
+@needs_core
+def test_harness_detects_a_lossy_snapshot_and_missing_changes() -> None:
+    """The persistence checks can fail: a snapshot that loses a worker, changes that forget a task."""
+    from shard.changes import Changes
+
+    class LossySnapshot(SchedulerCore):  # type: ignore[misc,valid-type]
+        def snapshot(self) -> Any:
+            snap = super().snapshot()
+            snap.workers = snap.workers[:-1]
+            return snap
+
+    d = Differential(make_config(), LossySnapshot, check_changes=False)
+    d.add_task(worker="W1", task_id="A")
+    d.ping(worker="W9")  # the last worker record, referenced by no task
+    with pytest.raises(AssertionError, match="round trip"):
+        d.check_roundtrip()
+
+    class ForgetfulChanges(SchedulerCore):  # type: ignore[misc,valid-type]
+        def collect_changes(self) -> Changes:
+            changes = super().collect_changes()
+            changes.tasks.pop("B", None)
+            return changes
+
+    d = Differential(make_config(), ForgetfulChanges)
+    d.add_task(worker="W1", task_id="A")
+    with pytest.raises(AssertionError, match="'B' changed but is not in collect_changes"):
+        d.add_task(worker="W1", task_id="B")
 
 
 # --------------------------------------------------------------------------- signatures
