@@ -101,6 +101,8 @@ class FederationApp(App[int]):
         if self._polling:
             self._poll_again = True
             return
+        if not self.screen_stack:
+            return  # the app is shutting down: a queued refresh has nothing left to draw on
         self._polling = True
         self._poll(self.wants())
 
