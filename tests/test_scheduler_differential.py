@@ -124,6 +124,7 @@ USUAL_DEPS: dict[str, list[str]] = {
 }
 DEP_IDS = (*TASK_IDS, "X_missing")
 RUNNER_IDS = ("Fam_run1", "Fam_run2")
+RES_IDS = tuple(f"R_{i}" for i in range(6))  # scheduled by the resource-contention rule
 ALL_IDS = (*TASK_IDS, "X_missing", *RUNNER_IDS)
 CLIENT_STATUSES = ("PENDING", "PENDING", "DONE", "FAILED", "RUNNING", "DISABLED", "UNKNOWN", "SUSPENDED")
 RESOURCE_SETS = (None, {}, {"r1": 1}, {"r1": 2}, {"r2": 1}, {"r1": 1, "r2": 1})
@@ -656,6 +657,38 @@ class DifferentialMachine(RuleBasedStateMachine):
                 self.d.call("ping", worker=w)
             if data.draw(st.integers(0, 3), "prune now") == 0:
                 self.d.call("prune")
+        self.after()
+
+    @rule(data=st.data())
+    def schedule_resource_hungry_tasks(self, data: st.DataObject) -> None:
+        """Several workers' tasks competing for resources: the greedy reservation in get_work."""
+        worker = data.draw(st.sampled_from(self.workers[:-1]), "worker")
+        if data.draw(st.booleans(), "set slots"):
+            self.d.call(
+                "add_worker", worker=worker, info={"workers": data.draw(st.sampled_from([1, 2, 3]), "slots")}
+            )
+        ids = data.draw(st.lists(st.sampled_from(RES_IDS), min_size=1, max_size=4, unique=True), "tasks")
+        for tid in ids:
+            deps = data.draw(st.sampled_from([[], [], [], [RES_IDS[0]], ["A"]]), "deps")
+            self.d.call(
+                "add_task",
+                task_id=tid,
+                worker=worker,
+                status="PENDING",
+                runnable=data.draw(st.sampled_from([True, True, True, False]), "runnable"),
+                deps=[d for d in deps if d != tid],
+                family="Res",
+                module="mod.r",
+                params={"i": tid[2:]},
+                resources=data.draw(
+                    st.sampled_from([{"r1": 1}, {"r1": 2}, {"r2": 1}, {"r1": 1, "r2": 1}, {}, {"r3": 1}]),
+                    "resources",
+                ),
+                priority=data.draw(st.sampled_from([0, 1, 2, 5]), "priority"),
+            )
+        for _ in range(data.draw(st.integers(0, 3), "get_work calls")):
+            w = data.draw(st.sampled_from(self.workers), "get_work worker")
+            self.d.call("get_work", worker=w, host="h", assistant=w == "AS")
         self.after()
 
     @rule(data=st.data())
