@@ -45,6 +45,7 @@ from tests.differential import (
     NOT_WIRE_CALLABLE,
     T0,
     Differential,
+    HarnessError,
     LuigiAsCore,
     make_config,
     signature_differences,
@@ -834,6 +835,21 @@ def test_harness_detects_a_lossy_snapshot_and_missing_changes() -> None:
     d.add_task(worker="W1", task_id="A")
     with pytest.raises(AssertionError, match="'B' changed but is not in collect_changes"):
         d.add_task(worker="W1", task_id="B")
+
+
+@needs_core
+def test_deviation_d5_reserved_worker_info_keys() -> None:
+    """D5: info keys that worker_list writes itself make Luigi's worker_list crash from then on;
+    the core refuses them in add_worker, before any change."""
+    d = Differential(make_config(), _make_core)
+    d.add_worker(worker="W1", info={"workers": 1})
+    lo = d.luigi.call("add_worker", {"worker": "W1", "info": {"state": "mine"}})
+    assert lo.error is None
+    with pytest.raises(HarnessError, match="multiple values for keyword argument 'state'"):
+        d.luigi.raw_call("worker_list", {})  # every later worker_list is a 500
+    with pytest.raises((TypeError, ValueError)):
+        d.core.add_worker(worker="W1", info={"state": "mine"})
+    assert [w["name"] for w in d.core.worker_list()] == ["W1"]
 
 
 # --------------------------------------------------------------------------- signatures
@@ -2355,6 +2371,75 @@ def case_stable_done_cooldown(d: Differential) -> None:
     T(d, 11)
     d.add_task(worker="Y", task_id="A", status="PENDING")
     assert keys(d, "PENDING") == {"A"}
+
+
+@case()
+def case_param_visibilities_apply_only_when_params_are_first_set(d: Differential) -> None:
+    d.add_task(worker=WORKER, task_id="A", family="F", params={"a": "1", "h": "2"})
+    d.add_task(
+        worker=WORKER, task_id="A", family="F", params={"a": "1", "h": "2"}, param_visibilities={"h": 1}
+    )
+    assert d.task_list(status="PENDING", upstream_status="")["A"]["params"] == {"a": "1", "h": "2"}
+    d.add_task(worker=WORKER, task_id="B", deps=["C"])  # C: a placeholder without params
+    d.add_task(
+        worker=WORKER, task_id="C", family="F", params={"a": "1", "h": "2"}, param_visibilities={"h": 1}
+    )
+    assert d.task_list(status="PENDING", upstream_status="")["C"]["params"] == {"a": "1"}
+    assert d.get_work(worker=WORKER)["task_params"] == {"a": "1", "h": "2"}
+
+
+@case()
+def case_running_task_of_a_non_stakeholder_fails_at_prune(d: Differential) -> None:
+    d.add_task(worker="AS", task_id="A", status="RUNNING", assistant=True)  # no stakeholder
+    d.add_task(worker="X", task_id="B", status="RUNNING", assistant=True)
+    d.add_worker(worker="X", info=[["assistant", True]])  # ... but X is an assistant
+    d.prune()
+    assert keys(d, "FAILED") == {"A"} and keys(d, "RUNNING") == {"B"}
+
+
+@case(stable_done_cooldown_secs=10)
+def case_suspended_bypasses_the_done_cooldown(d: Differential) -> None:
+    T(d, 0)
+    d.add_task(worker=WORKER, task_id="A", status="DONE")
+    T(d, 1)
+    d.add_task(worker=WORKER, task_id="A", status="PENDING")
+    assert keys(d, "DONE") == {"A"}
+    d.add_task(worker=WORKER, task_id="A", status="SUSPENDED")
+    assert keys(d, "PENDING") == {"A"}
+
+
+@case()
+def case_failed_batch_runner_is_removed_at_next_prune(d: Differential) -> None:
+    T(d, 0)
+    _start_simple_batch(d)
+    d.add_task(worker=WORKER, task_id="A_1_2", status="FAILED", expl='"boom"')
+    assert d.fetch_error(task_id="A_1_2")["error"] == '"boom"'  # fetch_error does not prune
+    assert keys(d, "FAILED") == {"A_1", "A_2"}  # task_list does: the runner is gone
+    assert d.fetch_error(task_id="A_1_2") == {"taskId": "A_1_2", "error": ""}
+
+
+@case()
+def case_worker_info_keys_written_by_worker_list(d: Differential) -> None:
+    d.add_task(worker=WORKER, task_id="A")
+    d.add_worker(worker=WORKER, info={"num_running": 99, "running": "x", "num_pending": -1, "host": "h"})
+    assert d.worker_list()[0]["running"] == {} and d.worker_list()[0]["num_pending"] == 1
+    assert d.worker_list(include_running=False)[0]["running"] == "x"
+
+
+@case()
+def case_unknown_ids_everywhere(d: Differential) -> None:
+    for method in ("fetch_error", "get_task_status_message", "get_task_progress_percentage"):
+        d.call(method, task_id="nope")
+    d.get_running_task_resources(task_id="nope")
+    d.set_task_status_message(task_id="nope", status_message="x")
+    d.set_task_progress_percentage(task_id="nope", progress_percentage=1)
+    d.decrease_running_task_resources(task_id="nope", decrease_resources={"r": 1})
+    d.add_scheduler_message_response(task_id="nope", message_id="m", response="r")
+    assert d.get_scheduler_message_response(task_id="nope", message_id="m") == {"response": None}
+    assert d.re_enable_task(task_id="nope") == {}
+    assert d.dep_graph(task_id="nope") == {} and d.inverse_dep_graph(task_id="nope") == {}
+    d.report_task_statistics(task_id="nope", statistics={})
+    d.announce_scheduling_failure(task_name="T", family="T", params={}, expl="e", owners=[], worker=WORKER)
 
 
 def _run_case(name: str, make_core: Callable[..., Any]) -> Differential:
