@@ -37,25 +37,6 @@ def _setup_logging(level: str) -> None:
     logging.getLogger("luigi-interface").setLevel(logging.WARNING)
 
 
-def load_scheduler_config(path: str | None) -> Any:
-    """``[scheduler]`` and ``[resources]`` of a TOML file as a SchedulerConfig."""
-    from federation.config import SchedulerConfig
-
-    if not path:
-        return SchedulerConfig()
-    try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-    except OSError as e:
-        raise ConfigError(f"cannot read: {e.strerror}", source=path) from e
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"not valid TOML: {e}", source=path) from e
-    section = dict(data.get("scheduler", {}))
-    if "resources" in data:
-        section["resources"] = data["resources"]
-    return SchedulerConfig.from_mapping(section, source=path)
-
-
 # -- fedctl shard serve ---------------------------------------------------------
 def _has_shards(path: str) -> bool:
     try:
@@ -80,6 +61,7 @@ def cmd_shard_serve(args: argparse.Namespace) -> int:
                               source=args.config)
         server = build_federated_shard(cfg, args.id, bind=args.bind, prune_interval=args.prune_interval)
     else:
+        from federation.config import load_scheduler_config
         from shard.app import build_shard
 
         if not args.db:

@@ -452,6 +452,28 @@ def _store_url(value: str, base_dir: str | None) -> str:
     return "sqlite:///" + os.path.normpath(os.path.abspath(path))
 
 
+def read_toml(path: str) -> dict[str, Any]:
+    """A TOML file as a dict; an unreadable or invalid file is a ConfigError naming it."""
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except OSError as e:
+        raise ConfigError(f"cannot read: {e.strerror or e}", source=path) from e
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"not valid TOML: {e}", source=path) from e
+
+
+def load_scheduler_config(path: str | None) -> SchedulerConfig:
+    """``[scheduler]`` and ``[resources]`` of a TOML file (a standalone shard's settings)."""
+    if not path:
+        return SchedulerConfig()
+    data = read_toml(path)
+    section = dict(data.get("scheduler", {}))
+    if "resources" in data:
+        section["resources"] = data["resources"]
+    return SchedulerConfig.from_mapping(section, source=path)
+
+
 def load_federation_config(path: str | None = None, *, env: Mapping[str, str] | None = None,
                            overrides: Mapping[str, Any] | None = None) -> FederationConfig:
     """Read ``federation.toml`` and apply, in rising precedence, env (``FED_...``) and CLI overrides.
@@ -478,13 +500,7 @@ def load_federation_config(path: str | None = None, *, env: Mapping[str, str] | 
     base_dir: str | None = None
     source = path or "<defaults>"
     if path:
-        try:
-            with open(path, "rb") as f:
-                data = tomllib.load(f)
-        except OSError as e:
-            raise ConfigError(f"cannot read: {e.strerror or e}", source=path) from e
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"not valid TOML: {e}", source=path) from e
+        data = read_toml(path)
         base_dir = os.path.dirname(os.path.abspath(path))
     layered = merge_overrides(data, env_overrides(env), overrides or {})
     return FederationConfig.from_mapping(layered, source=source, base_dir=base_dir)

@@ -13,10 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from federation.config import FederationConfig, RouterConfig, SchedulerConfig, ShardSpec
-from federation.errors import FederationError
 from federation.transport import ZmqClient
 from tests.conftest import free_port
-from tests.procs import ROOT, fed_env, wait_for
+from tests.procs import ROOT, call_ok, fed_env, wait_for
 
 SHARD_MAIN = ("import sys; from federation.cli import main; "
               "sys.exit(main(['shard', 'serve', '--config', sys.argv[1], '--id', sys.argv[2]]))")
@@ -74,13 +73,13 @@ class FedCluster:
         self.shards[sid] = self._spawn(sid, SHARD_MAIN, str(self.config_path), sid)
         if wait:
             endpoint = self.config.shard(sid).endpoint
-            wait_for(lambda: self.shards[sid].poll() is not None or _answers(endpoint, "shard_info"),
+            wait_for(lambda: self.shards[sid].poll() is not None or call_ok(endpoint, "shard_info"),
                      30, what=f"shard {sid}")
             assert self.shards[sid].poll() is None, self.log(sid)
 
     def start_router(self) -> None:
         self.router = self._spawn("router", ROUTER_MAIN, str(self.config_path))
-        wait_for(lambda: self.router.poll() is not None or _answers(self.endpoint, "federation_health"), 30,
+        wait_for(lambda: self.router.poll() is not None or call_ok(self.endpoint, "federation_health"), 30,
                  what="router")
         assert self.router.poll() is None, self.log("router")
 
@@ -90,7 +89,7 @@ class FedCluster:
         for sid in self.config.shard_ids:
             endpoint = self.config.shard(sid).endpoint
             wait_for(lambda sid=sid, endpoint=endpoint: self.shards[sid].poll() is not None
-                     or _answers(endpoint, "shard_info"), 30, what=f"shard {sid}")
+                     or call_ok(endpoint, "shard_info"), 30, what=f"shard {sid}")
             assert self.shards[sid].poll() is None, self.log(sid)
         self.start_router()
         self.wait_all_up()
@@ -98,7 +97,7 @@ class FedCluster:
 
     def wait_all_up(self, timeout: float = 30.0) -> dict[str, Any]:
         def all_up() -> Any:
-            h = _answers(self.endpoint, "federation_health")
+            h = call_ok(self.endpoint, "federation_health")
             return h if h and all(s["up"] for s in h["shards"]) else None
 
         return wait_for(all_up, timeout, what="every shard up in federation_health")
@@ -148,14 +147,3 @@ class FedCluster:
 
     def health(self) -> dict[str, Any]:
         return self.call("federation_health")
-
-
-def _answers(endpoint: str, method: str) -> Any:
-    client = ZmqClient(endpoint, timeout=0.5)
-    try:
-        return client.call(method, {})
-    except FederationError:
-        return None
-    finally:
-        client.close()
-

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import tomllib
 from dataclasses import dataclass, fields
 from typing import Any
 
+from federation.config import read_toml
 from federation.errors import ConfigError
 
 
@@ -117,14 +117,7 @@ def load_tui_config(path: str | None) -> TuiConfig:
     """The ``[tui]`` table of a TOML file (other tables are ignored); defaults when ``path`` is None."""
     if not path:
         return TuiConfig()
-    try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-    except OSError as e:
-        raise ConfigError(f"cannot read: {e.strerror}", source=path) from e
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"not valid TOML: {e}", source=path) from e
-    section = data.get("tui", {})
+    section = read_toml(path).get("tui", {})
     if not isinstance(section, dict):
         raise ConfigError("[tui] must be a table", source=path)
     return TuiConfig.from_mapping(section, source=path)
