@@ -480,6 +480,11 @@ def build_parser() -> argparse.ArgumentParser:
     tui.add_argument("--replay", default=None, help="show a recorded capture instead of a live router")
     tui.add_argument("--record", default=None, help="record every call and answer to this capture file")
     tui.set_defaults(func=cmd_tui)
+
+    # argparse wiring only; the load test's heavy imports stay inside its commands
+    from loadtest.command import register as register_loadtest
+
+    register_loadtest(sub)
     return p
 
 

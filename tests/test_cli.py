@@ -18,7 +18,7 @@ def fedctl(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.parametrize("cmd", [[], ["shard", "serve"], ["run"], ["router", "serve"], ["up"], ["demo"],
-                                 ["status"], ["tui"]])
+                                 ["status"], ["tui"], ["loadtest", "run"], ["loadtest", "compare"]])
 def test_every_command_has_help(cmd: list[str]) -> None:
     r = fedctl(*cmd, "--help")
     assert r.returncode == 0 and "usage: fedctl" in r.stdout
