@@ -137,7 +137,7 @@ def run(opts: RunOptions, progress: Progress | None = None, log: Callable[[str],
         log(f"{target} ({via}) up in {time.monotonic() - t0:.1f} s"
             + (f": {opts.shards} shard(s) on {opts.store}" if isinstance(server, LocalFederation) else ""))
         try:
-            outcomes.append(run_target(opts, this, server, target, via, run_id, progress))
+            outcomes.append(run_target(opts, this, server, target, via, run_id, progress, log))
         finally:
             server.stop()
         log(f"{target} ({via}): {outcomes[-1].checks.summary()}")
@@ -171,7 +171,7 @@ class _Pruner(threading.Thread):
 
 
 def run_target(opts: RunOptions, dag: Dag, server: Any, target: str, via: str, run_id: str,
-               progress: Progress | None = None) -> TargetOutcome:
+               progress: Progress | None = None, log: Callable[[str], None] = lambda _m: None) -> TargetOutcome:
     label = f"{target}/{via}"
     notes: list[str] = []
     cfg = DriverConfig(server.endpoint(via), task_ms=opts.task_ms, wait_interval=opts.wait_interval,
@@ -190,10 +190,13 @@ def run_target(opts: RunOptions, dag: Dag, server: Any, target: str, via: str, r
     deadline = time.monotonic() + opts.deadline if opts.deadline else None
     r0 = roles()
     s0 = procstats.snapshot(r0)
+    t_reg = time.monotonic()
     registered = driver.register(
         (lambda n: progress(label, "register", n, driver.registration_calls)) if progress else None, deadline)
     r1 = roles()
     s1 = procstats.snapshot(r1)
+    log(f"{label}: registered {driver.registered()} tasks in {time.monotonic() - t_reg:.1f} s"
+        + ("; the run starts" if registered else f"; stopped: {driver.stall}"))
     pruner = _Pruner(server, opts.prune_every) if (opts.fail_rate or opts.perm_fail_rate) else None
     expected_done = sum(1 for s in dag.expected_status() if s == "DONE")
     if registered:
@@ -203,6 +206,7 @@ def run_target(opts: RunOptions, dag: Dag, server: Any, target: str, via: str, r
                    stall_timeout=opts.stall_timeout, deadline=deadline, expected_done=expected_done)
         if pruner:
             pruner.stopped.set()
+        log(f"{label}: {driver.done()} tasks done in {time.monotonic() - t_reg:.1f} s since registration began")
     else:
         driver.abort()
         driver.close()
