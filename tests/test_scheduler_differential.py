@@ -61,7 +61,7 @@ except Exception as e:  # the core is written in parallel; skip until it imports
 
 needs_core = pytest.mark.skipif(SchedulerCore is None, reason=_CORE_IMPORT_ERROR or "core missing")
 
-CI_EXAMPLES = 120
+CI_EXAMPLES = 300
 CI_STEPS = 40
 SELF_CHECK_EXAMPLES = 25
 
