@@ -15,9 +15,14 @@ Three layers (harness in ``tests/differential.py``):
 The same machine runs Luigi against a second Luigi as a check that the
 harness has no false positives.
 
-``FED_DIFF_EXAMPLES=N`` runs N generated sequences instead of the CI default;
-``FED_DIFF_STEPS`` sets the steps per sequence; ``FED_DIFF_RANDOM=1`` draws
-new sequences instead of the reproducible (derandomized) ones.  Found
+``FED_DIFF_EXAMPLES=N`` runs N generated sequences instead of the CI default
+(300, about a minute); ``FED_DIFF_STEPS`` sets the steps per sequence (40);
+``FED_DIFF_RANDOM=1`` draws new sequences instead of the reproducible
+(derandomized) ones; ``FED_DIFF_SHRINK=1`` lets hypothesis shrink a failure
+(minutes); ``FED_DIFF_LUIGI_SETS=builtin`` runs Luigi with its own hash-ordered
+sets (expect order-only differences, see ``tests/differential.py``).  A long
+run: ``FED_DIFF_RANDOM=1 FED_DIFF_EXAMPLES=5000 python -m pytest
+tests/test_scheduler_differential.py -k generated -s -o timeout=0``.  Found
 mismatches are written up in ``/work/notes/differential_findings.md``.
 """
 
