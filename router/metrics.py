@@ -46,10 +46,24 @@ class RouterMetrics:
                               registry=self.registry)
         self.shard_seconds = Histogram("fed_router_shard_seconds", "Round trip of one request to a shard",
                                        ["shard"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        # labels() costs a lock and a dict lookup per call: on the forward path keep the children
+        self._requests: dict[str, Any] = {}
+        self._shard: dict[str, Any] = {}
+
+    def request(self, method: str) -> None:
+        child = self._requests.get(method)
+        if child is None:
+            # method names come from the wire: unknown ones must not become label values
+            child = self.requests.labels(method if method in self.methods else "(other)")
+            if method in self.methods:
+                self._requests[method] = child
+        child.inc()
+
+    def shard_round_trip(self, shard: str, seconds: float) -> None:
+        child = self._shard.get(shard)
+        if child is None:
+            child = self._shard[shard] = self.shard_seconds.labels(shard)
+        child.observe(seconds)
 
     def watch(self, router: Any) -> None:
         self.registry.register(_LinkCollector(router))
-
-    def request(self, method: str) -> None:
-        # method names come from the wire: unknown ones must not become label values
-        self.requests.labels(method if method in self.methods else "(other)").inc()

@@ -374,7 +374,7 @@ class Router:
             w = self._waits.pop(tag, None)
             if w is None:
                 continue  # its deadline passed; the caller already had its answer
-            self.metrics.shard_seconds.labels(link.id).observe(time.monotonic() - w.sent)
+            self.metrics.shard_round_trip(link.id, time.monotonic() - w.sent)
             if w.probe:
                 link.latency_ms = (time.monotonic() - w.sent) * 1000.0
             if link.up is not True:

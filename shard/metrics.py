@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000)
@@ -23,10 +25,17 @@ class ShardMetrics:
         self.up_since = Gauge("fed_shard_start_time_seconds", "Unix time the shard started", ["shard"],
                               registry=self.registry)
         self.shard_id = shard_id
+        self._children: dict[tuple[str, str], Any] = {}
 
     def request(self, method: str, outcome: str) -> None:
-        # unknown method names come from the wire: never let them become label values
-        self.requests.labels(self.shard_id, method if method in self.methods else "(other)", outcome).inc()
+        key = (method, outcome)
+        child = self._children.get(key)
+        if child is None:
+            # unknown method names come from the wire: never let them become label values
+            child = self.requests.labels(self.shard_id, method if method in self.methods else "(other)", outcome)
+            if method in self.methods:
+                self._children[key] = child  # labels() per request costs a lock and lookups
+        child.inc()
 
     def serve(self, address: str) -> tuple[str, int]:
         host, _, port = address.rpartition(":")
