@@ -43,8 +43,10 @@ each accepted here exactly and only where it applies:
 * D3 ``count_pending`` leaves out PENDING tasks whose upstream is disabled;
   the core computes the exact set, Luigi a memoised DFS whose answer depends
   on the walk order when a dependency cycle or an UNKNOWN task with deps
-  exists.  Only then are the three counters (also inside ``get_work``'s
-  reply) not compared.
+  exists.  Only then, ``count_pending``'s three counters are checked against
+  that exact set (computed here from Luigi's state) instead of Luigi's answer,
+  and inside ``get_work``'s reply (computed before the task is handed out)
+  they are not compared.
 * D4 calls Luigi crashes on half-way (e.g. ``add_task(status=RUNNING,
   batch_id=<no BATCH_RUNNING member>)``): the core refuses them up front;
   Luigi is rolled back (see above) and both must raise.
@@ -431,6 +433,34 @@ def upstream_walk_is_order_dependent(luigi: LuigiSide) -> bool:
     return any(tid not in state and has_cycle(tid) for tid in tasks)
 
 
+def exact_pending_counters(luigi: LuigiSide, worker: str) -> tuple[int, int, int]:
+    """``count_pending``'s counters with the exact upstream-disabled set (the core's D3 semantics).
+
+    A PENDING task is left out when one of its existing deps is DISABLED or is
+    itself a PENDING task left out (the fixpoint of Luigi's rule on a DAG).
+    """
+    tasks = luigi.sch._state._tasks
+    left_out: set[str] = set()
+    changed = True
+    while changed:
+        changed = False
+        for t in tasks.values():
+            if t.status == "PENDING" and t.id not in left_out:
+                if any(d in tasks and (tasks[d].status == "DISABLED" or d in left_out) for d in t.deps):
+                    left_out.add(t.id)
+                    changed = True
+    mine = [
+        t
+        for t in tasks.values()
+        if t.status in ("PENDING", "FAILED") and worker in t.workers and t.id not in left_out
+    ]
+    return (
+        len(mine),
+        sum(len(t.workers) == 1 for t in mine),
+        sum(list(t.workers)[-1] == worker for t in mine),
+    )
+
+
 # --------------------------------------------------------------------------- the driver
 
 
@@ -588,6 +618,15 @@ class Differential:
             counters = ("n_pending_tasks", "n_unique_pending", "n_pending_last_scheduled")
             if any(lv.get(k) != cv.get(k) for k in counters):
                 self.deviations["D3"] += 1
+                if method == "count_pending":  # no state change: check the core's documented semantics
+                    expected = exact_pending_counters(luigi or self.luigi, kwargs["worker"])
+                    got = tuple(cv.get(k) for k in counters)
+                    if got != expected:
+                        self.fail(
+                            f"{_fmt_call(method, kwargs)}: D3 applies, but the core's counters {got} are not "
+                            f"the exact upstream-disabled exclusion {expected} (luigi's DFS: "
+                            f"{tuple(lv.get(k) for k in counters)})"
+                        )
             lv = {k: v for k, v in lv.items() if k not in counters}
             cv = {k: v for k, v in cv.items() if k not in counters}
         if method == "send_scheduler_message" and isinstance(lv, dict) and isinstance(cv, dict):
