@@ -13,7 +13,7 @@ Luigi costs ~0.5 s per call at 100k pending, so its samples are capped by a time
 Latency is wall time; ``cpu p99`` is the calling thread's CPU time, which leaves out
 preemption by other processes (this benchmark often shares a small box).
 
-    python -m loadtest.bench_get_work --sizes 1000 10000 100000
+    python -m benchmarks.bench_get_work --sizes 1000 10000 100000
 """
 
 from __future__ import annotations

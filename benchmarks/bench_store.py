@@ -5,9 +5,9 @@ records (about 600 bytes of msgpack each, half of them updates of earlier
 rows) plus one event per task and one worker upsert per batch, for a fixed
 time, and reports commits/s, task rows/s and commit latency percentiles.
 
-    python -m loadtest.bench_store                         # sqlite (full, normal) + postgres
-    python -m loadtest.bench_store --backends postgresql --batches 1 100 1000 5000 --seconds 5
-    python -m loadtest.bench_store --load-tasks 100000     # also time load() of 100k tasks
+    python -m benchmarks.bench_store                         # sqlite (full, normal) + postgres
+    python -m benchmarks.bench_store --backends postgresql --batches 1 100 1000 5000 --seconds 5
+    python -m benchmarks.bench_store --load-tasks 100000     # also time load() of 100k tasks
 
 The Postgres run uses a throwaway schema in ``--pg-url`` and drops it.
 """
