@@ -54,7 +54,7 @@ class FederationScheduler(luigi.rpc.RemoteScheduler):
             return self._client.call(method, data)
         except ProtocolError as e:
             if e.message.startswith("cannot encode arguments"):
-                # something msgpack cannot carry (e.g. a tuple subclass): send what JSON would
+                # a value msgpack cannot carry but JSON can (an int beyond 64 bits): send what luigid would get
                 return self._client.call(method, json.loads(json.dumps(data)))
             raise
 
