@@ -44,7 +44,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from luigi.task_status import BATCH_RUNNING, DONE, PENDING, RUNNING, SUSPENDED, UNKNOWN
+from luigi.task_status import BATCH_RUNNING, DISABLED, DONE, PENDING, RUNNING, SUSPENDED, UNKNOWN
 
 from federation.placement import Placement, namespace_of
 from shard.changes import Changes, Snapshot
@@ -52,6 +52,8 @@ from shard.scheduler import RPC_METHODS
 
 #: most changes returned by one fed_changes call (the router asks again when ``more`` is set)
 FEED_PAGE = 20_000
+
+_EMPTY: frozenset[str] = frozenset()
 
 FED_METHODS = ("fed_state", "fed_changes", "fed_status", "fed_mirror_update", "fed_raise_priority",
                "fed_get_work", "fed_health", "fed_inverse_dep_graph")
@@ -111,12 +113,24 @@ class FederatedCore:
         self._res_tasks: set[str] = set()
         self._ns: dict[str, dict[str, int]] = {}
         self._counted: dict[str, str] = {}  # owned task -> the status it is counted under in _ns
+        self._ud: set[str] = self._upstream_disabled()
         for task_id, t in self.core._tasks.items():
             self._note(task_id, t.status, t.priority, bool(t.resources), bool(t.family), feed=False)
+
+    def _upstream_disabled(self) -> set[str]:
+        """The core's PENDING tasks whose upstream is DISABLED (an empty set when nothing is)."""
+        core = self.core
+        if not core._by_status[DISABLED]:
+            return _EMPTY
+        return core._upstream_disabled()
 
     def _note(self, task_id: str, status: str | None, priority: Any, needs_resources: bool, has_family: bool, *,
               feed: bool) -> None:
         """Record a task's (possibly) new state: feed, namespace counts, mirrors, resource tasks.
+
+        The feed carries the status a mirror should take: DISABLED for a PENDING task whose
+        upstream is DISABLED (Luigi's UPSTREAM_DISABLED, which only this shard can see), so that
+        the dependents elsewhere are UPSTREAM_DISABLED too and left out of ``n_pending_tasks``.
 
         A task this shard does not own is a mirror only while it is Luigi's bare placeholder (no
         family): a batch runner, whose id belongs elsewhere but which runs here with its batch,
@@ -145,6 +159,8 @@ class FederatedCore:
             else:
                 self._mirrors.add(task_id)
                 self._res_tasks.discard(task_id)
+            if status == PENDING and task_id in self._ud:
+                status = DISABLED
             if prev is not None and prev == (status, priority):
                 return
             self._state[task_id] = (status, priority)
@@ -169,12 +185,21 @@ class FederatedCore:
         changes = self.core.collect_changes()
         if changes.is_empty():
             return
+        old_ud = self._ud
+        self._ud = ud = self._upstream_disabled()
         for task_id, rec in changes.tasks.items():
             self._note(task_id, rec["status"], rec.get("priority"), bool(rec.get("resources")),
                        bool(rec.get("family")), feed=True)
         for task_id in changes.deleted_tasks:
             if task_id in self._state:
                 self._note(task_id, None, None, False, False, feed=True)
+        if ud is not old_ud:
+            # tasks that became (or stopped being) upstream-disabled without a change of their own
+            tasks = self.core._tasks
+            for task_id in ud.symmetric_difference(old_ud):
+                t = tasks.get(task_id)
+                if t is not None and task_id not in changes.tasks:
+                    self._note(task_id, t.status, t.priority, bool(t.resources), bool(t.family), feed=True)
         if self._stash is None:
             self._stash = changes
         else:

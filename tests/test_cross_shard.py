@@ -221,3 +221,67 @@ def _get_work(client: Any, worker: str) -> str | None:
         return client.call("get_work", {"worker": worker, "current_tasks": []})["task_id"]
     except Exception:
         return None
+
+
+def chain(placement: Placement, tag: str) -> tuple[str, str, str]:
+    """Ids a <- b <- c (c needs b needs a), each on another shard than the task it depends on."""
+    for i in range(10_000):
+        a, b, c = (luigi.task.task_id_str(f"xs.{f}", {"i": f"{tag}{i}"}) for f in ("A", "B", "C"))
+        if placement.owner(a) != placement.owner(b) != placement.owner(c):
+            return a, b, c
+    raise AssertionError("no crossing chain")
+
+
+def _upstream_disabled_calls(a: str, b: str, c: str, worker: str) -> list[tuple[str, dict[str, Any]]]:
+    """c needs b needs a; a fails once with retry_count 1 and is DISABLED."""
+    policy = {"retry_count": 1, "disable_hard_timeout": 3600, "disable_window": 3600}
+    return [
+        ("add_task", {"task_id": c, "worker": worker, "family": "xs.C", "deps": [b]}),
+        ("add_task", {"task_id": b, "worker": worker, "family": "xs.B", "deps": [a]}),
+        ("add_task", {"task_id": a, "worker": worker, "family": "xs.A", "retry_policy_dict": policy}),
+        ("get_work", {"worker": worker, "current_tasks": []}),
+        ("add_task", {"task_id": a, "worker": worker, "status": "FAILED", "runnable": None,
+                      "family": "xs.A", "retry_policy_dict": policy}),
+    ]
+
+
+def test_upstream_disabled_across_shards_lets_the_worker_exit(cluster: FedCluster) -> None:
+    """A task whose upstream is DISABLED on another shard is not pending work (Luigi's UPSTREAM_DISABLED):
+    workers see n_pending_tasks fall to what luigid says, two shards away, and back after a re-enable."""
+    from luigi.scheduler import Scheduler
+
+    placement = Placement.from_config(cluster.config)
+    a, b, c = chain(placement, "ud")
+    worker = "w-ud"
+    luigid = Scheduler()
+    client = cluster.client()
+    for method, kwargs in _upstream_disabled_calls(a, b, c, worker):
+        expected = getattr(luigid, method)(**kwargs)
+        got = client.call(method, kwargs)
+        if method == "get_work":
+            assert got["task_id"] == expected["task_id"] == a
+    assert luigid.task_list("DISABLED", "")[a]["status"] == "DISABLED"
+    want = luigid.count_pending(worker)
+    assert want["n_pending_tasks"] == 0  # luigid: nothing left that can run, the worker may stop
+
+    def pending() -> int:
+        return client.call("count_pending", {"worker": worker})["n_pending_tasks"]
+
+    wait_for(lambda: pending() == want["n_pending_tasks"], 5, what="n_pending_tasks to drop to luigid's 0")
+    got = client.call("count_pending", {"worker": worker})
+    for key in ("n_pending_tasks", "n_unique_pending", "n_pending_last_scheduled"):
+        assert got[key] == want[key], key
+    # both dependents are listed as UPSTREAM_DISABLED, as by luigid; the owner's status (PENDING) wins
+    for status_filter in ("PENDING",):
+        want_list = luigid.task_list(status_filter, "UPSTREAM_DISABLED")
+        got_list = client.call("task_list", {"status": status_filter, "upstream_status": "UPSTREAM_DISABLED"})
+        assert {b, c} <= set(want_list)
+        assert {b, c} <= set(got_list)
+        assert got_list[c]["status"] == got_list[b]["status"] == "PENDING"
+    assert client.call("get_work", {"worker": worker, "current_tasks": []})["n_pending_tasks"] == 0
+    # re-enabled: a is FAILED again (luigid's re_enable), b and c count as pending once more
+    luigid.re_enable_task(a)
+    client.call("re_enable_task", {"task_id": a})
+    want = luigid.count_pending(worker)
+    assert want["n_pending_tasks"] == 3
+    wait_for(lambda: pending() == want["n_pending_tasks"], 5, what="n_pending_tasks back after re-enable")
