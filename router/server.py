@@ -45,14 +45,13 @@ merged in :mod:`router.merge`.  The federation's own machinery:
 
 from __future__ import annotations
 
-import heapq
 import itertools
 import logging
 import signal
 import struct
 import threading
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -240,7 +239,9 @@ class Router:
         self.pinned: dict[str, str] = {}
         self._tags = itertools.count(1)
         self._waits: dict[bytes, _Wait] = {}
-        self._deadlines: list[tuple[float, bytes]] = []
+        #: (deadline, tag) of every call sent, one FIFO per timeout (deadlines in each are in order,
+        #: so both ends are O(1); a heap of all calls cost ~4 % of the router at 1k tasks/s)
+        self._deadlines: dict[float, deque[tuple[float, bytes]]] = {}
         self._soon: list[Callable[[], None]] = []
         self._token_busy = False
         self._token_waiters: list[Callable[[], None]] = []
@@ -315,8 +316,9 @@ class Router:
             return 0
         now = time.monotonic()
         nxt = min(self._next_relay, now + 0.1)
-        if self._deadlines:
-            nxt = min(nxt, self._deadlines[0][0])
+        for q in self._deadlines.values():
+            if q:
+                nxt = min(nxt, q[0][0])
         return max(0, int((nxt - now) * 1000) + 1)
 
     def _run_soon(self) -> None:
@@ -352,9 +354,13 @@ class Router:
             self._soon.append(lambda: cb(None, err))
             return
         now = time.monotonic()
-        deadline = now + (timeout or self.timeout)
+        span = timeout or self.timeout
+        deadline = now + span
         self._waits[tag] = _Wait(sid, deadline, now, cb, raw, probe)
-        heapq.heappush(self._deadlines, (deadline, tag))
+        q = self._deadlines.get(span)
+        if q is None:
+            q = self._deadlines[span] = deque()
+        q.append((deadline, tag))
 
     def _call(self, sid: str, method: str, kwargs: dict[str, Any], cb: Callback, *,
               timeout: float | None = None, force: bool = False, probe: bool = False) -> None:
@@ -363,6 +369,8 @@ class Router:
 
     def _drain_shard(self, link: ShardLink) -> None:
         for _ in range(FRONT_BATCH * 4):
+            if not transport.has_input(link.sock):
+                return
             try:
                 frames = link.sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
@@ -395,8 +403,11 @@ class Router:
 
     def _expire(self) -> None:
         now = time.monotonic()
-        while self._deadlines and self._deadlines[0][0] <= now:
-            _, tag = heapq.heappop(self._deadlines)
+        due: list[bytes] = []
+        for q in self._deadlines.values():
+            while q and q[0][0] <= now:
+                due.append(q.popleft()[1])
+        for tag in due:
             w = self._waits.pop(tag, None)
             if w is None:
                 continue
@@ -478,6 +489,8 @@ class Router:
     # -- client requests -------------------------------------------------------------------------
     def _drain_front(self) -> None:
         for _ in range(FRONT_BATCH):
+            if not transport.has_input(self.front):
+                return
             try:
                 frames = self.front.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:

@@ -121,6 +121,8 @@ class ShardServer:
         replies: list[tuple[list[bytes], int, Any, FederationError | None, str]] = []
         t_batch = time.perf_counter()
         for _ in range(self.batch_max):
+            if not transport.has_input(self.sock):
+                break
             try:
                 frames = self.sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
