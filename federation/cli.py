@@ -265,6 +265,47 @@ def format_health(health: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+# -- fedctl history export ------------------------------------------------------
+def _when(value: str | None, flag: str) -> float | None:
+    """Epoch seconds from ``--since``/``--until``: a number, or an ISO 8601 date/time (UTC if no zone)."""
+    if value is None or value == "":
+        return None
+    from datetime import UTC, datetime
+
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        dt = datetime.fromisoformat(value)
+    except ValueError:
+        raise ConfigError(f"{flag} {value!r}: give epoch seconds or an ISO 8601 date/time (2026-11-25T06:00)") from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.timestamp()
+
+
+def cmd_history_export(args: argparse.Namespace) -> int:
+    from federation.config import load_federation_config
+    from shard.history import StoreRef, export_history, read_history
+
+    cfg = load_federation_config(args.config)
+    wanted = args.shard or list(cfg.shard_ids)
+    unknown = [s for s in wanted if s not in cfg.shard_ids]
+    if unknown:
+        raise ConfigError(f"no shard {', '.join(unknown)} in {args.config} (shards: {', '.join(cfg.shard_ids)})")
+    refs = [StoreRef(sid, cfg.shard(sid).store, cfg.shard(sid).schema) for sid in wanted]
+    result = export_history(refs, args.out, since=_when(args.since, "--since"), until=_when(args.until, "--until"),
+                            namespaces=args.namespace or ())
+    print(f"{result.rows} events from {len(refs)} shard(s) written to {result.path}")
+    if result.rows:
+        df = read_history(result.path)
+        table = df.pivot_table(index=df["namespace"].fillna("(pruned)"), columns="status", values="event_id",
+                               aggfunc="count", fill_value=0)
+        print(table.to_string())
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """A local federation running a week of the daily pipeline with real Luigi workers."""
     import datetime as dt
@@ -465,6 +506,22 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="print federation_health as JSON")
     status.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the router")
     status.set_defaults(func=cmd_status)
+
+    history = sub.add_parser("history", help="task history from the shards' event tables")
+    history_sub = history.add_subparsers(dest="history_cmd", metavar="COMMAND")
+    export = history_sub.add_parser(
+        "export", help="every shard's task history to one Parquet file",
+        description="Read the event history (every status change: task, status, worker, host, time) of the "
+                    "shards in federation.toml straight from their stores, read-only (the shards may be "
+                    "running), and write it to one Parquet file (pyarrow; pandas.read_parquet reads it).")
+    export.add_argument("--config", default=_env("FED_CONFIG"), help="federation.toml [FED_CONFIG]")
+    export.add_argument("--out", required=True, help="Parquet file to write (replaced when complete)")
+    export.add_argument("--shard", action="append", help="only this shard (repeatable; default: all)")
+    export.add_argument("--namespace", action="append",
+                        help="only tasks of this namespace and the ones below it (repeatable)")
+    export.add_argument("--since", help="events at or after this time: epoch seconds or ISO 8601 (UTC if no zone)")
+    export.add_argument("--until", help="events before this time: epoch seconds or ISO 8601")
+    export.set_defaults(func=cmd_history_export)
 
     tui = sub.add_parser("tui", help="the federation's health in the terminal (Textual)",
                          description="A k9s-like terminal UI over the router: shards, namespaces, tasks, workers; "

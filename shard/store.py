@@ -241,6 +241,28 @@ class Store(ABC):
             query = query.limit(max(0, int(limit)))
         return self._run("events", lambda conn: [Event(*row) for row in conn.execute(query)])
 
+    def history(self, *, after_id: int = 0, since: float | None = None, until: float | None = None,
+                limit: int = 50_000) -> list[tuple[int, str, str, str | None, str | None, float, str | None, str | None]]:
+        """One page of history with what the tasks table still knows of each task, in commit order.
+
+        Rows ``(event_id, task_id, status, worker, host, ts, family, namespace)`` with
+        ``event_id > after_id`` and ``since <= ts < until``; family and namespace are None for a
+        task that was pruned since.  Page on with ``after_id`` = the last row's ``event_id``.
+        """
+        ev, t = events_table, tasks_table
+        query = (
+            sa.select(ev.c.id, ev.c.task_id, ev.c.status, ev.c.worker, ev.c.host, ev.c.ts, t.c.family, t.c.namespace)
+            .select_from(ev.outerjoin(t, t.c.task_id == ev.c.task_id))
+            .where(ev.c.id > int(after_id))
+            .order_by(ev.c.id)
+            .limit(max(1, int(limit)))
+        )
+        if since is not None:
+            query = query.where(ev.c.ts >= float(since))
+        if until is not None:
+            query = query.where(ev.c.ts < float(until))
+        return self._run("history", lambda conn: [tuple(row) for row in conn.execute(query)])
+
     def counts_by_status(self) -> dict[str, int]:
         """Number of stored tasks per status."""
         query = sa.select(tasks_table.c.status, sa.func.count()).group_by(tasks_table.c.status)
