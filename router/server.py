@@ -243,6 +243,10 @@ class Router:
         #: so both ends are O(1); a heap of all calls cost ~4 % of the router at 1k tasks/s)
         self._deadlines: dict[float, deque[tuple[float, bytes]]] = {}
         self._soon: list[Callable[[], None]] = []
+        #: this turn's new mirror subscriptions, by owner: dependency -> shards that mirror it
+        self._status_asks: dict[str, dict[str, set[str]]] = {}
+        #: (dependency, mirroring shard) whose owner status is not at the mirror yet -> calls waiting
+        self._unsettled: dict[tuple[str, str], list[_Call]] = {}
         self._token_busy = False
         self._token_waiters: list[Callable[[], None]] = []
         self._stop = threading.Event()
@@ -305,6 +309,7 @@ class Router:
         if front and self.front in events:
             self._drain_front()
         self._run_soon()
+        self._flush_status_asks()
         self._flush_pulls()
         self._expire()
         if timers:
@@ -679,8 +684,11 @@ class Router:
         if runner or task_id in self.subs:
             # a batch runner's report also changes its members, which other shards may mirror
             self._hold_for_relay(call, link)
-        # remote dependencies: the shard of this task mirrors them from now on
-        new: dict[str, list[str]] = defaultdict(list)
+        self._forward(call, sid, task_id.encode("utf-8"), body)
+        # remote dependencies: the shard of this task mirrors them from now on.  The answer waits
+        # until the owner's current status of each has been sent to the mirror (after the add_task
+        # that makes the placeholder: same FIFO), so the worker's next get_work sees it — also
+        # when another call of this turn subscribed the same dependency first.
         for field_name in ("deps", "new_deps"):
             deps = kwargs.get(field_name)
             if not isinstance(deps, list):
@@ -689,14 +697,32 @@ class Router:
                 if not isinstance(dep, str):
                     continue
                 dep_owner = self.owner(dep)
-                if dep_owner != sid and self._subscribe(dep, sid):
-                    new[dep_owner].append(dep)
-        self._forward(call, sid, task_id.encode("utf-8"), body)
-        for dep_owner, deps in new.items():
-            # the answer waits for the current status of the new remote deps to reach the mirror,
-            # so the worker's next get_work sees it
-            call.waits += 1
-            self._relay_status(dep_owner, deps, {d: {sid} for d in deps}, lambda call=call: self._release(call))
+                if dep_owner == sid:
+                    continue
+                key = (dep, sid)
+                if self._subscribe(dep, sid):
+                    self._status_asks.setdefault(dep_owner, {}).setdefault(dep, set()).add(sid)
+                    waiting = self._unsettled.setdefault(key, [])
+                else:
+                    waiting = self._unsettled.get(key)
+                    if waiting is None:
+                        continue  # its status reached the mirror already
+                if not any(c is call for c in waiting):
+                    call.waits += 1
+                    waiting.append(call)
+
+    def _flush_status_asks(self) -> None:
+        """One ``fed_status`` per owner for every dependency subscribed this turn (not one per add_task)."""
+        asks, self._status_asks = self._status_asks, {}
+        for owner, targets in asks.items():
+
+            def settled(targets: dict[str, set[str]] = targets) -> None:
+                for dep, sids in targets.items():
+                    for sid in sids:
+                        for call in self._unsettled.pop((dep, sid), ()):
+                            self._release(call)
+
+            self._relay_status(owner, list(targets), targets, settled)
 
     def _forward_relay(self, call: _Call, body: bytes) -> None:
         task_id = (call.kwargs or {}).get("task_id")

@@ -285,3 +285,58 @@ def test_upstream_disabled_across_shards_lets_the_worker_exit(cluster: FedCluste
     want = luigid.count_pending(worker)
     assert want["n_pending_tasks"] == 3
     wait_for(lambda: pending() == want["n_pending_tasks"], 5, what="n_pending_tasks back after re-enable")
+
+
+def test_concurrent_registrations_of_one_remote_dep_all_wait_for_its_status(cluster: FedCluster) -> None:
+    """Two add_tasks in one router turn subscribe the same DONE remote dependency from the same shard:
+    neither is answered before the dependency's status reached the mirror, so each worker's next
+    get_work hands out its task (Luigi's worker with keep_alive=False would otherwise quit).  The
+    owner is frozen (SIGSTOP) for a moment so that its status answer surely comes last."""
+    import signal
+
+    import zmq
+
+    from federation import wire
+
+    placement = Placement.from_config(cluster.config)
+    client = cluster.client()
+    dep = luigi.task.task_id_str("xs.Dep", {"i": "cc"})
+    parents: list[str] = []
+    i = 0
+    while len(parents) < 2:
+        p = luigi.task.task_id_str("xs.Parent", {"i": f"cc-{i}"})
+        if placement.owner(p) != placement.owner(dep) and (not parents or placement.owner(p) == placement.owner(parents[0])):
+            parents.append(p)
+        i += 1
+    add(client, dep, "w-cc-dep")
+    assert client.call("get_work", {"worker": "w-cc-dep", "current_tasks": []})["task_id"] == dep
+    add(client, dep, "w-cc-dep", status="DONE", runnable=None)  # nobody mirrors it yet: no relay
+    workers = ["w-cc-0", "w-cc-1"]
+    owner = cluster.shards[placement.owner(dep)]
+    ctx = zmq.Context()
+    socks = [ctx.socket(zmq.DEALER) for _ in range(2)]
+    try:
+        for s in socks:
+            s.setsockopt(zmq.LINGER, 0)
+            s.connect(cluster.endpoint)
+        client.call("ping", {"worker": "w-cc-dep"})  # both sockets connected by now
+        owner.send_signal(signal.SIGSTOP)
+        try:
+            for k, s in enumerate(socks):  # back to back: the router takes both in one turn
+                body = wire.encode_request(k + 1, "add_task", {"task_id": parents[k], "worker": workers[k],
+                                                               "family": "xs.Parent", "deps": [dep]})
+                s.send_multipart([parents[k].encode(), body])
+            time.sleep(0.4)  # the dependent shard has answered both add_tasks by now
+            assert [s.poll(0) for s in socks] == [0, 0], "an add_task was answered before its dependency's status"
+        finally:
+            owner.send_signal(signal.SIGCONT)
+        for k, s in enumerate(socks):
+            assert s.poll(10_000), "no answer to add_task"
+            reply = wire.decode_reply(s.recv_multipart()[-1])
+            assert reply.ok, reply.error
+            got = client.call("get_work", {"worker": workers[k], "current_tasks": []})
+            assert got["task_id"] == parents[k], f"{workers[k]} got no work"
+    finally:
+        for s in socks:
+            s.close(0)
+        ctx.term()
