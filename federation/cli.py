@@ -306,6 +306,26 @@ def cmd_history_export(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- fedctl deploy render --------------------------------------------------------
+def cmd_deploy_render(args: argparse.Namespace) -> int:
+    from federation.config import load_federation_config
+    from federation.deploy import RenderOptions, render
+
+    cfg = load_federation_config(args.config)
+    targets = tuple(t for arg in (args.target or ["systemd,kubernetes"]) for t in arg.split(",") if t)
+    opts = RenderOptions(targets=targets, groups=tuple(args.group or ()), fedctl=args.fedctl,
+                         config_path=args.config_path, user=args.user, state_dir=args.state_dir,
+                         image=args.image, k8s_namespace=args.k8s_namespace)
+    files = render(cfg, opts)  # every check first: nothing is written on a bad config or flag
+    out = Path(args.out)
+    for rel, text in sorted(files.items()):
+        path = out / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        print(path)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """A local federation running a week of the daily pipeline with real Luigi workers."""
     import datetime as dt
@@ -522,6 +542,27 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--since", help="events at or after this time: epoch seconds or ISO 8601 (UTC if no zone)")
     export.add_argument("--until", help="events before this time: epoch seconds or ISO 8601")
     export.set_defaults(func=cmd_history_export)
+
+    deploy = sub.add_parser("deploy", help="deployment files per business unit")
+    deploy_sub = deploy.add_subparsers(dest="deploy_cmd", metavar="COMMAND")
+    rend = deploy_sub.add_parser(
+        "render", help="systemd units and Kubernetes manifests per business unit, from federation.toml",
+        description="Render, for each business unit (placement group) of federation.toml, the files that run "
+                    "its shards — systemd units, Kubernetes Deployments/Services (and volume claims for SQLite "
+                    "stores) — plus the router's and the federation.toml each target needs. See docs/federation.md.")
+    rend.add_argument("--config", default=_env("FED_CONFIG"), help="federation.toml [FED_CONFIG]")
+    rend.add_argument("--out", required=True, help="folder to write into (files of the same name are replaced)")
+    rend.add_argument("--target", action="append", help="systemd, kubernetes, or both comma separated (default both)")
+    rend.add_argument("--group", action="append", help="only this business unit (repeatable; default all)")
+    rend.add_argument("--fedctl", default="/usr/local/bin/fedctl", help="fedctl path in the systemd units")
+    rend.add_argument("--config-path", default="/etc/luigi-federation/federation.toml",
+                      help="where the rendered federation.toml is installed (systemd) or mounted (Kubernetes)")
+    rend.add_argument("--user", default="luigi", help="systemd User= of the services (default luigi)")
+    rend.add_argument("--state-dir", default="/var/lib/luigi-federation",
+                      help="folder of the SQLite stores (a volume per shard on Kubernetes)")
+    rend.add_argument("--image", default="luigi-federation:latest", help="container image (Kubernetes)")
+    rend.add_argument("--k8s-namespace", default="luigi-federation", help="Kubernetes namespace of every object")
+    rend.set_defaults(func=cmd_deploy_render)
 
     tui = sub.add_parser("tui", help="the federation's health in the terminal (Textual)",
                          description="A k9s-like terminal UI over the router: shards, namespaces, tasks, workers; "

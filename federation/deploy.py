@@ -1,0 +1,282 @@
+"""Deployment files per business unit, rendered from ``federation.toml`` (``fedctl deploy render``).
+
+A business unit is a placement group: its pinned namespaces live on its own
+shards.  For each group this renders the files that run its shards, and once
+the router's; the federation.toml each target needs is rendered with them:
+
+``systemd/``
+    ``federation.toml`` (SQLite stores moved under ``--state-dir``), the
+    router's unit, and ``<group>/luigi-federation-shard-<id>.service`` per
+    shard: ``fedctl shard serve --config ... --id <id>``, restarted on
+    failure, stopped with SIGTERM (the shard drains its batch).
+``kubernetes/``
+    ``router.json``: the ConfigMap with a federation.toml in which every
+    shard is reached at its Service (``tcp://lf-shard-<id>:<port>``), and the
+    router's Deployment and Service; ``<group>.json`` per business unit: for
+    each shard a Deployment (one replica, ``Recreate``: one process owns a
+    shard's store at a time; the store's lock fences a second one out anyway),
+    its Service, and for an SQLite store a PersistentVolumeClaim.  Manifests
+    are JSON (``kind: List``), which ``kubectl apply -f`` reads as it reads
+    YAML.
+
+Everything here is pure (config in, ``{relative path: text}`` out); the CLI writes the files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import shlex
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import urlsplit
+
+from federation.config import FederationConfig, ShardSpec
+from federation.errors import ConfigError
+
+TARGETS = ("systemd", "kubernetes")
+DEFAULT_CONFIG_PATH = "/etc/luigi-federation/federation.toml"
+DEFAULT_STATE_DIR = "/var/lib/luigi-federation"
+DEFAULT_IMAGE = "luigi-federation:latest"
+METRICS_PORT = 9100
+LABEL = "luigi-federation"
+
+
+@dataclasses.dataclass(frozen=True)
+class RenderOptions:
+    targets: tuple[str, ...] = TARGETS
+    groups: tuple[str, ...] = ()  # business units to render (all when empty)
+    fedctl: str = "/usr/local/bin/fedctl"
+    config_path: str = DEFAULT_CONFIG_PATH
+    user: str = "luigi"
+    state_dir: str = DEFAULT_STATE_DIR
+    image: str = DEFAULT_IMAGE
+    k8s_namespace: str = "luigi-federation"
+    storage: str = "1Gi"
+
+
+def k8s_name(shard_id: str) -> str:
+    """``lf-shard-<id>`` as a DNS-1123 label (Kubernetes object and Service name)."""
+    name = re.sub(r"[^a-z0-9-]+", "-", shard_id.lower()).strip("-")
+    full = f"lf-shard-{name}"[:63].rstrip("-")
+    return full
+
+
+def _port(endpoint: str) -> int:
+    parts = urlsplit(endpoint)
+    if parts.scheme != "tcp" or parts.port is None:
+        raise ConfigError(f"endpoint {endpoint!r}: deployment needs tcp://host:port endpoints")
+    return parts.port
+
+
+def _sqlite_path(store: str) -> str | None:
+    return store[len("sqlite:///"):] if store.startswith("sqlite:///") else None
+
+
+def _check(cfg: FederationConfig, opts: RenderOptions) -> list[str]:
+    unknown_targets = [t for t in opts.targets if t not in TARGETS]
+    if unknown_targets or not opts.targets:
+        raise ConfigError(f"--target: choose from {', '.join(TARGETS)} (got {', '.join(opts.targets) or 'none'})")
+    unknown = [g for g in opts.groups if g not in cfg.groups]
+    if unknown:
+        raise ConfigError(f"no business unit (group) {', '.join(unknown)} in the config "
+                          f"(groups: {', '.join(cfg.groups)})", source=cfg.source)
+    for name, path in (("--config-path", opts.config_path), ("--state-dir", opts.state_dir)):
+        if not path.startswith("/"):
+            raise ConfigError(f"{name} must be an absolute path, got {path!r}")
+    bad = [g for g in cfg.groups if not re.fullmatch(r"[A-Za-z0-9_.-]+", g) or g.startswith(".")]
+    if bad:
+        raise ConfigError(f"group names become folder names: {', '.join(map(repr, bad))} must use letters, "
+                          "digits, '_', '-', '.'", source=cfg.source)
+    names: dict[str, str] = {}
+    for s in cfg.shards:
+        _port(s.endpoint)
+        other = names.setdefault(k8s_name(s.id), s.id)
+        if other != s.id:
+            raise ConfigError(f"shards {other!r} and {s.id!r} get the same Kubernetes name {k8s_name(s.id)!r}")
+    _port(cfg.router.zmq)
+    return list(opts.groups or cfg.groups)
+
+
+def render(cfg: FederationConfig, opts: RenderOptions) -> dict[str, str]:
+    """``{relative path: file text}`` for every target and business unit asked for."""
+    groups = _check(cfg, opts)
+    out: dict[str, str] = {}
+    if "systemd" in opts.targets:
+        out.update(_systemd(cfg, opts, groups))
+    if "kubernetes" in opts.targets:
+        out.update(_kubernetes(cfg, opts, groups))
+    return out
+
+
+# -- systemd ---------------------------------------------------------------------------------
+def _moved_sqlite(cfg: FederationConfig, state_dir: str) -> FederationConfig:
+    shards = []
+    for s in cfg.shards:
+        if _sqlite_path(s.store) is not None:
+            s = dataclasses.replace(s, store=f"sqlite:///{state_dir.rstrip('/')}/{s.id}.db")
+        shards.append(s)
+    return dataclasses.replace(cfg, shards=tuple(shards))
+
+
+def _unit(description: str, exec_start: list[str], opts: RenderOptions, *, after_db: bool) -> str:
+    after = "network-online.target" + (" postgresql.service" if after_db else "")
+    return "\n".join([
+        "# rendered by `fedctl deploy render`; edit federation.toml and render again",
+        "[Unit]",
+        f"Description={description}",
+        f"After={after}",
+        "Wants=network-online.target",
+        "",
+        "[Service]",
+        "Type=simple",
+        f"User={opts.user}",
+        # systemd makes /var/lib/<StateDirectory> for the service user; elsewhere the folder must exist
+        f"StateDirectory={opts.state_dir[len('/var/lib/'):].strip('/')}" if opts.state_dir.startswith("/var/lib/")
+        else f"ReadWritePaths={opts.state_dir}",
+        f"ExecStart={shlex.join(exec_start)}",
+        "Restart=on-failure",
+        "RestartSec=2",
+        "KillSignal=SIGTERM",
+        "TimeoutStopSec=30",
+        "",
+        "[Install]",
+        "WantedBy=multi-user.target",
+        "",
+    ])
+
+
+def _systemd(cfg: FederationConfig, opts: RenderOptions, groups: Iterable[str]) -> dict[str, str]:
+    moved = _moved_sqlite(cfg, opts.state_dir)
+    out = {"systemd/federation.toml": f"# install as {opts.config_path}\n" + moved.to_toml()}
+    uses_pg = any(_sqlite_path(s.store) is None for s in moved.shards)
+    out["systemd/luigi-federation-router.service"] = _unit(
+        "luigi-federation router (ZeroMQ front, Luigi's HTTP API)",
+        [opts.fedctl, "router", "serve", "--config", opts.config_path], opts, after_db=False)
+    for group in groups:
+        for sid in cfg.groups[group]:
+            spec = moved.shard(sid)
+            out[f"systemd/{group}/luigi-federation-shard-{sid}.service"] = _unit(
+                f"luigi-federation shard {sid} (business unit {group})",
+                [opts.fedctl, "shard", "serve", "--config", opts.config_path, "--id", sid], opts,
+                after_db=uses_pg and _sqlite_path(spec.store) is None)
+    return out
+
+
+# -- Kubernetes ------------------------------------------------------------------------------
+def _k8s_config(cfg: FederationConfig, opts: RenderOptions) -> FederationConfig:
+    shards = []
+    for s in cfg.shards:
+        store = s.store
+        if _sqlite_path(store) is not None:
+            store = f"sqlite:///{opts.state_dir.rstrip('/')}/{s.id}.db"
+        shards.append(dataclasses.replace(s, endpoint=f"tcp://{k8s_name(s.id)}:{_port(s.endpoint)}", store=store))
+    http = cfg.router.http_host_port
+    router = dataclasses.replace(cfg.router, zmq=f"tcp://0.0.0.0:{_port(cfg.router.zmq)}",
+                                 http=f"0.0.0.0:{http[1]}" if http else None)
+    return dataclasses.replace(cfg, shards=tuple(shards), router=router)
+
+
+def _labels(component: str, group: str | None = None, shard: str | None = None) -> dict[str, str]:
+    labels = {"app.kubernetes.io/name": LABEL, "app.kubernetes.io/component": component}
+    if group is not None:
+        labels[f"{LABEL}/business-unit"] = group
+    if shard is not None:
+        labels[f"{LABEL}/shard"] = re.sub(r"[^A-Za-z0-9_.-]", "_", shard)[:63]
+    return labels
+
+
+def _meta(name: str, opts: RenderOptions, labels: dict[str, str]) -> dict[str, Any]:
+    return {"name": name, "namespace": opts.k8s_namespace, "labels": labels}
+
+
+def _deployment(name: str, opts: RenderOptions, labels: dict[str, str], command: list[str],
+                ports: list[tuple[str, int]], volumes: list[tuple[str, dict[str, Any], str]]) -> dict[str, Any]:
+    container: dict[str, Any] = {
+        "name": name,
+        "image": opts.image,
+        "command": command,
+        "ports": [{"name": n, "containerPort": p} for n, p in ports],
+        "volumeMounts": [{"name": v, "mountPath": mount} for v, _, mount in volumes],
+        "readinessProbe": {"tcpSocket": {"port": ports[0][1]}, "periodSeconds": 5},
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _meta(name, opts, labels),
+        "spec": {
+            "replicas": 1,
+            # one process per shard store (and one router): never two during a rollout
+            "strategy": {"type": "Recreate"},
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "terminationGracePeriodSeconds": 30,
+                    "containers": [container],
+                    "volumes": [{"name": v, **source} for v, source, _ in volumes],
+                },
+            },
+        },
+    }
+
+
+def _service(name: str, opts: RenderOptions, labels: dict[str, str], ports: list[tuple[str, int]]) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(name, opts, labels),
+        "spec": {"selector": labels, "ports": [{"name": n, "port": p, "targetPort": p} for n, p in ports]},
+    }
+
+
+def _k8s_list(items: list[dict[str, Any]]) -> str:
+    return json.dumps({"apiVersion": "v1", "kind": "List", "items": items}, indent=2) + "\n"
+
+
+def _kubernetes(cfg: FederationConfig, opts: RenderOptions, groups: Iterable[str]) -> dict[str, str]:
+    kcfg = _k8s_config(cfg, opts)
+    config_dir = opts.config_path.rsplit("/", 1)[0] or "/"
+    config_file = opts.config_path.rsplit("/", 1)[1]
+    config_volume = ("config", {"configMap": {"name": "luigi-federation-config"}}, config_dir)
+    router_labels = _labels("router")
+    router_ports = [("zmq", _port(cfg.router.zmq))]
+    if kcfg.router.http_host_port:
+        router_ports.append(("http", kcfg.router.http_host_port[1]))
+    router_ports.append(("metrics", METRICS_PORT))
+    router_items = [
+        {"apiVersion": "v1", "kind": "ConfigMap",
+         "metadata": _meta("luigi-federation-config", opts, _labels("config")),
+         "data": {config_file: kcfg.to_toml()}},
+        _deployment("lf-router", opts, router_labels,
+                    ["fedctl", "router", "serve", "--config", opts.config_path,
+                     "--metrics", f"0.0.0.0:{METRICS_PORT}"], router_ports, [config_volume]),
+        _service("lf-router", opts, router_labels, router_ports),
+    ]
+    out = {"kubernetes/router.json": _k8s_list(router_items)}
+    for group in groups:
+        items: list[dict[str, Any]] = []
+        for sid in cfg.groups[group]:
+            spec: ShardSpec = kcfg.shard(sid)
+            name = k8s_name(sid)
+            labels = _labels("shard", group, sid)
+            port = _port(spec.endpoint)
+            ports = [("zmq", port), ("metrics", METRICS_PORT)]
+            volumes = [config_volume]
+            if _sqlite_path(spec.store) is not None:
+                claim = f"{name}-data"
+                items.append({
+                    "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                    "metadata": _meta(claim, opts, labels),
+                    "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": opts.storage}}},
+                })
+                volumes = [config_volume, ("data", {"persistentVolumeClaim": {"claimName": claim}}, opts.state_dir)]
+            items.append(_deployment(
+                name, opts, labels,
+                ["fedctl", "shard", "serve", "--config", opts.config_path, "--id", sid,
+                 "--bind", f"tcp://0.0.0.0:{port}", "--metrics", f"0.0.0.0:{METRICS_PORT}"],
+                ports, volumes))
+            items.append(_service(name, opts, labels, [("zmq", port)]))
+        out[f"kubernetes/{group}.json"] = _k8s_list(items)
+    return out
