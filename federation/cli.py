@@ -306,6 +306,36 @@ def cmd_history_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_history_prune(args: argparse.Namespace) -> int:
+    from federation.transport import ZmqClient
+
+    before = _when(args.before, "--before")
+    if before is None:
+        raise ConfigError("--before is required: epoch seconds or an ISO 8601 date/time")
+    client = ZmqClient(args.router, timeout=args.timeout)
+    per_shard: dict[str, int] = {}
+    try:
+        everyone = {s["shard_id"] for s in client.call("federation_health", {})["shards"]}
+        answered = set(everyone)
+        more = True
+        while more:  # each call deletes a bounded slice per shard, so no shard stalls for long
+            result = client.call("prune_history", {"before": before})
+            answered &= set(result["shards"])
+            for sid, n in result["shards"].items():
+                per_shard[sid] = per_shard.get(sid, 0) + n
+            more = bool(result.get("more"))
+    finally:
+        client.close()
+    for sid, n in sorted(per_shard.items()):
+        print(f"{sid}: {n} events deleted")
+    missed = sorted(everyone - answered)
+    print(f"{sum(per_shard.values())} history events before {args.before} deleted on {len(answered)} shard(s)")
+    if missed:
+        print(f"not pruned (unavailable): {', '.join(missed)}; run again when they are up", file=sys.stderr)
+        return 1
+    return 0
+
+
 # -- fedctl deploy render --------------------------------------------------------
 def cmd_deploy_render(args: argparse.Namespace) -> int:
     from federation.config import load_federation_config
@@ -542,6 +572,16 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--since", help="events at or after this time: epoch seconds or ISO 8601 (UTC if no zone)")
     export.add_argument("--until", help="events before this time: epoch seconds or ISO 8601")
     export.set_defaults(func=cmd_history_export)
+    prune = history_sub.add_parser(
+        "prune", help="delete the task history older than a time, on every shard",
+        description="Ask every shard, through the router, to delete its history events older than --before "
+                    "(export them first: fedctl history export). Task state is untouched. Exits 1 if a shard "
+                    "was unavailable (its history is kept; run again).")
+    prune.add_argument("--router", default=_env("FED_ROUTER", DEFAULT_ZMQ),
+                       help=f"router ZeroMQ endpoint (default {DEFAULT_ZMQ}) [FED_ROUTER]")
+    prune.add_argument("--before", required=True, help="delete events before this time: epoch seconds or ISO 8601")
+    prune.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the router")
+    prune.set_defaults(func=cmd_history_prune)
 
     deploy = sub.add_parser("deploy", help="deployment files per business unit")
     deploy_sub = deploy.add_subparsers(dest="deploy_cmd", metavar="COMMAND")

@@ -100,6 +100,7 @@ METHODS: dict[str, tuple[str, Any]] = {
     # the federation's own
     "federation_health": (HEALTH, None),
     "owner": (OWNER, None),
+    "prune_history": (ALL, "sum_deleted"),
 }
 
 #: forwarded without decoding when the routing frame names the task

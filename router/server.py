@@ -888,6 +888,10 @@ class Router:
             return {"paused": any(isinstance(r, dict) and r.get("paused") for _, r in results)}
         if how == "first":
             return results[0][1]
+        if how == "sum_deleted":  # prune_history: what each shard that answered deleted
+            per_shard = {sid: int(r.get("deleted")) for sid, r in results}
+            return {"deleted": sum(per_shard.values()), "shards": per_shard,
+                    "more": any(bool(r.get("more")) for _, r in results)}
         return None
 
     def _any_call(self, call: _Call) -> None:

@@ -68,6 +68,7 @@ class ShardServer:
         names = core.RPC_METHODS if methods is None else methods
         self._methods: dict[str, Callable[..., Any]] = {name: getattr(core, name) for name in names}
         self._methods["shard_info"] = self.shard_info
+        self._methods["prune_history"] = self.prune_history
         self._methods.update(extra_methods or {})
         self.metrics = ShardMetrics(shard_id, set(self._methods))
         self._ctx = zmq.Context()
@@ -229,6 +230,19 @@ class ShardServer:
         self._commit()
 
     # -- federation-level methods ---------------------------------------------
+    def prune_history(self, before: float, limit: int = 20_000) -> dict[str, Any]:
+        """Delete this shard's oldest history events older than ``before`` (epoch seconds), at most
+        ``limit`` per call (``more`` says to call again), durably before the reply."""
+        if isinstance(before, bool) or not isinstance(before, (int, float)) or before != before \
+                or before in (float("inf"), float("-inf")):
+            raise TypeError(f"before must be a time in epoch seconds, got {before!r}")
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1_000_000:
+            raise TypeError(f"limit must be an integer from 1 to 1000000, got {limit!r}")
+        deleted = self.store.prune_events(float(before), limit)
+        if deleted:
+            self.log.info("shard %s: pruned %d history events before %s", self.shard_id, deleted, before)
+        return {"deleted": deleted, "more": deleted >= limit}
+
     def shard_info(self) -> dict[str, Any]:
         """Identity and health of this shard (used by the router's federation_health)."""
         return {

@@ -263,6 +263,20 @@ class Store(ABC):
             query = query.where(ev.c.ts < float(until))
         return self._run("history", lambda conn: [tuple(row) for row in conn.execute(query)])
 
+    def prune_events(self, before: float, limit: int = 20_000) -> int:
+        """Delete the oldest history older than ``before`` (epoch seconds), at most ``limit`` events
+        (a bounded pause for the shard's loop); returns how many went.
+
+        Only the owner calls this (``prune_history`` on the shard): the events table is append-only
+        otherwise, and task state does not depend on it.
+        """
+        if self.readonly:
+            raise StorageError(f"shard {self.shard_id} ({self._where}): store was opened read-only")
+        ev = events_table
+        oldest = sa.select(ev.c.id).where(ev.c.ts < float(before)).order_by(ev.c.id).limit(max(1, int(limit)))
+        stmt = ev.delete().where(ev.c.id.in_(oldest.scalar_subquery()))
+        return self._run("prune_events", lambda conn: int(conn.execute(stmt).rowcount), write=True)
+
     def counts_by_status(self) -> dict[str, int]:
         """Number of stored tasks per status."""
         query = sa.select(tasks_table.c.status, sa.func.count()).group_by(tasks_table.c.status)

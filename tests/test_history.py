@@ -21,18 +21,18 @@ from shard.store import open_store
 from tests.fedcluster import FedCluster
 
 
-def _tid(family: str, i: int) -> str:
+def _tid(family: str, i: int | str) -> str:
     return luigi.task.task_id_str(family, {"i": str(i)})
 
 
-def _drive(cluster: FedCluster) -> dict[str, str]:
+def _drive(cluster: FedCluster, tag: str = "") -> dict[str, str]:
     """Two namespaces' tasks through the router: DONE, FAILED and PENDING ones. Returns id -> final status."""
     client = cluster.client()
     final: dict[str, str] = {}
     worker = "w-hist"
     for i in range(12):
         family = "fin.ledger.Post" if i % 2 else "mkt.Load"
-        tid = _tid(family, i)
+        tid = _tid(family, f"{tag}{i}")
         client.call("add_task", {"task_id": tid, "worker": worker, "family": family})
         final[tid] = "PENDING"
     for _ in range(8):
@@ -134,6 +134,17 @@ def test_export_from_postgres_schemas(pg_url: str, tmp_path: Path, capsys: pytes
         c.start()
         final = _drive(c)
         _check_export(c, final, tmp_path, capsys)
+        # pruning on Postgres, in slices
+        client = c.client()
+        before = len(_expected_events(c))
+        deleted, calls = 0, 0
+        while True:
+            r = client.call("prune_history", {"before": time.time() + 60, "limit": 7})
+            deleted, calls = deleted + r["deleted"], calls + 1
+            if not r["more"]:
+                break
+        assert calls > 1 and deleted == before > 0
+        assert _expected_events(c) == []
     finally:
         c.stop()
         eng = sa.create_engine(pg_url)
@@ -163,3 +174,46 @@ def test_bad_input_is_one_clear_error_and_writes_nothing(sqlite_cluster: FedClus
         export_history([StoreRef("s9", str(missing))], out)
     assert not out.exists() and not list(tmp_path.glob(".x.parquet*"))
     assert not missing.exists()
+
+
+def test_prune_history_through_the_router(sqlite_cluster: FedCluster, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from federation.errors import BadArgumentsError
+
+    cluster = sqlite_cluster
+    final = _drive(cluster)
+    time.sleep(0.05)
+    final.update(_drive(cluster, "b"))  # a second, later wave of events
+    out = tmp_path / "all.parquet"
+    assert main(["history", "export", "--config", str(cluster.config_path), "--out", str(out)]) == 0
+    df = read_history(out)
+    times = sorted(set(df["time"]))
+    cut = next(a + (b - a) / 2 for a, b in zip(times[len(times) // 2:], times[len(times) // 2 + 1:], strict=False)
+               if b - a > pd.Timedelta(microseconds=20))
+    keep = int((df["time"] >= cut).sum())
+    assert 0 < keep < len(df)
+    client = cluster.client()
+    # bad input: a clear error, nothing deleted
+    for bad in ("yesterday", None, True, float("nan")):
+        with pytest.raises(BadArgumentsError, match="before must be a time"):
+            client.call("prune_history", {"before": bad})
+    assert main(["history", "prune", "--router", cluster.endpoint, "--before", "soon"]) == 2
+    assert "--before 'soon'" in capsys.readouterr().err
+    assert main(["history", "export", "--config", str(cluster.config_path), "--out", str(out)]) == 0
+    assert len(read_history(out)) == len(df)
+    capsys.readouterr()
+    # prune before the cut: exactly the older events go, on every shard, task state untouched
+    assert main(["history", "prune", "--router", cluster.endpoint, "--before", cut.isoformat()]) == 0
+    printed = capsys.readouterr().out
+    assert f"{len(df) - keep} history events before" in printed
+    assert main(["history", "export", "--config", str(cluster.config_path), "--out", str(out)]) == 0
+    left = read_history(out)
+    assert len(left) == keep and (left["time"] >= cut).all()
+    listed = {**client.call("task_list", {"status": "DONE"}), **client.call("task_list", {"status": "FAILED"})}
+    assert {t: s for t, s in final.items() if s != "PENDING"} == {t: listed[t]["status"] for t in final if t in listed}
+    # a bounded slice per call: `more` until everything before the time is gone
+    r = client.call("prune_history", {"before": time.time() + 60, "limit": 1})
+    assert r["more"] is True and r["deleted"] == len(r["shards"]) == len(cluster.config.shard_ids)
+    assert main(["history", "prune", "--router", cluster.endpoint, "--before", str(time.time() + 60)]) == 0
+    assert main(["history", "export", "--config", str(cluster.config_path), "--out", str(out)]) == 0
+    assert len(read_history(out)) == 0
