@@ -77,6 +77,8 @@ class _Backend:
         self._ids = itertools.count(1)
 
     def _socket(self) -> Any:
+        if self._reader is not None and self._reader.done():
+            self.close()  # the reader died (logged): start over with a new socket
         if self._sock is None:
             self._ctx = zmq.asyncio.Context()
             self._sock = transport.connect_dealer(self._ctx, self.endpoint)
@@ -86,7 +88,11 @@ class _Backend:
     async def _read(self) -> None:
         sock = self._sock
         while True:
-            frames = await sock.recv_multipart()
+            try:
+                frames = await sock.recv_multipart()
+            except zmq.ZMQError as e:
+                log.error("http gateway: reading the router's replies failed: %s", e)
+                return
             try:
                 reply = wire.decode_reply(frames[-1])
             except ProtocolError:
