@@ -583,6 +583,9 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the router")
     prune.set_defaults(func=cmd_history_prune)
 
+    from federation.deploy import RenderOptions
+
+    render_defaults = RenderOptions()
     deploy = sub.add_parser("deploy", help="deployment files per business unit")
     deploy_sub = deploy.add_subparsers(dest="deploy_cmd", metavar="COMMAND")
     rend = deploy_sub.add_parser(
@@ -594,14 +597,15 @@ def build_parser() -> argparse.ArgumentParser:
     rend.add_argument("--out", required=True, help="folder to write into (files of the same name are replaced)")
     rend.add_argument("--target", action="append", help="systemd, kubernetes, or both comma separated (default both)")
     rend.add_argument("--group", action="append", help="only this business unit (repeatable; default all)")
-    rend.add_argument("--fedctl", default="/usr/local/bin/fedctl", help="fedctl path in the systemd units")
-    rend.add_argument("--config-path", default="/etc/luigi-federation/federation.toml",
+    rend.add_argument("--fedctl", default=render_defaults.fedctl, help="fedctl path in the systemd units")
+    rend.add_argument("--config-path", default=render_defaults.config_path,
                       help="where the rendered federation.toml is installed (systemd) or mounted (Kubernetes)")
-    rend.add_argument("--user", default="luigi", help="systemd User= of the services (default luigi)")
-    rend.add_argument("--state-dir", default="/var/lib/luigi-federation",
+    rend.add_argument("--user", default=render_defaults.user, help="systemd User= of the services (default %(default)s)")
+    rend.add_argument("--state-dir", default=render_defaults.state_dir,
                       help="folder of the SQLite stores (a volume per shard on Kubernetes)")
-    rend.add_argument("--image", default="luigi-federation:latest", help="container image (Kubernetes)")
-    rend.add_argument("--k8s-namespace", default="luigi-federation", help="Kubernetes namespace of every object")
+    rend.add_argument("--image", default=render_defaults.image, help="container image (Kubernetes)")
+    rend.add_argument("--k8s-namespace", default=render_defaults.k8s_namespace,
+                      help="Kubernetes namespace of every object")
     rend.set_defaults(func=cmd_deploy_render)
 
     tui = sub.add_parser("tui", help="the federation's health in the terminal (Textual)",

@@ -36,9 +36,6 @@ from federation.config import FederationConfig, ShardSpec
 from federation.errors import ConfigError
 
 TARGETS = ("systemd", "kubernetes")
-DEFAULT_CONFIG_PATH = "/etc/luigi-federation/federation.toml"
-DEFAULT_STATE_DIR = "/var/lib/luigi-federation"
-DEFAULT_IMAGE = "luigi-federation:latest"
 METRICS_PORT = 9100
 LABEL = "luigi-federation"
 
@@ -48,10 +45,10 @@ class RenderOptions:
     targets: tuple[str, ...] = TARGETS
     groups: tuple[str, ...] = ()  # business units to render (all when empty)
     fedctl: str = "/usr/local/bin/fedctl"
-    config_path: str = DEFAULT_CONFIG_PATH
+    config_path: str = "/etc/luigi-federation/federation.toml"
     user: str = "luigi"
-    state_dir: str = DEFAULT_STATE_DIR
-    image: str = DEFAULT_IMAGE
+    state_dir: str = "/var/lib/luigi-federation"
+    image: str = "luigi-federation:latest"
     k8s_namespace: str = "luigi-federation"
     storage: str = "1Gi"
 
@@ -59,8 +56,7 @@ class RenderOptions:
 def k8s_name(shard_id: str) -> str:
     """``lf-shard-<id>`` as a DNS-1123 label (Kubernetes object and Service name)."""
     name = re.sub(r"[^a-z0-9-]+", "-", shard_id.lower()).strip("-")
-    full = f"lf-shard-{name}"[:63].rstrip("-")
-    return full
+    return f"lf-shard-{name}"[:63].rstrip("-")
 
 
 def _port(endpoint: str) -> int:

@@ -9,7 +9,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import sqlalchemy as sa
@@ -66,12 +66,31 @@ def pg_url() -> Iterator[str]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _drop_schemas(pg_url: str, names: list[str]) -> None:
+    eng = sa.create_engine(pg_url)
+    with eng.begin() as c:
+        for name in names:
+            c.execute(sa.text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
+    eng.dispose()
+
+
 @pytest.fixture
 def pg_schema(pg_url: str) -> Iterator[str]:
     """A unique schema name for this test; the schema (if created) is dropped afterwards."""
     name = f"fedtest_{uuid.uuid4().hex[:12]}"
     yield name
-    eng = sa.create_engine(pg_url)
-    with eng.begin() as c:
-        c.execute(sa.text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
-    eng.dispose()
+    _drop_schemas(pg_url, [name])
+
+
+@pytest.fixture
+def pg_schemas(pg_url: str) -> Iterator[Callable[[int], list[str]]]:
+    """``pg_schemas(n)``: n unique schema names; every schema handed out is dropped afterwards."""
+    names: list[str] = []
+
+    def make(n: int) -> list[str]:
+        new = [f"fedtest_{uuid.uuid4().hex[:12]}" for _ in range(n)]
+        names.extend(new)
+        return new
+
+    yield make
+    _drop_schemas(pg_url, names)

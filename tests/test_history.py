@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import time
-import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import luigi.task
 import pandas as pd
 import pytest
-import sqlalchemy as sa
 
 from federation.cli import main
 from federation.errors import StorageError
@@ -126,8 +124,9 @@ def test_export_from_running_sqlite_shards(sqlite_cluster: FedCluster, tmp_path:
     _check_export(sqlite_cluster, final, tmp_path, capsys)
 
 
-def test_export_from_postgres_schemas(pg_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    schemas = [f"fedtest_{uuid.uuid4().hex[:10]}" for _ in range(3)]
+def test_export_from_postgres_schemas(pg_url: str, pg_schemas: Callable[[int], list[str]], tmp_path: Path,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    schemas = pg_schemas(3)
     (tmp_path / "fed").mkdir()
     c = FedCluster(tmp_path / "fed", 3, pg_url=pg_url, schemas=schemas)
     try:
@@ -147,11 +146,6 @@ def test_export_from_postgres_schemas(pg_url: str, tmp_path: Path, capsys: pytes
         assert _expected_events(c) == []
     finally:
         c.stop()
-        eng = sa.create_engine(pg_url)
-        with eng.begin() as conn:
-            for schema in schemas:
-                conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-        eng.dispose()
 
 
 def test_bad_input_is_one_clear_error_and_writes_nothing(sqlite_cluster: FedCluster, tmp_path: Path,

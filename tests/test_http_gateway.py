@@ -9,12 +9,11 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 
 from tests.fedcluster import FedCluster
 from tests.procs import ROOT, fed_env
@@ -147,8 +146,9 @@ def test_unmodified_luigi_command_over_http(cluster: FedCluster, tmp_path: Path)
 
 @pytest.mark.e2e
 @pytest.mark.postgres
-def test_daily_over_zeromq_on_postgres_schemas(pg_url: str, tmp_path: Path) -> None:
-    schemas = [f"fedtest_{uuid.uuid4().hex[:10]}" for _ in range(3)]
+def test_daily_over_zeromq_on_postgres_schemas(pg_url: str, pg_schemas: Callable[[int], list[str]],
+                                                tmp_path: Path) -> None:
+    schemas = pg_schemas(3)
     (tmp_path / "fed").mkdir()
     c = FedCluster(tmp_path / "fed", 3, pg_url=pg_url, schemas=schemas)
     try:
@@ -162,8 +162,3 @@ def test_daily_over_zeromq_on_postgres_schemas(pg_url: str, tmp_path: Path) -> N
         assert_daily_done(c, proc)
     finally:
         c.stop()
-        eng = sa.create_engine(pg_url)
-        with eng.begin() as conn:
-            for schema in schemas:
-                conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-        eng.dispose()
