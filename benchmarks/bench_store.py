@@ -41,9 +41,17 @@ def task_record(i: int, status: str, now: float) -> dict[str, Any]:
         "status": status,
         "family": "etl.daily.Transform",
         "module": "examples.daily",
-        "params": {"date": f"2024-{i % 12 + 1:02d}-{i % 28 + 1:02d}", "topic": f"topic{i % 7}", "region": "eu", "v": "2"},
+        "params": {
+            "date": f"2024-{i % 12 + 1:02d}-{i % 28 + 1:02d}",
+            "topic": f"topic{i % 7}",
+            "region": "eu",
+            "v": "2",
+        },
         "param_visibilities": {"date": 0, "topic": 0, "region": 0, "v": 0},
-        "deps": [f"Extract_2024_{i % 12 + 1:02d}_{i % 28 + 1:02d}_topic{i % 7}_{(i * 7 + k) & 0xFFFFFFFFFF:010x}" for k in range(3)],
+        "deps": [
+            f"Extract_2024_{i % 12 + 1:02d}_{i % 28 + 1:02d}_topic{i % 7}_{(i * 7 + k) & 0xFFFFFFFFFF:010x}"
+            for k in range(3)
+        ],
         "priority": 0,
         "updated": now,
         "time": now,
@@ -76,7 +84,11 @@ def make_changes(batch_no: int, size: int, seen: int) -> Changes:
         rec = task_record(i, "RUNNING" if k % 3 else "PENDING", now)
         ch.tasks[rec["task_id"]] = rec
         ch.events.append(Event(rec["task_id"], rec["status"], "worker-1", "host-a", now))
-    ch.workers["worker-1"] = {"worker_id": "worker-1", "last_active": now, "info": {"host": "host-a", "pid": 1}}
+    ch.workers["worker-1"] = {
+        "worker_id": "worker-1",
+        "last_active": now,
+        "info": {"host": "host-a", "pid": 1},
+    }
     return ch
 
 
@@ -104,7 +116,9 @@ def bench_commits(store: Store, size: int, seconds: float) -> dict[str, float]:
         "rows_s": rows / total,
         "p50_ms": statistics.median(latencies) * 1000,
         "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000,
-        "cpu_us_row": (time.process_time() - cpu0) / rows * 1e6,  # this process only (includes record building)
+        "cpu_us_row": (time.process_time() - cpu0)
+        / rows
+        * 1e6,  # this process only (includes record building)
         "commits": float(len(latencies)),
         "wall": wall,
     }
@@ -113,7 +127,11 @@ def bench_commits(store: Store, size: int, seconds: float) -> dict[str, float]:
 def bench_load(store: Store, n: int) -> tuple[float, int]:
     chunk = 5000
     for b in range(0, n, chunk):
-        ch = Changes(tasks={r["task_id"]: r for r in (task_record(i, "DONE", 1.0) for i in range(b, min(n, b + chunk)))})
+        ch = Changes(
+            tasks={
+                r["task_id"]: r for r in (task_record(i, "DONE", 1.0) for i in range(b, min(n, b + chunk)))
+            }
+        )
         store.commit(ch)
     t0 = time.perf_counter()
     snap = store.load()
@@ -145,8 +163,12 @@ def opened(kind: str, pg_url: str, workdir: str) -> Iterator[Store]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--backends", nargs="+", default=["sqlite:full", "sqlite:normal", "postgresql"],
-                    help="sqlite:full, sqlite:normal, postgresql")
+    ap.add_argument(
+        "--backends",
+        nargs="+",
+        default=["sqlite:full", "sqlite:normal", "postgresql"],
+        help="sqlite:full, sqlite:normal, postgresql",
+    )
     ap.add_argument("--batches", nargs="+", type=int, default=[1, 100, 1000])
     ap.add_argument("--seconds", type=float, default=3.0, help="time per configuration")
     ap.add_argument("--pg-url", default=DEFAULT_PG_URL)
@@ -155,18 +177,25 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="bench-store-", dir=args.dir) as workdir:
-        print(f"{'backend':<15}{'batch':>7}{'commits/s':>11}{'rows/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'cpu us/row':>12}")
+        print(
+            f"{'backend':<15}{'batch':>7}{'commits/s':>11}{'rows/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'cpu us/row':>12}"
+        )
         for kind in args.backends:
             for size in args.batches:
                 with opened(kind, args.pg_url, workdir) as store:
                     r = bench_commits(store, size, args.seconds)
-                print(f"{kind:<15}{size:>7}{r['commits_s']:>11,.0f}{r['rows_s']:>10,.0f}"
-                      f"{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['cpu_us_row']:>12.1f}", flush=True)
+                print(
+                    f"{kind:<15}{size:>7}{r['commits_s']:>11,.0f}{r['rows_s']:>10,.0f}"
+                    f"{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['cpu_us_row']:>12.1f}",
+                    flush=True,
+                )
         if args.load_tasks:
             for kind in args.backends:
                 with opened(kind, args.pg_url, workdir) as store:
                     seconds, n = bench_load(store, args.load_tasks)
-                print(f"load() {kind}: {n:,} tasks in {seconds:.2f} s ({n / seconds:,.0f} tasks/s)", flush=True)
+                print(
+                    f"load() {kind}: {n:,} tasks in {seconds:.2f} s ({n / seconds:,.0f} tasks/s)", flush=True
+                )
     return 0
 
 

@@ -57,8 +57,10 @@ def cmd_shard_serve(args: argparse.Namespace) -> int:
 
         cfg = load_federation_config(args.config)
         if args.db or args.schema:
-            raise ConfigError("--db/--schema cannot be combined with a federation.toml; set the shard's store there",
-                              source=args.config)
+            raise ConfigError(
+                "--db/--schema cannot be combined with a federation.toml; set the shard's store there",
+                source=args.config,
+            )
         server = build_federated_shard(cfg, args.id, bind=args.bind, prune_interval=args.prune_interval)
     else:
         from federation.config import load_scheduler_config
@@ -66,12 +68,19 @@ def cmd_shard_serve(args: argparse.Namespace) -> int:
 
         if not args.db:
             raise ConfigError("--db (or FED_DB) is required, e.g. sqlite:///./.federation/s0.db")
-        server = build_shard(args.id, args.bind or "tcp://127.0.0.1:5556", args.db,
-                             config=load_scheduler_config(args.config), schema=args.schema,
-                             prune_interval=args.prune_interval)
+        server = build_shard(
+            args.id,
+            args.bind or "tcp://127.0.0.1:5556",
+            args.db,
+            config=load_scheduler_config(args.config),
+            schema=args.schema,
+            prune_interval=args.prune_interval,
+        )
     server.install_signal_handlers()
-    print(f"shard {args.id} listening on {server.endpoint} "
-          f"({server.store.backend}: {server.store.location})", flush=True)
+    print(
+        f"shard {args.id} listening on {server.endpoint} ({server.store.backend}: {server.store.location})",
+        flush=True,
+    )
     if args.metrics:
         host, port = server.metrics.serve(args.metrics)
         print(f"shard {args.id} metrics on http://{host}:{port}/metrics", flush=True)
@@ -91,7 +100,9 @@ def cmd_run(args: argparse.Namespace, luigi_args: list[str]) -> int:
     from federation.client import FederationSchedulerFactory
 
     if not luigi_args:
-        raise ConfigError("nothing to run: give a task, e.g. fedctl run --module examples.daily daily.DailyBatch")
+        raise ConfigError(
+            "nothing to run: give a task, e.g. fedctl run --module examples.daily daily.DailyBatch"
+        )
     factory = FederationSchedulerFactory(args.scheduler)
     return run_with_retcodes(luigi_args, factory)
 
@@ -146,14 +157,26 @@ def cmd_router_serve(args: argparse.Namespace) -> int:
             from prometheus_client import start_http_server
 
             host, _, port = args.metrics.rpartition(":")
-            server, _thread = start_http_server(int(port), addr=host or "127.0.0.1", registry=router.metrics.registry)
-            print(f"router metrics on http://{server.server_address[0]}:{server.server_address[1]}/metrics", flush=True)
+            server, _thread = start_http_server(
+                int(port), addr=host or "127.0.0.1", registry=router.metrics.registry
+            )
+            print(
+                f"router metrics on http://{server.server_address[0]}:{server.server_address[1]}/metrics",
+                flush=True,
+            )
 
     return serve(cfg, ready=ready) or 0
 
 
-def local_federation(n_shards: int, data_dir: Path, zmq: str, http: str | None,
-                     store: str = "sqlite", pg_url: str | None = None, schema_prefix: str = "fed_") -> Path:
+def local_federation(
+    n_shards: int,
+    data_dir: Path,
+    zmq: str,
+    http: str | None,
+    store: str = "sqlite",
+    pg_url: str | None = None,
+    schema_prefix: str = "fed_",
+) -> Path:
     """Write ``<data_dir>/federation.toml`` for a local federation and return its path."""
     from federation.config import FederationConfig
 
@@ -170,7 +193,8 @@ def local_federation(n_shards: int, data_dir: Path, zmq: str, http: str | None,
             shard["store"], shard["schema"] = pg_url, f"{schema_prefix}{sid}"
         shards.append(shard)
     cfg = FederationConfig.from_mapping(
-        {"router": {"zmq": zmq, "http": http or ""}, "shards": shards}, source="fedctl up")
+        {"router": {"zmq": zmq, "http": http or ""}, "shards": shards}, source="fedctl up"
+    )
     path = data_dir / "federation.toml"
     path.write_text(cfg.to_toml())
     return path
@@ -189,30 +213,55 @@ def federation_children(config_path: Path) -> list[Any]:
     from federation.supervisor import Child
 
     cfg = load_federation_config(str(config_path))
-    children = [Child(f"shard-{s.id}", ["shard", "serve", "--config", str(config_path), "--id", s.id],
-                      endpoint=s.endpoint) for s in cfg.shards]
-    children.append(Child("router", ["router", "serve", "--config", str(config_path)],
-                          endpoint=cfg.router.zmq, ready_method="federation_health"))
+    children = [
+        Child(
+            f"shard-{s.id}",
+            ["shard", "serve", "--config", str(config_path), "--id", s.id],
+            endpoint=s.endpoint,
+        )
+        for s in cfg.shards
+    ]
+    children.append(
+        Child(
+            "router",
+            ["router", "serve", "--config", str(config_path)],
+            endpoint=cfg.router.zmq,
+            ready_method="federation_health",
+        )
+    )
     return children
 
 
 def _up_config(args: argparse.Namespace) -> Path:
     if args.config:
         return Path(args.config)
-    return local_federation(args.shards, Path(args.data_dir), args.zmq, args.http or None,
-                            store=args.store, pg_url=args.pg_url, schema_prefix=args.schema_prefix)
+    return local_federation(
+        args.shards,
+        Path(args.data_dir),
+        args.zmq,
+        args.http or None,
+        store=args.store,
+        pg_url=args.pg_url,
+        schema_prefix=args.schema_prefix,
+    )
 
 
 def _banner(config_path: Path) -> str:
     from federation.config import load_federation_config
 
     cfg = load_federation_config(str(config_path))
-    lines = [f"luigi-federation: {len(cfg.shards)} shard(s) and a router  (config {config_path})",
-             f"  ZeroMQ  {cfg.router.zmq}   fedctl run --scheduler {cfg.router.zmq} ... | fedctl tui --router {cfg.router.zmq}"]
+    lines = [
+        f"luigi-federation: {len(cfg.shards)} shard(s) and a router  (config {config_path})",
+        f"  ZeroMQ  {cfg.router.zmq}   fedctl run --scheduler {cfg.router.zmq} ... | fedctl tui --router {cfg.router.zmq}",
+    ]
     if cfg.router.http:
-        lines.append(f"  HTTP    http://{cfg.router.http}   luigi [core] default-scheduler-url, web visualiser at /")
+        lines.append(
+            f"  HTTP    http://{cfg.router.http}   luigi [core] default-scheduler-url, web visualiser at /"
+        )
     for s in cfg.shards:
-        lines.append(f"  shard {s.id:<6} {s.endpoint:<24} {s.store}" + (f" schema {s.schema}" if s.schema else ""))
+        lines.append(
+            f"  shard {s.id:<6} {s.endpoint:<24} {s.store}" + (f" schema {s.schema}" if s.schema else "")
+        )
     return "\n".join(lines)
 
 
@@ -253,14 +302,24 @@ def format_health(health: dict[str, Any]) -> str:
     rows = [("shard", "group", "up", "ms", *[st.lower() for st in STATUSES], "workers", "store")]
     for s in health["shards"]:
         counts = s.get("counts") or {}
-        rows.append((
-            s["shard_id"], s["group"], "up" if s["up"] else "DOWN",
-            f"{s['latency_ms']:.1f}" if s.get("latency_ms") is not None else "-",
-            *[str(counts.get(st, 0)) for st in STATUSES], str(s.get("workers", 0)),
-            f"{s.get('backend') or '-'} {s.get('location') or ''}".strip() if s["up"] else (s.get("error") or "")[:60],
-        ))
+        rows.append(
+            (
+                s["shard_id"],
+                s["group"],
+                "up" if s["up"] else "DOWN",
+                f"{s['latency_ms']:.1f}" if s.get("latency_ms") is not None else "-",
+                *[str(counts.get(st, 0)) for st in STATUSES],
+                str(s.get("workers", 0)),
+                f"{s.get('backend') or '-'} {s.get('location') or ''}".strip()
+                if s["up"]
+                else (s.get("error") or "")[:60],
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    out = [f"router {health['router']['zmq']}" + (f"  http {health['router']['http']}" if health["router"].get("http") else "")]
+    out = [
+        f"router {health['router']['zmq']}"
+        + (f"  http {health['router']['http']}" if health["router"].get("http") else "")
+    ]
     out += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     return "\n".join(out)
 
@@ -279,7 +338,9 @@ def _when(value: str | None, flag: str) -> float | None:
     try:
         dt = datetime.fromisoformat(value)
     except ValueError:
-        raise ConfigError(f"{flag} {value!r}: give epoch seconds or an ISO 8601 date/time (2026-11-25T06:00)") from None
+        raise ConfigError(
+            f"{flag} {value!r}: give epoch seconds or an ISO 8601 date/time (2026-11-25T06:00)"
+        ) from None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     return dt.timestamp()
@@ -293,15 +354,27 @@ def cmd_history_export(args: argparse.Namespace) -> int:
     wanted = args.shard or list(cfg.shard_ids)
     unknown = [s for s in wanted if s not in cfg.shard_ids]
     if unknown:
-        raise ConfigError(f"no shard {', '.join(unknown)} in {args.config} (shards: {', '.join(cfg.shard_ids)})")
+        raise ConfigError(
+            f"no shard {', '.join(unknown)} in {args.config} (shards: {', '.join(cfg.shard_ids)})"
+        )
     refs = [StoreRef(sid, cfg.shard(sid).store, cfg.shard(sid).schema) for sid in wanted]
-    result = export_history(refs, args.out, since=_when(args.since, "--since"), until=_when(args.until, "--until"),
-                            namespaces=args.namespace or ())
+    result = export_history(
+        refs,
+        args.out,
+        since=_when(args.since, "--since"),
+        until=_when(args.until, "--until"),
+        namespaces=args.namespace or (),
+    )
     print(f"{result.rows} events from {len(refs)} shard(s) written to {result.path}")
     if result.rows:
         df = read_history(result.path)
-        table = df.pivot_table(index=df["namespace"].fillna("(pruned)"), columns="status", values="event_id",
-                               aggfunc="count", fill_value=0)
+        table = df.pivot_table(
+            index=df["namespace"].fillna("(pruned)"),
+            columns="status",
+            values="event_id",
+            aggfunc="count",
+            fill_value=0,
+        )
         print(table.to_string())
     return 0
 
@@ -329,7 +402,9 @@ def cmd_history_prune(args: argparse.Namespace) -> int:
     for sid, n in sorted(per_shard.items()):
         print(f"{sid}: {n} events deleted")
     missed = sorted(everyone - answered)
-    print(f"{sum(per_shard.values())} history events before {args.before} deleted on {len(answered)} shard(s)")
+    print(
+        f"{sum(per_shard.values())} history events before {args.before} deleted on {len(answered)} shard(s)"
+    )
     if missed:
         print(f"not pruned (unavailable): {', '.join(missed)}; run again when they are up", file=sys.stderr)
         return 1
@@ -343,9 +418,16 @@ def cmd_deploy_render(args: argparse.Namespace) -> int:
 
     cfg = load_federation_config(args.config)
     targets = tuple(t for arg in (args.target or ["systemd,kubernetes"]) for t in arg.split(",") if t)
-    opts = RenderOptions(targets=targets, groups=tuple(args.group or ()), fedctl=args.fedctl,
-                         config_path=args.config_path, user=args.user, state_dir=args.state_dir,
-                         image=args.image, k8s_namespace=args.k8s_namespace)
+    opts = RenderOptions(
+        targets=targets,
+        groups=tuple(args.group or ()),
+        fedctl=args.fedctl,
+        config_path=args.config_path,
+        user=args.user,
+        state_dir=args.state_dir,
+        image=args.image,
+        k8s_namespace=args.k8s_namespace,
+    )
     files = render(cfg, opts)  # every check first: nothing is written on a bad config or flag
     out = Path(args.out)
     for rel, text in sorted(files.items()):
@@ -390,8 +472,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     done = threading.Event()
     ok = False
     try:
-        with Progress(TextColumn("daily pipeline"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[detail]}"),
-                      TimeElapsedColumn(), console=console) as progress:
+        with Progress(
+            TextColumn("daily pipeline"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[detail]}"),
+            TimeElapsedColumn(),
+            console=console,
+        ) as progress:
             bar = progress.add_task("run", total=expected, detail="")
 
             def watch() -> None:
@@ -405,9 +493,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
                             totals = _sum_counts(watcher.call("federation_health", {}))
                         except FederationError:
                             continue
-                        progress.update(bar, completed=totals.get("DONE", 0),
-                                        detail=f"running {totals.get('RUNNING', 0)} · pending {totals.get('PENDING', 0)}"
-                                               f" · failed {totals.get('FAILED', 0)}")
+                        progress.update(
+                            bar,
+                            completed=totals.get("DONE", 0),
+                            detail=f"running {totals.get('RUNNING', 0)} · pending {totals.get('PENDING', 0)}"
+                            f" · failed {totals.get('FAILED', 0)}",
+                        )
                 finally:
                     watcher.close()
 
@@ -417,7 +508,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 ok = luigi.build(
                     [RangeBatch(start=start, days=args.days, topics=topics)],
                     worker_scheduler_factory=FederationSchedulerFactory(zmq_endpoint),
-                    workers=args.workers, log_level="WARNING",
+                    workers=args.workers,
+                    log_level="WARNING",
                 )
             finally:
                 done.set()
@@ -425,9 +517,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
             health = client.call("federation_health", {})
             progress.update(bar, completed=_sum_counts(health).get("DONE", 0))
         console.print(format_health(health), markup=False, soft_wrap=True, highlight=False)
-        console.print(f"pipeline {'finished' if ok else 'did NOT finish'}: "
-                      f"{_sum_counts(health).get('DONE', 0)} tasks DONE across {len(health['shards'])} shards; "
-                      f"outputs under {os.environ['FED_DAILY_ROOT']}")
+        console.print(
+            f"pipeline {'finished' if ok else 'did NOT finish'}: "
+            f"{_sum_counts(health).get('DONE', 0)} tasks DONE across {len(health['shards'])} shards; "
+            f"outputs under {os.environ['FED_DAILY_ROOT']}"
+        )
         console.print(f"watch it live: fedctl tui --router {zmq_endpoint}")
         if args.keep:
             console.print("--keep: the federation keeps running; Ctrl-C stops it.")
@@ -455,8 +549,15 @@ def _sum_counts(health: dict[str, Any]) -> dict[str, int]:
 def cmd_tui(args: argparse.Namespace) -> int:
     from tui.app import run as run_tui
 
-    return run_tui(args.router, args.refresh, args.readonly, config_path=args.config, timeout=args.timeout,
-                   replay=args.replay, record=args.record)
+    return run_tui(
+        args.router,
+        args.refresh,
+        args.readonly,
+        config_path=args.config,
+        timeout=args.timeout,
+        replay=args.replay,
+        record=args.record,
+    )
 
 
 # -- parser ----------------------------------------------------------------------
@@ -471,79 +572,140 @@ def build_parser() -> argparse.ArgumentParser:
     shard = sub.add_parser("shard", help="one scheduler shard")
     shard_sub = shard.add_subparsers(dest="shard_command", metavar="SUBCOMMAND")
     serve = shard_sub.add_parser(
-        "serve", help="serve one shard on a ZeroMQ socket",
+        "serve",
+        help="serve one shard on a ZeroMQ socket",
         description="Serve one scheduler shard: Luigi's scheduler semantics, every acknowledged change "
-                    "committed to its store before the reply.",
+        "committed to its store before the reply.",
     )
     serve.add_argument("--id", default=_env("FED_SHARD_ID"), help="shard id, e.g. s0 [FED_SHARD_ID]")
-    serve.add_argument("--bind", default=_env("FED_BIND"),
-                       help="ZeroMQ endpoint to bind (default: the shard's endpoint in --config, "
-                            "else tcp://127.0.0.1:5556) [FED_BIND]")
-    serve.add_argument("--db", default=_env("FED_DB"),
-                       help="store URL: sqlite:///path/shard.db or postgresql://user@host/db [FED_DB]")
-    serve.add_argument("--schema", default=_env("FED_SCHEMA"),
-                       help="Postgres schema (default fed_<id>) [FED_SCHEMA]")
-    serve.add_argument("--config", default=_env("FED_CONFIG"),
-                       help="federation.toml (the shard's endpoint, store and [scheduler] are read from it), "
-                            "or a TOML file with just [scheduler] (Luigi's keys) and [resources] [FED_CONFIG]")
-    serve.add_argument("--prune-interval", type=float, default=float(_env("FED_PRUNE_INTERVAL", "60")),
-                       help="seconds between prunes, as luigid's 60 [FED_PRUNE_INTERVAL]")
-    serve.add_argument("--metrics", default=_env("FED_METRICS"),
-                       help="HOST:PORT for Prometheus /metrics (default: off) [FED_METRICS]")
+    serve.add_argument(
+        "--bind",
+        default=_env("FED_BIND"),
+        help="ZeroMQ endpoint to bind (default: the shard's endpoint in --config, "
+        "else tcp://127.0.0.1:5556) [FED_BIND]",
+    )
+    serve.add_argument(
+        "--db",
+        default=_env("FED_DB"),
+        help="store URL: sqlite:///path/shard.db or postgresql://user@host/db [FED_DB]",
+    )
+    serve.add_argument(
+        "--schema", default=_env("FED_SCHEMA"), help="Postgres schema (default fed_<id>) [FED_SCHEMA]"
+    )
+    serve.add_argument(
+        "--config",
+        default=_env("FED_CONFIG"),
+        help="federation.toml (the shard's endpoint, store and [scheduler] are read from it), "
+        "or a TOML file with just [scheduler] (Luigi's keys) and [resources] [FED_CONFIG]",
+    )
+    serve.add_argument(
+        "--prune-interval",
+        type=float,
+        default=float(_env("FED_PRUNE_INTERVAL", "60")),
+        help="seconds between prunes, as luigid's 60 [FED_PRUNE_INTERVAL]",
+    )
+    serve.add_argument(
+        "--metrics",
+        default=_env("FED_METRICS"),
+        help="HOST:PORT for Prometheus /metrics (default: off) [FED_METRICS]",
+    )
     serve.add_argument("--log-level", default=_env("FED_LOG_LEVEL", "INFO"), help="[FED_LOG_LEVEL]")
     serve.set_defaults(func=cmd_shard_serve)
 
     run = sub.add_parser(
-        "run", help="run Luigi tasks against a shard or router (like the luigi command)",
+        "run",
+        help="run Luigi tasks against a shard or router (like the luigi command)",
         description="Run Luigi tasks with the scheduler reached over ZeroMQ. Everything after the "
-                    "fedctl options is Luigi's own command line: --module M TaskName --param value "
-                    "--workers N ...",
+        "fedctl options is Luigi's own command line: --module M TaskName --param value "
+        "--workers N ...",
     )
-    run.add_argument("--scheduler", default=_env("FED_SCHEDULER", DEFAULT_ZMQ),
-                     help=f"ZeroMQ endpoint of a router or shard (default {DEFAULT_ZMQ}) [FED_SCHEDULER]")
+    run.add_argument(
+        "--scheduler",
+        default=_env("FED_SCHEDULER", DEFAULT_ZMQ),
+        help=f"ZeroMQ endpoint of a router or shard (default {DEFAULT_ZMQ}) [FED_SCHEDULER]",
+    )
     run.set_defaults(func=cmd_run, passthrough=True)
 
     router = sub.add_parser("router", help="the router in front of the shards")
     router_sub = router.add_subparsers(dest="router_command", metavar="SUBCOMMAND")
     rserve = router_sub.add_parser(
-        "serve", help="serve the router (ZeroMQ front and Luigi's HTTP API)",
+        "serve",
+        help="serve the router (ZeroMQ front and Luigi's HTTP API)",
         description="Route every task id to its shard, merge reads across shards, relay cross-shard "
-                    "dependencies, and serve Luigi's HTTP RPC and web visualiser.")
+        "dependencies, and serve Luigi's HTTP RPC and web visualiser.",
+    )
     rserve.add_argument("--config", default=_env("FED_CONFIG"), help="federation.toml [FED_CONFIG]")
     rserve.add_argument("--zmq", default=None, help="ZeroMQ bind, overrides [router] zmq [FED_ROUTER_ZMQ]")
-    rserve.add_argument("--http", default=None, help="HTTP host:port, overrides [router] http [FED_ROUTER_HTTP]")
-    rserve.add_argument("--metrics", default=_env("FED_METRICS"),
-                        help="HOST:PORT for Prometheus /metrics besides the HTTP gateway's /metrics [FED_METRICS]")
+    rserve.add_argument(
+        "--http", default=None, help="HTTP host:port, overrides [router] http [FED_ROUTER_HTTP]"
+    )
+    rserve.add_argument(
+        "--metrics",
+        default=_env("FED_METRICS"),
+        help="HOST:PORT for Prometheus /metrics besides the HTTP gateway's /metrics [FED_METRICS]",
+    )
     rserve.add_argument("--log-level", default=_env("FED_LOG_LEVEL", "INFO"), help="[FED_LOG_LEVEL]")
     rserve.set_defaults(func=cmd_router_serve)
 
     def local_options(cmd: argparse.ArgumentParser) -> None:
-        cmd.add_argument("--shards", type=int, default=int(_env("FED_SHARDS", "3")),
-                         help="number of shards (default 3) [FED_SHARDS]")
-        cmd.add_argument("--data-dir", default=_env("FED_DATA_DIR", "./.federation"),
-                         help="SQLite files, logs and the generated federation.toml (default ./.federation) [FED_DATA_DIR]")
-        cmd.add_argument("--zmq", default=_env("FED_ROUTER_ZMQ", DEFAULT_ZMQ),
-                         help=f"router ZeroMQ bind (default {DEFAULT_ZMQ}) [FED_ROUTER_ZMQ]")
-        cmd.add_argument("--http", default=_env("FED_ROUTER_HTTP", "127.0.0.1:8082"),
-                         help="router HTTP bind for Luigi's RPC and visualiser (default 127.0.0.1:8082; '' for none) [FED_ROUTER_HTTP]")
-        cmd.add_argument("--store", choices=["sqlite", "postgres"], default=_env("FED_STORE", "sqlite"),
-                         help="store of the generated shards (default sqlite) [FED_STORE]")
-        cmd.add_argument("--pg-url", default=_env("FED_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test"),
-                         help="Postgres URL for --store postgres [FED_PG_URL]")
-        cmd.add_argument("--schema-prefix", default=_env("FED_SCHEMA_PREFIX", "fed_"),
-                         help="with --store postgres, shard <id> uses schema <prefix><id> (default fed_) [FED_SCHEMA_PREFIX]")
-        cmd.add_argument("--config", default=_env("FED_CONFIG"),
-                         help="use this federation.toml instead of generating one [FED_CONFIG]")
+        cmd.add_argument(
+            "--shards",
+            type=int,
+            default=int(_env("FED_SHARDS", "3")),
+            help="number of shards (default 3) [FED_SHARDS]",
+        )
+        cmd.add_argument(
+            "--data-dir",
+            default=_env("FED_DATA_DIR", "./.federation"),
+            help="SQLite files, logs and the generated federation.toml (default ./.federation) [FED_DATA_DIR]",
+        )
+        cmd.add_argument(
+            "--zmq",
+            default=_env("FED_ROUTER_ZMQ", DEFAULT_ZMQ),
+            help=f"router ZeroMQ bind (default {DEFAULT_ZMQ}) [FED_ROUTER_ZMQ]",
+        )
+        cmd.add_argument(
+            "--http",
+            default=_env("FED_ROUTER_HTTP", "127.0.0.1:8082"),
+            help="router HTTP bind for Luigi's RPC and visualiser (default 127.0.0.1:8082; '' for none) [FED_ROUTER_HTTP]",
+        )
+        cmd.add_argument(
+            "--store",
+            choices=["sqlite", "postgres"],
+            default=_env("FED_STORE", "sqlite"),
+            help="store of the generated shards (default sqlite) [FED_STORE]",
+        )
+        cmd.add_argument(
+            "--pg-url",
+            default=_env("FED_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test"),
+            help="Postgres URL for --store postgres [FED_PG_URL]",
+        )
+        cmd.add_argument(
+            "--schema-prefix",
+            default=_env("FED_SCHEMA_PREFIX", "fed_"),
+            help="with --store postgres, shard <id> uses schema <prefix><id> (default fed_) [FED_SCHEMA_PREFIX]",
+        )
+        cmd.add_argument(
+            "--config",
+            default=_env("FED_CONFIG"),
+            help="use this federation.toml instead of generating one [FED_CONFIG]",
+        )
 
-    up = sub.add_parser("up", help="a whole local federation: router + N shards as child processes",
-                        description="Start a router and N shards as child processes (SQLite files under "
-                                    "--data-dir by default), restart any that dies, stop all on Ctrl-C.")
+    up = sub.add_parser(
+        "up",
+        help="a whole local federation: router + N shards as child processes",
+        description="Start a router and N shards as child processes (SQLite files under "
+        "--data-dir by default), restart any that dies, stop all on Ctrl-C.",
+    )
     local_options(up)
     up.set_defaults(func=cmd_up)
 
-    demo = sub.add_parser("demo", help="start a local federation and run the daily example pipeline through it",
-                          description="Start a local federation, run examples/daily.py for a week of partitions "
-                                      "with real Luigi workers, print a per-shard summary.")
+    demo = sub.add_parser(
+        "demo",
+        help="start a local federation and run the daily example pipeline through it",
+        description="Start a local federation, run examples/daily.py for a week of partitions "
+        "with real Luigi workers, print a per-shard summary.",
+    )
     local_options(demo)
     demo.add_argument("--days", type=int, default=7, help="days of partitions (default 7)")
     demo.add_argument("--start", default="2026-11-20", help="first day (default 2026-11-20)")
@@ -552,7 +714,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
 
     status = sub.add_parser("status", help="health of every shard, through the router")
-    status.add_argument("--router", default=_env("FED_ROUTER", DEFAULT_ZMQ), help=f"router ZeroMQ endpoint (default {DEFAULT_ZMQ}) [FED_ROUTER]")
+    status.add_argument(
+        "--router",
+        default=_env("FED_ROUTER", DEFAULT_ZMQ),
+        help=f"router ZeroMQ endpoint (default {DEFAULT_ZMQ}) [FED_ROUTER]",
+    )
     status.add_argument("--json", action="store_true", help="print federation_health as JSON")
     status.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the router")
     status.set_defaults(func=cmd_status)
@@ -560,26 +726,38 @@ def build_parser() -> argparse.ArgumentParser:
     history = sub.add_parser("history", help="task history from the shards' event tables")
     history_sub = history.add_subparsers(dest="history_cmd", metavar="COMMAND")
     export = history_sub.add_parser(
-        "export", help="every shard's task history to one Parquet file",
+        "export",
+        help="every shard's task history to one Parquet file",
         description="Read the event history (every status change: task, status, worker, host, time) of the "
-                    "shards in federation.toml straight from their stores, read-only (the shards may be "
-                    "running), and write it to one Parquet file (pyarrow; pandas.read_parquet reads it).")
+        "shards in federation.toml straight from their stores, read-only (the shards may be "
+        "running), and write it to one Parquet file (pyarrow; pandas.read_parquet reads it).",
+    )
     export.add_argument("--config", default=_env("FED_CONFIG"), help="federation.toml [FED_CONFIG]")
     export.add_argument("--out", required=True, help="Parquet file to write (replaced when complete)")
     export.add_argument("--shard", action="append", help="only this shard (repeatable; default: all)")
-    export.add_argument("--namespace", action="append",
-                        help="only tasks of this namespace and the ones below it (repeatable)")
-    export.add_argument("--since", help="events at or after this time: epoch seconds or ISO 8601 (UTC if no zone)")
+    export.add_argument(
+        "--namespace", action="append", help="only tasks of this namespace and the ones below it (repeatable)"
+    )
+    export.add_argument(
+        "--since", help="events at or after this time: epoch seconds or ISO 8601 (UTC if no zone)"
+    )
     export.add_argument("--until", help="events before this time: epoch seconds or ISO 8601")
     export.set_defaults(func=cmd_history_export)
     prune = history_sub.add_parser(
-        "prune", help="delete the task history older than a time, on every shard",
+        "prune",
+        help="delete the task history older than a time, on every shard",
         description="Ask every shard, through the router, to delete its history events older than --before "
-                    "(export them first: fedctl history export). Task state is untouched. Exits 1 if a shard "
-                    "was unavailable (its history is kept; run again).")
-    prune.add_argument("--router", default=_env("FED_ROUTER", DEFAULT_ZMQ),
-                       help=f"router ZeroMQ endpoint (default {DEFAULT_ZMQ}) [FED_ROUTER]")
-    prune.add_argument("--before", required=True, help="delete events before this time: epoch seconds or ISO 8601")
+        "(export them first: fedctl history export). Task state is untouched. Exits 1 if a shard "
+        "was unavailable (its history is kept; run again).",
+    )
+    prune.add_argument(
+        "--router",
+        default=_env("FED_ROUTER", DEFAULT_ZMQ),
+        help=f"router ZeroMQ endpoint (default {DEFAULT_ZMQ}) [FED_ROUTER]",
+    )
+    prune.add_argument(
+        "--before", required=True, help="delete events before this time: epoch seconds or ISO 8601"
+    )
     prune.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the router")
     prune.set_defaults(func=cmd_history_prune)
 
@@ -589,36 +767,67 @@ def build_parser() -> argparse.ArgumentParser:
     deploy = sub.add_parser("deploy", help="deployment files per business unit")
     deploy_sub = deploy.add_subparsers(dest="deploy_cmd", metavar="COMMAND")
     rend = deploy_sub.add_parser(
-        "render", help="systemd units and Kubernetes manifests per business unit, from federation.toml",
+        "render",
+        help="systemd units and Kubernetes manifests per business unit, from federation.toml",
         description="Render, for each business unit (placement group) of federation.toml, the files that run "
-                    "its shards — systemd units, Kubernetes Deployments/Services (and volume claims for SQLite "
-                    "stores) — plus the router's and the federation.toml each target needs. See docs/federation.md.")
+        "its shards — systemd units, Kubernetes Deployments/Services (and volume claims for SQLite "
+        "stores) — plus the router's and the federation.toml each target needs. See docs/federation.md.",
+    )
     rend.add_argument("--config", default=_env("FED_CONFIG"), help="federation.toml [FED_CONFIG]")
-    rend.add_argument("--out", required=True, help="folder to write into (files of the same name are replaced)")
-    rend.add_argument("--target", action="append", help="systemd, kubernetes, or both comma separated (default both)")
+    rend.add_argument(
+        "--out", required=True, help="folder to write into (files of the same name are replaced)"
+    )
+    rend.add_argument(
+        "--target", action="append", help="systemd, kubernetes, or both comma separated (default both)"
+    )
     rend.add_argument("--group", action="append", help="only this business unit (repeatable; default all)")
     rend.add_argument("--fedctl", default=render_defaults.fedctl, help="fedctl path in the systemd units")
-    rend.add_argument("--config-path", default=render_defaults.config_path,
-                      help="where the rendered federation.toml is installed (systemd) or mounted (Kubernetes)")
-    rend.add_argument("--user", default=render_defaults.user, help="systemd User= of the services (default %(default)s)")
-    rend.add_argument("--state-dir", default=render_defaults.state_dir,
-                      help="folder of the SQLite stores (a volume per shard on Kubernetes)")
+    rend.add_argument(
+        "--config-path",
+        default=render_defaults.config_path,
+        help="where the rendered federation.toml is installed (systemd) or mounted (Kubernetes)",
+    )
+    rend.add_argument(
+        "--user", default=render_defaults.user, help="systemd User= of the services (default %(default)s)"
+    )
+    rend.add_argument(
+        "--state-dir",
+        default=render_defaults.state_dir,
+        help="folder of the SQLite stores (a volume per shard on Kubernetes)",
+    )
     rend.add_argument("--image", default=render_defaults.image, help="container image (Kubernetes)")
-    rend.add_argument("--k8s-namespace", default=render_defaults.k8s_namespace,
-                      help="Kubernetes namespace of every object")
+    rend.add_argument(
+        "--k8s-namespace", default=render_defaults.k8s_namespace, help="Kubernetes namespace of every object"
+    )
     rend.set_defaults(func=cmd_deploy_render)
 
-    tui = sub.add_parser("tui", help="the federation's health in the terminal (Textual)",
-                         description="A k9s-like terminal UI over the router: shards, namespaces, tasks, workers; "
-                                     "`:` commands, `/` filter, Enter drills down, `?` help.")
-    tui.add_argument("--router", default=_env("FED_ROUTER", DEFAULT_ZMQ),
-                     help=f"router ZeroMQ endpoint (default {DEFAULT_ZMQ}) [FED_ROUTER]")
-    tui.add_argument("--refresh", type=float, default=_env("FED_TUI_REFRESH"),
-                     help="seconds between refreshes (default 2) [FED_TUI_REFRESH]")
-    tui.add_argument("--readonly", action="store_true", default=_env("FED_TUI_READONLY", "") not in ("", "0", "false"),
-                     help="hide every action that changes the federation [FED_TUI_READONLY]")
+    tui = sub.add_parser(
+        "tui",
+        help="the federation's health in the terminal (Textual)",
+        description="A k9s-like terminal UI over the router: shards, namespaces, tasks, workers; "
+        "`:` commands, `/` filter, Enter drills down, `?` help.",
+    )
+    tui.add_argument(
+        "--router",
+        default=_env("FED_ROUTER", DEFAULT_ZMQ),
+        help=f"router ZeroMQ endpoint (default {DEFAULT_ZMQ}) [FED_ROUTER]",
+    )
+    tui.add_argument(
+        "--refresh",
+        type=float,
+        default=_env("FED_TUI_REFRESH"),
+        help="seconds between refreshes (default 2) [FED_TUI_REFRESH]",
+    )
+    tui.add_argument(
+        "--readonly",
+        action="store_true",
+        default=_env("FED_TUI_READONLY", "") not in ("", "0", "false"),
+        help="hide every action that changes the federation [FED_TUI_READONLY]",
+    )
     tui.add_argument("--config", default=_env("FED_CONFIG"), help="TOML file with a [tui] table [FED_CONFIG]")
-    tui.add_argument("--timeout", type=float, default=None, help="seconds per call before the router counts as down")
+    tui.add_argument(
+        "--timeout", type=float, default=None, help="seconds per call before the router counts as down"
+    )
     tui.add_argument("--replay", default=None, help="show a recorded capture instead of a live router")
     tui.add_argument("--record", default=None, help="record every call and answer to this capture file")
     tui.set_defaults(func=cmd_tui)

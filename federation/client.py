@@ -36,8 +36,14 @@ RETRYABLE = (TransportError, StorageError)
 class FederationScheduler(luigi.rpc.RemoteScheduler):
     """A ``luigi.rpc.RemoteScheduler`` whose transport is ZeroMQ + msgpack."""
 
-    def __init__(self, url: str = "tcp://127.0.0.1:5555", connect_timeout: float | None = None, *,
-                 retry_attempts: int | None = None, retry_wait: float | None = None) -> None:
+    def __init__(
+        self,
+        url: str = "tcp://127.0.0.1:5555",
+        connect_timeout: float | None = None,
+        *,
+        retry_attempts: int | None = None,
+        retry_wait: float | None = None,
+    ) -> None:
         super().__init__(url=url, connect_timeout=connect_timeout)
         self._fetcher.close()  # the HTTP session Luigi made is never used
         if retry_attempts is not None:
@@ -67,7 +73,9 @@ class FederationScheduler(luigi.rpc.RemoteScheduler):
                 response = retryer(self._call_once, method, data)
             except RETRYABLE as e:
                 raise RPCError(
-                    "Errors (%d attempts) when connecting to remote scheduler %r" % (self._rpc_retry_attempts, self._url), e
+                    "Errors (%d attempts) when connecting to remote scheduler %r"
+                    % (self._rpc_retry_attempts, self._url),
+                    e,
                 ) from e
             if allow_null or response is not None:
                 return response

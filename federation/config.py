@@ -26,7 +26,9 @@ class SchedulerConfig:
     retry_delay: float = 900.0
     remove_delay: float = 600.0
     worker_disconnect_delay: float = 60.0
-    state_path: str = "/var/lib/luigi-server/state.pickle"  # accepted for compatibility; the store replaces it
+    state_path: str = (
+        "/var/lib/luigi-server/state.pickle"  # accepted for compatibility; the store replaces it
+    )
     batch_emails: bool = False
     disable_window: int = 3600
     retry_count: int = 999999999
@@ -45,7 +47,9 @@ class SchedulerConfig:
     resources: dict[str, int] = field(default_factory=dict)
 
     @classmethod
-    def from_mapping(cls, data: dict[str, Any], *, source: str = "", section: str = "scheduler") -> SchedulerConfig:
+    def from_mapping(
+        cls, data: dict[str, Any], *, source: str = "", section: str = "scheduler"
+    ) -> SchedulerConfig:
         """Build from a parsed TOML/INI mapping; every problem reported at once."""
         problems: list[str] = []
         known = {f.name: f for f in fields(cls)}
@@ -196,7 +200,9 @@ class FederationConfig:
 
     # -- building ----------------------------------------------------------------
     @classmethod
-    def from_mapping(cls, data: dict[str, Any], *, source: str = "", base_dir: str | None = None) -> FederationConfig:
+    def from_mapping(
+        cls, data: dict[str, Any], *, source: str = "", base_dir: str | None = None
+    ) -> FederationConfig:
         """Validate a parsed ``federation.toml``; every problem is reported at once (ConfigError)."""
         problems: list[str] = []
         if not isinstance(data, dict):
@@ -228,7 +234,9 @@ class FederationConfig:
                 problems.append(f"[groups] {group}: has no shards")
             for m in members:
                 if m not in ids:
-                    problems.append(f"[groups] {group}: unknown shard {m!r} (shards: {', '.join(ids) or 'none'})")
+                    problems.append(
+                        f"[groups] {group}: unknown shard {m!r} (shards: {', '.join(ids) or 'none'})"
+                    )
                 elif m in seen:
                     problems.append(f"[groups] {group}: shard {m!r} is already in group {seen[m]!r}")
                 else:
@@ -248,9 +256,13 @@ class FederationConfig:
             raw_ns = {}
         for ns, group in _flatten_namespaces(raw_ns).items():
             if not ns or ns.startswith(".") or ns.endswith(".") or ".." in ns:
-                problems.append(f"[namespaces] {ns!r}: not a Luigi namespace (dotted names, e.g. finance.ledger)")
+                problems.append(
+                    f"[namespaces] {ns!r}: not a Luigi namespace (dotted names, e.g. finance.ledger)"
+                )
             elif not isinstance(group, str) or group not in groups:
-                problems.append(f"[namespaces] {ns}: unknown group {group!r} (groups: {', '.join(groups) or 'none'})")
+                problems.append(
+                    f"[namespaces] {ns}: unknown group {group!r} (groups: {', '.join(groups) or 'none'})"
+                )
             else:
                 namespaces[ns] = group
 
@@ -271,13 +283,27 @@ class FederationConfig:
             problems.append("[[shards]]: at least one shard is required")
         if problems:
             raise ConfigError(problems, source=source)
-        return cls(shards=tuple(shards), groups=groups, namespaces=namespaces, default_group=default_group,
-                   router=router, scheduler=scheduler, source=source)
+        return cls(
+            shards=tuple(shards),
+            groups=groups,
+            namespaces=namespaces,
+            default_group=default_group,
+            router=router,
+            scheduler=scheduler,
+            source=source,
+        )
 
     @classmethod
-    def local(cls, n_shards: int = 3, *, data_dir: str = ".federation", zmq: str = DEFAULT_ROUTER_ZMQ,
-              http: str | None = DEFAULT_ROUTER_HTTP, shard_ports: list[int] | None = None,
-              scheduler: SchedulerConfig | None = None) -> FederationConfig:
+    def local(
+        cls,
+        n_shards: int = 3,
+        *,
+        data_dir: str = ".federation",
+        zmq: str = DEFAULT_ROUTER_ZMQ,
+        http: str | None = DEFAULT_ROUTER_HTTP,
+        shard_ports: list[int] | None = None,
+        scheduler: SchedulerConfig | None = None,
+    ) -> FederationConfig:
         """A one-host federation: shards ``s0..s<n-1>`` with SQLite files under ``data_dir``.
 
         ``shard_ports`` gives the shards' TCP ports on 127.0.0.1 (default 5601, 5602, ...).
@@ -288,10 +314,16 @@ class FederationConfig:
         if len(ports) != n_shards:
             raise ConfigError(f"{n_shards} shards but {len(ports)} ports")
         base = os.path.abspath(data_dir)
-        shards = tuple(ShardSpec(f"s{i}", f"tcp://127.0.0.1:{p}", f"sqlite:///{os.path.join(base, f's{i}.db')}")
-                       for i, p in enumerate(ports))
-        return cls(shards=shards, groups={DEFAULT_GROUP: tuple(s.id for s in shards)},
-                   router=RouterConfig(zmq=zmq, http=http), scheduler=scheduler or SchedulerConfig())
+        shards = tuple(
+            ShardSpec(f"s{i}", f"tcp://127.0.0.1:{p}", f"sqlite:///{os.path.join(base, f's{i}.db')}")
+            for i, p in enumerate(ports)
+        )
+        return cls(
+            shards=shards,
+            groups={DEFAULT_GROUP: tuple(s.id for s in shards)},
+            router=RouterConfig(zmq=zmq, http=http),
+            scheduler=scheduler or SchedulerConfig(),
+        )
 
     def replace(self, **changes: Any) -> FederationConfig:
         return dataclasses.replace(self, **changes)
@@ -308,7 +340,9 @@ class FederationConfig:
         out: dict[str, Any] = {
             "default_group": self.default_group,
             "router": router,
-            "shards": [{k: v for k, v in dataclasses.asdict(s).items() if v is not None} for s in self.shards],
+            "shards": [
+                {k: v for k, v in dataclasses.asdict(s).items() if v is not None} for s in self.shards
+            ],
             "groups": {g: list(m) for g, m in self.groups.items()},
             "namespaces": dict(self.namespaces),
             "scheduler": sched,
@@ -401,7 +435,9 @@ def _parse_shards(raw: Any, problems: list[str], base_dir: str | None) -> list[S
                 problems.append(f"{where}: unknown key {key!r} (known: {', '.join(sorted(_SHARD_KEYS))})")
         sid = entry.get("id")
         if not isinstance(sid, str) or not sid or not set(sid) <= _ID_CHARS:
-            problems.append(f"{where}.id: must be a non-empty string of letters, digits, '_', '-', '.', got {sid!r}")
+            problems.append(
+                f"{where}.id: must be a non-empty string of letters, digits, '_', '-', '.', got {sid!r}"
+            )
             ok = False
         else:
             where = f"[[shards]] {sid!r}"
@@ -421,7 +457,9 @@ def _parse_shards(raw: Any, problems: list[str], base_dir: str | None) -> list[S
             ok = False
         store = entry.get("store")
         if not isinstance(store, str) or not store:
-            problems.append(f"{where}.store: required, e.g. \"sqlite:///data/{sid}.db\" or \"postgresql://user@host/db\"")
+            problems.append(
+                f'{where}.store: required, e.g. "sqlite:///data/{sid}.db" or "postgresql://user@host/db"'
+            )
             ok = False
         else:
             try:
@@ -430,8 +468,12 @@ def _parse_shards(raw: Any, problems: list[str], base_dir: str | None) -> list[S
                 problems.append(f"{where}.store: {e}")
                 ok = False
         schema = entry.get("schema")
-        if schema is not None and (not isinstance(schema, str) or not schema or not set(schema) <= _ID_CHARS - {"-", "."}):
-            problems.append(f"{where}.schema: must be a SQL identifier (letters, digits, '_'), got {schema!r}")
+        if schema is not None and (
+            not isinstance(schema, str) or not schema or not set(schema) <= _ID_CHARS - {"-", "."}
+        ):
+            problems.append(
+                f"{where}.schema: must be a SQL identifier (letters, digits, '_'), got {schema!r}"
+            )
             ok = False
         if ok:
             out.append(ShardSpec(sid, endpoint, store, schema))
@@ -444,9 +486,14 @@ def _store_url(value: str, base_dir: str | None) -> str:
         scheme = value.split("://", 1)[0].split("+", 1)[0]
         if scheme not in ("sqlite", "postgresql", "postgres"):
             raise ValueError(f"unsupported store {scheme!r} (sqlite:///path or postgresql://...)")
-        if scheme == "sqlite" and value.startswith("sqlite:///") and not value.startswith("sqlite:////") \
-                and base_dir and value != "sqlite:///:memory:":
-            return "sqlite:///" + os.path.normpath(os.path.join(base_dir, value[len("sqlite:///"):]))
+        if (
+            scheme == "sqlite"
+            and value.startswith("sqlite:///")
+            and not value.startswith("sqlite:////")
+            and base_dir
+            and value != "sqlite:///:memory:"
+        ):
+            return "sqlite:///" + os.path.normpath(os.path.join(base_dir, value[len("sqlite:///") :]))
         return value
     path = value if os.path.isabs(value) or not base_dir else os.path.join(base_dir, value)
     return "sqlite:///" + os.path.normpath(os.path.abspath(path))
@@ -474,8 +521,12 @@ def load_scheduler_config(path: str | None) -> SchedulerConfig:
     return SchedulerConfig.from_mapping(section, source=path)
 
 
-def load_federation_config(path: str | None = None, *, env: Mapping[str, str] | None = None,
-                           overrides: Mapping[str, Any] | None = None) -> FederationConfig:
+def load_federation_config(
+    path: str | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> FederationConfig:
     """Read ``federation.toml`` and apply, in rising precedence, env (``FED_...``) and CLI overrides.
 
     Precedence: CLI ``overrides`` > environment > file > defaults.  ``path`` None
@@ -513,13 +564,13 @@ def env_overrides(env: Mapping[str, str]) -> dict[str, str]:
     for name, value in env.items():
         if not name.startswith(ENV_PREFIX):
             continue
-        rest = name[len(ENV_PREFIX):].lower()
+        rest = name[len(ENV_PREFIX) :].lower()
         if rest == "default_group":
             out["default_group"] = value
-        elif rest.startswith("router_") and rest[len("router_"):] in _ROUTER_KEYS:
-            out["router." + rest[len("router_"):]] = value
-        elif rest.startswith("scheduler_") and rest[len("scheduler_"):] in known_sched:
-            out["scheduler." + rest[len("scheduler_"):]] = value
+        elif rest.startswith("router_") and rest[len("router_") :] in _ROUTER_KEYS:
+            out["router." + rest[len("router_") :]] = value
+        elif rest.startswith("scheduler_") and rest[len("scheduler_") :] in known_sched:
+            out["scheduler." + rest[len("scheduler_") :]] = value
     return out
 
 
@@ -546,7 +597,12 @@ def merge_overrides(data: Mapping[str, Any], *layers: Mapping[str, Any]) -> dict
 
 def _from_text(name: str, value: Any) -> Any:
     """Env values are text; the router's numeric keys are converted here, the rest stays as given."""
-    if isinstance(value, str) and name in ("timeout", "health_timeout", "relay_interval", "max_message_bytes"):
+    if isinstance(value, str) and name in (
+        "timeout",
+        "health_timeout",
+        "relay_interval",
+        "max_message_bytes",
+    ):
         try:
             return int(value) if name == "max_message_bytes" else float(value)
         except ValueError:

@@ -67,30 +67,39 @@ def _port(endpoint: str) -> int:
 
 
 def _sqlite_path(store: str) -> str | None:
-    return store[len("sqlite:///"):] if store.startswith("sqlite:///") else None
+    return store[len("sqlite:///") :] if store.startswith("sqlite:///") else None
 
 
 def _check(cfg: FederationConfig, opts: RenderOptions) -> list[str]:
     unknown_targets = [t for t in opts.targets if t not in TARGETS]
     if unknown_targets or not opts.targets:
-        raise ConfigError(f"--target: choose from {', '.join(TARGETS)} (got {', '.join(opts.targets) or 'none'})")
+        raise ConfigError(
+            f"--target: choose from {', '.join(TARGETS)} (got {', '.join(opts.targets) or 'none'})"
+        )
     unknown = [g for g in opts.groups if g not in cfg.groups]
     if unknown:
-        raise ConfigError(f"no business unit (group) {', '.join(unknown)} in the config "
-                          f"(groups: {', '.join(cfg.groups)})", source=cfg.source)
+        raise ConfigError(
+            f"no business unit (group) {', '.join(unknown)} in the config (groups: {', '.join(cfg.groups)})",
+            source=cfg.source,
+        )
     for name, path in (("--config-path", opts.config_path), ("--state-dir", opts.state_dir)):
         if not path.startswith("/"):
             raise ConfigError(f"{name} must be an absolute path, got {path!r}")
     bad = [g for g in cfg.groups if not re.fullmatch(r"[A-Za-z0-9_.-]+", g) or g.startswith(".")]
     if bad:
-        raise ConfigError(f"group names become folder names: {', '.join(map(repr, bad))} must use letters, "
-                          "digits, '_', '-', '.'", source=cfg.source)
+        raise ConfigError(
+            f"group names become folder names: {', '.join(map(repr, bad))} must use letters, "
+            "digits, '_', '-', '.'",
+            source=cfg.source,
+        )
     names: dict[str, str] = {}
     for s in cfg.shards:
         _port(s.endpoint)
         other = names.setdefault(k8s_name(s.id), s.id)
         if other != s.id:
-            raise ConfigError(f"shards {other!r} and {s.id!r} get the same Kubernetes name {k8s_name(s.id)!r}")
+            raise ConfigError(
+                f"shards {other!r} and {s.id!r} get the same Kubernetes name {k8s_name(s.id)!r}"
+            )
     _port(cfg.router.zmq)
     return list(opts.groups or cfg.groups)
 
@@ -118,29 +127,32 @@ def _moved_sqlite(cfg: FederationConfig, state_dir: str) -> FederationConfig:
 
 def _unit(description: str, exec_start: list[str], opts: RenderOptions, *, after_db: bool) -> str:
     after = "network-online.target" + (" postgresql.service" if after_db else "")
-    return "\n".join([
-        "# rendered by `fedctl deploy render`; edit federation.toml and render again",
-        "[Unit]",
-        f"Description={description}",
-        f"After={after}",
-        "Wants=network-online.target",
-        "",
-        "[Service]",
-        "Type=simple",
-        f"User={opts.user}",
-        # systemd makes /var/lib/<StateDirectory> for the service user; elsewhere the folder must exist
-        f"StateDirectory={opts.state_dir[len('/var/lib/'):].strip('/')}" if opts.state_dir.startswith("/var/lib/")
-        else f"ReadWritePaths={opts.state_dir}",
-        f"ExecStart={shlex.join(exec_start)}",
-        "Restart=on-failure",
-        "RestartSec=2",
-        "KillSignal=SIGTERM",
-        "TimeoutStopSec=30",
-        "",
-        "[Install]",
-        "WantedBy=multi-user.target",
-        "",
-    ])
+    return "\n".join(
+        [
+            "# rendered by `fedctl deploy render`; edit federation.toml and render again",
+            "[Unit]",
+            f"Description={description}",
+            f"After={after}",
+            "Wants=network-online.target",
+            "",
+            "[Service]",
+            "Type=simple",
+            f"User={opts.user}",
+            # systemd makes /var/lib/<StateDirectory> for the service user; elsewhere the folder must exist
+            f"StateDirectory={opts.state_dir[len('/var/lib/') :].strip('/')}"
+            if opts.state_dir.startswith("/var/lib/")
+            else f"ReadWritePaths={opts.state_dir}",
+            f"ExecStart={shlex.join(exec_start)}",
+            "Restart=on-failure",
+            "RestartSec=2",
+            "KillSignal=SIGTERM",
+            "TimeoutStopSec=30",
+            "",
+            "[Install]",
+            "WantedBy=multi-user.target",
+            "",
+        ]
+    )
 
 
 def _systemd(cfg: FederationConfig, opts: RenderOptions, groups: Iterable[str]) -> dict[str, str]:
@@ -149,14 +161,19 @@ def _systemd(cfg: FederationConfig, opts: RenderOptions, groups: Iterable[str]) 
     uses_pg = any(_sqlite_path(s.store) is None for s in moved.shards)
     out["systemd/luigi-federation-router.service"] = _unit(
         "luigi-federation router (ZeroMQ front, Luigi's HTTP API)",
-        [opts.fedctl, "router", "serve", "--config", opts.config_path], opts, after_db=False)
+        [opts.fedctl, "router", "serve", "--config", opts.config_path],
+        opts,
+        after_db=False,
+    )
     for group in groups:
         for sid in cfg.groups[group]:
             spec = moved.shard(sid)
             out[f"systemd/{group}/luigi-federation-shard-{sid}.service"] = _unit(
                 f"luigi-federation shard {sid} (business unit {group})",
-                [opts.fedctl, "shard", "serve", "--config", opts.config_path, "--id", sid], opts,
-                after_db=uses_pg and _sqlite_path(spec.store) is None)
+                [opts.fedctl, "shard", "serve", "--config", opts.config_path, "--id", sid],
+                opts,
+                after_db=uses_pg and _sqlite_path(spec.store) is None,
+            )
     return out
 
 
@@ -167,10 +184,13 @@ def _k8s_config(cfg: FederationConfig, opts: RenderOptions) -> FederationConfig:
         store = s.store
         if _sqlite_path(store) is not None:
             store = f"sqlite:///{opts.state_dir.rstrip('/')}/{s.id}.db"
-        shards.append(dataclasses.replace(s, endpoint=f"tcp://{k8s_name(s.id)}:{_port(s.endpoint)}", store=store))
+        shards.append(
+            dataclasses.replace(s, endpoint=f"tcp://{k8s_name(s.id)}:{_port(s.endpoint)}", store=store)
+        )
     http = cfg.router.http_host_port
-    router = dataclasses.replace(cfg.router, zmq=f"tcp://0.0.0.0:{_port(cfg.router.zmq)}",
-                                 http=f"0.0.0.0:{http[1]}" if http else None)
+    router = dataclasses.replace(
+        cfg.router, zmq=f"tcp://0.0.0.0:{_port(cfg.router.zmq)}", http=f"0.0.0.0:{http[1]}" if http else None
+    )
     return dataclasses.replace(cfg, shards=tuple(shards), router=router)
 
 
@@ -187,8 +207,14 @@ def _meta(name: str, opts: RenderOptions, labels: dict[str, str]) -> dict[str, A
     return {"name": name, "namespace": opts.k8s_namespace, "labels": labels}
 
 
-def _deployment(name: str, opts: RenderOptions, labels: dict[str, str], command: list[str],
-                ports: list[tuple[str, int]], volumes: list[tuple[str, dict[str, Any], str]]) -> dict[str, Any]:
+def _deployment(
+    name: str,
+    opts: RenderOptions,
+    labels: dict[str, str],
+    command: list[str],
+    ports: list[tuple[str, int]],
+    volumes: list[tuple[str, dict[str, Any], str]],
+) -> dict[str, Any]:
     container: dict[str, Any] = {
         "name": name,
         "image": opts.image,
@@ -218,7 +244,9 @@ def _deployment(name: str, opts: RenderOptions, labels: dict[str, str], command:
     }
 
 
-def _service(name: str, opts: RenderOptions, labels: dict[str, str], ports: list[tuple[str, int]]) -> dict[str, Any]:
+def _service(
+    name: str, opts: RenderOptions, labels: dict[str, str], ports: list[tuple[str, int]]
+) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -242,12 +270,28 @@ def _kubernetes(cfg: FederationConfig, opts: RenderOptions, groups: Iterable[str
         router_ports.append(("http", kcfg.router.http_host_port[1]))
     router_ports.append(("metrics", METRICS_PORT))
     router_items = [
-        {"apiVersion": "v1", "kind": "ConfigMap",
-         "metadata": _meta("luigi-federation-config", opts, _labels("config")),
-         "data": {config_file: kcfg.to_toml()}},
-        _deployment("lf-router", opts, router_labels,
-                    ["fedctl", "router", "serve", "--config", opts.config_path,
-                     "--metrics", f"0.0.0.0:{METRICS_PORT}"], router_ports, [config_volume]),
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": _meta("luigi-federation-config", opts, _labels("config")),
+            "data": {config_file: kcfg.to_toml()},
+        },
+        _deployment(
+            "lf-router",
+            opts,
+            router_labels,
+            [
+                "fedctl",
+                "router",
+                "serve",
+                "--config",
+                opts.config_path,
+                "--metrics",
+                f"0.0.0.0:{METRICS_PORT}",
+            ],
+            router_ports,
+            [config_volume],
+        ),
         _service("lf-router", opts, router_labels, router_ports),
     ]
     out = {"kubernetes/router.json": _k8s_list(router_items)}
@@ -262,17 +306,43 @@ def _kubernetes(cfg: FederationConfig, opts: RenderOptions, groups: Iterable[str
             volumes = [config_volume]
             if _sqlite_path(spec.store) is not None:
                 claim = f"{name}-data"
-                items.append({
-                    "apiVersion": "v1", "kind": "PersistentVolumeClaim",
-                    "metadata": _meta(claim, opts, labels),
-                    "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": opts.storage}}},
-                })
-                volumes = [config_volume, ("data", {"persistentVolumeClaim": {"claimName": claim}}, opts.state_dir)]
-            items.append(_deployment(
-                name, opts, labels,
-                ["fedctl", "shard", "serve", "--config", opts.config_path, "--id", sid,
-                 "--bind", f"tcp://0.0.0.0:{port}", "--metrics", f"0.0.0.0:{METRICS_PORT}"],
-                ports, volumes))
+                items.append(
+                    {
+                        "apiVersion": "v1",
+                        "kind": "PersistentVolumeClaim",
+                        "metadata": _meta(claim, opts, labels),
+                        "spec": {
+                            "accessModes": ["ReadWriteOnce"],
+                            "resources": {"requests": {"storage": opts.storage}},
+                        },
+                    }
+                )
+                volumes = [
+                    config_volume,
+                    ("data", {"persistentVolumeClaim": {"claimName": claim}}, opts.state_dir),
+                ]
+            items.append(
+                _deployment(
+                    name,
+                    opts,
+                    labels,
+                    [
+                        "fedctl",
+                        "shard",
+                        "serve",
+                        "--config",
+                        opts.config_path,
+                        "--id",
+                        sid,
+                        "--bind",
+                        f"tcp://0.0.0.0:{port}",
+                        "--metrics",
+                        f"0.0.0.0:{METRICS_PORT}",
+                    ],
+                    ports,
+                    volumes,
+                )
+            )
             items.append(_service(name, opts, labels, [("zmq", port)]))
         out[f"kubernetes/{group}.json"] = _k8s_list(items)
     return out

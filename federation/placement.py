@@ -42,16 +42,23 @@ def namespace_of(task_id: str) -> str:
 class Placement:
     """``owner(task_id) = ring[group(namespace(task_id))].get_node(task_id)``."""
 
-    def __init__(self, groups: Mapping[str, Iterable[str]], namespaces: Mapping[str, str] | None = None,
-                 default_group: str = "default") -> None:
+    def __init__(
+        self,
+        groups: Mapping[str, Iterable[str]],
+        namespaces: Mapping[str, str] | None = None,
+        default_group: str = "default",
+    ) -> None:
         self.groups: dict[str, tuple[str, ...]] = {g: tuple(m) for g, m in groups.items()}
         self.namespaces: dict[str, str] = dict(namespaces or {})
         self.default_group = default_group
         problems = [f"group {g!r} has no shards" for g, m in self.groups.items() if not m]
         if default_group not in self.groups:
             problems.append(f"default group {default_group!r} is not a group")
-        problems += [f"namespace {ns!r} is pinned to unknown group {g!r}"
-                     for ns, g in self.namespaces.items() if g not in self.groups]
+        problems += [
+            f"namespace {ns!r} is pinned to unknown group {g!r}"
+            for ns, g in self.namespaces.items()
+            if g not in self.groups
+        ]
         if problems:
             raise ConfigError(problems)
         self._rings = {g: HashRing(list(m), hash_fn="ketama") for g, m in self.groups.items()}

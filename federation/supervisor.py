@@ -44,8 +44,14 @@ def answers(endpoint: str, method: str, timeout: float = 0.5) -> Any:
 
 
 class Supervisor:
-    def __init__(self, children: list[Child], log_dir: Path, *, out: TextIO = sys.stdout,
-                 env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        children: list[Child],
+        log_dir: Path,
+        *,
+        out: TextIO = sys.stdout,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.children = children
         self.log_dir = log_dir
         self.out = out
@@ -58,7 +64,10 @@ class Supervisor:
         log = open(child.log_path, "ab")
         child.proc = subprocess.Popen(
             [sys.executable, "-m", "federation.cli", *child.argv],
-            stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+            start_new_session=True,
         )
         log.close()
 
@@ -74,10 +83,14 @@ class Supervisor:
                 if child.proc.poll() is not None:
                     tail = child.log_path.read_text()[-2000:] if child.log_path else ""
                     self.stop()
-                    raise FederationError(f"{child.name} exited with code {child.proc.returncode} while starting:\n{tail}")
+                    raise FederationError(
+                        f"{child.name} exited with code {child.proc.returncode} while starting:\n{tail}"
+                    )
                 if time.monotonic() > deadline:
                     self.stop()
-                    raise FederationError(f"{child.name} did not answer on {child.endpoint} within {timeout:g}s")
+                    raise FederationError(
+                        f"{child.name} did not answer on {child.endpoint} within {timeout:g}s"
+                    )
                 time.sleep(0.1)
 
     def check(self) -> None:
@@ -89,13 +102,21 @@ class Supervisor:
             if child.next_start == 0.0:
                 delay = min(10.0, 0.5 * 2 ** min(child.restarts, 5))
                 child.next_start = now + delay
-                print(f"fedctl up: {child.name} exited with code {child.proc.returncode}; restarting in {delay:.1f}s "
-                      f"(log: {child.log_path})", file=self.out, flush=True)
+                print(
+                    f"fedctl up: {child.name} exited with code {child.proc.returncode}; restarting in {delay:.1f}s "
+                    f"(log: {child.log_path})",
+                    file=self.out,
+                    flush=True,
+                )
             elif now >= child.next_start:
                 child.restarts += 1
                 child.next_start = 0.0
                 self._spawn(child)
-                print(f"fedctl up: {child.name} restarted (restart #{child.restarts})", file=self.out, flush=True)
+                print(
+                    f"fedctl up: {child.name} restarted (restart #{child.restarts})",
+                    file=self.out,
+                    flush=True,
+                )
 
     def run_forever(self, on_tick: Callable[[], None] | None = None) -> None:
         def handler(signum: int, _frame: Any) -> None:

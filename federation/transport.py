@@ -41,7 +41,9 @@ def _common_options(sock: zmq.Socket, max_message_bytes: int | None) -> None:
         sock.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
 
 
-def bind_router(ctx: zmq.Context, endpoint: str, *, max_message_bytes: int = wire.DEFAULT_MAX_MESSAGE_BYTES) -> zmq.Socket:
+def bind_router(
+    ctx: zmq.Context, endpoint: str, *, max_message_bytes: int = wire.DEFAULT_MAX_MESSAGE_BYTES
+) -> zmq.Socket:
     """A ROUTER socket bound to ``endpoint`` (``tcp://127.0.0.1:*`` picks a free port)."""
     sock = ctx.socket(zmq.ROUTER)
     _common_options(sock, max_message_bytes)
@@ -56,8 +58,14 @@ def bind_router(ctx: zmq.Context, endpoint: str, *, max_message_bytes: int = wir
     return sock
 
 
-def connect_dealer(ctx: zmq.Context, endpoint: str, *, identity: bytes | None = None,
-                   max_message_bytes: int | None = None, immediate: bool = False) -> zmq.Socket:
+def connect_dealer(
+    ctx: zmq.Context,
+    endpoint: str,
+    *,
+    identity: bytes | None = None,
+    max_message_bytes: int | None = None,
+    immediate: bool = False,
+) -> zmq.Socket:
     """A DEALER connected to ``endpoint``.
 
     ``immediate`` (ZMQ_IMMEDIATE, set before connecting) queues messages only on a completed
@@ -163,8 +171,15 @@ class ZmqClient:
             self._local.sock = None
 
     # -- calls ---------------------------------------------------------------
-    def call(self, method: str, kwargs: dict[str, Any] | None = None, *, routing_key: bytes | None = None,
-             timeout: float | None = None, meta: dict[str, Any] | None = None) -> Any:
+    def call(
+        self,
+        method: str,
+        kwargs: dict[str, Any] | None = None,
+        *,
+        routing_key: bytes | None = None,
+        timeout: float | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> Any:
         """Send one request and wait for its reply; raise the server's error as a FederationError."""
         if self._closed:
             raise TransportError("client is closed")

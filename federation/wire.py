@@ -64,7 +64,9 @@ def unpack(data: bytes) -> Any:
     return msgpack.unpackb(data, raw=False, strict_map_key=False)
 
 
-def encode_request(req_id: int, method: str, kwargs: dict[str, Any], meta: dict[str, Any] | None = None) -> bytes:
+def encode_request(
+    req_id: int, method: str, kwargs: dict[str, Any], meta: dict[str, Any] | None = None
+) -> bytes:
     try:
         return msgpack.packb([VERSION, req_id, method, kwargs, meta or {}], use_bin_type=True)
     except (TypeError, ValueError, OverflowError) as e:
@@ -74,7 +76,9 @@ def encode_request(req_id: int, method: str, kwargs: dict[str, Any], meta: dict[
 def decode_request(body: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> Request:
     """Parse a request body; every problem becomes a :class:`ProtocolError`."""
     if len(body) > max_bytes:
-        raise ProtocolError(f"request of {len(body)} bytes exceeds the limit of {max_bytes}", code="too_large")
+        raise ProtocolError(
+            f"request of {len(body)} bytes exceeds the limit of {max_bytes}", code="too_large"
+        )
     try:
         msg = msgpack.unpackb(body, raw=False, strict_map_key=True)
     except Exception as e:  # msgpack raises several unrelated types on junk
@@ -99,7 +103,12 @@ def peek_req_id(body: bytes) -> int:
     """Best effort: the req_id of a body that failed to decode, or -1."""
     try:
         msg = msgpack.unpackb(body, raw=False, strict_map_key=False)
-        if isinstance(msg, list) and len(msg) > 1 and isinstance(msg[1], int) and not isinstance(msg[1], bool):
+        if (
+            isinstance(msg, list)
+            and len(msg) > 1
+            and isinstance(msg[1], int)
+            and not isinstance(msg[1], bool)
+        ):
             return msg[1]
     except Exception:
         pass
@@ -125,7 +134,11 @@ def decode_reply(body: bytes) -> Reply:
     _, req_id, status, payload = msg
     if status == OK:
         return Reply(req_id, True, result=payload)
-    return Reply(req_id, False, error=payload if isinstance(payload, dict) else {"code": "bad_reply", "message": str(payload)})
+    return Reply(
+        req_id,
+        False,
+        error=payload if isinstance(payload, dict) else {"code": "bad_reply", "message": str(payload)},
+    )
 
 
 def routing_key(kwargs: dict[str, Any]) -> bytes:

@@ -33,10 +33,14 @@ from federation.errors import FederationError
 from federation.transport import ZmqClient
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARD_MAIN = ("import sys; from federation.cli import main; "
-              "sys.exit(main(['shard', 'serve', '--config', sys.argv[1], '--id', sys.argv[2]]))")
-ROUTER_MAIN = ("import sys; from federation.config import load_federation_config; from router.server import serve; "
-               "sys.exit(serve(load_federation_config(sys.argv[1])))")
+SHARD_MAIN = (
+    "import sys; from federation.cli import main; "
+    "sys.exit(main(['shard', 'serve', '--config', sys.argv[1], '--id', sys.argv[2]]))"
+)
+ROUTER_MAIN = (
+    "import sys; from federation.config import load_federation_config; from router.server import serve; "
+    "sys.exit(serve(load_federation_config(sys.argv[1])))"
+)
 
 
 def _free_port() -> int:
@@ -65,12 +69,19 @@ class Federation:
         self.pg_url = pg_url
         self.schemas = [f"bench_{uuid.uuid4().hex[:10]}" for _ in range(n_shards)] if pg_url else []
         shards = tuple(
-            ShardSpec(f"s{i}", f"tcp://127.0.0.1:{_free_port()}",
-                      pg_url or f"sqlite:///{workdir / f's{i}.db'}", self.schemas[i] if pg_url else None)
-            for i in range(n_shards))
-        self.config = FederationConfig(shards=shards, groups={"default": tuple(s.id for s in shards)},
-                                       router=RouterConfig(zmq=f"tcp://127.0.0.1:{_free_port()}", http=None,
-                                                           timeout=30.0))
+            ShardSpec(
+                f"s{i}",
+                f"tcp://127.0.0.1:{_free_port()}",
+                pg_url or f"sqlite:///{workdir / f's{i}.db'}",
+                self.schemas[i] if pg_url else None,
+            )
+            for i in range(n_shards)
+        )
+        self.config = FederationConfig(
+            shards=shards,
+            groups={"default": tuple(s.id for s in shards)},
+            router=RouterConfig(zmq=f"tcp://127.0.0.1:{_free_port()}", http=None, timeout=30.0),
+        )
         self.path = workdir / "federation.toml"
         self.path.write_text(self.config.to_toml())
         self.procs: list[subprocess.Popen[bytes]] = []
@@ -78,8 +89,11 @@ class Federation:
     def _spawn(self, name: str, code: str, *args: str) -> None:
         env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
         log = open(self.workdir / f"{name}.log", "ab")
-        self.procs.append(subprocess.Popen([sys.executable, "-c", code, *args], env=env, cwd=ROOT,
-                                           stdout=log, stderr=subprocess.STDOUT))
+        self.procs.append(
+            subprocess.Popen(
+                [sys.executable, "-c", code, *args], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
+            )
+        )
 
     def start(self) -> Federation:
         for s in self.config.shards:
@@ -87,8 +101,10 @@ class Federation:
         for s in self.config.shards:
             _wait(lambda s=s: _answers(s.endpoint, "shard_info"), f"shard {s.id}")
         self._spawn("router", ROUTER_MAIN, str(self.path))
-        _wait(lambda: (h := _answers(self.endpoint, "federation_health")) and all(x["up"] for x in h["shards"]),
-              "router")
+        _wait(
+            lambda: (h := _answers(self.endpoint, "federation_health")) and all(x["up"] for x in h["shards"]),
+            "router",
+        )
         return self
 
     @property
@@ -138,25 +154,50 @@ def latency(calls: int, pg_url: str | None) -> None:
             for tid in ids[:50]:
                 direct.call("add_task", {"task_id": tid, "worker": worker, "family": "bench.L"})
             # a worker both sides know, with nothing it may run: get_work walks the shard, hands out nothing
-            routed.call("add_task", {"task_id": f"bench.Idle_{uuid.uuid4().hex[:10]}", "worker": "bench-idle",
-                                     "family": "bench.Idle", "runnable": False})
+            routed.call(
+                "add_task",
+                {
+                    "task_id": f"bench.Idle_{uuid.uuid4().hex[:10]}",
+                    "worker": "bench-idle",
+                    "family": "bench.Idle",
+                    "runnable": False,
+                },
+            )
             cases: list[tuple[str, Any]] = [
-                ("add_task", lambda i: ("add_task", {"task_id": ids[i], "worker": worker, "family": "bench.L",
-                                                     "priority": i % 3})),
-                ("set_task_status_message", lambda i: ("set_task_status_message",
-                                                       {"task_id": ids[i % 50], "status_message": str(i)})),
+                (
+                    "add_task",
+                    lambda i: (
+                        "add_task",
+                        {"task_id": ids[i], "worker": worker, "family": "bench.L", "priority": i % 3},
+                    ),
+                ),
+                (
+                    "set_task_status_message",
+                    lambda i: ("set_task_status_message", {"task_id": ids[i % 50], "status_message": str(i)}),
+                ),
                 ("get_task_status_message", lambda i: ("get_task_status_message", {"task_id": ids[i % 50]})),
                 ("ping", lambda i: ("ping", {"worker": worker})),
                 ("count_pending", lambda i: ("count_pending", {"worker": worker})),
-                ("get_work (nothing to hand out)", lambda i: ("get_work", {"worker": "bench-idle",
-                                                                           "current_tasks": []})),
+                (
+                    "get_work (nothing to hand out)",
+                    lambda i: ("get_work", {"worker": "bench-idle", "current_tasks": []}),
+                ),
             ]
-            print(f"latency, one request in flight, {calls} calls per method ({'postgres' if pg_url else 'sqlite'})")
-            print(f"{'method':34} {'direct p50':>10} {'p99':>8} {'router p50':>10} {'p99':>8} {'p50 x':>6} {'p99 x':>6}")
+            print(
+                f"latency, one request in flight, {calls} calls per method ({'postgres' if pg_url else 'sqlite'})"
+            )
+            print(
+                f"{'method':34} {'direct p50':>10} {'p99':>8} {'router p50':>10} {'p99':>8} {'p50 x':>6} {'p99 x':>6}"
+            )
             for name, make in cases:
                 results = {}
                 # interleave direct and routed blocks so both see the same machine state
-                for label, client in (("direct", direct), ("router", routed), ("direct2", direct), ("router2", routed)):
+                for label, client in (
+                    ("direct", direct),
+                    ("router", routed),
+                    ("direct2", direct),
+                    ("router2", routed),
+                ):
                     lat = []
                     for i in range(calls // 2):
                         method, kwargs = make(i if label in ("direct", "router") else i + calls // 2)
@@ -165,8 +206,10 @@ def latency(calls: int, pg_url: str | None) -> None:
                         lat.append((time.perf_counter() - t0) * 1e6)
                     results.setdefault(label.rstrip("2"), []).extend(lat)
                 d, r = results["direct"], results["router"]
-                print(f"{name:34} {_pct(d, .5):10.0f} {_pct(d, .99):8.0f} {_pct(r, .5):10.0f} {_pct(r, .99):8.0f} "
-                      f"{_pct(r, .5) / _pct(d, .5):6.2f} {_pct(r, .99) / _pct(d, .99):6.2f}")
+                print(
+                    f"{name:34} {_pct(d, 0.5):10.0f} {_pct(d, 0.99):8.0f} {_pct(r, 0.5):10.0f} {_pct(r, 0.99):8.0f} "
+                    f"{_pct(r, 0.5) / _pct(d, 0.5):6.2f} {_pct(r, 0.99) / _pct(d, 0.99):6.2f}"
+                )
             print("(microseconds)")
             direct.close()
             routed.close()
@@ -181,7 +224,9 @@ def _worker(endpoint: str, wid: int, n_tasks: int, start: Any, out: Any) -> None
     ids = [f"bench.T_{wid}_{i}_{uuid.uuid4().hex[:10]}" for i in range(n_tasks)]
     t0 = time.perf_counter()
     for i, tid in enumerate(ids):
-        client.call("add_task", {"task_id": tid, "worker": worker, "family": "bench.T", "params": {"i": str(i)}})
+        client.call(
+            "add_task", {"task_id": tid, "worker": worker, "family": "bench.T", "params": {"i": str(i)}}
+        )
     client.call("add_worker", {"worker": worker, "info": [["workers", 1], ["host", "bench"]]})
     registered = time.perf_counter() - t0
     start.wait()
@@ -195,15 +240,18 @@ def _worker(endpoint: str, wid: int, n_tasks: int, start: Any, out: Any) -> None
         tid = reply.get("task_id")
         if tid is None:
             break
-        client.call("add_task", {"task_id": tid, "worker": worker, "status": "DONE", "runnable": None,
-                                 "family": "bench.T"})
+        client.call(
+            "add_task",
+            {"task_id": tid, "worker": worker, "status": "DONE", "runnable": None, "family": "bench.T"},
+        )
         done += 1
     out.put((n_tasks, registered, done, time.perf_counter() - t1, t1, time.perf_counter(), lat))
     client.close()
 
 
-def throughput(n_shards: int, n_workers: int, tasks: int, pg_url: str | None, *, direct: bool = False
-               ) -> dict[str, float]:
+def throughput(
+    n_shards: int, n_workers: int, tasks: int, pg_url: str | None, *, direct: bool = False
+) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="bench-router-") as tmp:
         fed = Federation(n_shards, Path(tmp), pg_url).start()
         try:
@@ -231,8 +279,13 @@ def throughput(n_shards: int, n_workers: int, tasks: int, pg_url: str | None, *,
             total = sum(r[0] for r in results)
             assert done == total, f"{done} of {total} tasks done"
             del t_reg
-            return {"tasks": total, "add_per_s": total / reg_wall, "tasks_per_s": done / run_wall,
-                    "get_work_p50_ms": statistics.median(lat) * 1000, "get_work_p99_ms": _pct(lat, .99) * 1000}
+            return {
+                "tasks": total,
+                "add_per_s": total / reg_wall,
+                "tasks_per_s": done / run_wall,
+                "get_work_p50_ms": statistics.median(lat) * 1000,
+                "get_work_p99_ms": _pct(lat, 0.99) * 1000,
+            }
         finally:
             fed.stop()
 
@@ -243,23 +296,36 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--calls", type=int, default=2000, help="calls per method for the latency part")
     p.add_argument("--shards", type=int, nargs="+", default=[1, 3])
     p.add_argument("--workers", type=int, nargs="+", default=[8, 32])
-    p.add_argument("--tasks", type=int, default=2000, help="tasks per throughput run (split over the workers)")
-    p.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True,
-                   help="also run the workers straight against one shard, without the router")
+    p.add_argument(
+        "--tasks", type=int, default=2000, help="tasks per throughput run (split over the workers)"
+    )
+    p.add_argument(
+        "--baseline",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also run the workers straight against one shard, without the router",
+    )
     p.add_argument("--pg-url", default=None, help="run the shards on Postgres schemas (dropped afterwards)")
     args = p.parse_args(argv)
     if args.part in ("latency", "both"):
         latency(args.calls, args.pg_url)
     if args.part in ("throughput", "both"):
-        print(f"\nthroughput through the router ({'postgres' if args.pg_url else 'sqlite'}), {args.tasks} tasks per run")
-        print(f"{'shards':>14} {'workers':>7} {'add_task/s':>10} {'tasks/s':>8} {'get_work p50 ms':>15} {'p99 ms':>7}")
+        print(
+            f"\nthroughput through the router ({'postgres' if args.pg_url else 'sqlite'}), {args.tasks} tasks per run"
+        )
+        print(
+            f"{'shards':>14} {'workers':>7} {'add_task/s':>10} {'tasks/s':>8} {'get_work p50 ms':>15} {'p99 ms':>7}"
+        )
         runs = [(1, w, True) for w in args.workers] if args.baseline else []
         runs += [(n, w, False) for n in args.shards for w in args.workers]
         for n_shards, n_workers, direct in runs:
             r = throughput(n_shards, n_workers, args.tasks, args.pg_url, direct=direct)
             label = "1, no router" if direct else str(n_shards)
-            print(f"{label:>14} {n_workers:7} {r['add_per_s']:10.0f} {r['tasks_per_s']:8.0f} "
-                  f"{r['get_work_p50_ms']:15.2f} {r['get_work_p99_ms']:7.2f}", flush=True)
+            print(
+                f"{label:>14} {n_workers:7} {r['add_per_s']:10.0f} {r['tasks_per_s']:8.0f} "
+                f"{r['get_work_p50_ms']:15.2f} {r['get_work_p99_ms']:7.2f}",
+                flush=True,
+            )
     return 0
 
 

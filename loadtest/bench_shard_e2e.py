@@ -43,8 +43,17 @@ def worker_main(endpoint: str, wid: int, n_tasks: int, chain: int, out: mp.Queue
     t0 = time.perf_counter()
     for i, tid in enumerate(ids):
         deps = [ids[i - 1]] if chain and i % chain else []
-        client.call("add_task", {"task_id": tid, "worker": worker, "family": "bench.T", "deps": deps,
-                                 "params": {"i": str(i)}, "priority": 0})
+        client.call(
+            "add_task",
+            {
+                "task_id": tid,
+                "worker": worker,
+                "family": "bench.T",
+                "deps": deps,
+                "params": {"i": str(i)},
+                "priority": 0,
+            },
+        )
     client.call("add_worker", {"worker": worker, "info": [["workers", 1], ["host", "bench"]]})
     t_reg = time.perf_counter() - t0
     lat: list[float] = []
@@ -79,11 +88,21 @@ def pct(values: list[float], p: float) -> float:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--store", choices=["sqlite", "postgres"], default="postgres")
-    ap.add_argument("--pg-url", default=os.environ.get("FED_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test"))
+    ap.add_argument(
+        "--pg-url",
+        default=os.environ.get("FED_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test"),
+    )
     ap.add_argument("--workers", type=int, default=8)
     ap.add_argument("--tasks-per-worker", type=int, default=500)
-    ap.add_argument("--chain", type=int, default=5, help="every task depends on the previous one within runs of this length")
-    ap.add_argument("--endpoint", help="use this running shard instead of starting one (e.g. one under py-spy)")
+    ap.add_argument(
+        "--chain",
+        type=int,
+        default=5,
+        help="every task depends on the previous one within runs of this length",
+    )
+    ap.add_argument(
+        "--endpoint", help="use this running shard instead of starting one (e.g. one under py-spy)"
+    )
     args = ap.parse_args(argv)
     if args.endpoint:
         results, wall = run_workers(args.endpoint, args)
@@ -94,8 +113,21 @@ def main(argv: list[str] | None = None) -> int:
     schema = f"fedbench_{uuid.uuid4().hex[:10]}"
     db = f"sqlite:///{tmp}/s0.db" if args.store == "sqlite" else args.pg_url
     endpoint = f"tcp://127.0.0.1:{_free_port()}"
-    argv_shard = [sys.executable, "-m", "federation.cli", "shard", "serve", "--id", "bench", "--bind", endpoint,
-                  "--db", db, "--log-level", "WARNING"]
+    argv_shard = [
+        sys.executable,
+        "-m",
+        "federation.cli",
+        "shard",
+        "serve",
+        "--id",
+        "bench",
+        "--bind",
+        endpoint,
+        "--db",
+        db,
+        "--log-level",
+        "WARNING",
+    ]
     if args.store == "postgres":
         argv_shard += ["--schema", schema]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
@@ -129,8 +161,10 @@ def main(argv: list[str] | None = None) -> int:
 def run_workers(endpoint: str, args: argparse.Namespace) -> tuple[list[dict], float]:
     out: mp.Queue = mp.Queue()
     t0 = time.perf_counter()
-    procs = [mp.Process(target=worker_main, args=(endpoint, w, args.tasks_per_worker, args.chain, out))
-             for w in range(args.workers)]
+    procs = [
+        mp.Process(target=worker_main, args=(endpoint, w, args.tasks_per_worker, args.chain, out))
+        for w in range(args.workers)
+    ]
     for p in procs:
         p.start()
     results = [out.get() for _ in procs]

@@ -110,9 +110,14 @@ class CheckReport:
 
     def summary(self) -> str:
         if self.ok:
-            return (f"OK: {self.checked_tasks} tasks, {self.checked_grants} grants, {self.checked_edges} dependency "
-                    f"checks{', final state' if self.final_checked else ''}")
-        parts = [f"{kind}: {n} (e.g. {'; '.join(self.examples[kind][:2])})" for kind, n in self.counts.most_common()]
+            return (
+                f"OK: {self.checked_tasks} tasks, {self.checked_grants} grants, {self.checked_edges} dependency "
+                f"checks{', final state' if self.final_checked else ''}"
+            )
+        parts = [
+            f"{kind}: {n} (e.g. {'; '.join(self.examples[kind][:2])})"
+            for kind, n in self.counts.most_common()
+        ]
         return "FAILED: " + " | ".join(parts)
 
 
@@ -149,8 +154,10 @@ def check(dag: Dag, trace: Trace, final: dict[str, str] | None) -> CheckReport:
             rep.add("granted less often than planned", f"{ids[i]} granted {g}x, planned {attempts[i]}x")
         want_done = 1 if expected[i] == "DONE" else 0
         if done_n[i] != want_done:
-            rep.add("not completed exactly once" if want_done else "completed although it should not",
-                    f"{ids[i]} reported DONE {done_n[i]}x")
+            rep.add(
+                "not completed exactly once" if want_done else "completed although it should not",
+                f"{ids[i]} reported DONE {done_n[i]}x",
+            )
 
     for i, gs in grants.items():
         gs.sort(key=lambda x: x[1])
@@ -165,8 +172,10 @@ def check(dag: Dag, trace: Trace, final: dict[str, str] | None) -> CheckReport:
                 if sent is None:
                     rep.add("granted before a dependency was DONE", f"{ids[i]}: {ids[d]} never reported DONE")
                 elif t1 < sent:
-                    rep.add("granted before a dependency was DONE",
-                            f"{ids[i]} granted {sent - t1:.3f}s before {ids[d]} was reported DONE")
+                    rep.add(
+                        "granted before a dependency was DONE",
+                        f"{ids[i]} granted {sent - t1:.3f}s before {ids[d]} was reported DONE",
+                    )
 
     if final is not None:
         rep.final_checked = True

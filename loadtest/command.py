@@ -26,81 +26,176 @@ def _env(name: str, default: Any = None) -> Any:
 def register(subparsers: Any) -> None:
     """Add ``loadtest`` (with ``run`` and ``compare``) to fedctl's subparsers."""
     lt = subparsers.add_parser(
-        "loadtest", help="thousands of daily partitions against a federation (and luigid), with a report",
+        "loadtest",
+        help="thousands of daily partitions against a federation (and luigid), with a report",
         description="Generate a partitioned Luigi DAG, drive it through many simulated Luigi workers, "
-                    "check that every task ran exactly once and in dependency order, and measure.")
+        "check that every task ran exactly once and in dependency order, and measure.",
+    )
     lt_sub = lt.add_subparsers(dest="loadtest_command", metavar="SUBCOMMAND")
     lt.set_defaults(func=lambda args: _usage(lt))
 
     run = lt_sub.add_parser(
-        "run", help="run a load test (see docs/loadtest.md)",
+        "run",
+        help="run a load test (see docs/loadtest.md)",
         description="Run a generated DAG (days x topics x Extract/Transform/Enrich/Load + a daily "
-                    "WrapperTask) through W simulated Luigi workers against a federation (--router or "
-                    "--shards) and/or a stock luigid (--against luigid), check it, report it.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        "WrapperTask) through W simulated Luigi workers against a federation (--router or "
+        "--shards) and/or a stock luigid (--against luigid), check it, report it.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     g = run.add_argument_group("the DAG")
-    g.add_argument("--days", type=int, default=int(_env("FED_LT_DAYS", "2")), help="days of partitions [FED_LT_DAYS]")
-    g.add_argument("--topics", type=int, default=int(_env("FED_LT_TOPICS", "3")), help="topics per day [FED_LT_TOPICS]")
-    g.add_argument("--units", default=_env("FED_LT_UNITS", "fin,mkt,ops"),
-                   help="business units = task namespaces, topics spread round robin [FED_LT_UNITS]")
-    g.add_argument("--fan-in", type=int, default=int(_env("FED_LT_FAN_IN", "2")),
-                   help="Transforms each Enrich reads (its own + others of the day) [FED_LT_FAN_IN]")
-    g.add_argument("--fan-out", type=int, default=int(_env("FED_LT_FAN_OUT", "10")),
-                   help="Enrich tasks fed by one ref.Reference task per day (0: none) [FED_LT_FAN_OUT]")
-    g.add_argument("--priorities", action=argparse.BooleanOptionalAction, default=True,
-                   help="business-unit priorities and high priority on the latest days")
-    g.add_argument("--fail-rate", type=float, default=float(_env("FED_LT_FAIL_RATE", "0")),
-                   help="share of tasks that fail once and succeed on the retry [FED_LT_FAIL_RATE]")
-    g.add_argument("--perm-fail-rate", type=float, default=float(_env("FED_LT_PERM_FAIL_RATE", "0")),
-                   help="share of tasks that always fail (retry_count 1: disabled) [FED_LT_PERM_FAIL_RATE]")
-    g.add_argument("--resources", type=int, default=int(_env("FED_LT_RESOURCES", "0")),
-                   help="Load tasks need warehouse=1 of this capacity (0: no resources) [FED_LT_RESOURCES]")
+    g.add_argument(
+        "--days", type=int, default=int(_env("FED_LT_DAYS", "2")), help="days of partitions [FED_LT_DAYS]"
+    )
+    g.add_argument(
+        "--topics", type=int, default=int(_env("FED_LT_TOPICS", "3")), help="topics per day [FED_LT_TOPICS]"
+    )
+    g.add_argument(
+        "--units",
+        default=_env("FED_LT_UNITS", "fin,mkt,ops"),
+        help="business units = task namespaces, topics spread round robin [FED_LT_UNITS]",
+    )
+    g.add_argument(
+        "--fan-in",
+        type=int,
+        default=int(_env("FED_LT_FAN_IN", "2")),
+        help="Transforms each Enrich reads (its own + others of the day) [FED_LT_FAN_IN]",
+    )
+    g.add_argument(
+        "--fan-out",
+        type=int,
+        default=int(_env("FED_LT_FAN_OUT", "10")),
+        help="Enrich tasks fed by one ref.Reference task per day (0: none) [FED_LT_FAN_OUT]",
+    )
+    g.add_argument(
+        "--priorities",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="business-unit priorities and high priority on the latest days",
+    )
+    g.add_argument(
+        "--fail-rate",
+        type=float,
+        default=float(_env("FED_LT_FAIL_RATE", "0")),
+        help="share of tasks that fail once and succeed on the retry [FED_LT_FAIL_RATE]",
+    )
+    g.add_argument(
+        "--perm-fail-rate",
+        type=float,
+        default=float(_env("FED_LT_PERM_FAIL_RATE", "0")),
+        help="share of tasks that always fail (retry_count 1: disabled) [FED_LT_PERM_FAIL_RATE]",
+    )
+    g.add_argument(
+        "--resources",
+        type=int,
+        default=int(_env("FED_LT_RESOURCES", "0")),
+        help="Load tasks need warehouse=1 of this capacity (0: no resources) [FED_LT_RESOURCES]",
+    )
     g.add_argument("--seed", type=int, default=1, help="chooses fan-in partners and failing tasks")
     g.add_argument("--start", default="2026-01-01", help="first day")
 
     g = run.add_argument_group("the workers")
-    g.add_argument("--workers", type=int, default=int(_env("FED_LT_WORKERS", "8")),
-                   help="worker ids (--shape many) or slots of the one worker id (--shape one) [FED_LT_WORKERS]")
-    g.add_argument("--shape", choices=["many", "one"], default=_env("FED_LT_SHAPE", "many"),
-                   help="many worker ids each owning part of the DAG, or one worker id with N slots [FED_LT_SHAPE]")
-    g.add_argument("--via", default=_env("FED_LT_VIA", "zmq"),
-                   help="federation transports, comma separated: zmq, http (the gateway) [FED_LT_VIA]")
-    g.add_argument("--task-ms", type=float, default=float(_env("FED_LT_TASK_MS", "0")),
-                   help="simulated run time of a task [FED_LT_TASK_MS]")
-    g.add_argument("--wait-interval", type=float, default=float(_env("FED_LT_WAIT_INTERVAL", "0.05")),
-                   help="idle sleep when no work (Luigi's [worker] wait_interval, 1 s by default) [FED_LT_WAIT_INTERVAL]")
-    g.add_argument("--timeout", type=float, default=float(_env("FED_LT_TIMEOUT", "60")),
-                   help="seconds per scheduler call before it is retried [FED_LT_TIMEOUT]")
+    g.add_argument(
+        "--workers",
+        type=int,
+        default=int(_env("FED_LT_WORKERS", "8")),
+        help="worker ids (--shape many) or slots of the one worker id (--shape one) [FED_LT_WORKERS]",
+    )
+    g.add_argument(
+        "--shape",
+        choices=["many", "one"],
+        default=_env("FED_LT_SHAPE", "many"),
+        help="many worker ids each owning part of the DAG, or one worker id with N slots [FED_LT_SHAPE]",
+    )
+    g.add_argument(
+        "--via",
+        default=_env("FED_LT_VIA", "zmq"),
+        help="federation transports, comma separated: zmq, http (the gateway) [FED_LT_VIA]",
+    )
+    g.add_argument(
+        "--task-ms",
+        type=float,
+        default=float(_env("FED_LT_TASK_MS", "0")),
+        help="simulated run time of a task [FED_LT_TASK_MS]",
+    )
+    g.add_argument(
+        "--wait-interval",
+        type=float,
+        default=float(_env("FED_LT_WAIT_INTERVAL", "0.05")),
+        help="idle sleep when no work (Luigi's [worker] wait_interval, 1 s by default) [FED_LT_WAIT_INTERVAL]",
+    )
+    g.add_argument(
+        "--timeout",
+        type=float,
+        default=float(_env("FED_LT_TIMEOUT", "60")),
+        help="seconds per scheduler call before it is retried [FED_LT_TIMEOUT]",
+    )
 
     g = run.add_argument_group("the servers")
-    g.add_argument("--router", default=_env("FED_ROUTER"), help="ZeroMQ address of a running federation [FED_ROUTER]")
-    g.add_argument("--config", default=_env("FED_CONFIG"),
-                   help="its federation.toml (for placement: cross-shard edges) [FED_CONFIG]")
-    g.add_argument("--shards", type=int, default=None,
-                   help="start a federation of N shards for the run (fedctl up, free ports, temp dir)")
-    g.add_argument("--store", choices=["sqlite", "postgres"], default=_env("FED_STORE", "sqlite"),
-                   help="store of the started shards [FED_STORE]")
-    g.add_argument("--pg-url", default=_env("FED_PG_URL", DEFAULT_PG_URL),
-                   help="Postgres for --store postgres (schemas lt_<hex>_s<i>, dropped afterwards) [FED_PG_URL]")
-    g.add_argument("--against", choices=["luigid"], default=None,
-                   help="also run the same DAG against a stock luigid started for the run")
-    g.add_argument("--retry-delay", type=float, default=float(_env("FED_LT_RETRY_DELAY", "1")),
-                   help="[scheduler] retry_delay of the started servers [FED_LT_RETRY_DELAY]")
-    g.add_argument("--prune-every", type=float, default=1.0,
-                   help="with failures: call prune this often, so retries come after retry_delay")
+    g.add_argument(
+        "--router", default=_env("FED_ROUTER"), help="ZeroMQ address of a running federation [FED_ROUTER]"
+    )
+    g.add_argument(
+        "--config",
+        default=_env("FED_CONFIG"),
+        help="its federation.toml (for placement: cross-shard edges) [FED_CONFIG]",
+    )
+    g.add_argument(
+        "--shards",
+        type=int,
+        default=None,
+        help="start a federation of N shards for the run (fedctl up, free ports, temp dir)",
+    )
+    g.add_argument(
+        "--store",
+        choices=["sqlite", "postgres"],
+        default=_env("FED_STORE", "sqlite"),
+        help="store of the started shards [FED_STORE]",
+    )
+    g.add_argument(
+        "--pg-url",
+        default=_env("FED_PG_URL", DEFAULT_PG_URL),
+        help="Postgres for --store postgres (schemas lt_<hex>_s<i>, dropped afterwards) [FED_PG_URL]",
+    )
+    g.add_argument(
+        "--against",
+        choices=["luigid"],
+        default=None,
+        help="also run the same DAG against a stock luigid started for the run",
+    )
+    g.add_argument(
+        "--retry-delay",
+        type=float,
+        default=float(_env("FED_LT_RETRY_DELAY", "1")),
+        help="[scheduler] retry_delay of the started servers [FED_LT_RETRY_DELAY]",
+    )
+    g.add_argument(
+        "--prune-every",
+        type=float,
+        default=1.0,
+        help="with failures: call prune this often, so retries come after retry_delay",
+    )
     g.add_argument("--keep", action="store_true", help="keep the started federation's data (and schemas)")
 
     g = run.add_argument_group("the run")
-    g.add_argument("--report", default=_env("FED_LT_REPORT"), help="append the results to this Parquet file [FED_LT_REPORT]")
+    g.add_argument(
+        "--report",
+        default=_env("FED_LT_REPORT"),
+        help="append the results to this Parquet file [FED_LT_REPORT]",
+    )
     g.add_argument("--label", default="", help="a label stored with the results")
-    g.add_argument("--stall-timeout", type=float, default=120.0, help="stop when no task completes for this long")
+    g.add_argument(
+        "--stall-timeout", type=float, default=120.0, help="stop when no task completes for this long"
+    )
     g.add_argument("--deadline", type=float, default=None, help="stop each target after this many seconds")
     g.add_argument("--no-progress", action="store_true", help="no live progress bar (logs only)")
     run.set_defaults(func=cmd_run)
 
-    cmp = lt_sub.add_parser("compare", help="ratio tables between the runs of a report",
-                            description="Print every run of a Parquet report, federation/luigid ratios inside "
-                                        "each run, and every run against a baseline run.")
+    cmp = lt_sub.add_parser(
+        "compare",
+        help="ratio tables between the runs of a report",
+        description="Print every run of a Parquet report, federation/luigid ratios inside "
+        "each run, and every run against a baseline run.",
+    )
     cmp.add_argument("report", help="the Parquet file written by fedctl loadtest run --report")
     cmp.add_argument("--baseline", default=None, help="run id to compare against (default: the first run)")
     cmp.add_argument("--last", type=int, default=None, help="only the last N runs")
@@ -132,14 +227,37 @@ def options_from_args(args: argparse.Namespace) -> Any:
         raise ValueError("--workers must be at least 1")
     units = tuple(u.strip() for u in args.units.split(",") if u.strip())
     return RunOptions(
-        days=args.days, topics=args.topics, workers=args.workers, shape=args.shape, via=via, router=args.router,
-        config=args.config, shards=args.shards, store=args.store, pg_url=args.pg_url,
-        against_luigid=args.against == "luigid", units=units, fan_in=args.fan_in, fan_out=args.fan_out,
-        priorities=args.priorities, fail_rate=args.fail_rate, perm_fail_rate=args.perm_fail_rate,
-        resources=args.resources, seed=args.seed, start=args.start, task_ms=args.task_ms,
-        wait_interval=args.wait_interval, wait_jitter=args.wait_interval, timeout=args.timeout,
-        retry_delay=args.retry_delay, prune_every=args.prune_every, stall_timeout=args.stall_timeout,
-        deadline=args.deadline, label=args.label, keep=args.keep)
+        days=args.days,
+        topics=args.topics,
+        workers=args.workers,
+        shape=args.shape,
+        via=via,
+        router=args.router,
+        config=args.config,
+        shards=args.shards,
+        store=args.store,
+        pg_url=args.pg_url,
+        against_luigid=args.against == "luigid",
+        units=units,
+        fan_in=args.fan_in,
+        fan_out=args.fan_out,
+        priorities=args.priorities,
+        fail_rate=args.fail_rate,
+        perm_fail_rate=args.perm_fail_rate,
+        resources=args.resources,
+        seed=args.seed,
+        start=args.start,
+        task_ms=args.task_ms,
+        wait_interval=args.wait_interval,
+        wait_jitter=args.wait_interval,
+        timeout=args.timeout,
+        retry_delay=args.retry_delay,
+        prune_every=args.prune_every,
+        stall_timeout=args.stall_timeout,
+        deadline=args.deadline,
+        label=args.label,
+        keep=args.keep,
+    )
 
 
 def _console() -> Any:
@@ -196,8 +314,14 @@ class _LiveProgress:
     def __init__(self, console: Any) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-        self.progress = Progress(TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("{task.fields[rate]:>10}"), TimeElapsedColumn(), console=console)
+        self.progress = Progress(
+            TextColumn("{task.description:<28}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]:>10}"),
+            TimeElapsedColumn(),
+            console=console,
+        )
         self.bars: dict[tuple[str, str], Any] = {}
         self.last: dict[tuple[str, str], tuple[float, int]] = {}
 
@@ -231,7 +355,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as e:
         return _fail(f"cannot read {args.report}: {e}")
     if args.last:
-        keep = df.drop_duplicates("run_id")["run_id"].tolist()[-args.last:]
+        keep = df.drop_duplicates("run_id")["run_id"].tolist()[-args.last :]
         df = df[df["run_id"].isin(keep)]
     try:
         tables = report.compare_frames(df, args.baseline)

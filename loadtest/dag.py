@@ -126,8 +126,15 @@ class Dag:
         return len(self.ids)
 
     # -- building ------------------------------------------------------------------------------
-    def _add(self, family: str, params: dict[str, str], deps: list[int], priority: int, where: tuple[int, int, str],
-             resources: dict[str, int] | None = None) -> int:
+    def _add(
+        self,
+        family: str,
+        params: dict[str, str],
+        deps: list[int],
+        priority: int,
+        where: tuple[int, int, str],
+        resources: dict[str, int] | None = None,
+    ) -> int:
         idx = len(self.ids)
         tid = task_id_str(family, params)
         self.ids.append(tid)
@@ -175,8 +182,11 @@ class Dag:
 
     def retry_policy(self, i: int) -> dict[str, int | None]:
         """Luigi's ``retry_policy_dict`` for task i (``RetryPolicy._asdict()`` of the task's attributes)."""
-        return {"retry_count": 1 if self.fail[i] == FAIL_ALWAYS else None, "disable_hard_timeout": None,
-                "disable_window": None}
+        return {
+            "retry_count": 1 if self.fail[i] == FAIL_ALWAYS else None,
+            "disable_hard_timeout": None,
+            "disable_window": None,
+        }
 
     def expected_status(self) -> list[str]:
         """Final status of every task: DONE, DISABLED (fails permanently) or PENDING (below a failure).
@@ -196,7 +206,10 @@ class Dag:
     def expected_attempts(self) -> list[int]:
         """How many times each task is granted: 2 for fail-once, 0 below a permanent failure, else 1."""
         status = self.expected_status()
-        return [0 if st == PENDING else 2 if f == FAIL_ONCE else 1 for st, f in zip(status, self.fail, strict=True)]
+        return [
+            0 if st == PENDING else 2 if f == FAIL_ONCE else 1
+            for st, f in zip(status, self.fail, strict=True)
+        ]
 
     def owners(self, workers: int) -> list[int]:
         """Which of ``workers`` worker ids owns (registers and runs) each task.
@@ -239,8 +252,15 @@ def build_dag(spec: DagSpec) -> Dag:
         refs: list[int] = []
         if spec.fan_out:
             for part in range(math.ceil(spec.topics / spec.fan_out)):
-                refs.append(dag._add("ref.Reference", {"date": date, "part": str(part), "run": spec.run}, [],
-                                     0, (d, -1, "Reference")))
+                refs.append(
+                    dag._add(
+                        "ref.Reference",
+                        {"date": date, "part": str(part), "run": spec.run},
+                        [],
+                        0,
+                        (d, -1, "Reference"),
+                    )
+                )
         transforms: list[int] = []
         pipelines: list[tuple[int, int]] = []  # (topic, Extract index)
         for t in range(spec.topics):
@@ -263,7 +283,13 @@ def build_dag(spec: DagSpec) -> Dag:
             res = {RESOURCE: 1} if spec.resources else None
             loads.append(dag._add(f"{unit}.Load", dict(params), [en], prio, (d, t, "Load"), res))
         hot = spec.priorities and d >= hot_from
-        dag._add("daily.Daily", {"date": date, "run": spec.run}, loads, HOT_PRIORITY if hot else 0, (d, -1, "Daily"))
+        dag._add(
+            "daily.Daily",
+            {"date": date, "run": spec.run},
+            loads,
+            HOT_PRIORITY if hot else 0,
+            (d, -1, "Daily"),
+        )
     return dag
 
 
@@ -289,12 +315,26 @@ def registration_kwargs(dag: Dag, i: int, worker: str) -> dict[str, Any]:
     """
     params = dag.params[i]
     return {
-        "task_id": dag.ids[i], "status": "PENDING", "runnable": True,
-        "deps": [dag.ids[d] for d in dag.deps[i]], "new_deps": None, "expl": None,
-        "resources": dict(dag.resources[i]), "priority": dag.priority[i], "family": dag.families[i],
-        "module": MODULE, "params": dict(params), "param_visibilities": {k: 0 for k in params},
-        "accepts_messages": False, "assistant": False, "tracking_url": None, "worker": worker,
-        "batchable": False, "batch_id": None, "retry_policy_dict": dag.retry_policy(i), "owners": [],
+        "task_id": dag.ids[i],
+        "status": "PENDING",
+        "runnable": True,
+        "deps": [dag.ids[d] for d in dag.deps[i]],
+        "new_deps": None,
+        "expl": None,
+        "resources": dict(dag.resources[i]),
+        "priority": dag.priority[i],
+        "family": dag.families[i],
+        "module": MODULE,
+        "params": dict(params),
+        "param_visibilities": {k: 0 for k in params},
+        "accepts_messages": False,
+        "assistant": False,
+        "tracking_url": None,
+        "worker": worker,
+        "batchable": False,
+        "batch_id": None,
+        "retry_policy_dict": dag.retry_policy(i),
+        "owners": [],
     }
 
 
@@ -303,10 +343,24 @@ def report_kwargs(dag: Dag, i: int, worker: str, status: str) -> dict[str, Any]:
     params = dag.params[i]
     expl = None if status == "DONE" else "Traceback (most recent call last):\n  loadtest: planned failure\n"
     return {
-        "task_id": dag.ids[i], "status": status, "runnable": None, "deps": None, "new_deps": [],
-        "expl": json.dumps(expl), "resources": dict(dag.resources[i]), "priority": 0,
-        "family": dag.families[i], "module": MODULE, "params": dict(params),
-        "param_visibilities": {k: 0 for k in params}, "accepts_messages": False, "assistant": False,
-        "tracking_url": None, "worker": worker, "batchable": None, "batch_id": None,
-        "retry_policy_dict": dag.retry_policy(i), "owners": [],
+        "task_id": dag.ids[i],
+        "status": status,
+        "runnable": None,
+        "deps": None,
+        "new_deps": [],
+        "expl": json.dumps(expl),
+        "resources": dict(dag.resources[i]),
+        "priority": 0,
+        "family": dag.families[i],
+        "module": MODULE,
+        "params": dict(params),
+        "param_visibilities": {k: 0 for k in params},
+        "accepts_messages": False,
+        "assistant": False,
+        "tracking_url": None,
+        "worker": worker,
+        "batchable": None,
+        "batch_id": None,
+        "retry_policy_dict": dag.retry_policy(i),
+        "owners": [],
     }

@@ -123,8 +123,9 @@ def make_channel(endpoint: str, timeout: float) -> Channel:
     return ZmqChannel(endpoint, timeout)
 
 
-def call_retrying(ch: Channel, method: str, kwargs: dict[str, Any], attempts: int, wait: float,
-                  counters: dict[str, int]) -> Any:
+def call_retrying(
+    ch: Channel, method: str, kwargs: dict[str, Any], attempts: int, wait: float, counters: dict[str, int]
+) -> Any:
     """Luigi's client policy, shortened: retry transport/server errors ``attempts`` times."""
     for attempt in range(attempts):
         try:
@@ -193,8 +194,14 @@ class WorkerResult:
 
 def worker_info(plan: WorkerPlan, first_task: str | None) -> list[list[Any]]:
     """``add_worker``'s info as Luigi's Worker builds it (salt, workers, host, username, pid, first_task)."""
-    return [["salt", plan.worker_id.split("salt=")[-1].split(",")[0]], ["workers", plan.slots],
-            ["host", socket.gethostname()], ["username", _user()], ["pid", os.getpid()], ["first_task", first_task]]
+    return [
+        ["salt", plan.worker_id.split("salt=")[-1].split(",")[0]],
+        ["workers", plan.slots],
+        ["host", socket.gethostname()],
+        ["username", _user()],
+        ["pid", os.getpid()],
+        ["first_task", first_task],
+    ]
 
 
 def _user() -> str:
@@ -206,8 +213,10 @@ def _user() -> str:
 
 def luigi_worker_id(n: int, slots: int, salt: str) -> str:
     """A worker id in Luigi's default format (``Worker(salt=..., workers=..., host=..., ...)``)."""
-    return (f"Worker(salt={salt}{n:05d}, workers={slots}, host={socket.gethostname()}, "
-            f"username={_user()}, pid={os.getpid()}-{n})")
+    return (
+        f"Worker(salt={salt}{n:05d}, workers={slots}, host={socket.gethostname()}, "
+        f"username={_user()}, pid={os.getpid()}-{n})"
+    )
 
 
 class _Pinger(threading.Thread):
@@ -270,8 +279,10 @@ def run_worker(dag: Dag, plan: WorkerPlan, cfg: DriverConfig, sync: Sync) -> Wor
             call("add_task", kwargs)
             res.reg_lat.append(time.perf_counter() - t0)
             sync.registered[wid] = n + 1
-        call("add_worker", {"worker": plan.worker_id,
-                            "info": worker_info(plan, ids[plan.tasks[0]] if plan.tasks else None)})
+        call(
+            "add_worker",
+            {"worker": plan.worker_id, "info": worker_info(plan, ids[plan.tasks[0]] if plan.tasks else None)},
+        )
         res.registered = len(plan.tasks)
         res.reg_t1 = time.perf_counter()
         res.cpu_reg = time.process_time() - cpu0
@@ -297,8 +308,15 @@ def run_worker(dag: Dag, plan: WorkerPlan, cfg: DriverConfig, sync: Sync) -> Wor
     return res
 
 
-def _run_loop(dag: Dag, plan: WorkerPlan, cfg: DriverConfig, sync: Sync, res: WorkerResult,
-              call: Callable[[str, dict[str, Any]], Any], index: dict[str, int]) -> None:
+def _run_loop(
+    dag: Dag,
+    plan: WorkerPlan,
+    cfg: DriverConfig,
+    sync: Sync,
+    res: WorkerResult,
+    call: Callable[[str, dict[str, Any]], Any],
+    index: dict[str, int],
+) -> None:
     ids = dag.ids
     fail = dag.fail
     attempts: dict[int, int] = {}
@@ -333,8 +351,15 @@ def _run_loop(dag: Dag, plan: WorkerPlan, cfg: DriverConfig, sync: Sync, res: Wo
         while len(running) >= plan.slots:
             report_next()
         t0 = time.perf_counter()
-        reply = call("get_work", {"worker": plan.worker_id, "host": host, "assistant": False,
-                                  "current_tasks": [ids[i] for _, i in running]})
+        reply = call(
+            "get_work",
+            {
+                "worker": plan.worker_id,
+                "host": host,
+                "assistant": False,
+                "current_tasks": [ids[i] for _, i in running],
+            },
+        )
         t1 = time.perf_counter()
         res.gw_lat.append(t1 - t0)
         reply = reply or {}
@@ -380,14 +405,21 @@ def plan_workers(dag: Dag, shape: str, workers: int, salt: str | None = None) ->
     ``one``: one worker id owning the whole DAG with ``workers`` slots."""
     salt = salt or f"{random.randrange(10**9):09d}"
     if shape == "one":
-        return [WorkerPlan(0, luigi_worker_id(0, workers, salt), workers, dag.registration_order(list(range(len(dag)))))]
+        return [
+            WorkerPlan(
+                0, luigi_worker_id(0, workers, salt), workers, dag.registration_order(list(range(len(dag))))
+            )
+        ]
     if shape != "many":
         raise ValueError(f"unknown shape {shape!r} (many or one)")
     owners = dag.owners(workers)
     owned: list[list[int]] = [[] for _ in range(workers)]
     for i, w in enumerate(owners):
         owned[w].append(i)
-    return [WorkerPlan(w, luigi_worker_id(w, 1, salt), 1, dag.registration_order(owned[w])) for w in range(workers)]
+    return [
+        WorkerPlan(w, luigi_worker_id(w, 1, salt), 1, dag.registration_order(owned[w]))
+        for w in range(workers)
+    ]
 
 
 class Driver:
@@ -403,11 +435,21 @@ class Driver:
         self.dag, self.plans, self.cfg = dag, plans, cfg
         ctx = mp.get_context("fork")  # the children share the parent's DAG instead of rebuilding it
         n = len(plans)
-        self.sync = Sync(go_register=ctx.Event(), go_run=ctx.Event(), stop=ctx.Event(),
-                         registered=ctx.RawArray("q", n), reg_done=ctx.RawArray("b", n), done=ctx.RawArray("q", n),
-                         out=ctx.Queue())
-        self.procs = [ctx.Process(target=_worker_main, args=(dag, p, cfg, self.sync), name=f"loadtest-w{p.wid}",
-                                  daemon=True) for p in plans]
+        self.sync = Sync(
+            go_register=ctx.Event(),
+            go_run=ctx.Event(),
+            stop=ctx.Event(),
+            registered=ctx.RawArray("q", n),
+            reg_done=ctx.RawArray("b", n),
+            done=ctx.RawArray("q", n),
+            out=ctx.Queue(),
+        )
+        self.procs = [
+            ctx.Process(
+                target=_worker_main, args=(dag, p, cfg, self.sync), name=f"loadtest-w{p.wid}", daemon=True
+            )
+            for p in plans
+        ]
         self.results: dict[int, WorkerResult] = {}
         self.stall: str | None = None
         self.registration_calls = sum(len(p.tasks) for p in plans)
@@ -456,8 +498,14 @@ class Driver:
     def _all_registered(self) -> bool:
         return all(self.sync.reg_done[p.wid] for p in self.plans)
 
-    def run(self, tick: Callable[[int], None] | None = None, stall_timeout: float = 120.0,
-            deadline: float | None = None, expected_done: int | None = None, settle: float = 10.0) -> None:
+    def run(
+        self,
+        tick: Callable[[int], None] | None = None,
+        stall_timeout: float = 120.0,
+        deadline: float | None = None,
+        expected_done: int | None = None,
+        settle: float = 10.0,
+    ) -> None:
         """Start the run loops and wait for every worker's result.
 
         When ``expected_done`` tasks are DONE and workers still keep polling for ``settle``
@@ -474,11 +522,17 @@ class Driver:
             now = time.monotonic()
             if n != last:
                 last, last_change = n, now
-            elif (expected_done is not None and n >= expected_done and now - last_change > settle
-                  and not self.sync.stop.is_set()):
+            elif (
+                expected_done is not None
+                and n >= expected_done
+                and now - last_change > settle
+                and not self.sync.stop.is_set()
+            ):
                 waiting = len(self.procs) - len(self.results)
-                self.stall = (f"all {n} tasks that can run are DONE, but {waiting} worker(s) still saw "
-                              f"n_pending_tasks > 0 after {settle:.0f} s (Luigi's worker would keep polling forever)")
+                self.stall = (
+                    f"all {n} tasks that can run are DONE, but {waiting} worker(s) still saw "
+                    f"n_pending_tasks > 0 after {settle:.0f} s (Luigi's worker would keep polling forever)"
+                )
                 self.sync.stop.set()
             elif now - last_change > stall_timeout and not self.sync.stop.is_set():
                 self.stall = f"no task completed for {stall_timeout:.0f} s"
@@ -486,7 +540,10 @@ class Driver:
             if deadline is not None and now > deadline and not self.sync.stop.is_set():
                 self.stall = "deadline reached"
                 self.sync.stop.set()
-            if self.sync.stop.is_set() and now - last_change > stall_timeout + self.cfg.timeout * self.cfg.attempts + 10:
+            if (
+                self.sync.stop.is_set()
+                and now - last_change > stall_timeout + self.cfg.timeout * self.cfg.attempts + 10
+            ):
                 break  # a worker that does not come back is reported missing
         self.close()
 

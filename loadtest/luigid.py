@@ -43,8 +43,14 @@ class Luigid:
 
     name = "luigid"
 
-    def __init__(self, *, retry_delay: float = 1.0, resources: dict[str, int] | None = None,
-                 workdir: Path | None = None, port: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        retry_delay: float = 1.0,
+        resources: dict[str, int] | None = None,
+        workdir: Path | None = None,
+        port: int | None = None,
+    ) -> None:
         self.own_dir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="loadtest-luigid-"))
         self.port = port or _free_port()
@@ -71,9 +77,22 @@ class Luigid:
         env = dict(os.environ, LUIGI_CONFIG_PATH=str(cfg))
         log = open(self.workdir / "luigid.out", "ab")
         self.proc = subprocess.Popen(
-            [*luigid_command(), "--port", str(self.port), "--address", "127.0.0.1",
-             "--state-path", str(self.workdir / "state.pickle"), "--logdir", str(self.workdir)],
-            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                *luigid_command(),
+                "--port",
+                str(self.port),
+                "--address",
+                "127.0.0.1",
+                "--state-path",
+                str(self.workdir / "state.pickle"),
+                "--logdir",
+                str(self.workdir),
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         log.close()
         deadline = time.monotonic() + timeout
         ch = HttpChannel(self.url, timeout=2.0)
@@ -87,7 +106,9 @@ class Luigid:
                 except ChannelError:
                     if time.monotonic() > deadline:
                         self.stop()
-                        raise RuntimeError(f"luigid did not answer on {self.url} within {timeout:g} s") from None
+                        raise RuntimeError(
+                            f"luigid did not answer on {self.url} within {timeout:g} s"
+                        ) from None
                     time.sleep(0.1)
         finally:
             ch.close()

@@ -31,9 +31,19 @@ from pathlib import Path
 from typing import Any
 
 SUMMARY_COLUMNS = [
-    ("target", None), ("phase", "phase"), ("n", None), ("s", "seconds"), ("rate/s", "rate_per_s"),
-    ("p50 ms", "lat_p50_ms"), ("p95 ms", "lat_p95_ms"), ("p99 ms", "lat_p99_ms"), ("srv CPU s", "server_cpu_s"),
-    ("ms/item", "server_cpu_ms_per_item"), ("drv CPU s", "driver_cpu_s"), ("RSS MB", "server_peak_rss_mb"), ("busy", "machine_busy_cores"),
+    ("target", None),
+    ("phase", "phase"),
+    ("n", None),
+    ("s", "seconds"),
+    ("rate/s", "rate_per_s"),
+    ("p50 ms", "lat_p50_ms"),
+    ("p95 ms", "lat_p95_ms"),
+    ("p99 ms", "lat_p99_ms"),
+    ("srv CPU s", "server_cpu_s"),
+    ("ms/item", "server_cpu_ms_per_item"),
+    ("drv CPU s", "driver_cpu_s"),
+    ("RSS MB", "server_peak_rss_mb"),
+    ("busy", "machine_busy_cores"),
     ("foreign", "foreign_cores"),
 ]
 
@@ -93,12 +103,16 @@ def summary_table(rows: Iterable[dict[str, Any]], title: str = "") -> Any:
         cells = []
         for name, key in SUMMARY_COLUMNS:
             if name == "target":
-                cells.append(f"{'fed' if r.get('target') == 'federation' else r.get('target')}/{r.get('via')}")
+                cells.append(
+                    f"{'fed' if r.get('target') == 'federation' else r.get('target')}/{r.get('via')}"
+                )
             elif name == "n":
                 cells.append(_fmt(r.get("calls") if r.get("phase") == "register" else r.get("tasks_done")))
             else:
                 cells.append(_fmt(r.get(key)))
-        cells.append("[green]ok[/green]" if r.get("checks_ok") else f"[red]{r.get('violations')} violations[/red]")
+        cells.append(
+            "[green]ok[/green]" if r.get("checks_ok") else f"[red]{r.get('violations')} violations[/red]"
+        )
         table.add_row(*cells)
     return table
 
@@ -107,9 +121,11 @@ def placement_lines(rows: Iterable[dict[str, Any]]) -> list[str]:
     out = []
     for r in rows:
         if r.get("phase") == "run" and r.get("target") == "federation" and r.get("shard_tasks"):
-            out.append(f"{r['target']}/{r['via']}: tasks per shard {r['shard_tasks']} (max/mean "
-                       f"{_fmt(r.get('balance_max_over_mean'))}), dependency edges crossing shards "
-                       f"{100 * (r.get('cross_shard_edges') or 0):.1f}%")
+            out.append(
+                f"{r['target']}/{r['via']}: tasks per shard {r['shard_tasks']} (max/mean "
+                f"{_fmt(r.get('balance_max_over_mean'))}), dependency edges crossing shards "
+                f"{100 * (r.get('cross_shard_edges') or 0):.1f}%"
+            )
     return out
 
 
@@ -130,7 +146,9 @@ def ratio_lines(rows: list[dict[str, Any]]) -> list[str]:
         if r.get("lat_p99_ms") and base_run.get("lat_p99_ms"):
             parts.append(f"get_work p99 {base_run['lat_p99_ms'] / r['lat_p99_ms']:.1f}x")
         if r.get("server_cpu_ms_per_item") and base_run.get("server_cpu_ms_per_item"):
-            parts.append(f"server CPU per task {base_run['server_cpu_ms_per_item'] / r['server_cpu_ms_per_item']:.1f}x")
+            parts.append(
+                f"server CPU per task {base_run['server_cpu_ms_per_item'] / r['server_cpu_ms_per_item']:.1f}x"
+            )
         if parts:
             out.append(f"federation/{via} vs luigid (x > 1: the federation is better): " + ", ".join(parts))
     return out
@@ -138,8 +156,13 @@ def ratio_lines(rows: list[dict[str, Any]]) -> list[str]:
 
 # -- compare -----------------------------------------------------------------------------------
 KEY = ["run_id", "target", "via"]
-RUN_METRICS = {"rate_per_s": "tasks/s", "lat_p50_ms": "get_work p50 ms", "lat_p99_ms": "get_work p99 ms",
-               "server_cpu_ms_per_item": "server CPU ms/task", "server_peak_rss_mb": "peak RSS MB"}
+RUN_METRICS = {
+    "rate_per_s": "tasks/s",
+    "lat_p50_ms": "get_work p50 ms",
+    "lat_p99_ms": "get_work p99 ms",
+    "server_cpu_ms_per_item": "server CPU ms/task",
+    "server_peak_rss_mb": "peak RSS MB",
+}
 
 
 def compare_frames(df: Any, baseline: str | None = None) -> list[tuple[str, Any]]:
@@ -156,14 +179,24 @@ def compare_frames(df: Any, baseline: str | None = None) -> list[tuple[str, Any]
         return [("no rows", df)]
     reg = df[df["phase"] == "register"].set_index(KEY)
     run = df[df["phase"] == "run"].set_index(KEY)
-    overview = pd.DataFrame({
-        "label": run.get("label"), "tasks": run["tasks"], "workers": run["workers"], "shape": run["shape"],
-        "shards": run["shards"], "store": run["store"],
-        "add_task/s": reg["rate_per_s"].reindex(run.index), "tasks/s": run["rate_per_s"],
-        "get_work p50 ms": run["lat_p50_ms"], "p99 ms": run["lat_p99_ms"],
-        "CPU ms/task": run["server_cpu_ms_per_item"], "peak RSS MB": run["server_peak_rss_mb"],
-        "foreign cores": run.get("foreign_cores"), "checks": run["checks_ok"].map({True: "ok", False: "FAILED"}),
-    })
+    overview = pd.DataFrame(
+        {
+            "label": run.get("label"),
+            "tasks": run["tasks"],
+            "workers": run["workers"],
+            "shape": run["shape"],
+            "shards": run["shards"],
+            "store": run["store"],
+            "add_task/s": reg["rate_per_s"].reindex(run.index),
+            "tasks/s": run["rate_per_s"],
+            "get_work p50 ms": run["lat_p50_ms"],
+            "p99 ms": run["lat_p99_ms"],
+            "CPU ms/task": run["server_cpu_ms_per_item"],
+            "peak RSS MB": run["server_peak_rss_mb"],
+            "foreign cores": run.get("foreign_cores"),
+            "checks": run["checks_ok"].map({True: "ok", False: "FAILED"}),
+        }
+    )
     order = df.drop_duplicates("run_id")["run_id"].tolist()
     tables: list[tuple[str, Any]] = [("runs", overview)]
 
@@ -176,16 +209,25 @@ def compare_frames(df: Any, baseline: str | None = None) -> list[tuple[str, Any]
             if rid != run_id or target != "federation":
                 continue
             g = reg.loc[(rid, target, via)]
-            vs_luigid.append({
-                "run_id": rid, "via": via, "tasks": r["tasks"], "workers": r["workers"],
-                "throughput x": _ratio(r["rate_per_s"], lr["rate_per_s"]),
-                "registration x": _ratio(g["rate_per_s"], lg["rate_per_s"]),
-                "get_work p99 x lower": _ratio(lr["lat_p99_ms"], r["lat_p99_ms"]),
-                "CPU/task x lower": _ratio(lr["server_cpu_ms_per_item"], r["server_cpu_ms_per_item"]),
-            })
+            vs_luigid.append(
+                {
+                    "run_id": rid,
+                    "via": via,
+                    "tasks": r["tasks"],
+                    "workers": r["workers"],
+                    "throughput x": _ratio(r["rate_per_s"], lr["rate_per_s"]),
+                    "registration x": _ratio(g["rate_per_s"], lg["rate_per_s"]),
+                    "get_work p99 x lower": _ratio(lr["lat_p99_ms"], r["lat_p99_ms"]),
+                    "CPU/task x lower": _ratio(lr["server_cpu_ms_per_item"], r["server_cpu_ms_per_item"]),
+                }
+            )
     if vs_luigid:
-        tables.append(("federation vs luigid in the same run (x = times better)",
-                       pd.DataFrame(vs_luigid).set_index(["run_id", "via"])))
+        tables.append(
+            (
+                "federation vs luigid in the same run (x = times better)",
+                pd.DataFrame(vs_luigid).set_index(["run_id", "via"]),
+            )
+        )
 
     base = baseline or order[0]
     if base not in order:
@@ -200,8 +242,12 @@ def compare_frames(df: Any, baseline: str | None = None) -> list[tuple[str, Any]
             row[name + " ratio"] = _ratio(r[col], b[col])
         between.append(row)
     if between:
-        tables.append((f"each run / baseline run {base} (same target and transport)",
-                       pd.DataFrame(between).set_index(["run_id", "target", "via"])))
+        tables.append(
+            (
+                f"each run / baseline run {base} (same target and transport)",
+                pd.DataFrame(between).set_index(["run_id", "target", "via"]),
+            )
+        )
     return tables
 
 

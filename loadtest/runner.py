@@ -69,10 +69,20 @@ class RunOptions:
     keep: bool = False
 
     def spec(self, run: str) -> DagSpec:
-        return DagSpec(days=self.days, topics=self.topics, run=run, start=self.start, units=self.units,
-                       fan_in=self.fan_in, fan_out=self.fan_out, priorities=self.priorities,
-                       fail_rate=self.fail_rate, perm_fail_rate=self.perm_fail_rate, resources=self.resources,
-                       seed=self.seed)
+        return DagSpec(
+            days=self.days,
+            topics=self.topics,
+            run=run,
+            start=self.start,
+            units=self.units,
+            fan_in=self.fan_in,
+            fan_out=self.fan_out,
+            priorities=self.priorities,
+            fail_rate=self.fail_rate,
+            perm_fail_rate=self.perm_fail_rate,
+            resources=self.resources,
+            seed=self.seed,
+        )
 
     def targets(self) -> list[tuple[str, str]]:
         out: list[tuple[str, str]] = []
@@ -114,8 +124,10 @@ def run(opts: RunOptions, progress: Progress | None = None, log: Callable[[str],
         raise ValueError("nothing to run against: give --router ADDR or --shards N, and/or --against luigid")
     run_id = uuid.uuid4().hex[:8]
     dag = build_dag(opts.spec(f"r{run_id}"))
-    log(f"run {run_id}: {len(dag)} tasks ({opts.days} days x {opts.topics} topics), {dag.n_edges} dependencies, "
-        f"{opts.workers} {'worker ids' if opts.shape == 'many' else 'slots of one worker id'}")
+    log(
+        f"run {run_id}: {len(dag)} tasks ({opts.days} days x {opts.topics} topics), {dag.n_edges} dependencies, "
+        f"{opts.workers} {'worker ids' if opts.shape == 'many' else 'slots of one worker id'}"
+    )
     outcomes = []
     remote = RemoteFederation(opts.router, opts.config) if opts.router else None
     for k, (target, via) in enumerate(targets):
@@ -129,13 +141,19 @@ def run(opts: RunOptions, progress: Progress | None = None, log: Callable[[str],
             server = remote
         else:
             assert opts.shards
-            server = LocalFederation(opts.shards, store=opts.store, pg_url=opts.pg_url, keep=opts.keep,
-                                     scheduler=SchedulerConfig(retry_delay=opts.retry_delay,
-                                                               resources=_resources(opts)))
+            server = LocalFederation(
+                opts.shards,
+                store=opts.store,
+                pg_url=opts.pg_url,
+                keep=opts.keep,
+                scheduler=SchedulerConfig(retry_delay=opts.retry_delay, resources=_resources(opts)),
+            )
         t0 = time.monotonic()
         server.start()
-        log(f"{target} ({via}) up in {time.monotonic() - t0:.1f} s"
-            + (f": {opts.shards} shard(s) on {opts.store}" if isinstance(server, LocalFederation) else ""))
+        log(
+            f"{target} ({via}) up in {time.monotonic() - t0:.1f} s"
+            + (f": {opts.shards} shard(s) on {opts.store}" if isinstance(server, LocalFederation) else "")
+        )
         try:
             outcomes.append(run_target(opts, this, server, target, via, run_id, progress, log))
         finally:
@@ -170,17 +188,31 @@ class _Pruner(threading.Thread):
                 pass  # the next tick tries again; a dead server shows up as a stall
 
 
-def run_target(opts: RunOptions, dag: Dag, server: Any, target: str, via: str, run_id: str,
-               progress: Progress | None = None, log: Callable[[str], None] = lambda _m: None) -> TargetOutcome:
+def run_target(
+    opts: RunOptions,
+    dag: Dag,
+    server: Any,
+    target: str,
+    via: str,
+    run_id: str,
+    progress: Progress | None = None,
+    log: Callable[[str], None] = lambda _m: None,
+) -> TargetOutcome:
     label = f"{target}/{via}"
     notes: list[str] = []
-    cfg = DriverConfig(server.endpoint(via), task_ms=opts.task_ms, wait_interval=opts.wait_interval,
-                       wait_jitter=opts.wait_jitter, timeout=opts.timeout)
+    cfg = DriverConfig(
+        server.endpoint(via),
+        task_ms=opts.task_ms,
+        wait_interval=opts.wait_interval,
+        wait_jitter=opts.wait_jitter,
+        timeout=opts.timeout,
+    )
     plans = plan_workers(dag, opts.shape, opts.workers)
     federation = target == "federation"
     health0 = server.health() if federation else None
     driver = Driver(dag, plans, cfg)
     driver.start()
+
     # the workers report their own CPU (they exit before the last snapshot); this process is sampled
     def roles() -> dict[str, list[int]]:
         r = server.roles()
@@ -192,21 +224,30 @@ def run_target(opts: RunOptions, dag: Dag, server: Any, target: str, via: str, r
     s0 = procstats.snapshot(r0)
     t_reg = time.monotonic()
     registered = driver.register(
-        (lambda n: progress(label, "register", n, driver.registration_calls)) if progress else None, deadline)
+        (lambda n: progress(label, "register", n, driver.registration_calls)) if progress else None, deadline
+    )
     r1 = roles()
     s1 = procstats.snapshot(r1)
-    log(f"{label}: registered {driver.registered()} tasks in {time.monotonic() - t_reg:.1f} s"
-        + ("; the run starts" if registered else f"; stopped: {driver.stall}"))
+    log(
+        f"{label}: registered {driver.registered()} tasks in {time.monotonic() - t_reg:.1f} s"
+        + ("; the run starts" if registered else f"; stopped: {driver.stall}")
+    )
     pruner = _Pruner(server, opts.prune_every) if (opts.fail_rate or opts.perm_fail_rate) else None
     expected_done = sum(1 for s in dag.expected_status() if s == "DONE")
     if registered:
         if pruner:
             pruner.start()
-        driver.run((lambda n: progress(label, "run", n, expected_done)) if progress else None,
-                   stall_timeout=opts.stall_timeout, deadline=deadline, expected_done=expected_done)
+        driver.run(
+            (lambda n: progress(label, "run", n, expected_done)) if progress else None,
+            stall_timeout=opts.stall_timeout,
+            deadline=deadline,
+            expected_done=expected_done,
+        )
         if pruner:
             pruner.stopped.set()
-        log(f"{label}: {driver.done()} tasks done in {time.monotonic() - t_reg:.1f} s since registration began")
+        log(
+            f"{label}: {driver.done()} tasks done in {time.monotonic() - t_reg:.1f} s since registration began"
+        )
     else:
         driver.abort()
         driver.close()
@@ -247,13 +288,21 @@ def run_target(opts: RunOptions, dag: Dag, server: Any, target: str, via: str, r
     run_cpu = procstats.delta(s1, s2, _union(r1, r2))
     reg_cpu["driver"] = reg_cpu.get("driver", 0.0) + sum(r.cpu_reg for r in results)
     run_cpu["driver"] = run_cpu.get("driver", 0.0) + sum(r.cpu_run for r in results)
-    reg_row = {**base, "phase": "register", **_register_metrics(results, plans), **_cpu_metrics(reg_cpu, target)}
+    reg_row = {
+        **base,
+        "phase": "register",
+        **_register_metrics(results, plans),
+        **_cpu_metrics(reg_cpu, target),
+    }
     run_row = {**base, "phase": "run", **_run_metrics(results), **_cpu_metrics(run_cpu, target)}
     for row in (reg_row, run_row):
         n = row["calls"] if row["phase"] == "register" else row["tasks_done"]
         row["server_cpu_ms_per_item"] = round(row["server_cpu_s"] * 1000.0 / n, 4) if n else None
-        row["foreign_cores"] = round(max(0.0, row["machine_busy_cores"] - row["known_cpu_s"] / row["seconds"]), 3) \
-            if row["seconds"] else None
+        row["foreign_cores"] = (
+            round(max(0.0, row["machine_busy_cores"] - row["known_cpu_s"] / row["seconds"]), 3)
+            if row["seconds"]
+            else None
+        )
     if pruner:
         run_row["prune_calls"] = pruner.calls
     return TargetOutcome(target, via, [reg_row, run_row], checks, notes, dag)
@@ -265,8 +314,10 @@ def _waiting_workers(server: Any, stopped: list[WorkerResult]) -> list[str]:
     for r in stopped[:5]:
         try:
             c = server.call("count_pending", {"worker": r.worker_id}, timeout=10.0)
-            out.append(f"worker {r.wid}: count_pending says n_pending_tasks={c.get('n_pending_tasks')}, "
-                       f"running={len(c.get('running_tasks') or [])}")
+            out.append(
+                f"worker {r.wid}: count_pending says n_pending_tasks={c.get('n_pending_tasks')}, "
+                f"running={len(c.get('running_tasks') or [])}"
+            )
         except Exception as e:
             out.append(f"worker {r.wid}: count_pending failed: {e}")
     return out
@@ -289,8 +340,12 @@ def fetch_final(server: Any, dag: Dag) -> dict[str, str]:
 
 def _git_rev() -> str:
     try:
-        return subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, timeout=5).stdout.strip()
+        return subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return ""
 
@@ -298,16 +353,43 @@ def _git_rev() -> str:
 def _base_row(opts: RunOptions, dag: Dag, run_id: str, target: str, via: str, server: Any) -> dict[str, Any]:
     spec = asdict(dag.spec)
     return {
-        "run_id": run_id, "label": opts.label, "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "host": socket.gethostname(), "cpus": os.cpu_count(), "git_rev": _git_rev(),
-        "target": target, "via": via, "shape": opts.shape, "workers": opts.workers,
-        "shards": (server.n if isinstance(server, LocalFederation) else
-                   len(server.placement.shard_ids) if target == "federation" else None),
-        "store": (server.store if isinstance(server, LocalFederation) else "remote" if target == "federation" else "memory"),
-        "days": spec["days"], "topics": spec["topics"], "tasks": len(dag), "edges": dag.n_edges,
-        "fan_in": spec["fan_in"], "fan_out": spec["fan_out"], "priorities": spec["priorities"],
-        "fail_rate": spec["fail_rate"], "perm_fail_rate": spec["perm_fail_rate"], "resources": spec["resources"],
-        "task_ms": opts.task_ms, "wait_interval": opts.wait_interval, "retry_delay": opts.retry_delay,
+        "run_id": run_id,
+        "label": opts.label,
+        "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "host": socket.gethostname(),
+        "cpus": os.cpu_count(),
+        "git_rev": _git_rev(),
+        "target": target,
+        "via": via,
+        "shape": opts.shape,
+        "workers": opts.workers,
+        "shards": (
+            server.n
+            if isinstance(server, LocalFederation)
+            else len(server.placement.shard_ids)
+            if target == "federation"
+            else None
+        ),
+        "store": (
+            server.store
+            if isinstance(server, LocalFederation)
+            else "remote"
+            if target == "federation"
+            else "memory"
+        ),
+        "days": spec["days"],
+        "topics": spec["topics"],
+        "tasks": len(dag),
+        "edges": dag.n_edges,
+        "fan_in": spec["fan_in"],
+        "fan_out": spec["fan_out"],
+        "priorities": spec["priorities"],
+        "fail_rate": spec["fail_rate"],
+        "perm_fail_rate": spec["perm_fail_rate"],
+        "resources": spec["resources"],
+        "task_ms": opts.task_ms,
+        "wait_interval": opts.wait_interval,
+        "retry_delay": opts.retry_delay,
     }
 
 
@@ -324,9 +406,16 @@ def _register_metrics(results: list[WorkerResult], plans: list[Any]) -> dict[str
     t1 = max((r.reg_t1 for r in results if r.reg_t1), default=0.0)
     secs = max(t1 - t0, 1e-9) if t1 else 0.0
     lat = [x for r in results for x in r.reg_lat]
-    return {"calls": calls, "seconds": round(secs, 3), "rate_per_s": round(calls / secs, 1) if secs else None,
-            "lat_p50_ms": _pct(lat, 50), "lat_p95_ms": _pct(lat, 95), "lat_p99_ms": _pct(lat, 99),
-            "tasks_done": 0, "timeline": []}
+    return {
+        "calls": calls,
+        "seconds": round(secs, 3),
+        "rate_per_s": round(calls / secs, 1) if secs else None,
+        "lat_p50_ms": _pct(lat, 50),
+        "lat_p95_ms": _pct(lat, 95),
+        "lat_p99_ms": _pct(lat, 99),
+        "tasks_done": 0,
+        "timeline": [],
+    }
 
 
 def _run_metrics(results: list[WorkerResult]) -> dict[str, Any]:
@@ -335,7 +424,9 @@ def _run_metrics(results: list[WorkerResult]) -> dict[str, Any]:
     t0 = min((r.run_t0 for r in results if r.run_t0), default=0.0)
     t1 = max((r.run_t1 for r in results if r.run_t1), default=0.0)
     secs = max(t1 - t0, 1e-9) if t0 else 0.0
-    done_t = np.array([t for r in results for t, st in zip(r.rep_t1, r.rep_status, strict=True) if st == REPORT_DONE])
+    done_t = np.array(
+        [t for r in results for t, st in zip(r.rep_t1, r.rep_status, strict=True) if st == REPORT_DONE]
+    )
     done = int(done_t.size)
     timeline = np.bincount(((done_t - t0) // 1.0).astype(int)).tolist() if done else []
     gw = [x for r in results for x in r.gw_lat]
@@ -346,12 +437,21 @@ def _run_metrics(results: list[WorkerResult]) -> dict[str, Any]:
     grants = sum(len(r.grant_idx) for r in results)
     return {
         "calls": sum(v for k, v in counters.items() if k != "retries") + sum(r.pings for r in results),
-        "seconds": round(secs, 3), "rate_per_s": round(done / secs, 1) if secs else None, "tasks_done": done,
-        "grants": grants, "get_work_calls": len(gw), "empty_get_work": len(gw) - grants,
-        "lat_p50_ms": _pct(gw, 50), "lat_p95_ms": _pct(gw, 95), "lat_p99_ms": _pct(gw, 99),
-        "report_p50_ms": _pct(rep, 50), "report_p99_ms": _pct(rep, 99),
-        "pings": sum(r.pings for r in results), "ping_errors": sum(r.ping_errors for r in results),
-        "retries": counters.get("retries", 0), "timeline": [float(x) for x in timeline],
+        "seconds": round(secs, 3),
+        "rate_per_s": round(done / secs, 1) if secs else None,
+        "tasks_done": done,
+        "grants": grants,
+        "get_work_calls": len(gw),
+        "empty_get_work": len(gw) - grants,
+        "lat_p50_ms": _pct(gw, 50),
+        "lat_p95_ms": _pct(gw, 95),
+        "lat_p99_ms": _pct(gw, 99),
+        "report_p50_ms": _pct(rep, 50),
+        "report_p99_ms": _pct(rep, 99),
+        "pings": sum(r.pings for r in results),
+        "ping_errors": sum(r.ping_errors for r in results),
+        "retries": counters.get("retries", 0),
+        "timeline": [float(x) for x in timeline],
     }
 
 
@@ -359,9 +459,12 @@ def _cpu_metrics(cpu: dict[str, float], target: str) -> dict[str, Any]:
     server = cpu.get("luigid", 0.0) if target == "luigid" else cpu.get("router", 0.0) + cpu.get("shards", 0.0)
     known = server + cpu.get("postgres", 0.0) + cpu.get("driver", 0.0)
     return {
-        "server_cpu_s": round(server, 3), "router_cpu_s": round(cpu.get("router", 0.0), 3),
-        "shards_cpu_s": round(cpu.get("shards", 0.0), 3), "postgres_cpu_s": round(cpu.get("postgres", 0.0), 3),
-        "driver_cpu_s": round(cpu.get("driver", 0.0), 3), "known_cpu_s": round(known, 3),
+        "server_cpu_s": round(server, 3),
+        "router_cpu_s": round(cpu.get("router", 0.0), 3),
+        "shards_cpu_s": round(cpu.get("shards", 0.0), 3),
+        "postgres_cpu_s": round(cpu.get("postgres", 0.0), 3),
+        "driver_cpu_s": round(cpu.get("driver", 0.0), 3),
+        "known_cpu_s": round(known, 3),
         "machine_busy_cores": round(cpu.get("machine_busy_cores", 0.0), 3),
     }
 
@@ -372,8 +475,9 @@ def _counts_by_shard(health: dict[str, Any] | None) -> dict[str, int]:
     return {s["shard_id"]: sum((s.get("counts") or {}).values()) for s in health["shards"]}
 
 
-def _placement_metrics(dag: Dag, server: Any, health0: dict[str, Any] | None,
-                       health1: dict[str, Any] | None) -> dict[str, Any]:
+def _placement_metrics(
+    dag: Dag, server: Any, health0: dict[str, Any] | None, health1: dict[str, Any] | None
+) -> dict[str, Any]:
     """Per-shard balance (the shards' own counts, before and after) and cross-shard edges (placement)."""
     before, after = _counts_by_shard(health0), _counts_by_shard(health1)
     per_shard = {sid: after.get(sid, 0) - before.get(sid, 0) for sid in after}

@@ -82,9 +82,17 @@ class _Federation:
 class LocalFederation(_Federation):
     """``fedctl up`` on a generated ``federation.toml``, stopped (and its schemas dropped) by :meth:`stop`."""
 
-    def __init__(self, shards: int, *, store: str = "sqlite", pg_url: str = DEFAULT_PG_URL,
-                 scheduler: SchedulerConfig | None = None, http: bool = True, workdir: Path | None = None,
-                 keep: bool = False) -> None:
+    def __init__(
+        self,
+        shards: int,
+        *,
+        store: str = "sqlite",
+        pg_url: str = DEFAULT_PG_URL,
+        scheduler: SchedulerConfig | None = None,
+        http: bool = True,
+        workdir: Path | None = None,
+        keep: bool = False,
+    ) -> None:
         if shards < 1:
             raise ValueError("--shards must be at least 1")
         if store not in ("sqlite", "postgres"):
@@ -98,16 +106,22 @@ class LocalFederation(_Federation):
         for i in range(shards):
             sid = f"s{i}"
             if store == "sqlite":
-                specs.append(ShardSpec(sid, f"tcp://127.0.0.1:{free_port()}", f"sqlite:///{self.workdir / f'{sid}.db'}"))
+                specs.append(
+                    ShardSpec(
+                        sid, f"tcp://127.0.0.1:{free_port()}", f"sqlite:///{self.workdir / f'{sid}.db'}"
+                    )
+                )
             else:
                 specs.append(ShardSpec(sid, f"tcp://127.0.0.1:{free_port()}", pg_url, f"{self.prefix}{sid}"))
         self.http = f"127.0.0.1:{free_port()}" if http else None
         self.zmq = f"tcp://127.0.0.1:{free_port()}"
         # a generous shard timeout: under a load test on 2 cores a busy shard is slow, not dead
         self.config = FederationConfig(
-            shards=tuple(specs), groups={"default": tuple(s.id for s in specs)},
+            shards=tuple(specs),
+            groups={"default": tuple(s.id for s in specs)},
             router=RouterConfig(zmq=self.zmq, http=self.http, timeout=30.0, health_timeout=10.0),
-            scheduler=scheduler or SchedulerConfig())
+            scheduler=scheduler or SchedulerConfig(),
+        )
         self.placement = Placement.from_config(self.config)
         self.config_path = self.workdir / "federation.toml"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -124,9 +138,22 @@ class LocalFederation(_Federation):
         self.log_path = self.workdir / "up.log"
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "federation.cli", "up", "--config", str(self.config_path),
-             "--data-dir", str(self.workdir)], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True)
+            [
+                sys.executable,
+                "-m",
+                "federation.cli",
+                "up",
+                "--config",
+                str(self.config_path),
+                "--data-dir",
+                str(self.workdir),
+            ],
+            env=env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         log.close()
         deadline = time.monotonic() + timeout
         while True:

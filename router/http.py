@@ -112,7 +112,9 @@ class _Backend:
             await sock.send_multipart([wire.routing_key(kwargs), body])
             reply = await asyncio.wait_for(fut, self.timeout)
         except TimeoutError:
-            raise RequestTimeout(f"no reply to {method} from {self.endpoint} within {self.timeout:g} s") from None
+            raise RequestTimeout(
+                f"no reply to {method} from {self.endpoint} within {self.timeout:g} s"
+            ) from None
         except zmq.ZMQError as e:
             raise TransportError(f"cannot send {method} to {self.endpoint}: {e}") from e
         finally:
@@ -198,7 +200,9 @@ class MetricsHandler(tornado.web.RequestHandler):
         self.write(generate_latest(self.registry))
 
 
-def make_app(router_endpoint: str, *, timeout: float = 30.0, metrics_registry: Any = None) -> tornado.web.Application:
+def make_app(
+    router_endpoint: str, *, timeout: float = 30.0, metrics_registry: Any = None
+) -> tornado.web.Application:
     """The tornado application; ``app.settings["backend"].close()`` (on its loop) releases its socket."""
     backend = _Backend(router_endpoint, timeout)
     routes: list[Any] = [
@@ -219,8 +223,9 @@ def make_app(router_endpoint: str, *, timeout: float = 30.0, metrics_registry: A
 class Gateway:
     """The HTTP gateway on its own thread and event loop."""
 
-    def __init__(self, router_endpoint: str, bind: str, *, timeout: float = 30.0,
-                 metrics_registry: Any = None) -> None:
+    def __init__(
+        self, router_endpoint: str, bind: str, *, timeout: float = 30.0, metrics_registry: Any = None
+    ) -> None:
         self.metrics_registry = metrics_registry
         host, _, port = bind.rpartition(":")
         self.host = host or "127.0.0.1"
@@ -281,7 +286,9 @@ class Gateway:
         self._thread.join(timeout=5)
 
 
-def start_gateway(router_endpoint: str, bind: str, *, timeout: float = 30.0, router_obj: Any = None) -> Gateway:
+def start_gateway(
+    router_endpoint: str, bind: str, *, timeout: float = 30.0, router_obj: Any = None
+) -> Gateway:
     """Bind ``host:port`` (port 0 picks a free one) and serve; ``.address`` is the bound ``host:port``."""
     # one line per request at INFO would drown the router's own log; keep tornado's errors
     access = logging.getLogger("tornado.access")

@@ -23,12 +23,19 @@ DISABLED_STATE = "disabled"
 
 def _is_count(result: Any) -> bool:
     """Luigi's over-the-limit answer ``{"num_tasks": n}`` (a task could be *named* num_tasks)."""
-    return (isinstance(result, dict) and len(result) == 1 and isinstance(result.get("num_tasks"), int)
-            and not isinstance(result.get("num_tasks"), bool))
+    return (
+        isinstance(result, dict)
+        and len(result) == 1
+        and isinstance(result.get("num_tasks"), int)
+        and not isinstance(result.get("num_tasks"), bool)
+    )
 
 
-def merge_tasks(results: Iterable[tuple[str, dict[str, Any]]], owner: Owner,
-                keep_mirror: Callable[[dict[str, Any]], bool] | None = None) -> dict[str, Any]:
+def merge_tasks(
+    results: Iterable[tuple[str, dict[str, Any]]],
+    owner: Owner,
+    keep_mirror: Callable[[dict[str, Any]], bool] | None = None,
+) -> dict[str, Any]:
     """Union of ``{task_id: serialized}`` maps, the owner's entry first.
 
     A non-owner entry (a mirror) is kept only if the owner did not report the
@@ -56,15 +63,19 @@ def _mirror_is_placeholder(entry: Any) -> bool:
     return isinstance(entry, dict) and entry.get("status") == UNKNOWN
 
 
-def merge_task_list(results: Results, owner: Owner, *, limit: bool, max_shown_tasks: int,
-                    upstream_status: str = "") -> dict[str, Any]:
+def merge_task_list(
+    results: Results, owner: Owner, *, limit: bool, max_shown_tasks: int, upstream_status: str = ""
+) -> dict[str, Any]:
     """``task_list``: union, Luigi's ``{"num_tasks": n}`` when over ``max_shown_tasks``."""
     if any(_is_count(r) for _, r in results):
         counts = [r["num_tasks"] for _, r in results if _is_count(r)]
         if -1 in counts:
             return {"num_tasks": -1}
         total = sum(counts) + sum(
-            sum(1 for t in r if owner(t) == sid) for sid, r in results if isinstance(r, dict) and not _is_count(r))
+            sum(1 for t in r if owner(t) == sid)
+            for sid, r in results
+            if isinstance(r, dict) and not _is_count(r)
+        )
         return {"num_tasks": total}
     merged = merge_tasks(((s, r) for s, r in results), owner, _mirror_is_placeholder)
     if limit and len(merged) > max_shown_tasks:
@@ -96,7 +107,9 @@ def merge_task_search(results: Results, owner: Owner) -> dict[str, dict[str, Any
     return out
 
 
-def merge_worker_list(results: Results, owner: Owner, *, include_running: bool = True) -> list[dict[str, Any]]:
+def merge_worker_list(
+    results: Results, owner: Owner, *, include_running: bool = True
+) -> list[dict[str, Any]]:
     """``worker_list``: one row per worker id, newest ``started`` first (Luigi's order)."""
     rows: dict[str, dict[str, Any]] = {}
     running: dict[str, list[tuple[str, dict[str, Any]]]] = {}
@@ -170,8 +183,13 @@ COUNTERS = ("n_pending_tasks", "n_unique_pending", "n_pending_last_scheduled")
 
 def merge_counts(replies: Iterable[dict[str, Any]]) -> dict[str, Any]:
     """``count_pending`` (and the counters of ``get_work``): sums over shards, running tasks listed."""
-    out: dict[str, Any] = {"n_pending_tasks": 0, "n_unique_pending": 0, "n_pending_last_scheduled": 0,
-                           "worker_state": "active", "running_tasks": []}
+    out: dict[str, Any] = {
+        "n_pending_tasks": 0,
+        "n_unique_pending": 0,
+        "n_pending_last_scheduled": 0,
+        "worker_state": "active",
+        "running_tasks": [],
+    }
     for r in replies:
         if not isinstance(r, dict):
             continue
@@ -192,8 +210,9 @@ def merge_ping(results: Results) -> dict[str, Any]:
     return {"rpc_messages": messages}
 
 
-def merge_graph_nodes(merged: dict[str, Any], nodes: dict[str, Any], shard_id: str, owner: Owner,
-                      root: str) -> list[str]:
+def merge_graph_nodes(
+    merged: dict[str, Any], nodes: dict[str, Any], shard_id: str, owner: Owner, root: str
+) -> list[str]:
     """Fold one shard's ``dep_graph``/``inverse_dep_graph`` answer into ``merged``.
 
     Returns the task ids that still need their owner's view: nodes this shard

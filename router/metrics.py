@@ -24,7 +24,9 @@ class _LinkCollector(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         up = GaugeMetricFamily("fed_router_shard_up", "1 when the router reaches the shard", labels=["shard"])
-        ms = GaugeMetricFamily("fed_router_shard_probe_ms", "Last probe round trip to the shard", labels=["shard"])
+        ms = GaugeMetricFamily(
+            "fed_router_shard_probe_ms", "Last probe round trip to the shard", labels=["shard"]
+        )
         for sid, link in list(self.router.links.items()):
             up.add_metric([sid], 1.0 if link.up else 0.0)
             if link.latency_ms is not None:
@@ -40,12 +42,25 @@ class RouterMetrics:
     def __init__(self, methods: set[str]) -> None:
         self.registry = CollectorRegistry()
         self.methods = methods
-        self.requests = Counter("fed_router_requests", "Requests taken at the front, by method", ["method"],
-                                registry=self.registry)
-        self.errors = Counter("fed_router_errors", "Error replies the router itself sent, by code", ["code"],
-                              registry=self.registry)
-        self.shard_seconds = Histogram("fed_router_shard_seconds", "Round trip of one request to a shard",
-                                       ["shard"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.requests = Counter(
+            "fed_router_requests",
+            "Requests taken at the front, by method",
+            ["method"],
+            registry=self.registry,
+        )
+        self.errors = Counter(
+            "fed_router_errors",
+            "Error replies the router itself sent, by code",
+            ["code"],
+            registry=self.registry,
+        )
+        self.shard_seconds = Histogram(
+            "fed_router_shard_seconds",
+            "Round trip of one request to a shard",
+            ["shard"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
         # labels() costs a lock and a dict lookup per call: on the forward path keep the children
         self._requests: dict[str, Any] = {}
         self._shard: dict[str, Any] = {}

@@ -214,8 +214,9 @@ class Router:
         self.http_endpoint: str | None = None
         self.started = time.time()
         self._ctx = zmq.Context()
-        self.front = transport.bind_router(self._ctx, bind or config.router.zmq,
-                                           max_message_bytes=config.router.max_message_bytes)
+        self.front = transport.bind_router(
+            self._ctx, bind or config.router.zmq, max_message_bytes=config.router.max_message_bytes
+        )
         self.endpoint = transport.last_endpoint(self.front)
         self.links: dict[str, ShardLink] = {}
         self._by_sock: dict[zmq.Socket, ShardLink] = {}
@@ -279,8 +280,11 @@ class Router:
         # warm up: connect to and synchronise the shards before taking requests (they wait in the
         # front socket meanwhile), so the first calls do not find every shard "down, connecting"
         warm_until = time.monotonic() + WARMUP_SECONDS
-        while (not self._stop.is_set() and time.monotonic() < warm_until
-               and not all(link.synced for link in self.links.values())):
+        while (
+            not self._stop.is_set()
+            and time.monotonic() < warm_until
+            and not all(link.synced for link in self.links.values())
+        ):
             self._turn(poller, front=False, timers=True)
         while not self._stop.is_set():
             try:
@@ -340,8 +344,18 @@ class Router:
             log.error("router callback failed", exc_info=True)
 
     # -- talking to shards ------------------------------------------------------------------------
-    def _send(self, sid: str, key: bytes, body: bytes, cb: Callback, *, raw: bool = False,
-              timeout: float | None = None, force: bool = False, probe: bool = False) -> None:
+    def _send(
+        self,
+        sid: str,
+        key: bytes,
+        body: bytes,
+        cb: Callback,
+        *,
+        raw: bool = False,
+        timeout: float | None = None,
+        force: bool = False,
+        probe: bool = False,
+    ) -> None:
         link = self.links[sid]
         if link.up is False and not force:
             err = self._down_error(link)
@@ -367,8 +381,17 @@ class Router:
             q = self._deadlines[span] = deque()
         q.append((deadline, tag))
 
-    def _call(self, sid: str, method: str, kwargs: dict[str, Any], cb: Callback, *,
-              timeout: float | None = None, force: bool = False, probe: bool = False) -> None:
+    def _call(
+        self,
+        sid: str,
+        method: str,
+        kwargs: dict[str, Any],
+        cb: Callback,
+        *,
+        timeout: float | None = None,
+        force: bool = False,
+        probe: bool = False,
+    ) -> None:
         body = wire.encode_request(0, method, kwargs)
         self._send(sid, b"", body, cb, timeout=timeout, force=force, probe=probe)
 
@@ -422,7 +445,9 @@ class Router:
             self._safely(lambda w=w, err=err: w.cb(None, err))
 
     def _down_error(self, link: ShardLink) -> TransportError:
-        return TransportError(f"shard {link.id} ({link.spec.endpoint}) is unavailable: {link.error or 'down'}")
+        return TransportError(
+            f"shard {link.id} ({link.spec.endpoint}) is unavailable: {link.error or 'down'}"
+        )
 
     def _mark_down(self, link: ShardLink, reason: str) -> None:
         if link.up is not False:
@@ -505,21 +530,33 @@ class Router:
                 self._on_request(frames)
             except Exception as e:
                 log.error("router: request failed", exc_info=True)
-                self._reply_error(frames[:1] if len(frames) < 3 else frames[:-2], wire.peek_req_id(frames[-1]),
-                                  FederationError(f"router error: {type(e).__name__}: {e}"))
+                self._reply_error(
+                    frames[:1] if len(frames) < 3 else frames[:-2],
+                    wire.peek_req_id(frames[-1]),
+                    FederationError(f"router error: {type(e).__name__}: {e}"),
+                )
 
     def _on_request(self, frames: list[bytes]) -> None:
         if len(frames) < 3 or len(frames) > MAX_FRONT_FRAMES:
             self.stats["errors"] += 1
-            log.warning("router: dropped a message of %d frames (expected [routing_key, body])", len(frames) - 1)
-            self._reply_error(frames[:1], wire.peek_req_id(frames[-1]) if len(frames) > 1 else -1,
-                              ProtocolError(f"expected frames [routing_key, body], got {len(frames) - 1} frame(s)",
-                                            code="bad_frames"))
+            log.warning(
+                "router: dropped a message of %d frames (expected [routing_key, body])", len(frames) - 1
+            )
+            self._reply_error(
+                frames[:1],
+                wire.peek_req_id(frames[-1]) if len(frames) > 1 else -1,
+                ProtocolError(
+                    f"expected frames [routing_key, body], got {len(frames) - 1} frame(s)", code="bad_frames"
+                ),
+            )
             return
         route, key, body = frames[:-2], frames[-2], frames[-1]
         if len(body) > self.config.router.max_message_bytes:
-            self._reply_error(route, wire.peek_req_id(body),
-                              ProtocolError("request exceeds the size limit", code="too_large"))
+            self._reply_error(
+                route,
+                wire.peek_req_id(body),
+                ProtocolError("request exceeds the size limit", code="too_large"),
+            )
             return
         head = peek_header(body) if key else None
         if head is not None and head[1] in UNDECODED:
@@ -746,7 +783,9 @@ class Router:
     def _replay_worker(self, worker: str, ws: WorkerState, sid: str) -> None:
         ignore: Callback = lambda r, e: None  # noqa: E731 - best effort; a resync replays again
         if ws.info:
-            self._call(sid, "add_worker", {"worker": worker, "info": [[k, v] for k, v in ws.info.items()]}, ignore)
+            self._call(
+                sid, "add_worker", {"worker": worker, "info": [[k, v] for k, v in ws.info.items()]}, ignore
+            )
         for batcher in ws.batchers.values():
             self._call(sid, "add_task_batcher", batcher, ignore)
         if ws.disabled:
@@ -763,8 +802,11 @@ class Router:
         else:
             ws = self.workers.get(worker) if isinstance(worker, str) else None
             ids = list(ws.shards) if ws else []
-            ids += [lid for lid, link in self.links.items()
-                    if not link.synced and link.up is not False and lid not in ids]
+            ids += [
+                lid
+                for lid, link in self.links.items()
+                if not link.synced and link.up is not False and lid not in ids
+            ]
         return ids
 
     def _remember_worker_call(self, call: _Call) -> None:
@@ -818,15 +860,30 @@ class Router:
 
     def _one_worker_call(self, call: _Call) -> None:
         # set_worker_processes queues one message for the worker; one shard must queue it, once
-        targets = [t for t in self._worker_targets((call.kwargs or {}).get("worker"))
-                   if self.links[t].up is not False]
+        targets = [
+            t
+            for t in self._worker_targets((call.kwargs or {}).get("worker"))
+            if self.links[t].up is not False
+        ]
         sid = targets[0] if targets else self._any_link_id()
-        self._call(sid, call.method, call.kwargs or {}, lambda r, e: self._fail(call, e) if e else self._reply(call, r))
+        self._call(
+            sid,
+            call.method,
+            call.kwargs or {},
+            lambda r, e: self._fail(call, e) if e else self._reply(call, r),
+        )
 
     # -- fan-out -------------------------------------------------------------------------------------
-    def _gather(self, targets: Iterable[str], method: str, kwargs: dict[str, Any] | Callable[[str], dict[str, Any]],
-                done: Callable[[list[tuple[str, Any]], list[tuple[str, FederationError]]], None], *,
-                timeout: float | None = None, force: bool = False) -> None:
+    def _gather(
+        self,
+        targets: Iterable[str],
+        method: str,
+        kwargs: dict[str, Any] | Callable[[str], dict[str, Any]],
+        done: Callable[[list[tuple[str, Any]], list[tuple[str, FederationError]]], None],
+        *,
+        timeout: float | None = None,
+        force: bool = False,
+    ) -> None:
         """Call every target; ``done(results, errors)`` once all have answered or failed."""
         ids = list(dict.fromkeys(targets))
         results: dict[str, Any] = {}
@@ -842,8 +899,11 @@ class Router:
                 else:
                     results[sid] = result
                 if len(results) + len(errors) == len(ids):
-                    done([(s, results[s]) for s in ids if s in results],
-                         [(s, errors[s]) for s in ids if s in errors])
+                    done(
+                        [(s, results[s]) for s in ids if s in results],
+                        [(s, errors[s]) for s in ids if s in errors],
+                    )
+
             return cb
 
         for sid in ids:
@@ -873,11 +933,17 @@ class Router:
     def _merge(self, how: str, kwargs: dict[str, Any], results: list[tuple[str, Any]]) -> Any:
         owner = self.owner
         if how == "task_list":
-            return merge.merge_task_list(results, owner, limit=bool(kwargs.get("limit", True)),
-                                         max_shown_tasks=kwargs.get("max_shown_tasks") or self.max_shown_tasks,
-                                         upstream_status=kwargs.get("upstream_status") or "")
+            return merge.merge_task_list(
+                results,
+                owner,
+                limit=bool(kwargs.get("limit", True)),
+                max_shown_tasks=kwargs.get("max_shown_tasks") or self.max_shown_tasks,
+                upstream_status=kwargs.get("upstream_status") or "",
+            )
         if how == "worker_list":
-            return merge.merge_worker_list(results, owner, include_running=bool(kwargs.get("include_running", True)))
+            return merge.merge_worker_list(
+                results, owner, include_running=bool(kwargs.get("include_running", True))
+            )
         if how == "resource_list":
             return merge.merge_resource_list(results, owner)
         if how == "graph":
@@ -890,13 +956,20 @@ class Router:
             return results[0][1]
         if how == "sum_deleted":  # prune_history: what each shard that answered deleted
             per_shard = {sid: int(r.get("deleted")) for sid, r in results}
-            return {"deleted": sum(per_shard.values()), "shards": per_shard,
-                    "more": any(bool(r.get("more")) for _, r in results)}
+            return {
+                "deleted": sum(per_shard.values()),
+                "shards": per_shard,
+                "more": any(bool(r.get("more")) for _, r in results),
+            }
         return None
 
     def _any_call(self, call: _Call) -> None:
-        self._call(self._any_link_id(), call.method, call.kwargs or {},
-                   lambda r, e: self._fail(call, e) if e else self._reply(call, r))
+        self._call(
+            self._any_link_id(),
+            call.method,
+            call.kwargs or {},
+            lambda r, e: self._fail(call, e) if e else self._reply(call, r),
+        )
 
     # -- get_work --------------------------------------------------------------------------------------
     def _get_work(self, call: _Call) -> None:
@@ -952,7 +1025,9 @@ class Router:
         kwargs = dict(call.kwargs or {})
         root = kwargs.get("task_id")
         if not isinstance(root, str):
-            self._forward(call, self._any_link_id(), b"", wire.encode_request(call.req_id, call.method, kwargs))
+            self._forward(
+                call, self._any_link_id(), b"", wire.encode_request(call.req_id, call.method, kwargs)
+            )
             return
         _Graph(self, call, root, kwargs, inverse=False).start()
 
@@ -960,7 +1035,9 @@ class Router:
         kwargs = dict(call.kwargs or {})
         root = kwargs.get("task_id")
         if not isinstance(root, str):
-            self._forward(call, self._any_link_id(), b"", wire.encode_request(call.req_id, call.method, kwargs))
+            self._forward(
+                call, self._any_link_id(), b"", wire.encode_request(call.req_id, call.method, kwargs)
+            )
             return
         _Graph(self, call, root, kwargs, inverse=True).start()
 
@@ -991,30 +1068,41 @@ class Router:
                 if up and sid in fed_errs:
                     errs[sid] = fed_errs[sid]
                 elif up and fed and fed.get("placement") != self.placement.fingerprint:
-                    errs[sid] = (f"placement differs from the router's ({fed.get('placement')} != "
-                                 f"{self.placement.fingerprint}): serve it with the same federation.toml")
-                shards.append({
-                    "shard_id": sid,
-                    "group": link.group,
-                    "endpoint": link.spec.endpoint,
-                    "up": up,
-                    "latency_ms": link.latency_ms if up else None,
-                    "error": None if up and sid not in errs else (errs.get(sid) or link.error or "down"),
-                    "counts": dict(fed.get("counts") or {}),
-                    "namespaces": dict(fed.get("namespaces") or {}),
-                    "workers": int(fed.get("workers") or 0),
-                    "backend": info.get("backend"),
-                    "location": info.get("location"),
-                    "version": info.get("version"),
-                    "started": info.get("started"),
-                })
-            self._reply(call, {
-                "router": {"zmq": self.endpoint, "http": self.http_endpoint, "version": __version__,
-                           "time": time.time()},
-                "default_group": self.config.default_group,
-                "groups": {g: list(m) for g, m in self.config.groups.items()},
-                "shards": shards,
-            })
+                    errs[sid] = (
+                        f"placement differs from the router's ({fed.get('placement')} != "
+                        f"{self.placement.fingerprint}): serve it with the same federation.toml"
+                    )
+                shards.append(
+                    {
+                        "shard_id": sid,
+                        "group": link.group,
+                        "endpoint": link.spec.endpoint,
+                        "up": up,
+                        "latency_ms": link.latency_ms if up else None,
+                        "error": None if up and sid not in errs else (errs.get(sid) or link.error or "down"),
+                        "counts": dict(fed.get("counts") or {}),
+                        "namespaces": dict(fed.get("namespaces") or {}),
+                        "workers": int(fed.get("workers") or 0),
+                        "backend": info.get("backend"),
+                        "location": info.get("location"),
+                        "version": info.get("version"),
+                        "started": info.get("started"),
+                    }
+                )
+            self._reply(
+                call,
+                {
+                    "router": {
+                        "zmq": self.endpoint,
+                        "http": self.http_endpoint,
+                        "version": __version__,
+                        "time": time.time(),
+                    },
+                    "default_group": self.config.default_group,
+                    "groups": {g: list(m) for g, m in self.config.groups.items()},
+                    "shards": shards,
+                },
+            )
 
         def step() -> None:
             remaining[0] -= 1
@@ -1023,6 +1111,7 @@ class Router:
 
         fed_errs: dict[str, str] = {}
         for sid in ids:
+
             def on_info(r: Any, e: FederationError | None, sid: str = sid) -> None:
                 if e is None and isinstance(r, dict):
                     infos[sid] = r
@@ -1034,8 +1123,11 @@ class Router:
                 if e is None and isinstance(r, dict):
                     feds[sid] = r
                 elif e is not None:
-                    fed_errs[sid] = (f"not a federated shard: {e.message}" if e.code == "unknown_method"
-                                     else e.message or e.code)
+                    fed_errs[sid] = (
+                        f"not a federated shard: {e.message}"
+                        if e.code == "unknown_method"
+                        else e.message or e.code
+                    )
                 step()
 
             self._call(sid, "shard_info", {}, on_info, timeout=self.health_timeout, force=True, probe=True)
@@ -1121,7 +1213,7 @@ class Router:
     def _send_updates(self, updates: dict[str, list[list[Any]]]) -> None:
         for sid, items in updates.items():
             for i in range(0, len(items), CHUNK):
-                chunk = items[i:i + CHUNK]
+                chunk = items[i : i + CHUNK]
 
                 def done(result: Any, err: FederationError | None, sid: str = sid) -> None:
                     if err is None and isinstance(result, dict):
@@ -1155,10 +1247,15 @@ class Router:
             self.subs_by_owner[self.owner(task_id)].discard(task_id)
             self.prio_sent.pop(task_id, None)
 
-    def _relay_status(self, owner: str, task_ids: list[str], targets: dict[str, set[str]] | None,
-                      done: Callable[[], None] | None = None) -> None:
+    def _relay_status(
+        self,
+        owner: str,
+        task_ids: list[str],
+        targets: dict[str, set[str]] | None,
+        done: Callable[[], None] | None = None,
+    ) -> None:
         """Pull the owner's current status of ``task_ids`` and push it to their mirrors."""
-        chunks = [task_ids[i:i + CHUNK] for i in range(0, len(task_ids), CHUNK)] or [[]]
+        chunks = [task_ids[i : i + CHUNK] for i in range(0, len(task_ids), CHUNK)] or [[]]
         left = [len(chunks)]
         link = self.links[owner]
 
@@ -1193,8 +1290,11 @@ class Router:
                 if err is not None and err.code == "unknown_method":
                     link.federated = False
                     link.synced = True  # nothing to synchronise; served as a plain Luigi scheduler
-                    log.error("router: shard %s is not federated (no fed_state): remote dependencies and "
-                              "global resources are off for it; serve it with the federation config", link.id)
+                    log.error(
+                        "router: shard %s is not federated (no fed_state): remote dependencies and "
+                        "global resources are off for it; serve it with the federation config",
+                        link.id,
+                    )
                 elif err is not None and not isinstance(err, TransportError):
                     log.warning("router: cannot synchronise shard %s: %s", link.id, err)
                 return
@@ -1202,9 +1302,13 @@ class Router:
             theirs = result.get("placement")
             if theirs != self.placement.fingerprint:
                 # the shard tells its own tasks from mirrors by placement: it must be the router's
-                log.error("router: shard %s places tasks differently (placement %s, router %s): "
-                          "serve every shard and the router from the same federation.toml",
-                          link.id, theirs, self.placement.fingerprint)
+                log.error(
+                    "router: shard %s places tasks differently (placement %s, router %s): "
+                    "serve every shard and the router from the same federation.toml",
+                    link.id,
+                    theirs,
+                    self.placement.fingerprint,
+                )
             link.epoch = result.get("epoch")
             link.cursor = int(result.get("seq") or 0)
             self._note_usage(link, result, link.res_version)
@@ -1233,8 +1337,12 @@ class Router:
             if owned:
                 self._relay_status(link.id, owned, None)
             link.synced = True
-            log.info("router: shard %s synchronised (%d mirrors, %d mirrored elsewhere)", link.id,
-                     len(result.get("mirrors") or ()), len(owned))
+            log.info(
+                "router: shard %s synchronised (%d mirrors, %d mirrored elsewhere)",
+                link.id,
+                len(result.get("mirrors") or ()),
+                len(owned),
+            )
 
         self._call(link.id, "fed_state", {}, on_state)
 
@@ -1272,12 +1380,22 @@ class _GetWork:
             self.queue.pop(0)
             version = link.res_version
             if link.federated is False:
-                r._call(sid, "get_work", self.call.kwargs or {},
-                        lambda res, err, sid=sid, v=version: self.on_reply(sid, v, {"reply": res} if err is None
-                                                                           else None, err))
+                r._call(
+                    sid,
+                    "get_work",
+                    self.call.kwargs or {},
+                    lambda res, err, sid=sid, v=version: self.on_reply(
+                        sid, v, {"reply": res} if err is None else None, err
+                    ),
+                )
                 return
             kwargs = {**(self.call.kwargs or {}), "external_used_resources": r.external_usage(sid)}
-            r._call(sid, "fed_get_work", kwargs, lambda res, err, sid=sid, v=version: self.on_reply(sid, v, res, err))
+            r._call(
+                sid,
+                "fed_get_work",
+                kwargs,
+                lambda res, err, sid=sid, v=version: self.on_reply(sid, v, res, err),
+            )
             return
         self.finish(None)
 
@@ -1332,7 +1450,9 @@ class _GetWork:
 class _Graph:
     """``dep_graph`` / ``inverse_dep_graph`` across shards, breadth first, Luigi's node limit."""
 
-    def __init__(self, router: Router, call: _Call, root: str, kwargs: dict[str, Any], *, inverse: bool) -> None:
+    def __init__(
+        self, router: Router, call: _Call, root: str, kwargs: dict[str, Any], *, inverse: bool
+    ) -> None:
         self.router = router
         self.call = call
         self.root = root
@@ -1416,8 +1536,9 @@ def _connect(ctx: zmq.Context, endpoint: str, shard_id: str) -> zmq.Socket:
 
 
 # -- entry point ---------------------------------------------------------------------------------------
-def serve(config: FederationConfig, *, ready: Callable[[Router], None] | None = None,
-          install_signals: bool = True) -> int:
+def serve(
+    config: FederationConfig, *, ready: Callable[[Router], None] | None = None, install_signals: bool = True
+) -> int:
     """Run the router (and its HTTP gateway when ``[router] http`` is set) until SIGTERM/SIGINT.
 
     The first signal stops taking requests and drains; a second one exits at once.
@@ -1427,6 +1548,7 @@ def serve(config: FederationConfig, *, ready: Callable[[Router], None] | None = 
     stop_http: Callable[[], None] | None = None
     try:
         if install_signals:
+
             def handler(signum: int, _frame: Any) -> None:
                 if router._stop.is_set():
                     raise SystemExit(128 + signum)
@@ -1443,8 +1565,11 @@ def serve(config: FederationConfig, *, ready: Callable[[Router], None] | None = 
             gateway = start_gateway(router.endpoint, config.router.http, router_obj=router)
             router.http_endpoint = gateway.address
             stop_http = gateway.stop
-        print(f"router listening on {router.endpoint}"
-              + (f", http://{router.http_endpoint}" if router.http_endpoint else ""), flush=True)
+        print(
+            f"router listening on {router.endpoint}"
+            + (f", http://{router.http_endpoint}" if router.http_endpoint else ""),
+            flush=True,
+        )
         if ready is not None:
             ready(router)
         router.serve_forever()
@@ -1453,4 +1578,3 @@ def serve(config: FederationConfig, *, ready: Callable[[Router], None] | None = 
             stop_http()
         router.close()
     return 0
-

@@ -53,18 +53,41 @@ def build_shard(
         # (a full collection over 100k tasks costs 10-15 ms, felt as a get_work outlier).
         gc.freeze()
         limits = {"max_message_bytes": max_message_bytes} if max_message_bytes else {}
-        return ShardServer(shard_id, bind, served, store, prune_interval=prune_interval, methods=RPC_METHODS,
-                           extra_methods=extra, version=__version__, **limits)
+        return ShardServer(
+            shard_id,
+            bind,
+            served,
+            store,
+            prune_interval=prune_interval,
+            methods=RPC_METHODS,
+            extra_methods=extra,
+            version=__version__,
+            **limits,
+        )
     except BaseException:
         store.close()
         raise
 
 
-def build_federated_shard(config: FederationConfig, shard_id: str, *, bind: str | None = None,
-                          prune_interval: float = 60.0, clock: Callable[[], float] = time.time) -> ShardServer:
+def build_federated_shard(
+    config: FederationConfig,
+    shard_id: str,
+    *,
+    bind: str | None = None,
+    prune_interval: float = 60.0,
+    clock: Callable[[], float] = time.time,
+) -> ShardServer:
     """One shard of a federation, everything from ``federation.toml``: endpoint (unless ``bind``),
     store and schema, Luigi's ``[scheduler]``/``[resources]``, and the placement."""
     spec = config.shard(shard_id)
-    return build_shard(shard_id, bind or spec.endpoint, spec.store, config=config.scheduler, schema=spec.schema,
-                       prune_interval=prune_interval, max_message_bytes=config.router.max_message_bytes,
-                       placement=Placement.from_config(config), clock=clock)
+    return build_shard(
+        shard_id,
+        bind or spec.endpoint,
+        spec.store,
+        config=config.scheduler,
+        schema=spec.schema,
+        prune_interval=prune_interval,
+        max_message_bytes=config.router.max_message_bytes,
+        placement=Placement.from_config(config),
+        clock=clock,
+    )

@@ -40,12 +40,19 @@ class Changes:
     deleted_tasks: set[str] = field(default_factory=set)
     workers: dict[str, dict[str, Any]] = field(default_factory=dict)  # worker_id -> full record (upsert)
     deleted_workers: set[str] = field(default_factory=set)
-    meta: dict[str, Any] = field(default_factory=dict)  # key -> value (upsert), e.g. "resources", "paused", "batchers"
+    meta: dict[str, Any] = field(
+        default_factory=dict
+    )  # key -> value (upsert), e.g. "resources", "paused", "batchers"
     events: list[Event] = field(default_factory=list)
 
     def is_empty(self) -> bool:
         return not (
-            self.tasks or self.deleted_tasks or self.workers or self.deleted_workers or self.meta or self.events
+            self.tasks
+            or self.deleted_tasks
+            or self.workers
+            or self.deleted_workers
+            or self.meta
+            or self.events
         )
 
 

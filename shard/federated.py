@@ -55,15 +55,24 @@ FEED_PAGE = 20_000
 
 _EMPTY: frozenset[str] = frozenset()
 
-FED_METHODS = ("fed_state", "fed_changes", "fed_status", "fed_mirror_update", "fed_raise_priority",
-               "fed_get_work", "fed_health", "fed_inverse_dep_graph")
+FED_METHODS = (
+    "fed_state",
+    "fed_changes",
+    "fed_status",
+    "fed_mirror_update",
+    "fed_raise_priority",
+    "fed_get_work",
+    "fed_health",
+    "fed_inverse_dep_graph",
+)
 
 
 class FederatedCore:
     """A drop-in core for :class:`~shard.server.ShardServer` with the federation's methods."""
 
-    def __init__(self, core: Any, shard_id: str, placement: Placement | None,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, core: Any, shard_id: str, placement: Placement | None, clock: Callable[[], float] = time.time
+    ) -> None:
         self.core = core
         self.shard_id = shard_id
         self.placement = placement
@@ -124,8 +133,16 @@ class FederatedCore:
             return _EMPTY
         return core._upstream_disabled()
 
-    def _note(self, task_id: str, status: str | None, priority: Any, needs_resources: bool, has_family: bool, *,
-              feed: bool) -> None:
+    def _note(
+        self,
+        task_id: str,
+        status: str | None,
+        priority: Any,
+        needs_resources: bool,
+        has_family: bool,
+        *,
+        feed: bool,
+    ) -> None:
         """Record a task's (possibly) new state: feed, namespace counts, mirrors, resource tasks.
 
         The feed carries the status a mirror should take: DISABLED for a PENDING task whose
@@ -188,8 +205,14 @@ class FederatedCore:
         old_ud = self._ud
         self._ud = ud = self._upstream_disabled()
         for task_id, rec in changes.tasks.items():
-            self._note(task_id, rec["status"], rec.get("priority"), bool(rec.get("resources")),
-                       bool(rec.get("family")), feed=True)
+            self._note(
+                task_id,
+                rec["status"],
+                rec.get("priority"),
+                bool(rec.get("resources")),
+                bool(rec.get("family")),
+                feed=True,
+            )
         for task_id in changes.deleted_tasks:
             if task_id in self._state:
                 self._note(task_id, None, None, False, False, feed=True)
@@ -270,8 +293,13 @@ class FederatedCore:
             raise TypeError("updates must be a list of [task_id, status, epoch, seq]")
         parsed = []
         for u in updates:
-            if (not isinstance(u, list) or len(u) != 4 or not isinstance(u[0], str)
-                    or not (u[1] is None or isinstance(u[1], str)) or not isinstance(u[3], int)):
+            if (
+                not isinstance(u, list)
+                or len(u) != 4
+                or not isinstance(u[0], str)
+                or not (u[1] is None or isinstance(u[1], str))
+                or not isinstance(u[3], int)
+            ):
                 raise TypeError(f"bad mirror update {u!r:.100}")
             parsed.append(u)
         self._absorb()
@@ -316,12 +344,15 @@ class FederatedCore:
                 self.core.raise_priority(task_id, p)
         return None
 
-    def fed_get_work(self, external_used_resources: dict[str, Any] | None = None, **kwargs: Any) -> dict[str, Any]:
+    def fed_get_work(
+        self, external_used_resources: dict[str, Any] | None = None, **kwargs: Any
+    ) -> dict[str, Any]:
         """Luigi's ``get_work``, counting what other shards' RUNNING tasks hold as already used."""
         external = external_used_resources or {}
         if not isinstance(external, dict) or not all(
-                isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool)
-                for k, v in external.items()):
+            isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool)
+            for k, v in external.items()
+        ):
             raise TypeError("external_used_resources must be a map of resource name to amount")
         core = self.core
         core.external_used_resources = external
@@ -342,9 +373,14 @@ class FederatedCore:
                 namespaces[ns] = dict(by_status)
                 for status, n in by_status.items():
                     counts[status] = counts.get(status, 0) + n
-        return {"counts": counts, "namespaces": namespaces, "workers": len(self.core._workers),
-                "mirrors": len(self._mirrors), "epoch": self._epoch,
-                "placement": self.placement.fingerprint if self.placement is not None else None}
+        return {
+            "counts": counts,
+            "namespaces": namespaces,
+            "workers": len(self.core._workers),
+            "mirrors": len(self._mirrors),
+            "epoch": self._epoch,
+            "placement": self.placement.fingerprint if self.placement is not None else None,
+        }
 
     def fed_inverse_dep_graph(self, task_id: str, include_done: bool = True, **kwargs: Any) -> dict[str, Any]:
         """``inverse_dep_graph`` that also starts from a mirror: this shard's dependents of a remote task."""
@@ -364,8 +400,9 @@ class FederatedCore:
         out[task_id]["deps"] = list(dependents)
         seen = {task_id}
         for dep in dependents:
-            part = core._traverse_graph(dep, seen, dep_func=lambda x: sorted(rdeps.get(x.id, ())),
-                                        include_done=bool(include_done))
+            part = core._traverse_graph(
+                dep, seen, dep_func=lambda x: sorted(rdeps.get(x.id, ())), include_done=bool(include_done)
+            )
             for node_id, node in part.items():
                 node.pop("display_name", None)
                 out[node_id] = node

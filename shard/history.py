@@ -29,17 +29,19 @@ import pyarrow.parquet as pq
 from federation.errors import ConfigError
 from shard.store import open_store
 
-SCHEMA = pa.schema([
-    ("shard", pa.string()),
-    ("event_id", pa.int64()),
-    ("task_id", pa.string()),
-    ("family", pa.string()),
-    ("namespace", pa.string()),
-    ("status", pa.string()),
-    ("worker", pa.string()),
-    ("host", pa.string()),
-    ("time", pa.timestamp("us", tz="UTC")),
-])
+SCHEMA = pa.schema(
+    [
+        ("shard", pa.string()),
+        ("event_id", pa.int64()),
+        ("task_id", pa.string()),
+        ("family", pa.string()),
+        ("namespace", pa.string()),
+        ("status", pa.string()),
+        ("worker", pa.string()),
+        ("host", pa.string()),
+        ("time", pa.timestamp("us", tz="UTC")),
+    ]
+)
 
 PAGE = 50_000
 
@@ -69,8 +71,15 @@ def _in_namespaces(ns: str | None, prefixes: Sequence[str]) -> bool:
     return any(ns == p or ns.startswith(p + ".") for p in prefixes)
 
 
-def export_history(stores: Iterable[StoreRef], out: str | os.PathLike[str], *, since: float | None = None,
-                   until: float | None = None, namespaces: Sequence[str] = (), page: int = PAGE) -> HistoryExport:
+def export_history(
+    stores: Iterable[StoreRef],
+    out: str | os.PathLike[str],
+    *,
+    since: float | None = None,
+    until: float | None = None,
+    namespaces: Sequence[str] = (),
+    page: int = PAGE,
+) -> HistoryExport:
     """Write the history of ``stores`` (events with ``since <= time < until``) to the Parquet file ``out``.
 
     ``namespaces`` keeps the tasks of those namespaces and the namespaces below them
@@ -114,17 +123,20 @@ def export_history(stores: Iterable[StoreRef], out: str | os.PathLike[str], *, s
 
 def _table(shard_id: str, rows: list[tuple[Any, ...]]) -> pa.Table:
     cols = list(zip(*rows, strict=True))
-    return pa.table({
-        "shard": pa.array([shard_id] * len(rows), pa.string()),
-        "event_id": pa.array(cols[0], pa.int64()),
-        "task_id": pa.array(cols[1], pa.string()),
-        "family": pa.array(cols[6], pa.string()),
-        "namespace": pa.array(cols[7], pa.string()),
-        "status": pa.array(cols[2], pa.string()),
-        "worker": pa.array(cols[3], pa.string()),
-        "host": pa.array(cols[4], pa.string()),
-        "time": pa.array([round(ts * 1e6) for ts in cols[5]], pa.timestamp("us", tz="UTC")),
-    }, schema=SCHEMA)
+    return pa.table(
+        {
+            "shard": pa.array([shard_id] * len(rows), pa.string()),
+            "event_id": pa.array(cols[0], pa.int64()),
+            "task_id": pa.array(cols[1], pa.string()),
+            "family": pa.array(cols[6], pa.string()),
+            "namespace": pa.array(cols[7], pa.string()),
+            "status": pa.array(cols[2], pa.string()),
+            "worker": pa.array(cols[3], pa.string()),
+            "host": pa.array(cols[4], pa.string()),
+            "time": pa.array([round(ts * 1e6) for ts in cols[5]], pa.timestamp("us", tz="UTC")),
+        },
+        schema=SCHEMA,
+    )
 
 
 def read_history(path: str | os.PathLike[str]) -> Any:

@@ -14,16 +14,36 @@ class ShardMetrics:
     def __init__(self, shard_id: str, methods: set[str]) -> None:
         self.registry = CollectorRegistry()
         self.methods = methods
-        self.requests = Counter("fed_shard_requests", "Requests handled, by method and outcome (ok or error code)",
-                                ["shard", "method", "outcome"], registry=self.registry)
-        self.batch_size = Histogram("fed_shard_batch_size", "Requests per group commit", ["shard"],
-                                    buckets=BATCH_BUCKETS, registry=self.registry)
-        self.commit_seconds = Histogram("fed_shard_commit_seconds", "Store commit time per batch", ["shard"],
-                                        buckets=LATENCY_BUCKETS, registry=self.registry)
-        self.batch_seconds = Histogram("fed_shard_batch_seconds", "Time from first request taken to last reply sent",
-                                       ["shard"], buckets=LATENCY_BUCKETS, registry=self.registry)
-        self.up_since = Gauge("fed_shard_start_time_seconds", "Unix time the shard started", ["shard"],
-                              registry=self.registry)
+        self.requests = Counter(
+            "fed_shard_requests",
+            "Requests handled, by method and outcome (ok or error code)",
+            ["shard", "method", "outcome"],
+            registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "fed_shard_batch_size",
+            "Requests per group commit",
+            ["shard"],
+            buckets=BATCH_BUCKETS,
+            registry=self.registry,
+        )
+        self.commit_seconds = Histogram(
+            "fed_shard_commit_seconds",
+            "Store commit time per batch",
+            ["shard"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.batch_seconds = Histogram(
+            "fed_shard_batch_seconds",
+            "Time from first request taken to last reply sent",
+            ["shard"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.up_since = Gauge(
+            "fed_shard_start_time_seconds", "Unix time the shard started", ["shard"], registry=self.registry
+        )
         self.shard_id = shard_id
         self._children: dict[tuple[str, str], Any] = {}
 
@@ -32,7 +52,9 @@ class ShardMetrics:
         child = self._children.get(key)
         if child is None:
             # unknown method names come from the wire: never let them become label values
-            child = self.requests.labels(self.shard_id, method if method in self.methods else "(other)", outcome)
+            child = self.requests.labels(
+                self.shard_id, method if method in self.methods else "(other)", outcome
+            )
             if method in self.methods:
                 self._children[key] = child  # labels() per request costs a lock and lookups
         child.inc()

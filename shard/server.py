@@ -102,8 +102,13 @@ class ShardServer:
         self._ctx.term()
 
     def serve_forever(self) -> None:
-        self.log.info("shard %s serving on %s (store %s %s)", self.shard_id, self.endpoint,
-                      getattr(self.store, "backend", "?"), getattr(self.store, "location", "?"))
+        self.log.info(
+            "shard %s serving on %s (store %s %s)",
+            self.shard_id,
+            self.endpoint,
+            getattr(self.store, "backend", "?"),
+            getattr(self.store, "location", "?"),
+        )
         poller = zmq.Poller()
         poller.register(self.sock, zmq.POLLIN)
         try:
@@ -150,10 +155,14 @@ class ShardServer:
         self.stats["requests"] += 1
         if len(frames) < 3 or len(frames) > MAX_FRAMES:
             self.stats["errors"] += 1
-            self.log.warning("shard %s: dropped a message of %d frames (expected [routing_key, body])",
-                             self.shard_id, len(frames) - 1)
-            err = ProtocolError(f"expected frames [routing_key, body], got {len(frames) - 1} frame(s)",
-                                code="bad_frames")
+            self.log.warning(
+                "shard %s: dropped a message of %d frames (expected [routing_key, body])",
+                self.shard_id,
+                len(frames) - 1,
+            )
+            err = ProtocolError(
+                f"expected frames [routing_key, body], got {len(frames) - 1} frame(s)", code="bad_frames"
+            )
             return [frames[0]], wire.peek_req_id(frames[-1]) if len(frames) > 1 else -1, None, err, "(bad)"
         route, body = frames[:-2], frames[-1]
         try:
@@ -179,7 +188,13 @@ class ShardServer:
         except Exception as e:
             self.stats["errors"] += 1
             self.log.error("shard %s: %s failed", self.shard_id, req.method, exc_info=True)
-            return route, req.req_id, None, FederationError(f"{req.method} failed: {type(e).__name__}: {e}"), req.method
+            return (
+                route,
+                req.req_id,
+                None,
+                FederationError(f"{req.method} failed: {type(e).__name__}: {e}"),
+                req.method,
+            )
 
     def _commit(self) -> FederationError | None:
         changes = self.core.collect_changes()
@@ -233,8 +248,12 @@ class ShardServer:
     def prune_history(self, before: float, limit: int = 20_000) -> dict[str, Any]:
         """Delete this shard's oldest history events older than ``before`` (epoch seconds), at most
         ``limit`` per call (``more`` says to call again), durably before the reply."""
-        if isinstance(before, bool) or not isinstance(before, (int, float)) or before != before \
-                or before in (float("inf"), float("-inf")):
+        if (
+            isinstance(before, bool)
+            or not isinstance(before, (int, float))
+            or before != before
+            or before in (float("inf"), float("-inf"))
+        ):
             raise TypeError(f"before must be a time in epoch seconds, got {before!r}")
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1_000_000:
             raise TypeError(f"limit must be an integer from 1 to 1000000, got {limit!r}")

@@ -102,7 +102,9 @@ events_table = sa.Table(
     "events",
     metadata,
     # BIGSERIAL on Postgres; on SQLite it must be exactly INTEGER to alias the rowid
-    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column(
+        "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True
+    ),
     sa.Column("task_id", sa.Text, nullable=False),
     sa.Column("status", sa.Text, nullable=False),
     sa.Column("worker", sa.Text),
@@ -211,7 +213,9 @@ class Store(ABC):
             snap = Snapshot()
             snap.tasks = [_unpack(b) for b in conn.execute(sa.select(tasks_table.c.data)).scalars()]
             snap.workers = [_unpack(b) for b in conn.execute(sa.select(workers_table.c.data)).scalars()]
-            snap.meta = {k: _unpack(b) for k, b in conn.execute(sa.select(meta_table.c.key, meta_table.c.data))}
+            snap.meta = {
+                k: _unpack(b) for k, b in conn.execute(sa.select(meta_table.c.key, meta_table.c.data))
+            }
             return snap
 
         return self._run("load", run)
@@ -241,8 +245,14 @@ class Store(ABC):
             query = query.limit(max(0, int(limit)))
         return self._run("events", lambda conn: [Event(*row) for row in conn.execute(query)])
 
-    def history(self, *, after_id: int = 0, since: float | None = None, until: float | None = None,
-                limit: int = 50_000) -> list[tuple[int, str, str, str | None, str | None, float, str | None, str | None]]:
+    def history(
+        self,
+        *,
+        after_id: int = 0,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 50_000,
+    ) -> list[tuple[int, str, str, str | None, str | None, float, str | None, str | None]]:
         """One page of history with what the tasks table still knows of each task, in commit order.
 
         Rows ``(event_id, task_id, status, worker, host, ts, family, namespace)`` with
@@ -251,7 +261,9 @@ class Store(ABC):
         """
         ev, t = events_table, tasks_table
         query = (
-            sa.select(ev.c.id, ev.c.task_id, ev.c.status, ev.c.worker, ev.c.host, ev.c.ts, t.c.family, t.c.namespace)
+            sa.select(
+                ev.c.id, ev.c.task_id, ev.c.status, ev.c.worker, ev.c.host, ev.c.ts, t.c.family, t.c.namespace
+            )
             .select_from(ev.outerjoin(t, t.c.task_id == ev.c.task_id))
             .where(ev.c.id > int(after_id))
             .order_by(ev.c.id)
@@ -377,31 +389,41 @@ class Store(ABC):
                     raise TypeError("task_id, status and family must be strings")
                 if rec.get("task_id", task_id) != task_id:
                     raise ValueError(f"record filed under {task_id!r} has task_id {rec['task_id']!r}")
-                task_rows.append({
-                    "task_id": task_id,
-                    "status": status,
-                    "family": family,
-                    "namespace": family.rpartition(".")[0],
-                    "priority": num(rec.get("priority", 0)),
-                    "updated": num(rec.get("updated")),
-                    "data": blob(pack(rec)),
-                })
+                task_rows.append(
+                    {
+                        "task_id": task_id,
+                        "status": status,
+                        "family": family,
+                        "namespace": family.rpartition(".")[0],
+                        "priority": num(rec.get("priority", 0)),
+                        "updated": num(rec.get("updated")),
+                        "data": blob(pack(rec)),
+                    }
+                )
             out["tasks"] = task_rows
             out["deleted_tasks"] = sorted(set(changes.deleted_tasks).difference(changes.tasks))
             worker_rows = []
             for worker_id, rec in changes.workers.items():
                 if not isinstance(worker_id, str):
                     raise TypeError("worker_id must be a string")
-                worker_rows.append({
-                    "worker_id": worker_id,
-                    "last_active": num(rec.get("last_active")),
-                    "data": blob(pack(rec)),
-                })
+                worker_rows.append(
+                    {
+                        "worker_id": worker_id,
+                        "last_active": num(rec.get("last_active")),
+                        "data": blob(pack(rec)),
+                    }
+                )
             out["workers"] = worker_rows
             out["deleted_workers"] = sorted(set(changes.deleted_workers).difference(changes.workers))
             out["meta"] = [{"key": str(k), "data": blob(pack(v))} for k, v in changes.meta.items()]
             out["events"] = [
-                {"task_id": e.task_id, "status": e.status, "worker": e.worker, "host": e.host, "ts": num(e.ts)}
+                {
+                    "task_id": e.task_id,
+                    "status": e.status,
+                    "worker": e.worker,
+                    "host": e.host,
+                    "ts": num(e.ts),
+                }
                 for e in changes.events
             ]
         except KeyError as e:
@@ -409,7 +431,9 @@ class Store(ABC):
                 f"shard {self.shard_id} ({self._where}): commit refused: a task record lacks {e.args[0]!r}"
             ) from e
         except (TypeError, ValueError, OverflowError) as e:
-            raise StorageError(f"shard {self.shard_id} ({self._where}): commit refused: bad record: {e}") from e
+            raise StorageError(
+                f"shard {self.shard_id} ({self._where}): commit refused: bad record: {e}"
+            ) from e
         return out
 
     # -- backend hooks -------------------------------------------------------------
@@ -497,7 +521,9 @@ class SQLiteStore(Store):
 
     backend = "sqlite"
 
-    def __init__(self, path: str, shard_id: str, *, synchronous: str = "FULL", readonly: bool = False) -> None:
+    def __init__(
+        self, path: str, shard_id: str, *, synchronous: str = "FULL", readonly: bool = False
+    ) -> None:
         self.path = path
         self.location = path
         self.synchronous = synchronous
@@ -535,7 +561,9 @@ class SQLiteStore(Store):
         with self._translate("open"):
             if self.readonly:
                 if not os.path.exists(self.path):
-                    raise StorageError(f"shard {self.shard_id} ({self._where}): no such file (opened read-only)")
+                    raise StorageError(
+                        f"shard {self.shard_id} ({self._where}): no such file (opened read-only)"
+                    )
             else:
                 os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
                 self._take_lock()
@@ -771,14 +799,21 @@ class PostgresStore(Store):
         while not self._hb_stop.wait(interval / 2):
             with self._mutex:
                 conn = self._conn
-                if self._hb_stop.is_set() or self._closed or conn is None or time.monotonic() - self._last_use < interval:
+                if (
+                    self._hb_stop.is_set()
+                    or self._closed
+                    or conn is None
+                    or time.monotonic() - self._last_use < interval
+                ):
                     continue
                 try:
                     conn.exec_driver_sql("SELECT 1")
                     self._last_use = time.monotonic()
                 except Exception as e:
                     # the next operation reconnects and re-checks ownership
-                    log.warning("shard %s: store session lost (%s): %s", self.shard_id, self._where, _describe(e))
+                    log.warning(
+                        "shard %s: store session lost (%s): %s", self.shard_id, self._where, _describe(e)
+                    )
                     self._drop_connection()
 
     # -- reads and writes -------------------------------------------------------------
@@ -791,7 +826,9 @@ class PostgresStore(Store):
 
     def _write(self, conn: Connection, batch: dict[str, list[Any]]) -> None:
         shape = tuple(bool(batch[k]) for k in _PG_PARTS)
-        conn.execute(_pg_commit_statement(shape), {k: batch[k] for k, on in zip(_PG_PARTS, shape, strict=True) if on})
+        conn.execute(
+            _pg_commit_statement(shape), {k: batch[k] for k, on in zip(_PG_PARTS, shape, strict=True) if on}
+        )
 
 
 _PG_PARTS = ("deleted_tasks", "deleted_workers", "tasks", "workers", "meta", "events")
@@ -810,11 +847,15 @@ def _pg_rows(param: str, columns: list[tuple[str, Any]]) -> Any:
 def _pg_upsert(table: sa.Table, param: str) -> Any:
     columns = [(c.name, sa.Text if isinstance(c.type, sa.LargeBinary) else c.type) for c in table.columns]
     rows = _pg_rows(param, columns)
-    select = sa.select(*(
-        # bytea travels as base64 text inside the JSON
-        sa.func.decode(rows.c[name], "base64") if isinstance(table.c[name].type, sa.LargeBinary) else rows.c[name]
-        for name, _ in columns
-    ))
+    select = sa.select(
+        *(
+            # bytea travels as base64 text inside the JSON
+            sa.func.decode(rows.c[name], "base64")
+            if isinstance(table.c[name].type, sa.LargeBinary)
+            else rows.c[name]
+            for name, _ in columns
+        )
+    )
     ins = pg.insert(table).from_select([name for name, _ in columns], select)
     pk = list(table.primary_key.columns)
     return ins.on_conflict_do_update(
@@ -829,7 +870,10 @@ def _pg_commit_statement(shape: tuple[bool, ...]) -> Any:
         return stmt
     ctes = []
     on = dict(zip(_PG_PARTS, shape, strict=True))
-    for part, table, key in (("deleted_tasks", tasks_table, "task_id"), ("deleted_workers", workers_table, "worker_id")):
+    for part, table, key in (
+        ("deleted_tasks", tasks_table, "task_id"),
+        ("deleted_workers", workers_table, "worker_id"),
+    ):
         if on[part]:
             ids = sa.bindparam(part, type_=pg.ARRAY(sa.Text))
             ctes.append(table.delete().where(table.c[key] == sa.any_(ids)).cte(f"c_{part}"))
@@ -839,7 +883,9 @@ def _pg_commit_statement(shape: tuple[bool, ...]) -> Any:
     if on["events"]:
         cols = [(c.name, c.type) for c in events_table.columns if c.name != "id"]
         rows = _pg_rows("events", cols)
-        ins = sa.insert(events_table).from_select([n for n, _ in cols], sa.select(*(rows.c[n] for n, _ in cols)))
+        ins = sa.insert(events_table).from_select(
+            [n for n, _ in cols], sa.select(*(rows.c[n] for n, _ in cols))
+        )
         ctes.append(ins.cte("c_events"))
     # the deletes never touch a key that is upserted (Store._prepare removes those), which
     # matters because all CTEs of one statement see the same snapshot
@@ -882,7 +928,9 @@ def open_store(
             f"bad shard id {shard_id!r}: use 1-128 letters, digits, '_', '-' or '.', not starting with '-' or '.'"
         )
     if not isinstance(url, str) or not url.strip():
-        raise ConfigError(f"shard {shard_id}: empty store URL (use sqlite:///path/file.db or postgresql://...)")
+        raise ConfigError(
+            f"shard {shard_id}: empty store URL (use sqlite:///path/file.db or postgresql://...)"
+        )
     url = url.strip()
     if "://" not in url:
         if url.lower().endswith(_SQLITE_SUFFIXES):
@@ -899,7 +947,9 @@ def open_store(
     if name in ("sqlite", "sqlite+pysqlite"):
         return _open_sqlite(parsed, shard_id, readonly=readonly)
     if name in ("postgresql", "postgres", "postgresql+psycopg2"):
-        return _open_postgres(parsed, shard_id, schema=schema, readonly=readonly, session_timeout=session_timeout)
+        return _open_postgres(
+            parsed, shard_id, schema=schema, readonly=readonly, session_timeout=session_timeout
+        )
     raise ConfigError(
         f"shard {shard_id}: unsupported store URL scheme {name!r} in {_safe_url(parsed)!r} "
         "(use sqlite:///path/file.db or postgresql[+psycopg2]://user@host/db)"
@@ -918,10 +968,14 @@ def _open_sqlite(url: URL, shard_id: str, *, readonly: bool) -> SQLiteStore:
     if sync not in _SQLITE_SYNC:
         raise ConfigError(f"shard {shard_id}: store URL: synchronous={sync!r} (use full, normal or extra)")
     if query:
-        raise ConfigError(f"shard {shard_id}: store URL: unknown option(s) {', '.join(sorted(query))} for sqlite")
+        raise ConfigError(
+            f"shard {shard_id}: store URL: unknown option(s) {', '.join(sorted(query))} for sqlite"
+        )
     path = os.path.abspath(os.path.expanduser(path))
     if os.path.isdir(path):
-        raise ConfigError(f"shard {shard_id}: store path {path} is a directory; name a file, e.g. {path}/{shard_id}.db")
+        raise ConfigError(
+            f"shard {shard_id}: store path {path} is a directory; name a file, e.g. {path}/{shard_id}.db"
+        )
     return SQLiteStore(path, shard_id, synchronous=_SQLITE_SYNC[sync], readonly=readonly)
 
 
@@ -943,5 +997,7 @@ def _open_postgres(
             "not starting with a digit or 'pg_'"
         )
     if session_timeout is not None and session_timeout <= 0:
-        raise ConfigError(f"shard {shard_id}: session_timeout must be positive (or None), not {session_timeout!r}")
+        raise ConfigError(
+            f"shard {shard_id}: session_timeout must be positive (or None), not {session_timeout!r}"
+        )
     return PostgresStore(url, shard_id, schema=schema, readonly=readonly, session_timeout=session_timeout)

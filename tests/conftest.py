@@ -41,7 +41,9 @@ def pg_url() -> Iterator[str]:
     if _pg_answers(url):
         yield url
         return
-    initdb = shutil.which("initdb") or next(iter(sorted(__import__("glob").glob("/usr/lib/postgresql/*/bin/initdb"))), None)
+    initdb = shutil.which("initdb") or next(
+        iter(sorted(__import__("glob").glob("/usr/lib/postgresql/*/bin/initdb"))), None
+    )
     if not initdb:
         if os.environ.get("CI"):
             pytest.fail("no PostgreSQL server and no initdb to start one")
@@ -51,9 +53,19 @@ def pg_url() -> Iterator[str]:
     port = free_port()
     subprocess.run([initdb, "-D", tmp, "-U", "postgres", "--auth=trust"], check=True, capture_output=True)
     subprocess.run(
-        [os.path.join(bindir, "pg_ctl"), "-D", tmp, "-l", os.path.join(tmp, "log"), "-w", "-o",
-         f"-c listen_addresses=127.0.0.1 -c port={port} -k {tmp}", "start"],
-        check=True, capture_output=True,
+        [
+            os.path.join(bindir, "pg_ctl"),
+            "-D",
+            tmp,
+            "-l",
+            os.path.join(tmp, "log"),
+            "-w",
+            "-o",
+            f"-c listen_addresses=127.0.0.1 -c port={port} -k {tmp}",
+            "start",
+        ],
+        check=True,
+        capture_output=True,
     )
     url = f"postgresql+psycopg2://postgres@127.0.0.1:{port}/postgres"
     deadline = time.monotonic() + 30
@@ -62,7 +74,9 @@ def pg_url() -> Iterator[str]:
     try:
         yield url
     finally:
-        subprocess.run([os.path.join(bindir, "pg_ctl"), "-D", tmp, "-m", "immediate", "stop"], capture_output=True)
+        subprocess.run(
+            [os.path.join(bindir, "pg_ctl"), "-D", tmp, "-m", "immediate", "stop"], capture_output=True
+        )
         shutil.rmtree(tmp, ignore_errors=True)
 
 

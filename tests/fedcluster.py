@@ -17,20 +17,35 @@ from federation.transport import ZmqClient
 from tests.conftest import free_port
 from tests.procs import ROOT, call_ok, fed_env, wait_for
 
-SHARD_MAIN = ("import sys; from federation.cli import main; "
-              "sys.exit(main(['shard', 'serve', '--config', sys.argv[1], '--id', sys.argv[2]]))")
-ROUTER_MAIN = ("import sys, logging; logging.basicConfig(level=logging.INFO); "
-               "from federation.config import load_federation_config; from router.server import serve; "
-               "sys.exit(serve(load_federation_config(sys.argv[1])))")
+SHARD_MAIN = (
+    "import sys; from federation.cli import main; "
+    "sys.exit(main(['shard', 'serve', '--config', sys.argv[1], '--id', sys.argv[2]]))"
+)
+ROUTER_MAIN = (
+    "import sys, logging; logging.basicConfig(level=logging.INFO); "
+    "from federation.config import load_federation_config; from router.server import serve; "
+    "sys.exit(serve(load_federation_config(sys.argv[1])))"
+)
 
 
 class FedCluster:
     """``n`` shards (SQLite in ``tmp_path`` unless ``pg_url`` and ``schemas`` are given) and a router."""
 
-    def __init__(self, tmp_path: Path, n: int = 3, *, groups: dict[str, list[str]] | None = None,
-                 namespaces: dict[str, str] | None = None, default_group: str = "default",
-                 scheduler: SchedulerConfig | None = None, http: bool = False, timeout: float = 3.0,
-                 relay_interval: float = 0.1, pg_url: str | None = None, schemas: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        tmp_path: Path,
+        n: int = 3,
+        *,
+        groups: dict[str, list[str]] | None = None,
+        namespaces: dict[str, str] | None = None,
+        default_group: str = "default",
+        scheduler: SchedulerConfig | None = None,
+        http: bool = False,
+        timeout: float = 3.0,
+        relay_interval: float = 0.1,
+        pg_url: str | None = None,
+        schemas: list[str] | None = None,
+    ) -> None:
         self.tmp_path = tmp_path
         ids = [f"s{i}" for i in range(n)]
         shards = []
@@ -41,10 +56,17 @@ class FedCluster:
         group_map = {k: tuple(v) for k, v in (groups or {default_group: ids}).items()}
         self.http_port = free_port() if http else None
         self.config = FederationConfig(
-            shards=tuple(shards), groups=group_map, namespaces=dict(namespaces or {}), default_group=default_group,
-            router=RouterConfig(zmq=f"tcp://127.0.0.1:{free_port()}",
-                                http=f"127.0.0.1:{self.http_port}" if http else None,
-                                timeout=timeout, health_timeout=1.0, relay_interval=relay_interval),
+            shards=tuple(shards),
+            groups=group_map,
+            namespaces=dict(namespaces or {}),
+            default_group=default_group,
+            router=RouterConfig(
+                zmq=f"tcp://127.0.0.1:{free_port()}",
+                http=f"127.0.0.1:{self.http_port}" if http else None,
+                timeout=timeout,
+                health_timeout=1.0,
+                relay_interval=relay_interval,
+            ),
             scheduler=scheduler or SchedulerConfig(),
         )
         self.config_path = tmp_path / "federation.toml"
@@ -66,21 +88,28 @@ class FedCluster:
 
     def _spawn(self, name: str, code: str, *args: str) -> subprocess.Popen[bytes]:
         log = open(self.logs / f"{name}.log", "ab")
-        return subprocess.Popen([sys.executable, "-c", code, *args], env=fed_env(), stdout=log,
-                                stderr=subprocess.STDOUT, cwd=ROOT)
+        return subprocess.Popen(
+            [sys.executable, "-c", code, *args], env=fed_env(), stdout=log, stderr=subprocess.STDOUT, cwd=ROOT
+        )
 
     def start_shard(self, sid: str, wait: bool = True) -> None:
         self.shards[sid] = self._spawn(sid, SHARD_MAIN, str(self.config_path), sid)
         if wait:
             endpoint = self.config.shard(sid).endpoint
-            wait_for(lambda: self.shards[sid].poll() is not None or call_ok(endpoint, "shard_info"),
-                     30, what=f"shard {sid}")
+            wait_for(
+                lambda: self.shards[sid].poll() is not None or call_ok(endpoint, "shard_info"),
+                30,
+                what=f"shard {sid}",
+            )
             assert self.shards[sid].poll() is None, self.log(sid)
 
     def start_router(self) -> None:
         self.router = self._spawn("router", ROUTER_MAIN, str(self.config_path))
-        wait_for(lambda: self.router.poll() is not None or call_ok(self.endpoint, "federation_health"), 30,
-                 what="router")
+        wait_for(
+            lambda: self.router.poll() is not None or call_ok(self.endpoint, "federation_health"),
+            30,
+            what="router",
+        )
         assert self.router.poll() is None, self.log("router")
 
     def start(self) -> FedCluster:
@@ -88,8 +117,13 @@ class FedCluster:
             self.start_shard(sid, wait=False)
         for sid in self.config.shard_ids:
             endpoint = self.config.shard(sid).endpoint
-            wait_for(lambda sid=sid, endpoint=endpoint: self.shards[sid].poll() is not None
-                     or call_ok(endpoint, "shard_info"), 30, what=f"shard {sid}")
+            wait_for(
+                lambda sid=sid, endpoint=endpoint: (
+                    self.shards[sid].poll() is not None or call_ok(endpoint, "shard_info")
+                ),
+                30,
+                what=f"shard {sid}",
+            )
             assert self.shards[sid].poll() is None, self.log(sid)
         self.start_router()
         self.wait_all_up()

@@ -17,7 +17,9 @@ from tests.conftest import free_port
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def wait_for(cond: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05, what: str = "condition") -> Any:
+def wait_for(
+    cond: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05, what: str = "condition"
+) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         value = cond()
@@ -48,8 +50,16 @@ def fed_env(**extra: str) -> dict[str, str]:
 class ShardProcess:
     """``fedctl shard serve`` in a subprocess on a free port."""
 
-    def __init__(self, shard_id: str, db_url: str, *, schema: str | None = None, port: int | None = None,
-                 log_path: Path | None = None, extra_args: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        shard_id: str,
+        db_url: str,
+        *,
+        schema: str | None = None,
+        port: int | None = None,
+        log_path: Path | None = None,
+        extra_args: list[str] | None = None,
+    ) -> None:
         self.shard_id, self.db_url, self.schema = shard_id, db_url, schema
         self.port = port or free_port()
         self.endpoint = f"tcp://127.0.0.1:{self.port}"
@@ -58,17 +68,34 @@ class ShardProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 30.0) -> ShardProcess:
-        argv = [sys.executable, "-m", "federation.cli", "shard", "serve", "--id", self.shard_id,
-                "--bind", self.endpoint, "--db", self.db_url, *self.extra_args]
+        argv = [
+            sys.executable,
+            "-m",
+            "federation.cli",
+            "shard",
+            "serve",
+            "--id",
+            self.shard_id,
+            "--bind",
+            self.endpoint,
+            "--db",
+            self.db_url,
+            *self.extra_args,
+        ]
         if self.schema:
             argv += ["--schema", self.schema]
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         self.proc = subprocess.Popen(argv, env=fed_env(), stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
-        wait_for(lambda: self.proc.poll() is not None or call_ok(self.endpoint, "shard_info"),
-                 timeout, what=f"shard {self.shard_id} to answer")
+        wait_for(
+            lambda: self.proc.poll() is not None or call_ok(self.endpoint, "shard_info"),
+            timeout,
+            what=f"shard {self.shard_id} to answer",
+        )
         if self.proc.poll() is not None:
-            raise AssertionError(f"shard {self.shard_id} exited with {self.proc.returncode}"
-                                 + (f"; log:\n{self.log_path.read_text()}" if self.log_path else ""))
+            raise AssertionError(
+                f"shard {self.shard_id} exited with {self.proc.returncode}"
+                + (f"; log:\n{self.log_path.read_text()}" if self.log_path else "")
+            )
         return self
 
     def kill9(self) -> None:

@@ -111,10 +111,23 @@ db = -2
     problems = e.value.problems
     text = str(e.value)
     assert text.startswith(path + ": ")
-    for needle in ["unknown key 'colour'", "[router] zmq", "[router] http", "[router] timeout",
-                   "[router] unknown key 'speed'", "'a'.store: unsupported store 'mysql'", "unknown key 'bogus'",
-                   "'a'.id: duplicate", "'a'.store: required", "unknown shard 'zz'", "'x.'", "unknown group 'nope'",
-                   "[scheduler] retry_delay", "unknown key 'not_a_key'", "resource 'db'"]:
+    for needle in [
+        "unknown key 'colour'",
+        "[router] zmq",
+        "[router] http",
+        "[router] timeout",
+        "[router] unknown key 'speed'",
+        "'a'.store: unsupported store 'mysql'",
+        "unknown key 'bogus'",
+        "'a'.id: duplicate",
+        "'a'.store: required",
+        "unknown shard 'zz'",
+        "'x.'",
+        "unknown group 'nope'",
+        "[scheduler] retry_delay",
+        "unknown key 'not_a_key'",
+        "resource 'db'",
+    ]:
         assert any(needle in p for p in problems), (needle, problems)
 
 
@@ -142,17 +155,25 @@ def test_shards_in_no_group_serve_the_default_group(tmp_path: Path) -> None:
 
 def test_precedence_cli_over_env_over_file_over_defaults(tmp_path: Path) -> None:
     path = write(tmp_path, GOOD)
-    env = {"FED_ROUTER_ZMQ": "tcp://127.0.0.1:7000", "FED_ROUTER_HTTP": "127.0.0.1:7001",
-           "FED_SCHEDULER_RETRY_DELAY": "45", "FED_ROUTER_TIMEOUT": "2.5", "UNRELATED": "x"}
+    env = {
+        "FED_ROUTER_ZMQ": "tcp://127.0.0.1:7000",
+        "FED_ROUTER_HTTP": "127.0.0.1:7001",
+        "FED_SCHEDULER_RETRY_DELAY": "45",
+        "FED_ROUTER_TIMEOUT": "2.5",
+        "UNRELATED": "x",
+    }
     cfg = load_federation_config(path, env=env)
-    assert cfg.router.zmq == "tcp://127.0.0.1:7000"          # env over file
+    assert cfg.router.zmq == "tcp://127.0.0.1:7000"  # env over file
     assert cfg.router.timeout == 2.5
     assert cfg.scheduler.retry_delay == 45.0
-    assert cfg.router.health_timeout == 1.0                  # default
-    cfg = load_federation_config(path, env=env, overrides={"router.zmq": "tcp://127.0.0.1:7100",
-                                                            "router.http": None, "scheduler.retry_delay": 5})
-    assert cfg.router.zmq == "tcp://127.0.0.1:7100"          # CLI over env
-    assert cfg.router.http == "127.0.0.1:7001"               # None = flag not given
+    assert cfg.router.health_timeout == 1.0  # default
+    cfg = load_federation_config(
+        path,
+        env=env,
+        overrides={"router.zmq": "tcp://127.0.0.1:7100", "router.http": None, "scheduler.retry_delay": 5},
+    )
+    assert cfg.router.zmq == "tcp://127.0.0.1:7100"  # CLI over env
+    assert cfg.router.http == "127.0.0.1:7001"  # None = flag not given
     assert cfg.scheduler.retry_delay == 5.0
     cfg = load_federation_config(None, env={"FED_CONFIG": path, "FED_ROUTER_HTTP": ""})
     assert cfg.router.http is None and cfg.router.http_host_port is None

@@ -99,8 +99,13 @@ def test_every_edge_crosses_shards_and_luigi_finishes(cluster: FedCluster, tmp_p
     GRAPH.clear()
     GRAPH.update(graph)
     OUT["dir"] = tmp_path
-    result = luigi.build([XNode(name=root)], worker_scheduler_factory=FederationSchedulerFactory(cluster.endpoint),
-                         workers=3, log_level="WARNING", detailed_summary=True)
+    result = luigi.build(
+        [XNode(name=root)],
+        worker_scheduler_factory=FederationSchedulerFactory(cluster.endpoint),
+        workers=3,
+        log_level="WARNING",
+        detailed_summary=True,
+    )
     assert result.status == LuigiStatusCode.SUCCESS, result.summary_text
     assert all((tmp_path / f"{n}.json").exists() for n in graph)
     # the history of every shard: no task was handed out (RUNNING) before all its deps were DONE
@@ -193,8 +198,11 @@ def test_priority_is_inherited_across_shards(cluster: FedCluster) -> None:
     add(client, dep, "w-prio", priority=0)
     add(client, parent, "w-prio", priority=70, deps=[dep])
     owner = cluster.shard_client(placement.owner(dep))
-    wait_for(lambda: owner.call("task_list", {"status": "PENDING"})[dep]["priority"] == 70, 5,
-             what="the dependent's priority to reach the owner")
+    wait_for(
+        lambda: owner.call("task_list", {"status": "PENDING"})[dep]["priority"] == 70,
+        5,
+        what="the dependent's priority to reach the owner",
+    )
     assert client.call("task_list", {"status": "PENDING"})[dep]["priority"] == 70
 
 
@@ -240,8 +248,17 @@ def _upstream_disabled_calls(a: str, b: str, c: str, worker: str) -> list[tuple[
         ("add_task", {"task_id": b, "worker": worker, "family": "xs.B", "deps": [a]}),
         ("add_task", {"task_id": a, "worker": worker, "family": "xs.A", "retry_policy_dict": policy}),
         ("get_work", {"worker": worker, "current_tasks": []}),
-        ("add_task", {"task_id": a, "worker": worker, "status": "FAILED", "runnable": None,
-                      "family": "xs.A", "retry_policy_dict": policy}),
+        (
+            "add_task",
+            {
+                "task_id": a,
+                "worker": worker,
+                "status": "FAILED",
+                "runnable": None,
+                "family": "xs.A",
+                "retry_policy_dict": policy,
+            },
+        ),
     ]
 
 
@@ -305,7 +322,9 @@ def test_concurrent_registrations_of_one_remote_dep_all_wait_for_its_status(clus
     i = 0
     while len(parents) < 2:
         p = luigi.task.task_id_str("xs.Parent", {"i": f"cc-{i}"})
-        if placement.owner(p) != placement.owner(dep) and (not parents or placement.owner(p) == placement.owner(parents[0])):
+        if placement.owner(p) != placement.owner(dep) and (
+            not parents or placement.owner(p) == placement.owner(parents[0])
+        ):
             parents.append(p)
         i += 1
     add(client, dep, "w-cc-dep")
@@ -323,11 +342,16 @@ def test_concurrent_registrations_of_one_remote_dep_all_wait_for_its_status(clus
         owner.send_signal(signal.SIGSTOP)
         try:
             for k, s in enumerate(socks):  # back to back: the router takes both in one turn
-                body = wire.encode_request(k + 1, "add_task", {"task_id": parents[k], "worker": workers[k],
-                                                               "family": "xs.Parent", "deps": [dep]})
+                body = wire.encode_request(
+                    k + 1,
+                    "add_task",
+                    {"task_id": parents[k], "worker": workers[k], "family": "xs.Parent", "deps": [dep]},
+                )
                 s.send_multipart([parents[k].encode(), body])
             time.sleep(0.4)  # the dependent shard has answered both add_tasks by now
-            assert [s.poll(0) for s in socks] == [0, 0], "an add_task was answered before its dependency's status"
+            assert [s.poll(0) for s in socks] == [0, 0], (
+                "an add_task was answered before its dependency's status"
+            )
         finally:
             owner.send_signal(signal.SIGCONT)
         for k, s in enumerate(socks):

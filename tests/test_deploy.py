@@ -38,7 +38,8 @@ def test_systemd_units_per_business_unit(tmp_path: Path) -> None:
     cfg = load_federation_config(str(EXAMPLE))
     files = render(cfg, RenderOptions(targets=("systemd",)))
     assert set(files) == {
-        "systemd/federation.toml", "systemd/luigi-federation-router.service",
+        "systemd/federation.toml",
+        "systemd/luigi-federation-router.service",
         *(f"systemd/default/luigi-federation-shard-{s}.service" for s in ("s0", "s1", "s2")),
         *(f"systemd/finance/luigi-federation-shard-{s}.service" for s in ("fin-0", "fin-1")),
     }
@@ -58,19 +59,25 @@ def test_systemd_units_per_business_unit(tmp_path: Path) -> None:
     # the config the units read: the same federation, SQLite stores moved under the state dir
     (tmp_path / "federation.toml").write_text(files["systemd/federation.toml"])
     moved = load_federation_config(str(tmp_path / "federation.toml"))
-    assert moved.groups == cfg.groups and moved.namespaces == cfg.namespaces and moved.shard_ids == cfg.shard_ids
+    assert (
+        moved.groups == cfg.groups and moved.namespaces == cfg.namespaces and moved.shard_ids == cfg.shard_ids
+    )
     assert moved.shard("s2").store == "sqlite:////var/lib/luigi-federation/s2.db"
     assert moved.shard("s0").store == cfg.shard("s0").store
     assert moved.scheduler == cfg.scheduler
     # one business unit only
     only = render(cfg, RenderOptions(targets=("systemd",), groups=("finance",)))
     assert sorted(p for p in only if "shard" in p) == [
-        "systemd/finance/luigi-federation-shard-fin-0.service", "systemd/finance/luigi-federation-shard-fin-1.service"]
+        "systemd/finance/luigi-federation-shard-fin-0.service",
+        "systemd/finance/luigi-federation-shard-fin-1.service",
+    ]
 
 
 def test_kubernetes_manifests_per_business_unit(tmp_path: Path) -> None:
     cfg = load_federation_config(str(EXAMPLE))
-    files = render(cfg, RenderOptions(targets=("kubernetes",), image="registry.local/lf:1", k8s_namespace="data"))
+    files = render(
+        cfg, RenderOptions(targets=("kubernetes",), image="registry.local/lf:1", k8s_namespace="data")
+    )
     assert set(files) == {"kubernetes/router.json", "kubernetes/default.json", "kubernetes/finance.json"}
     router = json.loads(files["kubernetes/router.json"])
     assert router["kind"] == "List"
@@ -120,7 +127,9 @@ def test_kubernetes_manifests_per_business_unit(tmp_path: Path) -> None:
     assert json.loads(files["kubernetes/finance.json"])["items"][0]["kind"] == "Deployment"  # no SQLite there
 
 
-def test_bad_input_is_one_clear_error_and_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_input_is_one_clear_error_and_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "out"
     cases = [
         (["--group", "marketing"], "no business unit (group) marketing"),
@@ -134,7 +143,8 @@ def test_bad_input_is_one_clear_error_and_writes_nothing(tmp_path: Path, capsys:
         assert not out.exists()
     clash = FederationConfig(
         shards=(ShardSpec("a_b", "tcp://127.0.0.1:1", "a.db"), ShardSpec("a-b", "tcp://127.0.0.1:2", "b.db")),
-        groups={"default": ("a_b", "a-b")})
+        groups={"default": ("a_b", "a-b")},
+    )
     with pytest.raises(ConfigError, match="same Kubernetes name"):
         render(clash, RenderOptions())
     ipc = FederationConfig(shards=(ShardSpec("s0", "ipc:///tmp/s0", "s0.db"),), groups={"default": ("s0",)})
@@ -148,8 +158,10 @@ def test_rendered_systemd_units_run_a_federation(tmp_path: Path) -> None:
     assert fedctl, "fedctl is installed next to the interpreter"
     ids = ["s0", "s1", "fin-0"]
     cfg = FederationConfig(
-        shards=tuple(ShardSpec(s, f"tcp://127.0.0.1:{free_port()}", f"sqlite:///{tmp_path / 'dev' / s}.db")
-                     for s in ids),
+        shards=tuple(
+            ShardSpec(s, f"tcp://127.0.0.1:{free_port()}", f"sqlite:///{tmp_path / 'dev' / s}.db")
+            for s in ids
+        ),
         groups={"default": ("s0", "s1"), "finance": ("fin-0",)},
         namespaces={"finance": "finance"},
         router=RouterConfig(zmq=f"tcp://127.0.0.1:{free_port()}", http=None),
@@ -157,9 +169,24 @@ def test_rendered_systemd_units_run_a_federation(tmp_path: Path) -> None:
     (tmp_path / "federation.toml").write_text(cfg.to_toml())
     state, etc, out = tmp_path / "state", tmp_path / "etc", tmp_path / "rendered"
     state.mkdir()
-    code = main(["deploy", "render", "--config", str(tmp_path / "federation.toml"), "--out", str(out),
-                 "--target", "systemd", "--fedctl", fedctl, "--config-path", str(etc / "federation.toml"),
-                 "--state-dir", str(state)])
+    code = main(
+        [
+            "deploy",
+            "render",
+            "--config",
+            str(tmp_path / "federation.toml"),
+            "--out",
+            str(out),
+            "--target",
+            "systemd",
+            "--fedctl",
+            fedctl,
+            "--config-path",
+            str(etc / "federation.toml"),
+            "--state-dir",
+            str(state),
+        ]
+    )
     assert code == 0
     etc.mkdir()
     shutil.copy(out / "systemd" / "federation.toml", etc / "federation.toml")  # "install" it
@@ -169,8 +196,11 @@ def test_rendered_systemd_units_run_a_federation(tmp_path: Path) -> None:
     try:
         for unit in units:
             argv = shlex.split(_unit(unit.read_text())["Service"]["ExecStart"])
-            procs.append(subprocess.Popen(argv, env=fed_env(), cwd=tmp_path, stdout=subprocess.DEVNULL,
-                                          stderr=subprocess.DEVNULL))
+            procs.append(
+                subprocess.Popen(
+                    argv, env=fed_env(), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+                )
+            )
         client = ZmqClient(cfg.router.zmq, timeout=5)
 
         def all_up() -> Any:
@@ -181,9 +211,13 @@ def test_rendered_systemd_units_run_a_federation(tmp_path: Path) -> None:
             return health if all(s["up"] for s in health["shards"]) else None
 
         health = wait_for(all_up, 30, what="the rendered federation to come up")
-        assert {s["shard_id"]: s["location"] for s in health["shards"]} == {s: str(state / f"{s}.db") for s in ids}
+        assert {s["shard_id"]: s["location"] for s in health["shards"]} == {
+            s: str(state / f"{s}.db") for s in ids
+        }
         client.call("add_task", {"task_id": "finance.Ledger_x_1", "worker": "w", "family": "finance.Ledger"})
-        assert client.call("get_work", {"worker": "w", "current_tasks": []})["task_id"] == "finance.Ledger_x_1"
+        assert (
+            client.call("get_work", {"worker": "w", "current_tasks": []})["task_id"] == "finance.Ledger_x_1"
+        )
         client.close()
         for p in procs:
             p.send_signal(signal.SIGTERM)  # systemctl stop

@@ -31,8 +31,21 @@ def run_fedctl(endpoint: str, tmp_path: Path, *task_args: str) -> subprocess.Pop
     env = fed_env(FED_DAILY_ROOT=str(tmp_path / "data"), LUIGI_CONFIG_PATH=str(cfg))
     log = open(tmp_path / "run.log", "ab")
     return subprocess.Popen(
-        [sys.executable, "-m", "federation.cli", "run", "--scheduler", endpoint, "--module", "examples.daily",
-         *task_args], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "federation.cli",
+            "run",
+            "--scheduler",
+            endpoint,
+            "--module",
+            "examples.daily",
+            *task_args,
+        ],
+        env=env,
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
 
 
@@ -46,8 +59,12 @@ def test_daily_batch_runs_to_completion(backend: str, tmp_path: Path, request: p
     if backend == "sqlite":
         shard = ShardProcess("s0", f"sqlite:///{tmp_path}/s0.db", log_path=tmp_path / "shard.log")
     else:
-        shard = ShardProcess("s0", request.getfixturevalue("pg_url"), schema=request.getfixturevalue("pg_schema"),
-                             log_path=tmp_path / "shard.log")
+        shard = ShardProcess(
+            "s0",
+            request.getfixturevalue("pg_url"),
+            schema=request.getfixturevalue("pg_schema"),
+            log_path=tmp_path / "shard.log",
+        )
     shard.start()
     try:
         run = run_fedctl(shard.endpoint, tmp_path, "DailyBatch", "--date", "2026-11-20", "--workers", "4")
@@ -66,8 +83,9 @@ def test_kill9_mid_run_loses_no_acknowledged_transition(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path}/s0.db"
     shard = ShardProcess("s0", db, log_path=tmp_path / "shard.log").start()
     try:
-        run = run_fedctl(shard.endpoint, tmp_path, "RangeBatch", "--start", "2026-11-01", "--days", "3",
-                         "--workers", "2")
+        run = run_fedctl(
+            shard.endpoint, tmp_path, "RangeBatch", "--start", "2026-11-01", "--days", "3", "--workers", "2"
+        )
         # Wait until part of the run is acknowledged, then take the last view the shard acknowledged.
         wait_for(lambda: len(done_ids(shard.endpoint)) >= 8, 120, what="some tasks DONE")
         acked_done = done_ids(shard.endpoint)

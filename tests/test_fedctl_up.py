@@ -27,16 +27,47 @@ class Up:
         self.data_dir = tmp_path / "fed"
         self.log = tmp_path / "up.log"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "federation.cli", "up", "--shards", "3", "--data-dir", str(self.data_dir),
-             "--zmq", self.zmq, "--http", self.http, *extra],
-            env=fed_env(), cwd=ROOT, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "federation.cli",
+                "up",
+                "--shards",
+                "3",
+                "--data-dir",
+                str(self.data_dir),
+                "--zmq",
+                self.zmq,
+                "--http",
+                self.http,
+                *extra,
+            ],
+            env=fed_env(),
+            cwd=ROOT,
+            stdout=open(self.log, "ab"),
+            stderr=subprocess.STDOUT,
         )
         wait_for(lambda: self.proc.poll() is not None or self.status()[0] == 0, 60, what="fedctl up")
         assert self.proc.poll() is None, self.log.read_text()
 
     def status(self) -> tuple[int, Any]:
-        r = subprocess.run([sys.executable, "-m", "federation.cli", "status", "--router", self.zmq, "--json",
-                            "--timeout", "2"], env=fed_env(), cwd=ROOT, capture_output=True, text=True)
+        r = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "federation.cli",
+                "status",
+                "--router",
+                self.zmq,
+                "--json",
+                "--timeout",
+                "2",
+            ],
+            env=fed_env(),
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
         return r.returncode, (json.loads(r.stdout) if r.stdout.strip().startswith("{") else r.stderr)
 
     def health(self) -> dict[str, Any]:
@@ -49,8 +80,10 @@ class Up:
 
 def luigi_cfg(tmp_path: Path, http: str) -> Path:
     cfg = tmp_path / "luigi.cfg"
-    cfg.write_text(f"[core]\ndefault-scheduler-url = http://{http}\nrpc-retry-wait = 1\n"
-                   "autoload_range = false\n[worker]\nwait_interval = 0.2\n")
+    cfg.write_text(
+        f"[core]\ndefault-scheduler-url = http://{http}\nrpc-retry-wait = 1\n"
+        "autoload_range = false\n[worker]\nwait_interval = 0.2\n"
+    )
     return cfg
 
 
@@ -59,7 +92,9 @@ def done_per_shard(health: dict[str, Any]) -> dict[str, int]:
 
 
 def shard_pids(config: Path, sid: str) -> list[int]:
-    out = subprocess.run(["pgrep", "-f", f"shard serve --config {config} --id {sid}"], capture_output=True, text=True)
+    out = subprocess.run(
+        ["pgrep", "-f", f"shard serve --config {config} --id {sid}"], capture_output=True, text=True
+    )
     return [int(p) for p in out.stdout.split()]
 
 
@@ -69,11 +104,29 @@ def test_up_runs_unmodified_luigi_over_http_and_fedctl_run_over_zeromq(tmp_path:
         code, health = up.status()
         assert code == 0 and len(health["shards"]) == 3 and all(s["up"] for s in health["shards"])
         # the unmodified luigi command, pointed at the router's HTTP gateway by luigi.cfg
-        env = fed_env(LUIGI_CONFIG_PATH=str(luigi_cfg(tmp_path, up.http)), FED_DAILY_ROOT=str(tmp_path / "http"))
+        env = fed_env(
+            LUIGI_CONFIG_PATH=str(luigi_cfg(tmp_path, up.http)), FED_DAILY_ROOT=str(tmp_path / "http")
+        )
         luigi_bin = shutil.which("luigi") or str(Path(sys.executable).parent / "luigi")
-        r = subprocess.run([luigi_bin, "--module", "examples.daily", "RangeBatch", "--start", "2026-11-20",
-                            "--days", "7", "--workers", "4"], env=env, cwd=tmp_path, capture_output=True, text=True,
-                           timeout=300)
+        r = subprocess.run(
+            [
+                luigi_bin,
+                "--module",
+                "examples.daily",
+                "RangeBatch",
+                "--start",
+                "2026-11-20",
+                "--days",
+                "7",
+                "--workers",
+                "4",
+            ],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert r.returncode == 0, r.stderr[-3000:]
         assert "This progress looks :)" in r.stderr + r.stdout
         counts = done_per_shard(up.health())
@@ -82,10 +135,33 @@ def test_up_runs_unmodified_luigi_over_http_and_fedctl_run_over_zeromq(tmp_path:
 
         # the same pipeline over ZeroMQ through fedctl run, for the next week (new task ids: re-adding the
         # ids just finished would be ignored for stable_done_cooldown_secs, as luigid does)
-        env = fed_env(LUIGI_CONFIG_PATH=str(luigi_cfg(tmp_path, up.http)), FED_DAILY_ROOT=str(tmp_path / "zmq"))
-        r = subprocess.run([sys.executable, "-m", "federation.cli", "run", "--scheduler", up.zmq, "--module",
-                            "examples.daily", "RangeBatch", "--start", "2026-11-27", "--days", "7", "--workers", "4"],
-                           env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        env = fed_env(
+            LUIGI_CONFIG_PATH=str(luigi_cfg(tmp_path, up.http)), FED_DAILY_ROOT=str(tmp_path / "zmq")
+        )
+        r = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "federation.cli",
+                "run",
+                "--scheduler",
+                up.zmq,
+                "--module",
+                "examples.daily",
+                "RangeBatch",
+                "--start",
+                "2026-11-27",
+                "--days",
+                "7",
+                "--workers",
+                "4",
+            ],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert r.returncode == 0, r.stderr[-3000:]
         assert "This progress looks :)" in r.stderr + r.stdout
         assert len(list((tmp_path / "zmq").rglob("load/*/*.json"))) == 35
@@ -95,8 +171,11 @@ def test_up_runs_unmodified_luigi_over_http_and_fedctl_run_over_zeromq(tmp_path:
         config = up.data_dir / "federation.toml"
         (pid,) = shard_pids(config, "s1")
         subprocess.run(["kill", "-9", str(pid)], check=True)
-        wait_for(lambda: shard_pids(config, "s1") not in ([], [pid]) and up.status()[0] == 0, 60,
-                 what="s1 restarted")
+        wait_for(
+            lambda: shard_pids(config, "s1") not in ([], [pid]) and up.status()[0] == 0,
+            60,
+            what="s1 restarted",
+        )
         assert "shard-s1 exited" in up.log.read_text()
         assert sum(done_per_shard(up.health()).values()) == 282  # its state came back from its store
     finally:
@@ -110,9 +189,30 @@ def test_up_on_postgres_gives_each_shard_its_own_schema(tmp_path: Path, pg_url: 
     up = Up(tmp_path, "--store", "postgres", "--pg-url", pg_url, "--schema-prefix", prefix)
     try:
         env = fed_env(FED_DAILY_ROOT=str(tmp_path / "data"))
-        r = subprocess.run([sys.executable, "-m", "federation.cli", "run", "--scheduler", up.zmq, "--module",
-                            "examples.daily", "RangeBatch", "--start", "2026-11-20", "--days", "7", "--workers", "4"],
-                           env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        r = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "federation.cli",
+                "run",
+                "--scheduler",
+                up.zmq,
+                "--module",
+                "examples.daily",
+                "RangeBatch",
+                "--start",
+                "2026-11-20",
+                "--days",
+                "7",
+                "--workers",
+                "4",
+            ],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert r.returncode == 0, r.stderr[-3000:]
         health = up.health()
         counts = done_per_shard(health)
@@ -123,7 +223,9 @@ def test_up_on_postgres_gives_each_shard_its_own_schema(tmp_path: Path, pg_url: 
         ids: set[str] = set()
         with eng.connect() as c:
             for i in range(3):
-                rows = c.execute(sa.text(f'SELECT task_id FROM "{prefix}s{i}".tasks WHERE status = \'DONE\'')).all()
+                rows = c.execute(
+                    sa.text(f"SELECT task_id FROM \"{prefix}s{i}\".tasks WHERE status = 'DONE'")
+                ).all()
                 assert len(rows) >= counts[f"s{i}"] > 0
                 ids.update(r[0] for r in rows)
         eng.dispose()

@@ -38,8 +38,16 @@ def _drive(cluster: FedCluster, tag: str = "") -> dict[str, str]:
         tid = r["task_id"]
         assert tid is not None
         status = "FAILED" if len([s for s in final.values() if s != "PENDING"]) % 4 == 3 else "DONE"
-        client.call("add_task", {"task_id": tid, "worker": worker, "status": status, "runnable": None,
-                                 "family": tid.split("_")[0]})
+        client.call(
+            "add_task",
+            {
+                "task_id": tid,
+                "worker": worker,
+                "status": status,
+                "runnable": None,
+                "family": tid.split("_")[0],
+            },
+        )
         final[tid] = status
     return final
 
@@ -53,8 +61,9 @@ def _expected_events(cluster: FedCluster) -> list[tuple[str, Any]]:
     return rows
 
 
-def _check_export(cluster: FedCluster, final: dict[str, str], tmp_path: Path,
-                  capsys: pytest.CaptureFixture[str]) -> None:
+def _check_export(
+    cluster: FedCluster, final: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "history.parquet"
     assert main(["history", "export", "--config", str(cluster.config_path), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
@@ -82,26 +91,73 @@ def _check_export(cluster: FedCluster, final: dict[str, str], tmp_path: Path,
 
     # a namespace keeps itself and what is below it
     fin = tmp_path / "fin.parquet"
-    assert main(["history", "export", "--config", str(cluster.config_path), "--out", str(fin),
-                 "--namespace", "fin"]) == 0
+    assert (
+        main(
+            [
+                "history",
+                "export",
+                "--config",
+                str(cluster.config_path),
+                "--out",
+                str(fin),
+                "--namespace",
+                "fin",
+            ]
+        )
+        == 0
+    )
     fin_df = read_history(fin)
     assert len(fin_df) == (df["namespace"] == "fin.ledger").sum() > 0
     # one shard only
     sid = cluster.config.shard_ids[0]
     one = tmp_path / "one.parquet"
-    assert main(["history", "export", "--config", str(cluster.config_path), "--out", str(one), "--shard", sid]) == 0
+    assert (
+        main(["history", "export", "--config", str(cluster.config_path), "--out", str(one), "--shard", sid])
+        == 0
+    )
     assert len(read_history(one)) == (df["shard"] == sid).sum()
     # a time window: nothing before the first event, everything up to one after the last
     first, last_t = df["time"].min(), df["time"].max()
     win = tmp_path / "win.parquet"
-    assert main(["history", "export", "--config", str(cluster.config_path), "--out", str(win),
-                 "--since", (last_t + pd.Timedelta(seconds=1)).isoformat()]) == 0
+    assert (
+        main(
+            [
+                "history",
+                "export",
+                "--config",
+                str(cluster.config_path),
+                "--out",
+                str(win),
+                "--since",
+                (last_t + pd.Timedelta(seconds=1)).isoformat(),
+            ]
+        )
+        == 0
+    )
     assert len(read_history(win)) == 0
-    assert main(["history", "export", "--config", str(cluster.config_path), "--out", str(win),
-                 "--since", str(first.timestamp() - 1), "--until", (last_t + pd.Timedelta(seconds=1)).isoformat()]) == 0
+    assert (
+        main(
+            [
+                "history",
+                "export",
+                "--config",
+                str(cluster.config_path),
+                "--out",
+                str(win),
+                "--since",
+                str(first.timestamp() - 1),
+                "--until",
+                (last_t + pd.Timedelta(seconds=1)).isoformat(),
+            ]
+        )
+        == 0
+    )
     assert len(read_history(win)) == len(df)
     # paging gives the same rows as one page
-    refs = [StoreRef(s, cluster.config.shard(s).store, cluster.config.shard(s).schema) for s in cluster.config.shard_ids]
+    refs = [
+        StoreRef(s, cluster.config.shard(s).store, cluster.config.shard(s).schema)
+        for s in cluster.config.shard_ids
+    ]
     paged = export_history(refs, tmp_path / "paged.parquet", page=3)
     assert paged.rows == len(df) and sum(paged.by_shard.values()) == len(df)
     assert read_history(paged.path).equals(df)
@@ -117,15 +173,17 @@ def sqlite_cluster(tmp_path: Path) -> Iterator[FedCluster]:
         c.stop()
 
 
-def test_export_from_running_sqlite_shards(sqlite_cluster: FedCluster, tmp_path: Path,
-                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_export_from_running_sqlite_shards(
+    sqlite_cluster: FedCluster, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     final = _drive(sqlite_cluster)
     time.sleep(0.2)
     _check_export(sqlite_cluster, final, tmp_path, capsys)
 
 
-def test_export_from_postgres_schemas(pg_url: str, pg_schemas: Callable[[int], list[str]], tmp_path: Path,
-                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_export_from_postgres_schemas(
+    pg_url: str, pg_schemas: Callable[[int], list[str]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     schemas = pg_schemas(3)
     (tmp_path / "fed").mkdir()
     c = FedCluster(tmp_path / "fed", 3, pg_url=pg_url, schemas=schemas)
@@ -148,8 +206,9 @@ def test_export_from_postgres_schemas(pg_url: str, pg_schemas: Callable[[int], l
         c.stop()
 
 
-def test_bad_input_is_one_clear_error_and_writes_nothing(sqlite_cluster: FedCluster, tmp_path: Path,
-                                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_input_is_one_clear_error_and_writes_nothing(
+    sqlite_cluster: FedCluster, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     cfg = str(sqlite_cluster.config_path)
     out = tmp_path / "x.parquet"
     cases = [
@@ -170,8 +229,9 @@ def test_bad_input_is_one_clear_error_and_writes_nothing(sqlite_cluster: FedClus
     assert not missing.exists()
 
 
-def test_prune_history_through_the_router(sqlite_cluster: FedCluster, tmp_path: Path,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_prune_history_through_the_router(
+    sqlite_cluster: FedCluster, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from federation.errors import BadArgumentsError
 
     cluster = sqlite_cluster
@@ -182,8 +242,11 @@ def test_prune_history_through_the_router(sqlite_cluster: FedCluster, tmp_path: 
     assert main(["history", "export", "--config", str(cluster.config_path), "--out", str(out)]) == 0
     df = read_history(out)
     times = sorted(set(df["time"]))
-    cut = next(a + (b - a) / 2 for a, b in zip(times[len(times) // 2:], times[len(times) // 2 + 1:], strict=False)
-               if b - a > pd.Timedelta(microseconds=20))
+    cut = next(
+        a + (b - a) / 2
+        for a, b in zip(times[len(times) // 2 :], times[len(times) // 2 + 1 :], strict=False)
+        if b - a > pd.Timedelta(microseconds=20)
+    )
     keep = int((df["time"] >= cut).sum())
     assert 0 < keep < len(df)
     client = cluster.client()
@@ -203,8 +266,13 @@ def test_prune_history_through_the_router(sqlite_cluster: FedCluster, tmp_path: 
     assert main(["history", "export", "--config", str(cluster.config_path), "--out", str(out)]) == 0
     left = read_history(out)
     assert len(left) == keep and (left["time"] >= cut).all()
-    listed = {**client.call("task_list", {"status": "DONE"}), **client.call("task_list", {"status": "FAILED"})}
-    assert {t: s for t, s in final.items() if s != "PENDING"} == {t: listed[t]["status"] for t in final if t in listed}
+    listed = {
+        **client.call("task_list", {"status": "DONE"}),
+        **client.call("task_list", {"status": "FAILED"}),
+    }
+    assert {t: s for t, s in final.items() if s != "PENDING"} == {
+        t: listed[t]["status"] for t in final if t in listed
+    }
     # a bounded slice per call: `more` until everything before the time is gone
     r = client.call("prune_history", {"before": time.time() + 60, "limit": 1})
     assert r["more"] is True and r["deleted"] == len(r["shards"]) == len(cluster.config.shard_ids)

@@ -33,7 +33,9 @@ class NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
-def request(url: str, *, method: str = "GET", data: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+def request(
+    url: str, *, method: str = "GET", data: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
     body = urllib.parse.urlencode(data).encode() if data is not None else None
     req = urllib.request.Request(url, data=body, method=method)
     opener = urllib.request.build_opener(NoRedirect)
@@ -44,10 +46,14 @@ def request(url: str, *, method: str = "GET", data: dict[str, str] | None = None
         return e.code, dict(e.headers), e.read()
 
 
-def api(cluster: FedCluster, method: str, args: Any = None, *, verb: str = "POST", raw: str | None = None) -> tuple[int, Any]:
+def api(
+    cluster: FedCluster, method: str, args: Any = None, *, verb: str = "POST", raw: str | None = None
+) -> tuple[int, Any]:
     payload = raw if raw is not None else json.dumps(args if args is not None else {})
     if verb == "GET":
-        status, _, body = request(f"{cluster.http_url}/api/{method}?" + urllib.parse.urlencode({"data": payload}))
+        status, _, body = request(
+            f"{cluster.http_url}/api/{method}?" + urllib.parse.urlencode({"data": payload})
+        )
     else:
         status, _, body = request(f"{cluster.http_url}/api/{method}", method="POST", data={"data": payload})
     return status, json.loads(body) if body else None
@@ -56,15 +62,24 @@ def api(cluster: FedCluster, method: str, args: Any = None, *, verb: str = "POST
 def test_luigi_envelope_post_and_get(cluster: FedCluster) -> None:
     worker = f"http-{uuid.uuid4().hex[:6]}"
     task = "Http_x_0123456789"
-    status, body = api(cluster, "add_task", {"task_id": task, "worker": worker, "family": "Http", "status": "PENDING"})
+    status, body = api(
+        cluster, "add_task", {"task_id": task, "worker": worker, "family": "Http", "status": "PENDING"}
+    )
     assert (status, body) == (200, {"response": None})
-    status, body = api(cluster, "task_list", {"status": "PENDING", "upstream_status": "", "search": ""}, verb="GET")
+    status, body = api(
+        cluster, "task_list", {"status": "PENDING", "upstream_status": "", "search": ""}, verb="GET"
+    )
     assert status == 200 and body["response"][task]["status"] == "PENDING"
     status, body = api(cluster, "get_work", {"worker": worker, "host": "h", "current_tasks": []})
     assert status == 200 and body["response"]["task_id"] == task
     # Luigi's client sends Infinity in add_task_batcher; JSON's Infinity goes through
-    status, _ = api(cluster, "add_task_batcher", raw=json.dumps(
-        {"worker": worker, "task_family": "Http", "batched_args": ["x"], "max_batch_size": float("inf")}))
+    status, _ = api(
+        cluster,
+        "add_task_batcher",
+        raw=json.dumps(
+            {"worker": worker, "task_family": "Http", "batched_args": ["x"], "max_batch_size": float("inf")}
+        ),
+    )
     assert status == 200
     # federation_health is served too (the TUI's and `fedctl status`'s view)
     status, body = api(cluster, "federation_health", verb="GET")
@@ -117,7 +132,9 @@ def assert_daily_done(cluster: FedCluster, proc: subprocess.CompletedProcess[str
     health = cluster.health()
     per_shard = {s["shard_id"]: s["namespaces"].get("daily", {}) for s in health["shards"]}
     assert all(counts.get("DONE", 0) > 0 for counts in per_shard.values()), per_shard  # every shard worked
-    assert sum(c.get("DONE", 0) for c in per_shard.values()) == 19  # 5 x (Extract, Transform, Load) + 4 Enrich
+    assert (
+        sum(c.get("DONE", 0) for c in per_shard.values()) == 19
+    )  # 5 x (Extract, Transform, Load) + 4 Enrich
     assert not any(set(c) - {"DONE"} for c in per_shard.values())
 
 
@@ -138,16 +155,31 @@ def test_prometheus_metrics_of_the_router(cluster: FedCluster) -> None:
 def test_unmodified_luigi_command_over_http(cluster: FedCluster, tmp_path: Path) -> None:
     cfg = tmp_path / "luigi.cfg"
     cfg.write_text(f"[core]\ndefault-scheduler-url = {cluster.http_url}\n")
-    proc = run_daily([sys.executable, "-m", "luigi", "--module", "examples.daily", "DailyBatch",
-                      "--date", "2026-11-20", "--workers", "4"], tmp_path, {"LUIGI_CONFIG_PATH": str(cfg)})
+    proc = run_daily(
+        [
+            sys.executable,
+            "-m",
+            "luigi",
+            "--module",
+            "examples.daily",
+            "DailyBatch",
+            "--date",
+            "2026-11-20",
+            "--workers",
+            "4",
+        ],
+        tmp_path,
+        {"LUIGI_CONFIG_PATH": str(cfg)},
+    )
     assert_daily_done(cluster, proc)
     assert "This progress looks :)" in proc.stdout + proc.stderr
 
 
 @pytest.mark.e2e
 @pytest.mark.postgres
-def test_daily_over_zeromq_on_postgres_schemas(pg_url: str, pg_schemas: Callable[[int], list[str]],
-                                                tmp_path: Path) -> None:
+def test_daily_over_zeromq_on_postgres_schemas(
+    pg_url: str, pg_schemas: Callable[[int], list[str]], tmp_path: Path
+) -> None:
     schemas = pg_schemas(3)
     (tmp_path / "fed").mkdir()
     c = FedCluster(tmp_path / "fed", 3, pg_url=pg_url, schemas=schemas)
@@ -156,9 +188,25 @@ def test_daily_over_zeromq_on_postgres_schemas(pg_url: str, pg_schemas: Callable
         h = c.health()
         assert [s["backend"] for s in h["shards"]] == ["postgresql"] * 3
         assert all(schema in s["location"] for schema, s in zip(schemas, h["shards"], strict=True))
-        proc = run_daily([sys.executable, "-m", "federation.cli", "run", "--scheduler", c.endpoint,
-                          "--module", "examples.daily", "DailyBatch", "--date", "2026-11-21", "--workers", "4"],
-                         tmp_path, {})
+        proc = run_daily(
+            [
+                sys.executable,
+                "-m",
+                "federation.cli",
+                "run",
+                "--scheduler",
+                c.endpoint,
+                "--module",
+                "examples.daily",
+                "DailyBatch",
+                "--date",
+                "2026-11-21",
+                "--workers",
+                "4",
+            ],
+            tmp_path,
+            {},
+        )
         assert_daily_done(c, proc)
     finally:
         c.stop()

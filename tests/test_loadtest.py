@@ -100,8 +100,14 @@ class _Wire(luigi.rpc.RemoteScheduler):
 
     def _request(self, url: str, data: dict[str, Any], attempts: int = 3, allow_null: bool = True) -> Any:
         self.sent.append((url.rsplit("/", 1)[-1], copy.deepcopy(data)))
-        return {"n_pending_tasks": 0, "running_tasks": [], "task_id": None, "n_unique_pending": 0,
-                "n_pending_last_scheduled": 0, "worker_state": "active"}
+        return {
+            "n_pending_tasks": 0,
+            "running_tasks": [],
+            "task_id": None,
+            "n_unique_pending": 0,
+            "n_pending_last_scheduled": 0,
+            "worker_state": "active",
+        }
 
 
 def test_registration_is_what_luigis_worker_sends() -> None:
@@ -161,8 +167,11 @@ def test_checks_pass_a_correct_trace(planned: Any) -> None:
 
 
 def _first(dag: Any, stage: str) -> int:
-    return next(i for i in range(len(dag)) if dag.where[i][2] == stage and dag.expected_attempts()[i] == 1
-                and dag.fail[i] == 0)
+    return next(
+        i
+        for i in range(len(dag))
+        if dag.where[i][2] == stage and dag.expected_attempts()[i] == 1 and dag.fail[i] == 0
+    )
 
 
 def test_checks_catch_a_task_granted_twice(planned: Any) -> None:
@@ -220,11 +229,24 @@ def test_checks_catch_missing_completion_lost_retry_and_bad_final_state(planned:
 
 @pytest.mark.e2e
 def test_run_against_a_local_federation_and_luigid_with_report_and_compare(tmp_path: Path) -> None:
-    opts = RunOptions(days=2, topics=3, workers=4, shards=2, via=("zmq", "http"), against_luigid=True,
-                      fail_rate=0.15, seed=5, label="e2e", stall_timeout=60)
+    opts = RunOptions(
+        days=2,
+        topics=3,
+        workers=4,
+        shards=2,
+        via=("zmq", "http"),
+        against_luigid=True,
+        fail_rate=0.15,
+        seed=5,
+        label="e2e",
+        stall_timeout=60,
+    )
     out = run(opts, log=lambda _m: None)
-    assert [(t.target, t.via) for t in out.targets] == [("federation", "zmq"), ("federation", "http"),
-                                                        ("luigid", "http")]
+    assert [(t.target, t.via) for t in out.targets] == [
+        ("federation", "zmq"),
+        ("federation", "http"),
+        ("luigid", "http"),
+    ]
     for t in out.targets:
         dag = t.dag
         retried = sum(1 for f in dag.fail if f == FAIL_ONCE)
@@ -244,8 +266,17 @@ def test_run_against_a_local_federation_and_luigid_with_report_and_compare(tmp_p
     assert 0 < fed["cross_shard_edges"] < 1
 
     # a second run, one worker id with 3 slots, only luigid, with permanent failures
-    opts2 = RunOptions(days=1, topics=4, workers=3, shape="one", against_luigid=True, perm_fail_rate=0.2,
-                       fail_rate=0.1, seed=11, label="one")
+    opts2 = RunOptions(
+        days=1,
+        topics=4,
+        workers=3,
+        shape="one",
+        against_luigid=True,
+        perm_fail_rate=0.2,
+        fail_rate=0.1,
+        seed=11,
+        label="one",
+    )
     out2 = run(opts2, log=lambda _m: None)
     (t2,) = out2.targets
     assert t2.checks.ok, t2.checks.summary()
@@ -279,8 +310,10 @@ def test_local_federation_on_postgres_drops_its_schemas(pg_url: str) -> None:
         fed.stop()
     eng = sa.create_engine(pg_url)
     with eng.connect() as c:
-        left = c.execute(sa.text("SELECT schema_name FROM information_schema.schemata WHERE schema_name LIKE :p"),
-                         {"p": fed.prefix + "%"}).all()
+        left = c.execute(
+            sa.text("SELECT schema_name FROM information_schema.schemata WHERE schema_name LIKE :p"),
+            {"p": fed.prefix + "%"},
+        ).all()
     eng.dispose()
     assert left == []
 
@@ -296,15 +329,46 @@ def _parser() -> argparse.ArgumentParser:
 
 def test_register_wires_run_and_compare_and_refuses_bad_input(capsys: pytest.CaptureFixture[str]) -> None:
     p = _parser()
-    args = p.parse_args(["loadtest", "run", "--days", "30", "--topics", "50", "--workers", "32", "--shards", "3",
-                         "--store", "postgres", "--against", "luigid", "--via", "zmq,http", "--report", "x.parquet"])
+    args = p.parse_args(
+        [
+            "loadtest",
+            "run",
+            "--days",
+            "30",
+            "--topics",
+            "50",
+            "--workers",
+            "32",
+            "--shards",
+            "3",
+            "--store",
+            "postgres",
+            "--against",
+            "luigid",
+            "--via",
+            "zmq,http",
+            "--report",
+            "x.parquet",
+        ]
+    )
     opts = options_from_args(args)
-    assert (opts.days, opts.topics, opts.workers, opts.shards, opts.store, opts.via, opts.against_luigid) == \
-        (30, 50, 32, 3, "postgres", ("zmq", "http"), True)
+    assert (opts.days, opts.topics, opts.workers, opts.shards, opts.store, opts.via, opts.against_luigid) == (
+        30,
+        50,
+        32,
+        3,
+        "postgres",
+        ("zmq", "http"),
+        True,
+    )
     assert opts.spec("r").size == 30 * (4 * 50 + 5 + 1)
     assert p.parse_args(["loadtest", "compare", "x.parquet"]).func.__name__ == "cmd_compare"
-    for bad in (["--router", "tcp://127.0.0.1:1", "--shards", "2"], [], ["--shards", "2", "--via", "udp"],
-                ["--shards", "2", "--fail-rate", "2"]):
+    for bad in (
+        ["--router", "tcp://127.0.0.1:1", "--shards", "2"],
+        [],
+        ["--shards", "2", "--via", "udp"],
+        ["--shards", "2", "--fail-rate", "2"],
+    ):
         args = p.parse_args(["loadtest", "run", *bad])
         assert args.func(args) == 2
         assert capsys.readouterr().err.startswith("fedctl loadtest: error:")
@@ -312,23 +376,60 @@ def test_register_wires_run_and_compare_and_refuses_bad_input(capsys: pytest.Cap
 
 def test_importing_the_command_stays_light() -> None:
     code = "import sys, loadtest.command; print(sorted(m for m in ('pandas', 'pyarrow', 'rich', 'zmq') if m in sys.modules))"
-    out = subprocess.run([sys.executable, "-c", code], env=fed_env(), cwd=ROOT, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=fed_env(), cwd=ROOT, capture_output=True, text=True
+    )
     assert out.stdout.strip() == "[]", out.stderr
 
 
 @pytest.mark.e2e
 def test_command_line_run_and_compare(tmp_path: Path) -> None:
     path = tmp_path / "r.parquet"
-    r = subprocess.run([sys.executable, "-m", "loadtest", "run", "--days", "1", "--topics", "2", "--workers", "2",
-                        "--against", "luigid", "--report", str(path), "--no-progress", "--label", "cli"],
-                       env=fed_env(), cwd=ROOT, capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "loadtest",
+            "run",
+            "--days",
+            "1",
+            "--topics",
+            "2",
+            "--workers",
+            "2",
+            "--against",
+            "luigid",
+            "--report",
+            str(path),
+            "--no-progress",
+            "--label",
+            "cli",
+        ],
+        env=fed_env(),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     assert "checks luigid/http: OK" in r.stdout and "luigid/http" in r.stdout
     assert len(report.read_rows(path)) == 2
-    r = subprocess.run([sys.executable, "-m", "loadtest", "compare", str(path)], env=fed_env(), cwd=ROOT,
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "loadtest", "compare", str(path)],
+        env=fed_env(),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 0, r.stderr
     assert "runs" in r.stdout and "cli" in r.stdout
-    r = subprocess.run([sys.executable, "-m", "loadtest", "compare", str(tmp_path / "none.parquet")], env=fed_env(),
-                       cwd=ROOT, capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "loadtest", "compare", str(tmp_path / "none.parquet")],
+        env=fed_env(),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 2 and "cannot read" in r.stderr

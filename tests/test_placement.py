@@ -12,8 +12,16 @@ from federation.config import FederationConfig
 from federation.errors import ConfigError
 from federation.placement import Placement, namespace_of
 
-FAMILIES = ["daily.Extract", "daily.Transform", "daily.Enrich", "daily.Load", "Report", "x.y.Agg",
-            "finance.ledger.Post", "ops.Check"]
+FAMILIES = [
+    "daily.Extract",
+    "daily.Transform",
+    "daily.Enrich",
+    "daily.Load",
+    "Report",
+    "x.y.Agg",
+    "finance.ledger.Post",
+    "ops.Check",
+]
 TOPICS = ["orders", "clicks", "payments", "inventory", "empty"]
 
 
@@ -22,14 +30,19 @@ def luigi_ids(n: int, seed: int = 7) -> list[str]:
     out = []
     for i in range(n):
         family = FAMILIES[i % len(FAMILIES)]
-        params = {"date": f"2024-{rnd.randint(1, 12):02d}-{rnd.randint(1, 28):02d}",
-                  "topic": rnd.choice(TOPICS), "n": str(i)}
+        params = {
+            "date": f"2024-{rnd.randint(1, 12):02d}-{rnd.randint(1, 28):02d}",
+            "topic": rnd.choice(TOPICS),
+            "n": str(i),
+        }
         out.append(luigi.task.task_id_str(family, params))
     return out
 
 
 def test_namespace_is_everything_before_the_last_dot() -> None:
-    assert namespace_of(luigi.task.task_id_str("daily.Load", {"date": "2026-11-20", "topic": "a.b"})) == "daily"
+    assert (
+        namespace_of(luigi.task.task_id_str("daily.Load", {"date": "2026-11-20", "topic": "a.b"})) == "daily"
+    )
     assert namespace_of(luigi.task.task_id_str("my.ns.T", {"x": "h.llo"})) == "my.ns"
     assert namespace_of(luigi.task.task_id_str("Foo", {})) == ""
     assert namespace_of("A") == ""
@@ -53,20 +66,30 @@ def test_adding_a_fifth_shard_moves_about_a_fifth_all_to_it() -> None:
 
 
 def test_pinned_namespaces_land_only_on_their_group() -> None:
-    p = Placement({"default": ["s0", "s1", "s2"], "finance": ["fin-0", "fin-1"]},
-                  {"finance": "finance"}, "default")
-    owners_fin = Counter(p.owner(luigi.task.task_id_str(f, {"d": str(i)}))
-                         for i in range(2000) for f in ("finance.Post", "finance.ledger.Close"))
+    p = Placement(
+        {"default": ["s0", "s1", "s2"], "finance": ["fin-0", "fin-1"]}, {"finance": "finance"}, "default"
+    )
+    owners_fin = Counter(
+        p.owner(luigi.task.task_id_str(f, {"d": str(i)}))
+        for i in range(2000)
+        for f in ("finance.Post", "finance.ledger.Close")
+    )
     assert set(owners_fin) == {"fin-0", "fin-1"}
     # "financeX" is not below "finance"; the empty namespace and others go to the default group
-    owners_other = Counter(p.owner(luigi.task.task_id_str(f, {"d": str(i)}))
-                           for i in range(2000) for f in ("financeX.Post", "Plain", "daily.Load"))
+    owners_other = Counter(
+        p.owner(luigi.task.task_id_str(f, {"d": str(i)}))
+        for i in range(2000)
+        for f in ("financeX.Post", "Plain", "daily.Load")
+    )
     assert set(owners_other) == {"s0", "s1", "s2"}
 
 
 def test_longest_pinned_prefix_wins() -> None:
-    p = Placement({"default": ["s0"], "fin": ["f0"], "ledger": ["l0"]},
-                  {"finance": "fin", "finance.ledger": "ledger"}, "default")
+    p = Placement(
+        {"default": ["s0"], "fin": ["f0"], "ledger": ["l0"]},
+        {"finance": "fin", "finance.ledger": "ledger"},
+        "default",
+    )
     assert p.group_of_namespace("finance") == "fin"
     assert p.group_of_namespace("finance.ledger") == "ledger"
     assert p.group_of_namespace("finance.ledger.eod") == "ledger"

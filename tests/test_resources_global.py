@@ -69,11 +69,28 @@ def test_db_2_across_three_shards_never_more_than_two_running(tmp_path: Path) ->
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
         # two Luigi workers (separate processes, three task processes each) compete for the two slots
-        argv = [sys.executable, "-m", "federation.cli", "run", "--scheduler", c.endpoint, "--module",
-                "tests.test_resources_global", "res.AllDb", "--n", "20", "--workers", "3", "--log-level", "WARNING"]
+        argv = [
+            sys.executable,
+            "-m",
+            "federation.cli",
+            "run",
+            "--scheduler",
+            c.endpoint,
+            "--module",
+            "tests.test_resources_global",
+            "res.AllDb",
+            "--n",
+            "20",
+            "--workers",
+            "3",
+            "--log-level",
+            "WARNING",
+        ]
         env = fed_env(**{OUT_ENV: str(out)})
-        workers = [subprocess.Popen(argv, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-                   for _ in range(2)]
+        workers = [
+            subprocess.Popen(argv, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            for _ in range(2)
+        ]
         outputs = [w.communicate(timeout=120)[0].decode(errors="replace") for w in workers]
         assert [w.returncode for w in workers] == [0, 0], outputs
         stop.set()

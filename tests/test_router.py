@@ -61,7 +61,10 @@ def test_single_task_calls_go_to_the_owner(cluster: FedCluster) -> None:
         mine = {t for t in on_shard if t in ids}
         assert mine == {t for t in ids if placement.owner(t) == sid}
     for tid in ids:
-        assert client.call("get_task_status_message", {"task_id": tid}) == {"taskId": tid, "statusMessage": f"msg {tid}"}
+        assert client.call("get_task_status_message", {"task_id": tid}) == {
+            "taskId": tid,
+            "statusMessage": f"msg {tid}",
+        }
     # the merged task_list has every task once, with Luigi's serialized shape
     listed = client.call("task_list", {"status": "PENDING"})
     assert set(ids) <= set(listed)
@@ -150,8 +153,21 @@ def test_federation_health_shape(cluster: FedCluster) -> None:
     assert set(h["router"]) == {"zmq", "http", "version", "time"}
     assert h["router"]["zmq"] == cluster.endpoint and h["router"]["http"] is None
     assert h["default_group"] == "default" and h["groups"] == {"default": ["s0", "s1", "s2"]}
-    keys = {"shard_id", "group", "endpoint", "up", "latency_ms", "error", "counts", "namespaces", "workers",
-            "backend", "location", "version", "started"}
+    keys = {
+        "shard_id",
+        "group",
+        "endpoint",
+        "up",
+        "latency_ms",
+        "error",
+        "counts",
+        "namespaces",
+        "workers",
+        "backend",
+        "location",
+        "version",
+        "started",
+    }
     for s in h["shards"]:
         assert set(s) == keys
         assert s["up"] is True and s["error"] is None and s["latency_ms"] > 0
@@ -240,8 +256,11 @@ def test_shard_down_others_serve_and_it_comes_back(tmp_path: Path) -> None:
             client.call("get_work", {"worker": worker, "current_tasks": got})
         # it comes back with its state (SQLite), and its work goes on
         c.start_shard("s1")
-        wait_for(lambda: all(s["up"] for s in c.call("federation_health", timeout=5)["shards"]), 20,
-                 what="s1 up again")
+        wait_for(
+            lambda: all(s["up"] for s in c.call("federation_health", timeout=5)["shards"]),
+            20,
+            what="s1 up again",
+        )
         add(client, on_s1[0], worker, status="PENDING")
         r = client.call("get_work", {"worker": worker, "current_tasks": got})
         assert r["task_id"] in on_s1
@@ -272,12 +291,16 @@ def test_router_restart_rebuilds_workers_and_subscriptions(tmp_path: Path) -> No
         c.kill_router()
         # while the router is away, the worker reports to the owner shard directly
         c.shard_client(placement.owner(dep)).call(
-            "add_task", {"task_id": dep, "worker": worker, "status": "DONE", "runnable": None})
+            "add_task", {"task_id": dep, "worker": worker, "status": "DONE", "runnable": None}
+        )
         c.start_router()
         client = c.client(timeout=5)
         # the new router learned the worker and the subscription from the shards and pulled the status
-        r = wait_for(lambda: client.call("get_work", {"worker": worker, "current_tasks": []})["task_id"], 10,
-                     what="the dependent to become runnable after the router restart")
+        r = wait_for(
+            lambda: client.call("get_work", {"worker": worker, "current_tasks": []})["task_id"],
+            10,
+            what="the dependent to become runnable after the router restart",
+        )
         assert r == parent
     finally:
         c.stop()
@@ -290,17 +313,25 @@ def test_unknown_worker_calls_are_harmless(cluster: FedCluster) -> None:
     assert r["task_id"] is None and r["n_pending_tasks"] == 0
     assert client.call("ping", {"worker": worker}) == {"rpc_messages": []}
     assert client.call("count_pending", {"worker": worker})["n_pending_tasks"] == 0
-    assert client.call("fetch_error", {"task_id": "Nope_x_0123456789"}) == {"taskId": "Nope_x_0123456789", "error": ""}
-
+    assert client.call("fetch_error", {"task_id": "Nope_x_0123456789"}) == {
+        "taskId": "Nope_x_0123456789",
+        "error": "",
+    }
 
 
 def test_pinned_namespaces_stay_on_their_group(tmp_path: Path) -> None:
-    c = FedCluster(tmp_path, 3, groups={"default": ["s0", "s1"], "finance": ["s2"]}, namespaces={"finance": "finance"})
+    c = FedCluster(
+        tmp_path, 3, groups={"default": ["s0", "s1"], "finance": ["s2"]}, namespaces={"finance": "finance"}
+    )
     try:
         c.start()
         client = c.client()
         worker = "w-groups"
-        fin = [luigi.task.task_id_str(f, {"d": str(i)}) for i in range(12) for f in ("finance.Post", "finance.gl.Close")]
+        fin = [
+            luigi.task.task_id_str(f, {"d": str(i)})
+            for i in range(12)
+            for f in ("finance.Post", "finance.gl.Close")
+        ]
         other = [luigi.task.task_id_str(f, {"d": str(i)}) for i in range(12) for f in ("daily.Load", "Plain")]
         for tid in fin + other:
             add(client, tid, worker)
@@ -328,8 +359,9 @@ def test_a_shard_with_another_placement_is_flagged(tmp_path: Path) -> None:
         other = c.config.replace(namespaces={"finance": "default"}, groups={"default": ("s0", "s1")})
         c.config_path.write_text(other.to_toml())  # s1 restarts with a different [namespaces]
         c.start_shard("s1")
-        h = wait_for(lambda: (h := c.call("federation_health", timeout=5))["shards"][1]["up"] and h, 20,
-                     what="s1 back")
+        h = wait_for(
+            lambda: (h := c.call("federation_health", timeout=5))["shards"][1]["up"] and h, 20, what="s1 back"
+        )
         assert h["shards"][0]["error"] is None
         assert "placement differs" in (h["shards"][1]["error"] or "")
     finally:
@@ -343,8 +375,11 @@ def test_owner_names_the_shard_placement_chose(tmp_path: Path) -> None:
     try:
         placement = Placement.from_config(cluster.config)
         for tid in ("daily.Load_2026_11_20_orders_69f73ffafa", "A", "x.y.Z_1_abc"):
-            assert cluster.call("owner", task_id=tid) == {"task_id": tid, "shard_id": placement.owner(tid),
-                                                          "group": "default"}
+            assert cluster.call("owner", task_id=tid) == {
+                "task_id": tid,
+                "shard_id": placement.owner(tid),
+                "group": "default",
+            }
         with pytest.raises(BadArgumentsError):
             cluster.call("owner", task_id=5)
     finally:

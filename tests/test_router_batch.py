@@ -60,8 +60,13 @@ def test_batches_run_on_their_shard_and_finish(cluster: FedCluster, tmp_path: Pa
     placement = Placement.from_config(cluster.config)
     spread = Counter(placement.owner(Part(day=f"d{i:02d}").task_id) for i in range(15))
     assert len(spread) == 3 and max(spread.values()) >= 2
-    result = luigi.build([AllParts(n=15)], worker_scheduler_factory=FederationSchedulerFactory(cluster.endpoint),
-                         workers=1, log_level="WARNING", detailed_summary=True)
+    result = luigi.build(
+        [AllParts(n=15)],
+        worker_scheduler_factory=FederationSchedulerFactory(cluster.endpoint),
+        workers=1,
+        log_level="WARNING",
+        detailed_summary=True,
+    )
     assert result.status == LuigiStatusCode.SUCCESS, result.summary_text
     assert all((out / f"d{i:02d}.done").exists() for i in range(15))
     # some runs were batches (more than one day at once), and no day ran twice

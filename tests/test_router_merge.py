@@ -48,7 +48,9 @@ def test_task_list_prefers_the_owner_and_keeps_only_placeholder_mirrors() -> Non
     ]
     out = merge.merge_task_list(results, owner, limit=True, max_shown_tasks=100)
     assert out == {"A": ser("DONE"), "B": ser("PENDING"), "X": ser("UNKNOWN")}
-    stale = merge.merge_task_list([("s0", {"B": ser("DONE")}), ("s1", {})], owner, limit=True, max_shown_tasks=100)
+    stale = merge.merge_task_list(
+        [("s0", {"B": ser("DONE")}), ("s1", {})], owner, limit=True, max_shown_tasks=100
+    )
     assert stale == {}  # the owner answered the DONE filter without B: the mirror's view is stale
 
 
@@ -66,14 +68,45 @@ def test_task_list_limits_like_luigi() -> None:
 
 
 def test_worker_list_merges_one_row_per_worker_newest_first() -> None:
-    w1_s0 = {"name": "w1", "last_active": 10, "started": 5, "state": "active", "first_task_display_name": "A_x",
-             "first_task": "A_x", "num_unread_rpc_messages": 1, "workers": 2, "num_running": 1, "num_pending": 2,
-             "num_uniques": 1, "running": {"A": ser("RUNNING")}}
-    w1_s1 = {"name": "w1", "last_active": 12, "started": 4, "state": "disabled", "first_task_display_name": "A(x=1)",
-             "first_task": "A_x", "num_unread_rpc_messages": 0, "workers": 2, "num_running": 1, "num_pending": 3,
-             "num_uniques": 0, "running": {"B": ser("RUNNING")}}
-    w2 = {"name": "w2", "last_active": 3, "started": 9, "state": "active", "num_unread_rpc_messages": 0,
-          "num_running": 0, "num_pending": 0, "num_uniques": 0, "running": {}}
+    w1_s0 = {
+        "name": "w1",
+        "last_active": 10,
+        "started": 5,
+        "state": "active",
+        "first_task_display_name": "A_x",
+        "first_task": "A_x",
+        "num_unread_rpc_messages": 1,
+        "workers": 2,
+        "num_running": 1,
+        "num_pending": 2,
+        "num_uniques": 1,
+        "running": {"A": ser("RUNNING")},
+    }
+    w1_s1 = {
+        "name": "w1",
+        "last_active": 12,
+        "started": 4,
+        "state": "disabled",
+        "first_task_display_name": "A(x=1)",
+        "first_task": "A_x",
+        "num_unread_rpc_messages": 0,
+        "workers": 2,
+        "num_running": 1,
+        "num_pending": 3,
+        "num_uniques": 0,
+        "running": {"B": ser("RUNNING")},
+    }
+    w2 = {
+        "name": "w2",
+        "last_active": 3,
+        "started": 9,
+        "state": "active",
+        "num_unread_rpc_messages": 0,
+        "num_running": 0,
+        "num_pending": 0,
+        "num_uniques": 0,
+        "running": {},
+    }
     rows = merge.merge_worker_list([("s0", [w1_s0, w2]), ("s1", [w1_s1])], owner)
     assert [r["name"] for r in rows] == ["w2", "w1"]
     w1 = rows[1]
@@ -87,28 +120,56 @@ def test_worker_list_merges_one_row_per_worker_newest_first() -> None:
 
 def test_resource_list_adds_usage_and_consumers() -> None:
     s0 = [{"name": "db", "num_total": 2, "num_used": 1, "num_consumer": 1, "running": {"A": ser("RUNNING")}}]
-    s1 = [{"name": "db", "num_total": 2, "num_used": 1, "num_consumer": 1, "running": {"B": ser("RUNNING")}},
-          {"name": "gpu", "num_total": 1, "num_used": 0, "num_consumer": 0, "running": {}}]
+    s1 = [
+        {"name": "db", "num_total": 2, "num_used": 1, "num_consumer": 1, "running": {"B": ser("RUNNING")}},
+        {"name": "gpu", "num_total": 1, "num_used": 0, "num_consumer": 0, "running": {}},
+    ]
     out = merge.merge_resource_list([("s0", s0), ("s1", s1)], owner)
     assert out == [
-        {"name": "db", "num_total": 2, "num_used": 2, "num_consumer": 2, "running": {"A": ser("RUNNING"),
-                                                                                     "B": ser("RUNNING")}},
+        {
+            "name": "db",
+            "num_total": 2,
+            "num_used": 2,
+            "num_consumer": 2,
+            "running": {"A": ser("RUNNING"), "B": ser("RUNNING")},
+        },
         {"name": "gpu", "num_total": 1, "num_used": 0, "num_consumer": 0, "running": {}},
     ]
 
 
 def test_counts_ping_and_search() -> None:
-    counts = merge.merge_counts([
-        {"n_pending_tasks": 2, "n_unique_pending": 1, "n_pending_last_scheduled": 1, "worker_state": "active",
-         "running_tasks": [{"task_id": "A"}]},
-        {"n_pending_tasks": 1, "n_unique_pending": 0, "running_tasks": [], "worker_state": "disabled",
-         "task_id": None},
-    ])
-    assert counts == {"n_pending_tasks": 3, "n_unique_pending": 1, "n_pending_last_scheduled": 1,
-                      "worker_state": "disabled", "running_tasks": [{"task_id": "A"}]}
-    assert merge.merge_ping([("s0", {"rpc_messages": [1]}), ("s1", {"rpc_messages": [2]})]) == {"rpc_messages": [1, 2]}
-    search = merge.merge_task_search([("s0", {"DONE": {"A": ser("DONE"), "B": ser("DONE")}}),
-                                      ("s1", {"PENDING": {"B": ser("PENDING")}})], owner)
+    counts = merge.merge_counts(
+        [
+            {
+                "n_pending_tasks": 2,
+                "n_unique_pending": 1,
+                "n_pending_last_scheduled": 1,
+                "worker_state": "active",
+                "running_tasks": [{"task_id": "A"}],
+            },
+            {
+                "n_pending_tasks": 1,
+                "n_unique_pending": 0,
+                "running_tasks": [],
+                "worker_state": "disabled",
+                "task_id": None,
+            },
+        ]
+    )
+    assert counts == {
+        "n_pending_tasks": 3,
+        "n_unique_pending": 1,
+        "n_pending_last_scheduled": 1,
+        "worker_state": "disabled",
+        "running_tasks": [{"task_id": "A"}],
+    }
+    assert merge.merge_ping([("s0", {"rpc_messages": [1]}), ("s1", {"rpc_messages": [2]})]) == {
+        "rpc_messages": [1, 2]
+    }
+    search = merge.merge_task_search(
+        [("s0", {"DONE": {"A": ser("DONE"), "B": ser("DONE")}}), ("s1", {"PENDING": {"B": ser("PENDING")}})],
+        owner,
+    )
     assert search == {"DONE": {"A": ser("DONE")}, "PENDING": {"B": ser("PENDING")}}
 
 
@@ -169,7 +230,9 @@ def test_mirror_follows_its_owner_and_unblocks_the_dependent() -> None:
     health = fed.fed_health()
     assert health["counts"] == {"RUNNING": 1} and health["mirrors"] == 1
     # the version survives a restore; an unknown task is reported missing
-    snap = Snapshot(tasks=list(changes.tasks.values()) + [r for r in fed.snapshot().tasks if r["task_id"] != dep])
+    snap = Snapshot(
+        tasks=list(changes.tasks.values()) + [r for r in fed.snapshot().tasks if r["task_id"] != dep]
+    )
     fed.restore(snap)
     fed.fed_mirror_update([[dep, "FAILED", epoch, 2]])
     assert fed.core._tasks[dep].status == "DONE"
@@ -212,8 +275,10 @@ def test_change_feed_pages_and_reports_latest_state() -> None:
     assert page["more"] and [c[:3] for c in page["changes"]] == [[mine[0], "DONE", 0]]
     rest = fed.fed_changes(page["seq"])
     assert [c[:3] for c in rest["changes"]] == [[mine[1], "PENDING", 9]] and not rest["more"]
-    assert fed.fed_status([mine[0], "ns.T_x_0123456789"])["tasks"] == {mine[0]: ["DONE", 0, page["seq"]],
-                                                                      "ns.T_x_0123456789": None}
+    assert fed.fed_status([mine[0], "ns.T_x_0123456789"])["tasks"] == {
+        mine[0]: ["DONE", 0, page["seq"]],
+        "ns.T_x_0123456789": None,
+    }
     # a restore starts a new epoch: the router resynchronises
     epoch = fed.fed_state()["epoch"]
     fed.restore(fed.snapshot())

@@ -88,7 +88,9 @@ def test_acknowledged_state_survives_a_restart(shard_target: tuple[str, str | No
         s.close()
 
 
-def test_a_second_process_for_the_same_shard_is_refused(shard: RunningShard, shard_target: tuple[str, str | None]) -> None:
+def test_a_second_process_for_the_same_shard_is_refused(
+    shard: RunningShard, shard_target: tuple[str, str | None]
+) -> None:
     from federation.errors import ShardLockedError
 
     url, schema = shard_target
@@ -118,7 +120,10 @@ def test_malformed_frames_get_error_replies_and_change_nothing(shard: RunningSha
     add(shard, "A", family="A")
     before = state_of(shard)
     cases = [
-        ([wire.encode_request(1, "add_task", {"task_id": "X", "worker": "w9"})], "bad_frames"),  # no routing frame
+        (
+            [wire.encode_request(1, "add_task", {"task_id": "X", "worker": "w9"})],
+            "bad_frames",
+        ),  # no routing frame
         ([b"", b"\xc1\xc1 not msgpack"], "bad_msgpack"),
         ([b"", msgpack.packb([1, 5, "add_task"])], "bad_request"),  # truncated envelope
         ([b"", msgpack.packb([1, 6, "add_task", {"task_id": "X", "worker": "w9"}, {}])[:-4]], "bad_msgpack"),
@@ -126,7 +131,10 @@ def test_malformed_frames_get_error_replies_and_change_nothing(shard: RunningSha
         ([b"", wire.encode_request(8, "drop_all_tables", {})], "unknown_method"),
         ([b"", wire.encode_request(9, "__init__", {})], "unknown_method"),
         ([b"", wire.encode_request(10, "add_task", {"task_id": 5, "worker": "w9"})], "bad_arguments"),
-        ([b"", wire.encode_request(11, "add_task", {"task_id": "X", "worker": "w9", "deps": 7})], "bad_arguments"),
+        (
+            [b"", wire.encode_request(11, "add_task", {"task_id": "X", "worker": "w9", "deps": 7})],
+            "bad_arguments",
+        ),
         ([b"", wire.encode_request(12, "pause", {"nonsense": 1})], "bad_arguments"),
         ([b"", wire.encode_request(13, "update_resource", {})], "bad_arguments"),
     ]

@@ -37,7 +37,9 @@ class Backend:
         """A plain engine on the same tables, for looking behind the store's back."""
         if self.name == "sqlite":
             return sa.create_engine(self.url)
-        return sa.create_engine(self.url).execution_options(schema_translate_map={None: self.kwargs["schema"]})
+        return sa.create_engine(self.url).execution_options(
+            schema_translate_map={None: self.kwargs["schema"]}
+        )
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -80,11 +82,15 @@ def test_round_trip_of_awkward_records(backend: Backend, store: Store) -> None:
         "ünï/ℂødé 🚀": task("ünï/ℂødé 🚀", status="DONE", family="a.b.Ünï", updated=float("-inf")),
         "big": task("big", priority=-(2**63), retry=float("nan"), blob=b"\x00\xffbytes", empty={}),
     }
-    store.commit(Changes(
-        tasks=records,
-        workers={"w-1": {"worker_id": "w-1", "last_active": float("inf"), "info": {"host": "h", "pid": 3}}},
-        meta={"resources": {"cpu": 4}, "paused": False, "batchers": [["Fam", {"x": "csv"}]]},
-    ))
+    store.commit(
+        Changes(
+            tasks=records,
+            workers={
+                "w-1": {"worker_id": "w-1", "last_active": float("inf"), "info": {"host": "h", "pid": 3}}
+            },
+            meta={"resources": {"cpu": 4}, "paused": False, "batchers": [["Fam", {"x": "csv"}]]},
+        )
+    )
     store.close()
 
     again = backend.open()  # a fresh process-level view: everything came from the database
@@ -100,31 +106,54 @@ def test_round_trip_of_awkward_records(backend: Backend, store: Store) -> None:
     big = loaded["big"]
     assert math.isnan(big.pop("retry"))
     assert big == {k: v for k, v in records["big"].items() if k != "retry"}
-    assert snap.workers == [{"worker_id": "w-1", "last_active": float("inf"), "info": {"host": "h", "pid": 3}}]
+    assert snap.workers == [
+        {"worker_id": "w-1", "last_active": float("inf"), "info": {"host": "h", "pid": 3}}
+    ]
     assert snap.meta == {"resources": {"cpu": 4}, "paused": False, "batchers": [["Fam", {"x": "csv"}]]}
 
 
 def test_query_columns_copy_the_record(backend: Backend, store: Store) -> None:
-    store.commit(Changes(tasks={
-        "a": task("a", "RUNNING", "etl.daily.Load", priority=7, updated=5.5),
-        "b": task("b", "DONE", "Plain", priority=float("inf")),
-    }))
+    store.commit(
+        Changes(
+            tasks={
+                "a": task("a", "RUNNING", "etl.daily.Load", priority=7, updated=5.5),
+                "b": task("b", "DONE", "Plain", priority=float("inf")),
+            }
+        )
+    )
     eng = backend.engine()
     with eng.connect() as c:
         t = tasks_table.c
-        rows = {r.task_id: r for r in c.execute(sa.select(t.task_id, t.status, t.family, t.namespace, t.priority, t.updated))}
+        rows = {
+            r.task_id: r
+            for r in c.execute(sa.select(t.task_id, t.status, t.family, t.namespace, t.priority, t.updated))
+        }
     eng.dispose()
-    assert (rows["a"].status, rows["a"].family, rows["a"].namespace, rows["a"].priority, rows["a"].updated) == (
-        "RUNNING", "etl.daily.Load", "etl.daily", 7.0, 5.5
-    )
+    assert (
+        rows["a"].status,
+        rows["a"].family,
+        rows["a"].namespace,
+        rows["a"].priority,
+        rows["a"].updated,
+    ) == ("RUNNING", "etl.daily.Load", "etl.daily", 7.0, 5.5)
     assert (rows["b"].namespace, rows["b"].priority) == ("", float("inf"))
     assert store.counts_by_status() == {"RUNNING": 1, "DONE": 1}
 
 
 def test_upsert_overwrites_whole_record(store: Store) -> None:
-    store.commit(Changes(tasks={"t": task("t", "PENDING", extra_key=1)}, workers={"w": {"worker_id": "w", "last_active": 1.0}}))
-    store.commit(Changes(tasks={"t": task("t", "DONE")}, workers={"w": {"worker_id": "w", "last_active": 2.0}},
-                         meta={"k": 1}))
+    store.commit(
+        Changes(
+            tasks={"t": task("t", "PENDING", extra_key=1)},
+            workers={"w": {"worker_id": "w", "last_active": 1.0}},
+        )
+    )
+    store.commit(
+        Changes(
+            tasks={"t": task("t", "DONE")},
+            workers={"w": {"worker_id": "w", "last_active": 2.0}},
+            meta={"k": 1},
+        )
+    )
     store.commit(Changes(meta={"k": [2]}))
     snap = store.load()
     assert snap.tasks == [task("t", "DONE")]  # extra_key gone: the record is replaced, not merged
@@ -134,22 +163,29 @@ def test_upsert_overwrites_whole_record(store: Store) -> None:
 
 
 def test_deletes(store: Store) -> None:
-    store.commit(Changes(
-        tasks={f"t{i}": task(f"t{i}") for i in range(5)},
-        workers={w: {"worker_id": w, "last_active": 0.0} for w in ("w1", "w2")},
-    ))
+    store.commit(
+        Changes(
+            tasks={f"t{i}": task(f"t{i}") for i in range(5)},
+            workers={w: {"worker_id": w, "last_active": 0.0} for w in ("w1", "w2")},
+        )
+    )
     store.commit(Changes(deleted_tasks={"t1", "t3", "never-existed"}, deleted_workers={"w1"}))
     snap = store.load()
     assert sorted(t["task_id"] for t in snap.tasks) == ["t0", "t2", "t4"]
     assert [w["worker_id"] for w in snap.workers] == ["w2"]
     # listed as both upserted and deleted: the record wins
     store.commit(Changes(tasks={"t0": task("t0", "DONE")}, deleted_tasks={"t0", "t2"}))
-    assert sorted((t["task_id"], t["status"]) for t in store.load().tasks) == [("t0", "DONE"), ("t4", "PENDING")]
+    assert sorted((t["task_id"], t["status"]) for t in store.load().tasks) == [
+        ("t0", "DONE"),
+        ("t4", "PENDING"),
+    ]
 
 
 def test_events_appended_and_read_back_in_order(store: Store) -> None:
     # commit order, not timestamp order, is the history's order
-    store.commit(Changes(events=[Event("a", "PENDING", None, None, 10.0), Event("b", "RUNNING", "w1", "h1", 5.0)]))
+    store.commit(
+        Changes(events=[Event("a", "PENDING", None, None, 10.0), Event("b", "RUNNING", "w1", "h1", 5.0)])
+    )
     store.commit(Changes(events=[Event("a", "DONE", "w1", "h1", 20.0)], tasks={"a": task("a", "DONE")}))
     store.commit(Changes(events=[Event("ü", "FAILED", "w2", None, 30.0)]))
     assert store.events() == [
@@ -165,9 +201,13 @@ def test_events_appended_and_read_back_in_order(store: Store) -> None:
 
 
 def test_large_batch(store: Store) -> None:
-    ch = Changes(tasks={f"T{i:05d}": task(f"T{i:05d}", "PENDING" if i % 3 else "DONE", deps=[f"D{i}"] * 3)
-                        for i in range(5000)},
-                 events=[Event(f"T{i:05d}", "PENDING", "w", "h", float(i)) for i in range(5000)])
+    ch = Changes(
+        tasks={
+            f"T{i:05d}": task(f"T{i:05d}", "PENDING" if i % 3 else "DONE", deps=[f"D{i}"] * 3)
+            for i in range(5000)
+        },
+        events=[Event(f"T{i:05d}", "PENDING", "w", "h", float(i)) for i in range(5000)],
+    )
     store.commit(ch)
     snap = store.load()
     assert {t["task_id"]: t for t in snap.tasks} == ch.tasks
@@ -196,8 +236,10 @@ def test_empty_commit_is_a_no_op(backend: Backend, store: Store) -> None:
 
 
 def test_bad_record_is_refused_and_nothing_of_the_batch_is_stored(store: Store) -> None:
-    bad = Changes(tasks={"ok": task("ok"), "bad": {"task_id": "bad", "family": "F"}},
-                  events=[Event("ok", "PENDING", None, None, 1.0)])
+    bad = Changes(
+        tasks={"ok": task("ok"), "bad": {"task_id": "bad", "family": "F"}},
+        events=[Event("ok", "PENDING", None, None, 1.0)],
+    )
     with pytest.raises(StorageError, match=r"shard s0 .*lacks 'status'"):
         store.commit(bad)
     with pytest.raises(StorageError, match="bad record"):
@@ -215,7 +257,9 @@ def test_database_error_rolls_back_the_whole_commit(pg_url: str, pg_schema: str)
     try:
         # Postgres text cannot hold NUL: the event fails after the task upsert was planned
         with pytest.raises(StorageError, match=r"shard s0 \(postgresql schema .*\): commit failed"):
-            s.commit(Changes(tasks={"ok": task("ok")}, events=[Event("bad\x00id", "PENDING", None, None, 1.0)]))
+            s.commit(
+                Changes(tasks={"ok": task("ok")}, events=[Event("bad\x00id", "PENDING", None, None, 1.0)])
+            )
         assert s.load().tasks == [] and s.events() == []
         s.commit(Changes(tasks={"ok": task("ok")}))
         assert s.load().tasks == [task("ok")]
@@ -300,7 +344,9 @@ def test_read_only_open_of_a_missing_store(tmp_path: Any) -> None:
         ("postgresql://u@h/db", "s0", {"session_timeout": 0}, "session_timeout"),
     ],
 )
-def test_bad_configuration_is_a_config_error(url: str, shard_id: Any, kwargs: dict[str, Any], match: str) -> None:
+def test_bad_configuration_is_a_config_error(
+    url: str, shard_id: Any, kwargs: dict[str, Any], match: str
+) -> None:
     with pytest.raises(ConfigError, match=match):
         open_store(url, shard_id, **kwargs)
 
@@ -336,7 +382,9 @@ def test_foreign_sqlite_files_are_refused(tmp_path: Any) -> None:
 
 @pytest.mark.postgres
 def test_unreachable_postgres_is_a_storage_error(pg_url: str) -> None:
-    with pytest.raises(StorageError, match=r"^shard s0 \(postgresql schema fed_s0 on 127.0.0.1:1/db\): open failed") as info:
+    with pytest.raises(
+        StorageError, match=r"^shard s0 \(postgresql schema fed_s0 on 127.0.0.1:1/db\): open failed"
+    ) as info:
         open_store("postgresql://u:secret@127.0.0.1:1/db", "s0")
     assert "secret" not in str(info.value)
     missing_db = sa.engine.make_url(pg_url).set(database=f"nodb_{uuid.uuid4().hex[:8]}")
@@ -362,11 +410,19 @@ def test_two_shards_in_two_schemas_do_not_see_each_other(pg_url: str, pg_schema:
     a = open_store(pg_url, "a", schema=pg_schema)
     b = open_store(pg_url, "b", schema=other)
     try:
-        a.commit(Changes(tasks={"same": task("same", "DONE"), "only-a": task("only-a")},
-                         events=[Event("same", "DONE", None, None, 1.0)], meta={"m": "a"}))
+        a.commit(
+            Changes(
+                tasks={"same": task("same", "DONE"), "only-a": task("only-a")},
+                events=[Event("same", "DONE", None, None, 1.0)],
+                meta={"m": "a"},
+            )
+        )
         b.commit(Changes(tasks={"same": task("same", "FAILED")}, meta={"m": "b"}))
         b.commit(Changes(deleted_tasks={"only-a"}))
-        assert sorted((t["task_id"], t["status"]) for t in a.load().tasks) == [("only-a", "PENDING"), ("same", "DONE")]
+        assert sorted((t["task_id"], t["status"]) for t in a.load().tasks) == [
+            ("only-a", "PENDING"),
+            ("same", "DONE"),
+        ]
         assert [(t["task_id"], t["status"]) for t in b.load().tasks] == [("same", "FAILED")]
         assert (a.load().meta, b.load().meta) == ({"m": "a"}, {"m": "b"})
         assert (len(a.events()), len(b.events())) == (1, 0)
@@ -417,8 +473,12 @@ def spawn(backend: Backend, shard_id: str = "s0", **kwargs: Any) -> subprocess.P
     args = {"url": backend.url, "shard": shard_id, "kwargs": {**backend.kwargs, **kwargs}}
     return subprocess.Popen(
         [sys.executable, "-c", CHILD, json.dumps(args)],
-        cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT},
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": ROOT},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -484,7 +544,10 @@ def test_after_sigkill_of_the_owner_the_store_holds_exactly_what_was_acknowledge
         child.send_signal(signal.SIGKILL)
         assert child.wait(timeout=10) == -signal.SIGKILL
         assert child.stdout is not None
-        acked = max([acked] + [int(line.split()[1]) for line in child.stdout.read().split("\n") if line.startswith("ACK")])
+        acked = max(
+            [acked]
+            + [int(line.split()[1]) for line in child.stdout.read().split("\n") if line.startswith("ACK")]
+        )
     finally:
         kill(child)
     s = open_eventually(backend.open)
@@ -510,9 +573,13 @@ def test_after_sigkill_of_the_owner_the_store_holds_exactly_what_was_acknowledge
 def backend_pid(pg_url: str, schema: str) -> int | None:
     eng = sa.create_engine(pg_url)
     with eng.connect() as c:
-        pid = c.execute(sa.text(
-            "SELECT l.pid FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 "
-            "AND l.objid::bigint = (hashtext(:s)::bigint & 4294967295)"), {"s": schema}).scalar()
+        pid = c.execute(
+            sa.text(
+                "SELECT l.pid FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 "
+                "AND l.objid::bigint = (hashtext(:s)::bigint & 4294967295)"
+            ),
+            {"s": schema},
+        ).scalar()
     eng.dispose()
     return pid
 

@@ -172,7 +172,9 @@ async def test_filter_regex_inverts_and_rejects_bad_patterns(capture: Path) -> N
         assert kept and all("payments" in k for k in kept)
         # typing a leading ! inverts
         await pilot.press("home", "exclamation_mark", "enter")
-        await until(pilot, lambda: table_keys(app) and all("payments" not in k for k in table_keys(app)), "inverted")
+        await until(
+            pilot, lambda: table_keys(app) and all("payments" not in k for k in table_keys(app)), "inverted"
+        )
         assert len(table_keys(app)) == len(everything) - len(kept)
         assert not app.screen.query_one(FilterPrompt).display
         # a bad regex leaves the current filter alone and marks the prompt
@@ -224,7 +226,9 @@ async def test_task_detail_shows_error_and_both_trees_and_drills_further(capture
         await polled(pilot, 2)
         assert table_keys(app)[0] == FAILED_EXTRACT  # failures first
         await pilot.press("enter")
-        screen = await until(pilot, lambda: isinstance(app.screen, TaskDetailScreen) and app.screen, "the detail")
+        screen = await until(
+            pilot, lambda: isinstance(app.screen, TaskDetailScreen) and app.screen, "the detail"
+        )
         assert screen.task_id == FAILED_EXTRACT
         await until(pilot, lambda: screen.detail is not None, "the detail's answers")
         await pilot.pause()
@@ -241,11 +245,18 @@ async def test_task_detail_shows_error_and_both_trees_and_drills_further(capture
         assert any("finance.ledger.Post(date=2026-11-20)" in lbl for lbl in labels)
         # Enter on a node opens that task
         tree.focus()
-        tree.move_cursor(next(n for n in _walk(tree.root) if n.data == task_id("daily.Load", date="2026-11-20",
-                                                                                topic="payments")))
+        tree.move_cursor(
+            next(
+                n
+                for n in _walk(tree.root)
+                if n.data == task_id("daily.Load", date="2026-11-20", topic="payments")
+            )
+        )
         await pilot.press("enter")
         nested = await until(pilot, lambda: app.screen is not screen and app.screen, "the nested detail")
-        assert isinstance(nested, TaskDetailScreen) and nested.task_id.startswith("daily.Load_2026_11_20_payments")
+        assert isinstance(nested, TaskDetailScreen) and nested.task_id.startswith(
+            "daily.Load_2026_11_20_payments"
+        )
         await pilot.press("escape")
         assert app.screen is screen
         await pilot.press("escape")
@@ -271,7 +282,9 @@ async def test_shard_and_worker_drill_down(capture: Path) -> None:
         await pilot.press("escape")
         await command(pilot, "workers")
         await polled(pilot, 2)
-        main(app).current_view.table.move_cursor(row=[i for i, k in enumerate(table_keys(app)) if "etl-02" in k][0])
+        main(app).current_view.table.move_cursor(
+            row=[i for i, k in enumerate(table_keys(app)) if "etl-02" in k][0]
+        )
         await pilot.press("enter")
         screen = app.screen
         assert isinstance(screen, WorkerDetailScreen)
@@ -300,7 +313,9 @@ async def test_actions_ask_first_and_no_cancels(capture: Path, tmp_path: Path) -
         await pilot.press("g")
         await pilot.press("y")
         # the replay refuses to change anything, and says so
-        await until(pilot, lambda: any("changes nothing" in n.message for n in app._notifications), "the outcome")
+        await until(
+            pilot, lambda: any("changes nothing" in n.message for n in app._notifications), "the outcome"
+        )
         actions = [c for f in source._frames for c in f["calls"] if c["method"] == "forgive_failures"]
         assert [c["kwargs"] for c in actions] == [{"task_id": FAILED_EXTRACT}]
         # pause asks too
@@ -356,8 +371,11 @@ async def test_faults_only_and_help(capture: Path) -> None:
         assert app.faults_only and table_keys(app) == []  # every shard is healthy
         await command(pilot, "tasks")
         await polled(pilot, 2)
-        assert set(table_keys(app)) == {FAILED_EXTRACT, DISABLED_EXTRACT,
-                                        task_id("daily.Transform", date="2026-11-20", topic="clicks")}
+        assert set(table_keys(app)) == {
+            FAILED_EXTRACT,
+            DISABLED_EXTRACT,
+            task_id("daily.Transform", date="2026-11-20", topic="clicks"),
+        }
         await pilot.press("f")
         await polled(pilot, 3)
         assert len(table_keys(app)) > 3

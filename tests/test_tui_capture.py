@@ -50,8 +50,11 @@ class Task:
         self.family, self.params, self.deps = family, params, deps
         self.id = task_id_str(family, params)
         self.display_name = f"{family}({', '.join(f'{k}={v}' for k, v in sorted(params.items()))})"
-        self.shard = "fin-0" if family.startswith("finance.") else (
-            "s0" if int(hashlib.md5(self.id.encode()).hexdigest(), 16) % 2 == 0 else "s1")
+        self.shard = (
+            "fin-0"
+            if family.startswith("finance.")
+            else ("s0" if int(hashlib.md5(self.id.encode()).hexdigest(), 16) % 2 == 0 else "s1")
+        )
         self.namespace = family.rpartition(".")[0]
 
 
@@ -104,8 +107,11 @@ def status_in_frame(t: Task, frame: int) -> str:
 def serialize(t: Task, status: str, frame: int, with_deps: bool) -> dict[str, Any]:
     worker = WORKERS[2] if t.family.startswith("finance") else WORKERS[hash_index(t.id, 2)]
     start = T0 - 86400 + DATES.index(t.params["date"]) * 3600 if "date" in t.params else T0 - 7200
-    updated = start if status in ("PENDING", "UNKNOWN") else T0 - 600 + (DATES.index(t.params.get("date", DATES[0])) * 37
-                                                                          + hash_index(t.id, 90))
+    updated = (
+        start
+        if status in ("PENDING", "UNKNOWN")
+        else T0 - 600 + (DATES.index(t.params.get("date", DATES[0])) * 37 + hash_index(t.id, 90))
+    )
     if status in ("RUNNING", "FAILED") and t.params.get("date") == "2026-11-20":
         updated = T0 - 30 + 2 * frame
     d: dict[str, Any] = {
@@ -122,7 +128,9 @@ def serialize(t: Task, status: str, frame: int, with_deps: bool) -> dict[str, An
         "resources": {"db": 1} if t.family == "daily.Load" else {},
         "resources_running": {"db": 1} if t.family == "daily.Load" and status == "RUNNING" else None,
         "tracking_url": None,
-        "status_message": "enriching 41,200 of 80,000 rows" if status == "RUNNING" and "Enrich" in t.family else None,
+        "status_message": "enriching 41,200 of 80,000 rows"
+        if status == "RUNNING" and "Enrich" in t.family
+        else None,
         "progress_percentage": 51 if status == "RUNNING" and "Enrich" in t.family else None,
     }
     if status == "DISABLED":
@@ -144,7 +152,9 @@ def frame_calls(tasks: list[Task], frame: int, down: set[str]) -> list[dict[str,
     visible = [t for t in tasks if t.shard not in down]
     calls: list[dict[str, Any]] = []
 
-    def add(method: str, kwargs: dict[str, Any], result: Any = None, error: dict[str, str] | None = None) -> None:
+    def add(
+        method: str, kwargs: dict[str, Any], result: Any = None, error: dict[str, str] | None = None
+    ) -> None:
         entry: dict[str, Any] = {"method": method, "kwargs": kwargs, "elapsed_ms": 1.0}
         if error is not None:
             entry["error"] = error
@@ -164,55 +174,98 @@ def frame_calls(tasks: list[Task], frame: int, down: set[str]) -> list[dict[str,
             counts[s] = counts.get(s, 0) + 1
             ns = namespaces.setdefault(t.namespace, {})
             ns[s] = ns.get(s, 0) + 1
-        shards.append({
-            "shard_id": sid, "group": group, "endpoint": f"tcp://127.0.0.1:{port}", "up": up,
-            "latency_ms": (0.8 + 0.3 * len(calls) % 1 + {"s0": 0.4, "s1": 0.9, "fin-0": 0.6}[sid]) if up else None,
-            "error": None if up else f"timeout: no reply to shard_info from tcp://127.0.0.1:{port} within 1 s",
-            "counts": counts, "namespaces": namespaces,
-            "workers": (2 if sid != "fin-0" else 1) if up else 0,
-            "backend": "sqlite" if up else None,
-            "location": f".federation/{sid}.db" if up else None,
-            "version": "0.1.0" if up else None,
-            "started": T0 - 90061 if up else None,
-        })
-    add("federation_health", {}, {
-        "router": {"zmq": ROUTER, "http": "127.0.0.1:8082", "version": "0.1.0", "time": T0 + 2 * frame},
-        "default_group": "default", "groups": groups, "shards": shards,
-    })
+        shards.append(
+            {
+                "shard_id": sid,
+                "group": group,
+                "endpoint": f"tcp://127.0.0.1:{port}",
+                "up": up,
+                "latency_ms": (0.8 + 0.3 * len(calls) % 1 + {"s0": 0.4, "s1": 0.9, "fin-0": 0.6}[sid])
+                if up
+                else None,
+                "error": None
+                if up
+                else f"timeout: no reply to shard_info from tcp://127.0.0.1:{port} within 1 s",
+                "counts": counts,
+                "namespaces": namespaces,
+                "workers": (2 if sid != "fin-0" else 1) if up else 0,
+                "backend": "sqlite" if up else None,
+                "location": f".federation/{sid}.db" if up else None,
+                "version": "0.1.0" if up else None,
+                "started": T0 - 90061 if up else None,
+            }
+        )
+    add(
+        "federation_health",
+        {},
+        {
+            "router": {"zmq": ROUTER, "http": "127.0.0.1:8082", "version": "0.1.0", "time": T0 + 2 * frame},
+            "default_group": "default",
+            "groups": groups,
+            "shards": shards,
+        },
+    )
 
     def worker_entry(w: str, include_running: bool) -> dict[str, Any]:
         fields = dict(p.split("=", 1) for p in w[7:-1].split(", "))
         d: dict[str, Any] = {
-            "name": w, "last_active": T0 + 2 * frame - 1 - WORKERS.index(w) * 20,
-            "started": T0 - 3600 * (WORKERS.index(w) + 1), "state": "active",
-            "first_task_display_name": "DailyBatch(date=2026-11-20)" if "fin" not in w else
-            "finance.ledger.Post(date=2026-11-20)", "num_unread_rpc_messages": 0,
-            "salt": fields["salt"], "workers": int(fields["workers"]), "host": fields["host"],
-            "username": fields["username"], "pid": int(fields["pid"]),
+            "name": w,
+            "last_active": T0 + 2 * frame - 1 - WORKERS.index(w) * 20,
+            "started": T0 - 3600 * (WORKERS.index(w) + 1),
+            "state": "active",
+            "first_task_display_name": "DailyBatch(date=2026-11-20)"
+            if "fin" not in w
+            else "finance.ledger.Post(date=2026-11-20)",
+            "num_unread_rpc_messages": 0,
+            "salt": fields["salt"],
+            "workers": int(fields["workers"]),
+            "host": fields["host"],
+            "username": fields["username"],
+            "pid": int(fields["pid"]),
         }
         if include_running:
-            running = {t.id: serialize(t, "RUNNING", frame, False) for t in visible
-                       if statuses[t.id] == "RUNNING" and serialize(t, "RUNNING", frame, False)["worker_running"] == w}
-            pending = [t for t in visible if statuses[t.id] == "PENDING"
-                       and w in serialize(t, "PENDING", frame, False)["workers"]]
-            d.update(num_running=len(running), num_pending=len(pending), num_uniques=len(pending), running=running)
+            running = {
+                t.id: serialize(t, "RUNNING", frame, False)
+                for t in visible
+                if statuses[t.id] == "RUNNING"
+                and serialize(t, "RUNNING", frame, False)["worker_running"] == w
+            }
+            pending = [
+                t
+                for t in visible
+                if statuses[t.id] == "PENDING" and w in serialize(t, "PENDING", frame, False)["workers"]
+            ]
+            d.update(
+                num_running=len(running), num_pending=len(pending), num_uniques=len(pending), running=running
+            )
         return d
 
     for include_running in (False, True):
-        add("worker_list", {"include_running": include_running},
-            [worker_entry(w, include_running) for w in sorted(WORKERS, key=lambda w: -WORKERS.index(w))])
+        add(
+            "worker_list",
+            {"include_running": include_running},
+            [worker_entry(w, include_running) for w in sorted(WORKERS, key=lambda w: -WORKERS.index(w))],
+        )
     add("is_paused", {}, {"paused": False})
     add("is_pause_enabled", {}, {"enabled": True})
 
     for status in STATUSES:
         for search in SEARCHES:
             for max_shown in (5000, 20):
-                kwargs: dict[str, Any] = {"status": status, "upstream_status": "", "limit": True,
-                                          "max_shown_tasks": max_shown}
+                kwargs: dict[str, Any] = {
+                    "status": status,
+                    "upstream_status": "",
+                    "limit": True,
+                    "max_shown_tasks": max_shown,
+                }
                 if search:
                     kwargs["search"] = search
-                matching = [t for t in visible if statuses[t.id] == status
-                            and (not search or search.casefold() in t.display_name.casefold())]
+                matching = [
+                    t
+                    for t in visible
+                    if statuses[t.id] == status
+                    and (not search or search.casefold() in t.display_name.casefold())
+                ]
                 if len(matching) > max_shown:
                     add("task_list", kwargs, {"num_tasks": len(matching)})
                 else:
@@ -247,17 +300,35 @@ def frame_calls(tasks: list[Task], frame: int, down: set[str]) -> list[dict[str,
                 add(m, {"task_id": t.id}, error=err)
         else:
             add("dep_graph", {"task_id": t.id, "include_done": True}, graph(t, lambda x: x.deps))
-            add("inverse_dep_graph", {"task_id": t.id, "include_done": True},
-                graph(t, lambda x: reverse.get(x.id, [])))
+            add(
+                "inverse_dep_graph",
+                {"task_id": t.id, "include_done": True},
+                graph(t, lambda x: reverse.get(x.id, [])),
+            )
             s = statuses[t.id]
-            add("fetch_error", {"task_id": t.id}, {
-                "taskId": t.id, "error": TRACEBACK if s in ("FAILED", "DISABLED") else "",
-                "displayName": t.display_name, "taskParams": t.params, "taskModule": "examples.daily",
-                "taskFamily": t.family})
+            add(
+                "fetch_error",
+                {"task_id": t.id},
+                {
+                    "taskId": t.id,
+                    "error": TRACEBACK if s in ("FAILED", "DISABLED") else "",
+                    "displayName": t.display_name,
+                    "taskParams": t.params,
+                    "taskModule": "examples.daily",
+                    "taskFamily": t.family,
+                },
+            )
             sd = serialize(t, s, frame, False)
-            add("get_task_status_message", {"task_id": t.id}, {"taskId": t.id, "statusMessage": sd["status_message"]})
-            add("get_task_progress_percentage", {"task_id": t.id},
-                {"taskId": t.id, "progressPercentage": sd["progress_percentage"]})
+            add(
+                "get_task_status_message",
+                {"task_id": t.id},
+                {"taskId": t.id, "statusMessage": sd["status_message"]},
+            )
+            add(
+                "get_task_progress_percentage",
+                {"task_id": t.id},
+                {"taskId": t.id, "progressPercentage": sd["progress_percentage"]},
+            )
         # the router has no owner lookup (yet): the detail shows "?" for the shard
         add("owner", {"task_id": t.id}, error={"code": "unknown_method", "message": "unknown method 'owner'"})
     _ = by_id
@@ -267,7 +338,9 @@ def frame_calls(tasks: list[Task], frame: int, down: set[str]) -> list[dict[str,
 def build_capture(path: Path | None = None) -> dict[str, Any]:
     """Three frames, two seconds apart; shard s1 is down in the last one."""
     tasks = build_tasks()
-    frames = [{"time": T0 + 2 * i, "calls": frame_calls(tasks, i, {"s1"} if i == 2 else set())} for i in range(3)]
+    frames = [
+        {"time": T0 + 2 * i, "calls": frame_calls(tasks, i, {"s1"} if i == 2 else set())} for i in range(3)
+    ]
     doc = {"format": CAPTURE_FORMAT, "version": 1, "router": ROUTER, "frames": frames}
     if path is not None:
         path.write_text(json.dumps(doc))
@@ -302,11 +375,17 @@ def test_replay_serves_frames_in_order_and_repeats_the_last(capture_path: Path) 
     assert seen == [T0, T0 + 2, T0 + 4, T0 + 4, T0 + 4]
 
 
-def test_replay_matches_arguments_regardless_of_order_and_reraises_recorded_errors(capture_path: Path) -> None:
+def test_replay_matches_arguments_regardless_of_order_and_reraises_recorded_errors(
+    capture_path: Path,
+) -> None:
     source = ReplaySource(capture_path)
     with source.session(poll=True) as s:
-        a = s.call("task_list", {"status": "FAILED", "upstream_status": "", "limit": True, "max_shown_tasks": 5000})
-        b = s.call("task_list", {"max_shown_tasks": 5000, "limit": True, "upstream_status": "", "status": "FAILED"})
+        a = s.call(
+            "task_list", {"status": "FAILED", "upstream_status": "", "limit": True, "max_shown_tasks": 5000}
+        )
+        b = s.call(
+            "task_list", {"max_shown_tasks": 5000, "limit": True, "upstream_status": "", "status": "FAILED"}
+        )
         assert a == b and FAILED_EXTRACT in a
         with pytest.raises(NotRecorded):
             s.call("task_list", {"status": "FAILED"})
@@ -433,8 +512,23 @@ def test_actions_on_a_replay_fail_cleanly(capture_path: Path) -> None:
 
 
 def test_a_dead_router_becomes_a_critical_snapshot_not_an_exception(tmp_path: Path) -> None:
-    doc = {"format": CAPTURE_FORMAT, "version": 1, "router": ROUTER, "frames": [{"time": T0, "calls": [
-        {"method": "federation_health", "kwargs": {}, "error": RequestTimeout("no reply within 3 s").to_wire()}]}]}
+    doc = {
+        "format": CAPTURE_FORMAT,
+        "version": 1,
+        "router": ROUTER,
+        "frames": [
+            {
+                "time": T0,
+                "calls": [
+                    {
+                        "method": "federation_health",
+                        "kwargs": {},
+                        "error": RequestTimeout("no reply within 3 s").to_wire(),
+                    }
+                ],
+            }
+        ],
+    }
     snap = Poller(ReplaySource(doc), TuiConfig()).poll(Wants(tasks=TaskQuery()))
     assert not snap.router_ok and snap.level == "critical"
     assert snap.alerts[0].text.startswith("router unreachable: no reply within 3 s")
@@ -446,7 +540,9 @@ def test_a_dead_router_becomes_a_critical_snapshot_not_an_exception(tmp_path: Pa
 
 def test_tui_config_reads_only_its_table_and_names_every_problem(tmp_path: Path) -> None:
     good = tmp_path / "federation.toml"
-    good.write_text('[router]\nzmq = "tcp://127.0.0.1:5555"\n\n[tui]\nrefresh = 5\nreadonly = true\nfailed_warn = 0\n')
+    good.write_text(
+        '[router]\nzmq = "tcp://127.0.0.1:5555"\n\n[tui]\nrefresh = 5\nreadonly = true\nfailed_warn = 0\n'
+    )
     cfg = load_tui_config(str(good))
     assert cfg.refresh == 5.0 and cfg.readonly and cfg.failed_warn == 0 and cfg.max_tasks == 5000
     assert cfg.replace(refresh=None, readonly=None).readonly  # unset flags keep the file's values
@@ -480,7 +576,9 @@ class _MovingSession:
         assert method == "task_list" and kwargs
         status = kwargs["status"]
         if status in ("RUNNING", "FAILED"):
-            return {"ns.T_1_abc": {"status": status, "name": "ns.T", "params": {"n": "1"}, "last_updated": 1.0}}
+            return {
+                "ns.T_1_abc": {"status": status, "name": "ns.T", "params": {"n": "1"}, "last_updated": 1.0}
+            }
         return {}
 
 

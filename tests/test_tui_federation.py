@@ -29,8 +29,15 @@ def tid(family: str, **params: str) -> str:
 
 def add(cluster: FedCluster, family: str, params: dict[str, str], **kw: Any) -> str:
     task_id = tid(family, **params)
-    cluster.call("add_task", task_id=task_id, worker=WORKER, family=family, params=params,
-                 module="examples.daily", **kw)
+    cluster.call(
+        "add_task",
+        task_id=task_id,
+        worker=WORKER,
+        family=family,
+        params=params,
+        module="examples.daily",
+        **kw,
+    )
     return task_id
 
 
@@ -44,8 +51,14 @@ def populate(cluster: FedCluster) -> dict[str, str]:
     names["failed"] = add(cluster, "daily.Extract", {"date": DATES[-1]}, status="FAILED", expl=TRACE)
     names["done_me"] = add(cluster, "daily.Extract", {"date": DATES[-2]}, status="FAILED", expl=TRACE)
     for _ in range(2):  # Luigi applies a task's retry policy after the status: the second failure disables it
-        names["disabled"] = add(cluster, "daily.Extract", {"date": DATES[0]}, status="FAILED", expl=TRACE,
-                                retry_policy_dict={"retry_count": 1})
+        names["disabled"] = add(
+            cluster,
+            "daily.Extract",
+            {"date": DATES[0]},
+            status="FAILED",
+            expl=TRACE,
+            retry_policy_dict={"retry_count": 1},
+        )
     names["load"] = tid("daily.Load", date=DATES[-1])
     cluster.call("add_worker", worker=WORKER, info=[["host", "tui-test"], ["pid", 99], ["workers", 1]])
     return names
@@ -77,8 +90,11 @@ async def test_the_tui_reads_and_acts_on_a_live_federation(cluster: FedCluster) 
     assert status_of(cluster, names["disabled"]) == "DISABLED"
     app = live_app(cluster)
     async with app.run_test(size=SIZE) as pilot:
-        await until(pilot, lambda: app.snapshot and app.snapshot.totals and app.snapshot.totals.get("FAILED"),
-                    "the first counts")
+        await until(
+            pilot,
+            lambda: app.snapshot and app.snapshot.totals and app.snapshot.totals.get("FAILED"),
+            "the first counts",
+        )
         assert "3/3 up" in header_text(app) and "FAIL 2" in header_text(app) and "DIS 1" in header_text(app)
         assert table_keys(app) == ["s0", "s1", "s2"]
         # namespaces, summed over the shards that hold them
@@ -86,12 +102,18 @@ async def test_the_tui_reads_and_acts_on_a_live_federation(cluster: FedCluster) 
         await until(pilot, lambda: set(table_keys(app)) == {"daily", "finance.ledger"}, "the namespaces")
         # the task list puts the failures first; drill into the failed extract
         await command(pilot, "tasks FAILED")
-        await until(pilot, lambda: set(table_keys(app)) == {names["failed"], names["done_me"]}, "the failures")
+        await until(
+            pilot, lambda: set(table_keys(app)) == {names["failed"], names["done_me"]}, "the failures"
+        )
         table = main(app).current_view.table
         table.move_cursor(row=table_keys(app).index(names["failed"]))
         await pilot.press("enter")
-        screen = await until(pilot, lambda: isinstance(app.screen, TaskDetailScreen) and app.screen, "the detail")
-        await until(pilot, lambda: screen.detail is not None and screen.detail.task is not None, "the answers")
+        screen = await until(
+            pilot, lambda: isinstance(app.screen, TaskDetailScreen) and app.screen, "the detail"
+        )
+        await until(
+            pilot, lambda: screen.detail is not None and screen.detail.task is not None, "the answers"
+        )
         assert screen.detail.error == TRACE
         assert tid("daily.Load", date=DATES[-1]) in screen.detail.downstream  # across shards, via the router
         assert tid("finance.ledger.Post", date=DATES[-1]) in screen.detail.downstream
@@ -99,11 +121,15 @@ async def test_the_tui_reads_and_acts_on_a_live_federation(cluster: FedCluster) 
         await pilot.press("g")
         assert isinstance(app.screen, ConfirmScreen)
         await pilot.press("y")
-        await until(pilot, lambda: any("is now PENDING" in n.message for n in app._notifications), "the outcome")
+        await until(
+            pilot, lambda: any("is now PENDING" in n.message for n in app._notifications), "the outcome"
+        )
         assert status_of(cluster, names["failed"]) == "PENDING"
         await pilot.press("escape")
         assert isinstance(app.screen, MainScreen)
-        await until(pilot, lambda: table_keys(app) == [names["done_me"]], "the list without the forgiven task")
+        await until(
+            pilot, lambda: table_keys(app) == [names["done_me"]], "the list without the forgiven task"
+        )
         # mark as done from the list
         await pilot.press("d", "y")
         await until(pilot, lambda: status_of(cluster, names["done_me"]) == "DONE", "mark as done")
@@ -154,8 +180,12 @@ async def test_a_killed_shard_shows_within_two_refreshes_and_the_app_keeps_worki
             await until(pilot, lambda: app.snapshot and app.snapshot.shards_up == 3, "every shard up")
             cluster.kill_shard("s1")
             seq_at_kill = app.snapshot.seq  # type: ignore[union-attr]
-            snap = await until(pilot, lambda: app.snapshot and app.snapshot.shards_up == 2 and app.snapshot,
-                               "the shard down in a snapshot", timeout=20)
+            snap = await until(
+                pilot,
+                lambda: app.snapshot and app.snapshot.shards_up == 2 and app.snapshot,
+                "the shard down in a snapshot",
+                timeout=20,
+            )
             assert snap.seq <= seq_at_kill + 2
             await pilot.pause()
             assert "2/3 up" in header_text(app) and "shard s1 down" in header_text(app)
@@ -164,7 +194,9 @@ async def test_a_killed_shard_shows_within_two_refreshes_and_the_app_keeps_worki
             assert "DOWN" in str(row[2]) and str(row[-1])  # the error is in the table
             # still working: the task list shows what the live shards hold, and says what is missing
             await command(pilot, "tasks")
-            await until(pilot, lambda: table_keys(app) and "shard s1 down" in screen_text(app), "a partial list")
+            await until(
+                pilot, lambda: table_keys(app) and "shard s1 down" in screen_text(app), "a partial list"
+            )
             assert set(table_keys(app)) < {tid("daily.Extract", date=d) for d in DATES}
             await pilot.press("enter")
             assert isinstance(app.screen, TaskDetailScreen)

@@ -51,8 +51,11 @@ def steps(*keys: str, polls: int = 2, detail: bool = False) -> Callable[[Pilot[A
             else:
                 await pilot.press(key)
         if detail:
-            await until(pilot, lambda: isinstance(app.screen, TaskDetailScreen) and app.screen.detail is not None,
-                        "the task detail")
+            await until(
+                pilot,
+                lambda: isinstance(app.screen, TaskDetailScreen) and app.screen.detail is not None,
+                "the task detail",
+            )
         await pilot.pause()
 
     return run
@@ -88,18 +91,25 @@ def test_workers_small(snap_compare: Any, capture: Path) -> None:
 
 
 def test_task_detail_small(snap_compare: Any, capture: Path) -> None:
-    assert snap_compare(app_on(capture), terminal_size=SMALL,
-                        run_before=steps(*typed("tasks"), "|", "enter", detail=True))
+    assert snap_compare(
+        app_on(capture), terminal_size=SMALL, run_before=steps(*typed("tasks"), "|", "enter", detail=True)
+    )
 
 
 def test_task_detail_error_small(snap_compare: Any, capture: Path) -> None:
-    assert snap_compare(app_on(capture), terminal_size=SMALL,
-                        run_before=steps(*typed("tasks"), "|", "enter", "2", detail=True))
+    assert snap_compare(
+        app_on(capture),
+        terminal_size=SMALL,
+        run_before=steps(*typed("tasks"), "|", "enter", "2", detail=True),
+    )
 
 
 def test_task_detail_downstream_small(snap_compare: Any, capture: Path) -> None:
-    assert snap_compare(app_on(capture), terminal_size=SMALL,
-                        run_before=steps(*typed("tasks"), "|", "enter", "4", detail=True))
+    assert snap_compare(
+        app_on(capture),
+        terminal_size=SMALL,
+        run_before=steps(*typed("tasks"), "|", "enter", "4", detail=True),
+    )
 
 
 def test_confirm_dialog_small(snap_compare: Any, capture: Path) -> None:
@@ -107,7 +117,9 @@ def test_confirm_dialog_small(snap_compare: Any, capture: Path) -> None:
 
 
 def test_help_small(snap_compare: Any, capture: Path) -> None:
-    assert snap_compare(app_on(capture), terminal_size=SMALL, run_before=steps(*typed("tasks"), "|", "question_mark"))
+    assert snap_compare(
+        app_on(capture), terminal_size=SMALL, run_before=steps(*typed("tasks"), "|", "question_mark")
+    )
 
 
 def test_shards_large(snap_compare: Any, capture: Path) -> None:
@@ -119,8 +131,15 @@ def test_tasks_large(snap_compare: Any, capture: Path) -> None:
 
 
 def test_router_unreachable_small(snap_compare: Any) -> None:
-    error = {"code": "timeout", "message": "no reply to federation_health from tcp://127.0.0.1:5555 within 3 s"}
-    doc = {"format": CAPTURE_FORMAT, "version": 1, "router": "tcp://127.0.0.1:5555",
-           "frames": [{"time": T0, "calls": [{"method": "federation_health", "kwargs": {}, "error": error}]}]}
+    error = {
+        "code": "timeout",
+        "message": "no reply to federation_health from tcp://127.0.0.1:5555 within 3 s",
+    }
+    doc = {
+        "format": CAPTURE_FORMAT,
+        "version": 1,
+        "router": "tcp://127.0.0.1:5555",
+        "frames": [{"time": T0, "calls": [{"method": "federation_health", "kwargs": {}, "error": error}]}],
+    }
     app = FederationApp(ReplaySource(doc), TuiConfig(refresh=3600))
     assert snap_compare(app, terminal_size=SMALL, run_before=steps(polls=1))

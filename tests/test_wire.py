@@ -19,8 +19,12 @@ from federation.errors import (
 
 
 def test_request_round_trip_keeps_luigi_values() -> None:
-    kwargs = {"task_id": "daily.Load_2026_11_20_orders_ab12cd34ef", "max_batch_size": float("inf"),
-              "info": [["host", "h"], ["workers", 4]], "params": {"date": "2026-11-20", "ß": "ü"}}
+    kwargs = {
+        "task_id": "daily.Load_2026_11_20_orders_ab12cd34ef",
+        "max_batch_size": float("inf"),
+        "info": [["host", "h"], ["workers", 4]],
+        "params": {"date": "2026-11-20", "ß": "ü"},
+    }
     req = wire.decode_request(wire.encode_request(7, "add_task", kwargs, {"client": "t"}))
     assert (req.req_id, req.method, req.meta) == (7, "add_task", {"client": "t"})
     assert math.isinf(req.kwargs["max_batch_size"])

@@ -115,8 +115,11 @@ class FederationApp(App[int]):
         self.snapshot = message.snapshot
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        if event.worker.group != "poll" or event.state not in (WorkerState.SUCCESS, WorkerState.ERROR,
-                                                                WorkerState.CANCELLED):
+        if event.worker.group != "poll" or event.state not in (
+            WorkerState.SUCCESS,
+            WorkerState.ERROR,
+            WorkerState.CANCELLED,
+        ):
             return
         if event.state == WorkerState.ERROR:
             # a bug, not a federation problem (those are in the snapshot): say so and keep polling
@@ -192,9 +195,16 @@ class FederationApp(App[int]):
         self.poll_now()
 
 
-def run(router: str | None = None, refresh: float | None = None, readonly: bool | None = None, *,
-        config_path: str | None = None, timeout: float | None = None, replay: str | None = None,
-        record: str | None = None) -> int:
+def run(
+    router: str | None = None,
+    refresh: float | None = None,
+    readonly: bool | None = None,
+    *,
+    config_path: str | None = None,
+    timeout: float | None = None,
+    replay: str | None = None,
+    record: str | None = None,
+) -> int:
     """Entry point of ``fedctl tui``: build the source and run the app until the user quits.
 
     Raises :class:`~federation.errors.ConfigError` for a bad flag or file, before

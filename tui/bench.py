@@ -63,15 +63,35 @@ def local_federation(shards: int, workdir: Path) -> Iterator[str]:
     endpoint = f"tcp://127.0.0.1:{port}"
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     log = open(workdir / "up.log", "ab")
-    proc = subprocess.Popen([sys.executable, "-m", "federation.cli", "up", "--shards", str(shards),
-                             "--data-dir", str(workdir / "fed"), "--zmq", endpoint, "--http", ""],
-                            env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "federation.cli",
+            "up",
+            "--shards",
+            str(shards),
+            "--data-dir",
+            str(workdir / "fed"),
+            "--zmq",
+            endpoint,
+            "--http",
+            "",
+        ],
+        env=env,
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     probe = ZmqClient(endpoint, timeout=1.0)
     try:
         deadline = time.monotonic() + 90
         while True:
             if proc.poll() is not None:
-                raise SystemExit(f"fedctl up exited with {proc.returncode}:\n{(workdir / 'up.log').read_text()}")
+                raise SystemExit(
+                    f"fedctl up exited with {proc.returncode}:\n{(workdir / 'up.log').read_text()}"
+                )
             try:
                 health = probe.call("federation_health", {})
                 if all(s["up"] for s in health["shards"]) and len(health["shards"]) == shards:
@@ -95,7 +115,9 @@ def local_federation(shards: int, workdir: Path) -> Iterator[str]:
 
 TOPICS = [f"topic{i:02d}" for i in range(25)]
 STAGES = ("Extract", "Transform", "Enrich", "Load")
-WORKERS = [f"Worker(salt={1000 + i}, workers=4, host=etl-{i:02d}, username=etl, pid={4000 + i})" for i in range(8)]
+WORKERS = [
+    f"Worker(salt={1000 + i}, workers=4, host=etl-{i:02d}, username=etl, pid={4000 + i})" for i in range(8)
+]
 
 
 def _task_specs(n: int) -> Iterator[dict[str, Any]]:
@@ -110,7 +132,9 @@ def _task_specs(n: int) -> Iterator[dict[str, Any]]:
         for topic in TOPICS:
             prev: list[str] = []
             for stage in STAGES:
-                family = "finance.ledger.Post" if stage == "Load" and topic.endswith("7") else f"daily.{stage}"
+                family = (
+                    "finance.ledger.Post" if stage == "Load" and topic.endswith("7") else f"daily.{stage}"
+                )
                 params = {"date": date, "topic": topic}
                 tid = task_id_str(family, params)
                 if not recent:
@@ -123,9 +147,16 @@ def _task_specs(n: int) -> Iterator[dict[str, Any]]:
                     status = "RUNNING"
                 else:
                     status = "PENDING"
-                yield {"task_id": tid, "family": family, "params": params, "deps": prev, "status": status,
-                       "worker": WORKERS[i % len(WORKERS)], "module": "examples.daily",
-                       "expl": "ValueError: boom" if status == "FAILED" else None}
+                yield {
+                    "task_id": tid,
+                    "family": family,
+                    "params": params,
+                    "deps": prev,
+                    "status": status,
+                    "worker": WORKERS[i % len(WORKERS)],
+                    "module": "examples.daily",
+                    "expl": "ValueError: boom" if status == "FAILED" else None,
+                }
                 prev = [tid]
                 i += 1
                 if i >= n:
@@ -153,7 +184,9 @@ def load(endpoint: str, n: int, procs: int) -> float:
         total = sum(pool.map(_load_part, [(endpoint, n, p, procs) for p in range(procs)]))
     client = ZmqClient(endpoint, timeout=30.0)
     for w in WORKERS:
-        client.call("add_worker", {"worker": w, "info": [["host", w.split("host=")[1].split(",")[0]], ["workers", 4]]})
+        client.call(
+            "add_worker", {"worker": w, "info": [["host", w.split("host=")[1].split(",")[0]], ["workers", 4]]}
+        )
     client.close()
     elapsed = time.perf_counter() - t0
     print(f"loaded {total:,} tasks in {elapsed:.1f}s ({total / elapsed:,.0f} add_task/s, {procs} processes)")
@@ -199,8 +232,16 @@ def refresh_cycles(endpoint: str, cycles: int, n_tasks: int) -> None:
         ("header only (shards/namespaces views)", Wants(), TuiConfig()),
         ("task view as opened (max_shown_tasks 5,000)", Wants(tasks=TaskQuery()), TuiConfig()),
         ("task view, status FAILED", Wants(tasks=TaskQuery(status="FAILED")), TuiConfig()),
-        ("task view, namespace finance.ledger", Wants(tasks=TaskQuery(namespace="finance.ledger")), TuiConfig()),
-        ("task view listing everything", Wants(tasks=TaskQuery()), TuiConfig(max_tasks=max(n_tasks * 2, 5000))),
+        (
+            "task view, namespace finance.ledger",
+            Wants(tasks=TaskQuery(namespace="finance.ledger")),
+            TuiConfig(),
+        ),
+        (
+            "task view listing everything",
+            Wants(tasks=TaskQuery()),
+            TuiConfig(max_tasks=max(n_tasks * 2, 5000)),
+        ),
         ("workers view (running tasks)", Wants(workers_running=True), TuiConfig()),
     ]
     for name, wants, config in cases:
@@ -217,8 +258,10 @@ def refresh_cycles(endpoint: str, cycles: int, n_tasks: int) -> None:
             assert snap.router_ok, snap.router_error
         slowest = max(source.calls, key=lambda c: c[1])
         extra = f"  rows {rows:,}" if wants.tasks else ""
-        print(f"  {name:<44} {_stats(times)}  calls {len(source.calls)}  slowest {slowest[0]} "
-              f"{slowest[1]:.0f}ms{extra}")
+        print(
+            f"  {name:<44} {_stats(times)}  calls {len(source.calls)}  slowest {slowest[0]} "
+            f"{slowest[1]:.0f}ms{extra}"
+        )
 
 
 # -- 2. the UI while refreshing --------------------------------------------------------------------------
@@ -271,7 +314,11 @@ def ui_responsiveness(endpoint: str, refresh: float, seconds: float, n_tasks: in
     print(f"\n2. the UI while refreshing every {refresh:g}s for {seconds:g}s (ms)")
     for name, config, view in (
         ("task view as opened", TuiConfig(), "tasks"),
-        ("task view listing everything (1,000 rows drawn)", TuiConfig(max_tasks=max(n_tasks * 2, 5000)), "tasks"),
+        (
+            "task view listing everything (1,000 rows drawn)",
+            TuiConfig(max_tasks=max(n_tasks * 2, 5000)),
+            "tasks",
+        ),
         ("shards view", TuiConfig(), "shards"),
     ):
         r = asyncio.run(_ui(endpoint, refresh, seconds, config, view))
@@ -297,18 +344,26 @@ def main(argv: list[str] | None = None) -> None:
         refresh_cycles(args.router, args.cycles, args.tasks)
         ui_responsiveness(args.router, args.refresh, args.seconds, args.tasks)
         return
-    with tempfile.TemporaryDirectory(prefix="bench-tui-") as tmp, local_federation(args.shards, Path(tmp)) as endpoint:
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-tui-") as tmp,
+        local_federation(args.shards, Path(tmp)) as endpoint,
+    ):
         print(f"fedctl up: {args.shards} shards + router at {endpoint} (SQLite in {tmp})")
         load(endpoint, args.tasks, args.load_procs)
         client = ZmqClient(endpoint, timeout=30)
         health = client.call("federation_health", {})
         client.close()
         held = sum(sum(s["counts"].values()) for s in health["shards"])
-        print("per shard:", ", ".join(f"{s['shard_id']} {sum(s['counts'].values()):,}" for s in health["shards"]),
-              f"(total {held:,})")
+        print(
+            "per shard:",
+            ", ".join(f"{s['shard_id']} {sum(s['counts'].values()):,}" for s in health["shards"]),
+            f"(total {held:,})",
+        )
         if held < args.tasks:
-            print(f"warning: the shards hold {held:,} of {args.tasks:,} tasks; fedctl up log:\n"
-                  + (Path(tmp) / "up.log").read_text()[-3000:])
+            print(
+                f"warning: the shards hold {held:,} of {args.tasks:,} tasks; fedctl up log:\n"
+                + (Path(tmp) / "up.log").read_text()[-3000:]
+            )
         refresh_cycles(endpoint, args.cycles, args.tasks)
         ui_responsiveness(endpoint, args.refresh, args.seconds, args.tasks)
 

@@ -25,10 +25,20 @@ class CommandSpec:
 
 COMMANDS: tuple[CommandSpec, ...] = (
     CommandSpec("shards", ("sh", "shard", "s"), ":shards", "every shard: state, latency, counts, store"),
-    CommandSpec("namespaces", ("ns", "namespace", "n"), ":ns [NAMESPACE]",
-                "business units; with a name, that namespace's tasks", arg="namespace"),
-    CommandSpec("tasks", ("t", "task"), ":tasks [STATUS] [ns=NS] [family=F]", "tasks, narrowed on the router",
-                arg="status"),
+    CommandSpec(
+        "namespaces",
+        ("ns", "namespace", "n"),
+        ":ns [NAMESPACE]",
+        "business units; with a name, that namespace's tasks",
+        arg="namespace",
+    ),
+    CommandSpec(
+        "tasks",
+        ("t", "task"),
+        ":tasks [STATUS] [ns=NS] [family=F]",
+        "tasks, narrowed on the router",
+        arg="status",
+    ),
     CommandSpec("workers", ("w", "wk", "worker"), ":workers", "live workers and what they run"),
     CommandSpec("status", ("st",), ":status STATUS|all", "narrow the task list to one status", arg="status"),
     CommandSpec("family", ("fam",), ":family FAMILY|all", "narrow the task list to one family", arg="family"),
@@ -113,7 +123,9 @@ def complete(line: str, *, namespaces: Iterable[str] = (), families: Iterable[st
     prefix = f"{lead}{head} {done + ' ' if done else ''}"
     key, eq, value = current.partition("=")
     if eq:
-        pool = {"ns": namespaces, "namespace": namespaces, "family": families, "status": STATUSES}.get(key.lower(), ())
+        pool = {"ns": namespaces, "namespace": namespaces, "family": families, "status": STATUSES}.get(
+            key.lower(), ()
+        )
         match = _first_match(value, pool)
         return f"{prefix}{key}={match}" if match and match != value else None
     pool = {"status": (*STATUSES, "all"), "namespace": namespaces, "family": (*families, "all")}[spec.arg]

@@ -82,8 +82,16 @@ class TuiConfig:
                 problems.append(f"[tui] {name} must be >= 1, got {getattr(self, name)}")
         if self.rate_window <= 0:
             problems.append(f"[tui] rate_window must be > 0 seconds, got {self.rate_window:g}")
-        for name in ("failed_warn", "failed_critical", "rising_warn", "stall_warn", "stall_critical",
-                     "latency_warn_ms", "latency_critical_ms", "worker_stale"):
+        for name in (
+            "failed_warn",
+            "failed_critical",
+            "rising_warn",
+            "stall_warn",
+            "stall_critical",
+            "latency_warn_ms",
+            "latency_critical_ms",
+            "worker_stale",
+        ):
             if getattr(self, name) < 0:
                 problems.append(f"[tui] {name} must be >= 0 (0 turns it off), got {getattr(self, name)}")
         if problems:

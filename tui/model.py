@@ -25,7 +25,15 @@ from tui.config import TuiConfig
 STATUSES = ("PENDING", "RUNNING", "BATCH_RUNNING", "DONE", "FAILED", "DISABLED", "UNKNOWN")
 FAULT_STATUSES = ("FAILED", "DISABLED")
 #: the task table lists faults first, then work in flight, then the rest
-STATUS_ORDER = {"FAILED": 0, "DISABLED": 1, "RUNNING": 2, "BATCH_RUNNING": 3, "PENDING": 4, "UNKNOWN": 5, "DONE": 6}
+STATUS_ORDER = {
+    "FAILED": 0,
+    "DISABLED": 1,
+    "RUNNING": 2,
+    "BATCH_RUNNING": 3,
+    "PENDING": 4,
+    "UNKNOWN": 5,
+    "DONE": 6,
+}
 STATUS_STYLE = {
     "PENDING": "yellow",
     "RUNNING": "bold cyan",
@@ -35,8 +43,15 @@ STATUS_STYLE = {
     "DISABLED": "bold magenta",
     "UNKNOWN": "dim",
 }
-SHORT = {"PENDING": "PEND", "RUNNING": "RUN", "BATCH_RUNNING": "BATCH", "DONE": "DONE", "FAILED": "FAIL",
-         "DISABLED": "DIS", "UNKNOWN": "UNKN"}
+SHORT = {
+    "PENDING": "PEND",
+    "RUNNING": "RUN",
+    "BATCH_RUNNING": "BATCH",
+    "DONE": "DONE",
+    "FAILED": "FAIL",
+    "DISABLED": "DIS",
+    "UNKNOWN": "UNKN",
+}
 LEVELS = ("ok", "warning", "critical")
 SPARK = "▁▂▃▄▅▆▇█"
 HISTORY = 32  # samples kept for rates and sparklines
@@ -112,8 +127,10 @@ def sparkline(values: Sequence[float], width: int = 16) -> str:
     top = max(vals)
     if top <= 0:
         return SPARK[0] * len(vals)
-    return "".join(SPARK[0] if v <= 0 else SPARK[min(len(SPARK) - 1, 1 + int((v / top) * (len(SPARK) - 2) + 0.5))]
-                   for v in vals)
+    return "".join(
+        SPARK[0] if v <= 0 else SPARK[min(len(SPARK) - 1, 1 + int((v / top) * (len(SPARK) - 2) + 0.5))]
+        for v in vals
+    )
 
 
 def params_text(params: Mapping[str, Any] | None) -> str:
@@ -259,8 +276,18 @@ def _int(v: Any) -> int:
 
 def worker_row(d: Mapping[str, Any]) -> WorkerRow:
     """A row from one entry of Luigi's ``worker_list`` (``info`` keys are flattened into it)."""
-    known = {"name", "last_active", "started", "state", "first_task_display_name", "num_unread_rpc_messages",
-             "num_running", "num_pending", "num_uniques", "running"}
+    known = {
+        "name",
+        "last_active",
+        "started",
+        "state",
+        "first_task_display_name",
+        "num_unread_rpc_messages",
+        "num_running",
+        "num_pending",
+        "num_uniques",
+        "running",
+    }
     running = d.get("running") if isinstance(d.get("running"), dict) else {}
     return WorkerRow(
         name=str(d.get("name", "")),
@@ -310,21 +337,25 @@ def parse_health(raw: Any) -> Health:
         ns_raw = s.get("namespaces") or {}
         if not isinstance(ns_raw, dict):
             raise ProtocolError(f"federation_health: shards[{i}].namespaces is not a map")
-        shards.append(ShardRow(
-            shard_id=s["shard_id"],
-            group=str(s.get("group") or ""),
-            endpoint=str(s.get("endpoint") or ""),
-            up=bool(s.get("up")),
-            latency_ms=_num(s.get("latency_ms")),
-            error=str(s["error"]) if s.get("error") else None,
-            counts=_counts(s.get("counts"), f"shards[{i}].counts"),
-            namespaces={str(ns): _counts(c, f"shards[{i}].namespaces[{ns!r}]") for ns, c in ns_raw.items()},
-            workers=_int(s.get("workers")),
-            backend=s.get("backend"),
-            location=s.get("location"),
-            version=s.get("version"),
-            started=_num(s.get("started")),
-        ))
+        shards.append(
+            ShardRow(
+                shard_id=s["shard_id"],
+                group=str(s.get("group") or ""),
+                endpoint=str(s.get("endpoint") or ""),
+                up=bool(s.get("up")),
+                latency_ms=_num(s.get("latency_ms")),
+                error=str(s["error"]) if s.get("error") else None,
+                counts=_counts(s.get("counts"), f"shards[{i}].counts"),
+                namespaces={
+                    str(ns): _counts(c, f"shards[{i}].namespaces[{ns!r}]") for ns, c in ns_raw.items()
+                },
+                workers=_int(s.get("workers")),
+                backend=s.get("backend"),
+                location=s.get("location"),
+                version=s.get("version"),
+                started=_num(s.get("started")),
+            )
+        )
     groups_raw = raw.get("groups") if isinstance(raw.get("groups"), dict) else {}
     groups = {str(g): [str(x) for x in m] for g, m in groups_raw.items() if isinstance(m, list)}
     return Health(
@@ -456,7 +487,9 @@ class DepNode:
     missing: bool = False
 
 
-def dep_tree(graph: Mapping[str, Any], root: str, *, max_nodes: int = 500, max_depth: int = 40) -> tuple[DepNode | None, int]:
+def dep_tree(
+    graph: Mapping[str, Any], root: str, *, max_nodes: int = 500, max_depth: int = 40
+) -> tuple[DepNode | None, int]:
     """The tree under ``root`` in a ``dep_graph``/``inverse_dep_graph`` answer, and how many nodes were left out."""
     if root not in graph:
         return None, 0
@@ -630,7 +663,9 @@ class Tracker:
                         done[f"{shard.shard_id}\0{ns}"] = c.get("DONE", 0)
             if self._samples and now <= self._samples[-1][0]:
                 self._samples.pop()  # same instant seen twice (a replay's last frame): keep one sample
-            if self._last_progress is None or (self._samples and _gain(self._samples[-1][1], done, _is_shard) > 0):
+            if self._last_progress is None or (
+                self._samples and _gain(self._samples[-1][1], done, _is_shard) > 0
+            ):
                 self._last_progress = now
             self._samples.append((now, done))
             done_rate = self._rate(_is_shard, now)
@@ -699,11 +734,21 @@ class Tracker:
 
     def _series(self, keep: Any) -> tuple[float, ...]:
         samples = list(self._samples)
-        return tuple(_gain(a[1], b[1], keep) / (b[0] - a[0]) * 60.0
-                     for a, b in zip(samples, samples[1:], strict=False) if b[0] > a[0])
+        return tuple(
+            _gain(a[1], b[1], keep) / (b[0] - a[0]) * 60.0
+            for a, b in zip(samples, samples[1:], strict=False)
+            if b[0] > a[0]
+        )
 
-    def _alerts(self, now: float, health: Health | None, router_error: str | None, data: PollData,
-                totals: dict[str, int] | None, deltas: dict[str, int]) -> tuple[Alert, ...]:
+    def _alerts(
+        self,
+        now: float,
+        health: Health | None,
+        router_error: str | None,
+        data: PollData,
+        totals: dict[str, int] | None,
+        deltas: dict[str, int],
+    ) -> tuple[Alert, ...]:
         cfg = self.config
         out: list[Alert] = []
         if health is None:
@@ -732,8 +777,13 @@ class Tracker:
         failing = totals.get("FAILED", 0) + totals.get("DISABLED", 0)
         level = by_threshold(failing, cfg.failed_warn, cfg.failed_critical)
         if level:
-            out.append(Alert(level, f"{failing:,} failing ({totals.get('FAILED', 0):,} failed, "
-                                    f"{totals.get('DISABLED', 0):,} disabled)"))
+            out.append(
+                Alert(
+                    level,
+                    f"{failing:,} failing ({totals.get('FAILED', 0):,} failed, "
+                    f"{totals.get('DISABLED', 0):,} disabled)",
+                )
+            )
         rising = deltas.get("FAILED", 0) + deltas.get("DISABLED", 0)
         if cfg.rising_warn and rising >= cfg.rising_warn:
             out.append(Alert("warning", f"failures rising: +{rising:,} since the last refresh"))
@@ -742,7 +792,11 @@ class Tracker:
             idle = now - self._last_progress
             level = by_threshold(idle, cfg.stall_warn, cfg.stall_critical)
             if level:
-                out.append(Alert(level, f"nothing finished for {fmt_duration(idle)} with {waiting:,} pending/running"))
+                out.append(
+                    Alert(
+                        level, f"nothing finished for {fmt_duration(idle)} with {waiting:,} pending/running"
+                    )
+                )
         if data.paused is True:
             out.append(Alert("warning", "scheduling is paused: no shard hands out work"))
         for err in data.errors:
@@ -758,7 +812,9 @@ def _is_shard(key: str) -> bool:
 
 def _in_namespace(ns: str) -> Any:
     suffix = f"\0{ns}"
-    return lambda key: key.endswith(suffix) and key.count("\0") == 1 and key.index("\0") == len(key) - len(suffix)
+    return lambda key: (
+        key.endswith(suffix) and key.count("\0") == 1 and key.index("\0") == len(key) - len(suffix)
+    )
 
 
 def _gain(before: Mapping[str, int], after: Mapping[str, int], keep: Any) -> int:

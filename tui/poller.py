@@ -114,8 +114,12 @@ def fetch_tasks(s: Session, query: TaskQuery, totals: dict[str, int] | None, max
     errors: list[str] = []
     search = query.search()
     for status in query.statuses(totals):
-        kwargs: dict[str, Any] = {"status": status, "upstream_status": "", "limit": True,
-                                  "max_shown_tasks": max_tasks}
+        kwargs: dict[str, Any] = {
+            "status": status,
+            "upstream_status": "",
+            "limit": True,
+            "max_shown_tasks": max_tasks,
+        }
         if search:
             kwargs["search"] = search
         try:
@@ -133,8 +137,13 @@ def fetch_tasks(s: Session, query: TaskQuery, totals: dict[str, int] | None, max
                         rows[tid] = row
         else:
             errors.append(f"task_list {status}: unexpected answer {str(result)[:80]!r}")
-    return TaskSet(query=query, rows=tuple(sort_tasks(rows.values())), overflow=overflow, errors=tuple(errors),
-                   max_tasks=max_tasks)
+    return TaskSet(
+        query=query,
+        rows=tuple(sort_tasks(rows.values())),
+        overflow=overflow,
+        errors=tuple(errors),
+        max_tasks=max_tasks,
+    )
 
 
 # -- a task's detail ---------------------------------------------------------------------------------
@@ -178,6 +187,7 @@ def fetch_detail(source: Source, task_id: str, owner: OwnerLookup | None = None)
     """Everything the detail screen shows about one task; each part fails on its own."""
     detail = TaskDetail(task_id)
     with source.session() as s:
+
         def ask(section: str, method: str, kwargs: dict[str, Any]) -> Any:
             try:
                 return s.call(method, kwargs)
@@ -224,16 +234,30 @@ class Action:
 
 
 ACTIONS = {
-    "re_enable": Action("re_enable_task", "Re-enable", "Re-enable this disabled task? Its failures are cleared "
-                        "and it becomes FAILED, so it is retried."),
-    "forgive": Action("forgive_failures", "Forgive failures", "Forgive this task's failures? A FAILED task "
-                      "goes back to PENDING and is scheduled again."),
-    "mark_done": Action("mark_as_done", "Mark as done", "Mark this task as DONE? Its dependents may then run "
-                        "although it did not."),
-    "pause": Action("pause", "Pause", "Pause the federation? No shard hands out new work until unpaused.",
-                    needs_task=False),
-    "unpause": Action("unpause", "Unpause", "Unpause the federation? Shards hand out work again.",
-                      needs_task=False),
+    "re_enable": Action(
+        "re_enable_task",
+        "Re-enable",
+        "Re-enable this disabled task? Its failures are cleared and it becomes FAILED, so it is retried.",
+    ),
+    "forgive": Action(
+        "forgive_failures",
+        "Forgive failures",
+        "Forgive this task's failures? A FAILED task goes back to PENDING and is scheduled again.",
+    ),
+    "mark_done": Action(
+        "mark_as_done",
+        "Mark as done",
+        "Mark this task as DONE? Its dependents may then run although it did not.",
+    ),
+    "pause": Action(
+        "pause",
+        "Pause",
+        "Pause the federation? No shard hands out new work until unpaused.",
+        needs_task=False,
+    ),
+    "unpause": Action(
+        "unpause", "Unpause", "Unpause the federation? Shards hand out work again.", needs_task=False
+    ),
 }
 
 
@@ -258,5 +282,15 @@ def run_action(source: Source, action: Action, task_id: str | None) -> tuple[boo
     return True, f"{action.title}: done"
 
 
-__all__ = ["ACTIONS", "STATUSES", "Action", "OwnerLookup", "Poller", "TaskDetail", "Wants", "fetch_detail",
-           "fetch_tasks", "run_action"]
+__all__ = [
+    "ACTIONS",
+    "STATUSES",
+    "Action",
+    "OwnerLookup",
+    "Poller",
+    "TaskDetail",
+    "Wants",
+    "fetch_detail",
+    "fetch_tasks",
+    "run_action",
+]

@@ -74,10 +74,17 @@ class MainScreen(Screen[None]):
         # the prompts take the title's line while they are open, so the table never moves
         with Vertical(id="bar"):
             yield Static("", id="view-title", classes="view-title")
-            yield CommandPrompt(placeholder=":shards :ns :tasks :workers :help — Tab completes", id="prompt",
-                                suggester=PromptSuggester(self._known), compact=True)
-            yield FilterPrompt(placeholder="/regex over the visible columns (!regex inverts), Enter keeps it",
-                               id="filter", compact=True)
+            yield CommandPrompt(
+                placeholder=":shards :ns :tasks :workers :help — Tab completes",
+                id="prompt",
+                suggester=PromptSuggester(self._known),
+                compact=True,
+            )
+            yield FilterPrompt(
+                placeholder="/regex over the visible columns (!regex inverts), Enter keeps it",
+                id="filter",
+                compact=True,
+            )
         with ContentSwitcher(initial="shards", id="views"):
             for cls in VIEW_CLASSES:
                 yield cls()
@@ -244,8 +251,12 @@ class MainScreen(Screen[None]):
             status = opts.get("status", cmd.args[0] if cmd.args else None)
             if cmd.args or opts:
                 status = None if status is None or status.upper() == "ALL" else status.upper()
-                self.show_view("tasks", TaskQuery(status, opts.get("ns", opts.get("namespace")) or None,
-                                                  opts.get("family") or None))
+                self.show_view(
+                    "tasks",
+                    TaskQuery(
+                        status, opts.get("ns", opts.get("namespace")) or None, opts.get("family") or None
+                    ),
+                )
             else:
                 self.show_view("tasks")
         elif cmd.name == "status":
@@ -393,8 +404,9 @@ class TaskDetailScreen(DetailScreen):
         t = d.task
         rows: list[tuple[str, Any]] = [("task id", d.task_id)]
         if t is not None:
-            self.query_one("#task-title", Static).update(Text.assemble(
-                (" Task  ", "bold"), _status(t.status), "  ", (t.display_name, "bold")))
+            self.query_one("#task-title", Static).update(
+                Text.assemble((" Task  ", "bold"), _status(t.status), "  ", (t.display_name, "bold"))
+            )
             rows += [
                 ("status", _status(t.status)),
                 ("family", t.family or "—"),
@@ -403,17 +415,33 @@ class TaskDetailScreen(DetailScreen):
                 ("priority", t.priority),
                 ("workers", ", ".join(t.workers) or "—"),
                 ("running on", t.worker_running or "—"),
-                ("started", f"{fmt_time(t.start_time)}  ({fmt_age(now - t.start_time) if t.start_time else '—'} ago)"),
-                ("last updated", f"{fmt_time(t.last_updated)}  "
-                                 f"({fmt_age(now - t.last_updated) if t.last_updated else '—'} ago)"),
-                ("running for", fmt_age(now - t.raw["time_running"])
-                 if isinstance(t.raw.get("time_running"), int | float) and t.status == "RUNNING" else "—"),
+                (
+                    "started",
+                    f"{fmt_time(t.start_time)}  ({fmt_age(now - t.start_time) if t.start_time else '—'} ago)",
+                ),
+                (
+                    "last updated",
+                    f"{fmt_time(t.last_updated)}  "
+                    f"({fmt_age(now - t.last_updated) if t.last_updated else '—'} ago)",
+                ),
+                (
+                    "running for",
+                    fmt_age(now - t.raw["time_running"])
+                    if isinstance(t.raw.get("time_running"), int | float) and t.status == "RUNNING"
+                    else "—",
+                ),
                 ("tracking url", t.raw.get("tracking_url") or "—"),
                 ("resources", params_text(t.raw.get("resources")) or "—"),
             ]
             if t.re_enable_able is not None:
-                rows.append(("re-enable", "possible (disabled by the scheduler)" if t.re_enable_able
-                             else "no (disabled by a worker)"))
+                rows.append(
+                    (
+                        "re-enable",
+                        "possible (disabled by the scheduler)"
+                        if t.re_enable_able
+                        else "no (disabled by a worker)",
+                    )
+                )
         else:
             rows += [("namespace", namespace_of(d.task_id) or "(none)"), ("shard", d.owner or "?")]
         rows += [("status message", d.status_message or "—"), ("progress", _progress(d.progress))]
@@ -439,7 +467,9 @@ class TaskDetailScreen(DetailScreen):
         tree.clear()
         label = "depends on" if which == "upstream" else "needed by"
         if root is None:
-            tree.root.set_label(Text(problem or f"{self.task_id} is not in the graph", style="red" if problem else "dim"))
+            tree.root.set_label(
+                Text(problem or f"{self.task_id} is not in the graph", style="red" if problem else "dim")
+            )
             return
         tree.root.set_label(_node_label(root, prefix=f"{label}: "))
         tree.root.data = root.task_id
@@ -455,7 +485,9 @@ class TaskDetailScreen(DetailScreen):
         if not root.children:
             tree.root.add_leaf(Text("nothing", style="dim"))
         if left_out:
-            tree.root.add_leaf(Text(f"… {left_out:,} more not drawn (limit {max_nodes:,} nodes)", style="dim"))
+            tree.root.add_leaf(
+                Text(f"… {left_out:,} more not drawn (limit {max_nodes:,} nodes)", style="dim")
+            )
         tree.root.expand()
 
     def on_tree_node_selected(self, event: Tree.NodeSelected[str]) -> None:
@@ -517,22 +549,34 @@ class ShardDetailScreen(DetailScreen):
             body.update(Text(f"The router no longer reports shard {self.shard_id}.", style="red"))
             return
         state = Text("up", style="bold green") if shard.up else Text("DOWN", style="bold white on red")
-        kv = _kv([
-            ("state", state),
-            ("error", Text(shard.error or "—", style="red" if shard.error else "")),
-            ("group", shard.group + ("  (default group)" if shard.group == snap.default_group else "")),
-            ("endpoint", shard.endpoint),
-            ("latency", fmt_ms(shard.latency_ms)),
-            ("store", f"{shard.backend or '—'}  {shard.location or ''}"),
-            ("version", shard.version or "—"),
-            ("started", f"{fmt_time(shard.started)}  (up {fmt_age(snap.time - shard.started)})"
-             if shard.started else "—"),
-            ("live workers", fmt_count(shard.workers)),
-            ("tasks", fmt_count(shard.total)),
-        ])
+        kv = _kv(
+            [
+                ("state", state),
+                ("error", Text(shard.error or "—", style="red" if shard.error else "")),
+                ("group", shard.group + ("  (default group)" if shard.group == snap.default_group else "")),
+                ("endpoint", shard.endpoint),
+                ("latency", fmt_ms(shard.latency_ms)),
+                ("store", f"{shard.backend or '—'}  {shard.location or ''}"),
+                ("version", shard.version or "—"),
+                (
+                    "started",
+                    f"{fmt_time(shard.started)}  (up {fmt_age(snap.time - shard.started)})"
+                    if shard.started
+                    else "—",
+                ),
+                ("live workers", fmt_count(shard.workers)),
+                ("tasks", fmt_count(shard.total)),
+            ]
+        )
         statuses = ["PENDING", "RUNNING", "DONE", "FAILED", "DISABLED", "UNKNOWN"]
-        table = Table(title="tasks by namespace", title_justify="left", title_style="bold", box=None,
-                      header_style="bold", pad_edge=False)
+        table = Table(
+            title="tasks by namespace",
+            title_justify="left",
+            title_style="bold",
+            box=None,
+            header_style="bold",
+            pad_edge=False,
+        )
         table.add_column("NAMESPACE")
         for s in statuses:
             table.add_column(s[:4], justify="right", style=STATUS_STYLE[s])
@@ -574,21 +618,35 @@ class WorkerDetailScreen(DetailScreen):
             body.update(Text("This worker is gone (pruned after worker_disconnect_delay).", style="red"))
             self.query_one(KeyedTable).sync([])
             return
-        rows = [("host", w.host or "—"), ("pid", w.pid or "—"), ("user", w.username or "—"),
-                ("state", Text(w.state, style="green" if w.state == "active" else "bold red")),
-                ("last seen", f"{fmt_age(snap.time - w.last_active)} ago" if w.last_active else "—"),
-                ("started", fmt_time(w.started)), ("processes", w.processes or "—"),
-                ("running / pending / unique", f"{w.num_running if w.num_running is not None else '—'} / "
-                                               f"{w.num_pending if w.num_pending is not None else '—'} / "
-                                               f"{w.num_uniques if w.num_uniques is not None else '—'}"),
-                ("first task", w.first_task or "—")]
-        rows += [(k, v) for k, v in sorted(w.info.items()) if k not in ("host", "pid", "username", "workers",
-                                                                        "first_task")]
+        rows = [
+            ("host", w.host or "—"),
+            ("pid", w.pid or "—"),
+            ("user", w.username or "—"),
+            ("state", Text(w.state, style="green" if w.state == "active" else "bold red")),
+            ("last seen", f"{fmt_age(snap.time - w.last_active)} ago" if w.last_active else "—"),
+            ("started", fmt_time(w.started)),
+            ("processes", w.processes or "—"),
+            (
+                "running / pending / unique",
+                f"{w.num_running if w.num_running is not None else '—'} / "
+                f"{w.num_pending if w.num_pending is not None else '—'} / "
+                f"{w.num_uniques if w.num_uniques is not None else '—'}",
+            ),
+            ("first task", w.first_task or "—"),
+        ]
+        rows += [
+            (k, v)
+            for k, v in sorted(w.info.items())
+            if k not in ("host", "pid", "username", "workers", "first_task")
+        ]
         body.update(_kv(rows))
-        self.query_one(KeyedTable).sync([
-            (tid, (_status(str(t.get("status", ""))), str(t.get("display_name", tid)), tid))
-            for tid, t in sorted(w.running.items()) if isinstance(t, dict)
-        ])
+        self.query_one(KeyedTable).sync(
+            [
+                (tid, (_status(str(t.get("status", ""))), str(t.get("display_name", tid)), tid))
+                for tid, t in sorted(w.running.items())
+                if isinstance(t, dict)
+            ]
+        )
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         if event.row_key.value:
@@ -659,10 +717,22 @@ class HelpScreen(ModalScreen[None]):
             yield Static(keys)
             yield Static(Text("\nCommands (: then Tab completes)", style="bold"))
             yield Static(commands)
-            yield Static(Text("\n/ filters with a regex over the visible columns; a leading ! inverts it. "
-                              "Esc clears the filter, then goes back.", style="dim"))
+            yield Static(
+                Text(
+                    "\n/ filters with a regex over the visible columns; a leading ! inverts it. "
+                    "Esc clears the filter, then goes back.",
+                    style="dim",
+                )
+            )
 
 
 ACTION_NAMES = tuple(ACTIONS)
-__all__ = ["ACTION_NAMES", "ConfirmScreen", "HelpScreen", "MainScreen", "ShardDetailScreen", "TaskDetailScreen",
-           "WorkerDetailScreen"]
+__all__ = [
+    "ACTION_NAMES",
+    "ConfirmScreen",
+    "HelpScreen",
+    "MainScreen",
+    "ShardDetailScreen",
+    "TaskDetailScreen",
+    "WorkerDetailScreen",
+]

@@ -96,7 +96,9 @@ class RouterSource:
 
     def __init__(self, endpoint: str, *, timeout: float = 3.0) -> None:
         if not isinstance(endpoint, str) or "://" not in endpoint:
-            raise ConfigError(f"--router must be a ZeroMQ endpoint such as tcp://127.0.0.1:5555, got {endpoint!r}")
+            raise ConfigError(
+                f"--router must be a ZeroMQ endpoint such as tcp://127.0.0.1:5555, got {endpoint!r}"
+            )
         self.name = endpoint
         self.endpoint = endpoint
         self.timeout = timeout
@@ -250,8 +252,12 @@ class RecordingSource:
                 self._write()
 
     def _write(self) -> None:
-        doc = {"format": CAPTURE_FORMAT, "version": CAPTURE_VERSION, "router": self.inner.name,
-               "frames": self._frames}
+        doc = {
+            "format": CAPTURE_FORMAT,
+            "version": CAPTURE_VERSION,
+            "router": self.inner.name,
+            "frames": self._frames,
+        }
         tmp = self.path.with_name(self.path.name + ".tmp")
         tmp.write_text(json.dumps(doc, default=str))
         tmp.replace(self.path)
@@ -284,8 +290,9 @@ class _RecordingSession:
             self._calls.append(entry)
 
 
-def open_source(router: str | None, *, replay: str | None = None, record: str | None = None,
-                timeout: float = 3.0) -> Source:
+def open_source(
+    router: str | None, *, replay: str | None = None, record: str | None = None, timeout: float = 3.0
+) -> Source:
     """The source ``fedctl tui`` asks for: a replayed capture, or the router (optionally recorded)."""
     if replay:
         if record:

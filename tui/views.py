@@ -38,8 +38,16 @@ from tui.widgets import KeyedTable, status_text
 Row = tuple[str, tuple[Any, ...]]
 
 #: ``s`` in the task view walks through these (None = every status)
-STATUS_CYCLE: tuple[str | None, ...] = (None, "FAILED", "DISABLED", "RUNNING", "PENDING", "DONE", "UNKNOWN",
-                                        "BATCH_RUNNING")
+STATUS_CYCLE: tuple[str | None, ...] = (
+    None,
+    "FAILED",
+    "DISABLED",
+    "RUNNING",
+    "PENDING",
+    "DONE",
+    "UNKNOWN",
+    "BATCH_RUNNING",
+)
 
 
 def _n(n: int) -> Text:
@@ -124,7 +132,9 @@ class View(Vertical):
         self.redraw()
 
     def redraw(self) -> None:
-        rows, notice = self.build_rows() if self.snapshot is not None else ([], "waiting for the first answer…")
+        rows, notice = (
+            self.build_rows() if self.snapshot is not None else ([], "waiting for the first answer…")
+        )
         self.table.sync(rows)
         self.shown = len(rows)
         title = Text(no_wrap=True, overflow="ellipsis")
@@ -171,10 +181,22 @@ class ShardsView(View):
     view_id = "shards"
     label = "Shards"
     kind = "shard"
-    COLUMNS = [("shard", "SHARD"), ("group", "GROUP"), ("state", "STATE"), ("latency", "LATENCY"),
-               ("pend", "PEND"), ("run", "RUN"), ("done", "DONE"), ("fail", "FAIL"), ("dis", "DIS"),
-               ("workers", "WRK"), ("backend", "BACKEND"), ("location", "LOCATION"), ("version", "VERSION"),
-               ("error", "ERROR")]
+    COLUMNS = [
+        ("shard", "SHARD"),
+        ("group", "GROUP"),
+        ("state", "STATE"),
+        ("latency", "LATENCY"),
+        ("pend", "PEND"),
+        ("run", "RUN"),
+        ("done", "DONE"),
+        ("fail", "FAIL"),
+        ("dis", "DIS"),
+        ("workers", "WRK"),
+        ("backend", "BACKEND"),
+        ("location", "LOCATION"),
+        ("version", "VERSION"),
+        ("error", "ERROR"),
+    ]
 
     def is_fault(self, s: ShardRow) -> bool:
         cfg = self.app.config  # type: ignore[attr-defined]
@@ -188,8 +210,11 @@ class ShardsView(View):
         self.matching = len(rows)
         notice = ""
         if not self.snapshot.shards:
-            notice = ("The router reports no shards." if self.snapshot.router_ok
-                      else "No answer from the router yet; the shards show up with its first answer.")
+            notice = (
+                "The router reports no shards."
+                if self.snapshot.router_ok
+                else "No answer from the router yet; the shards show up with its first answer."
+            )
         elif not rows:
             notice = "No shard matches." if self.row_filter.active else "Every shard is up and answering."
         return rows, notice
@@ -217,20 +242,38 @@ class NamespacesView(View):
     view_id = "namespaces"
     label = "Namespaces"
     kind = "namespace"
-    COLUMNS = [("ns", "NAMESPACE"), ("group", "GROUP"), ("shards", "SHARDS"), ("pend", "PEND"), ("run", "RUN"),
-               ("done", "DONE"), ("fail", "FAIL"), ("dis", "DIS"), ("rate", "FAIL%"), ("dpm", "DONE/MIN"),
-               ("spark", "THROUGHPUT")]
+    COLUMNS = [
+        ("ns", "NAMESPACE"),
+        ("group", "GROUP"),
+        ("shards", "SHARDS"),
+        ("pend", "PEND"),
+        ("run", "RUN"),
+        ("done", "DONE"),
+        ("fail", "FAIL"),
+        ("dis", "DIS"),
+        ("rate", "FAIL%"),
+        ("dpm", "DONE/MIN"),
+        ("spark", "THROUGHPUT"),
+    ]
 
     def build_rows(self) -> tuple[list[Row], str]:
         assert self.snapshot is not None
-        items = [n for n in self.snapshot.namespaces
-                 if not self.faults_only or n.count("FAILED") + n.count("DISABLED") > 0]
+        items = [
+            n
+            for n in self.snapshot.namespaces
+            if not self.faults_only or n.count("FAILED") + n.count("DISABLED") > 0
+        ]
         rows = self.filtered([(n.namespace or "(none)", self.cells(n)) for n in items])
         self.matching = len(rows)
         notice = ""
         if not rows:
-            notice = ("No namespace matches." if self.row_filter.active
-                      else "No failing namespace." if self.faults_only else "No tasks yet.")
+            notice = (
+                "No namespace matches."
+                if self.row_filter.active
+                else "No failing namespace."
+                if self.faults_only
+                else "No tasks yet."
+            )
         return rows, notice
 
     def cells(self, n: NamespaceRow) -> tuple[Any, ...]:
@@ -244,8 +287,7 @@ class NamespacesView(View):
             _n(n.count("DONE")),
             _fault_n(n.count("FAILED"), "bold red"),
             _fault_n(n.count("DISABLED"), "bold magenta"),
-            Text("—" if rate is None else f"{rate * 100:.1f}%", justify="right",
-                 style="red" if rate else ""),
+            Text("—" if rate is None else f"{rate * 100:.1f}%", justify="right", style="red" if rate else ""),
             Text(fmt_rate(n.done_per_min), justify="right"),
             Text(sparkline(n.throughput, 16), style="green"),
         )
@@ -255,8 +297,15 @@ class TasksView(View):
     view_id = "tasks"
     label = "Tasks"
     kind = "task"
-    COLUMNS = [("status", "STATUS"), ("ns", "NAMESPACE"), ("family", "FAMILY"), ("params", "PARAMS"),
-               ("updated", "UPDATED"), ("worker", "WORKER"), ("id", "TASK ID")]
+    COLUMNS = [
+        ("status", "STATUS"),
+        ("ns", "NAMESPACE"),
+        ("family", "FAMILY"),
+        ("params", "PARAMS"),
+        ("updated", "UPDATED"),
+        ("worker", "WORKER"),
+        ("id", "TASK ID"),
+    ]
     BINDINGS = [
         Binding("s", "cycle_status", "Status"),
         Binding("c", "clear_query", "Clear"),
@@ -307,18 +356,26 @@ class TasksView(View):
         self._rows_by_id = {r.task_id: r for r in drawn}
         notes = []
         for status, n in sorted(tasks.overflow.items()):
-            notes.append(f"{status}: {n:,} tasks, too many to list (over {tasks.max_tasks:,}) — narrow the filter "
-                         f"with :status, :ns or :family")
+            notes.append(
+                f"{status}: {n:,} tasks, too many to list (over {tasks.max_tasks:,}) — narrow the filter "
+                f"with :status, :ns or :family"
+            )
         if self.matching > len(rows):
             notes.append(f"showing the first {len(rows):,} of {self.matching:,}; narrow with / or :status")
         notes.extend(tasks.errors)
         down = [s.shard_id for s in self.snapshot.shards if not s.up]
         if down:
-            notes.append(f"shard{'s' if len(down) > 1 else ''} {', '.join(down)} down: "
-                         f"{'their' if len(down) > 1 else 'its'} tasks are missing from this list")
+            notes.append(
+                f"shard{'s' if len(down) > 1 else ''} {', '.join(down)} down: "
+                f"{'their' if len(down) > 1 else 'its'} tasks are missing from this list"
+            )
         if not rows and not tasks.overflow:
-            notes.insert(0, "No task matches." if self.row_filter.active or self.effective_query().describe()
-                         else "No tasks.")
+            notes.insert(
+                0,
+                "No task matches."
+                if self.row_filter.active or self.effective_query().describe()
+                else "No tasks.",
+            )
         return rows, "\n".join(notes)
 
     def plain_cells(self, r: TaskRow, now: float) -> tuple[str, ...]:
@@ -363,7 +420,9 @@ class TasksView(View):
         if app.config.readonly:
             return False
         row = self.selected_task()
-        return applicable(str(parameters[0]), row.status if row else None, row.re_enable_able if row else None)
+        return applicable(
+            str(parameters[0]), row.status if row else None, row.re_enable_able if row else None
+        )
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         self.refresh_bindings()
@@ -396,13 +455,26 @@ class WorkersView(View):
     view_id = "workers"
     label = "Workers"
     kind = "worker"
-    COLUMNS = [("host", "HOST"), ("pid", "PID"), ("user", "USER"), ("state", "STATE"), ("seen", "SEEN"),
-               ("up", "UP"), ("run", "RUN"), ("pend", "PEND"), ("uniq", "UNIQ"), ("procs", "PROCS"),
-               ("first", "FIRST TASK"), ("id", "WORKER ID")]
+    COLUMNS = [
+        ("host", "HOST"),
+        ("pid", "PID"),
+        ("user", "USER"),
+        ("state", "STATE"),
+        ("seen", "SEEN"),
+        ("up", "UP"),
+        ("run", "RUN"),
+        ("pend", "PEND"),
+        ("uniq", "UNIQ"),
+        ("procs", "PROCS"),
+        ("first", "FIRST TASK"),
+        ("id", "WORKER ID"),
+    ]
 
     def is_fault(self, w: WorkerRow, now: float) -> bool:
         stale = self.app.config.worker_stale  # type: ignore[attr-defined]
-        return w.state != "active" or bool(stale and w.last_active is not None and now - w.last_active >= stale)
+        return w.state != "active" or bool(
+            stale and w.last_active is not None and now - w.last_active >= stale
+        )
 
     def build_rows(self) -> tuple[list[Row], str]:
         assert self.snapshot is not None
@@ -416,8 +488,13 @@ class WorkersView(View):
         self.matching = len(rows)
         notice = snap.workers_error or ""
         if not rows and not notice:
-            notice = ("No worker matches." if self.row_filter.active
-                      else "No worker is disabled or stale." if self.faults_only else "No live workers.")
+            notice = (
+                "No worker matches."
+                if self.row_filter.active
+                else "No worker is disabled or stale."
+                if self.faults_only
+                else "No live workers."
+            )
         return rows, notice
 
     def cells(self, w: WorkerRow, now: float) -> tuple[Any, ...]:
@@ -427,8 +504,11 @@ class WorkersView(View):
             w.pid,
             w.username,
             Text(w.state, style="green" if w.state == "active" else "bold red"),
-            Text(fmt_age(now - w.last_active) if w.last_active else "—", justify="right",
-                 style="red" if stale else ""),
+            Text(
+                fmt_age(now - w.last_active) if w.last_active else "—",
+                justify="right",
+                style="red" if stale else "",
+            ),
             Text(fmt_age(now - w.started) if w.started else "—", justify="right"),
             _n(w.num_running or 0) if w.num_running is not None else Text("—", justify="right"),
             _n(w.num_pending or 0) if w.num_pending is not None else Text("—", justify="right"),
@@ -440,5 +520,17 @@ class WorkersView(View):
 
 
 VIEW_CLASSES: tuple[type[View], ...] = (ShardsView, NamespacesView, TasksView, WorkersView)
-__all__ = ["FAULT_STATUSES", "STATUSES", "VIEW_CLASSES", "ActionRequested", "NamespacesView", "OpenItem",
-           "ShardsView", "TaskQueryChanged", "TasksView", "View", "WorkersView", "applicable"]
+__all__ = [
+    "FAULT_STATUSES",
+    "STATUSES",
+    "VIEW_CLASSES",
+    "ActionRequested",
+    "NamespacesView",
+    "OpenItem",
+    "ShardsView",
+    "TaskQueryChanged",
+    "TasksView",
+    "View",
+    "WorkersView",
+    "applicable",
+]

@@ -26,7 +26,11 @@ from tui.model import (
     sparkline,
 )
 
-LEVEL_STYLE = {"ok": "bold black on green", "warning": "bold black on yellow", "critical": "bold white on red"}
+LEVEL_STYLE = {
+    "ok": "bold black on green",
+    "warning": "bold black on yellow",
+    "critical": "bold white on red",
+}
 ALERT_MARK = {"warning": ("▲", "yellow"), "critical": ("✖", "bold red")}
 HEADER_STATUSES = ("PENDING", "RUNNING", "BATCH_RUNNING", "DONE", "FAILED", "DISABLED", "UNKNOWN")
 
@@ -35,8 +39,9 @@ def status_text(status: str) -> Text:
     return Text(status, style=STATUS_STYLE.get(status, ""))
 
 
-def render_header(snap: Snapshot | None, *, width: int, refresh: float, faults_only: bool, view: str,
-                  readonly: bool) -> Text:
+def render_header(
+    snap: Snapshot | None, *, width: int, refresh: float, faults_only: bool, view: str, readonly: bool
+) -> Text:
     """The four header lines: where, shards and workers, counts with deltas, alerts."""
     out = Text(no_wrap=True, overflow="ellipsis")
     if snap is None:
@@ -63,8 +68,9 @@ def render_header(snap: Snapshot | None, *, width: int, refresh: float, faults_o
         line.append("replay", style="bold yellow")
     if readonly:
         line.append(" · readonly", style="dim")
-    right = Text.assemble((view, "bold"), (" · faults" if faults_only else "", "bold yellow"), "  ",
-                          (badge, LEVEL_STYLE[level]))
+    right = Text.assemble(
+        (view, "bold"), (" · faults" if faults_only else "", "bold yellow"), "  ", (badge, LEVEL_STYLE[level])
+    )
     line.truncate(max(0, width - right.cell_len - 1), overflow="ellipsis")
     line.append(" " * max(1, width - line.cell_len - right.cell_len))
     line.append_text(right)
@@ -158,9 +164,16 @@ class HealthHeader(Static):
     def refresh_header(self) -> None:
         app: Any = self.app
         width = self.content_size.width or self.app.size.width
-        self.update(render_header(self._snapshot, width=width, refresh=app.config.refresh,
-                                  faults_only=app.faults_only, view=getattr(self.screen, "view_label", ""),
-                                  readonly=app.config.readonly))
+        self.update(
+            render_header(
+                self._snapshot,
+                width=width,
+                refresh=app.config.refresh,
+                faults_only=app.faults_only,
+                view=getattr(self.screen, "view_label", ""),
+                readonly=app.config.readonly,
+            )
+        )
 
 
 def _cell_width(cell: Any) -> int:
@@ -173,7 +186,10 @@ class KeyedTable(DataTable[Any]):
     """A DataTable updated by key: only changed cells are touched, the cursor stays on its row."""
 
     # "?" repeated here so the footer lists it right after Enter, before it is cut at 80 columns
-    BINDINGS = [Binding("enter", "select_cursor", "Open"), Binding("question_mark", "app.help", "Help", key_display="?")]
+    BINDINGS = [
+        Binding("enter", "select_cursor", "Open"),
+        Binding("question_mark", "app.help", "Help", key_display="?"),
+    ]
 
     def __init__(self, columns: Sequence[tuple[str, str]], **kwargs: Any) -> None:
         super().__init__(cursor_type="row", **kwargs)
@@ -202,7 +218,9 @@ class KeyedTable(DataTable[Any]):
         wanted = dict(rows)
         survivors_before = [k for k in self._order if k in wanted]
         survivors_after = [k for k in new_order if k in self._cells]
-        in_place = survivors_before == survivors_after and new_order[: len(survivors_after)] == survivors_after
+        in_place = (
+            survivors_before == survivors_after and new_order[: len(survivors_after)] == survivors_after
+        )
         with self.app.batch_update():
             if not in_place:
                 self.clear()
