@@ -34,7 +34,7 @@ from federation.transport import ZmqClient
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARD_MAIN = (
-    "import sys; from federation.cli import main; "
+    "import sys; from fedctl.cli import main; "
     "sys.exit(main(['shard', 'serve', '--config', sys.argv[1], '--id', sys.argv[2]]))"
 )
 ROUTER_MAIN = (

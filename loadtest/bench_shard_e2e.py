@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     argv_shard = [
         sys.executable,
         "-m",
-        "federation.cli",
+        "fedctl",
         "shard",
         "serve",
         "--id",

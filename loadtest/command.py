@@ -1,6 +1,6 @@
 """``fedctl loadtest run`` and ``fedctl loadtest compare``: the argparse wiring.
 
-``federation/cli.py`` calls :func:`register` with its subparsers; each subcommand's ``func``
+``fedctl/cli.py`` calls :func:`register` with its subparsers; each subcommand's ``func``
 takes the parsed Namespace and returns the exit code (0: every check passed; 1: a check failed;
 2: a usage or setup error, as one line on stderr).  pandas, pyarrow and rich are imported only
 when a subcommand runs, so ``fedctl --help`` stays fast.

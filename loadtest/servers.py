@@ -141,7 +141,7 @@ class LocalFederation(_Federation):
             [
                 sys.executable,
                 "-m",
-                "federation.cli",
+                "fedctl",
                 "up",
                 "--config",
                 str(self.config_path),
@@ -185,7 +185,7 @@ class LocalFederation(_Federation):
         if self.proc is not None:
             for pid in procstats.children(self.proc.pid):
                 args = procstats.cmdline(pid)
-                command = args[args.index("federation.cli") + 1] if "federation.cli" in args[:-1] else ""
+                command = args[args.index("fedctl") + 1] if "fedctl" in args[:-1] else ""
                 if command == "router":
                     out["router"].append(pid)
                 elif command == "shard":

@@ -18,7 +18,7 @@ from tests.conftest import free_port
 from tests.procs import ROOT, call_ok, fed_env, wait_for
 
 SHARD_MAIN = (
-    "import sys; from federation.cli import main; "
+    "import sys; from fedctl.cli import main; "
     "sys.exit(main(['shard', 'serve', '--config', sys.argv[1], '--id', sys.argv[2]]))"
 )
 ROUTER_MAIN = (

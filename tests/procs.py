@@ -71,7 +71,7 @@ class ShardProcess:
         argv = [
             sys.executable,
             "-m",
-            "federation.cli",
+            "fedctl",
             "shard",
             "serve",
             "--id",

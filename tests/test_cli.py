@@ -14,7 +14,7 @@ from tests.procs import ROOT, fed_env
 
 def fedctl(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "federation.cli", *args],
+        [sys.executable, "-m", "fedctl", *args],
         env=fed_env(),
         cwd=ROOT,
         capture_output=True,

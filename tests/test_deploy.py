@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from federation.cli import main
+from fedctl.cli import main
 from federation.config import FederationConfig, RouterConfig, ShardSpec, load_federation_config
-from federation.deploy import RenderOptions, k8s_name, render
+from fedctl.deploy import RenderOptions, k8s_name, render
 from federation.errors import ConfigError
 from federation.transport import ZmqClient
 from tests.conftest import free_port

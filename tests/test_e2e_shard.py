@@ -34,7 +34,7 @@ def run_fedctl(endpoint: str, tmp_path: Path, *task_args: str) -> subprocess.Pop
         [
             sys.executable,
             "-m",
-            "federation.cli",
+            "fedctl",
             "run",
             "--scheduler",
             endpoint,

@@ -30,7 +30,7 @@ class Up:
             [
                 sys.executable,
                 "-m",
-                "federation.cli",
+                "fedctl",
                 "up",
                 "--shards",
                 "3",
@@ -55,7 +55,7 @@ class Up:
             [
                 sys.executable,
                 "-m",
-                "federation.cli",
+                "fedctl",
                 "status",
                 "--router",
                 self.zmq,
@@ -142,7 +142,7 @@ def test_up_runs_unmodified_luigi_over_http_and_fedctl_run_over_zeromq(tmp_path:
             [
                 sys.executable,
                 "-m",
-                "federation.cli",
+                "fedctl",
                 "run",
                 "--scheduler",
                 up.zmq,
@@ -193,7 +193,7 @@ def test_up_on_postgres_gives_each_shard_its_own_schema(tmp_path: Path, pg_url: 
             [
                 sys.executable,
                 "-m",
-                "federation.cli",
+                "fedctl",
                 "run",
                 "--scheduler",
                 up.zmq,

@@ -11,7 +11,7 @@ import luigi.task
 import pandas as pd
 import pytest
 
-from federation.cli import main
+from fedctl.cli import main
 from federation.errors import StorageError
 from federation.placement import Placement
 from shard.history import StoreRef, export_history, read_history

@@ -192,7 +192,7 @@ def test_daily_over_zeromq_on_postgres_schemas(
             [
                 sys.executable,
                 "-m",
-                "federation.cli",
+                "fedctl",
                 "run",
                 "--scheduler",
                 c.endpoint,

@@ -72,7 +72,7 @@ def test_db_2_across_three_shards_never_more_than_two_running(tmp_path: Path) ->
         argv = [
             sys.executable,
             "-m",
-            "federation.cli",
+            "fedctl",
             "run",
             "--scheduler",
             c.endpoint,

@@ -67,7 +67,7 @@ def local_federation(shards: int, workdir: Path) -> Iterator[str]:
         [
             sys.executable,
             "-m",
-            "federation.cli",
+            "fedctl",
             "up",
             "--shards",
             str(shards),

@@ -63,7 +63,7 @@ class Supervisor:
         child.log_path = self.log_dir / f"{child.name}.log"
         log = open(child.log_path, "ab")
         child.proc = subprocess.Popen(
-            [sys.executable, "-m", "federation.cli", *child.argv],
+            [sys.executable, "-m", "fedctl", *child.argv],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=self.env,

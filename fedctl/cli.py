@@ -210,7 +210,7 @@ def _free_port() -> int:
 
 def federation_children(config_path: Path) -> list[Any]:
     from federation.config import load_federation_config
-    from federation.supervisor import Child
+    from fedctl.supervisor import Child
 
     cfg = load_federation_config(str(config_path))
     children = [
@@ -266,7 +266,7 @@ def _banner(config_path: Path) -> str:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from federation.supervisor import Supervisor
+    from fedctl.supervisor import Supervisor
 
     config_path = _up_config(args)
     sup = Supervisor(federation_children(config_path), Path(args.data_dir) / "logs")
@@ -414,7 +414,7 @@ def cmd_history_prune(args: argparse.Namespace) -> int:
 # -- fedctl deploy render --------------------------------------------------------
 def cmd_deploy_render(args: argparse.Namespace) -> int:
     from federation.config import load_federation_config
-    from federation.deploy import RenderOptions, render
+    from fedctl.deploy import RenderOptions, render
 
     cfg = load_federation_config(args.config)
     targets = tuple(t for arg in (args.target or ["systemd,kubernetes"]) for t in arg.split(",") if t)
@@ -447,7 +447,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from federation.client import FederationSchedulerFactory
-    from federation.supervisor import Supervisor
+    from fedctl.supervisor import Supervisor
     from federation.transport import ZmqClient
 
     console = Console()
@@ -561,7 +561,10 @@ def cmd_tui(args: argparse.Namespace) -> int:
 
 
 # -- parser ----------------------------------------------------------------------
-def build_parser() -> argparse.ArgumentParser:
+LOADTEST_HELP = "thousands of daily partitions against a federation (and luigid), with a report"
+
+
+def build_parser(*, with_loadtest: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="fedctl",
         description="luigi-federation: a sharded, durable federation of Luigi central schedulers.",
@@ -761,7 +764,7 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the router")
     prune.set_defaults(func=cmd_history_prune)
 
-    from federation.deploy import RenderOptions
+    from fedctl.deploy import RenderOptions
 
     render_defaults = RenderOptions()
     deploy = sub.add_parser("deploy", help="deployment files per business unit")
@@ -832,16 +835,19 @@ def build_parser() -> argparse.ArgumentParser:
     tui.add_argument("--record", default=None, help="record every call and answer to this capture file")
     tui.set_defaults(func=cmd_tui)
 
-    # argparse wiring only; the load test's heavy imports stay inside its commands
-    from loadtest.command import register as register_loadtest
+    if with_loadtest:
+        from loadtest.command import register as register_loadtest
 
-    register_loadtest(sub)
+        register_loadtest(sub)
+    else:
+        # ``fedctl --help`` lists it without importing the load test package
+        sub.add_parser("loadtest", help=LOADTEST_HELP)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
+    parser = build_parser(with_loadtest=bool(argv) and argv[0] == "loadtest")
     args, rest = parser.parse_known_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
