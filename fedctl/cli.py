@@ -209,8 +209,8 @@ def _free_port() -> int:
 
 
 def federation_children(config_path: Path) -> list[Any]:
-    from federation.config import load_federation_config
     from fedctl.supervisor import Child
+    from federation.config import load_federation_config
 
     cfg = load_federation_config(str(config_path))
     children = [
@@ -413,8 +413,8 @@ def cmd_history_prune(args: argparse.Namespace) -> int:
 
 # -- fedctl deploy render --------------------------------------------------------
 def cmd_deploy_render(args: argparse.Namespace) -> int:
-    from federation.config import load_federation_config
     from fedctl.deploy import RenderOptions, render
+    from federation.config import load_federation_config
 
     cfg = load_federation_config(args.config)
     targets = tuple(t for arg in (args.target or ["systemd,kubernetes"]) for t in arg.split(",") if t)
@@ -446,8 +446,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from federation.client import FederationSchedulerFactory
     from fedctl.supervisor import Supervisor
+    from federation.client import FederationSchedulerFactory
     from federation.transport import ZmqClient
 
     console = Console()

@@ -74,8 +74,47 @@ class SchedulerConfig:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
-def _coerce(name: str, typ: Any, raw: Any) -> Any:
+def coerce(typ: Any, raw: Any) -> Any:
+    """``raw`` (from TOML, an environment variable or a flag) as a value of the declared ``typ``.
+
+    The one coercer of every config table (``[scheduler]``, ``[router]``, ``[tui]``): booleans
+    take ``true/false/1/0/yes/no/on/off`` in any case, integers refuse fractions and booleans,
+    floats refuse NaN and infinity.  Raises ``TypeError``/``ValueError`` with a short reason.
+    """
     typ = str(typ)
+    if typ.startswith("bool"):
+        if isinstance(raw, bool):
+            return raw
+        if isinstance(raw, int) and raw in (0, 1):
+            return bool(raw)
+        if isinstance(raw, str) and raw.strip().lower() in _TRUE | _FALSE:
+            return raw.strip().lower() in _TRUE
+        raise TypeError(f"must be true or false, got {raw!r}")
+    if typ.startswith("int"):
+        if isinstance(raw, bool):
+            raise TypeError(f"must be an integer, got {raw!r}")
+        if isinstance(raw, float) and not raw.is_integer():
+            raise ValueError(f"must be an integer, got {raw!r}")
+        return int(raw)
+    if typ.startswith("float"):
+        if isinstance(raw, bool):
+            raise TypeError(f"must be a number, got {raw!r}")
+        value = float(raw)
+        if math.isnan(value) or math.isinf(value):
+            raise ValueError(f"must be a finite number, got {raw!r}")
+        return value
+    if raw is None:
+        return None
+    if not isinstance(raw, str):
+        raise TypeError(f"must be a string, got {raw!r}")
+    return raw
+
+
+_TRUE = frozenset({"true", "1", "yes", "on"})
+_FALSE = frozenset({"false", "0", "no", "off"})
+
+
+def _coerce(name: str, typ: Any, raw: Any) -> Any:
     if name == "resources":
         if not isinstance(raw, dict):
             raise TypeError("must be a table of name = integer")
@@ -85,31 +124,7 @@ def _coerce(name: str, typ: Any, raw: Any) -> Any:
                 raise ValueError(f"resource {k!r} must be a non-negative integer, got {v!r}")
             out[str(k)] = v
         return out
-    if typ.startswith("bool"):
-        if isinstance(raw, bool):
-            return raw
-        if isinstance(raw, str) and raw.lower() in ("true", "false", "1", "0", "yes", "no", "on", "off"):
-            return raw.lower() in ("true", "1", "yes", "on")
-        raise TypeError(f"must be a boolean, got {raw!r}")
-    if typ.startswith("int"):
-        if isinstance(raw, bool):
-            raise TypeError(f"must be an integer, got {raw!r}")
-        value = int(raw)
-        if isinstance(raw, float) and raw != value:
-            raise ValueError(f"must be an integer, got {raw!r}")
-        return value
-    if typ.startswith("float"):
-        if isinstance(raw, bool):
-            raise TypeError(f"must be a number, got {raw!r}")
-        value = float(raw)
-        if math.isnan(value):
-            raise ValueError("must be a number, got NaN")
-        return value
-    if raw is None:
-        return None
-    if not isinstance(raw, str):
-        raise TypeError(f"must be a string, got {raw!r}")
-    return raw
+    return coerce(typ, raw)
 
 
 # -- federation.toml ---------------------------------------------------------------------------

@@ -211,3 +211,21 @@ def test_the_deploy_example_is_valid() -> None:
     p = Placement.from_config(cfg)
     assert p.owner("finance.ledger.Close_2026_11_20_0123456789") in ("fin-0", "fin-1")
     assert p.owner("daily.Load_2026_11_20_orders_0123456789") in ("s0", "s1", "s2")
+
+
+def test_one_coercer_for_every_table() -> None:
+    """federation.toml's tables and the TUI's [tui] read booleans and numbers the same way."""
+    from federation.config import coerce
+    from tui.config import TuiConfig
+
+    for raw, want in (("yes", True), ("No", False), ("on", True), ("0", False), (True, True)):
+        assert coerce("bool", raw) is want
+        assert TuiConfig.from_mapping({"readonly": raw}).readonly is want
+    with pytest.raises(TypeError):
+        coerce("bool", "maybe")
+    with pytest.raises(ValueError):
+        coerce("float", "nan")
+    with pytest.raises(ValueError):
+        coerce("int", 1.5)
+    with pytest.raises(ConfigError):
+        TuiConfig.from_mapping({"readonly": "maybe"})

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from fedctl.cli import main
-from federation.config import FederationConfig, RouterConfig, ShardSpec, load_federation_config
 from fedctl.deploy import RenderOptions, k8s_name, render
+from federation.config import FederationConfig, RouterConfig, ShardSpec, load_federation_config
 from federation.errors import ConfigError
 from federation.transport import ZmqClient
 from tests.conftest import free_port

@@ -10,11 +10,10 @@ flags (``--refresh``, ``--readonly``) are applied on top with
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, fields
 from typing import Any
 
-from federation.config import read_toml
+from federation.config import coerce, read_toml
 from federation.errors import ConfigError
 
 
@@ -62,7 +61,7 @@ class TuiConfig:
                 problems.append(f"[tui] unknown key {key!r} (known: {', '.join(sorted(known))})")
                 continue
             try:
-                values[name] = _coerce(str(known[name].type), raw)
+                values[name] = coerce(known[name].type, raw)
             except (TypeError, ValueError) as e:
                 problems.append(f"[tui] {key}: {e}")
         if problems:
@@ -102,23 +101,6 @@ class TuiConfig:
         config = dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
         config.validate(source="command line")
         return config
-
-
-def _coerce(typ: str, raw: Any) -> Any:
-    if typ == "bool":
-        if isinstance(raw, bool):
-            return raw
-        raise TypeError(f"must be true or false, got {raw!r}")
-    if isinstance(raw, bool) or not isinstance(raw, int | float):
-        raise TypeError(f"must be a number, got {raw!r}")
-    if typ == "int":
-        if isinstance(raw, float) and not raw.is_integer():
-            raise ValueError(f"must be an integer, got {raw!r}")
-        return int(raw)
-    value = float(raw)
-    if math.isnan(value) or math.isinf(value):
-        raise ValueError(f"must be a finite number, got {raw!r}")
-    return value
 
 
 def load_tui_config(path: str | None) -> TuiConfig:

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from federation.errors import ProtocolError
+from federation.placement import namespace_of
 from tui.config import TuiConfig
 
 #: Luigi's task statuses (luigi/task_status.py), in the order the header lists them
@@ -55,12 +56,6 @@ SHORT = {
 LEVELS = ("ok", "warning", "critical")
 SPARK = "▁▂▃▄▅▆▇█"
 HISTORY = 32  # samples kept for rates and sparklines
-
-
-def namespace_of(task_id_or_family: str) -> str:
-    """Luigi's namespace: everything before the last ``.`` (ARCHITECTURE.md), or ``""``."""
-    head, dot, _ = task_id_or_family.rpartition(".")
-    return head if dot else ""
 
 
 # -- formatting ------------------------------------------------------------------------------
