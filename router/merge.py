@@ -12,6 +12,7 @@ which is exactly when ``luigid`` would show Luigi's own UNKNOWN placeholder.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 Owner = Callable[[str], str]
@@ -249,3 +250,72 @@ def _min(a: Any, b: Any) -> Any:
     if b is None:
         return a
     return min(a, b)
+
+
+# -- the answer of a fan-out call, one function per merge (router.methods names them) -----------------
+@dataclass(frozen=True, slots=True)
+class MergeContext:
+    """What a merge needs besides the shards' answers."""
+
+    owner: Owner
+    max_shown_tasks: int
+
+
+#: ``merge(results, kwargs, ctx)`` -> the answer one luigid would give
+Merge = Callable[[Results, dict[str, Any], MergeContext], Any]
+
+
+def task_list_reply(results: Results, kwargs: dict[str, Any], ctx: MergeContext) -> Any:
+    return merge_task_list(
+        results,
+        ctx.owner,
+        limit=bool(kwargs.get("limit", True)),
+        max_shown_tasks=kwargs.get("max_shown_tasks") or ctx.max_shown_tasks,
+        upstream_status=kwargs.get("upstream_status") or "",
+    )
+
+
+def worker_list_reply(results: Results, kwargs: dict[str, Any], ctx: MergeContext) -> Any:
+    return merge_worker_list(results, ctx.owner, include_running=bool(kwargs.get("include_running", True)))
+
+
+def resource_list_reply(results: Results, kwargs: dict[str, Any], ctx: MergeContext) -> Any:
+    return merge_resource_list(results, ctx.owner)
+
+
+def graph_reply(results: Results, kwargs: dict[str, Any], ctx: MergeContext) -> Any:
+    return merge_graph(results, ctx.owner)
+
+
+def task_search_reply(results: Results, kwargs: dict[str, Any], ctx: MergeContext) -> Any:
+    return merge_task_search(results, ctx.owner)
+
+
+def paused_reply(results: Results, kwargs: dict[str, Any], ctx: MergeContext) -> Any:
+    return {"paused": any(isinstance(r, dict) and r.get("paused") for _, r in results)}
+
+
+def first_reply(results: Results, kwargs: dict[str, Any], ctx: MergeContext) -> Any:
+    return results[0][1]
+
+
+def nothing_reply(results: Results, kwargs: dict[str, Any], ctx: MergeContext) -> Any:
+    return None
+
+
+def counts_reply(results: Results, kwargs: dict[str, Any], ctx: MergeContext) -> Any:
+    return merge_counts(r for _, r in results)
+
+
+def ping_reply(results: Results, kwargs: dict[str, Any], ctx: MergeContext) -> Any:
+    return merge_ping(results)
+
+
+def prune_history_reply(results: Results, kwargs: dict[str, Any], ctx: MergeContext) -> Any:
+    """What each shard that answered deleted."""
+    per_shard = {sid: int(r.get("deleted")) for sid, r in results}
+    return {
+        "deleted": sum(per_shard.values()),
+        "shards": per_shard,
+        "more": any(bool(r.get("more")) for _, r in results),
+    }

@@ -1,0 +1,111 @@
+"""``get_work`` across the shards that hold work for a worker."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from federation.errors import FederationError, ProtocolError, TransportError
+from router import merge
+from router.calls import Call
+from router.links import LinkState
+
+if TYPE_CHECKING:
+    from router.core import RouterCore
+
+
+class GetWork:
+    """One ``get_work``: ask the worker's shards one at a time until one hands out work.
+
+    Never two tasks for one call: the next shard is asked only after the
+    previous one answered without a task.  The counters are summed over the
+    shards asked, which is what one luigid would count when no shard had
+    work (the only case in which Luigi's worker looks at them).
+    """
+
+    def __init__(self, core: RouterCore, call: Call, targets: list[str]) -> None:
+        self.core = core
+        self.call = call
+        self.queue = list(targets)
+        self.replies: list[dict[str, Any]] = []
+        self.unavailable: FederationError | None = None
+        self.token = False
+
+    def next(self) -> None:
+        core = self.core
+        pool = core.pool
+        while self.queue:
+            sid = self.queue[0]
+            link = pool.links[sid]
+            if link.state is LinkState.DOWN:
+                self.queue.pop(0)
+                self.unavailable = pool.down_error(link)
+                continue
+            if core.resources.pending(sid) and not self.token:
+                if not core.resources.take(self.next):
+                    return  # resumed by the token's next release
+                self.token = True
+            self.queue.pop(0)
+            version = core.resources.version(sid)
+            if link.federated is False:
+                pool.call(
+                    sid,
+                    "get_work",
+                    self.call.args,
+                    lambda res, err, sid=sid, v=version: self.on_reply(  # type: ignore[misc]
+                        sid, v, {"reply": res} if err is None else None, err
+                    ),
+                )
+                return
+            kwargs = {**self.call.args, "external_used_resources": core.resources.external_usage(sid)}
+            pool.call(
+                sid,
+                "fed_get_work",
+                kwargs,
+                lambda res, err, sid=sid, v=version: self.on_reply(sid, v, res, err),  # type: ignore[misc]
+            )
+            return
+        self.finish(None)
+
+    def _drop_token(self) -> None:
+        if self.token:
+            self.token = False
+            self.core.resources.give()
+
+    def on_reply(self, sid: str, version: int, result: Any, err: FederationError | None) -> None:
+        core = self.core
+        self._drop_token()
+        if err is not None:
+            if isinstance(err, TransportError):
+                self.unavailable = err
+                self.next()
+            else:
+                core.fail(self.call, err)
+            return
+        if not isinstance(result, dict) or not isinstance(result.get("reply"), dict):
+            core.fail(self.call, ProtocolError(f"shard {sid} answered fed_get_work in an unexpected shape"))
+            return
+        core.resources.note(sid, result, version)
+        reply = result["reply"]
+        self.replies.append(reply)
+        batch_id = reply.get("batch_id")
+        if isinstance(batch_id, str):
+            core.workers.batch_handed_out(batch_id, sid, self.call.args.get("worker"))
+        if reply.get("task_id") is not None or batch_id is not None:
+            self.finish(reply)
+        else:
+            self.next()
+
+    def finish(self, chosen: dict[str, Any] | None) -> None:
+        core = self.core
+        self._drop_token()
+        if chosen is None and self.unavailable is not None:
+            # a shard with this worker's tasks is down: "no work" would make the worker quit
+            core.fail(self.call, self.unavailable)
+            return
+        out = merge.merge_counts(self.replies)
+        out["task_id"] = None
+        if chosen is not None:
+            for key, value in chosen.items():
+                if key not in merge.COUNTERS and key not in ("worker_state", "running_tasks"):
+                    out[key] = value
+        core.reply(self.call, out)
