@@ -6,8 +6,9 @@ deadlines, and each shard's :class:`LinkState`.  Nothing in it blocks: a call
 is an entry with a callback, answered by the shard's reply or by its deadline,
 so one dead or slow shard costs only the calls that need it.
 
-* :class:`ZmqShardPool` — one DEALER per shard (``ZMQ_IMMEDIATE``: nothing
-  queues for a shard that is down).  The router's loop polls its sockets.
+* ``router.server.ZmqShardPool`` — one DEALER per shard (``ZMQ_IMMEDIATE``:
+  nothing queues for a shard that is down).  The router's loop polls its
+  sockets.  (It lives there: ``router.server`` is the router's one ZeroMQ module.)
 * :class:`InProcShardPool` — the same pool driving ``ShardServer.handle_batch``
   objects in this process (dramatiq's ``StubBroker`` is the model): the same
   pending table, tags, deadlines and state machine, with :meth:`~InProcShardPool.pump`
@@ -43,7 +44,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from federation import transport, wire
+from federation import wire
 from federation.config import ShardSpec
 from federation.errors import FederationError, ProtocolError, TransportError, error_from_wire
 
@@ -321,49 +322,6 @@ def _safely(fn: Callable[[], None]) -> None:
         fn()
     except Exception:
         log.error("router callback failed", exc_info=True)
-
-
-class ZmqShardPool(ShardPool):
-    """One ZeroMQ DEALER per shard; the router's loop polls :meth:`sockets` and calls :meth:`drain`."""
-
-    #: replies taken from one shard per drain before the loop turns
-    DRAIN_BATCH = 2048
-
-    def __init__(self, ctx: Any, specs: Iterable[tuple[ShardSpec, str]], **kwargs: Any) -> None:
-        super().__init__(specs, **kwargs)
-        self._socks: dict[str, Any] = {}
-        self._by_sock: dict[Any, ShardLink] = {}
-        try:
-            for sid, link in self.links.items():
-                sock = transport.connect_dealer(ctx, link.spec.endpoint, immediate=True)
-                self._socks[sid] = sock
-                self._by_sock[sock] = link
-        except BaseException:
-            self.close()
-            raise
-
-    def sockets(self) -> list[Any]:
-        return list(self._socks.values())
-
-    def _transmit(self, link: ShardLink, frames: list[bytes]) -> bool:
-        return bool(transport.send_frames(self._socks[link.id], frames))
-
-    def drain(self, sock: Any) -> None:
-        """Take the replies waiting on one shard's socket."""
-        link = self._by_sock[sock]
-        has_input = transport.has_input
-        for _ in range(self.DRAIN_BATCH):
-            if not has_input(sock):
-                return
-            frames = transport.recv_frames(sock)
-            if frames is None:
-                return
-            self._on_reply(link, frames)
-
-    def close(self) -> None:
-        for sock in self._socks.values():
-            sock.close(0)
-        self._socks.clear()
 
 
 class ShardHandler(Protocol):

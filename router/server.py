@@ -26,16 +26,16 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import zmq
 
 from federation import transport
-from federation.config import FederationConfig
+from federation.config import FederationConfig, ShardSpec
 from federation.errors import TransportError
 from router.core import RouterCore
-from router.links import ZmqShardPool
+from router.links import ShardLink, ShardPool
 
 log = logging.getLogger("router.server")
 
@@ -45,6 +45,49 @@ FRONT_BATCH = 512
 DRAIN_SECONDS = 2.0
 #: at start, how long the router waits for its shards before taking requests anyway
 WARMUP_SECONDS = 3.0
+
+
+class ZmqShardPool(ShardPool):
+    """One ZeroMQ DEALER per shard; the router's loop polls :meth:`sockets` and calls :meth:`drain`."""
+
+    #: replies taken from one shard per drain before the loop turns
+    DRAIN_BATCH = 2048
+
+    def __init__(self, ctx: Any, specs: Iterable[tuple[ShardSpec, str]], **kwargs: Any) -> None:
+        super().__init__(specs, **kwargs)
+        self._socks: dict[str, Any] = {}
+        self._by_sock: dict[Any, ShardLink] = {}
+        try:
+            for sid, link in self.links.items():
+                sock = transport.connect_dealer(ctx, link.spec.endpoint, immediate=True)
+                self._socks[sid] = sock
+                self._by_sock[sock] = link
+        except BaseException:
+            self.close()
+            raise
+
+    def sockets(self) -> list[Any]:
+        return list(self._socks.values())
+
+    def _transmit(self, link: ShardLink, frames: list[bytes]) -> bool:
+        return bool(transport.send_frames(self._socks[link.id], frames))
+
+    def drain(self, sock: Any) -> None:
+        """Take the replies waiting on one shard's socket."""
+        link = self._by_sock[sock]
+        has_input = transport.has_input
+        for _ in range(self.DRAIN_BATCH):
+            if not has_input(sock):
+                return
+            frames = transport.recv_frames(sock)
+            if frames is None:
+                return
+            self._on_reply(link, frames)
+
+    def close(self) -> None:
+        for sock in self._socks.values():
+            sock.close(0)
+        self._socks.clear()
 
 
 class Router:
