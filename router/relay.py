@@ -318,7 +318,7 @@ class Relay:
                     updates: dict[str, list[list[Any]]] = defaultdict(list)
                     for task_id, state in (result.get("tasks") or {}).items():
                         status, seq = (state[0], state[2]) if state else (None, 0)
-                        for sid in (targets or {}).get(task_id) or self.subs.get(task_id, ()):
+                        for sid in (targets or {}).get(task_id) or self.subs.get(task_id) or ():
                             updates[sid].append([task_id, status, epoch, seq])
                     self._send_updates(updates)
                 elif err is not None:

@@ -47,7 +47,7 @@ class ResourceArbiter:
         shard = self.shards[sid]
         usage = report.get("resources_running")
         if isinstance(usage, dict):
-            shard.usage = {str(k): v for k, v in usage.items() if isinstance(v, (int, float)) and v > 0}
+            shard.usage = {str(k): int(v) for k, v in usage.items() if isinstance(v, (int, float)) and v > 0}
         pending = report.get("resource_pending")
         # an add_task with resources forwarded after this report was asked for must not be forgotten
         if isinstance(pending, bool) and version == shard.version:
