@@ -100,7 +100,9 @@ class RouterCore:
         self.resources = ResourceArbiter(list(self.links), self.soon.append)
         #: a worker silent this long is gone (Luigi's worker pings every second; luigid drops it after
         #: worker_disconnect_delay); the router forgets it and the batches it was handed
-        self.workers = WorkerRegistry(self.pool, forget_after=4 * config.scheduler.worker_disconnect_delay)
+        self.workers = WorkerRegistry(
+            self.pool, forget_after=4 * config.scheduler.worker_disconnect_delay, home=self.owner
+        )
         self.relay = Relay(
             self.pool,
             self.owner,

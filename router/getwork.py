@@ -102,10 +102,21 @@ class GetWork:
             # a shard with this worker's tasks is down: "no work" would make the worker quit
             core.fail(self.call, self.unavailable)
             return
-        out = merge.merge_counts(self.replies)
-        out["task_id"] = None
-        if chosen is not None:
-            for key, value in chosen.items():
-                if key not in merge.COUNTERS and key not in ("worker_state", "running_tasks"):
-                    out[key] = value
+        # the answer in Luigi's shape and key order: the chosen shard's reply (else the last one's),
+        # with the counters summed over the shards asked and their running tasks together
+        counts = merge.merge_counts(self.replies)
+        template = chosen if chosen is not None else (self.replies[-1] if self.replies else None)
+        if template is None:
+            out = dict(counts, task_id=None)
+        else:
+            out = {
+                key: counts[key] if key in _MERGED and key in counts else value
+                for key, value in template.items()
+            }
+            for key in _MERGED:
+                if key in counts and key not in out:
+                    out[key] = counts[key]
         core.reply(self.call, out)
+
+
+_MERGED = (*merge.COUNTERS, "worker_state", "running_tasks")

@@ -183,7 +183,10 @@ COUNTERS = ("n_pending_tasks", "n_unique_pending", "n_pending_last_scheduled")
 
 
 def merge_counts(replies: Iterable[dict[str, Any]]) -> dict[str, Any]:
-    """``count_pending`` (and the counters of ``get_work``): sums over shards, running tasks listed."""
+    """``count_pending`` (and the counters of ``get_work``): sums over shards, running tasks listed.
+
+    A counter no shard reported stays out (Luigi's answer to a disabled worker's get_work has no
+    ``n_pending_last_scheduled``)."""
     out: dict[str, Any] = {
         "n_pending_tasks": 0,
         "n_unique_pending": 0,
@@ -191,14 +194,23 @@ def merge_counts(replies: Iterable[dict[str, Any]]) -> dict[str, Any]:
         "worker_state": "active",
         "running_tasks": [],
     }
+    seen: set[str] = set()
+    any_reply = False
     for r in replies:
         if not isinstance(r, dict):
             continue
+        any_reply = True
         for key in COUNTERS:
+            if key in r:
+                seen.add(key)
             out[key] += r.get(key) or 0
         if r.get("worker_state") == DISABLED_STATE:
             out["worker_state"] = DISABLED_STATE
         out["running_tasks"].extend(r.get("running_tasks") or [])
+    if any_reply:
+        for key in COUNTERS:
+            if key not in seen:
+                del out[key]
     return out
 
 

@@ -8,6 +8,7 @@ batchers and disabled flag first.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,8 +31,12 @@ class WorkerState:
 
 
 class WorkerRegistry:
-    def __init__(self, pool: ShardPool, *, forget_after: float) -> None:
+    def __init__(self, pool: ShardPool, *, forget_after: float, home: Callable[[str], str]) -> None:
         self.pool = pool
+        #: the shard that hears a worker first when no shard knows it yet (its first call may be
+        #: add_worker, ping or get_work, before any add_task): placement of the worker id, so every
+        #: router picks the same one and luigid's "first seen" is kept for worker_list
+        self.home = home
         self.forget_after = max(MIN_FORGET_AFTER, forget_after)
         self.workers: dict[str, WorkerState] = {}
         #: batch id -> shard that handed the batch out; batch runner task id -> that shard
@@ -90,6 +95,9 @@ class WorkerRegistry:
         if all_shards:
             return list(links)
         ws = self.get(worker)
+        if isinstance(worker, str) and (ws is None or not ws.shards):
+            ws = self.seen(worker)
+            ws.shards[self.home(worker)] = None
         ids = list(ws.shards) if ws else []
         ids += [
             lid
