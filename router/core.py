@@ -379,7 +379,7 @@ class RouterCore:
         self,
         targets: Iterable[str],
         method: str,
-        kwargs: dict[str, Any],
+        kwargs: dict[str, Any] | Callable[[str], dict[str, Any]],
         done: Gathered,
         *,
         timeout: float | None = None,
@@ -408,7 +408,8 @@ class RouterCore:
             return cb
 
         for sid in ids:
-            self.pool.call(sid, method, kwargs, one(sid), timeout=timeout, force=force)
+            kw = kwargs(sid) if callable(kwargs) else kwargs
+            self.pool.call(sid, method, kw, one(sid), timeout=timeout, force=force)
 
     def _on_all_call(self, call: Call, route: Route) -> None:
         kwargs = call.args
@@ -443,7 +444,7 @@ class RouterCore:
             self.fail(call, BadArgumentsError("get_work: worker is required"))
             return
         targets = self.workers.targets(worker, all_shards=bool(call.args.get("assistant")))
-        GetWork(self, call, self.workers.rotation(worker, targets)).next()
+        GetWork(self, call, self.workers.rotation(worker, targets)).start()
 
     def _on_graph(self, call: Call, route: Route) -> None:
         kwargs = dict(call.args)

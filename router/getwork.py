@@ -14,21 +14,76 @@ if TYPE_CHECKING:
 
 
 class GetWork:
-    """One ``get_work``: ask the worker's shards one at a time until one hands out work.
+    """One ``get_work`` over the shards that hold work for the worker, answered as one luigid would.
 
-    Never two tasks for one call: the next shard is asked only after the
-    previous one answered without a task.  The counters are summed over the
-    shards asked, which is what one luigid would count when no shard had
-    work (the only case in which Luigi's worker looks at them).
+    1. **Offers.**  With more than one such shard, each is asked in parallel what it would hand
+       out (``fed_offer``: Luigi's selection on that shard, its worker bookkeeping included,
+       nothing handed out) and that task's rank: a re-send of the worker's RUNNING task first
+       (Luigi's ``current_tasks`` rule), then Luigi's ``(priority, -time)``.
+    2. **Grant.**  The best offer's shard is asked to hand out (``fed_get_work``); it selects
+       again, so a task taken meanwhile by another worker is never handed out twice.  If it
+       hands out nothing after all, the next offers are tried in rank order.
+
+    Never two tasks for one call: a shard is asked to hand out only after the previous one
+    answered without a task.  The counters are summed over the shards (each shard's latest
+    answer), which is what one luigid counts (Luigi's worker reads them only when no task came).
+    With one shard, or a worker known to one shard only, step 1 is skipped.
     """
 
     def __init__(self, core: RouterCore, call: Call, targets: list[str]) -> None:
         self.core = core
         self.call = call
-        self.queue = list(targets)
-        self.replies: list[dict[str, Any]] = []
+        self.targets = list(targets)
+        self.queue: list[str] = []
+        #: each shard's latest answer (offer or grant), for the counters
+        self.answers: dict[str, dict[str, Any]] = {}
         self.unavailable: FederationError | None = None
         self.token = False
+
+    def start(self) -> None:
+        pool = self.core.pool
+        live = []
+        for sid in self.targets:
+            link = pool.links[sid]
+            if link.state is LinkState.DOWN:
+                self.unavailable = pool.down_error(link)
+            else:
+                live.append(sid)
+        if len(live) <= 1 or any(pool.links[sid].federated is not True for sid in live):
+            self.queue = live
+            self.next()
+            return
+        core = self.core
+        versions = {sid: core.resources.version(sid) for sid in live}
+
+        def kwargs(sid: str) -> dict[str, Any]:
+            return {**self.call.args, "external_used_resources": core.resources.external_usage(sid)}
+
+        def offered(results: list[tuple[str, Any]], errors: list[tuple[str, FederationError]]) -> None:
+            for _, err in errors:
+                if not isinstance(err, TransportError):
+                    core.fail(self.call, err)
+                    return
+                self.unavailable = err
+            ranked: list[tuple[tuple[bool, Any, Any], int, str]] = []
+            for order, (sid, result) in enumerate(results):
+                if not isinstance(result, dict) or not isinstance(result.get("reply"), dict):
+                    core.fail(
+                        self.call, ProtocolError(f"shard {sid} answered fed_offer in an unexpected shape")
+                    )
+                    return
+                core.resources.note(sid, result, versions[sid])
+                self.answers[sid] = result["reply"]
+                offer = result.get("offer")
+                if isinstance(offer, dict):
+                    rank = offer.get("rank") or [0, 0]
+                    # highest first; among equals the rotation's order (``order``) decides
+                    ranked.append(((bool(offer.get("resend")), rank[0], rank[1]), -order, sid))
+            ranked.sort(reverse=True)
+            self.queue = [sid for _, _, sid in ranked]
+            self.next()
+
+        core.gather(live, "fed_offer", kwargs, offered)
 
     def next(self) -> None:
         core = self.core
@@ -86,7 +141,7 @@ class GetWork:
             return
         core.resources.note(sid, result, version)
         reply = result["reply"]
-        self.replies.append(reply)
+        self.answers[sid] = reply
         batch_id = reply.get("batch_id")
         if isinstance(batch_id, str):
             core.workers.batch_handed_out(batch_id, sid, self.call.args.get("worker"))
@@ -104,8 +159,9 @@ class GetWork:
             return
         # the answer in Luigi's shape and key order: the chosen shard's reply (else the last one's),
         # with the counters summed over the shards asked and their running tasks together
-        counts = merge.merge_counts(self.replies)
-        template = chosen if chosen is not None else (self.replies[-1] if self.replies else None)
+        answers = [self.answers[sid] for sid in self.targets if sid in self.answers]
+        counts = merge.merge_counts(answers)
+        template = chosen if chosen is not None else (answers[-1] if answers else None)
         if template is None:
             out = dict(counts, task_id=None)
         else:

@@ -36,11 +36,14 @@ def merge_tasks(
     results: Iterable[tuple[str, dict[str, Any]]],
     owner: Owner,
     keep_mirror: Callable[[dict[str, Any]], bool] | None = None,
+    *,
+    order: str = "start_time",
 ) -> dict[str, Any]:
     """Union of ``{task_id: serialized}`` maps, the owner's entry first.
 
     A non-owner entry (a mirror) is kept only if the owner did not report the
-    task and ``keep_mirror(entry)`` allows it (default: always).
+    task and ``keep_mirror(entry)`` allows it (default: always).  The result is in
+    Luigi's order (``order``: see :func:`_in_luigi_order`).
     """
     merged: dict[str, Any] = {}
     foreign: dict[str, Any] = {}
@@ -55,7 +58,24 @@ def merge_tasks(
     for task_id, entry in foreign.items():
         if task_id not in merged and (keep_mirror is None or keep_mirror(entry)):
             merged[task_id] = entry
-    return merged
+    return _in_luigi_order(merged, order)
+
+
+def _in_luigi_order(tasks: dict[str, Any], field: str) -> dict[str, Any]:
+    """The order one luigid lists these tasks in, from their own timestamps.
+
+    Luigi iterates dicts in insertion order: all its tasks in the order it first heard of them
+    (``start_time``, the task's creation time), the tasks of one status in the order they
+    entered it (``last_updated``, set exactly when a task changes status).  Each shard's own
+    order is kept among equal times; entries without the field (placeholders) come last.
+    """
+
+    def key(item: tuple[int, tuple[str, Any]]) -> tuple[float, int]:
+        i, (_, entry) = item
+        t = entry.get(field) if isinstance(entry, dict) else None
+        return (t if isinstance(t, (int, float)) and not isinstance(t, bool) else float("inf"), i)
+
+    return {task_id: entry for _, (task_id, entry) in sorted(enumerate(tasks.items()), key=key)}
 
 
 def _mirror_is_placeholder(entry: Any) -> bool:
@@ -65,7 +85,13 @@ def _mirror_is_placeholder(entry: Any) -> bool:
 
 
 def merge_task_list(
-    results: Results, owner: Owner, *, limit: bool, max_shown_tasks: int, upstream_status: str = ""
+    results: Results,
+    owner: Owner,
+    *,
+    limit: bool,
+    max_shown_tasks: int,
+    upstream_status: str = "",
+    status: str = "",
 ) -> dict[str, Any]:
     """``task_list``: union, Luigi's ``{"num_tasks": n}`` when over ``max_shown_tasks``."""
     if any(_is_count(r) for _, r in results):
@@ -78,7 +104,13 @@ def merge_task_list(
             if isinstance(r, dict) and not _is_count(r)
         )
         return {"num_tasks": total}
-    merged = merge_tasks(((s, r) for s, r in results), owner, _mirror_is_placeholder)
+    # one status: the order tasks entered it; all: the order they were created
+    merged = merge_tasks(
+        ((s, r) for s, r in results),
+        owner,
+        _mirror_is_placeholder,
+        order="last_updated" if status else "start_time",
+    )
     if limit and len(merged) > max_shown_tasks:
         return {"num_tasks": len(merged)}
     return merged
@@ -148,7 +180,7 @@ def merge_worker_list(
     out = list(rows.values())
     if include_running:
         for row in out:
-            tasks = merge_tasks(running.get(row["name"], []), owner)
+            tasks = merge_tasks(running.get(row["name"], []), owner, order="last_updated")
             row["running"] = tasks
             row["num_running"] = len(tasks)
     out.sort(key=lambda r: (r.get("started") is not None, r.get("started") or 0), reverse=True)
@@ -284,6 +316,7 @@ def task_list_reply(results: Results, kwargs: dict[str, Any], ctx: MergeContext)
         limit=bool(kwargs.get("limit", True)),
         max_shown_tasks=kwargs.get("max_shown_tasks") or ctx.max_shown_tasks,
         upstream_status=kwargs.get("upstream_status") or "",
+        status=kwargs.get("status") or "",
     )
 
 

@@ -48,7 +48,9 @@ class FederationAsCore:
         )
         self.placement = Placement.from_config(self.config)
         self.servers = {
-            sid: build_federated_shard(self.config, sid, in_process=True, **({"clock": clock} if clock else {}))
+            sid: build_federated_shard(
+                self.config, sid, in_process=True, **({"clock": clock} if clock else {})
+            )
             for sid in ids
         }
         self.router = InProcRouter(self.config, dict(self.servers), clock=FakeClock())

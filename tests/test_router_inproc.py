@@ -177,15 +177,30 @@ def test_shard_down_mid_call_fails_at_the_deadline_and_others_keep_serving(fed: 
     assert fed.get_work() in (tasks["s0"], tasks["s1"])
 
 
-def test_get_work_rotates_over_the_workers_shards(fed: Fed) -> None:
-    for sid in IDS:
-        for k in range(2):
-            fed.add(fed.task_on(sid, f"r{k}"))
-    granted = [fed.get_work() for _ in range(3)]
-    owners = [fed.placement.owner(t) for t in granted if t]
-    # each call starts one shard further on: three calls, three shards (not s0's two tasks first)
-    assert sorted(owners) == IDS
-    assert len(set(granted)) == 3
+def test_get_work_hands_out_the_highest_ranked_task_of_all_shards(fed: Fed) -> None:
+    """Luigi's rank across shards: priority first, then the older task (not the first shard asked)."""
+    plan = [("s0", 1), ("s1", 5), ("s2", 3), ("s0", 4), ("s2", 5)]
+    ids = {}
+    for k, (sid, priority) in enumerate(plan):
+        ids[fed.task_on(sid, f"p{k}")] = priority
+        fed.add(next(reversed(ids)), priority=priority)
+    granted = [fed.get_work() for _ in plan]
+    assert [ids[t] for t in granted if t] == [5, 5, 4, 3, 1]
+    # the two priority-5 tasks: the older one (added first, on s1) first
+    assert fed.placement.owner(granted[0]) == "s1" and fed.placement.owner(granted[1]) == "s2"
+    assert fed.get_work() is None
+
+
+def test_an_offer_not_granted_stays_free(fed: Fed) -> None:
+    """Every shard offers; only the best is handed out, the others stay PENDING for the next call."""
+    low, high = fed.task_on("s0", "low"), fed.task_on("s1", "high")
+    fed.add(low, priority=1)
+    fed.add(high, priority=9)
+    assert fed.get_work() == high
+    pending = fed.call("task_list", status="PENDING", upstream_status="")
+    assert set(pending) == {low}
+    assert fed.get_work(worker="worker-2") is None  # worker-2 is no stakeholder of low
+    assert fed.get_work() == low
 
 
 def test_one_get_work_never_grants_two_tasks(fed: Fed) -> None:
