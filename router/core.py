@@ -432,7 +432,7 @@ class RouterCore:
             except (TypeError, ValueError, AttributeError) as e:
                 self.fail(call, ProtocolError(f"{call.method}: shards answered in an unexpected shape: {e}"))
 
-        self.gather(targets, call.method, kwargs, done)
+        self.gather(targets, route.shard_method or call.method, kwargs, done)
 
     def _on_any_call(self, call: Call, route: Route) -> None:
         self.pool.call(self._any_link_id(), call.method, call.args, self._answer(call))

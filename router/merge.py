@@ -117,8 +117,49 @@ def merge_task_list(
 
 
 def merge_graph(results: Results, owner: Owner) -> dict[str, Any]:
-    """``graph``: every task of every shard, the owner's node first."""
-    return merge_tasks(results, owner)
+    """``graph``: every task of every shard, the owner's node first, in one luigid's order.
+
+    Each shard answers ``fed_graph``: ``{"graph": Luigi's graph, "created": [[task_id, time]]}``
+    (a plain ``graph`` answer is taken as is).  Luigi walks its tasks in creation order and adds
+    each one's dependencies breadth first; a task's creation is its first mention on any shard
+    (as a dependency placeholder too), as in one scheduler.
+    """
+    graphs: Results = []
+    created: dict[str, tuple[float, int]] = {}
+    #: where each shard's own traversal put each node: Luigi visits a task's deps in the order of
+    #: its set, which the shard that holds the task followed (its "deps" list may differ)
+    position: dict[str, dict[str, int]] = {}
+    for i, (sid, r) in enumerate(results):
+        if isinstance(r, dict) and isinstance(r.get("graph"), dict):
+            graphs.append((sid, r["graph"]))
+            position[sid] = {task_id: k for k, task_id in enumerate(r["graph"])}
+            for pair in r.get("created") or ():
+                task_id, t = pair[0], pair[1]
+                if isinstance(t, (int, float)) and (task_id not in created or (t, i) < created[task_id]):
+                    created[task_id] = (t, i)
+        else:
+            graphs.append((sid, r))
+    nodes = merge_tasks(graphs, owner)
+    if not created:
+        return nodes
+    out: dict[str, Any] = {}
+    for root in sorted(created, key=created.__getitem__):
+        if root in out or root not in nodes:
+            continue
+        queue = [root]
+        out[root] = nodes[root]
+        while queue:
+            task_id = queue.pop(0)
+            node = nodes.get(task_id)
+            pos = position.get(owner(task_id), {})
+            deps = sorted((node or {}).get("deps") or (), key=lambda d: pos.get(d, len(pos)))
+            for dep in deps:
+                if dep not in out and dep in nodes:
+                    out[dep] = nodes[dep]
+                    queue.append(dep)
+    for task_id, node in nodes.items():
+        out.setdefault(task_id, node)
+    return out
 
 
 def merge_task_search(results: Results, owner: Owner) -> dict[str, dict[str, Any]]:

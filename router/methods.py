@@ -88,6 +88,8 @@ class Route(NamedTuple):
     read: bool = False
     #: WORKER: an error of one shard does not fail the call (Luigi only logs a failed ping)
     tolerant: bool = False
+    #: ALL: the federation's variant the shards are asked instead (answers carry what the merge needs)
+    shard_method: str | None = None
 
 
 def _read(fn: merge.Merge) -> Route:
@@ -125,7 +127,7 @@ METHODS: dict[str, Route] = {
     "task_list": _read(merge.task_list_reply),
     "worker_list": _read(merge.worker_list_reply),
     "resource_list": _read(merge.resource_list_reply),
-    "graph": _read(merge.graph_reply),
+    "graph": Route(ALL, merge.graph_reply, read=True, shard_method="fed_graph"),
     "task_search": _read(merge.task_search_reply),
     "is_paused": _read(merge.paused_reply),
     "prune_history": _read(merge.prune_history_reply),

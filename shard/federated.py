@@ -63,6 +63,7 @@ FED_METHODS = (
     "fed_raise_priority",
     "fed_get_work",
     "fed_offer",
+    "fed_graph",
     "fed_health",
     "fed_inverse_dep_graph",
 )
@@ -377,6 +378,12 @@ class FederatedCore:
         out = {key: answer} if key is not None else dict(answer)
         out.update(resources_running=self._usage(), resource_pending=bool(self._res_tasks))
         return out
+
+    def fed_graph(self, **kwargs: Any) -> dict[str, Any]:
+        """Luigi's ``graph`` and the creation order of this shard's tasks (mirrors included): the
+        router rebuilds one luigid's traversal order from every shard's."""
+        graph = self.core.graph(**kwargs)
+        return {"graph": graph, "created": [[tid, t] for tid, t in self.core.creation_order()]}
 
     def fed_health(self) -> dict[str, Any]:
         """Task counts of the tasks this shard owns (mirrors left out), by status and by namespace."""

@@ -1864,6 +1864,12 @@ class SchedulerCore:
             serialized.update(self._traverse_graph(tid, seen))
         return serialized
 
+    def creation_order(self) -> list[tuple[str, float]]:
+        """Every task as ``(task_id, created)``, in the order this scheduler first heard of them
+        (Luigi's iteration order of its tasks), for a router that merges several schedulers'
+        lists in one luigid's order."""
+        return [(tid, t.time) for tid, t in self._tasks.items()]
+
     def dep_graph(self, task_id, include_done=True, **kwargs):
         _req_str("task_id", task_id)
         self._begin()
