@@ -47,10 +47,20 @@ def merge_tasks(
     """
     merged: dict[str, Any] = {}
     foreign: dict[str, Any] = {}
+    #: a task's creation is its first mention anywhere (a placeholder on a dependent's shard can be
+    #: older than the owner's record), as in one scheduler
+    first_seen: dict[str, tuple[float, int]] = {}
     for shard_id, tasks in results:
         if not isinstance(tasks, dict):
             continue
         for task_id, entry in tasks.items():
+            record = entry[1] if isinstance(entry, tuple) and len(entry) == 2 else entry  # task_search's
+            t = record.get("start_time") if isinstance(record, dict) else None
+            if isinstance(t, (int, float)) and not isinstance(t, bool):
+                # at equal times the task a worker added comes before the placeholders of its deps
+                seen = (t, 0 if owner(task_id) == shard_id else 1)
+                if seen < first_seen.get(task_id, (t + 1, 0)):
+                    first_seen[task_id] = seen
             if owner(task_id) == shard_id:
                 merged[task_id] = entry
             elif task_id not in foreign:
@@ -58,10 +68,21 @@ def merge_tasks(
     for task_id, entry in foreign.items():
         if task_id not in merged and (keep_mirror is None or keep_mirror(entry)):
             merged[task_id] = entry
-    return _in_luigi_order(merged, order)
+    for task_id, entry in merged.items():
+        seen = first_seen.get(task_id)
+        if seen is None:
+            continue
+        t = seen[0]
+        if isinstance(entry, dict) and entry.get("start_time") != t:
+            merged[task_id] = {**entry, "start_time": t}
+        elif isinstance(entry, tuple) and isinstance(entry[1], dict) and entry[1].get("start_time") != t:
+            merged[task_id] = (entry[0], {**entry[1], "start_time": t})
+    return _in_luigi_order(merged, order, {k: v[1] for k, v in first_seen.items()})
 
 
-def _in_luigi_order(tasks: dict[str, Any], field: str) -> dict[str, Any]:
+def _in_luigi_order(
+    tasks: dict[str, Any], field: str, placeholder: dict[str, int] | None = None
+) -> dict[str, Any]:
     """The order one luigid lists these tasks in, from their own timestamps.
 
     Luigi iterates dicts in insertion order: all its tasks in the order it first heard of them
@@ -70,10 +91,15 @@ def _in_luigi_order(tasks: dict[str, Any], field: str) -> dict[str, Any]:
     order is kept among equal times; entries without the field (placeholders) come last.
     """
 
-    def key(item: tuple[int, tuple[str, Any]]) -> tuple[float, int]:
-        i, (_, entry) = item
-        t = entry.get(field) if isinstance(entry, dict) else None
-        return (t if isinstance(t, (int, float)) and not isinstance(t, bool) else float("inf"), i)
+    first_as_placeholder = placeholder or {}
+
+    def key(item: tuple[int, tuple[str, Any]]) -> tuple[float, int, int]:
+        i, (task_id, entry) = item
+        record = entry[1] if isinstance(entry, tuple) and len(entry) == 2 else entry
+        t = record.get(field) if isinstance(record, dict) else None
+        t = t if isinstance(t, (int, float)) and not isinstance(t, bool) else float("inf")
+        tie = first_as_placeholder.get(task_id, 0) if field == "start_time" else 0
+        return (t, tie, i)
 
     return {task_id: entry for _, (task_id, entry) in sorted(enumerate(tasks.items()), key=key)}
 
