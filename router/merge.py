@@ -104,6 +104,16 @@ def _in_luigi_order(
     return {task_id: entry for _, (task_id, entry) in sorted(enumerate(tasks.items()), key=key)}
 
 
+def _is_owned_count(result: Any) -> bool:
+    """``fed_task_list``'s over-the-limit answer: ``{"num_tasks": owned, "placeholders": [ids]}``."""
+    return (
+        isinstance(result, dict)
+        and set(result) == {"num_tasks", "placeholders"}
+        and isinstance(result["num_tasks"], int)
+        and isinstance(result["placeholders"], list)
+    )
+
+
 def _mirror_is_placeholder(entry: Any) -> bool:
     # a status filter run on a mirror sees the relayed status, which the owner already reported
     # if the owner has the task; only owner-less placeholders (UNKNOWN) are the mirror's to show
@@ -119,17 +129,29 @@ def merge_task_list(
     upstream_status: str = "",
     status: str = "",
 ) -> dict[str, Any]:
-    """``task_list``: union, Luigi's ``{"num_tasks": n}`` when over ``max_shown_tasks``."""
-    if any(_is_count(r) for _, r in results):
-        counts = [r["num_tasks"] for _, r in results if _is_count(r)]
-        if -1 in counts:
+    """``task_list``: union, Luigi's ``{"num_tasks": n}`` when over ``max_shown_tasks``.
+
+    A shard over the limit answers ``fed_task_list``'s count: the tasks it owns, and the
+    placeholders whose owner does not know the task, so every task is counted once (owner
+    first), never once per mirror.
+    """
+    counted = [r for _, r in results if _is_count(r) or _is_owned_count(r)]
+    if counted:
+        if any(r["num_tasks"] == -1 for r in counted):
             return {"num_tasks": -1}
-        total = sum(counts) + sum(
-            sum(1 for t in r if owner(t) == sid)
-            for sid, r in results
-            if isinstance(r, dict) and not _is_count(r)
-        )
-        return {"num_tasks": total}
+        total = sum(r["num_tasks"] for r in counted)
+        owned_listed: set[str] = set()
+        placeholders: set[str] = set()
+        for r in counted:
+            placeholders.update(p for p in r.get("placeholders") or () if isinstance(p, str))
+        for sid, r in results:
+            if isinstance(r, dict) and not _is_count(r) and not _is_owned_count(r):
+                for task_id, entry in r.items():
+                    if owner(task_id) == sid:
+                        owned_listed.add(task_id)
+                    elif _mirror_is_placeholder(entry):
+                        placeholders.add(task_id)
+        return {"num_tasks": total + len(owned_listed) + len(placeholders - owned_listed)}
     # one status: the order tasks entered it; all: the order they were created
     merged = merge_tasks(
         ((s, r) for s, r in results),

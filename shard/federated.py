@@ -64,6 +64,7 @@ FED_METHODS = (
     "fed_get_work",
     "fed_offer",
     "fed_graph",
+    "fed_task_list",
     "fed_health",
     "fed_inverse_dep_graph",
 )
@@ -378,6 +379,22 @@ class FederatedCore:
         out = {key: answer} if key is not None else dict(answer)
         out.update(resources_running=self._usage(), resource_pending=bool(self._res_tasks))
         return out
+
+    def fed_task_list(self, **kwargs: Any) -> Any:
+        """Luigi's ``task_list``; over ``max_shown_tasks``, the count of the tasks this shard owns
+        (not its mirrors) and the placeholders whose owner does not know the task
+        (``{"num_tasks": n, "placeholders": [ids]}``), so the router counts every task once."""
+        result = self.core.task_list(**kwargs)
+        if not (isinstance(result, dict) and set(result) == {"num_tasks"}) or result["num_tasks"] == -1:
+            return result
+        full = self.core.task_list(**{**kwargs, "limit": False})
+        owned = sum(1 for task_id in full if self.owns(task_id))
+        placeholders = sorted(
+            task_id
+            for task_id, entry in full.items()
+            if not self.owns(task_id) and entry.get("status") == UNKNOWN
+        )
+        return {"num_tasks": owned, "placeholders": placeholders}
 
     def fed_graph(self, **kwargs: Any) -> dict[str, Any]:
         """Luigi's ``graph`` and the creation order of this shard's tasks (mirrors included): the
