@@ -29,7 +29,12 @@ W = "worker-1"
 
 def make_config(tmp_path: Path) -> FederationConfig:
     shards = tuple(
-        ShardSpec(sid, f"tcp://127.0.0.1:{20000 + i}", f"sqlite:///{tmp_path / f'{sid}.db'}", None)
+        ShardSpec(
+            sid,
+            f"tcp://127.0.0.1:{20000 + i}",
+            f"sqlite:///{tmp_path / f'{sid}.db'}?synchronous=normal",
+            None,
+        )
         for i, sid in enumerate(IDS)
     )
     return FederationConfig(
