@@ -42,18 +42,17 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 from luigi.task_status import BATCH_RUNNING, DISABLED, DONE, PENDING, RUNNING, SUSPENDED, UNKNOWN
 
 from federation.placement import Placement, namespace_of
 from shard.changes import Changes, Snapshot
-from shard.scheduler import RPC_METHODS
+from shard.scheduler import RPC_METHODS, SchedulerCore
 
 #: most changes returned by one fed_changes call (the router asks again when ``more`` is set)
 FEED_PAGE = 20_000
-
-_EMPTY: frozenset[str] = frozenset()
 
 FED_METHODS = (
     "fed_state",
@@ -73,7 +72,11 @@ class FederatedCore:
     """A drop-in core for :class:`~shard.server.ShardServer` with the federation's methods."""
 
     def __init__(
-        self, core: Any, shard_id: str, placement: Placement | None, clock: Callable[[], float] = time.time
+        self,
+        core: SchedulerCore,
+        shard_id: str,
+        placement: Placement | None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.core = core
         self.shard_id = shard_id
@@ -86,7 +89,10 @@ class FederatedCore:
 
     # -- the core contract ------------------------------------------------------------------
     def __getattr__(self, name: str) -> Any:
-        # Luigi's methods and everything else the server may use come from the core itself
+        # Luigi's methods and the rest of the core's public surface come from the core itself;
+        # its private state is not part of the contract
+        if name.startswith("_"):
+            raise AttributeError(name)
         return getattr(self.core, name)
 
     def collect_changes(self) -> Changes:
@@ -124,16 +130,9 @@ class FederatedCore:
         self._res_tasks: set[str] = set()
         self._ns: dict[str, dict[str, int]] = {}
         self._counted: dict[str, str] = {}  # owned task -> the status it is counted under in _ns
-        self._ud: set[str] = self._upstream_disabled()
-        for task_id, t in self.core._tasks.items():
-            self._note(task_id, t.status, t.priority, bool(t.resources), bool(t.family), feed=False)
-
-    def _upstream_disabled(self) -> set[str]:
-        """The core's PENDING tasks whose upstream is DISABLED (an empty set when nothing is)."""
-        core = self.core
-        if not core._by_status[DISABLED]:
-            return _EMPTY
-        return core._upstream_disabled()
+        self._ud: AbstractSet[str] = self.core.upstream_disabled()
+        for t in self.core.tasks():
+            self._note(t.id, t.status, t.priority, bool(t.resources), bool(t.family), feed=False)
 
     def _note(
         self,
@@ -205,7 +204,7 @@ class FederatedCore:
         if changes.is_empty():
             return
         old_ud = self._ud
-        self._ud = ud = self._upstream_disabled()
+        self._ud = ud = self.core.upstream_disabled()
         for task_id, rec in changes.tasks.items():
             self._note(
                 task_id,
@@ -220,9 +219,8 @@ class FederatedCore:
                 self._note(task_id, None, None, False, False, feed=True)
         if ud is not old_ud:
             # tasks that became (or stopped being) upstream-disabled without a change of their own
-            tasks = self.core._tasks
-            for task_id in ud.symmetric_difference(old_ud):
-                t = tasks.get(task_id)
+            for task_id in ud ^ old_ud:
+                t = self.core.get_task(task_id)
                 if t is not None and task_id not in changes.tasks:
                     self._note(task_id, t.status, t.priority, bool(t.resources), bool(t.family), feed=True)
         if self._stash is None:
@@ -232,19 +230,19 @@ class FederatedCore:
 
     # -- federation methods ------------------------------------------------------------------------
     def _usage(self) -> dict[str, Any]:
-        return dict(self.core._used_resources())
+        return self.core.used_resources()
 
     def fed_state(self) -> dict[str, Any]:
         """Everything the router rebuilds after a restart: epoch, feed position, workers, mirrors."""
         self._absorb()
-        tasks = self.core._tasks
+        get_task = self.core.get_task
         return {
             "shard_id": self.shard_id,
             "placement": self.placement.fingerprint if self.placement is not None else None,
             "epoch": self._epoch,
             "seq": self._seq,
-            "workers": list(self.core._workers),
-            "mirrors": {tid: tasks[tid].priority for tid in self._mirrors if tid in tasks},
+            "workers": self.core.worker_ids(),
+            "mirrors": {tid: t.priority for tid in self._mirrors if (t := get_task(tid)) is not None},
             "resources_running": self._usage(),
             "resource_pending": bool(self._res_tasks),
         }
@@ -322,8 +320,7 @@ class FederatedCore:
                 continue
             # no failures, retries or history of its own: the owner's history has this change
             core.force_status(task_id, _mirror_status(status))
-            t.fed["epoch"], t.fed["seq"] = version
-            core.touch_task(task_id)
+            core.update_fed(task_id, {"epoch": version[0], "seq": version[1]})
         return {"missing": missing}
 
     def _version(self, task_id: str) -> tuple[float, int] | None:
@@ -398,7 +395,7 @@ class FederatedCore:
         return {
             "counts": counts,
             "namespaces": namespaces,
-            "workers": len(self.core._workers),
+            "workers": len(self.core.worker_ids()),
             "mirrors": len(self._mirrors),
             "epoch": self._epoch,
             "placement": self.placement.fingerprint if self.placement is not None else None,
@@ -408,27 +405,7 @@ class FederatedCore:
         """``inverse_dep_graph`` that also starts from a mirror: this shard's dependents of a remote task."""
         if not isinstance(task_id, str):
             raise TypeError("task_id must be a string")
-        core = self.core
-        t = core._tasks.get(task_id)
-        if t is None:
-            return {}
-        if t.family:
-            return core.inverse_dep_graph(task_id, include_done=include_done)
-        rdeps = core._rdeps
-        dependents = sorted(rdeps.get(task_id, ()))
-        if not include_done:
-            dependents = [d for d in dependents if core._tasks[d].status != DONE]
-        out = core._traverse_graph(task_id, include_done=bool(include_done))
-        out[task_id]["deps"] = list(dependents)
-        seen = {task_id}
-        for dep in dependents:
-            part = core._traverse_graph(
-                dep, seen, dep_func=lambda x: sorted(rdeps.get(x.id, ())), include_done=bool(include_done)
-            )
-            for node_id, node in part.items():
-                node.pop("display_name", None)
-                out[node_id] = node
-        return out
+        return self.core.dependents_graph(task_id, include_done=include_done)
 
 
 def _mirror_status(status: str | None) -> str:

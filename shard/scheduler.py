@@ -110,9 +110,10 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Set as AbstractSet
 from heapq import heapify, heappop, heappush
 from itertools import chain
-from typing import Any
+from typing import Any, Protocol
 
 from luigi.task_status import BATCH_RUNNING, DISABLED, DONE, FAILED, PENDING, RUNNING, SUSPENDED, UNKNOWN
 
@@ -120,7 +121,7 @@ from federation.config import SchedulerConfig
 from shard._index import RankQueue
 from shard.changes import Changes, Event, Snapshot
 
-__all__ = ["RPC_METHODS", "SchedulerCore"]
+__all__ = ["RPC_METHODS", "SchedulerCore", "TaskView"]
 
 
 def _disabled_reply(w: Any) -> dict[str, Any]:
@@ -184,6 +185,27 @@ _RESERVED_INFO = frozenset(
 _PUBLIC, _HIDDEN = 0, 1  # luigi.parameter.ParameterVisibility values
 
 Sig = tuple[tuple[str, float], ...]
+
+_NOTHING: frozenset[str] = frozenset()
+
+
+class TaskView(Protocol):
+    """What a caller outside the core may read of a task (:meth:`SchedulerCore.get_task`)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def priority(self) -> Any: ...
+    @property
+    def family(self) -> Any: ...
+    @property
+    def resources(self) -> dict[str, Any]: ...
+    @property
+    def fed(self) -> dict[str, Any]:
+        """Opaque federation data, persisted in the record; change it with ``update_fed``."""
+        ...
 
 
 # --------------------------------------------------------------------------- validation
@@ -2099,7 +2121,11 @@ class SchedulerCore:
         _opt_str("task_id", task_id)
         return None
 
-    # ------------------------------------------------------------------ hooks for shard.federated
+    # ------------------------------------------------------------------ the federation's surface
+    #
+    # What shard.federated (or any other wrapper) may use besides Luigi's 39 methods and the
+    # durability contract.  Everything here is a query or an explicit mutation called from outside;
+    # nothing is called back from the core, so Luigi's paths (get_work, add_task) pay nothing for it.
 
     @property
     def external_used_resources(self) -> dict[str, Any]:
@@ -2114,13 +2140,43 @@ class SchedulerCore:
     def external_used_resources(self, value: dict[str, Any]) -> None:
         self._external_used = _amounts("external_used_resources", value) or {}
 
-    def get_task(self, task_id: str) -> _Task | None:
-        """The live task object (read it, do not mutate it; use the methods here)."""
+    def get_task(self, task_id: str) -> TaskView | None:
+        """The live task (read it; change it only through the methods here)."""
         return self._tasks.get(task_id)
+
+    def tasks(self) -> Iterator[TaskView]:
+        """Every live task, in creation order.  Do not call the core while iterating."""
+        return iter(self._tasks.values())
+
+    def worker_ids(self) -> list[str]:
+        """The ids of the workers the core knows (as ``worker_list`` would name them, unpruned)."""
+        return list(self._workers)
+
+    def used_resources(self) -> dict[str, Any]:
+        """What this core's RUNNING tasks hold (Luigi's ``_used_resources``); a new dict."""
+        return self._used_resources()
+
+    def upstream_disabled(self) -> AbstractSet[str]:
+        """The PENDING tasks whose upstream status is UPSTREAM_DISABLED.
+
+        Empty without any DISABLED task (O(1)).  Otherwise computed once and cached: the same
+        object is returned until a relevant change, so a caller may compare results with ``is``
+        to learn whether to look again.  Do not mutate it.
+        """
+        if not self._by_status[DISABLED]:
+            return _NOTHING
+        return self._upstream_disabled()
 
     def touch_task(self, task_id: str) -> None:
         """Mark a task so that the next :meth:`collect_changes` upserts its record."""
         if task_id in self._tasks:
+            self._d_tasks.add(task_id)
+
+    def update_fed(self, task_id: str, values: dict[str, Any]) -> None:
+        """Merge ``values`` into a task's opaque federation data (``fed``, persisted in its record)."""
+        t = self._tasks.get(task_id)
+        if t is not None:
+            t.fed.update(values)
             self._d_tasks.add(task_id)
 
     def force_status(self, task_id: str, status: str) -> None:
@@ -2148,6 +2204,38 @@ class SchedulerCore:
         t = self._tasks.get(task_id)
         if t is not None:
             self._update_priority(t, priority)
+
+    def dependents_graph(self, task_id: str, include_done: bool = True) -> dict[str, Any]:
+        """``inverse_dep_graph`` that also starts from a bare placeholder (a remote dependency).
+
+        Luigi's ``inverse_dep_graph`` shows a placeholder (no family) as a leaf; here its
+        dependents on this core are its ``deps`` and are walked on, so that the dependents of a
+        task owned elsewhere can be found where it is mirrored.  A task with a family gets
+        Luigi's answer.
+        """
+        _req_str("task_id", task_id)
+        t = self._tasks.get(task_id)
+        if t is None:
+            return {}
+        if t.family:
+            return self.inverse_dep_graph(task_id, include_done=include_done)
+        include = bool(include_done)
+        rdeps = self._rdeps
+        tasks = self._tasks
+        dependents = sorted(rdeps.get(task_id, ()))
+        if not include:
+            dependents = [d for d in dependents if tasks[d].status != DONE]
+        out = self._traverse_graph(task_id, include_done=include)
+        out[task_id]["deps"] = list(dependents)
+        seen = {task_id}
+        for dep in dependents:
+            part = self._traverse_graph(
+                dep, seen, dep_func=lambda x: sorted(rdeps.get(x.id, ())), include_done=include
+            )
+            for node_id, node in part.items():
+                node.pop("display_name", None)
+                out[node_id] = node
+        return out
 
     # ------------------------------------------------------------------ durability
 

@@ -1251,6 +1251,43 @@ def test_federation_hooks(clock: FakeClock) -> None:
     task.fed["mirror"] = True
     sch.touch_task("B")
     assert sch.collect_changes().tasks["B"]["fed"] == {"mirror": True}
+    sch.update_fed("B", {"epoch": 2.5, "seq": 7})
+    assert sch.collect_changes().tasks["B"]["fed"] == {"mirror": True, "epoch": 2.5, "seq": 7}
+    sch.update_fed("Nope", {"seq": 1})  # a missing task: nothing to record
+    assert sch.collect_changes().is_empty()
+
+
+def test_federation_queries(clock: FakeClock) -> None:
+    sch = make(clock, resources={"r": 2})
+    sch.add_task(worker="W", task_id="A", resources={"r": 1}, family="Fam")
+    sch.add_task(worker="V", task_id="B", deps=["Remote"], family="Fam")
+    sch.add_task(worker="V", task_id="C", deps=["B"], family="Fam")
+    assert [t.id for t in sch.tasks()] == ["A", "B", "Remote", "C"]  # creation order
+    assert sch.worker_ids() == ["W", "V"]
+    assert sch.used_resources() == {}
+    assert sch.get_work(worker="W")["task_id"] == "A"
+    used = sch.used_resources()
+    assert used == {"r": 1}
+    used["r"] = 99  # a copy: the core's own view is unchanged
+    assert sch.used_resources() == {"r": 1}
+
+    # upstream_disabled: empty without DISABLED tasks, then cached (same object) until a change
+    assert not sch.upstream_disabled()
+    sch.force_status("Remote", DISABLED)
+    ud = sch.upstream_disabled()
+    assert ud == {"B", "C"}
+    assert sch.upstream_disabled() is ud
+    sch.force_status("Remote", DONE)
+    assert not sch.upstream_disabled()
+
+    # dependents_graph: Luigi's inverse_dep_graph for a task, and walks on from a placeholder
+    assert sch.dependents_graph("B") == sch.inverse_dep_graph("B")
+    g = sch.dependents_graph("Remote")
+    assert g["Remote"]["deps"] == ["B"] and g["Remote"]["status"] == UNKNOWN  # shown as Luigi shows it
+    assert set(g) == {"Remote", "B", "C"} and g["B"]["deps"] == ["C"]
+    assert "display_name" in g["Remote"] and "display_name" not in g["B"]
+    assert sch.inverse_dep_graph("Remote")["Remote"]["deps"] == []  # Luigi stops at a placeholder
+    assert sch.dependents_graph("Missing") == {}
 
 
 # ============================================================================ random states
