@@ -28,7 +28,11 @@ Change feed
     their owners.  A restart (or a store reload) starts a new epoch, which
     tells the router to resynchronise.  The feed is only answered after the
     batch that produced it was committed (the server replies after commit),
-    so nothing is relayed that a crash could take back.
+    so nothing is relayed that a crash could take back.  The feed holds one
+    entry per live task and the deletions of the last ``FEED_RETENTION``
+    seconds (at most ``FEED_MAX_DELETIONS``), so its memory stays flat under
+    churn; a router whose cursor is older than a forgotten deletion is told
+    to resynchronise (``resync``) instead of missing it.
 
 Global resources
     ``fed_get_work`` takes ``external_used_resources`` — what the other
@@ -53,6 +57,10 @@ from shard.scheduler import RPC_METHODS, SchedulerCore
 
 #: most changes returned by one fed_changes call (the router asks again when ``more`` is set)
 FEED_PAGE = 20_000
+#: seconds a deletion stays in the change feed; a router that pulls less often is told to resync
+FEED_RETENTION = 300.0
+#: most deletions the change feed keeps, however recent (memory stays flat under any churn)
+FEED_MAX_DELETIONS = 50_000
 
 FED_METHODS = (
     "fed_state",
@@ -77,12 +85,17 @@ class FederatedCore:
         shard_id: str,
         placement: Placement | None,
         clock: Callable[[], float] = time.time,
+        *,
+        feed_retention: float = FEED_RETENTION,
+        feed_max_deletions: int = FEED_MAX_DELETIONS,
     ) -> None:
         self.core = core
         self.shard_id = shard_id
         self.placement = placement
         self.RPC_METHODS = RPC_METHODS
         self._clock = clock
+        self.feed_retention = feed_retention
+        self.feed_max_deletions = feed_max_deletions
         self._epoch = 0.0
         self._stash: Changes | None = None
         self._rebuild()
@@ -123,9 +136,14 @@ class FederatedCore:
     def _rebuild(self) -> None:
         self._epoch = max(self._clock(), self._epoch + 1e-3)
         self._seq = 0
+        # task id -> (seq, status, priority) of its last change, oldest first: every live task that
+        # changed in this epoch, and the deletions not yet forgotten (status None)
         self._feed: OrderedDict[str, tuple[int, str | None, Any]] = OrderedDict()
+        # the deletions in _feed, oldest first: task id -> (seq, time of the deletion)
+        self._deletions: OrderedDict[str, tuple[int, float]] = OrderedDict()
+        # the feed is complete after this seq: the newest deletion forgotten
+        self._floor = 0
         self._state: dict[str, tuple[str, Any]] = {}
-        self._last_seq: dict[str, int] = {}
         self._mirrors: set[str] = set()
         self._res_tasks: set[str] = set()
         self._ns: dict[str, dict[str, int]] = {}
@@ -184,19 +202,21 @@ class FederatedCore:
             self._state[task_id] = (status, priority)
         if feed:
             self._seq += 1
-            self._last_seq[task_id] = self._seq
             self._feed[task_id] = (self._seq, status, priority)
             self._feed.move_to_end(task_id)
-        elif status is not None:
-            self._last_seq.setdefault(task_id, 0)
+            if status is not None:
+                self._deletions.pop(task_id, None)
 
     def _count(self, task_id: str, status: str, d: int) -> None:
-        by_status = self._ns.setdefault(namespace_of(task_id), {})
+        ns = namespace_of(task_id)
+        by_status = self._ns.setdefault(ns, {})
         n = by_status.get(status, 0) + d
         if n:
             by_status[status] = n
         else:
             by_status.pop(status, None)
+            if not by_status:
+                del self._ns[ns]
 
     def _absorb(self) -> None:
         """Take what the core changed since the last look into the feed (and the stash for the store)."""
@@ -214,9 +234,14 @@ class FederatedCore:
                 bool(rec.get("family")),
                 feed=True,
             )
-        for task_id in changes.deleted_tasks:
-            if task_id in self._state:
-                self._note(task_id, None, None, False, False, feed=True)
+        if changes.deleted_tasks:
+            now = self._clock()
+            deletions = self._deletions
+            for task_id in changes.deleted_tasks:
+                if task_id in self._state:
+                    self._note(task_id, None, None, False, False, feed=True)
+                    deletions.pop(task_id, None)
+                    deletions[task_id] = (self._seq, now)
         if ud is not old_ud:
             # tasks that became (or stopped being) upstream-disabled without a change of their own
             for task_id in ud ^ old_ud:
@@ -227,6 +252,28 @@ class FederatedCore:
             self._stash = changes
         else:
             _merge_into(self._stash, changes)
+        if self._deletions:
+            self._forget_deletions()
+
+    def _forget_deletions(self) -> None:
+        """Drop the deletions older than ``feed_retention`` or beyond ``feed_max_deletions``.
+
+        Live tasks keep one feed entry each (bounded by the tasks the shard has); only deletions
+        would pile up under churn.  A forgotten deletion raises the feed's floor: a router whose
+        cursor is below it could miss that deletion, so ``fed_changes`` tells it to resynchronise.
+        """
+        deletions = self._deletions
+        feed = self._feed
+        horizon = self._clock() - self.feed_retention
+        excess = len(deletions) - self.feed_max_deletions
+        while deletions:
+            task_id, (seq, when) = next(iter(deletions.items()))
+            if excess <= 0 and when > horizon:
+                break
+            del deletions[task_id]
+            del feed[task_id]
+            self._floor = seq
+            excess -= 1
 
     # -- federation methods ------------------------------------------------------------------------
     def _usage(self) -> dict[str, Any]:
@@ -252,10 +299,28 @@ class FederatedCore:
 
         ``fresh`` marks a mirror that no update has reached yet (a new placeholder): the router
         then pulls its owner's status, even if it believed this shard already mirrored the task.
+        A deleted task's status is None.
+
+        Deletions are kept for ``feed_retention`` seconds (and at most ``feed_max_deletions`` of
+        them).  When ``since`` is older than a deletion already forgotten, the answer is
+        ``{"resync": True, "epoch": None, "changes": [], ...}``: the caller must rebuild from
+        ``fed_state`` (and pull the owners' status of what it mirrors) and go on from its
+        ``seq``.  ``epoch`` is None so that a router that does not know ``resync`` sees an epoch
+        it does not know, which makes it resynchronise too.
         """
         if not isinstance(since, int) or isinstance(since, bool):
             raise TypeError("since must be an integer")
         self._absorb()
+        if since < self._floor:
+            return {
+                "epoch": None,
+                "resync": True,
+                "seq": self._seq,
+                "changes": [],
+                "more": False,
+                "resources_running": self._usage(),
+                "resource_pending": bool(self._res_tasks),
+            }
         newer: list[list[Any]] = []
         for task_id in reversed(self._feed):
             seq, status, priority = self._feed[task_id]
@@ -282,9 +347,14 @@ class FederatedCore:
             raise TypeError("task_ids must be a list of task ids")
         self._absorb()
         out: dict[str, Any] = {}
+        feed = self._feed
         for task_id in task_ids:
             state = self._state.get(task_id)
-            out[task_id] = None if state is None else [state[0], state[1], self._last_seq.get(task_id, 0)]
+            if state is None:
+                out[task_id] = None
+            else:
+                entry = feed.get(task_id)  # none: unchanged since the epoch began
+                out[task_id] = [state[0], state[1], entry[0] if entry is not None else 0]
         return {"epoch": self._epoch, "tasks": out}
 
     def fed_mirror_update(self, updates: list[list[Any]]) -> dict[str, Any]:
