@@ -283,8 +283,8 @@ def _str_dict(name: str, v: object) -> None:
 
 def _visibilities(v: object) -> None:
     _str_dict("param_visibilities", v)
-    if v is not None:
-        for k, x in v.items():  # type: ignore[attr-defined]
+    if isinstance(v, dict):
+        for k, x in v.items():
             if not isinstance(x, int) or isinstance(x, bool):
                 raise TypeError(f"param_visibilities[{k!r}] must be an int, got {x!r}")
 
@@ -2439,9 +2439,12 @@ class SchedulerCore:
             t.runnable = bool(rec.get("runnable", False))
             t.accepts_messages = rec.get("accepts_messages", False)
             rp = rec.get("retry_policy") or {}
-            t.retry_policy = tuple(
-                rp.get(k, d) for k, d in zip(_RETRY_KEYS, self._default_policy, strict=True)
-            )  # type: ignore[assignment]
+            count, hard_timeout, window = self._default_policy
+            t.retry_policy = (
+                rp.get("retry_count", count),
+                rp.get("disable_hard_timeout", hard_timeout),
+                rp.get("disable_window", window),
+            )
             owners = rec.get("owners")
             t.owners = list(owners) if owners is not None else None
             t.fed = dict(rec.get("fed") or {})
