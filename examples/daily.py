@@ -34,7 +34,7 @@ import os
 import random
 import re
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -378,7 +378,7 @@ class Load(luigi.Task):
     def output(self) -> luigi.LocalTarget:
         return _partition_target("load", self.topic, self.date, ".json")
 
-    def run(self) -> Iterator[luigi.Task]:
+    def run(self) -> Generator[luigi.Task, luigi.LocalTarget, None]:
         if os.path.getsize(self.input().path) > 0:
             source = "enrich"
             upstream = yield Enrich(date=self.date, topic=self.topic)
@@ -405,7 +405,7 @@ class DailyBatch(luigi.WrapperTask):
     task_namespace = ""
 
     date: dt.date = luigi.DateParameter()
-    topics: Sequence[str] = luigi.ListParameter(default=list(DEFAULT_TOPICS))
+    topics: Sequence[str] = luigi.ListParameter(default=DEFAULT_TOPICS)
 
     def requires(self) -> list[Load]:
         return [Load(date=self.date, topic=topic) for topic in self.topics]
@@ -418,7 +418,7 @@ class RangeBatch(luigi.WrapperTask):
 
     start: dt.date = luigi.DateParameter()
     days: int = luigi.IntParameter(default=7)
-    topics: Sequence[str] = luigi.ListParameter(default=list(DEFAULT_TOPICS))
+    topics: Sequence[str] = luigi.ListParameter(default=DEFAULT_TOPICS)
 
     def requires(self) -> list[DailyBatch]:
         return [
