@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -36,9 +37,9 @@ def ids_for(shard: str, n: int, family: str = "ns.T", start: int = 0) -> list[st
     return out
 
 
-def fed_core(shard: str = "s0", **config: object) -> tuple[FederatedCore, Clock]:
+def fed_core(shard: str = "s0", **config: Any) -> tuple[FederatedCore, Clock]:
     clock = Clock()
-    core = SchedulerCore(SchedulerConfig(**config), clock=clock)  # type: ignore[arg-type]
+    core = SchedulerCore(SchedulerConfig(**config), clock=clock)
     return FederatedCore(core, shard, PLACEMENT, clock=clock), clock
 
 
