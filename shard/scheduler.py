@@ -2208,11 +2208,6 @@ class SchedulerCore:
             return _NOTHING
         return self._upstream_disabled()
 
-    def touch_task(self, task_id: str) -> None:
-        """Mark a task so that the next :meth:`collect_changes` upserts its record."""
-        if task_id in self._tasks:
-            self._d_tasks.add(task_id)
-
     def update_fed(self, task_id: str, values: dict[str, Any]) -> None:
         """Merge ``values`` into a task's opaque federation data (``fed``, persisted in its record)."""
         t = self._tasks.get(task_id)

@@ -1246,10 +1246,8 @@ def test_federation_hooks(clock: FakeClock) -> None:
     assert "New" in ch.tasks and not ch.events
     sch.raise_priority("B", 50)
     assert sch.task_list("", "")["B"]["priority"] == 50
-    task = sch.get_task("B")
-    assert task is not None
-    task.fed["mirror"] = True
-    sch.touch_task("B")
+    sch.collect_changes()
+    sch.update_fed("B", {"mirror": True})
     assert sch.collect_changes().tasks["B"]["fed"] == {"mirror": True}
     sch.update_fed("B", {"epoch": 2.5, "seq": 7})
     assert sch.collect_changes().tasks["B"]["fed"] == {"mirror": True, "epoch": 2.5, "seq": 7}
