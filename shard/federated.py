@@ -49,11 +49,19 @@ from collections.abc import Callable
 from collections.abc import Set as AbstractSet
 from typing import Any
 
-from luigi.task_status import BATCH_RUNNING, DISABLED, DONE, PENDING, RUNNING, SUSPENDED, UNKNOWN
-
 from federation.placement import Placement, namespace_of
 from shard.changes import Changes, Snapshot
-from shard.scheduler import RPC_METHODS, SchedulerCore
+from shard.scheduler import (
+    BATCH_RUNNING,
+    DISABLED,
+    DONE,
+    PENDING,
+    RPC_METHODS,
+    RUNNING,
+    SUSPENDED,
+    UNKNOWN,
+    SchedulerCore,
+)
 
 #: most changes returned by one fed_changes call (the router asks again when ``more`` is set)
 FEED_PAGE = 20_000

@@ -115,8 +115,6 @@ from heapq import heapify, heappop, heappush
 from itertools import chain
 from typing import Any, Protocol
 
-from luigi.task_status import BATCH_RUNNING, DISABLED, DONE, FAILED, PENDING, RUNNING, SUSPENDED, UNKNOWN
-
 from federation.config import SchedulerConfig
 from shard._index import RankQueue
 from shard.changes import Changes, Event, Snapshot
@@ -150,6 +148,17 @@ RPC_METHODS: frozenset[str] = frozenset(
         "update_metrics_task_started", "report_task_statistics",
     }
 )  # fmt: skip
+
+# Luigi's task statuses (``luigi.task_status``), spelled out: importing anything from ``luigi``
+# runs ``luigi/__init__``, which loads tornado, tenacity and Luigi's RPC client into a pure module.
+PENDING = "PENDING"
+FAILED = "FAILED"
+DONE = "DONE"
+RUNNING = "RUNNING"
+BATCH_RUNNING = "BATCH_RUNNING"
+SUSPENDED = "SUSPENDED"  # deprecated by Luigi; add_task takes it as PENDING
+UNKNOWN = "UNKNOWN"
+DISABLED = "DISABLED"
 
 UPSTREAM_RUNNING = "UPSTREAM_RUNNING"
 UPSTREAM_MISSING_INPUT = "UPSTREAM_MISSING_INPUT"

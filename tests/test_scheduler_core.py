@@ -18,12 +18,15 @@ import hashlib
 import inspect
 import json
 import random
+import subprocess
+import sys
 from collections import defaultdict
 from typing import Any
 
 import pytest
 from luigi.task_status import BATCH_RUNNING, DISABLED, DONE, FAILED, PENDING, RUNNING, UNKNOWN
 
+import shard.scheduler
 from federation.config import SchedulerConfig
 from shard.changes import Changes, Snapshot
 from shard.scheduler import RPC_METHODS, SchedulerCore, _sig
@@ -1226,6 +1229,24 @@ def test_events(sch: SchedulerCore, clock: FakeClock) -> None:
         ("A", DONE, "W", None),
     ]
     assert sch.collect_changes().is_empty()
+
+
+def test_statuses_are_luigis() -> None:
+    import luigi.task_status
+
+    names = ["PENDING", "FAILED", "DONE", "RUNNING", "BATCH_RUNNING", "SUSPENDED", "UNKNOWN", "DISABLED"]
+    assert [getattr(shard.scheduler, n) for n in names] == [getattr(luigi.task_status, n) for n in names]
+
+
+def test_importing_the_core_loads_no_io_library_and_not_luigi() -> None:
+    """The core is pure: no zmq, msgpack, sqlalchemy; and not luigi, whose __init__ loads tornado."""
+    code = (
+        "import sys, shard.scheduler, shard.federated; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & "
+        "{'zmq', 'msgpack', 'sqlalchemy', 'psycopg2', 'tornado', 'luigi', 'textual'}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 def test_federation_hooks(clock: FakeClock) -> None:
