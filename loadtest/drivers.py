@@ -560,6 +560,8 @@ class Driver:
             if p.is_alive():
                 p.terminate()
                 p.join(timeout=5)
-        for p in self.plans:
-            if p.wid not in self.results:
-                self.results[p.wid] = WorkerResult(p.wid, p.worker_id, error="worker process did not report")
+        for plan in self.plans:
+            if plan.wid not in self.results:
+                self.results[plan.wid] = WorkerResult(
+                    plan.wid, plan.worker_id, error="worker process did not report"
+                )
