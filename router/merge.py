@@ -69,10 +69,10 @@ def merge_tasks(
         if task_id not in merged and (keep_mirror is None or keep_mirror(entry)):
             merged[task_id] = entry
     for task_id, entry in merged.items():
-        seen = first_seen.get(task_id)
-        if seen is None:
+        first = first_seen.get(task_id)
+        if first is None:
             continue
-        t = seen[0]
+        t = first[0]
         if isinstance(entry, dict) and entry.get("start_time") != t:
             merged[task_id] = {**entry, "start_time": t}
         elif isinstance(entry, tuple) and isinstance(entry[1], dict) and entry[1].get("start_time") != t:
