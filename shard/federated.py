@@ -319,6 +319,8 @@ class FederatedCore:
         """
         if not isinstance(since, int) or isinstance(since, bool):
             raise TypeError("since must be an integer")
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+            raise TypeError(f"limit must be an integer of at least 1, got {limit!r}")
         self._absorb()
         if since < self._floor:
             return {
