@@ -28,6 +28,7 @@ from federation.errors import (
     ProtocolError,
     TransportError,
     UnknownMethodError,
+    error_from_wire,
 )
 from federation.placement import Placement
 from router import merge
@@ -624,8 +625,6 @@ class InProcRouter:
         reply = wire.decode_reply(body)
         if reply.ok:
             return reply.result
-        from federation.errors import error_from_wire
-
         raise error_from_wire(reply.error)
 
     def call(self, method: str, **kwargs: Any) -> Any:
