@@ -96,11 +96,17 @@ def coerce(typ: Any, raw: Any) -> Any:
             raise TypeError(f"must be an integer, got {raw!r}")
         if isinstance(raw, float) and not raw.is_integer():
             raise ValueError(f"must be an integer, got {raw!r}")
-        return int(raw)
+        try:
+            return int(raw)
+        except (TypeError, ValueError):
+            raise ValueError(f"must be an integer, got {raw!r}") from None
     if typ.startswith("float"):
         if isinstance(raw, bool):
             raise TypeError(f"must be a number, got {raw!r}")
-        value = float(raw)
+        try:
+            value = float(raw)
+        except (TypeError, ValueError):
+            raise ValueError(f"must be a number, got {raw!r}") from None
         if math.isnan(value) or math.isinf(value):
             raise ValueError(f"must be a finite number, got {raw!r}")
         return value

@@ -77,10 +77,14 @@ def read_luigi_config(env: Any = None) -> LuigiConfig:
         import luigi.configuration as lc
         from luigi.configuration.cfg_parser import LuigiConfigParser
         from luigi.configuration.toml_parser import LuigiTomlParser
-    except ImportError as e:  # LUIGI_CONFIG_PATH=x.toml without the toml package breaks `import luigi`
+    except ImportError as e:
+        # LUIGI_CONFIG_PARSER=toml (or LUIGI_CONFIG_PATH=x.toml) without the toml package: `import
+        # luigi` itself fails, in luigid and in Luigi's workers alike
+        settings = ", ".join(
+            f"{k}={env[k]}" for k in ("LUIGI_CONFIG_PARSER", "LUIGI_CONFIG_PATH") if k in env
+        )
         raise ConfigError(
-            f"Luigi cannot load its configuration: {e} (luigid fails the same way)",
-            source=f"LUIGI_CONFIG_PATH={env.get('LUIGI_CONFIG_PATH', '')}",
+            f"Luigi cannot load its configuration ({settings or 'defaults'}): {_one_line(e)}"
         ) from None
     notes: list[str] = []
     name = env.get("LUIGI_CONFIG_PARSER", lc.core.DEFAULT_PARSER)
@@ -104,16 +108,7 @@ def read_luigi_config(env: Any = None) -> LuigiConfig:
                 "the federation"
             )
     if kind == "toml":
-        if LuigiTomlParser.enabled:
-            data = _luigi_parser(lc, name).data
-        else:
-            # luigid would stop here ("Parser not installed yet"); the file means the same to tomllib
-            notes.append(
-                "LUIGI_CONFIG_PARSER=toml without the toml package: luigi.toml read with Python's "
-                "tomllib instead (luigid would not start; pip install toml to use Luigi's reader)"
-            )
-            data = _merge_toml(search)
-        return _from_toml(data, search, notes)
+        return _from_toml(_luigi_parser(lc, name).data, search, notes)
     return _from_cfg(_luigi_parser(lc, name), search, notes)
 
 
@@ -287,6 +282,11 @@ def from_files(paths: list[str], parser: str = "cfg") -> LuigiConfig:
     search = tuple(os.path.abspath(p) for p in paths)
     notes: list[str] = []
     if parser == "toml":
+        from luigi.configuration.toml_parser import LuigiTomlParser
+
+        if LuigiTomlParser.enabled:
+            toml_parser = LuigiTomlParser()
+            return _from_toml(toml_parser.read(search), search, notes)
         return _from_toml(_merge_toml(search), search, notes)
     from luigi.configuration.cfg_parser import LuigiConfigParser
 
