@@ -670,3 +670,74 @@ def test_restarted_children_keep_the_values_resolved_at_start(pair: Pair) -> Non
     listed = rpc(pair.fed_url, "task_list", status="PENDING", upstream_status="", search="Chain")
     assert listed == {"num_tasks": 7}
     assert {r["name"]: r["num_total"] for r in rpc(pair.fed_url, "resource_list")} == {"db": 1, "gpu": 1}
+
+
+@pytest.mark.e2e
+def test_shard_serve_and_router_serve_read_luigi_cfg_themselves(tmp_path: Path) -> None:
+    """Without fedctl up: each server command reads luigi.cfg from its working directory (and warns)."""
+    write(
+        tmp_path / "luigi.cfg",
+        "[scheduler]\nmax_shown_tasks = 1\npause_enabled = false\nbatch_emails = true\n",
+    )
+    zmq, shard_ep = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+    fed = write(
+        tmp_path / "federation.toml",
+        f'[router]\nzmq = "{zmq}"\nhttp = ""\n[[shards]]\nid = "s0"\nendpoint = "{shard_ep}"\nstore = "s0.db"\n',
+    )
+    clean = {k: v for k, v in fed_env().items() if not k.startswith(("FED_", "LUIGI_CONFIG"))}
+    procs: list[tuple[subprocess.Popen[bytes], Path]] = []
+
+    def start(name: str, *args: str, **env: str) -> subprocess.Popen[bytes]:
+        log = tmp_path / f"{name}.log"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "fedctl", *args],
+            cwd=tmp_path,
+            env={**clean, **env},
+            stdout=open(log, "ab"),
+            stderr=subprocess.STDOUT,
+        )
+        procs.append((proc, log))
+        return proc
+
+    def answered(endpoint: str, method: str, **kwargs: Any) -> Any:
+        for proc, log in procs:
+            assert proc.poll() is None, log.read_text()
+        return call_ok(endpoint, method, timeout=2.0, **kwargs)
+
+    alone_ep = f"tcp://127.0.0.1:{free_port()}"
+    try:
+        start("s0", "shard", "serve", "--config", fed, "--id", "s0")
+        start("router", "router", "serve", "--config", fed)
+        start(
+            "alone",
+            "shard",
+            "serve",
+            "--id",
+            "alone",
+            "--bind",
+            alone_ep,
+            "--db",
+            f"sqlite:///{tmp_path}/alone.db",
+            FED_RESOURCES_DB="2",
+        )
+        wait_for(lambda: answered(alone_ep, "shard_info"), 60, what="the standalone shard")
+        wait_for(
+            lambda: (h := answered(zmq, "federation_health")) and all(s["up"] for s in h["shards"]),
+            60,
+            what="router and shard",
+        )
+        assert answered(alone_ep, "is_pause_enabled") == {"enabled": False}
+        assert [(r["name"], r["num_total"]) for r in answered(alone_ep, "resource_list")] == [("db", 2)]
+        for i in range(2):
+            answered(zmq, "add_task", task_id=f"T_{i}", worker="w", family="T")
+        assert answered(zmq, "task_list", status="PENDING", upstream_status="") == {"num_tasks": 2}
+        assert answered(zmq, "is_pause_enabled") == {"enabled": False}
+    finally:
+        for proc, _ in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc, _ in procs:
+            proc.wait(30)
+    for name in ("s0", "router", "alone"):
+        text = (tmp_path / f"{name}.log").read_text()
+        assert text.count("[scheduler] batch_emails = true") == 1, (name, text)
+        assert f"{tmp_path / 'luigi.cfg'} [scheduler] batch_emails" in text
