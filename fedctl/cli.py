@@ -317,25 +317,24 @@ def federation_children(config_path: Path) -> list[Any]:
 
 def _up_config(args: argparse.Namespace) -> Path:
     if args.config:
-        return _resolved_for_children(Path(args.config), Path(args.data_dir))
-    return _resolved_for_children(
-        local_federation(
-            args.shards,
-            Path(args.data_dir),
-            args.zmq,
-            args.http or None,
-            store=args.store,
-            pg_url=args.pg_url,
-            schema_prefix=args.schema_prefix,
-        ),
+        data_dir = Path(args.data_dir)
+        return _resolved_for_children(Path(args.config), data_dir / "federation.resolved.toml")
+    generated = local_federation(
+        args.shards,
         Path(args.data_dir),
+        args.zmq,
+        args.http or None,
+        store=args.store,
+        pg_url=args.pg_url,
+        schema_prefix=args.schema_prefix,
     )
+    return _resolved_for_children(generated, generated)
 
 
-def _resolved_for_children(config_path: Path, data_dir: Path) -> Path:
+def _resolved_for_children(config_path: Path, out: Path) -> Path:
     """Resolve federation.toml, FED_* and Luigi's luigi.cfg once, here, and hand the children the
-    result: ``<data-dir>/federation.resolved.toml`` (``luigi_config = false``), so every shard, the
-    router and every restart of one run with the same values, whatever happens to luigi.cfg."""
+    result in ``out`` (``luigi_config = false``): every shard, the router and every restart of one
+    then run with the same values, whatever happens to luigi.cfg meanwhile."""
     from datetime import UTC, datetime
 
     from federation.config import resolve_config
@@ -343,8 +342,7 @@ def _resolved_for_children(config_path: Path, data_dir: Path) -> Path:
     resolved = resolve_config(str(config_path))
     for warning in resolved.warnings:
         print(f"fedctl: warning: {warning}", file=sys.stderr, flush=True)
-    data_dir.mkdir(parents=True, exist_ok=True)
-    out = data_dir / "federation.resolved.toml"
+    out.parent.mkdir(parents=True, exist_ok=True)
     header = (
         f"written by fedctl up at {datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ} from {config_path}, the FED_* "
         "environment and Luigi's configuration\n"

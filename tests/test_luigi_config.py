@@ -558,7 +558,7 @@ def test_up_warns_once_and_hands_the_children_the_resolved_values(pair: Pair) ->
     assert log.count("fedctl: warning:") == 2, log
     assert "[scheduler] state_path" in log and "not honoured" in log
     assert "bogus_setting: not a luigid setting" in log
-    resolved = (pair.root / "fed" / "federation.resolved.toml").read_text()
+    resolved = (pair.root / "fed" / "federation.toml").read_text()  # generated, then resolved
     assert "luigi_config = false" in resolved and "retry_count = 2" in resolved and "gpu = 1" in resolved
 
 
