@@ -812,11 +812,14 @@ def resolve_config(
             res[str(name)] = value
             sources[f"resources.{name}"] = Source("federation.toml", f"{source} [resources] {name}")
 
-    for var, value in env.items():
+    env_notes: list[str] = []
+    for var, value in sorted(env.items()):
         if not var.startswith(ENV_PREFIX):
             continue
         rest = var[len(ENV_PREFIX) :]
-        if rest.lower().startswith("scheduler_") and rest[len("scheduler_") :].lower() in known:
+        if rest.lower().startswith("scheduler_") and rest[len("scheduler_") :].lower() not in known:
+            env_notes.append(f"environment {var}: not a [scheduler] setting; ignored")
+        elif rest.lower().startswith("scheduler_"):
             key = rest[len("scheduler_") :].lower()
             try:
                 sched[key] = _coerce(key, known[key].type, value)
@@ -898,7 +901,7 @@ def resolve_config(
         else:
             sources["default_group"] = Source("default")
 
-    warnings = list(luigi_cfg.notes if luigi_cfg is not None else ())
+    warnings = list(luigi_cfg.notes if luigi_cfg is not None else ()) + env_notes
     defaults = SchedulerConfig()
     for key, instead in NOT_HONOURED.items():
         value = getattr(scheduler, key)

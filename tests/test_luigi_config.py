@@ -250,6 +250,8 @@ def test_every_unhonoured_luigid_setting_is_one_warning_naming_it(tmp_path: Path
     # the same settings from federation.toml or the environment are warned about too
     env_only = resolve_config(None, env={"FED_SCHEDULER_BATCH_EMAILS": "yes"}, luigi=False, federation=False)
     assert len(env_only.warnings) == 1 and "FED_SCHEDULER_BATCH_EMAILS" in env_only.warnings[0]
+    typo = resolve_config(None, env={"FED_SCHEDULER_RETRY_CNT": "3"}, luigi=False, federation=False)
+    assert typo.warnings == ("environment FED_SCHEDULER_RETRY_CNT: not a [scheduler] setting; ignored",)
     # "none" is luigid's default collector under another name
     quiet = resolve_config(
         None, env={"FED_SCHEDULER_METRICS_COLLECTOR": "none"}, luigi=False, federation=False
