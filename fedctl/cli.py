@@ -688,7 +688,8 @@ def build_parser(*, with_loadtest: bool = True) -> argparse.ArgumentParser:
         "serve",
         help="serve one shard on a ZeroMQ socket",
         description="Serve one scheduler shard: Luigi's scheduler semantics, every acknowledged change "
-        "committed to its store before the reply.",
+        "committed to its store before the reply. Luigi's own luigi.cfg/luigi.toml [scheduler] and "
+        "[resources] apply under --config and FED_* (fedctl config show).",
     )
     serve.add_argument("--id", default=_env("FED_SHARD_ID"), help="shard id, e.g. s0 [FED_SHARD_ID]")
     serve.add_argument(
@@ -745,7 +746,8 @@ def build_parser(*, with_loadtest: bool = True) -> argparse.ArgumentParser:
         "serve",
         help="serve the router (ZeroMQ front and Luigi's HTTP API)",
         description="Route every task id to its shard, merge reads across shards, relay cross-shard "
-        "dependencies, and serve Luigi's HTTP RPC and web visualiser.",
+        "dependencies, and serve Luigi's HTTP RPC and web visualiser. Luigi's own luigi.cfg/luigi.toml "
+        "[scheduler] applies under --config and FED_* (fedctl config show).",
     )
     rserve.add_argument("--config", default=_env("FED_CONFIG"), help="federation.toml [FED_CONFIG]")
     rserve.add_argument("--zmq", default=None, help="ZeroMQ bind, overrides [router] zmq [FED_ROUTER_ZMQ]")
