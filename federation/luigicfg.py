@@ -77,6 +77,8 @@ def read_luigi_config(env: Any = None) -> LuigiConfig:
         import luigi.configuration as lc
         from luigi.configuration.cfg_parser import LuigiConfigParser
         from luigi.configuration.toml_parser import LuigiTomlParser
+    except configparser.Error as e:  # `import luigi` reads luigi.cfg already (luigi.setup_logging)
+        raise _unreadable(e) from None
     except ImportError as e:
         # LUIGI_CONFIG_PARSER=toml (or LUIGI_CONFIG_PATH=x.toml) without the toml package: `import
         # luigi` itself fails, in luigid and in Luigi's workers alike
@@ -118,9 +120,17 @@ def _luigi_parser(lc: Any, name: str) -> Any:
             warnings.simplefilter("ignore")
             return lc.get_config(name)
     except configparser.Error as e:
-        raise ConfigError(f"Luigi cannot read its configuration: {_one_line(e)}") from None
+        raise _unreadable(e) from None
     except (tomllib.TOMLDecodeError, ValueError, TypeError) as e:  # the toml package's errors
         raise ConfigError(f"Luigi cannot read its configuration (TOML): {_one_line(e)}") from None
+
+
+def _unreadable(e: configparser.Error) -> ConfigError:
+    path = getattr(e, "source", None)
+    return ConfigError(
+        f"not a valid Luigi config file (luigid cannot start either): {_one_line(e)}",
+        source=os.path.abspath(path) if isinstance(path, str) else "",
+    )
 
 
 def _one_line(e: BaseException) -> str:
@@ -162,11 +172,13 @@ def _from_cfg(parser: Any, search: tuple[str, ...], notes: list[str]) -> LuigiCo
                         return path, spelling if sect == section else f"{spelling} (from [DEFAULT])"
         return None
 
-    def value(section: str, key: str, where: tuple[str, str]) -> LuigiValue:
+    def value(section: str, key: str, where: tuple[str, str]) -> LuigiValue | None:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # Luigi's DeprecationWarning for dash spellings
                 raw = parser.get(section, key)
+        except (configparser.NoSectionError, configparser.NoOptionError):
+            return None  # e.g. a [DEFAULT] key with no [scheduler] section: luigid's default then
         except (configparser.Error, KeyError) as e:
             raise ConfigError(f"[{section}] {where[1]}: {_one_line(e)}", source=where[0]) from None
         return LuigiValue(raw, where[0], where[1], section)
@@ -174,8 +186,9 @@ def _from_cfg(parser: Any, search: tuple[str, ...], notes: list[str]) -> LuigiCo
     scheduler: dict[str, LuigiValue] = {}
     for key in sorted(known):
         where = writer(SCHEDULER, key)
-        if where is not None:
-            scheduler[key] = value(SCHEDULER, key, where)
+        found = value(SCHEDULER, key, where) if where is not None else None
+        if found is not None:
+            scheduler[key] = found
     for path, cp in files:
         if cp.has_section(SCHEDULER):
             for key in cp.options(SCHEDULER):
@@ -199,8 +212,8 @@ def _from_cfg(parser: Any, search: tuple[str, ...], notes: list[str]) -> LuigiCo
 
     if parser.has_section(CORS) and parser.has_option(CORS, "enabled"):
         where = writer(CORS, "enabled") or (search[-1], "enabled")
-        raw = value(CORS, "enabled", where).raw
-        if str(raw).strip().lower() == "true":
+        enabled = value(CORS, "enabled", where)
+        if enabled is not None and str(enabled.raw).strip().lower() == "true":
             notes.append(
                 f"{where[0]} [cors] enabled = true: not honoured; the federation's HTTP gateway "
                 "sends no CORS headers (call it from the same origin, or put a proxy in front)"
@@ -294,5 +307,5 @@ def from_files(paths: list[str], parser: str = "cfg") -> LuigiConfig:
     try:
         luigi_parser.read(search)
     except configparser.Error as e:
-        raise ConfigError(f"Luigi cannot read its configuration: {_one_line(e)}") from None
+        raise _unreadable(e) from None
     return _from_cfg(luigi_parser, search, notes)

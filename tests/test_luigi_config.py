@@ -371,8 +371,11 @@ def test_bad_luigi_cfg_is_one_line_naming_file_and_key(tmp_path: Path) -> None:
         lines = [line for line in proc.stderr.splitlines() if line.strip()]
         assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
         assert f"{tmp_path / 'luigi.cfg'}: [scheduler] retry_count: must be an integer" in lines[0]
-    proc = fedctl(tmp_path, "config", "show", LUIGI_CONFIG_PATH=str(tmp_path / "nope.cfg"))
-    assert proc.returncode == 2 and "LUIGI_CONFIG_PATH" not in proc.stderr  # luigi.cfg's error first
+    # a file Luigi cannot parse at all (luigid would not even import Luigi)
+    write(tmp_path / "luigi.cfg", "retry_count = 2\n")
+    proc = fedctl(tmp_path, "config", "show")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.startswith(f"fedctl: error: {tmp_path / 'luigi.cfg'}: not a valid Luigi config file")
     write(tmp_path / "luigi.cfg", "[scheduler]\nretry_count = 2\n")
     proc = fedctl(tmp_path, "config", "show", LUIGI_CONFIG_PATH=str(tmp_path / "nope.cfg"))
     assert proc.returncode == 0 and f"LUIGI_CONFIG_PATH={tmp_path / 'nope.cfg'}: no such file" in proc.stdout
