@@ -99,7 +99,7 @@ def coerce(typ: Any, raw: Any) -> Any:
         try:
             return int(raw)
         except (TypeError, ValueError):
-            raise ValueError(f"must be an integer, got {raw!r}") from None
+            raise ValueError(f"must be a number (an integer), got {raw!r}") from None
     if typ.startswith("float"):
         if isinstance(raw, bool):
             raise TypeError(f"must be a number, got {raw!r}")

@@ -235,7 +235,7 @@ def test_coercer_messages_name_the_expected_type() -> None:
     """luigi.cfg and FED_* values are text: a bad one says what was expected, not Python's int()."""
     from federation.config import coerce, resource_capacity
 
-    with pytest.raises(ValueError, match=r"must be an integer, got 'lots'"):
+    with pytest.raises(ValueError, match=r"must be a number \(an integer\), got 'lots'"):
         coerce("int", "lots")
     with pytest.raises(ValueError, match=r"must be a number, got 'soon'"):
         coerce("float", "soon")

@@ -214,7 +214,7 @@ def test_bad_values_name_their_file_or_variable_and_key_all_at_once(tmp_path: Pa
         )
     problems = e.value.problems
     for needle in (
-        f"{luigi_path}: [scheduler] retry_count: must be an integer",
+        f"{luigi_path}: [scheduler] retry_count: must be a number (an integer)",
         f"{luigi_path}: [scheduler] pause_enabled: must be true or false",
         f"{luigi_path}: [scheduler] metrics_collector: must be one of",
         f"{luigi_path}: [resources] db: resource 'db' must be a non-negative integer",
@@ -370,7 +370,7 @@ def test_bad_luigi_cfg_is_one_line_naming_file_and_key(tmp_path: Path) -> None:
         assert proc.returncode == 2, proc.stderr
         lines = [line for line in proc.stderr.splitlines() if line.strip()]
         assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
-        assert f"{tmp_path / 'luigi.cfg'}: [scheduler] retry_count: must be an integer" in lines[0]
+        assert f"{tmp_path / 'luigi.cfg'}: [scheduler] retry_count: must be a number (an integer)" in lines[0]
     # a file Luigi cannot parse at all (luigid would not even import Luigi)
     write(tmp_path / "luigi.cfg", "retry_count = 2\n")
     proc = fedctl(tmp_path, "config", "show")
