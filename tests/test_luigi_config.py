@@ -393,6 +393,7 @@ max_shown_tasks = 5
 max_graph_nodes = 3
 pause_enabled = false
 send_messages = false
+stable_done_cooldown_secs = 0
 state_path = {state}
 bogus_setting = 1
 """
@@ -616,7 +617,7 @@ def test_max_shown_tasks_and_max_graph_nodes_limit_reads_like_luigid(pair: Pair)
 
 
 @pytest.mark.e2e
-def test_pause_and_messages_switches_like_luigid(pair: Pair) -> None:
+def test_pause_messages_and_cooldown_switches_like_luigid(pair: Pair) -> None:
     assert pair.same("is_pause_enabled") == {"enabled": False}
     pair.same("pause")
     assert pair.same("is_paused") == {"paused": False}
@@ -628,6 +629,9 @@ def test_pause_and_messages_switches_like_luigid(pair: Pair) -> None:
     running = pair.same("task_list", status="RUNNING", upstream_status="", search="Talk")
     assert "accepts_messages" not in running["Talk_1_x"]  # send_messages = false
     add(pair, "Talk_1_x", "w-msg", status="DONE")
+    # stable_done_cooldown_secs = 0: a DONE task scheduled again is PENDING at once (default: 10 s DONE)
+    add(pair, "Talk_1_x", "w-msg-2")
+    assert set(pair.same("task_list", status="PENDING", upstream_status="", search="Talk")) == {"Talk_1_x"}
 
 
 @pytest.mark.e2e
