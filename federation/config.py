@@ -861,10 +861,10 @@ def resolve_config(
             fed = FederationConfig.from_mapping(layered, source=source, base_dir=base_dir)
             scheduler = fed.scheduler
         else:
-            section = dict(layered["scheduler"]) if isinstance(layered["scheduler"], dict) else {}
+            table = dict(layered["scheduler"]) if isinstance(layered["scheduler"], dict) else {}
             if "resources" in layered:
-                section["resources"] = layered["resources"]
-            scheduler = SchedulerConfig.from_mapping(section, source=source)
+                table["resources"] = layered["resources"]
+            scheduler = SchedulerConfig.from_mapping(table, source=source)
             if "luigi_config" in data:
                 coerce("bool", data["luigi_config"])
     except ConfigError as e:
