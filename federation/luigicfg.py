@@ -79,6 +79,9 @@ def read_luigi_config(env: Any = None) -> LuigiConfig:
         from luigi.configuration.toml_parser import LuigiTomlParser
     except configparser.Error as e:  # `import luigi` reads luigi.cfg already (luigi.setup_logging)
         raise _unreadable(e) from None
+    except ValueError as e:  # ... or luigi.toml, whose reader (the toml package) raises ValueErrors
+        paths = ["/etc/luigi/luigi.toml", "luigi.toml", env.get("LUIGI_CONFIG_PATH", "")]
+        raise _unreadable_toml(e, paths) from None
     except ImportError as e:
         # LUIGI_CONFIG_PARSER=toml (or LUIGI_CONFIG_PATH=x.toml) without the toml package: `import
         # luigi` itself fails, in luigid and in Luigi's workers alike
@@ -121,8 +124,23 @@ def _luigi_parser(lc: Any, name: str) -> Any:
             return lc.get_config(name)
     except configparser.Error as e:
         raise _unreadable(e) from None
-    except (tomllib.TOMLDecodeError, ValueError, TypeError) as e:  # the toml package's errors
-        raise ConfigError(f"Luigi cannot read its configuration (TOML): {_one_line(e)}") from None
+    except (ValueError, TypeError) as e:  # the toml package's errors
+        raise _unreadable_toml(e, list(lc.core.PARSERS["toml"]._config_paths)) from None
+
+
+def _unreadable_toml(e: Exception, paths: list[str]) -> ConfigError:
+    """Luigi's TOML reader names no file in its errors: find the one that does not parse."""
+    for path in paths:
+        if path and os.path.isfile(path):
+            try:
+                with open(path, "rb") as f:
+                    tomllib.load(f)
+            except (OSError, tomllib.TOMLDecodeError):
+                return ConfigError(
+                    f"not a valid Luigi TOML file (luigid cannot start either): {_one_line(e)}",
+                    source=os.path.abspath(path),
+                )
+    return ConfigError(f"Luigi cannot read its TOML configuration: {_one_line(e)}")
 
 
 def _unreadable(e: configparser.Error) -> ConfigError:

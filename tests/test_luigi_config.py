@@ -361,6 +361,10 @@ def test_config_show_with_luigi_toml(tmp_path: Path) -> None:
     assert doc["luigi"]["parser"] == "toml" and doc["luigi"]["files"] == [str(tmp_path / "luigi.toml")]
     assert doc["by_key"]["scheduler.retry_count"]["value"] == 4
     assert doc["by_key"]["resources.gpu"]["from"] == f"{tmp_path / 'luigi.toml'} [resources] gpu"
+    write(tmp_path / "luigi.toml", "[scheduler\nretry_count = 4\n")
+    proc = fedctl(tmp_path, "config", "show", LUIGI_CONFIG_PARSER="toml")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.startswith(f"fedctl: error: {tmp_path / 'luigi.toml'}: not a valid Luigi TOML file")
 
 
 def test_bad_luigi_cfg_is_one_line_naming_file_and_key(tmp_path: Path) -> None:
