@@ -391,8 +391,8 @@ LUIGI_CFG = """
 [scheduler]
 retry_count = 2
 disable_window = 600
-disable_persist = 1
-retry_delay = 1
+disable_persist = 2
+retry_delay = 2
 max_shown_tasks = 5
 max_graph_nodes = 3
 pause_enabled = false
@@ -575,7 +575,8 @@ def test_up_warns_once_and_hands_the_children_the_resolved_values(pair: Pair) ->
 @pytest.mark.e2e
 def test_retry_count_and_disable_window_disable_a_task_like_luigid(pair: Pair) -> None:
     """[scheduler] retry_count = 2 within disable_window: the second failure disables the task;
-    disable_persist = 1 re-enables it; retry_delay = 1 puts a failed task back to PENDING."""
+    disable_persist = 2 re-enables it; retry_delay = 2 puts a failed task back to PENDING (2 s: long
+    enough that the checks right after the failures see them, on a busy machine too)."""
     for tid in ("Flaky_a_1", "Flaky_b_2", "Once_c_3"):
         add(pair, tid, "w-retry")
     for tid in ("Flaky_a_1", "Flaky_b_2"):
@@ -588,7 +589,7 @@ def test_retry_count_and_disable_window_disable_a_task_like_luigid(pair: Pair) -
     assert set(pair.same("task_list", status="FAILED", upstream_status="", search="Once")) == {"Once_c_3"}
     pair.same("re_enable_task", task_id="Flaky_b_2")
 
-    # retry_delay = 1 and disable_persist = 1: a prune after a second puts both back to PENDING
+    # retry_delay = 2 and disable_persist = 2: prunes after that put all three back to PENDING
     def back_to_pending() -> bool:
         seen: list[set[str]] = [set(), set()]
         for family in ("Flaky", "Once"):  # search matches the display name, Family(params)
