@@ -413,7 +413,7 @@ def rpc(url: str, method: str, **kwargs: Any) -> Any:
         return json.loads(r.read())["response"]
 
 
-VOLATILE = {"start_time", "last_updated", "time_running", "worker_running", "last_active", "started"}
+VOLATILE = {"start_time", "last_updated", "time_running", "last_active", "started"}
 
 
 def normal(value: Any) -> Any:
