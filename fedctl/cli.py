@@ -43,27 +43,40 @@ def _has_shards(path: str) -> bool:
         with open(path, "rb") as f:
             return "shards" in tomllib.load(f)
     except (OSError, tomllib.TOMLDecodeError):
-        return False  # load_scheduler_config reports the problem with the file name
+        return False  # resolve_config reports the problem with the file name
+
+
+def _server_config(path: str | None, *, federation: bool = True, overrides: Any = None) -> Any:
+    """What a server runs with: command line > FED_* > federation.toml > Luigi's luigi.cfg > defaults
+    (``federation.config.resolve_config``); each setting it does not honour is one warning."""
+    from federation.config import resolve_config
+
+    resolved = resolve_config(path, overrides=overrides, federation=federation)
+    for warning in resolved.warnings:
+        logging.getLogger("fedctl.config").warning("%s", warning)
+    return resolved
 
 
 def cmd_shard_serve(args: argparse.Namespace) -> int:
     _setup_logging(args.log_level)
     if not args.id:
         raise ConfigError("--id (or FED_SHARD_ID) is required")
-    if args.config and _has_shards(args.config):
+    federated = bool(args.config and _has_shards(args.config))
+    # federation.toml (or a TOML with just [scheduler]/[resources]) over Luigi's own configuration
+    resolved = _server_config(args.config, federation=federated)
+    if federated:
         # a member of a federation: endpoint, store, [scheduler] and placement from federation.toml
-        from federation.config import load_federation_config
         from shard.app import build_federated_shard
 
-        cfg = load_federation_config(args.config)
         if args.db or args.schema:
             raise ConfigError(
                 "--db/--schema cannot be combined with a federation.toml; set the shard's store there",
                 source=args.config,
             )
-        server = build_federated_shard(cfg, args.id, bind=args.bind, prune_interval=args.prune_interval)
+        server = build_federated_shard(
+            resolved.federation, args.id, bind=args.bind, prune_interval=args.prune_interval
+        )
     else:
-        from federation.config import load_scheduler_config
         from shard.app import build_shard
 
         if not args.db:
@@ -72,7 +85,7 @@ def cmd_shard_serve(args: argparse.Namespace) -> int:
             args.id,
             args.bind or "tcp://127.0.0.1:5556",
             args.db,
-            config=load_scheduler_config(args.config),
+            config=resolved.scheduler,
             schema=args.schema,
             prune_interval=args.prune_interval,
         )
@@ -146,11 +159,9 @@ def run_with_retcodes(argv: list[str], factory: Any) -> int:
 
 # -- fedctl router serve / up / demo / status --------------------------------------
 def cmd_router_serve(args: argparse.Namespace) -> int:
-    from federation.config import load_federation_config
-    from router.server import serve
-
     _setup_logging(args.log_level)
-    cfg = load_federation_config(args.config, overrides={"router.zmq": args.zmq, "router.http": args.http})
+    cfg = _server_config(args.config, overrides={"router.zmq": args.zmq, "router.http": args.http}).federation
+    from router.server import serve
 
     def ready(router: Any) -> None:
         if args.metrics:
@@ -166,6 +177,78 @@ def cmd_router_serve(args: argparse.Namespace) -> int:
             )
 
     return serve(cfg, ready=ready) or 0
+
+
+# -- fedctl config show -----------------------------------------------------------
+def cmd_config_show(args: argparse.Namespace) -> int:
+    """The settings a server started here would run with, and where each one came from."""
+    import json
+
+    from federation.config import ENV_PREFIX, LAYERS, mask_secrets, resolve_config
+
+    path = args.config or os.environ.get(ENV_PREFIX + "CONFIG") or None
+    federated = bool(path and _has_shards(path))
+    resolved = resolve_config(path, federation=federated)
+    luigi = resolved.luigi
+    shards = []
+    if resolved.federation is not None:
+        cfg = resolved.federation
+        shards = [
+            {
+                "id": s.id,
+                "group": cfg.group_of_shard(s.id),
+                "endpoint": s.endpoint,
+                "store": mask_secrets(s.store),
+                "schema": s.schema,
+            }
+            for s in cfg.shards
+        ]
+    if args.json:
+        doc = {
+            "config": path,
+            "federation": federated,
+            "precedence": list(LAYERS),
+            "luigi": None
+            if luigi is None
+            else {"parser": luigi.parser, "search_path": list(luigi.search_path), "files": list(luigi.files)},
+            "settings": [
+                {"key": k, "value": v, "layer": src.layer, "from": src.where}
+                for k, v, src in resolved.settings()
+            ],
+            "shards": shards,
+            "warnings": list(resolved.warnings),
+        }
+        print(json.dumps(doc, indent=2))
+        return 0
+    out = [
+        f"federation.toml   {path or '(none)'}"
+        + ("" if federated else "   (no [[shards]]: a standalone shard's [scheduler] and [resources])"),
+        "precedence        " + " > ".join(LAYERS),
+    ]
+    if luigi is None:
+        out.append("Luigi config      not read (luigi_config = false)")
+    else:
+        out.append(f"Luigi config      {luigi.parser} parser; read: {', '.join(luigi.files) or 'no file'}")
+        out.append(f"  search path     {', '.join(luigi.search_path)}")
+    rows = [("KEY", "VALUE", "FROM")]
+    for key, value, src in resolved.settings():
+        shown = "(none)" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+        rows.append((key, mask_secrets(shown), str(src)))
+    width = [max(len(r[i]) for r in rows) for i in range(2)]
+    out.append("")
+    out += [f"{r[0]:<{width[0]}}  {r[1]:<{width[1]}}  {r[2]}".rstrip() for r in rows]
+    if shards:
+        out.append("")
+        out.append("shards")
+        for sh in shards:
+            schema = f" schema {sh['schema']}" if sh["schema"] else ""
+            out.append(f"  {sh['id']:<8} {sh['group']:<10} {sh['endpoint']:<24} {sh['store']}{schema}")
+    if resolved.warnings:
+        out.append("")
+        out.append("warnings")
+        out += [f"  {w}" for w in resolved.warnings]
+    print("\n".join(out))
+    return 0
 
 
 def local_federation(
@@ -234,8 +317,9 @@ def federation_children(config_path: Path) -> list[Any]:
 
 def _up_config(args: argparse.Namespace) -> Path:
     if args.config:
-        return Path(args.config)
-    return local_federation(
+        data_dir = Path(args.data_dir)
+        return _resolved_for_children(Path(args.config), data_dir / "federation.resolved.toml")
+    generated = local_federation(
         args.shards,
         Path(args.data_dir),
         args.zmq,
@@ -244,6 +328,32 @@ def _up_config(args: argparse.Namespace) -> Path:
         pg_url=args.pg_url,
         schema_prefix=args.schema_prefix,
     )
+    return _resolved_for_children(generated, generated)
+
+
+def _resolved_for_children(config_path: Path, out: Path) -> Path:
+    """Resolve federation.toml, FED_* and Luigi's luigi.cfg once, here, and hand the children the
+    result in ``out`` (``luigi_config = false``): every shard, the router and every restart of one
+    then run with the same values, whatever happens to luigi.cfg meanwhile."""
+    from datetime import UTC, datetime
+
+    from federation.config import resolve_config
+
+    resolved = resolve_config(str(config_path))
+    for warning in resolved.warnings:
+        print(f"fedctl: warning: {warning}", file=sys.stderr, flush=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    header = (
+        f"written by fedctl up at {datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ} from {config_path}, the FED_* "
+        "environment and Luigi's configuration\n"
+        f"({', '.join(resolved.luigi.files) if resolved.luigi and resolved.luigi.files else 'no luigi.cfg'}): "
+        "what its children run with (fedctl config show explains each value)"
+    )
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(resolved.to_toml(header))
+    tmp.chmod(0o600)  # store URLs may carry a password
+    tmp.replace(out)
+    return out
 
 
 def _banner(config_path: Path) -> str:
@@ -578,7 +688,8 @@ def build_parser(*, with_loadtest: bool = True) -> argparse.ArgumentParser:
         "serve",
         help="serve one shard on a ZeroMQ socket",
         description="Serve one scheduler shard: Luigi's scheduler semantics, every acknowledged change "
-        "committed to its store before the reply.",
+        "committed to its store before the reply. Luigi's own luigi.cfg/luigi.toml [scheduler] and "
+        "[resources] apply under --config and FED_* (fedctl config show).",
     )
     serve.add_argument("--id", default=_env("FED_SHARD_ID"), help="shard id, e.g. s0 [FED_SHARD_ID]")
     serve.add_argument(
@@ -635,7 +746,8 @@ def build_parser(*, with_loadtest: bool = True) -> argparse.ArgumentParser:
         "serve",
         help="serve the router (ZeroMQ front and Luigi's HTTP API)",
         description="Route every task id to its shard, merge reads across shards, relay cross-shard "
-        "dependencies, and serve Luigi's HTTP RPC and web visualiser.",
+        "dependencies, and serve Luigi's HTTP RPC and web visualiser. Luigi's own luigi.cfg/luigi.toml "
+        "[scheduler] applies under --config and FED_* (fedctl config show).",
     )
     rserve.add_argument("--config", default=_env("FED_CONFIG"), help="federation.toml [FED_CONFIG]")
     rserve.add_argument("--zmq", default=None, help="ZeroMQ bind, overrides [router] zmq [FED_ROUTER_ZMQ]")
@@ -649,6 +761,25 @@ def build_parser(*, with_loadtest: bool = True) -> argparse.ArgumentParser:
     )
     rserve.add_argument("--log-level", default=_env("FED_LOG_LEVEL", "INFO"), help="[FED_LOG_LEVEL]")
     rserve.set_defaults(func=cmd_router_serve)
+
+    config = sub.add_parser("config", help="the effective configuration of the servers")
+    config_sub = config.add_subparsers(dest="config_command", metavar="SUBCOMMAND")
+    cshow = config_sub.add_parser(
+        "show",
+        help="every setting a server would run with here, and where it came from",
+        description="Resolve the configuration the way fedctl up, fedctl router serve and fedctl shard "
+        "serve do -- command line > FED_* environment > federation.toml > Luigi's own configuration "
+        "(luigi.cfg / luigi.toml, LUIGI_CONFIG_PATH, LUIGI_CONFIG_PARSER, as luigid reads it) > "
+        "defaults -- and print each setting with the layer and file or variable it came from "
+        "(passwords in store URLs masked), then the warnings a server would log.",
+    )
+    cshow.add_argument(
+        "--config",
+        default=_env("FED_CONFIG"),
+        help="federation.toml, or a standalone shard's TOML with [scheduler]/[resources] [FED_CONFIG]",
+    )
+    cshow.add_argument("--json", action="store_true", help="print it as JSON")
+    cshow.set_defaults(func=cmd_config_show)
 
     def local_options(cmd: argparse.ArgumentParser) -> None:
         cmd.add_argument(

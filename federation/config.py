@@ -11,6 +11,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -95,11 +96,17 @@ def coerce(typ: Any, raw: Any) -> Any:
             raise TypeError(f"must be an integer, got {raw!r}")
         if isinstance(raw, float) and not raw.is_integer():
             raise ValueError(f"must be an integer, got {raw!r}")
-        return int(raw)
+        try:
+            return int(raw)
+        except (TypeError, ValueError):
+            raise ValueError(f"must be a number (an integer), got {raw!r}") from None
     if typ.startswith("float"):
         if isinstance(raw, bool):
             raise TypeError(f"must be a number, got {raw!r}")
-        value = float(raw)
+        try:
+            value = float(raw)
+        except (TypeError, ValueError):
+            raise ValueError(f"must be a number, got {raw!r}") from None
         if math.isnan(value) or math.isinf(value):
             raise ValueError(f"must be a finite number, got {raw!r}")
         return value
@@ -118,13 +125,27 @@ def _coerce(name: str, typ: Any, raw: Any) -> Any:
     if name == "resources":
         if not isinstance(raw, dict):
             raise TypeError("must be a table of name = integer")
-        out = {}
-        for k, v in raw.items():
-            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise ValueError(f"resource {k!r} must be a non-negative integer, got {v!r}")
-            out[str(k)] = v
-        return out
-    return coerce(typ, raw)
+        return {str(k): resource_capacity(k, v) for k, v in raw.items()}
+    value = coerce(typ, raw)
+    if name == "metrics_collector" and value not in METRICS_COLLECTORS:
+        # luigid refuses to start on any other name (luigi.metrics.MetricsCollectors)
+        raise ValueError(f"must be one of {', '.join(METRICS_COLLECTORS)}, got {raw!r}")
+    return value
+
+
+#: the names luigid's ``metrics_collector`` accepts (``default`` and ``none`` both mean none)
+METRICS_COLLECTORS = ("default", "none", "datadog", "prometheus", "custom")
+
+
+def resource_capacity(name: Any, raw: Any) -> int:
+    """A ``[resources]`` capacity: a non-negative integer (text such as luigi.cfg's ``"2"`` too)."""
+    try:
+        value = coerce("int", raw.strip() if isinstance(raw, str) else raw)
+    except (TypeError, ValueError):
+        value = -1
+    if isinstance(raw, float) or value < 0:
+        raise ValueError(f"resource {name!r} must be a non-negative integer, got {raw!r}")
+    return value
 
 
 # -- federation.toml ---------------------------------------------------------------------------
@@ -137,7 +158,17 @@ ENV_PREFIX = "FED_"
 _ROUTER_KEYS = {"zmq", "http", "timeout", "health_timeout", "relay_interval", "max_message_bytes"}
 _SHARD_KEYS = {"id", "endpoint", "store", "schema"}
 # [tui] belongs to `fedctl tui` (tui/config.py validates it); the federation only lets it be
-_TOP_KEYS = {"router", "shards", "groups", "namespaces", "default_group", "scheduler", "resources", "tui"}
+_TOP_KEYS = {
+    "router",
+    "shards",
+    "groups",
+    "namespaces",
+    "default_group",
+    "scheduler",
+    "resources",
+    "tui",
+    "luigi_config",
+}
 _ID_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
 
 
@@ -195,6 +226,9 @@ class FederationConfig:
     router: RouterConfig = field(default_factory=RouterConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     source: str = ""
+    #: layer Luigi's own configuration (luigi.cfg / luigi.toml) under this file; ``fedctl up``
+    #: writes ``false`` into the resolved file it hands its children (see :func:`resolve_config`)
+    luigi_config: bool = True
 
     # -- lookups ---------------------------------------------------------------
     @property
@@ -294,6 +328,12 @@ class FederationConfig:
         except ConfigError as e:
             problems.extend(e.problems)
 
+        luigi_config = True
+        try:
+            luigi_config = coerce("bool", data.get("luigi_config", True))
+        except (TypeError, ValueError) as e:
+            problems.append(f"luigi_config: {e}")
+
         if not shards:
             problems.append("[[shards]]: at least one shard is required")
         if problems:
@@ -306,6 +346,7 @@ class FederationConfig:
             router=router,
             scheduler=scheduler,
             source=source,
+            luigi_config=luigi_config,
         )
 
     @classmethod
@@ -363,6 +404,8 @@ class FederationConfig:
             "scheduler": sched,
             "resources": dict(resources),
         }
+        if not self.luigi_config:
+            out = {"luigi_config": False, **out}
         return out
 
     def to_toml(self) -> str:
@@ -541,6 +584,7 @@ def load_federation_config(
     *,
     env: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
+    luigi: Any = False,
 ) -> FederationConfig:
     """Read ``federation.toml`` and apply, in rising precedence, env (``FED_...``) and CLI overrides.
 
@@ -555,21 +599,16 @@ def load_federation_config(
     ``router.<key>``            ``FED_ROUTER_<KEY>``                  ``[router] <key>``
     ``default_group``           ``FED_DEFAULT_GROUP``                 ``default_group``
     ``scheduler.<key>``         ``FED_SCHEDULER_<KEY>``               ``[scheduler] <key>``
-    ``resources.<name>``        (none)                                ``[resources] <name>``
+    ``resources.<name>``        ``FED_RESOURCES_<NAME>``              ``[resources] <name>``
     ==========================  ====================================  ==========================
 
     Override values that are None are ignored (an argparse flag that was not given).
+    ``luigi`` True layers Luigi's own configuration under the file (see :func:`resolve_config`,
+    which servers use to also get where each value came from); the default leaves it out.
     """
-    env = os.environ if env is None else env
-    path = path or env.get(ENV_PREFIX + "CONFIG") or None
-    data: dict[str, Any] = {}
-    base_dir: str | None = None
-    source = path or "<defaults>"
-    if path:
-        data = read_toml(path)
-        base_dir = os.path.dirname(os.path.abspath(path))
-    layered = merge_overrides(data, env_overrides(env), overrides or {})
-    return FederationConfig.from_mapping(layered, source=source, base_dir=base_dir)
+    resolved = resolve_config(path, env=env, overrides=overrides, luigi=luigi)
+    assert resolved.federation is not None
+    return resolved.federation
 
 
 def env_overrides(env: Mapping[str, str]) -> dict[str, str]:
@@ -608,6 +647,285 @@ def merge_overrides(data: Mapping[str, Any], *layers: Mapping[str, Any]) -> dict
                 value = _from_text(name, value)
             table[name] = value
     return out
+
+
+# -- every layer, and where each setting came from ---------------------------------------------------
+#
+# A server's settings, highest precedence first: the command line (``overrides``), the environment
+# (``FED_...``), ``federation.toml``, Luigi's own configuration (luigi.cfg / luigi.toml, as luigid
+# reads it; :mod:`federation.luigicfg`), the defaults (luigid's).  Each ``[scheduler]`` key and each
+# ``[resources]`` name is taken from the highest layer that sets it.
+
+LAYERS = ("command line", "env", "federation.toml", "luigi", "default")
+
+#: luigid settings the federation accepts but does not act on, and what it does instead
+NOT_HONOURED: dict[str, str] = {
+    "state_path": "no state pickle is written or read; every shard commits its state to its own "
+    "store ([[shards]] store), which survives restarts and kill -9",
+    "batch_emails": "the federation sends no e-mails (no batched error or scheduling-failure "
+    "e-mails; [batch_email] and [email] are not read); Luigi workers still send their own error "
+    "e-mails",
+    "record_task_history": "Luigi's task-history database ([task_history] db_connection) is not "
+    "written and /history is not served; every shard records each status change in its own store "
+    "instead (fedctl history export writes it to Parquet)",
+    "metrics_collector": "no Luigi metrics collector runs; the router and the shards serve their own "
+    "Prometheus /metrics (the HTTP gateway's /metrics, --metrics)",
+    "metrics_custom_import": "no Luigi metrics collector runs; the router and the shards serve their "
+    "own Prometheus /metrics (the HTTP gateway's /metrics, --metrics)",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where one setting's value came from: a layer of :data:`LAYERS` and the place in it."""
+
+    layer: str
+    where: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.layer}: {self.where}" if self.where else self.layer
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedConfig:
+    """The effective settings of a server process, where each came from, and what to warn about."""
+
+    #: the whole federation, or None for a standalone shard's settings (no ``[[shards]]``)
+    federation: FederationConfig | None
+    scheduler: SchedulerConfig
+    #: ``"scheduler.<key>"``, ``"resources.<name>"``, ``"router.<key>"``, ``"default_group"``,
+    #: ``"luigi_config"`` -> where its value came from
+    sources: dict[str, Source]
+    #: what was read from Luigi's configuration (None: not read, ``luigi_config = false``)
+    luigi: Any
+    #: one sentence per setting the federation does not honour or that luigid would ignore
+    warnings: tuple[str, ...]
+    path: str | None = None
+
+    def settings(self) -> list[tuple[str, Any, Source]]:
+        """Every setting as ``(key, value, source)``, in a stable order (``fedctl config show``)."""
+        out: list[tuple[str, Any, Source]] = []
+        if self.federation is not None:
+            out.append(("default_group", self.federation.default_group, self.sources["default_group"]))
+            for f in fields(RouterConfig):
+                key = f"router.{f.name}"
+                out.append((key, getattr(self.federation.router, f.name), self.sources[key]))
+        for name, value in self.scheduler.to_dict().items():
+            if name != "resources":
+                out.append((f"scheduler.{name}", value, self.sources[f"scheduler.{name}"]))
+        for name, value in sorted(self.scheduler.resources.items()):
+            out.append((f"resources.{name}", value, self.sources[f"resources.{name}"]))
+        out.append(("luigi_config", self.luigi is not None, self.sources["luigi_config"]))
+        return out
+
+    def to_toml(self, header: str = "") -> str:
+        """The resolved federation as a self-contained ``federation.toml`` (``luigi_config = false``).
+
+        ``fedctl up`` hands this file to its children, so every shard, the router and any restart
+        of them run with exactly the values resolved once in the parent.
+        """
+        if self.federation is None:
+            raise ConfigError("no [[shards]]: not a federation", source=self.path or "")
+        lines = [f"# {line}" if line else "#" for line in header.splitlines()]
+        for key, value, src in self.settings():
+            if src.layer not in ("default", "federation.toml") and key != "luigi_config":
+                lines.append(f"# {key} = {value!r} from {src}")
+        text = self.federation.replace(scheduler=self.scheduler, luigi_config=False).to_toml()
+        return ("\n".join(lines) + "\n\n" if lines else "") + text
+
+
+def resolve_config(
+    path: str | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    luigi: Any = True,
+    federation: bool = True,
+) -> ResolvedConfig:
+    """Every layer of a server's configuration, merged (see :data:`LAYERS` for the precedence).
+
+    ``path`` None falls back to ``$FED_CONFIG``.  ``luigi``: True reads Luigi's configuration the
+    way luigid does (:func:`federation.luigicfg.read_luigi_config`), False skips it, a
+    :class:`federation.luigicfg.LuigiConfig` is used as given; a file with ``luigi_config = false``
+    skips it in any case.  ``federation`` False reads only ``[scheduler]``/``[resources]`` (a
+    standalone shard, whose ``--config`` has no ``[[shards]]``).  Every problem of every layer is
+    reported at once, each naming its file (or variable) and key.
+    """
+    env = os.environ if env is None else env
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    path = path or env.get(ENV_PREFIX + "CONFIG") or None
+    data: dict[str, Any] = {}
+    base_dir: str | None = None
+    source = path or "<defaults>"
+    if path:
+        data = read_toml(path)
+        base_dir = os.path.dirname(os.path.abspath(path))
+    known = {f.name: f for f in fields(SchedulerConfig) if f.name != "resources"}
+    problems: list[str] = []  # of the luigi and env layers, each with its own file or variable
+    sources: dict[str, Source] = {}
+
+    use_luigi = luigi is not False
+    sources["luigi_config"] = Source("default")
+    if "luigi_config" in data:
+        sources["luigi_config"] = Source("federation.toml", f"{source} luigi_config")
+        try:
+            use_luigi = use_luigi and coerce("bool", data["luigi_config"])
+        except (TypeError, ValueError):
+            use_luigi = False  # reported by the file's validation below
+    luigi_cfg = None
+    if use_luigi:
+        if luigi is True:
+            from federation.luigicfg import read_luigi_config
+
+            luigi_cfg = read_luigi_config()
+        else:
+            luigi_cfg = luigi
+
+    # the layers of [scheduler] and [resources], lowest first
+    sched: dict[str, Any] = {}
+    res: dict[str, Any] = {}
+    if luigi_cfg is not None:
+        for key, lv in luigi_cfg.scheduler.items():
+            try:
+                sched[key] = _coerce(key, known[key].type, lv.raw)
+            except (TypeError, ValueError) as e:
+                problems.append(f"{lv.file}: [{lv.section}] {lv.key}: {e}")
+            else:
+                sources[f"scheduler.{key}"] = Source("luigi", lv.source)
+        for name, lv in luigi_cfg.resources.items():
+            try:
+                res[name] = resource_capacity(name, lv.raw)
+            except ValueError as e:
+                problems.append(f"{lv.file}: [resources] {name}: {e}")
+            else:
+                sources[f"resources.{name}"] = Source("luigi", lv.source)
+
+    file_sched = data.get("scheduler", {})
+    if isinstance(file_sched, dict):
+        for key, value in file_sched.items():
+            name = key.replace("-", "_")
+            sched[name if name in known else key] = value
+            sources[f"scheduler.{name}"] = Source("federation.toml", f"{source} [scheduler] {key}")
+    file_res = data.get("resources", {})
+    if isinstance(file_res, dict):
+        for name, value in file_res.items():
+            res[str(name)] = value
+            sources[f"resources.{name}"] = Source("federation.toml", f"{source} [resources] {name}")
+
+    env_notes: list[str] = []
+    for var, value in sorted(env.items()):
+        if not var.startswith(ENV_PREFIX):
+            continue
+        rest = var[len(ENV_PREFIX) :]
+        if rest.lower().startswith("scheduler_") and rest[len("scheduler_") :].lower() not in known:
+            env_notes.append(f"environment {var}: not a [scheduler] setting; ignored")
+        elif rest.lower().startswith("scheduler_"):
+            key = rest[len("scheduler_") :].lower()
+            try:
+                sched[key] = _coerce(key, known[key].type, value)
+            except (TypeError, ValueError) as e:
+                problems.append(f"environment {var}: {e}")
+            else:
+                sources[f"scheduler.{key}"] = Source("env", var)
+        elif rest.lower().startswith("resources_") and len(rest) > len("resources_"):
+            name = resource_env_name(rest[len("resources_") :], res)
+            try:
+                res[name] = resource_capacity(name, value)
+            except ValueError as e:
+                problems.append(f"environment {var}: {e}")
+            else:
+                sources[f"resources.{name}"] = Source("env", var)
+
+    for key, value in overrides.items():
+        section, _, name = key.partition(".")
+        if section == "scheduler":
+            sched[name.replace("-", "_")] = value
+        elif section == "resources":
+            res[name] = value
+        sources[key] = Source("command line", key)
+
+    layered: dict[str, Any] = dict(data)
+    layered["scheduler"] = sched if isinstance(file_sched, dict) else file_sched
+    if res or "resources" in data:
+        layered["resources"] = res if isinstance(file_res, dict) else file_res
+    # [router] and default_group: env and command line over the file, as load_federation_config did
+    rest_env = {k: v for k, v in env_overrides(env).items() if not k.startswith("scheduler.")}
+    rest_cli = {k: v for k, v in overrides.items() if not k.startswith(("scheduler.", "resources."))}
+    layered = merge_overrides(layered, rest_env, rest_cli)
+
+    fed: FederationConfig | None = None
+    scheduler = SchedulerConfig()
+    file_problems: list[str] = []
+    try:
+        if federation:
+            fed = FederationConfig.from_mapping(layered, source=source, base_dir=base_dir)
+            scheduler = fed.scheduler
+        else:
+            table = dict(layered["scheduler"]) if isinstance(layered["scheduler"], dict) else {}
+            if "resources" in layered:
+                table["resources"] = layered["resources"]
+            scheduler = SchedulerConfig.from_mapping(table, source=source)
+            if "luigi_config" in data:
+                coerce("bool", data["luigi_config"])
+    except ConfigError as e:
+        file_problems = e.problems
+    except (TypeError, ValueError) as e:
+        file_problems = [f"luigi_config: {e}"]
+    if file_problems and not problems:
+        raise ConfigError(file_problems, source=source)
+    if problems:
+        raise ConfigError([f"{source}: {p}" for p in file_problems] + problems)
+
+    for key in known:
+        sources.setdefault(f"scheduler.{key}", Source("default"))
+    if fed is not None:
+        file_router = data.get("router", {}) if isinstance(data.get("router"), dict) else {}
+        file_router_keys = {k.replace("-", "_"): k for k in file_router}
+        for f in fields(RouterConfig):
+            key = f"router.{f.name}"
+            var = f"{ENV_PREFIX}ROUTER_{f.name.upper()}"
+            if key in overrides:
+                sources[key] = Source("command line", key)
+            elif var in env:
+                sources[key] = Source("env", var)
+            elif f.name in file_router_keys:
+                sources[key] = Source("federation.toml", f"{source} [router] {file_router_keys[f.name]}")
+            else:
+                sources[key] = Source("default")
+        if "default_group" in overrides:
+            sources["default_group"] = Source("command line", "default_group")
+        elif f"{ENV_PREFIX}DEFAULT_GROUP" in env:
+            sources["default_group"] = Source("env", f"{ENV_PREFIX}DEFAULT_GROUP")
+        elif "default_group" in data:
+            sources["default_group"] = Source("federation.toml", f"{source} default_group")
+        else:
+            sources["default_group"] = Source("default")
+
+    warnings = list(luigi_cfg.notes if luigi_cfg is not None else ()) + env_notes
+    defaults = SchedulerConfig()
+    for key, instead in NOT_HONOURED.items():
+        value = getattr(scheduler, key)
+        if value == getattr(defaults, key) or (key == "metrics_collector" and value == "none"):
+            continue
+        shown = _toml_value(value)
+        warnings.append(
+            f"[scheduler] {key} = {shown} ({sources[f'scheduler.{key}']}): not honoured; {instead}"
+        )
+    return ResolvedConfig(fed, scheduler, sources, luigi_cfg, tuple(warnings), path)
+
+
+def resource_env_name(raw: str, known: Mapping[str, Any]) -> str:
+    """``FED_RESOURCES_<NAME>``'s resource: a name already set in a lower layer when it matches
+    without regard to case (``FED_RESOURCES_HIVEDB`` sets ``HiveDB``), else ``<name>`` lowercased."""
+    for name in known:
+        if name.lower() == raw.lower():
+            return name
+    return raw.lower()
+
+
+def mask_secrets(text: str) -> str:
+    """``scheme://user:password@host`` -> ``scheme://user:***@host`` (store URLs in ``config show``)."""
+    return re.sub(r"(://[^/@:\s]*:)[^/@\s]*@", r"\1***@", text)
 
 
 def _from_text(name: str, value: Any) -> Any:

@@ -229,3 +229,26 @@ def test_one_coercer_for_every_table() -> None:
         coerce("int", 1.5)
     with pytest.raises(ConfigError):
         TuiConfig.from_mapping({"readonly": "maybe"})
+
+
+def test_coercer_messages_name_the_expected_type() -> None:
+    """luigi.cfg and FED_* values are text: a bad one says what was expected, not Python's int()."""
+    from federation.config import coerce, resource_capacity
+
+    with pytest.raises(ValueError, match=r"must be a number \(an integer\), got 'lots'"):
+        coerce("int", "lots")
+    with pytest.raises(ValueError, match=r"must be a number, got 'soon'"):
+        coerce("float", "soon")
+    assert coerce("int", " 7 ") == 7 and coerce("float", "1e3") == 1000.0
+    assert resource_capacity("db", "3") == 3 and resource_capacity("db", 0) == 0
+    for bad in ("2.5", -1, "-1", 1.0, True, "x"):
+        with pytest.raises(ValueError, match="resource 'db' must be a non-negative integer"):
+            resource_capacity("db", bad)
+
+
+def test_resources_from_the_environment_over_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD)
+    cfg = load_federation_config(path, env={"FED_RESOURCES_DB": "5", "FED_RESOURCES_GPU": "1"})
+    assert cfg.scheduler.resources == {"db": 5, "gpu": 1}
+    with pytest.raises(ConfigError, match="environment FED_RESOURCES_GPU: resource 'gpu'"):
+        load_federation_config(path, env={"FED_RESOURCES_GPU": "many"})
