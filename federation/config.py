@@ -534,6 +534,7 @@ def _parse_shards(raw: Any, problems: list[str], base_dir: str | None) -> list[S
             )
             ok = False
         if ok:
+            assert isinstance(sid, str) and isinstance(endpoint, str) and isinstance(store, str)
             out.append(ShardSpec(sid, endpoint, store, schema))
     return out
 
