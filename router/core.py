@@ -330,8 +330,10 @@ class RouterCore:
             self.workers.meet(worker, sid)
         if kwargs.get("resources"):
             self.resources.on_add_task(sid)
-        if runner or self.relay.is_mirrored(task_id):
-            # a batch runner's report also changes its members, which other shards may mirror
+        finished = kwargs.get("status") in ("DONE", "FAILED", "DISABLED")
+        if runner or self.relay.is_mirrored(task_id) or (finished and self.resources.in_use(sid)):
+            # a batch runner's report also changes its members, which other shards may mirror; a
+            # finished task may free resources the other shards' next get_work must see free
             self.relay.hold(call, sid)
         self.forward(call, sid, task_id.encode("utf-8"), call.request)
         self.relay.reraise(task_id, sid, kwargs.get("priority", 0))

@@ -53,6 +53,10 @@ class ResourceArbiter:
         if isinstance(pending, bool) and version == shard.version:
             shard.pending = pending
 
+    def in_use(self, sid: str) -> bool:
+        """``sid`` last reported running tasks that hold resources."""
+        return bool(self.shards[sid].usage)
+
     def external_usage(self, exclude: str) -> dict[str, int]:
         """Resources in use on every shard but ``exclude`` (last reported; never lower than real)."""
         total: dict[str, int] = defaultdict(int)

@@ -258,3 +258,16 @@ def test_num_tasks_over_the_limit_counts_tasks_not_mirrors(fed: Fed) -> None:
     assert fed.call("task_list", status="PENDING", upstream_status="", max_shown_tasks=3) == {
         "num_tasks": len(pending)
     }
+
+
+def test_resources_freed_on_one_shard_are_free_for_the_next_get_work_on_another(fed: Fed) -> None:
+    """[resources] are federation-wide: a DONE report is answered once the owner's usage is known."""
+    fed.call("update_resource", resource="db", amount=1)
+    a, b = fed.task_on("s0", "res-a"), fed.task_on("s1", "res-b")
+    fed.add(a, worker="X", resources={"db": 1})
+    fed.add(b, worker="Y", resources={"db": 1})
+    assert fed.get_work("X") == a
+    assert fed.get_work("Y") is None  # db is held on s0
+    fed.add(a, worker="X", status="DONE")
+    # no clock advance, no periodic pull: the report's answer waited for s0's usage
+    assert fed.get_work("Y") == b
