@@ -353,7 +353,14 @@ class FederatedCore:
         }
 
     def fed_status(self, task_ids: list[str]) -> dict[str, Any]:
-        """Current ``[status, priority, seq]`` of each task (None when this shard does not have it)."""
+        """Current ``[status, priority, seq]`` of each task; ``[None, None, seq]`` when this shard
+        does not have it.
+
+        ``seq`` versions the answer in the feed's order.  For a task this shard does not have
+        (never had, or deleted) it is the feed's current position: "absent as of now" is newer
+        than any change of that task already relayed, so a mirror that missed the deletion (a
+        router resynchronising after a pause) takes it, while any later change still wins.
+        """
         if not isinstance(task_ids, list) or not all(isinstance(t, str) for t in task_ids):
             raise TypeError("task_ids must be a list of task ids")
         self._absorb()
@@ -362,7 +369,7 @@ class FederatedCore:
         for task_id in task_ids:
             state = self._state.get(task_id)
             if state is None:
-                out[task_id] = None
+                out[task_id] = [None, None, self._seq]
             else:
                 entry = feed.get(task_id)  # none: unchanged since the epoch began
                 out[task_id] = [state[0], state[1], entry[0] if entry is not None else 0]

@@ -200,7 +200,8 @@ def test_a_task_deleted_and_made_again_is_live_in_the_feed() -> None:
     fed.add_task(task_id=gone, worker="w")
     fed.collect_changes()
     prune_twice()
-    assert fed.fed_status([tid, gone])["tasks"] == {tid: None, gone: None}
+    now = fed.fed_state()["seq"]  # a task not here is "absent as of now"
+    assert fed.fed_status([tid, gone])["tasks"] == {tid: [None, None, now], gone: [None, None, now]}
     assert set(fed._deletions) == {tid, gone}
     fed.add_task(task_id=tid, worker="v")
     fed.collect_changes()

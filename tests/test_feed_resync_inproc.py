@@ -1,0 +1,124 @@
+"""The change feed's bounded memory against the real router: a cursor older than a forgotten
+deletion makes the router resynchronise, and the deletion still reaches the mirrors.
+
+Real shards (``ShardServer`` without a socket, SQLite stores, ``FederatedCore``) and the real
+router logic on the in-process pool (``router.core.InProcRouter``), one fake clock for both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from federation.config import FederationConfig, RouterConfig, SchedulerConfig, ShardSpec
+from federation.placement import Placement
+from router.core import FakeClock, InProcRouter
+from router.links import LinkState
+from shard.app import build_federated_shard
+from shard.federated import FederatedCore
+from shard.server import ShardServer
+
+IDS = ["s0", "s1"]
+W = "worker-b"  # adds B (on s1), which needs A (on s0)
+W0 = "worker-a"  # adds A on s0, then goes away: A is removed there
+
+
+class Fed:
+    def __init__(self, tmp_path: Path) -> None:
+        shards = tuple(
+            ShardSpec(sid, f"tcp://127.0.0.1:{21000 + i}", f"sqlite:///{tmp_path / f'{sid}.db'}", None)
+            for i, sid in enumerate(IDS)
+        )
+        self.config = FederationConfig(
+            shards=shards,
+            groups={"default": tuple(IDS)},
+            namespaces={},
+            default_group="default",
+            router=RouterConfig(timeout=2.0, health_timeout=1.0, relay_interval=0.5),
+            scheduler=SchedulerConfig(worker_disconnect_delay=10.0, remove_delay=10.0),
+        )
+        self.placement = Placement.from_config(self.config)
+        self.clock = FakeClock()
+        self.servers: dict[str, ShardServer] = {
+            sid: build_federated_shard(self.config, sid, in_process=True, clock=self.clock) for sid in IDS
+        }
+        self.router = InProcRouter(self.config, dict(self.servers), clock=self.clock)
+        self.router.settle()
+
+    def core(self, sid: str) -> FederatedCore:
+        core = self.servers[sid].core
+        assert isinstance(core, FederatedCore)
+        return core
+
+    def call(self, method: str, **kwargs: Any) -> Any:
+        return self.router.call(method, **kwargs)
+
+    def task_on(self, sid: str, tag: str) -> str:
+        for i in range(10_000):
+            task_id = f"xs.T_{tag}_{i}"
+            if self.placement.owner(task_id) == sid:
+                return task_id
+        raise AssertionError(f"no task id for {sid}")
+
+    def pass_time(self, seconds: float) -> None:
+        """Time passes; W keeps polling (stays alive), W0 does not; every shard prunes."""
+        self.clock.advance(seconds)
+        self.call("ping", worker=W)
+        self.call("prune")
+
+    def close(self) -> None:
+        for server in self.servers.values():
+            server.store.close()
+            server.close()
+
+
+@pytest.fixture
+def fed(tmp_path: Path) -> Iterator[Fed]:
+    f = Fed(tmp_path)
+    try:
+        yield f
+    finally:
+        f.close()
+
+
+def mirror_status(fed: Fed, sid: str, task_id: str) -> str | None:
+    rows = fed.core(sid).task_list("", "")
+    return rows[task_id]["status"] if task_id in rows else None
+
+
+def test_a_forgotten_deletion_makes_the_router_resync_and_still_reaches_the_mirror(fed: Fed) -> None:
+    a, b = fed.task_on("s0", "a"), fed.task_on("s1", "b")
+    fed.call("add_task", task_id=a, worker=W0, family="T")
+    fed.call("add_task", task_id=b, worker=W, family="T", deps=[a])
+    assert mirror_status(fed, "s1", a) == "PENDING"  # s1 mirrors A
+    relay = fed.router.core.relay
+    assert relay.mirrors_of(a) == {"s1"}
+
+    # s0 keeps no deletion at all: the router's cursor falls behind the feed's floor at once
+    fed.core("s0").feed_max_deletions = 0
+    cursor = relay.feeds["s0"].cursor
+    fed.pass_time(15)  # W0 is gone: A has no stakeholder left, it is due for removal
+    fed.pass_time(15)  # A is removed from s0
+    assert fed.core("s0").task_list("", "").get(a) is None  # A is gone from s0
+    assert fed.core("s0").fed_changes(cursor)["resync"] is True
+
+    fed.clock.advance(1.0)  # the next periodic pull meets the floor and resynchronises
+    fed.router.settle()
+    fed.clock.advance(1.0)  # (a resync may wait for its turn)
+    fed.router.settle()
+    link = fed.router.core.links["s0"]
+    assert link.state is LinkState.READY
+    assert relay.feeds["s0"].epoch == fed.core("s0").fed_state()["epoch"]
+    assert relay.feeds["s0"].cursor >= fed.core("s0")._floor
+    # the owner no longer has A: its mirror on s1 says so (UNKNOWN: nothing for B to wait on)
+    assert mirror_status(fed, "s1", a) == "UNKNOWN"
+
+    # and the feed is followed as before: A made again and finished on s0 reaches the mirror
+    fed.call("add_task", task_id=a, worker=W0, family="T")
+    assert fed.call("get_work", worker=W0, host="h")["task_id"] == a
+    fed.call("add_task", task_id=a, worker=W0, family="T", status="DONE")
+    assert mirror_status(fed, "s1", a) == "DONE"
+    assert fed.call("get_work", worker=W, host="h")["task_id"] == b
