@@ -284,13 +284,15 @@ def _up_config(args: argparse.Namespace) -> tuple[Path, Any]:
         raise
 
 
-def _banner(config_path: Path) -> str:
+def _banner(config_path: Path, *, stays_up: bool = True) -> str:
     from federation.config import load_federation_config
 
     cfg = load_federation_config(str(config_path))
+    # the tui is only advertised for a federation that will still be there to watch
+    tui = f" | fedctl tui --router {cfg.router.zmq}" if stays_up else ""
     lines = [
         f"luigi-federation: {len(cfg.shards)} shard(s) and a router  (config {config_path})",
-        f"  ZeroMQ  {cfg.router.zmq}   fedctl run --scheduler {cfg.router.zmq} ... | fedctl tui --router {cfg.router.zmq}",
+        f"  ZeroMQ  {cfg.router.zmq}   fedctl run --scheduler {cfg.router.zmq} ...{tui}",
     ]
     if cfg.router.http:
         lines.append(
@@ -535,7 +537,7 @@ def _demo(args: argparse.Namespace, console: Any, data_dir: Path, config_path: P
     sup = Supervisor(federation_children(config_path), data_dir / "logs")
     console.print(f"starting a local federation under {data_dir} ...")
     sup.start()
-    console.print(_banner(config_path), markup=False, soft_wrap=True, highlight=False)
+    console.print(_banner(config_path, stays_up=args.keep), markup=False, soft_wrap=True, highlight=False)
     os.environ.setdefault("FED_DAILY_ROOT", str((data_dir / "data").resolve()))
     import luigi
 
@@ -610,8 +612,8 @@ def _demo(args: argparse.Namespace, console: Any, data_dir: Path, config_path: P
             sup.run_forever()
         else:
             console.print(
-                f"the federation is stopped; its state stays in {data_dir}. "
-                "To watch a run live: fedctl demo --keep, then fedctl tui in another terminal."
+                f"the federation is stopped (its state stays in {data_dir}); "
+                "fedctl demo --keep leaves it running to watch"
             )
     finally:
         client.close()

@@ -194,6 +194,8 @@ def test_a_child_that_cannot_bind_on_restart_stops_up_with_one_line(tmp_path: Pa
         mine = shard_pids(tmp_path, "s1")
         assert len(mine) == 1
         thief = socket.socket()
+        # the killed shard's connections linger in TIME_WAIT; a listener may still take the port
+        thief.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         os.kill(mine[0], signal.SIGKILL)
 
         def steal() -> bool:

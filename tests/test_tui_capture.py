@@ -118,7 +118,8 @@ def serialize(t: Task, status: str, frame: int, with_deps: bool) -> dict[str, An
         "display_name": t.display_name,
         "status": status,
         "workers": [worker] if status != "DONE" else [],
-        "worker_running": worker if status == "RUNNING" else None,
+        # Luigi clears worker_running only when a task goes back to PENDING: a FAILED one keeps it
+        "worker_running": worker if status in ("RUNNING", "FAILED") else None,
         "time_running": updated if status == "RUNNING" else None,
         "start_time": start,
         "last_updated": updated,
@@ -311,7 +312,8 @@ def frame_calls(tasks: list[Task], frame: int, down: set[str]) -> list[dict[str,
                 {"task_id": t.id},
                 {
                     "taskId": t.id,
-                    "error": TRACEBACK if s in ("FAILED", "DISABLED") else "",
+                    # as Luigi's worker sends it (json.dumps of the traceback); the TUI decodes it
+                    "error": json.dumps(TRACEBACK) if s in ("FAILED", "DISABLED") else "",
                     "displayName": t.display_name,
                     "taskParams": t.params,
                     "taskModule": "examples.daily",

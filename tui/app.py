@@ -152,10 +152,15 @@ class FederationApp(App[int]):
         if isinstance(self.screen, HelpScreen):
             return
         keys = []
+        seen = set()
         for active in self.screen.active_bindings.values():
             b = active.binding
-            if b.description and b.action not in ("help", "app.help"):
-                keys.append((b.key_display or self.get_key_display(b), b.description))
+            if not b.description or b.action in ("help", "app.help") or not _declared_here(active.node, b):
+                continue  # Textual's own bindings (focus, copy, palette...) are not this app's keys
+            display = b.key_display or self.get_key_display(b)
+            if (display, b.description) not in seen:
+                seen.add((display, b.description))
+                keys.append((display, b.description))
         keys += [("Enter", "open the selected row"), ("Esc", "clear the filter, then go back")]
         self.push_screen(HelpScreen(keys, getattr(self.screen, "view_label", "")))
 
@@ -193,6 +198,21 @@ class FederationApp(App[int]):
     def on_action_done(self, message: ActionDone) -> None:
         self.notify(message.text, severity="information" if message.ok else "error", timeout=6)
         self.poll_now()
+
+
+def _declared_here(node: Any, binding: Binding) -> bool:
+    """True when ``binding`` comes from a ``BINDINGS`` list of one of this package's classes."""
+    for cls in type(node).__mro__:
+        if not cls.__module__.startswith("tui."):
+            continue
+        for declared in cls.__dict__.get("BINDINGS", ()):
+            if (
+                isinstance(declared, Binding)
+                and declared.action == binding.action
+                and binding.key in declared.key.split(",")
+            ):
+                return True
+    return False
 
 
 def run(

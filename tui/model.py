@@ -10,6 +10,7 @@ same snapshot.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections import deque
@@ -608,6 +609,9 @@ class Tracker:
         self._last_ok: float | None = None
         self._last_health: Health | None = None
         self._last_workers: tuple[WorkerRow, ...] | None = None
+        #: shard id -> (backend, location): from the federation's config, then from each answer of the
+        #: shard itself, so a shard that is down still shows where its store is
+        self.stores: dict[str, tuple[str | None, str | None]] = {}
 
     def update(self, data: PollData) -> Snapshot:
         self.seq += 1
@@ -620,6 +624,7 @@ class Tracker:
             except ProtocolError as e:
                 router_error = e.message
         if health is not None:
+            health = self._with_stores(health)
             now = _num(health.router.get("time")) or now
             self._last_ok = now
             self._last_health = health
@@ -715,6 +720,17 @@ class Tracker:
             poll_seconds=data.poll_seconds,
             errors=tuple(data.errors),
         )
+
+    def _with_stores(self, health: Health) -> Health:
+        shards = []
+        for s in health.shards:
+            if s.backend or s.location:
+                self.stores[s.shard_id] = (s.backend, s.location)
+            elif s.shard_id in self.stores:
+                backend, location = self.stores[s.shard_id]
+                s = dataclasses.replace(s, backend=backend, location=location)
+            shards.append(s)
+        return dataclasses.replace(health, shards=tuple(shards))
 
     def _rate(self, keep: Any, now: float) -> float | None:
         """Per-minute increase of DONE over the configured window (decreases, e.g. pruned tasks, count as 0)."""

@@ -9,6 +9,7 @@ a benchmark or a test can drive it directly.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from dataclasses import dataclass, field
@@ -164,6 +165,22 @@ class TaskDetail:
     problems: dict[str, str] = field(default_factory=dict)
 
 
+def decode_error(raw: Any) -> str | None:
+    """Luigi's workers send a task's traceback JSON-encoded (``json.dumps(expl)``); the visualiser
+    decodes it, and so do we.  Anything that is not a JSON string is shown as it came."""
+    if raw is None or raw == "":
+        return None
+    text = str(raw)
+    if text.startswith('"') and text.endswith('"'):
+        try:
+            decoded = json.loads(text)
+        except ValueError:
+            return text
+        if isinstance(decoded, str):
+            return decoded or None
+    return text
+
+
 class OwnerLookup:
     """Remembers whether the router offers an owner method at all, so it is asked once, not per task."""
 
@@ -205,7 +222,7 @@ def fetch_detail(source: Source, task_id: str, owner: OwnerLookup | None = None)
             detail.downstream = down
         err = ask("error", "fetch_error", {"task_id": task_id})
         if isinstance(err, dict):
-            detail.error = str(err.get("error") or "") or None
+            detail.error = decode_error(err.get("error"))
         msg = ask("message", "get_task_status_message", {"task_id": task_id})
         if isinstance(msg, dict):
             detail.status_message = msg.get("statusMessage")

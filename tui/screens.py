@@ -60,8 +60,10 @@ class MainScreen(Screen[None]):
     """k9s-like main screen: one view at a time, ``:`` to switch, ``/`` to filter, Esc to go back."""
 
     BINDINGS = [
-        Binding("colon", "command", "Cmd", key_display=":"),
-        Binding("slash", "filter", "Filter", key_display="/"),
+        # priority: the app runs them as soon as it reads the key, so the prompt has the focus before
+        # the next key is dispatched (keys typed right after ":" are not lost to the table)
+        Binding("colon", "command", "Cmd", key_display=":", priority=True),
+        Binding("slash", "filter", "Filter", key_display="/", priority=True),
         Binding("escape", "back", "Back", show=False),
     ]
 
@@ -128,7 +130,8 @@ class MainScreen(Screen[None]):
         for widget in self.query("#bar > *"):
             widget.display = widget is prompt
         prompt.value = value
-        prompt.focus()
+        # focus now, not on the next idle (Widget.focus): keys typed right after ":" arrive before that
+        self.set_focus(prompt, scroll_visible=False)
 
     def _close_prompts(self) -> None:
         for widget in self.query("#bar > *"):
@@ -187,10 +190,20 @@ class MainScreen(Screen[None]):
         app.request_action(message.action, message.task_id)
 
     # -- keys --------------------------------------------------------------------------------
+    def _typing_in(self) -> Input | None:
+        focused = self.focused
+        return focused if isinstance(focused, CommandPrompt | FilterPrompt) else None
+
     def action_command(self) -> None:
+        if (prompt := self._typing_in()) is not None:
+            prompt.insert_text_at_cursor(":")  # a ":" typed inside a prompt is text
+            return
         self._open_prompt(self.query_one(CommandPrompt), "")
 
     def action_filter(self) -> None:
+        if (prompt := self._typing_in()) is not None:
+            prompt.insert_text_at_cursor("/")
+            return
         self._open_prompt(self.query_one(FilterPrompt), self.current_view.row_filter.text)
 
     def action_back(self) -> None:
@@ -403,6 +416,7 @@ class TaskDetailScreen(DetailScreen):
         now = snap.time if snap else 0.0
         t = d.task
         rows: list[tuple[str, Any]] = [("task id", d.task_id)]
+        running = t is not None and t.status in ("RUNNING", "BATCH_RUNNING")
         if t is not None:
             self.query_one("#task-title", Static).update(
                 Text.assemble((" Task  ", "bold"), _status(t.status), "  ", (t.display_name, "bold"))
@@ -414,7 +428,9 @@ class TaskDetailScreen(DetailScreen):
                 ("shard", d.owner or "?"),
                 ("priority", t.priority),
                 ("workers", ", ".join(t.workers) or "—"),
-                ("running on", t.worker_running or "—"),
+                # Luigi keeps worker_running after a task stops: only a running task is "running on" it
+                ("running on", (t.worker_running or "—") if running else "—"),
+                *([("last run by", t.worker_running)] if t.worker_running and not running else []),
                 (
                     "started",
                     f"{fmt_time(t.start_time)}  ({fmt_age(now - t.start_time) if t.start_time else '—'} ago)",

@@ -271,7 +271,8 @@ class CommandPrompt(Input):
 
     def action_accept_completion(self) -> None:
         if self._suggestion:
-            self.value = self._suggestion
+            # a completed word is followed by a space, ready for the next one (not "ns=", which wants its value)
+            self.value = self._suggestion + ("" if self._suggestion.endswith("=") else " ")
             self.cursor_position = len(self.value)
 
     def action_close(self) -> None:
