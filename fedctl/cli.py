@@ -642,14 +642,46 @@ def _sum_counts(health: dict[str, Any]) -> dict[str, int]:
     return totals
 
 
+def cmd_call(args: argparse.Namespace) -> int:
+    """One request to a router (or shard), the answer as JSON: what the TUI's actions do, by hand."""
+    import json
+
+    from federation.transport import ZmqClient
+
+    kwargs: dict[str, Any] = {}
+    for item in args.args:
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise ConfigError(f"{item!r}: give arguments as KEY=VALUE (VALUE is JSON, or else a string)")
+        try:
+            kwargs[key] = json.loads(value)
+        except ValueError:
+            kwargs[key] = value
+    client = ZmqClient(args.router, timeout=args.timeout)
+    try:
+        answer = client.call(args.method, kwargs)
+    finally:
+        client.close()
+    print(json.dumps(answer, indent=2, sort_keys=True, default=str))
+    return 0
+
+
 def cmd_tui(args: argparse.Namespace) -> int:
+    from federation.config import read_toml
     from tui.app import run as run_tui
 
+    config = args.config
+    if config is None and not args.replay and Path(".federation/federation.toml").is_file():
+        config = ".federation/federation.toml"  # what fedctl up wrote here: its stores, logs and router
+    router = args.router
+    if router is None and config:
+        own = read_toml(config).get("router")
+        router = own.get("zmq") if isinstance(own, dict) and isinstance(own.get("zmq"), str) else None
     return run_tui(
-        args.router,
+        router or DEFAULT_ZMQ,
         args.refresh,
         args.readonly,
-        config_path=args.config,
+        config_path=config,
         timeout=args.timeout,
         replay=args.replay,
         record=args.record,
@@ -981,8 +1013,8 @@ def build_parser(*, with_loadtest: bool = True) -> argparse.ArgumentParser:
     )
     tui.add_argument(
         "--router",
-        default=_env("FED_ROUTER", DEFAULT_ZMQ),
-        help=f"router ZeroMQ endpoint (default {DEFAULT_ZMQ}) [FED_ROUTER]",
+        default=None,
+        help=f"router ZeroMQ endpoint (default: [router] zmq of --config, else {DEFAULT_ZMQ}) [FED_ROUTER]",
     )
     tui.add_argument(
         "--refresh",
@@ -996,13 +1028,37 @@ def build_parser(*, with_loadtest: bool = True) -> argparse.ArgumentParser:
         default=_env("FED_TUI_READONLY", "") not in ("", "0", "false"),
         help="hide every action that changes the federation [FED_TUI_READONLY]",
     )
-    tui.add_argument("--config", default=_env("FED_CONFIG"), help="TOML file with a [tui] table [FED_CONFIG]")
+    tui.add_argument(
+        "--config",
+        default=None,
+        help="federation.toml or any TOML with a [tui] table (and [tui.contexts] for :ctx); the shards' "
+        "stores and fedctl up's logs/ next to it are shown too (default ./.federation/federation.toml "
+        "when there is one) [FED_CONFIG]",
+    )
     tui.add_argument(
         "--timeout", type=float, default=None, help="seconds per call before the router counts as down"
     )
     tui.add_argument("--replay", default=None, help="show a recorded capture instead of a live router")
     tui.add_argument("--record", default=None, help="record every call and answer to this capture file")
     tui.set_defaults(func=cmd_tui)
+
+    call = sub.add_parser(
+        "call",
+        help="one request to a router or shard, the answer as JSON",
+        description="Send one request to a router (or a shard) and print the answer as JSON: "
+        "fedctl call forgive_failures task_id=ID. Each argument is KEY=VALUE, the value read as JSON "
+        "when it parses (1, true, [..]) and as a string otherwise. The TUI shows the fedctl call of "
+        "each action before it runs.",
+    )
+    call.add_argument("method", help="the method, e.g. task_list, forgive_failures, pause")
+    call.add_argument("args", nargs="*", metavar="KEY=VALUE", help="the method's arguments")
+    call.add_argument(
+        "--router",
+        default=DEFAULT_ZMQ,
+        help=f"ZeroMQ endpoint of a router or shard (default {DEFAULT_ZMQ}) [FED_ROUTER]",
+    )
+    call.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the answer")
+    call.set_defaults(func=cmd_call)
 
     if with_loadtest:
         from loadtest.command import register as register_loadtest

@@ -66,6 +66,7 @@ METHODS: dict[str, tuple[str, Any]] = {
     "add_scheduler_message_response": (FORWARD, None),
     "get_scheduler_message_response": (FORWARD, None),
     "fetch_error": (FORWARD, None),
+    "task_events": (FORWARD, None),  # the federation's own: a task's status history from its owner
     "add_task": (ADD_TASK, None),
     "mark_as_done": (FORWARD_RELAY, None),
     "forgive_failures": (FORWARD_RELAY, None),

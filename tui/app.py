@@ -13,6 +13,7 @@ right after it.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 from textual import work
@@ -24,19 +25,21 @@ from textual.screen import Screen
 from textual.timer import Timer
 from textual.worker import Worker, WorkerState
 
-from tui.config import TuiConfig, load_tui_config
+from federation.errors import FederationError
+from tui.config import Context, TuiConfig, load_contexts, load_tui_config, shard_stores
 from tui.model import Snapshot
 from tui.poller import ACTIONS, Action, OwnerLookup, Poller, Wants, run_action
-from tui.screens import ConfirmScreen, HelpScreen, MainScreen, WorkerDetailScreen
-from tui.source import Source, open_source
+from tui.screens import ConfirmScreen, HelpScreen, LogsScreen, MainScreen, WorkerDetailScreen
+from tui.source import RouterSource, Source, open_source
 
 log = logging.getLogger("tui")
 
 
 class Polled(Message):
-    def __init__(self, snapshot: Snapshot) -> None:
+    def __init__(self, snapshot: Snapshot, poller: Poller) -> None:
         super().__init__()
         self.snapshot = snapshot
+        self.poller = poller
 
 
 class ActionDone(Message):
@@ -63,11 +66,24 @@ class FederationApp(App[int]):
     snapshot: var[Snapshot | None] = var(None, always_update=True)
     faults_only: var[bool] = var(False)
 
-    def __init__(self, source: Source, config: TuiConfig | None = None) -> None:
+    def __init__(
+        self,
+        source: Source,
+        config: TuiConfig | None = None,
+        *,
+        contexts: tuple[Context, ...] = (),
+        context: str | None = None,
+    ) -> None:
         super().__init__()
         self.source = source
         self.config = config or TuiConfig()
         self.poller = Poller(source, self.config)
+        #: the federations ``:ctx`` switches between; ``context`` is the one on show
+        self.contexts = contexts
+        self.context: Context | None = next((c for c in contexts if c.name == context), None) or (
+            contexts[0] if contexts else None
+        )
+        self._seed_stores()
         self.owner_lookup = OwnerLookup()
         self.polls = 0
         self._timer: Timer | None = None
@@ -108,11 +124,74 @@ class FederationApp(App[int]):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="poll")
     def _poll(self, wants: Wants) -> None:
-        self.post_message(Polled(self.poller.poll(wants)))
+        poller = self.poller
+        self.post_message(Polled(poller.poll(wants), poller))
 
     def on_polled(self, message: Polled) -> None:
+        if message.poller is not self.poller:
+            return  # an answer from the federation shown before :ctx switched
         self.polls += 1
         self.snapshot = message.snapshot
+
+    # -- contexts and logs ------------------------------------------------------------------------
+    def _seed_stores(self) -> None:
+        if self.context is not None and self.context.config:
+            try:
+                self.poller.tracker.stores.update(shard_stores(self.context.config))
+            except FederationError as e:
+                log.warning("cannot read the stores of %s: %s", self.context.config, e)
+
+    def switch_context(self, name: str) -> None:
+        """``:ctx NAME``: show another federation of the config (a fresh poller: no deltas across)."""
+        ctx = next((c for c in self.contexts if c.name == name), None)
+        if ctx is None:
+            names = ", ".join(c.name for c in self.contexts) or "none in the config"
+            self.notify(f"no context {name!r} ({names}); name them in [tui.contexts]", severity="error")
+            return
+        if not self.source.live:
+            self.notify("a replay cannot switch federations", severity="error")
+            return
+        if self.context is not None and ctx.name == self.context.name:
+            self.notify(f"already on {ctx.name}")
+            return
+        old = self.source
+        self.source = RouterSource(ctx.router, timeout=self.config.timeout)
+        self.poller = Poller(self.source, self.config)
+        self.owner_lookup = OwnerLookup()
+        self.context = ctx
+        self._seed_stores()
+        old.close()
+        while len(self.screen_stack) > 1:
+            self.pop_screen()
+        self.snapshot = None
+        self.notify(f"context {ctx.name}: {ctx.router}")
+        self.poll_now()
+
+    def log_files(self) -> list[Path]:
+        """``fedctl up``'s log files of the federation on show: router first, then shards by name."""
+        folder = self.context.log_dir if self.context is not None else None
+        if folder is None or not folder.is_dir():
+            return []
+        files = sorted(folder.glob("*.log"), key=lambda f: (f.stem != "router", f.stem))
+        return files
+
+    def open_logs(self, name: str | None = None) -> None:
+        files = self.log_files()
+        if not files:
+            where = self.context.log_dir if self.context is not None else None
+            self.notify(
+                f"no fedctl up logs in {where}"
+                if where
+                else "no logs known: start the tui with "
+                "--config <data dir>/federation.toml (fedctl up's logs are next to it)",
+                severity="warning",
+            )
+            return
+        stems = [f.stem for f in files]
+        if name is not None and name not in stems:
+            self.notify(f"no log {name!r} ({', '.join(stems)})", severity="error")
+            return
+        self.push_screen(LogsScreen(files, stems.index(name) if name else 0))
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.worker.group != "poll" or event.state not in (
@@ -188,7 +267,19 @@ class FederationApp(App[int]):
             if yes:
                 self._run_action(action, task_id)
 
-        self.push_screen(ConfirmScreen(action, task_id), confirmed)
+        self.push_screen(ConfirmScreen(action, task_id, self.command_for(action, task_id)), confirmed)
+
+    def command_for(self, action: Action, task_id: str | None) -> str:
+        """The ``fedctl`` command line that does what ``action`` does (shown in the dialog first)."""
+        import shlex
+
+        router = self.context.router if self.context is not None else self.source.name
+        words = ["fedctl", "call", action.method]
+        if action.needs_task and task_id:
+            words.append(f"task_id={task_id}")
+        if not router.startswith("replay:"):
+            words += ["--router", router]
+        return shlex.join(words)
 
     @work(thread=True, exit_on_error=False, group="action")
     def _run_action(self, action: Action, task_id: str | None) -> None:
@@ -232,9 +323,11 @@ def run(
     """
     # --readonly can only make the app stricter than the file
     config = load_tui_config(config_path).replace(refresh=refresh, readonly=readonly or None, timeout=timeout)
+    contexts = load_contexts(config_path, router or "") if not replay else ()
     source = open_source(router, replay=replay, record=record, timeout=config.timeout)
     try:
-        result = FederationApp(source, config).run()
+        current = next((c.name for c in contexts if c.router == router), None)
+        result = FederationApp(source, config, contexts=contexts, context=current).run()
     finally:
         source.close()
     return int(result or 0)

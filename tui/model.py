@@ -831,3 +831,23 @@ def _in_namespace(ns: str) -> Any:
 def _gain(before: Mapping[str, int], after: Mapping[str, int], keep: Any) -> int:
     """How much the kept counters grew, over the keys present in both samples."""
     return sum(max(0, n - before[k]) for k, n in after.items() if k in before and keep(k))
+
+
+# -- sorting ------------------------------------------------------------------------------------------
+
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+_NUMBER = re.compile(r"^(-?[\d,]*\.?\d+)\s*(ms|s|m|h|d|w|%)?$")
+
+
+def sort_key(cell: Any) -> tuple[int, float, str]:
+    """How a table cell sorts: numbers, ages ("5m", "18h") and latencies ("1.2ms") by value, before
+    text; empty cells ("·", "—", "") count as zero / nothing and go first."""
+    text = str(getattr(cell, "plain", cell)).strip()
+    if text in ("", "·", "—", "-", "?"):
+        return (0, 0.0, "")
+    m = _NUMBER.match(text)
+    if m:
+        value = float(m.group(1).replace(",", ""))
+        unit = m.group(2)
+        return (1, value * _UNITS.get(unit or "", 1.0), "")
+    return (2, 0.0, text.lower())

@@ -34,6 +34,8 @@ from tui.source import Session, Source
 
 #: methods the router may offer to name the owner shard of a task id, tried in order
 OWNER_METHODS = ("owner",)
+#: status changes of one task asked of its owner (``task_events``), the newest ones
+EVENTS_LIMIT = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +165,10 @@ class TaskDetail:
     owner: str | None = None
     #: section -> error text, for the sections that could not be fetched
     problems: dict[str, str] = field(default_factory=dict)
+    #: the owner's event history of the task, oldest first: {"status", "worker", "host", "time"}
+    events: list[dict[str, Any]] = field(default_factory=list)
+    #: True when the answer stopped at the limit (older events exist)
+    events_truncated: bool = False
 
 
 def decode_error(raw: Any) -> str | None:
@@ -229,6 +235,10 @@ def fetch_detail(source: Source, task_id: str, owner: OwnerLookup | None = None)
         prog = ask("progress", "get_task_progress_percentage", {"task_id": task_id})
         if isinstance(prog, dict):
             detail.progress = prog.get("progressPercentage")
+        hist = ask("history", "task_events", {"task_id": task_id, "limit": EVENTS_LIMIT})
+        if isinstance(hist, dict) and isinstance(hist.get("events"), list):
+            detail.events = [e for e in hist["events"] if isinstance(e, dict)]
+            detail.events_truncated = bool(hist.get("truncated"))
         if owner is not None:
             try:
                 detail.owner = owner(s, task_id)
