@@ -928,7 +928,6 @@ class LogsScreen(Screen[None]):
             "  following" if self.follow else "  paused (f follows)",
             style="bold green" if self.follow else "bold yellow",
         )
-        title.append(f"  {self.path.parent}", style="dim")
         self.query_one("#logs-title", Static).update(title)
 
     def _open(self) -> None:

@@ -432,7 +432,7 @@ class TasksView(View):
         self.matching = len(visible)
         i = self.sort_index
         if i is not None:  # sort everything fetched, then draw the first max_rows
-            visible.sort(key=lambda r: sort_key(self.plain_cells(r, now)[i]), reverse=self.sort_reverse)
+            visible.sort(key=lambda r: self.row_sort_key(r, now, i), reverse=self.sort_reverse)
         drawn = visible[: app.config.max_rows]
         rows = [(r.task_id, self.cells(r, now)) for r in drawn]
         self._rows_by_id = {r.task_id: r for r in drawn}
@@ -459,6 +459,14 @@ class TasksView(View):
                 else "No tasks.",
             )
         return rows, "\n".join(notes)
+
+    def row_sort_key(self, r: TaskRow, now: float, i: int) -> tuple[int, float, str]:
+        if self.COLUMNS[i][0] == "updated" and r.last_updated is not None:
+            return (1, now - r.last_updated, "")  # the exact age, not the rounded "5m" on screen
+        return sort_key(self.plain_cells(r, now)[i])
+
+    def sorted_rows(self, rows: list[Row]) -> list[Row]:
+        return rows  # sorted in build_rows, before the first max_rows are drawn
 
     def plain_cells(self, r: TaskRow, now: float) -> tuple[str, ...]:
         """The visible columns as text: what the ``/`` filter matches."""
