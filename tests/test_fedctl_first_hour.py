@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -401,3 +402,49 @@ def test_docs_point_at_files_that_exist() -> None:
         assert (ROOT / path).exists(), path
     federation_md = (ROOT / "docs" / "federation.md").read_text()
     assert "thread pool" not in federation_md and "DEALER" in federation_md
+
+
+def test_a_child_refused_at_start_is_one_line_without_earlier_runs_logs(tmp_path: Path) -> None:
+    """Stores served by another process: the shard's own one-line reason, not a dump of its log file."""
+    shard = ShardProcess("s0", f"sqlite:///{tmp_path}/s0.db").start()
+    try:
+        cfg = tmp_path / "federation.toml"
+        cfg.write_text(
+            f'[router]\nzmq = "tcp://127.0.0.1:{free_port()}"\nhttp = ""\n'
+            f'[[shards]]\nid = "s0"\nendpoint = "tcp://127.0.0.1:{free_port()}"\n'
+            f'store = "sqlite:///{tmp_path}/s0.db"\n'
+        )
+        logs = tmp_path / "other" / "logs"
+        logs.mkdir(parents=True)
+        (logs / "shard-s0.log").write_text("OLD RUN: shard s0 listening\nfedctl: error: OLD RUN failure\n")
+        r = fedctl("up", "--config", str(cfg), "--data-dir", str(tmp_path / "other"))
+        line = refused(r)
+        assert "shard-s0 could not start" in line and "already served" in line, line
+        assert "OLD RUN" not in r.stderr + r.stdout
+        assert call_ok(shard.endpoint, "shard_info")  # the running shard is untouched
+    finally:
+        shard.stop()
+
+
+def test_tui_finds_the_federation_fedctl_up_wrote_here(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import fedctl.cli as cli
+
+    seen: dict[str, Any] = {}
+
+    def fake_run(router: str, *args: Any, **kwargs: Any) -> int:
+        seen.update(router=router, config=kwargs["config_path"])
+        return 0
+
+    monkeypatch.setattr("tui.app.run", fake_run)
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["tui"]) == 0 and seen == {"router": "tcp://127.0.0.1:5555", "config": None}
+    (tmp_path / ".federation").mkdir()
+    (tmp_path / ".federation" / "federation.toml").write_text('[router]\nzmq = "tcp://127.0.0.1:6001"\n')
+    assert cli.main(["tui"]) == 0
+    assert seen == {"router": "tcp://127.0.0.1:6001", "config": ".federation/federation.toml"}
+    assert (
+        cli.main(["tui", "--router", "tcp://127.0.0.1:7001"]) == 0
+        and seen["router"] == "tcp://127.0.0.1:7001"
+    )
