@@ -39,10 +39,6 @@ class BadArgumentsError(ProtocolError):
     code = "bad_arguments"
 
 
-class MessageTooLargeError(ProtocolError):
-    code = "too_large"
-
-
 class TransportError(FederationError):
     """The other side could not be reached or did not answer in time."""
 
@@ -87,13 +83,17 @@ _BY_CODE: dict[str, type[FederationError]] = {
         ProtocolError,
         UnknownMethodError,
         BadArgumentsError,
-        MessageTooLargeError,
         TransportError,
         RequestTimeout,
         StorageError,
         ShardLockedError,
     )
 }
+
+
+# codes of the ProtocolError family raised with their own code (a request the server refused
+# as it came: too many frames, undecodable, over the size limit)
+_BY_CODE.update(dict.fromkeys(("bad_frames", "bad_msgpack", "too_large"), ProtocolError))
 
 
 def error_from_wire(err: object) -> FederationError:

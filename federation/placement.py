@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from functools import lru_cache
 
 from uhashring import HashRing
@@ -63,8 +63,10 @@ class Placement:
             raise ConfigError(problems)
         self._rings = {g: HashRing(list(m), hash_fn="ketama") for g, m in self.groups.items()}
         self._group_of_shard = {s: g for g, m in self.groups.items() for s in m}
-        self.owner = lru_cache(maxsize=CACHE_SIZE)(self._owner)
-        self.group_of_namespace = lru_cache(maxsize=4096)(self._group_of_namespace)
+        #: the shard id that owns a task id (cached per instance)
+        self.owner: Callable[[str], str] = lru_cache(maxsize=CACHE_SIZE)(self._owner)
+        #: the group serving a namespace: longest pinned dotted prefix, else the default group
+        self.group_of_namespace: Callable[[str], str] = lru_cache(maxsize=4096)(self._group_of_namespace)
 
     @classmethod
     def from_config(cls, config: object) -> Placement:
@@ -98,13 +100,3 @@ class Placement:
 
     def _owner(self, task_id: str) -> str:
         return self._rings[self.group_of(task_id)].get_node(task_id)
-
-    # ``owner`` and ``group_of_namespace`` are replaced per instance by cached versions in __init__;
-    # these stubs document the signatures for readers and type checkers.
-    def owner(self, task_id: str) -> str:  # type: ignore[no-redef]  # noqa: F811
-        """The shard id that owns ``task_id``."""
-        return self._owner(task_id)
-
-    def group_of_namespace(self, namespace: str) -> str:  # type: ignore[no-redef]  # noqa: F811
-        """The group serving ``namespace`` (longest pinned dotted prefix, else the default group)."""
-        return self._group_of_namespace(namespace)

@@ -6,8 +6,13 @@ options (MEASURED-LIMITS.md §5): ``LINGER`` 0 so ``ctx.term()`` never hangs,
 being dropped silently, heartbeats so a frozen peer is noticed, and
 ``MAXMSGSIZE`` on every socket that accepts requests.
 
-:class:`ZmqClient` is a blocking request/reply client over a DEALER socket.
-It is safe to share between threads (each thread gets its own socket) and
+Two request/reply clients over one implementation (like httpx's sync and
+async transports): :func:`request_frames` builds a request, :func:`reply_result`
+turns a reply into its result or the server's error (the one place errors are
+mapped).  :class:`ZmqClient` is the blocking flavour, :class:`AsyncZmqClient`
+the asyncio one (the HTTP gateway's).
+
+:class:`ZmqClient` is safe to share between threads (each thread gets its own socket) and
 across ``fork()`` (a child builds a new context), because Luigi's worker
 calls the scheduler from its keep-alive thread and from forked task
 processes.  A request that times out closes its socket, so a late reply can
@@ -17,16 +22,21 @@ afresh, which is also how a restarted server is picked up.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import logging
 import os
 import threading
 import time
 from typing import Any
 
 import zmq
+import zmq.asyncio
 
 from federation import wire
 from federation.errors import ProtocolError, RequestTimeout, TransportError, error_from_wire
+
+_log = logging.getLogger("federation.transport")
 
 HEARTBEAT_IVL_MS = 1000
 HEARTBEAT_TIMEOUT_MS = 4000
@@ -105,7 +115,15 @@ _POLLIN = int(zmq.POLLIN)
 
 def has_input(sock: zmq.Socket) -> bool:
     """A message is waiting (cheaper than a non-blocking recv that raises ``zmq.Again``: 0.9 µs against 3.2)."""
-    return bool(sock.getsockopt(_EVENTS) & _POLLIN)
+    return bool(int(sock.getsockopt(_EVENTS)) & _POLLIN)
+
+
+def recv_frames(sock: zmq.Socket) -> list[bytes] | None:
+    """One waiting message without blocking, or None."""
+    try:
+        return sock.recv_multipart(_NOBLOCK)
+    except zmq.Again:
+        return None
 
 
 def send_frames(sock: zmq.Socket, frames: list[bytes]) -> bool:
@@ -128,12 +146,43 @@ def send_frames(sock: zmq.Socket, frames: list[bytes]) -> bool:
         raise TransportError(f"send failed: {e}") from e
 
 
+def request_frames(
+    req_id: int,
+    method: str,
+    kwargs: dict[str, Any],
+    meta: dict[str, Any],
+    routing_key: bytes | None = None,
+) -> list[bytes]:
+    """``[routing_key, body]`` of one request (the routing key names the task, if any)."""
+    body = wire.encode_request(req_id, method, kwargs, meta)
+    return [wire.routing_key(kwargs) if routing_key is None else routing_key, body]
+
+
+def read_reply(frames: list[bytes]) -> wire.Reply | None:
+    """The reply in ``frames``, or None when it cannot be decoded (dropped by both clients)."""
+    try:
+        return wire.decode_reply(frames[-1])
+    except ProtocolError:
+        return None
+
+
+def reply_result(reply: wire.Reply) -> Any:
+    """The result of a reply, or the server's error raised as its :class:`FederationError` family."""
+    if reply.ok:
+        return reply.result
+    raise error_from_wire(reply.error)
+
+
+def _check_endpoint(endpoint: Any) -> None:
+    if not isinstance(endpoint, str) or "://" not in endpoint:
+        raise TransportError(f"not a ZeroMQ endpoint: {endpoint!r} (expected e.g. tcp://127.0.0.1:5555)")
+
+
 class ZmqClient:
     """Blocking request/reply over ZeroMQ; one DEALER per thread and process."""
 
     def __init__(self, endpoint: str, *, timeout: float = 10.0, meta: dict[str, Any] | None = None) -> None:
-        if not isinstance(endpoint, str) or "://" not in endpoint:
-            raise TransportError(f"not a ZeroMQ endpoint: {endpoint!r} (expected e.g. tcp://127.0.0.1:5555)")
+        _check_endpoint(endpoint)
         self.endpoint = endpoint
         self.timeout = timeout
         self.meta = dict(meta or {})
@@ -185,11 +234,10 @@ class ZmqClient:
             raise TransportError("client is closed")
         kwargs = kwargs or {}
         req_id = next(self._ids)
-        body = wire.encode_request(req_id, method, kwargs, {**self.meta, **(meta or {})})
-        key = wire.routing_key(kwargs) if routing_key is None else routing_key
+        frames = request_frames(req_id, method, kwargs, {**self.meta, **(meta or {})}, routing_key)
         sock = self._socket()
         try:
-            sock.send_multipart([key, body], copy=False)
+            sock.send_multipart(frames, copy=False)
         except zmq.ZMQError as e:
             self._drop_socket()
             raise TransportError(f"cannot send {method} to {self.endpoint}: {e}") from e
@@ -200,20 +248,97 @@ class ZmqClient:
             if remaining <= 0 or not sock.poll(max(1, int(remaining * 1000)), zmq.POLLIN):
                 self._drop_socket()
                 raise RequestTimeout(f"no reply to {method} from {self.endpoint} within {wait:g} s")
-            frames = sock.recv_multipart()
-            try:
-                reply = wire.decode_reply(frames[-1])
-            except ProtocolError:
-                continue
-            if reply.req_id != req_id:
-                continue  # a late reply to an earlier request on this socket
-            if reply.ok:
-                return reply.result
-            raise error_from_wire(reply.error)
+            reply = read_reply(sock.recv_multipart())
+            if reply is None or reply.req_id != req_id:
+                continue  # undecodable, or a late reply to an earlier request on this socket
+            return reply_result(reply)
 
     def close(self) -> None:
         self._closed = True
         self._drop_socket()
         if self._ctx is not None and self._pid == os.getpid():
             self._ctx.destroy(linger=0)
+            self._ctx = None
+
+
+class AsyncZmqClient:
+    """Request/reply over one asyncio DEALER, for callers on one event loop (the HTTP gateway).
+
+    Requests carry unique ids; one reader task hands each reply to the waiting caller, so any
+    number of calls are in flight at once without a thread per call.  A call that times out is
+    forgotten: its late reply, if any, is dropped.  Use it from the loop it was first called on;
+    :meth:`close` there too.
+    """
+
+    def __init__(self, endpoint: str, *, timeout: float = 10.0, meta: dict[str, Any] | None = None) -> None:
+        _check_endpoint(endpoint)
+        self.endpoint = endpoint
+        self.timeout = timeout
+        self.meta = dict(meta or {})
+        self._ctx: zmq.asyncio.Context | None = None
+        self._sock: Any = None
+        self._reader: asyncio.Task[None] | None = None
+        self._pending: dict[int, asyncio.Future[wire.Reply]] = {}
+        self._ids = itertools.count(1)
+
+    def _socket(self) -> Any:
+        if self._reader is not None and self._reader.done():
+            self.close()  # the reader died (logged): start over with a new socket
+        if self._sock is None:
+            self._ctx = zmq.asyncio.Context()
+            self._sock = connect_dealer(self._ctx, self.endpoint)
+            self._reader = asyncio.get_running_loop().create_task(self._read())
+        return self._sock
+
+    async def _read(self) -> None:
+        sock = self._sock
+        while True:
+            try:
+                frames = await sock.recv_multipart()
+            except zmq.ZMQError as e:
+                _log.error("reading replies from %s failed: %s", self.endpoint, e)
+                return
+            reply = read_reply(frames)
+            if reply is None:
+                _log.warning("undecodable reply from %s dropped", self.endpoint)
+                continue
+            fut = self._pending.pop(reply.req_id, None)
+            if fut is not None and not fut.done():
+                fut.set_result(reply)
+
+    async def call(
+        self, method: str, kwargs: dict[str, Any] | None = None, *, timeout: float | None = None
+    ) -> Any:
+        """Send one request and await its reply; raise the server's error as a FederationError."""
+        kwargs = kwargs or {}
+        sock = self._socket()
+        req_id = next(self._ids)
+        frames = request_frames(req_id, method, kwargs, self.meta)
+        fut: asyncio.Future[wire.Reply] = asyncio.get_running_loop().create_future()
+        self._pending[req_id] = fut
+        wait = self.timeout if timeout is None else timeout
+        try:
+            await sock.send_multipart(frames)
+            reply = await asyncio.wait_for(fut, wait)
+        except TimeoutError:
+            raise RequestTimeout(f"no reply to {method} from {self.endpoint} within {wait:g} s") from None
+        except zmq.ZMQError as e:
+            raise TransportError(f"cannot send {method} to {self.endpoint}: {e}") from e
+        finally:
+            self._pending.pop(req_id, None)
+        return reply_result(reply)
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            self._reader = None
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.cancel()
+        self._pending.clear()
+        if self._sock is not None:
+            self._sock.close(0)
+            self._sock = None
+        if self._ctx is not None:
+            self._ctx.term()
             self._ctx = None

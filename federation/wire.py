@@ -115,6 +115,26 @@ def peek_req_id(body: bytes) -> int:
     return -1
 
 
+def peek_header(body: bytes) -> tuple[int, str] | None:
+    """``(req_id, method)`` of a request body without decoding its arguments, or None if malformed.
+
+    The router's hot path: a single-task call is placed by its routing frame and its body passed
+    through to the shard, so only the envelope's head is read here.
+    """
+    try:
+        unpacker = msgpack.Unpacker(raw=False, max_buffer_size=max(len(body), 1))
+        unpacker.feed(body)
+        if unpacker.read_array_header() != 5 or unpacker.unpack() != VERSION:
+            return None
+        req_id = unpacker.unpack()
+        method = unpacker.unpack()
+    except Exception:
+        return None
+    if not isinstance(req_id, int) or isinstance(req_id, bool) or not isinstance(method, str):
+        return None
+    return req_id, method
+
+
 def encode_ok(req_id: int, result: Any) -> bytes:
     return msgpack.packb([VERSION, req_id, OK, result], use_bin_type=True)
 

@@ -20,7 +20,6 @@ never waits for a shard and any number of calls are in flight at once.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import logging
 import os
@@ -31,11 +30,9 @@ import luigi
 import tornado.httpserver
 import tornado.netutil
 import tornado.web
-import zmq
-import zmq.asyncio
 
-from federation import transport, wire
-from federation.errors import FederationError, ProtocolError, RequestTimeout, TransportError, error_from_wire
+from federation.errors import FederationError
+from federation.transport import AsyncZmqClient
 from router.methods import LUIGI_METHODS
 
 log = logging.getLogger("router.http")
@@ -58,89 +55,8 @@ def status_for(err: FederationError) -> int:
     return 500
 
 
-class _Backend:
-    """Calls to the router over one asyncio ZeroMQ DEALER, on the gateway's own event loop.
-
-    Requests carry unique ids; one reader task hands each reply to the waiting handler, so any
-    number of HTTP requests are in flight at once without a thread per call.  A request that
-    times out is forgotten: its late reply, if any, is dropped.
-    """
-
-    def __init__(self, endpoint: str, timeout: float) -> None:
-        self.endpoint = endpoint
-        self.timeout = timeout
-        self.meta = {"client": "http-gateway"}
-        self._ctx: zmq.asyncio.Context | None = None
-        self._sock: Any = None
-        self._reader: asyncio.Task[None] | None = None
-        self._pending: dict[int, asyncio.Future[wire.Reply]] = {}
-        self._ids = itertools.count(1)
-
-    def _socket(self) -> Any:
-        if self._reader is not None and self._reader.done():
-            self.close()  # the reader died (logged): start over with a new socket
-        if self._sock is None:
-            self._ctx = zmq.asyncio.Context()
-            self._sock = transport.connect_dealer(self._ctx, self.endpoint)
-            self._reader = asyncio.get_running_loop().create_task(self._read())
-        return self._sock
-
-    async def _read(self) -> None:
-        sock = self._sock
-        while True:
-            try:
-                frames = await sock.recv_multipart()
-            except zmq.ZMQError as e:
-                log.error("http gateway: reading the router's replies failed: %s", e)
-                return
-            try:
-                reply = wire.decode_reply(frames[-1])
-            except ProtocolError:
-                log.warning("http gateway: undecodable reply from the router dropped")
-                continue
-            fut = self._pending.pop(reply.req_id, None)
-            if fut is not None and not fut.done():
-                fut.set_result(reply)
-
-    async def call(self, method: str, kwargs: dict[str, Any]) -> Any:
-        sock = self._socket()
-        req_id = next(self._ids)
-        body = wire.encode_request(req_id, method, kwargs, self.meta)
-        fut: asyncio.Future[wire.Reply] = asyncio.get_running_loop().create_future()
-        self._pending[req_id] = fut
-        try:
-            await sock.send_multipart([wire.routing_key(kwargs), body])
-            reply = await asyncio.wait_for(fut, self.timeout)
-        except TimeoutError:
-            raise RequestTimeout(
-                f"no reply to {method} from {self.endpoint} within {self.timeout:g} s"
-            ) from None
-        except zmq.ZMQError as e:
-            raise TransportError(f"cannot send {method} to {self.endpoint}: {e}") from e
-        finally:
-            self._pending.pop(req_id, None)
-        if reply.ok:
-            return reply.result
-        raise error_from_wire(reply.error)
-
-    def close(self) -> None:
-        """Run on the gateway's loop (its sockets belong to it)."""
-        if self._reader is not None:
-            self._reader.cancel()
-        for fut in self._pending.values():
-            if not fut.done():
-                fut.cancel()
-        self._pending.clear()
-        if self._sock is not None:
-            self._sock.close(0)
-            self._sock = None
-        if self._ctx is not None:
-            self._ctx.term()
-            self._ctx = None
-
-
 class RPCHandler(tornado.web.RequestHandler):
-    def initialize(self, backend: _Backend) -> None:
+    def initialize(self, backend: AsyncZmqClient) -> None:
         self.backend = backend
 
     def _error(self, status: int, code: str, message: str) -> None:
@@ -204,7 +120,7 @@ def make_app(
     router_endpoint: str, *, timeout: float = 30.0, metrics_registry: Any = None
 ) -> tornado.web.Application:
     """The tornado application; ``app.settings["backend"].close()`` (on its loop) releases its socket."""
-    backend = _Backend(router_endpoint, timeout)
+    backend = AsyncZmqClient(router_endpoint, timeout=timeout, meta={"client": "http-gateway"})
     routes: list[Any] = [
         (r"/api/(.*)", RPCHandler, {"backend": backend}),
         (r"/", RootHandler),

@@ -12,6 +12,7 @@ which is exactly when ``luigid`` would show Luigi's own UNKNOWN placeholder.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 Owner = Callable[[str], str]
@@ -35,11 +36,14 @@ def merge_tasks(
     results: Iterable[tuple[str, dict[str, Any]]],
     owner: Owner,
     keep_mirror: Callable[[dict[str, Any]], bool] | None = None,
+    *,
+    order: str = "start_time",
 ) -> dict[str, Any]:
     """Union of ``{task_id: serialized}`` maps, the owner's entry first.
 
     A non-owner entry (a mirror) is kept only if the owner did not report the
-    task and ``keep_mirror(entry)`` allows it (default: always).
+    task and ``keep_mirror(entry)`` allows it (default: always).  The result is in
+    Luigi's order (``order``: see :func:`_in_luigi_order`).
     """
     merged: dict[str, Any] = {}
     foreign: dict[str, Any] = {}
@@ -54,7 +58,24 @@ def merge_tasks(
     for task_id, entry in foreign.items():
         if task_id not in merged and (keep_mirror is None or keep_mirror(entry)):
             merged[task_id] = entry
-    return merged
+    return _in_luigi_order(merged, order)
+
+
+def _in_luigi_order(tasks: dict[str, Any], field: str) -> dict[str, Any]:
+    """The order one luigid lists these tasks in, from their own timestamps.
+
+    Luigi iterates dicts in insertion order: all its tasks in the order it first heard of them
+    (``start_time``, the task's creation time), the tasks of one status in the order they
+    entered it (``last_updated``, set exactly when a task changes status).  Each shard's own
+    order is kept among equal times; entries without the field (placeholders) come last.
+    """
+
+    def key(item: tuple[int, tuple[str, Any]]) -> tuple[float, int]:
+        i, (_, entry) = item
+        t = entry.get(field) if isinstance(entry, dict) else None
+        return (t if isinstance(t, (int, float)) and not isinstance(t, bool) else float("inf"), i)
+
+    return {task_id: entry for _, (task_id, entry) in sorted(enumerate(tasks.items()), key=key)}
 
 
 def _mirror_is_placeholder(entry: Any) -> bool:
@@ -64,7 +85,13 @@ def _mirror_is_placeholder(entry: Any) -> bool:
 
 
 def merge_task_list(
-    results: Results, owner: Owner, *, limit: bool, max_shown_tasks: int, upstream_status: str = ""
+    results: Results,
+    owner: Owner,
+    *,
+    limit: bool,
+    max_shown_tasks: int,
+    upstream_status: str = "",
+    status: str = "",
 ) -> dict[str, Any]:
     """``task_list``: union, Luigi's ``{"num_tasks": n}`` when over ``max_shown_tasks``."""
     if any(_is_count(r) for _, r in results):
@@ -77,15 +104,62 @@ def merge_task_list(
             if isinstance(r, dict) and not _is_count(r)
         )
         return {"num_tasks": total}
-    merged = merge_tasks(((s, r) for s, r in results), owner, _mirror_is_placeholder)
+    # one status: the order tasks entered it; all: the order they were created
+    merged = merge_tasks(
+        ((s, r) for s, r in results),
+        owner,
+        _mirror_is_placeholder,
+        order="last_updated" if status else "start_time",
+    )
     if limit and len(merged) > max_shown_tasks:
         return {"num_tasks": len(merged)}
     return merged
 
 
 def merge_graph(results: Results, owner: Owner) -> dict[str, Any]:
-    """``graph``: every task of every shard, the owner's node first."""
-    return merge_tasks(results, owner)
+    """``graph``: every task of every shard, the owner's node first, in one luigid's order.
+
+    Each shard answers ``fed_graph``: ``{"graph": Luigi's graph, "created": [[task_id, time]]}``
+    (a plain ``graph`` answer is taken as is).  Luigi walks its tasks in creation order and adds
+    each one's dependencies breadth first; a task's creation is its first mention on any shard
+    (as a dependency placeholder too), as in one scheduler.
+    """
+    graphs: Results = []
+    created: dict[str, tuple[float, int]] = {}
+    #: where each shard's own traversal put each node: Luigi visits a task's deps in the order of
+    #: its set, which the shard that holds the task followed (its "deps" list may differ)
+    position: dict[str, dict[str, int]] = {}
+    for i, (sid, r) in enumerate(results):
+        if isinstance(r, dict) and isinstance(r.get("graph"), dict):
+            graphs.append((sid, r["graph"]))
+            position[sid] = {task_id: k for k, task_id in enumerate(r["graph"])}
+            for pair in r.get("created") or ():
+                task_id, t = pair[0], pair[1]
+                if isinstance(t, (int, float)) and (task_id not in created or (t, i) < created[task_id]):
+                    created[task_id] = (t, i)
+        else:
+            graphs.append((sid, r))
+    nodes = merge_tasks(graphs, owner)
+    if not created:
+        return nodes
+    out: dict[str, Any] = {}
+    for root in sorted(created, key=created.__getitem__):
+        if root in out or root not in nodes:
+            continue
+        queue = [root]
+        out[root] = nodes[root]
+        while queue:
+            task_id = queue.pop(0)
+            node = nodes.get(task_id)
+            pos = position.get(owner(task_id), {})
+            deps = sorted((node or {}).get("deps") or (), key=lambda d: pos.get(d, len(pos)))
+            for dep in deps:
+                if dep not in out and dep in nodes:
+                    out[dep] = nodes[dep]
+                    queue.append(dep)
+    for task_id, node in nodes.items():
+        out.setdefault(task_id, node)
+    return out
 
 
 def merge_task_search(results: Results, owner: Owner) -> dict[str, dict[str, Any]]:
@@ -147,7 +221,7 @@ def merge_worker_list(
     out = list(rows.values())
     if include_running:
         for row in out:
-            tasks = merge_tasks(running.get(row["name"], []), owner)
+            tasks = merge_tasks(running.get(row["name"], []), owner, order="last_updated")
             row["running"] = tasks
             row["num_running"] = len(tasks)
     out.sort(key=lambda r: (r.get("started") is not None, r.get("started") or 0), reverse=True)
@@ -182,7 +256,10 @@ COUNTERS = ("n_pending_tasks", "n_unique_pending", "n_pending_last_scheduled")
 
 
 def merge_counts(replies: Iterable[dict[str, Any]]) -> dict[str, Any]:
-    """``count_pending`` (and the counters of ``get_work``): sums over shards, running tasks listed."""
+    """``count_pending`` (and the counters of ``get_work``): sums over shards, running tasks listed.
+
+    A counter no shard reported stays out (Luigi's answer to a disabled worker's get_work has no
+    ``n_pending_last_scheduled``)."""
     out: dict[str, Any] = {
         "n_pending_tasks": 0,
         "n_unique_pending": 0,
@@ -190,14 +267,23 @@ def merge_counts(replies: Iterable[dict[str, Any]]) -> dict[str, Any]:
         "worker_state": "active",
         "running_tasks": [],
     }
+    seen: set[str] = set()
+    any_reply = False
     for r in replies:
         if not isinstance(r, dict):
             continue
+        any_reply = True
         for key in COUNTERS:
+            if key in r:
+                seen.add(key)
             out[key] += r.get(key) or 0
         if r.get("worker_state") == DISABLED_STATE:
             out["worker_state"] = DISABLED_STATE
         out["running_tasks"].extend(r.get("running_tasks") or [])
+    if any_reply:
+        for key in COUNTERS:
+            if key not in seen:
+                del out[key]
     return out
 
 
@@ -249,3 +335,73 @@ def _min(a: Any, b: Any) -> Any:
     if b is None:
         return a
     return min(a, b)
+
+
+# -- the answer of a fan-out call, one function per merge (router.methods names them) -----------------
+@dataclass(frozen=True, slots=True)
+class MergeContext:
+    """What a merge needs besides the shards' answers."""
+
+    owner: Owner
+    max_shown_tasks: int
+
+
+#: ``merge(results, kwargs, ctx)`` -> the answer one luigid would give
+Merge = Callable[[Results, dict[str, Any], MergeContext], Any]
+
+
+def task_list_reply(results: Results, kwargs: dict[str, Any], ctx: MergeContext) -> Any:
+    return merge_task_list(
+        results,
+        ctx.owner,
+        limit=bool(kwargs.get("limit", True)),
+        max_shown_tasks=kwargs.get("max_shown_tasks") or ctx.max_shown_tasks,
+        upstream_status=kwargs.get("upstream_status") or "",
+        status=kwargs.get("status") or "",
+    )
+
+
+def worker_list_reply(results: Results, kwargs: dict[str, Any], ctx: MergeContext) -> Any:
+    return merge_worker_list(results, ctx.owner, include_running=bool(kwargs.get("include_running", True)))
+
+
+def resource_list_reply(results: Results, kwargs: dict[str, Any], ctx: MergeContext) -> Any:
+    return merge_resource_list(results, ctx.owner)
+
+
+def graph_reply(results: Results, kwargs: dict[str, Any], ctx: MergeContext) -> Any:
+    return merge_graph(results, ctx.owner)
+
+
+def task_search_reply(results: Results, kwargs: dict[str, Any], ctx: MergeContext) -> Any:
+    return merge_task_search(results, ctx.owner)
+
+
+def paused_reply(results: Results, kwargs: dict[str, Any], ctx: MergeContext) -> Any:
+    return {"paused": any(isinstance(r, dict) and r.get("paused") for _, r in results)}
+
+
+def first_reply(results: Results, kwargs: dict[str, Any], ctx: MergeContext) -> Any:
+    return results[0][1]
+
+
+def nothing_reply(results: Results, kwargs: dict[str, Any], ctx: MergeContext) -> Any:
+    return None
+
+
+def counts_reply(results: Results, kwargs: dict[str, Any], ctx: MergeContext) -> Any:
+    return merge_counts(r for _, r in results)
+
+
+def ping_reply(results: Results, kwargs: dict[str, Any], ctx: MergeContext) -> Any:
+    return merge_ping(results)
+
+
+def prune_history_reply(results: Results, kwargs: dict[str, Any], ctx: MergeContext) -> Any:
+    """What each shard that answered deleted."""
+    per_shard = {sid: int(r.get("deleted")) for sid, r in results}
+    return {
+        "deleted": sum(per_shard.values()),
+        "shards": per_shard,
+        "more": any(bool(r.get("more")) for _, r in results),
+    }

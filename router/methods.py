@@ -4,6 +4,10 @@ Every ``@rpc_method`` of ``luigi.scheduler.Scheduler`` (39 in luigi 3.8.1)
 has exactly one entry here, checked at import time, plus the federation's
 own ``federation_health``.
 
+Each entry is a :class:`Route`: the kind (which handler of :class:`router.core.RouterCore`
+serves it: ``RouterCore.handlers`` maps every kind to one method), and for fan-out kinds the
+merge function of :mod:`router.merge` that makes the shards' answers one luigid's answer.
+
 Kinds:
 
 ``FORWARD``
@@ -28,16 +32,18 @@ Kinds:
 ``ANY``
     Any one shard answers for the whole federation (same config everywhere).
 ``GET_WORK``, ``DEP_GRAPH``, ``INVERSE_DEP_GRAPH``, ``HEALTH``
-    Their own algorithms in :mod:`router.server`.
+    Their own algorithms (:mod:`router.getwork`, :mod:`router.graph`, :mod:`router.core`).
 ``OWNER``
     Answered by the router itself: the shard that serves a task id.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import NamedTuple
 
 import luigi.scheduler
+
+from router import merge
 
 FORWARD = "forward"
 ADD_TASK = "add_task"
@@ -53,59 +59,96 @@ INVERSE_DEP_GRAPH = "inverse_dep_graph"
 HEALTH = "health"
 OWNER = "owner"
 
-#: method -> (kind, option); the option is the merge name for WORKER/ALL, the argument for BY_ARG
-METHODS: dict[str, tuple[str, Any]] = {
+KINDS = frozenset(
+    {
+        FORWARD,
+        ADD_TASK,
+        FORWARD_RELAY,
+        BY_ARG,
+        WORKER,
+        ONE_WORKER,
+        ALL,
+        ANY,
+        GET_WORK,
+        DEP_GRAPH,
+        INVERSE_DEP_GRAPH,
+        HEALTH,
+        OWNER,
+    }
+)
+
+
+class Route(NamedTuple):
+    kind: str
+    #: WORKER/ALL: how the answers are merged
+    merge: merge.Merge | None = None
+    #: BY_ARG: the argument that names the task
+    arg: str | None = None
+    #: ALL: a read (down shards are left out, the others answer) rather than a write (every shard must)
+    read: bool = False
+    #: WORKER: an error of one shard does not fail the call (Luigi only logs a failed ping)
+    tolerant: bool = False
+    #: ALL: the federation's variant the shards are asked instead (answers carry what the merge needs)
+    shard_method: str | None = None
+
+
+def _read(fn: merge.Merge) -> Route:
+    return Route(ALL, fn, read=True)
+
+
+#: method -> how the router serves it
+METHODS: dict[str, Route] = {
     # single task, forwarded untouched
-    "set_task_status_message": (FORWARD, None),
-    "get_task_status_message": (FORWARD, None),
-    "set_task_progress_percentage": (FORWARD, None),
-    "get_task_progress_percentage": (FORWARD, None),
-    "decrease_running_task_resources": (FORWARD, None),
-    "get_running_task_resources": (FORWARD, None),
-    "report_task_statistics": (FORWARD, None),
-    "add_scheduler_message_response": (FORWARD, None),
-    "get_scheduler_message_response": (FORWARD, None),
-    "fetch_error": (FORWARD, None),
-    "task_events": (FORWARD, None),  # the federation's own: a task's status history from its owner
-    "add_task": (ADD_TASK, None),
-    "mark_as_done": (FORWARD_RELAY, None),
-    "forgive_failures": (FORWARD_RELAY, None),
-    "re_enable_task": (FORWARD_RELAY, None),
-    "send_scheduler_message": (BY_ARG, "task"),
+    "set_task_status_message": Route(FORWARD),
+    "get_task_status_message": Route(FORWARD),
+    "set_task_progress_percentage": Route(FORWARD),
+    "get_task_progress_percentage": Route(FORWARD),
+    "decrease_running_task_resources": Route(FORWARD),
+    "get_running_task_resources": Route(FORWARD),
+    "report_task_statistics": Route(FORWARD),
+    "add_scheduler_message_response": Route(FORWARD),
+    "get_scheduler_message_response": Route(FORWARD),
+    "fetch_error": Route(FORWARD),
+    "task_events": Route(FORWARD),  # the federation's own: a task's status history from its owner
+    "add_task": Route(ADD_TASK),
+    "mark_as_done": Route(FORWARD_RELAY),
+    "forgive_failures": Route(FORWARD_RELAY),
+    "re_enable_task": Route(FORWARD_RELAY),
+    "send_scheduler_message": Route(BY_ARG, arg="task"),
     # one worker
-    "get_work": (GET_WORK, None),
-    "count_pending": (WORKER, "counts"),
-    "ping": (WORKER, "ping"),
-    "add_worker": (WORKER, "none"),
-    "disable_worker": (WORKER, "none"),
-    "add_task_batcher": (WORKER, "none"),
-    "announce_scheduling_failure": (WORKER, "none"),
-    "set_worker_processes": (ONE_WORKER, None),
+    "get_work": Route(GET_WORK),
+    "count_pending": Route(WORKER, merge.counts_reply),
+    "ping": Route(WORKER, merge.ping_reply, tolerant=True),
+    "add_worker": Route(WORKER, merge.nothing_reply),
+    "disable_worker": Route(WORKER, merge.nothing_reply),
+    "add_task_batcher": Route(WORKER, merge.nothing_reply),
+    "announce_scheduling_failure": Route(WORKER, merge.nothing_reply),
+    "set_worker_processes": Route(ONE_WORKER),
     # the whole federation
-    "task_list": (ALL, "task_list"),
-    "worker_list": (ALL, "worker_list"),
-    "resource_list": (ALL, "resource_list"),
-    "graph": (ALL, "graph"),
-    "task_search": (ALL, "task_search"),
-    "is_paused": (ALL, "any_paused"),
-    "pause": (ALL, "none"),
-    "unpause": (ALL, "none"),
-    "prune": (ALL, "none"),
-    "update_resource": (ALL, "first"),
-    "update_resources": (ALL, "none"),
-    "dep_graph": (DEP_GRAPH, None),
-    "inverse_dep_graph": (INVERSE_DEP_GRAPH, None),
-    "is_pause_enabled": (ANY, None),
-    "has_task_history": (ANY, None),
-    "update_metrics_task_started": (ANY, None),
+    "task_list": _read(merge.task_list_reply),
+    "worker_list": _read(merge.worker_list_reply),
+    "resource_list": _read(merge.resource_list_reply),
+    "graph": Route(ALL, merge.graph_reply, read=True, shard_method="fed_graph"),
+    "task_search": _read(merge.task_search_reply),
+    "is_paused": _read(merge.paused_reply),
+    "prune_history": _read(merge.prune_history_reply),
+    "pause": Route(ALL, merge.nothing_reply),
+    "unpause": Route(ALL, merge.nothing_reply),
+    "prune": Route(ALL, merge.nothing_reply),
+    "update_resource": Route(ALL, merge.first_reply),
+    "update_resources": Route(ALL, merge.nothing_reply),
+    "dep_graph": Route(DEP_GRAPH),
+    "inverse_dep_graph": Route(INVERSE_DEP_GRAPH),
+    "is_pause_enabled": Route(ANY),
+    "has_task_history": Route(ANY),
+    "update_metrics_task_started": Route(ANY),
     # the federation's own
-    "federation_health": (HEALTH, None),
-    "owner": (OWNER, None),
-    "prune_history": (ALL, "sum_deleted"),
+    "federation_health": Route(HEALTH),
+    "owner": Route(OWNER),
 }
 
 #: forwarded without decoding when the routing frame names the task
-UNDECODED = frozenset(m for m, (kind, _) in METHODS.items() if kind == FORWARD)
+UNDECODED = frozenset(m for m, route in METHODS.items() if route.kind == FORWARD)
 #: Luigi's RPC methods, the ones the HTTP gateway serves under /api/<method>
 LUIGI_METHODS = frozenset(luigi.scheduler.RPC_METHODS)
 

@@ -32,7 +32,7 @@ class _LinkCollector(Collector):
             if link.latency_ms is not None:
                 ms.add_metric([sid], float(link.latency_ms))
         inflight = GaugeMetricFamily("fed_router_inflight", "Requests waiting for a shard's answer")
-        inflight.add_metric([], float(len(self.router._waits)))
+        inflight.add_metric([], float(self.router.pool.in_flight()))
         yield up
         yield ms
         yield inflight

@@ -26,7 +26,7 @@ from shard.store import Store, open_store
 
 def build_shard(
     shard_id: str,
-    bind: str,
+    bind: str | None,
     db_url: str,
     *,
     config: SchedulerConfig | None = None,
@@ -37,6 +37,8 @@ def build_shard(
     clock: Callable[[], float] = time.time,
 ) -> ShardServer:
     """Open the store (taking ownership), rebuild the core from it, bind the server.
+
+    ``bind=None`` serves no socket: the caller drives ``ShardServer.handle_batch`` in-process.
 
     With ``placement`` the shard is a federation member: it tells its own tasks from mirrors
     of other shards' tasks and serves the router's ``fed_*`` methods.
@@ -101,13 +103,15 @@ def build_federated_shard(
     bind: str | None = None,
     prune_interval: float = 60.0,
     clock: Callable[[], float] = time.time,
+    in_process: bool = False,
 ) -> ShardServer:
     """One shard of a federation, everything from ``federation.toml``: endpoint (unless ``bind``),
-    store and schema, Luigi's ``[scheduler]``/``[resources]``, and the placement."""
+    store and schema, Luigi's ``[scheduler]``/``[resources]``, and the placement.
+    ``in_process`` binds no socket (``router.core.InProcRouter`` drives it)."""
     spec = config.shard(shard_id)
     return build_shard(
         shard_id,
-        bind or spec.endpoint,
+        None if in_process else (bind or spec.endpoint),
         spec.store,
         config=config.scheduler,
         schema=spec.schema,

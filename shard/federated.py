@@ -62,6 +62,8 @@ FED_METHODS = (
     "fed_mirror_update",
     "fed_raise_priority",
     "fed_get_work",
+    "fed_offer",
+    "fed_graph",
     "fed_health",
     "fed_inverse_dep_graph",
 )
@@ -348,7 +350,19 @@ class FederatedCore:
         self, external_used_resources: dict[str, Any] | None = None, **kwargs: Any
     ) -> dict[str, Any]:
         """Luigi's ``get_work``, counting what other shards' RUNNING tasks hold as already used."""
-        external = external_used_resources or {}
+        return self._with_external(external_used_resources, "reply", self.core.get_work, kwargs)
+
+    def fed_offer(
+        self, external_used_resources: dict[str, Any] | None = None, **kwargs: Any
+    ) -> dict[str, Any]:
+        """What ``fed_get_work`` would hand out, and its rank, without handing it out
+        (``SchedulerCore.offer_work``): the router grants only the best offer of all shards."""
+        return self._with_external(external_used_resources, None, self.core.offer_work, kwargs)
+
+    def _with_external(
+        self, external: Any, key: str | None, fn: Callable[..., Any], kwargs: dict[str, Any]
+    ) -> dict[str, Any]:
+        external = external or {}
         if not isinstance(external, dict) or not all(
             isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool)
             for k, v in external.items()
@@ -357,11 +371,19 @@ class FederatedCore:
         core = self.core
         core.external_used_resources = external
         try:
-            reply = core.get_work(**kwargs)
+            answer = fn(**kwargs)
         finally:
             core.external_used_resources = {}
         self._absorb()
-        return {"reply": reply, "resources_running": self._usage(), "resource_pending": bool(self._res_tasks)}
+        out = {key: answer} if key is not None else dict(answer)
+        out.update(resources_running=self._usage(), resource_pending=bool(self._res_tasks))
+        return out
+
+    def fed_graph(self, **kwargs: Any) -> dict[str, Any]:
+        """Luigi's ``graph`` and the creation order of this shard's tasks (mirrors included): the
+        router rebuilds one luigid's traversal order from every shard's."""
+        graph = self.core.graph(**kwargs)
+        return {"graph": graph, "created": [[tid, t] for tid, t in self.core.creation_order()]}
 
     def fed_health(self) -> dict[str, Any]:
         """Task counts of the tasks this shard owns (mirrors left out), by status and by namespace."""

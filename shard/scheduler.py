@@ -122,6 +122,18 @@ from shard.changes import Changes, Event, Snapshot
 
 __all__ = ["RPC_METHODS", "SchedulerCore"]
 
+
+def _disabled_reply(w: Any) -> dict[str, Any]:
+    """Luigi's answer to a disabled worker's get_work (its exact keys and order)."""
+    return {
+        "n_pending_tasks": 0,
+        "running_tasks": [],
+        "task_id": None,
+        "n_unique_pending": 0,
+        "worker_state": w.state,
+    }
+
+
 #: the methods callable over the wire: exactly luigi.scheduler.RPC_METHODS of 3.8.1
 RPC_METHODS: frozenset[str] = frozenset(
     {
@@ -1538,7 +1550,35 @@ class SchedulerCore:
                 members.append(t)
         return batched, members
 
-    def get_work(self, host=None, assistant=False, current_tasks=None, worker=None, **kwargs):
+    def offer_work(self, host=None, assistant=False, current_tasks=None, worker=None, **kwargs):
+        """``get_work`` up to the choice, without handing anything out (the federation's offer).
+
+        Everything Luigi's ``get_work`` does before the hand-out happens (the worker's activity,
+        an orphaned batch reset), then the answer is ``{"reply": <get_work's answer with no task>,
+        "offer": None | {"task_id", "rank": [priority, -time], "resend": bool, "batch": bool}}``:
+        what this scheduler would hand out, so a router can compare the offers of several shards
+        by Luigi's rank and grant only the best one (``get_work`` on that shard).
+        """
+        _now, w, picked = self._pick_work(host, assistant, current_tasks, worker)
+        if w.disabled:
+            return {"reply": _disabled_reply(w), "offer": None}
+        best, batch, resend = picked
+        reply = self._count_pending(worker)
+        reply["task_id"] = None
+        offer = None
+        if best is not None:
+            offer = {
+                "task_id": best.id,
+                "rank": [best.priority, -best.time],
+                "resend": resend,
+                "batch": batch is not None and len(batch[1]) > 1,
+            }
+        return {"reply": reply, "offer": offer}
+
+    def _pick_work(
+        self, host: Any, assistant: Any, current_tasks: Any, worker: Any
+    ) -> tuple[float, _Worker, Any]:
+        """Luigi's get_work up to the choice: ``(now, worker, (best, batch, resend))``."""
         _req_str("worker", worker)
         _opt_str("host", host)
         _flag("assistant", assistant)
@@ -1548,13 +1588,7 @@ class SchedulerCore:
             self._prune()
         w = self._update_worker(worker, {"host": host}, get_work=True)
         if w.disabled:
-            return {
-                "n_pending_tasks": 0,
-                "running_tasks": [],
-                "task_id": None,
-                "n_unique_pending": 0,
-                "worker_state": w.state,
-            }
+            return now, w, (None, None, False)
         if assistant:
             w.info["assistant"] = assistant
 
@@ -1570,6 +1604,7 @@ class SchedulerCore:
                     if best_rank is None or rank > best_rank:
                         best, best_rank = t, rank
             self._reset_orphaned_batch_running_tasks(worker)
+        resend = best is not None
 
         batch = None
         if best is None and not self._paused:
@@ -1583,7 +1618,13 @@ class SchedulerCore:
                 best = self._greedy_pick(worker, bool(assistant))
                 if best is not None:
                     batch = self._collect_batch(best, worker, None)
+        return now, w, (best, batch, resend)
 
+    def get_work(self, host=None, assistant=False, current_tasks=None, worker=None, **kwargs):
+        now, w, picked = self._pick_work(host, assistant, current_tasks, worker)
+        if w.disabled:
+            return _disabled_reply(w)
+        best, batch, _resend = picked
         reply = self._count_pending(worker)
         if batch is not None and len(batch[1]) > 1:
             assert best is not None
@@ -1822,6 +1863,12 @@ class SchedulerCore:
         for tid in list(self._tasks):
             serialized.update(self._traverse_graph(tid, seen))
         return serialized
+
+    def creation_order(self) -> list[tuple[str, float]]:
+        """Every task as ``(task_id, created)``, in the order this scheduler first heard of them
+        (Luigi's iteration order of its tasks), for a router that merges several schedulers'
+        lists in one luigid's order."""
+        return [(tid, t.time) for tid, t in self._tasks.items()]
 
     def dep_graph(self, task_id, include_done=True, **kwargs):
         _req_str("task_id", task_id)

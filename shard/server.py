@@ -41,12 +41,17 @@ MAX_FRAMES = 2 + wire.MAX_HOPS + 1
 
 
 class ShardServer:
-    """Serves one :class:`shard.scheduler.SchedulerCore` backed by one store."""
+    """Serves one :class:`shard.scheduler.SchedulerCore` backed by one store.
+
+    ``bind=None`` builds it without a socket, for callers in the same process (the router's
+    in-process shard pool in tests): :meth:`handle_batch` is the same apply-commit-reply step
+    that :meth:`run_once` runs on the messages of the socket.
+    """
 
     def __init__(
         self,
         shard_id: str,
-        bind: str,
+        bind: str | None,
         core: Any,
         store: Any,
         *,
@@ -71,15 +76,18 @@ class ShardServer:
         self._methods["prune_history"] = self.prune_history
         self._methods.update(extra_methods or {})
         self.metrics = ShardMetrics(shard_id, set(self._methods))
-        self._ctx = zmq.Context()
-        self.sock = transport.bind_router(self._ctx, bind, max_message_bytes=max_message_bytes)
-        self.endpoint = transport.last_endpoint(self.sock)
+        self._ctx: zmq.Context | None = None
+        self.sock: zmq.Socket | None = None
+        self.endpoint = "inproc"
+        if bind is not None:
+            self._ctx = zmq.Context()
+            self.sock = transport.bind_router(self._ctx, bind, max_message_bytes=max_message_bytes)
+            self.endpoint = transport.last_endpoint(self.sock)
         self._stop = threading.Event()
         self.lost_ownership: ShardLockedError | None = None
         self._next_prune = time.monotonic() + prune_interval
         self.started = time.time()
         self.metrics.up_since.labels(shard_id).set(self.started)
-        self.stats = {"requests": 0, "errors": 0, "batches": 0, "commits": 0, "commit_seconds": 0.0}
 
     # -- lifecycle -----------------------------------------------------------
     def stop(self) -> None:
@@ -98,8 +106,10 @@ class ShardServer:
         signal.signal(signal.SIGINT, handler)
 
     def close(self) -> None:
-        self.sock.close(0)
-        self._ctx.term()
+        if self.sock is not None:
+            self.sock.close(0)
+        if self._ctx is not None:
+            self._ctx.term()
 
     def serve_forever(self) -> None:
         self.log.info(
@@ -124,21 +134,29 @@ class ShardServer:
     # -- one batch -----------------------------------------------------------
     def run_once(self) -> int:
         """Handle every request waiting now (up to batch_max): apply, commit once, reply."""
-        replies: list[tuple[list[bytes], int, Any, FederationError | None, str]] = []
-        t_batch = time.perf_counter()
+        assert self.sock is not None, "run_once needs a bound socket (bind=None serves handle_batch)"
+        batch: list[list[bytes]] = []
         for _ in range(self.batch_max):
             if not transport.has_input(self.sock):
                 break
             try:
-                frames = self.sock.recv_multipart(zmq.NOBLOCK)
+                batch.append(self.sock.recv_multipart(zmq.NOBLOCK))
             except zmq.Again:
                 break
-            replies.append(self._handle(frames))
-        if not replies:
+        if not batch:
             return 0
-        self.stats["batches"] += 1
+        for frames in self.handle_batch(batch):
+            transport.send_frames(self.sock, frames)
+        return len(batch)
+
+    def handle_batch(self, batch: list[list[bytes]]) -> list[list[bytes]]:
+        """Apply every request of ``batch`` (ROUTER frames ``[*route, key, body]``), commit once,
+        and return the reply frames ``[*route, reply]``, one per request, in order."""
+        t_batch = time.perf_counter()
+        replies = [self._handle(frames) for frames in batch]
         self.metrics.batch_size.labels(self.shard_id).observe(len(replies))
         commit_error = self._commit()
+        out: list[list[bytes]] = []
         for route, req_id, result, err, method in replies:
             err = commit_error or err
             self.metrics.request(method, err.code if err else "ok")
@@ -147,14 +165,12 @@ class ShardServer:
             except Exception as e:  # a result that msgpack cannot carry is our bug; say so, keep serving
                 self.log.error("shard %s: cannot encode reply: %s", self.shard_id, e, exc_info=True)
                 body = wire.encode_error(req_id, FederationError(f"cannot encode reply: {e}"))
-            transport.send_frames(self.sock, [*route, body])
+            out.append([*route, body])
         self.metrics.batch_seconds.labels(self.shard_id).observe(time.perf_counter() - t_batch)
-        return len(replies)
+        return out
 
     def _handle(self, frames: list[bytes]) -> tuple[list[bytes], int, Any, FederationError | None, str]:
-        self.stats["requests"] += 1
         if len(frames) < 3 or len(frames) > MAX_FRAMES:
-            self.stats["errors"] += 1
             self.log.warning(
                 "shard %s: dropped a message of %d frames (expected [routing_key, body])",
                 self.shard_id,
@@ -168,25 +184,20 @@ class ShardServer:
         try:
             req = wire.decode_request(body, self.max_message_bytes)
         except ProtocolError as e:
-            self.stats["errors"] += 1
             self.log.warning("shard %s: bad request: %s", self.shard_id, e)
             return route, wire.peek_req_id(body), None, e, "(bad)"
         fn = self._methods.get(req.method)
         if fn is None:
-            self.stats["errors"] += 1
             self.log.warning("shard %s: unknown method %r", self.shard_id, req.method)
             return route, req.req_id, None, UnknownMethodError(f"unknown method {req.method!r}"), req.method
         try:
             return route, req.req_id, fn(**req.kwargs), None, req.method
         except (TypeError, ValueError) as e:
-            self.stats["errors"] += 1
             self.log.warning("shard %s: bad arguments to %s: %s", self.shard_id, req.method, e)
             return route, req.req_id, None, BadArgumentsError(f"{req.method}: {e}"), req.method
         except FederationError as e:
-            self.stats["errors"] += 1
             return route, req.req_id, None, e, req.method
         except Exception as e:
-            self.stats["errors"] += 1
             self.log.error("shard %s: %s failed", self.shard_id, req.method, exc_info=True)
             return (
                 route,
@@ -214,8 +225,6 @@ class ShardServer:
             self._reload()
             return e
         elapsed = time.perf_counter() - t0
-        self.stats["commits"] += 1
-        self.stats["commit_seconds"] += elapsed
         self.metrics.commit_seconds.labels(self.shard_id).observe(elapsed)
         return None
 
@@ -271,5 +280,4 @@ class ShardServer:
             "location": getattr(self.store, "location", "?"),
             "version": self.version,
             "started": self.started,
-            "stats": dict(self.stats),
         }

@@ -586,7 +586,8 @@ class SQLiteStore(Store):
             conn.commit()
 
     def _take_lock(self) -> None:
-        lock_path = self.path + ".lock"
+        # the real file's lock: a symlink to the database (or a relative path) names the same lock
+        lock_path = os.path.realpath(self.path) + ".lock"
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -619,6 +620,15 @@ class SQLiteStore(Store):
             conn.commit()
 
     def _write(self, conn: Connection, batch: dict[str, list[Any]]) -> None:
+        # Fenced as on Postgres: the flock keeps a second owner out, but not one that came in
+        # through a deleted lock file; it bumped owner_epoch, and BEGIN IMMEDIATE holds the write
+        # lock, so reading the epoch here decides before anything of this batch is written.
+        epoch = self._read_epoch(conn)
+        if epoch != self._epoch:
+            raise ShardLockedError(
+                f"shard {self.shard_id} ({self._where}): ownership lost: another process took the "
+                f"store (epoch {self._epoch} -> {epoch}); nothing of this batch was written"
+            )
         if batch["deleted_tasks"]:
             stmt = tasks_table.delete().where(tasks_table.c.task_id == sa.bindparam("k"))
             conn.execute(stmt, [{"k": k} for k in batch["deleted_tasks"]])

@@ -9,9 +9,9 @@ import pytest
 from federation import wire
 from federation.config import SchedulerConfig
 from federation.placement import Placement
+from federation.wire import peek_header
 from router import merge
 from router.methods import LUIGI_METHODS, METHODS
-from router.server import peek_header
 from shard.changes import Snapshot
 from shard.federated import FederatedCore
 from shard.scheduler import SchedulerCore

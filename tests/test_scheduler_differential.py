@@ -47,6 +47,7 @@ from hypothesis.stateful import (
 )
 
 from federation.config import SchedulerConfig
+from shard.scheduler import SchedulerCore
 from tests.differential import (
     NOT_WIRE_CALLABLE,
     T0,
@@ -56,16 +57,6 @@ from tests.differential import (
     make_config,
     signature_differences,
 )
-
-try:
-    from shard.scheduler import SchedulerCore
-
-    _CORE_IMPORT_ERROR = ""
-except Exception as e:  # the core is written in parallel; skip until it imports
-    SchedulerCore = None  # type: ignore[assignment,misc]
-    _CORE_IMPORT_ERROR = f"shard.scheduler.SchedulerCore not importable yet: {type(e).__name__}: {e}"
-
-needs_core = pytest.mark.skipif(SchedulerCore is None, reason=_CORE_IMPORT_ERROR or "core missing")
 
 CI_EXAMPLES = 200
 CI_STEPS = 40
@@ -101,14 +92,6 @@ def _settings(max_examples: int) -> settings:
 
 def _make_core(config: Any = None, clock: Any = None) -> Any:
     return SchedulerCore(config=config, clock=clock)
-
-
-def _missing_core_methods() -> set[str]:
-    if SchedulerCore is None:
-        return set()
-    import luigi.scheduler as lsched
-
-    return {m for m in lsched.RPC_METHODS if not callable(getattr(SchedulerCore, m, None))}
 
 
 # --------------------------------------------------------------------------- the universe
@@ -195,6 +178,8 @@ class DifferentialMachine(RuleBasedStateMachine):
     """Random RPC sequences against Luigi and the core; every answer compared."""
 
     make_core: Callable[..., Any] = staticmethod(_make_core)
+    #: methods the core under test does not have (only Luigi-as-core in the harness self-check:
+    #: it has no snapshot/restore/collect_changes)
     missing: frozenset[str] = frozenset()
     sequences = 0
     roundtrip_sequences = 0
@@ -786,21 +771,14 @@ def _run_machine(make_core: Callable[..., Any], missing: set[str], examples: int
 # --------------------------------------------------------------------------- generated sequences
 
 
-@needs_core
 @pytest.mark.timeout(HANG_GUARD_SECONDS)
 def test_generated_sequences_match_luigi(record_property: Callable[[str, Any], None]) -> None:
     """Random RPC sequences: the core answers exactly like Luigi (CI: ``CI_EXAMPLES`` sequences)."""
-    missing = _missing_core_methods()
-    core_needed = {"add_task", "get_work", "task_list"}
-    if core_needed & missing:
-        pytest.skip(f"core lacks {sorted(core_needed & missing)}")
-    sequences, roundtrips = _run_machine(_make_core, missing, _examples(CI_EXAMPLES))
+    sequences, roundtrips = _run_machine(_make_core, set(), _examples(CI_EXAMPLES))
     record_property("generated_sequences", sequences)
     print(
         f"\ndifferential: {sequences} generated sequences ({roundtrips} with restore/snapshot after every step)"
     )
-    if missing:
-        pytest.skip(f"ran {sequences} sequences, but the core still lacks {sorted(missing)}")
 
 
 @pytest.mark.timeout(HANG_GUARD_SECONDS)
@@ -826,7 +804,6 @@ def test_harness_detects_a_difference() -> None:
         d.count_pending(worker="W1")
 
 
-@needs_core
 def test_harness_detects_a_lossy_snapshot_and_missing_changes() -> None:
     """The persistence checks can fail: a snapshot that loses a worker, changes that forget a task."""
     from shard.changes import Changes
@@ -855,7 +832,6 @@ def test_harness_detects_a_lossy_snapshot_and_missing_changes() -> None:
         d.add_task(worker="W1", task_id="B")
 
 
-@needs_core
 def test_deviation_d5_reserved_worker_info_keys() -> None:
     """D5: info keys that worker_list writes itself make Luigi's worker_list crash from then on;
     the core refuses them in add_worker, before any change."""
@@ -873,13 +849,11 @@ def test_deviation_d5_reserved_worker_info_keys() -> None:
 # --------------------------------------------------------------------------- signatures
 
 
-@needs_core
 def test_rpc_signatures_match_luigi() -> None:
     problems = [p for p in signature_differences(SchedulerCore) if p.split(":")[0] not in NOT_WIRE_CALLABLE]
     assert not problems, "\n".join(problems)
 
 
-@needs_core
 def test_core_has_persistence_hooks() -> None:
     for name in ("snapshot", "restore", "collect_changes", "prune"):
         assert callable(getattr(SchedulerCore, name, None)), name
@@ -2472,12 +2446,8 @@ def _run_case(name: str, make_core: Callable[..., Any]) -> Differential:
     return d
 
 
-@needs_core
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_ported_case(name: str) -> None:
-    missing = _missing_core_methods()
-    if missing:
-        pytest.skip(f"core lacks {sorted(missing)}")
     _run_case(name, _make_core)
 
 

@@ -1,0 +1,397 @@
+"""The router's side of cross-shard dependencies; the shard's side is ``shard/federated.py``.
+
+The two files mirror each other:
+
+============================  ======================================  ==============================
+what                          router (``Relay``)                      shard (``FederatedCore``)
+============================  ======================================  ==============================
+who mirrors what              ``subs``: dependency -> mirroring        its UNKNOWN placeholders
+                              shards (learned from ``add_task``, and   (``fed_state().mirrors``)
+                              from ``fed_state`` after any restart)
+an owner's status changes     ``_pull`` -> ``on_changes`` ->           ``fed_changes(since)`` (feed,
+                              ``fed_mirror_update`` to the mirrors     cursor, epoch)
+                                                                       ``fed_mirror_update``
+a mirror's priority rises     ``fed_raise_priority`` to the owner      ``fed_raise_priority``
+a new subscription            ``fed_status`` from the owner, pushed    ``fed_status``
+                              to the new mirror (``_status_asks``)
+a shard restarts              ``resync``: ``fed_state``, pull every    new epoch; ``fed_state``
+                              owner's status of its mirrors and push
+                              its own tasks' status to theirs
+============================  ======================================  ==============================
+
+Entry points: :meth:`Relay.on_add_task` (new subscriptions; the answer waits until each remote
+dependency's status is at the mirror), :meth:`Relay.hold` (a call that changes a mirrored task
+is answered after the owner's feed was relayed), :meth:`Relay.flush` (once per router turn),
+:meth:`Relay.tick` (timers: resync, periodic pulls) and :meth:`Relay.on_shard_down`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from federation.errors import FederationError, TransportError
+from router.calls import Call
+from router.links import LinkState, ShardLink, ShardPool
+
+log = logging.getLogger("router.relay")
+
+RESYNC_BACKOFF = 1.0
+#: task ids per fed_status / fed_mirror_update message
+CHUNK = 5000
+
+
+@dataclass(slots=True)
+class Feed:
+    """The router's cursor in one shard's change feed."""
+
+    epoch: Any = None
+    cursor: int = 0
+    pulls_sent: int = 0
+    pulls_done: int = 0
+    #: a pull is owed (asked this turn, or the last page said "more")
+    owed: bool = False
+    periodic_in_flight: bool = False
+    #: (pull number that must be done, call) — answers waiting for this shard's feed
+    held: list[tuple[int, Call]] = field(default_factory=list)
+
+
+class Relay:
+    """Subscriptions, status asks, held answers, feed cursors and epochs: the cross-shard state."""
+
+    def __init__(
+        self,
+        pool: ShardPool,
+        owner: Callable[[str], str],
+        fingerprint: str,
+        *,
+        release: Callable[[Call], None],
+        on_report: Callable[[ShardLink, dict[str, Any], int], None],
+        report_version: Callable[[str], int],
+        on_workers: Callable[[str, list[str]], None],
+        interval: float,
+    ) -> None:
+        self.pool = pool
+        self.owner = owner
+        self.fingerprint = fingerprint
+        self._release = release
+        self._on_report = on_report
+        self._report_version = report_version
+        self._on_workers = on_workers
+        self.interval = interval
+        self.feeds: dict[str, Feed] = {sid: Feed() for sid in pool.links}
+        #: remote dependency -> shards that mirror it; and by owner
+        self.subs: dict[str, set[str]] = {}
+        self.subs_by_owner: dict[str, set[str]] = defaultdict(set)
+        #: highest priority already pushed to a task's owner from a mirror
+        self.prio_sent: dict[str, int] = {}
+        #: this turn's new mirror subscriptions, by owner: dependency -> shards that mirror it
+        self._status_asks: dict[str, dict[str, set[str]]] = {}
+        #: (dependency, mirroring shard) whose owner status is not at the mirror yet -> calls waiting
+        self._unsettled: dict[tuple[str, str], list[Call]] = {}
+        self._next_periodic = 0.0
+
+    # -- entry points -------------------------------------------------------------------------
+    def on_add_task(self, call: Call, sid: str, kwargs: dict[str, Any]) -> None:
+        """``add_task`` forwarded to shard ``sid``: its remote dependencies are mirrored there from now on.
+
+        The answer waits until the owner's current status of each has been sent to the mirror
+        (after the add_task that makes the placeholder: same FIFO), so the worker's next get_work
+        sees it — also when another call of this turn subscribed the same dependency first.
+        """
+        for field_name in ("deps", "new_deps"):
+            deps = kwargs.get(field_name)
+            if not isinstance(deps, list):
+                continue
+            for dep in deps:
+                if not isinstance(dep, str):
+                    continue
+                dep_owner = self.owner(dep)
+                if dep_owner == sid:
+                    continue
+                key = (dep, sid)
+                if self._subscribe(dep, sid):
+                    self._status_asks.setdefault(dep_owner, {}).setdefault(dep, set()).add(sid)
+                    waiting = self._unsettled.setdefault(key, [])
+                else:
+                    found = self._unsettled.get(key)
+                    if found is None:
+                        continue  # its status reached the mirror already
+                    waiting = found
+                if not any(c is call for c in waiting):
+                    call.waits += 1
+                    waiting.append(call)
+
+    def is_mirrored(self, task_id: str) -> bool:
+        return task_id in self.subs
+
+    def mirrors_of(self, task_id: str) -> set[str]:
+        return self.subs.get(task_id, set())
+
+    def hold(self, call: Call, sid: str) -> None:
+        """Answer ``call`` only after the owner's next change-feed pull has been relayed.
+
+        The pull is sent once the shard is synchronised (right away, normally); a shard that goes
+        down or turns out not to be federated releases what it held.
+        """
+        link = self.pool.links[sid]
+        if link.state is LinkState.DOWN or link.federated is False:
+            return
+        feed = self.feeds[sid]
+        call.waits += 1
+        feed.owed = True
+        feed.held.append((feed.pulls_sent + 1, call))
+
+    def flush(self) -> None:
+        """Once per router turn: one fed_status per owner for this turn's subscriptions, and owed pulls."""
+        asks, self._status_asks = self._status_asks, {}
+        for owner, targets in asks.items():
+
+            def settled(targets: dict[str, set[str]] = targets) -> None:
+                for dep, sids in targets.items():
+                    for sid in sids:
+                        for call in self._unsettled.pop((dep, sid), ()):
+                            self._release(call)
+
+            self._relay_status(owner, list(targets), targets, settled)
+        for sid, feed in self.feeds.items():
+            if not feed.owed:
+                continue
+            link = self.pool.links[sid]
+            if link.federated is False:
+                feed.owed = False
+                held, feed.held = feed.held, []
+                for _, call in held:
+                    self._release(call)
+            elif link.state is LinkState.READY:
+                feed.owed = False
+                self._pull(link)
+
+    def tick(self, now: float) -> None:
+        """Timers: resynchronise shards that need it, and pull every feed each ``interval``."""
+        for link in self.pool.links.values():
+            # a shard not heard from yet is synchronised at once: its answer is how it comes up
+            if link.state in (LinkState.UNSYNCED, LinkState.CONNECTING) and now >= link.next_sync:
+                self.resync(link)
+        if now >= self._next_periodic:
+            self._next_periodic = now + self.interval
+            for sid, feed in self.feeds.items():
+                link = self.pool.links[sid]
+                if link.state is LinkState.READY and not feed.periodic_in_flight:
+                    feed.periodic_in_flight = True
+                    self._pull(link, periodic=True)
+
+    def next_timer(self) -> float:
+        return self._next_periodic
+
+    def on_shard_down(self, link: ShardLink) -> None:
+        feed = self.feeds[link.id]
+        feed.periodic_in_flight = False
+        held, feed.held = feed.held, []
+        for _, call in held:
+            self.pool.defer(lambda call=call: self._release(call))  # type: ignore[misc]
+
+    # -- the change feed ----------------------------------------------------------------------
+    def _pull(self, link: ShardLink, *, periodic: bool = False) -> None:
+        feed = self.feeds[link.id]
+        feed.pulls_sent += 1
+        number = feed.pulls_sent
+        version = self._report_version(link.id)
+        epoch = feed.epoch
+
+        def done(result: Any, err: FederationError | None) -> None:
+            if periodic:
+                feed.periodic_in_flight = False
+            try:
+                if err is None and isinstance(result, dict) and epoch == feed.epoch:
+                    more = self.on_changes(link, result, version)
+                    if more and link.state is LinkState.READY:
+                        feed.owed = True
+                elif err is not None and not isinstance(err, TransportError):
+                    log.warning("router: change feed of shard %s: %s", link.id, err)
+            finally:
+                feed.pulls_done = max(feed.pulls_done, number)
+                keep = []
+                for n, call in feed.held:
+                    if n <= feed.pulls_done:
+                        self._release(call)
+                    else:
+                        keep.append((n, call))
+                feed.held = keep
+
+        self.pool.call(link.id, "fed_changes", {"since": feed.cursor}, done)
+
+    def on_changes(self, link: ShardLink, result: dict[str, Any], version: int) -> bool:
+        """Relay one change-feed page; True when the shard has more."""
+        feed = self.feeds[link.id]
+        if result.get("epoch") != feed.epoch:
+            log.info("router: shard %s restarted (new epoch); resynchronising", link.id)
+            if link.state in (LinkState.READY, LinkState.SYNCING):
+                link.state = LinkState.UNSYNCED
+            return False
+        feed.cursor = max(feed.cursor, int(result.get("seq") or 0))
+        self._on_report(link, result, version)
+        updates: dict[str, list[list[Any]]] = defaultdict(list)
+        raises: dict[str, dict[str, int]] = defaultdict(dict)
+        fresh: dict[str, list[str]] = defaultdict(list)
+        for change in result.get("changes") or ():
+            task_id, status, priority, seq = change[:4]
+            owner = self.owner(task_id)
+            if owner == link.id:
+                for sid in self.subs.get(task_id, ()):
+                    updates[sid].append([task_id, status, feed.epoch, seq])
+                continue
+            if status is None:
+                self._unsubscribe(task_id, link.id)  # the mirror is gone from that shard
+                continue
+            if len(change) > 4 and change[4]:
+                # a placeholder no update has reached (new, or deleted and made again since the
+                # router last looked): subscribe it and pull its owner's status
+                self._subscribe(task_id, link.id)
+                fresh[owner].append(task_id)
+            if isinstance(priority, (int, float)) and priority > self.prio_sent.get(task_id, 0):
+                self.prio_sent[task_id] = int(priority)
+                raises[owner][task_id] = int(priority)
+        self._send_updates(updates)
+        self._send_raises(raises)
+        for owner, task_ids in fresh.items():
+            self._relay_status(owner, task_ids, {t: {link.id} for t in task_ids})
+        return bool(result.get("more"))
+
+    def _send_updates(self, updates: dict[str, list[list[Any]]]) -> None:
+        for sid, items in updates.items():
+            for i in range(0, len(items), CHUNK):
+                chunk = items[i : i + CHUNK]
+
+                def done(result: Any, err: FederationError | None, sid: str = sid) -> None:
+                    if err is None and isinstance(result, dict):
+                        for task_id in result.get("missing") or ():
+                            self._unsubscribe(task_id, sid)
+
+                self.pool.call(sid, "fed_mirror_update", {"updates": chunk}, done)
+
+    def _send_raises(self, raises: dict[str, dict[str, int]]) -> None:
+        for sid, prios in raises.items():
+            self.pool.call(sid, "fed_raise_priority", {"priorities": prios}, lambda r, e: None)
+
+    # -- subscriptions ------------------------------------------------------------------------
+    def _subscribe(self, task_id: str, sid: str) -> bool:
+        """Record that shard ``sid`` mirrors ``task_id``; True if that is new."""
+        subscribers = self.subs.get(task_id)
+        if subscribers is None:
+            subscribers = self.subs[task_id] = set()
+            self.subs_by_owner[self.owner(task_id)].add(task_id)
+        if sid in subscribers:
+            return False
+        subscribers.add(sid)
+        return True
+
+    def _unsubscribe(self, task_id: str, sid: str) -> None:
+        subscribers = self.subs.get(task_id)
+        if subscribers is None:
+            return
+        subscribers.discard(sid)
+        if not subscribers:
+            del self.subs[task_id]
+            self.subs_by_owner[self.owner(task_id)].discard(task_id)
+            self.prio_sent.pop(task_id, None)
+
+    def _relay_status(
+        self,
+        owner: str,
+        task_ids: list[str],
+        targets: dict[str, set[str]] | None,
+        done: Callable[[], None] | None = None,
+    ) -> None:
+        """Pull the owner's current status of ``task_ids`` and push it to their mirrors."""
+        chunks = [task_ids[i : i + CHUNK] for i in range(0, len(task_ids), CHUNK)] or [[]]
+        left = [len(chunks)]
+        link = self.pool.links[owner]
+
+        def one(result: Any, err: FederationError | None) -> None:
+            try:
+                if err is None and isinstance(result, dict):
+                    epoch = result.get("epoch")
+                    updates: dict[str, list[list[Any]]] = defaultdict(list)
+                    for task_id, state in (result.get("tasks") or {}).items():
+                        status, seq = (state[0], state[2]) if state else (None, 0)
+                        for sid in (targets or {}).get(task_id) or self.subs.get(task_id) or ():
+                            updates[sid].append([task_id, status, epoch, seq])
+                    self._send_updates(updates)
+                elif err is not None:
+                    log.info("router: cannot read status from shard %s yet: %s", link.id, err.message)
+            finally:
+                left[0] -= 1
+                if left[0] == 0 and done is not None:
+                    done()
+
+        for chunk in chunks:
+            self.pool.call(owner, "fed_status", {"task_ids": chunk}, one)
+
+    # -- after any restart --------------------------------------------------------------------
+    def resync(self, link: ShardLink) -> None:
+        """Rebuild what the router knows of one shard and bring its mirrors (and theirs) up to date."""
+        link.state = LinkState.SYNCING
+        feed = self.feeds[link.id]
+
+        def on_state(result: Any, err: FederationError | None) -> None:
+            if link.state is not LinkState.SYNCING:
+                return  # went down meanwhile; a later resync starts over
+            if err is not None or not isinstance(result, dict):
+                link.state = LinkState.UNSYNCED
+                link.next_sync = self.pool.clock() + RESYNC_BACKOFF
+                if err is not None and err.code == "unknown_method":
+                    link.federated = False
+                    link.state = LinkState.PLAIN  # nothing to synchronise; served as a plain scheduler
+                    log.error(
+                        "router: shard %s is not federated (no fed_state): remote dependencies and "
+                        "global resources are off for it; serve it with the federation config",
+                        link.id,
+                    )
+                elif err is not None and not isinstance(err, TransportError):
+                    log.warning("router: cannot synchronise shard %s: %s", link.id, err)
+                return
+            link.federated = True
+            theirs = result.get("placement")
+            if theirs != self.fingerprint:
+                # the shard tells its own tasks from mirrors by placement: it must be the router's
+                log.error(
+                    "router: shard %s places tasks differently (placement %s, router %s): "
+                    "serve every shard and the router from the same federation.toml",
+                    link.id,
+                    theirs,
+                    self.fingerprint,
+                )
+            feed.epoch = result.get("epoch")
+            feed.cursor = int(result.get("seq") or 0)
+            self._on_report(link, result, self._report_version(link.id))
+            self._on_workers(link.id, list(result.get("workers") or ()))
+            by_owner: dict[str, list[str]] = defaultdict(list)
+            raises: dict[str, dict[str, int]] = defaultdict(dict)
+            for task_id, priority in (result.get("mirrors") or {}).items():
+                owner = self.owner(task_id)
+                if owner == link.id:
+                    continue
+                self._subscribe(task_id, link.id)
+                by_owner[owner].append(task_id)
+                if isinstance(priority, (int, float)) and priority > self.prio_sent.get(task_id, 0):
+                    self.prio_sent[task_id] = int(priority)
+                    raises[owner][task_id] = int(priority)
+            for owner, task_ids in by_owner.items():
+                self._relay_status(owner, task_ids, {t: {link.id} for t in task_ids})
+            self._send_raises(raises)
+            owned = sorted(self.subs_by_owner.get(link.id, ()))
+            if owned:
+                self._relay_status(link.id, owned, None)
+            link.state = LinkState.READY
+            log.info(
+                "router: shard %s synchronised (%d mirrors, %d mirrored elsewhere)",
+                link.id,
+                len(result.get("mirrors") or ()),
+                len(owned),
+            )
+
+        self.pool.call(link.id, "fed_state", {}, on_state)

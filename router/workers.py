@@ -1,0 +1,159 @@
+"""What the router knows of Luigi workers: which shards know each, and batches handed out.
+
+A worker's tasks are spread over shards; the router learns from ``add_task`` which shards
+know each worker, so ``get_work``, ``ping``, ``add_worker`` ... go to those shards, and a
+shard that meets a worker for the first time gets the worker's cached ``add_worker`` info,
+batchers and disabled flag first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from router.links import LinkState, ShardPool
+
+#: a worker silent this long at least is gone (luigid drops it after worker_disconnect_delay)
+MIN_FORGET_AFTER = 600.0
+
+
+@dataclass(slots=True)
+class WorkerState:
+    """What the router knows of one Luigi worker."""
+
+    shards: dict[str, None] = field(default_factory=dict)  # ordered set
+    info: dict[str, Any] = field(default_factory=dict)
+    batchers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    disabled: bool = False
+    turn: int = 0
+    last_seen: float = 0.0
+
+
+class WorkerRegistry:
+    def __init__(self, pool: ShardPool, *, forget_after: float, home: Callable[[str], str]) -> None:
+        self.pool = pool
+        #: the shard that hears a worker first when no shard knows it yet (its first call may be
+        #: add_worker, ping or get_work, before any add_task): placement of the worker id, so every
+        #: router picks the same one and luigid's "first seen" is kept for worker_list
+        self.home = home
+        self.forget_after = max(MIN_FORGET_AFTER, forget_after)
+        self.workers: dict[str, WorkerState] = {}
+        #: batch id -> shard that handed the batch out; batch runner task id -> that shard
+        self.batches: dict[str, str] = {}
+        self.pinned: dict[str, str] = {}
+        self._batch_worker: dict[str, str] = {}
+
+    def get(self, worker: Any) -> WorkerState | None:
+        return self.workers.get(worker) if isinstance(worker, str) else None
+
+    def seen(self, worker: str) -> WorkerState:
+        ws = self.workers.get(worker)
+        if ws is None:
+            ws = self.workers[worker] = WorkerState()
+        ws.last_seen = self.pool.clock()
+        return ws
+
+    def meet(self, worker: str, sid: str) -> None:
+        """Record that shard ``sid`` knows ``worker``; bring it up to date if it is new there."""
+        ws = self.seen(worker)
+        if sid in ws.shards:
+            return
+        ws.shards[sid] = None
+        self._replay(worker, ws, sid)
+
+    def on_shard_workers(self, sid: str, workers: list[str]) -> None:
+        """A shard (re)synchronised: it knows these workers; replay what the router knows of them."""
+        for worker in workers:
+            ws = self.workers.get(worker)
+            if ws is None:
+                ws = self.workers[worker] = WorkerState(last_seen=self.pool.clock())
+            if sid not in ws.shards:
+                ws.shards[sid] = None
+            self._replay(worker, ws, sid)
+
+    def _replay(self, worker: str, ws: WorkerState, sid: str) -> None:
+        def ignore(result: Any, err: Any) -> None:
+            """Best effort; a resync replays again."""
+
+        if ws.info:
+            self.pool.call(
+                sid, "add_worker", {"worker": worker, "info": [[k, v] for k, v in ws.info.items()]}, ignore
+            )
+        for batcher in ws.batchers.values():
+            self.pool.call(sid, "add_task_batcher", batcher, ignore)
+        if ws.disabled:
+            self.pool.call(sid, "disable_worker", {"worker": worker}, ignore)
+
+    def targets(self, worker: Any, *, all_shards: bool = False) -> list[str]:
+        """Shards that know ``worker`` (all shards for an assistant).
+
+        Until every shard has been synchronised after a start, shards not yet synchronised
+        (and not down) are asked too: they may know the worker.
+        """
+        links = self.pool.links
+        if all_shards:
+            return list(links)
+        ws = self.get(worker)
+        if isinstance(worker, str) and (ws is None or not ws.shards):
+            ws = self.seen(worker)
+            ws.shards[self.home(worker)] = None
+        ids = list(ws.shards) if ws else []
+        ids += [
+            lid
+            for lid, link in links.items()
+            if not link.synced and link.state is not LinkState.DOWN and lid not in ids
+        ]
+        return ids
+
+    def remember(self, method: str, kwargs: dict[str, Any]) -> None:
+        """What a worker call tells the router to replay to shards that meet the worker later."""
+        worker = kwargs.get("worker")
+        if not isinstance(worker, str):
+            return
+        ws = self.seen(worker)
+        if method == "add_worker":
+            info = kwargs.get("info")
+            try:
+                ws.info.update(dict(info) if isinstance(info, (list, dict)) else {})
+            except (TypeError, ValueError):
+                pass  # the shards will say what is wrong with it
+        elif method == "disable_worker":
+            ws.disabled = True
+        elif method == "add_task_batcher":
+            family = kwargs.get("task_family")
+            if isinstance(family, str):
+                ws.batchers[family] = dict(kwargs)
+
+    def rotation(self, worker: str, targets: list[str]) -> list[str]:
+        """Fair rotation: each get_work of a worker starts one shard further on."""
+        ws = self.workers.get(worker)
+        if ws is None or not targets:
+            return targets
+        ws.last_seen = self.pool.clock()
+        k = ws.turn % len(targets)
+        ws.turn += 1
+        return targets[k:] + targets[:k]
+
+    # -- batches --------------------------------------------------------------------------------
+    def batch_handed_out(self, batch_id: str, sid: str, worker: Any) -> None:
+        self.batches[batch_id] = sid
+        if isinstance(worker, str):
+            self._batch_worker[batch_id] = worker
+
+    def pin_runner(self, task_id: str, batch_id: Any) -> None:
+        """Luigi's batch runner: its task id is new, its members sit on the shard that handed the
+        batch out, and that shard must see the runner's every report."""
+        if isinstance(batch_id, str) and batch_id in self.batches:
+            self.pinned[task_id] = self.batches[batch_id]
+
+    def forget(self, now: float) -> None:
+        """Forget workers silent for ``forget_after``, and the batches they were handed."""
+        gone = [w for w, ws in self.workers.items() if now - ws.last_seen > self.forget_after]
+        for w in gone:
+            del self.workers[w]
+        if gone and self.batches:
+            dead = set(gone)
+            for batch_id in [b for b, w in self._batch_worker.items() if w in dead]:
+                self.batches.pop(batch_id, None)
+                del self._batch_worker[batch_id]

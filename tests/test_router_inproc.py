@@ -1,0 +1,236 @@
+"""The router's logic in the test process: RouterCore on the in-process shard pool.
+
+Real shards (``ShardServer`` with ``bind=None`` on SQLite stores, federated cores, group
+commit) and the real router logic; only the sockets are replaced by
+:class:`router.links.InProcShardPool` and time by a fake clock, so faults and their order are
+exact and each test runs in milliseconds without sleeps.  The multi-process tests
+(``test_router.py``, ``test_cross_shard.py``) remain the end-to-end layer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from federation.config import FederationConfig, RouterConfig, SchedulerConfig, ShardSpec
+from federation.errors import FederationError, TransportError
+from federation.placement import Placement
+from router.core import FakeClock, InProcRouter
+from router.links import LinkState
+from shard.app import build_federated_shard
+from shard.server import ShardServer
+
+IDS = ["s0", "s1", "s2"]
+W = "worker-1"
+
+
+def make_config(tmp_path: Path) -> FederationConfig:
+    shards = tuple(
+        ShardSpec(sid, f"tcp://127.0.0.1:{20000 + i}", f"sqlite:///{tmp_path / f'{sid}.db'}", None)
+        for i, sid in enumerate(IDS)
+    )
+    return FederationConfig(
+        shards=shards,
+        groups={"default": tuple(IDS)},
+        namespaces={},
+        default_group="default",
+        router=RouterConfig(timeout=2.0, health_timeout=1.0, relay_interval=0.5),
+        scheduler=SchedulerConfig(),
+    )
+
+
+class Fed:
+    """An in-process federation of three shards and its router."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.config = make_config(tmp_path)
+        self.placement = Placement.from_config(self.config)
+        self.clock = FakeClock()
+        self.servers: dict[str, ShardServer] = {sid: self.build(sid) for sid in IDS}
+        self.router = InProcRouter(self.config, dict(self.servers), clock=self.clock)
+        self.router.settle()  # first contact: every shard is synchronised
+
+    def build(self, sid: str) -> ShardServer:
+        return build_federated_shard(self.config, sid, in_process=True)
+
+    def call(self, method: str, **kwargs: Any) -> Any:
+        return self.router.call(method, **kwargs)
+
+    def task_on(self, sid: str, tag: str) -> str:
+        """A task id (namespace ``xs``) that placement puts on shard ``sid``."""
+        for i in range(10_000):
+            task_id = f"xs.T_{tag}_{i}"
+            if self.placement.owner(task_id) == sid:
+                return task_id
+        raise AssertionError(f"no task id for {sid}")
+
+    def add(self, task_id: str, *, deps: list[str] | None = None, worker: str = W, **kw: Any) -> Any:
+        return self.call(
+            "add_task", task_id=task_id, worker=worker, family=task_id.split(".")[1], deps=deps or [], **kw
+        )
+
+    def get_work(self, worker: str = W) -> str | None:
+        return self.call("get_work", worker=worker, host="h")["task_id"]
+
+    def restart(self, sid: str) -> None:
+        """kill -9 and start again from the store (new epoch)."""
+        self.router.pool.kill(sid)
+        old = self.servers[sid]
+        old.store.close()
+        old.close()
+        self.servers[sid] = self.build(sid)
+        self.router.pool.restart(sid, self.servers[sid])
+
+    def close(self) -> None:
+        for server in self.servers.values():
+            server.store.close()
+            server.close()
+
+
+@pytest.fixture
+def fed(tmp_path: Path) -> Iterator[Fed]:
+    f = Fed(tmp_path)
+    try:
+        yield f
+    finally:
+        f.close()
+
+
+def test_every_shard_is_synchronised_at_first_contact(fed: Fed) -> None:
+    assert {sid: link.state for sid, link in fed.router.core.links.items()} == dict.fromkeys(
+        IDS, LinkState.READY
+    )
+    assert fed.router.pool.in_flight() == 0
+
+
+def test_cross_shard_dependency_is_relayed_before_the_done_report_is_answered(fed: Fed) -> None:
+    a, b = fed.task_on("s0", "a"), fed.task_on("s1", "b")
+    fed.add(b, deps=[a])
+    fed.add(a)
+    assert fed.router.core.relay.mirrors_of(a) == {"s1"}
+    assert fed.get_work() == a
+    assert fed.get_work() is None  # b waits for its remote dependency
+    fed.add(a, status="DONE")
+    # no clock advance, no periodic pull: the DONE report was answered after the relay
+    assert a in fed.servers["s1"].core.task_list("DONE", "")  # the mirror on s1
+    assert fed.get_work() == b
+    tasks = fed.call("task_list", status="", upstream_status="")
+    assert tasks[a]["status"] == "DONE" and tasks[b]["status"] == "RUNNING"
+
+
+def test_shard_restart_is_resynchronised_from_the_owner(fed: Fed) -> None:
+    a, b = fed.task_on("s0", "a"), fed.task_on("s1", "b")
+    fed.add(b, deps=[a])
+    fed.add(a)
+    assert fed.get_work() == a
+    # the mirroring shard dies; the owner's DONE cannot reach it
+    fed.router.pool.kill("s1")
+    fed.add(a, status="DONE")
+    assert fed.router.core.links["s1"].state is LinkState.DOWN
+    with pytest.raises(TransportError, match="s1"):
+        fed.get_work()  # the worker's other shard is down: "no work" would make it quit
+    # it comes back from its store with a new epoch; the probe finds it, the relay resyncs it
+    fed.restart("s1")
+    fed.clock.advance(1.0)
+    fed.router.settle()
+    assert fed.router.core.links["s1"].state is LinkState.READY
+    assert fed.get_work() == b
+
+
+def test_owner_restart_new_epoch_is_noticed_in_the_feed(fed: Fed) -> None:
+    a, b = fed.task_on("s0", "a"), fed.task_on("s1", "b")
+    fed.add(b, deps=[a])
+    fed.add(a)
+    assert fed.get_work() == a
+    fed.restart("s0")  # A stays RUNNING (durable); a new epoch
+    fed.clock.advance(1.0)
+    fed.router.settle()
+    assert fed.router.core.links["s0"].state is LinkState.READY
+    assert fed.router.core.relay.feeds["s0"].epoch == fed.servers["s0"].core.fed_state()["epoch"]
+    fed.add(a, status="DONE")
+    assert fed.get_work() == b
+
+
+def test_shard_down_mid_call_fails_at_the_deadline_and_others_keep_serving(fed: Fed) -> None:
+    tasks = {sid: fed.task_on(sid, "m") for sid in IDS}
+    for task_id in tasks.values():
+        fed.add(task_id)
+    route = fed.router.send("task_list", status="PENDING", upstream_status="")
+    fed.router.pool.kill("s2")  # it had the request, it never answers
+    fed.router.settle()
+    with pytest.raises(LookupError):
+        fed.router.answer(route)  # still waiting for s2
+    fed.clock.advance(fed.config.router.timeout + 0.01)
+    fed.router.settle()
+    # a read answers with the shards that are up
+    assert set(fed.router.answer(route)) == {tasks["s0"], tasks["s1"]}
+    assert fed.router.core.links["s2"].state is LinkState.DOWN
+    # a call for s2's task fails at once with "unavailable" (Luigi's client retries those)
+    with pytest.raises(FederationError) as err:
+        fed.add(tasks["s2"], status="DONE")
+    assert err.value.code == "unavailable"
+    # s0 and s1 are untouched and keep serving
+    assert fed.add(fed.task_on("s1", "more")) is None
+    assert fed.get_work() in (tasks["s0"], tasks["s1"])
+
+
+def test_get_work_hands_out_the_highest_ranked_task_of_all_shards(fed: Fed) -> None:
+    """Luigi's rank across shards: priority first, then the older task (not the first shard asked)."""
+    plan = [("s0", 1), ("s1", 5), ("s2", 3), ("s0", 4), ("s2", 5)]
+    ids = {}
+    for k, (sid, priority) in enumerate(plan):
+        ids[fed.task_on(sid, f"p{k}")] = priority
+        fed.add(next(reversed(ids)), priority=priority)
+    granted = [fed.get_work() for _ in plan]
+    assert [ids[t] for t in granted if t] == [5, 5, 4, 3, 1]
+    # the two priority-5 tasks: the older one (added first, on s1) first
+    assert fed.placement.owner(granted[0]) == "s1" and fed.placement.owner(granted[1]) == "s2"
+    assert fed.get_work() is None
+
+
+def test_an_offer_not_granted_stays_free(fed: Fed) -> None:
+    """Every shard offers; only the best is handed out, the others stay PENDING for the next call."""
+    low, high = fed.task_on("s0", "low"), fed.task_on("s1", "high")
+    fed.add(low, priority=1)
+    fed.add(high, priority=9)
+    assert fed.get_work() == high
+    pending = fed.call("task_list", status="PENDING", upstream_status="")
+    assert set(pending) == {low}
+    assert fed.get_work(worker="worker-2") is None  # worker-2 is no stakeholder of low
+    assert fed.get_work() == low
+
+
+def test_one_get_work_never_grants_two_tasks(fed: Fed) -> None:
+    for sid in IDS:
+        fed.add(fed.task_on(sid, "g"))
+    routes = [fed.router.send("get_work", worker=W, host="h") for _ in range(3)]
+    fed.router.settle()
+    granted = [fed.router.answer(r)["task_id"] for r in routes]
+    assert len(set(granted)) == 3 and None not in granted
+    running = fed.call("task_list", status="RUNNING", upstream_status="")
+    assert set(running) == set(granted)
+
+
+def test_bad_input_gets_an_error_and_changes_nothing(fed: Fed) -> None:
+    a = fed.task_on("s0", "bad")
+    fed.add(a)
+    before = fed.call("task_list", status="", upstream_status="")
+    with pytest.raises(FederationError) as err:
+        fed.call("no_such_method", task_id=a)
+    assert err.value.code == "unknown_method"
+    with pytest.raises(FederationError) as err:
+        fed.call("add_task", task_id=123)
+    assert err.value.code == "bad_arguments"
+    with pytest.raises(FederationError):
+        fed.call("get_work")  # worker is required
+    # malformed frames are answered, not crashed on
+    fed.router.core.handle([b"client-x", b"junk"])
+    fed.router.core.handle([b"client-y", b"", b"\xc1\xc1 not msgpack"])
+    fed.router.settle()
+    for route in (b"client-x", b"client-y"):
+        with pytest.raises(FederationError):
+            fed.router.answer(route)
+    assert fed.call("task_list", status="", upstream_status="") == before
