@@ -745,7 +745,8 @@ def wire_env(parser: argparse.ArgumentParser, environ: Any = os.environ) -> None
             action.default = on if isinstance(action, argparse._StoreTrueAction) else not on
         elif isinstance(action, argparse._AppendAction):
             items = [v.strip() for v in value.split(",") if v.strip()]
-            action.default = [action.type(v) if action.type else v for v in items] or None
+            convert: Any = action.type or str
+            action.default = [convert(v) for v in items] or None
         else:
             if action.choices is not None and value not in action.choices:
                 parser.error(

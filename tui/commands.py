@@ -139,8 +139,8 @@ def complete(
         return None
     if " " not in raw:
         word = raw.lower()
-        for spec in COMMANDS:
-            for name in (spec.name, *spec.aliases):
+        for candidate in COMMANDS:
+            for name in (candidate.name, *candidate.aliases):
                 if name.startswith(word) and name != word:
                     return lead + name
         return None
@@ -148,6 +148,7 @@ def complete(
     spec = _BY_NAME.get(head.lower())
     if spec is None or spec.arg is None:
         return None
+    arg: str = spec.arg
     words = rest.split(" ")
     current = words[-1]
     done = " ".join(words[:-1])
@@ -166,7 +167,7 @@ def complete(
         "context": contexts,
         "log": logs,
         "column": columns,
-    }[spec.arg]
+    }[arg]
     match = _first_match(current, pool)
     if match is None and spec.name == "tasks":
         match = _first_match(current, ("ns=", "family="))

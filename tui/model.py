@@ -241,7 +241,8 @@ def display_name(task_id: str, d: Mapping[str, Any]) -> str:
 def task_row(task_id: str, d: Mapping[str, Any]) -> TaskRow:
     """A row from one entry of Luigi's ``task_list``/``dep_graph`` (``_serialize_task``)."""
     family = str(d.get("name") or "")
-    params = d.get("params") if isinstance(d.get("params"), dict) else {}
+    raw_params = d.get("params")
+    params: dict[str, Any] = raw_params if isinstance(raw_params, dict) else {}
     return TaskRow(
         task_id=task_id,
         status=str(d.get("status") or "UNKNOWN"),
@@ -284,7 +285,8 @@ def worker_row(d: Mapping[str, Any]) -> WorkerRow:
         "num_uniques",
         "running",
     }
-    running = d.get("running") if isinstance(d.get("running"), dict) else {}
+    raw_running = d.get("running")
+    running: dict[str, dict[str, Any]] = raw_running if isinstance(raw_running, dict) else {}
     return WorkerRow(
         name=str(d.get("name", "")),
         host=str(d.get("host") or ""),
@@ -352,7 +354,7 @@ def parse_health(raw: Any) -> Health:
                 started=_num(s.get("started")),
             )
         )
-    groups_raw = raw.get("groups") if isinstance(raw.get("groups"), dict) else {}
+    groups_raw: dict[str, Any] = raw["groups"] if isinstance(raw.get("groups"), dict) else {}
     groups = {str(g): [str(x) for x in m] for g, m in groups_raw.items() if isinstance(m, list)}
     return Health(
         router=dict(raw.get("router") or {}),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from rich.cells import cell_len
@@ -262,7 +262,7 @@ class PromptSuggester(Suggester):
     """Completes command names, then their arguments: statuses, and the namespaces, families,
     contexts, log names and columns ``known()`` returns (keyword arguments of :func:`complete`)."""
 
-    def __init__(self, known: Callable[[], dict[str, Iterable[str]]]) -> None:
+    def __init__(self, known: Callable[[], Mapping[str, Iterable[str]]]) -> None:
         super().__init__(use_cache=False, case_sensitive=True)
         self._known = known
 
