@@ -123,20 +123,10 @@ class DataDirLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"fedctl up, pid {os.getpid()}".encode(), 0)
 
-    @property
-    def held(self) -> bool:
-        return self._fd is not None
-
     def release(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
-
-    def __enter__(self) -> DataDirLock:
-        return self.acquire()
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
 
 
 def check_free(endpoints: list[tuple[str, str]]) -> None:
