@@ -34,7 +34,7 @@ import os
 import random
 import re
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -149,10 +149,6 @@ class TopicParameter(luigi.Parameter):
         return topic
 
 
-def _partition_target(stage: str, topic: str, date: dt.date, suffix: str) -> luigi.LocalTarget:
-    return luigi.LocalTarget(str(data_root() / stage / topic / f"{date.isoformat()}{suffix}"))
-
-
 def generate_records(date: dt.date, topic: str) -> list[dict[str, Any]]:
     """The raw records of one partition: deterministic in (date, topic), a few hundred of them.
 
@@ -216,17 +212,28 @@ def _write_parquet(df: pd.DataFrame, schema: pa.Schema, target: luigi.LocalTarge
         pq.write_table(table, tmp)
 
 
-class Extract(luigi.Task):
-    """Raw records of one partition as JSON lines (empty file when there are none)."""
+class _Partition(luigi.Task):
+    """One partition (``date``, ``topic``) of a stage, written to ``<root>/<stage>/<topic>/<date><suffix>``."""
 
     task_namespace = NAMESPACE
-    retry_count = 3  # the source is remote in real life; let the scheduler retry it
+    stage = ""
+    suffix = ""
 
     date: dt.date = luigi.DateParameter()
     topic: str = TopicParameter()
 
     def output(self) -> luigi.LocalTarget:
-        return _partition_target("extract", self.topic, self.date, ".jsonl")
+        return luigi.LocalTarget(
+            str(data_root() / self.stage / self.topic / f"{self.date.isoformat()}{self.suffix}")
+        )
+
+
+class Extract(_Partition):
+    """Raw records of one partition as JSON lines (empty file when there are none)."""
+
+    stage = "extract"
+    suffix = ".jsonl"
+    retry_count = 3  # the source is remote in real life; let the scheduler retry it
 
     def run(self) -> None:
         # LocalTarget.open("w") writes to a temporary file and renames it on close.
@@ -235,19 +242,14 @@ class Extract(luigi.Task):
                 out.write(json.dumps(record, sort_keys=True) + "\n")
 
 
-class Transform(luigi.Task):
+class Transform(_Partition):
     """Cleaned records of one partition as Parquet (zero rows with the full schema when empty)."""
 
-    task_namespace = NAMESPACE
-
-    date: dt.date = luigi.DateParameter()
-    topic: str = TopicParameter()
+    stage = "transform"
+    suffix = ".parquet"
 
     def requires(self) -> Extract:
         return Extract(date=self.date, topic=self.topic)
-
-    def output(self) -> luigi.LocalTarget:
-        return _partition_target("transform", self.topic, self.date, ".parquet")
 
     def run(self) -> None:
         with self.input().open("r") as raw:
@@ -258,19 +260,14 @@ class Transform(luigi.Task):
         _write_parquet(clean(records, self.date, self.topic), TRANSFORM_SCHEMA, self.output())
 
 
-class Enrich(luigi.Task):
+class Enrich(_Partition):
     """Transform's rows joined with the reference data, as Parquet."""
 
-    task_namespace = NAMESPACE
-
-    date: dt.date = luigi.DateParameter()
-    topic: str = TopicParameter()
+    stage = "enrich"
+    suffix = ".parquet"
 
     def requires(self) -> Transform:
         return Transform(date=self.date, topic=self.topic)
-
-    def output(self) -> luigi.LocalTarget:
-        return _partition_target("enrich", self.topic, self.date, ".parquet")
 
     def run(self) -> None:
         df = pd.read_parquet(self.input().path)
@@ -359,7 +356,7 @@ def replace_partition(db_path: Path, topic: str, date: dt.date, df: pd.DataFrame
     return len(rows)
 
 
-class Load(luigi.Task):
+class Load(_Partition):
     """One partition loaded into the SQLite warehouse; the output is a JSON marker.
 
     ``Extract`` is a static dependency. Whether ``Enrich`` is needed is only known once the
@@ -367,18 +364,13 @@ class Load(luigi.Task):
     partition) as a dynamic dependency.
     """
 
-    task_namespace = NAMESPACE
-
-    date: dt.date = luigi.DateParameter()
-    topic: str = TopicParameter()
+    stage = "load"
+    suffix = ".json"
 
     def requires(self) -> Extract:
         return Extract(date=self.date, topic=self.topic)
 
-    def output(self) -> luigi.LocalTarget:
-        return _partition_target("load", self.topic, self.date, ".json")
-
-    def run(self) -> Iterator[luigi.Task]:
+    def run(self) -> Generator[luigi.Task, luigi.LocalTarget, None]:
         if os.path.getsize(self.input().path) > 0:
             source = "enrich"
             upstream = yield Enrich(date=self.date, topic=self.topic)
@@ -405,7 +397,7 @@ class DailyBatch(luigi.WrapperTask):
     task_namespace = ""
 
     date: dt.date = luigi.DateParameter()
-    topics: Sequence[str] = luigi.ListParameter(default=list(DEFAULT_TOPICS))
+    topics: Sequence[str] = luigi.ListParameter(default=DEFAULT_TOPICS)
 
     def requires(self) -> list[Load]:
         return [Load(date=self.date, topic=topic) for topic in self.topics]
@@ -418,7 +410,7 @@ class RangeBatch(luigi.WrapperTask):
 
     start: dt.date = luigi.DateParameter()
     days: int = luigi.IntParameter(default=7)
-    topics: Sequence[str] = luigi.ListParameter(default=list(DEFAULT_TOPICS))
+    topics: Sequence[str] = luigi.ListParameter(default=DEFAULT_TOPICS)
 
     def requires(self) -> list[DailyBatch]:
         return [

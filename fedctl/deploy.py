@@ -147,6 +147,9 @@ def _unit(description: str, exec_start: list[str], opts: RenderOptions, *, after
             "RestartSec=2",
             "KillSignal=SIGTERM",
             "TimeoutStopSec=30",
+            # the router's HTTP gateway caps its connections at 512, but its ZeroMQ sockets and the
+            # shards' store connections need descriptors too: systemd's usual 1024 is too tight
+            "LimitNOFILE=65536",
             "",
             "[Install]",
             "WantedBy=multi-user.target",

@@ -190,7 +190,7 @@ def latency(calls: int, pg_url: str | None) -> None:
                 f"{'method':34} {'direct p50':>10} {'p99':>8} {'router p50':>10} {'p99':>8} {'p50 x':>6} {'p99 x':>6}"
             )
             for name, make in cases:
-                results = {}
+                results: dict[str, list[float]] = {}
                 # interleave direct and routed blocks so both see the same machine state
                 for label, client in (
                     ("direct", direct),

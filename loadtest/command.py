@@ -339,7 +339,7 @@ class _LiveProgress:
             self.last[key] = (time.monotonic(), 0)
         now = time.monotonic()
         t0, n0 = self.last[key]
-        fields = {}
+        fields: dict[str, Any] = {}  # rich's extra task fields
         if now - t0 >= 1.0:
             fields["rate"] = f"{(done - n0) / (now - t0):,.0f}/s"
             self.last[key] = (now, done)

@@ -126,7 +126,14 @@ def make_channel(endpoint: str, timeout: float) -> Channel:
 def call_retrying(
     ch: Channel, method: str, kwargs: dict[str, Any], attempts: int, wait: float, counters: dict[str, int]
 ) -> Any:
-    """Luigi's client policy, shortened: retry transport/server errors ``attempts`` times."""
+    """Luigi's client policy: retry transport/server errors, up to ``attempts`` calls in all.
+
+    The waits double from ``wait`` up to ``MAX_RETRY_WAIT``: the defaults (8 calls from 0.5 s)
+    wait ~31 s in all, so a shard or router restart, a Postgres restart or a frozen process —
+    the faults the load test injects — is outlasted as Luigi's own client outlasts it
+    (3 attempts, 30 s apart), only with shorter first waits.
+    """
+    delay = wait
     for attempt in range(attempts):
         try:
             return ch.call(method, kwargs)
@@ -134,8 +141,13 @@ def call_retrying(
             counters["retries"] = counters.get("retries", 0) + 1
             if attempt == attempts - 1:
                 raise
-            time.sleep(wait)
+            time.sleep(delay)
+            delay = min(delay * 2, MAX_RETRY_WAIT)
     raise AssertionError("unreachable")
+
+
+#: the longest wait between two attempts of one call
+MAX_RETRY_WAIT = 8.0
 
 
 # -- one worker ------------------------------------------------------------------------------------
@@ -149,8 +161,8 @@ class DriverConfig:
     wait_jitter: float = 0.05  # Luigi's [worker] wait_jitter (5 s by default)
     ping_interval: float = 1.0  # Luigi's [worker] ping_interval
     timeout: float = 60.0  # per call (Luigi: rpc-connect-timeout 10 s)
-    attempts: int = 3  # Luigi: rpc-retry-attempts 3
-    retry_wait: float = 1.0  # Luigi: rpc-retry-wait 30 s
+    attempts: int = 8  # calls in all (Luigi: rpc-retry-attempts 3, rpc-retry-wait 30 s)
+    retry_wait: float = 0.5  # the first wait; doubled up to MAX_RETRY_WAIT (see call_retrying)
 
 
 @dataclass
@@ -560,6 +572,8 @@ class Driver:
             if p.is_alive():
                 p.terminate()
                 p.join(timeout=5)
-        for p in self.plans:
-            if p.wid not in self.results:
-                self.results[p.wid] = WorkerResult(p.wid, p.worker_id, error="worker process did not report")
+        for plan in self.plans:
+            if plan.wid not in self.results:
+                self.results[plan.wid] = WorkerResult(
+                    plan.wid, plan.worker_id, error="worker process did not report"
+                )

@@ -42,11 +42,6 @@ def peak_rss_mb(pid: int) -> float | None:
     return None if kb is None else kb / 1024.0
 
 
-def rss_mb(pid: int) -> float | None:
-    kb = _status_kb(pid, "VmRSS")
-    return None if kb is None else kb / 1024.0
-
-
 def comm(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/comm").read_text().strip()

@@ -30,7 +30,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-SUMMARY_COLUMNS = [
+SUMMARY_COLUMNS: list[tuple[str, str | None]] = [
     ("target", None),
     ("phase", "phase"),
     ("n", None),
@@ -109,7 +109,7 @@ def summary_table(rows: Iterable[dict[str, Any]], title: str = "") -> Any:
             elif name == "n":
                 cells.append(_fmt(r.get("calls") if r.get("phase") == "register" else r.get("tasks_done")))
             else:
-                cells.append(_fmt(r.get(key)))
+                cells.append(_fmt(r.get(key)) if key is not None else "")
         cells.append(
             "[green]ok[/green]" if r.get("checks_ok") else f"[red]{r.get('violations')} violations[/red]"
         )

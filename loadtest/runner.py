@@ -335,7 +335,12 @@ def fetch_final(server: Any, dag: Dag) -> dict[str, str]:
     if set(res) == {"num_tasks"}:
         raise ValueError(f"task_list refused to list {res['num_tasks']} tasks")
     index = dag.index
-    return {tid: row.get("status") for tid, row in res.items() if tid in index and isinstance(row, dict)}
+    # a row without a status counts as missing from the final state
+    return {
+        tid: status
+        for tid, row in res.items()
+        if tid in index and isinstance(row, dict) and isinstance(status := row.get("status"), str)
+    }
 
 
 def _git_rev() -> str:

@@ -75,9 +75,6 @@ class _Federation:
     def health(self) -> dict[str, Any]:
         return self.call("federation_health", {}, timeout=10.0)
 
-    def shard_endpoints(self) -> dict[str, str]:
-        return {s["shard_id"]: s["endpoint"] for s in self.health()["shards"]}
-
 
 class LocalFederation(_Federation):
     """``fedctl up`` on a generated ``federation.toml``, stopped (and its schemas dropped) by :meth:`stop`."""

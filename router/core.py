@@ -333,6 +333,7 @@ class RouterCore:
             # a batch runner's report also changes its members, which other shards may mirror
             self.relay.hold(call, sid)
         self.forward(call, sid, task_id.encode("utf-8"), call.request)
+        self.relay.reraise(task_id, sid, kwargs.get("priority", 0))
         self.relay.on_add_task(call, sid, kwargs)
 
     def _on_forward_relay(self, call: Call, route: Route) -> None:

@@ -31,10 +31,9 @@ class Graph:
     def start(self) -> None:
         core = self.core
         owner = core.owner(self.root)
+        # the inverse walk goes on to other shards (where the root is mirrored) once its owner
+        # has shown the root is a task Luigi would expand (below, in _on)
         self._ask(owner, self.root, "inverse_dep_graph" if self.inverse else "dep_graph")
-        if self.inverse:
-            for sid in core.relay.mirrors_of(self.root):
-                self._ask(sid, self.root, "fed_inverse_dep_graph")
         if self.in_flight == 0:
             self._finish()
 
@@ -62,9 +61,12 @@ class Graph:
                 for node_id in foreign:
                     self._ask(core.owner(node_id), node_id, "dep_graph")
             else:
-                # a task's dependents on other shards are found where it is mirrored
-                for node_id in result:
-                    if core.owner(node_id) == sid or node_id == self.root:
+                # a task's dependents on other shards are found where it is mirrored; Luigi does
+                # not expand a node it only knows as a placeholder ("start_time": "UNKNOWN")
+                for node_id, node in result.items():
+                    if not isinstance(node, dict) or node.get("start_time") == "UNKNOWN":
+                        continue
+                    if core.owner(node_id) == sid:
                         for other in core.relay.mirrors_of(node_id):
                             if other != sid:
                                 self._ask(other, node_id, "fed_inverse_dep_graph")

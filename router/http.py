@@ -12,6 +12,14 @@ Routes, as ``luigi/server.py`` serves them:
 * ``HEAD /`` — 204, the health check; ``GET /`` — redirect to the visualiser.
 * ``/static/...`` — Luigi's visualiser from the installed ``luigi`` package.
 
+Limits, so that no client can take the router's process down: a body above
+``max_body_bytes`` (the federation's ``max_message_bytes``) is refused with 413
+from its ``Content-Length`` before it is read; JSON nested too deeply for the
+wire is a 400; at most ``max_connections`` connections are open at once (the
+next ones get a 503 and are closed, logged at most once per
+``REFUSAL_LOG_INTERVAL``); a connection that sends no complete request headers
+within ``header_timeout`` seconds, or stays idle that long, is closed.
+
 Each API call goes to the router's ZeroMQ front over one asyncio DEALER
 socket on the gateway's own event loop (no thread per call), so the loop
 never waits for a shard and any number of calls are in flight at once.
@@ -24,13 +32,17 @@ import json
 import logging
 import os
 import threading
+import time
 from typing import Any
 
 import luigi
 import tornado.httpserver
+import tornado.httputil
+import tornado.iostream
 import tornado.netutil
 import tornado.web
 
+from federation import wire
 from federation.errors import FederationError
 from federation.transport import AsyncZmqClient
 from router.methods import LUIGI_METHODS
@@ -40,7 +52,12 @@ log = logging.getLogger("router.http")
 STATIC_PATH = os.path.join(os.path.dirname(luigi.__file__), "static")
 #: methods served under /api/ besides Luigi's own
 EXTRA_METHODS = frozenset({"federation_health"})
-_CLIENT_ERRORS = {"bad_request", "bad_arguments", "bad_msgpack", "bad_frames", "too_large"}
+_CLIENT_ERRORS = {"bad_request", "bad_arguments", "bad_msgpack", "bad_frames"}
+#: defaults of the limits (module docstring); the body limit is the federation's max_message_bytes
+MAX_CONNECTIONS = 512
+HEADER_TIMEOUT = 30.0
+BODY_TIMEOUT = 60.0
+REFUSAL_LOG_INTERVAL = 30.0
 _UNAVAILABLE = {"unavailable", "timeout", "storage", "shard_locked"}
 
 
@@ -50,32 +67,78 @@ def status_for(err: FederationError) -> int:
         return 404
     if err.code in _CLIENT_ERRORS:
         return 400
+    if err.code == "too_large":
+        return 413
     if err.code in _UNAVAILABLE:
         return 503
     return 500
 
 
+@tornado.web.stream_request_body
 class RPCHandler(tornado.web.RequestHandler):
-    def initialize(self, backend: AsyncZmqClient) -> None:
+    """``/api/<method>``; the body is streamed in so that an oversized one is refused unread."""
+
+    def initialize(self, backend: AsyncZmqClient, max_body_bytes: int) -> None:
         self.backend = backend
+        self.max_body_bytes = max_body_bytes
+        self._chunks: list[bytes] = []
+        self._size = 0
 
     def _error(self, status: int, code: str, message: str) -> None:
         self.set_status(status)
         self.set_header("Content-Type", "application/json; charset=UTF-8")
         self.finish(json.dumps({"error": {"code": code, "message": message}}))
 
+    def _too_large(self, size: int | str) -> None:
+        if self._finished:
+            return
+        self.set_header("Connection", "close")
+        self._error(
+            413, "too_large", f"request body of {size} bytes exceeds the limit of {self.max_body_bytes} bytes"
+        )
+
+    def prepare(self) -> None:
+        length = self.request.headers.get("Content-Length")
+        if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
+            self._too_large(length)  # before a byte of it is read
+        # a body without Content-Length (chunked) is counted in data_received; tornado's own cap
+        # (the server's max_body_size, twice ours) answers only 400, so ours must come first
+
+    def data_received(self, chunk: bytes) -> None:
+        if self._finished:
+            return
+        self._size += len(chunk)
+        if self._size > self.max_body_bytes:
+            self._too_large(f"more than {self.max_body_bytes}")
+            return
+        self._chunks.append(chunk)
+
     async def get(self, method: str) -> None:
+        if self._finished:
+            return
         if method not in LUIGI_METHODS and method not in EXTRA_METHODS:
             self._error(404, "unknown_method", f"unknown method {method!r}")
             return
+        if self._chunks:
+            self.request.body = b"".join(self._chunks)
+            tornado.httputil.parse_body_arguments(
+                self.request.headers.get("Content-Type", ""),
+                self.request.body,
+                self.request.body_arguments,
+                self.request.files,
+                self.request.headers,
+            )
+            for name, values in self.request.body_arguments.items():
+                self.request.arguments.setdefault(name, []).extend(values)
         raw = self.get_argument("data", default=None)
         if raw is None or not raw.strip():
             arguments: Any = {}
         else:
             try:
                 arguments = json.loads(raw)
-            except ValueError as e:
-                self._error(400, "bad_request", f"data is not valid JSON: {e}")
+            except (ValueError, RecursionError) as e:
+                reason = "nested too deeply" if isinstance(e, RecursionError) else str(e)
+                self._error(400, "bad_request", f"data is not valid JSON: {reason}")
                 return
         if not isinstance(arguments, dict):
             self._error(400, "bad_request", "data must be a JSON object of argument names to values")
@@ -84,6 +147,9 @@ class RPCHandler(tornado.web.RequestHandler):
             result = await self.backend.call(method, arguments)
         except FederationError as e:
             self._error(status_for(e), e.code, e.message)
+            return
+        except (ValueError, TypeError, RecursionError) as e:  # arguments the wire cannot carry
+            self._error(400, "bad_request", f"arguments cannot be sent: {type(e).__name__}: {e}"[:500])
             return
         try:
             self.write({"response": result})
@@ -103,6 +169,53 @@ class RootHandler(tornado.web.RequestHandler):
         self.finish()
 
 
+class StaticHandler(tornado.web.StaticFileHandler):
+    """Luigi's visualiser files; a path no file system can hold (a NUL byte) is a 404, not a 500."""
+
+    def validate_absolute_path(self, root: str, absolute_path: str) -> str | None:
+        if "\x00" in absolute_path:
+            raise tornado.web.HTTPError(404)
+        return super().validate_absolute_path(root, absolute_path)
+
+    @classmethod
+    def get_absolute_path(cls, root: str, path: str) -> str:
+        if "\x00" in path:
+            raise tornado.web.HTTPError(404)
+        return super().get_absolute_path(root, path)
+
+
+class CappedHTTPServer(tornado.httpserver.HTTPServer):
+    """tornado's server with a cap on open connections (the router's file descriptors are shared
+    with its ZeroMQ sockets: idle HTTP clients must not be able to use them all up)."""
+
+    max_connections = MAX_CONNECTIONS
+    _last_refusal_log = 0.0
+    refused = 0
+
+    def handle_stream(self, stream: tornado.iostream.IOStream, address: Any) -> None:
+        if len(self._connections) >= self.max_connections:
+            self.refused += 1
+            now = time.monotonic()
+            if now - self._last_refusal_log >= REFUSAL_LOG_INTERVAL:
+                self._last_refusal_log = now
+                log.warning(
+                    "http gateway: %d connections open (the limit); refusing new ones (%d so far)",
+                    len(self._connections),
+                    self.refused,
+                )
+            body = b'{"error": {"code": "unavailable", "message": "too many connections"}}'
+            head = (
+                b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                b"Connection: close\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n"
+            )
+            try:
+                stream.write(head + body).add_done_callback(lambda _f: stream.close())
+            except tornado.iostream.StreamClosedError:
+                pass
+            return
+        super().handle_stream(stream, address)
+
+
 class MetricsHandler(tornado.web.RequestHandler):
     """Prometheus text exposition of the router's registry (luigid serves /metrics too)."""
 
@@ -117,12 +230,16 @@ class MetricsHandler(tornado.web.RequestHandler):
 
 
 def make_app(
-    router_endpoint: str, *, timeout: float = 30.0, metrics_registry: Any = None
+    router_endpoint: str,
+    *,
+    timeout: float = 30.0,
+    metrics_registry: Any = None,
+    max_body_bytes: int = wire.DEFAULT_MAX_MESSAGE_BYTES,
 ) -> tornado.web.Application:
     """The tornado application; ``app.settings["backend"].close()`` (on its loop) releases its socket."""
     backend = AsyncZmqClient(router_endpoint, timeout=timeout, meta={"client": "http-gateway"})
     routes: list[Any] = [
-        (r"/api/(.*)", RPCHandler, {"backend": backend}),
+        (r"/api/(.*)", RPCHandler, {"backend": backend, "max_body_bytes": max_body_bytes}),
         (r"/", RootHandler),
     ]
     if metrics_registry is not None:
@@ -130,6 +247,7 @@ def make_app(
     app = tornado.web.Application(
         routes,
         static_path=STATIC_PATH,
+        static_handler_class=StaticHandler,
         compress_response=True,
         backend=backend,
     )
@@ -140,9 +258,21 @@ class Gateway:
     """The HTTP gateway on its own thread and event loop."""
 
     def __init__(
-        self, router_endpoint: str, bind: str, *, timeout: float = 30.0, metrics_registry: Any = None
+        self,
+        router_endpoint: str,
+        bind: str,
+        *,
+        timeout: float = 30.0,
+        metrics_registry: Any = None,
+        max_body_bytes: int = wire.DEFAULT_MAX_MESSAGE_BYTES,
+        max_connections: int = MAX_CONNECTIONS,
+        header_timeout: float = HEADER_TIMEOUT,
     ) -> None:
         self.metrics_registry = metrics_registry
+        self.max_body_bytes = max_body_bytes
+        self.max_connections = max_connections
+        self.header_timeout = header_timeout
+        self.server: CappedHTTPServer | None = None
         host, _, port = bind.rpartition(":")
         self.host = host or "127.0.0.1"
         self.port = int(port)
@@ -175,14 +305,27 @@ class Gateway:
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stopped = asyncio.Event()
-        app = make_app(self.router_endpoint, timeout=self.timeout, metrics_registry=self.metrics_registry)
+        app = make_app(
+            self.router_endpoint,
+            timeout=self.timeout,
+            metrics_registry=self.metrics_registry,
+            max_body_bytes=self.max_body_bytes,
+        )
         try:
             sockets = tornado.netutil.bind_sockets(self.port, address=self.host)
         except OSError as e:
             from federation.errors import TransportError
 
             raise TransportError(f"cannot bind HTTP {self.host}:{self.port}: {e.strerror or e}") from e
-        server = tornado.httpserver.HTTPServer(app)
+        # idle_connection_timeout is also tornado's header timeout (HTTP1ConnectionParameters)
+        server = CappedHTTPServer(
+            app,
+            idle_connection_timeout=self.header_timeout,
+            body_timeout=BODY_TIMEOUT,
+            max_body_size=2 * self.max_body_bytes,
+        )
+        server.max_connections = self.max_connections
+        self.server = server
         server.add_sockets(sockets)
         self.address = f"{self.host}:{sockets[0].getsockname()[1]}"
         self._ready.set()
@@ -203,7 +346,14 @@ class Gateway:
 
 
 def start_gateway(
-    router_endpoint: str, bind: str, *, timeout: float = 30.0, router_obj: Any = None
+    router_endpoint: str,
+    bind: str,
+    *,
+    timeout: float = 30.0,
+    router_obj: Any = None,
+    max_body_bytes: int = wire.DEFAULT_MAX_MESSAGE_BYTES,
+    max_connections: int = MAX_CONNECTIONS,
+    header_timeout: float = HEADER_TIMEOUT,
 ) -> Gateway:
     """Bind ``host:port`` (port 0 picks a free one) and serve; ``.address`` is the bound ``host:port``."""
     # one line per request at INFO would drown the router's own log; keep tornado's errors
@@ -215,4 +365,12 @@ def start_gateway(
         # leave the router time to answer with its own "unavailable" before the gateway gives up
         timeout = max(timeout, 2 * getattr(router_obj, "timeout", 5.0) + 5)
         registry = router_obj.metrics.registry
-    return Gateway(router_endpoint, bind, timeout=timeout, metrics_registry=registry).start()
+    return Gateway(
+        router_endpoint,
+        bind,
+        timeout=timeout,
+        metrics_registry=registry,
+        max_body_bytes=max_body_bytes,
+        max_connections=max_connections,
+        header_timeout=header_timeout,
+    ).start()

@@ -47,10 +47,20 @@ def merge_tasks(
     """
     merged: dict[str, Any] = {}
     foreign: dict[str, Any] = {}
+    #: a task's creation is its first mention anywhere (a placeholder on a dependent's shard can be
+    #: older than the owner's record), as in one scheduler
+    first_seen: dict[str, tuple[float, int]] = {}
     for shard_id, tasks in results:
         if not isinstance(tasks, dict):
             continue
         for task_id, entry in tasks.items():
+            record = entry[1] if isinstance(entry, tuple) and len(entry) == 2 else entry  # task_search's
+            t = record.get("start_time") if isinstance(record, dict) else None
+            if isinstance(t, (int, float)) and not isinstance(t, bool):
+                # at equal times the task a worker added comes before the placeholders of its deps
+                seen = (t, 0 if owner(task_id) == shard_id else 1)
+                if seen < first_seen.get(task_id, (t + 1, 0)):
+                    first_seen[task_id] = seen
             if owner(task_id) == shard_id:
                 merged[task_id] = entry
             elif task_id not in foreign:
@@ -58,10 +68,21 @@ def merge_tasks(
     for task_id, entry in foreign.items():
         if task_id not in merged and (keep_mirror is None or keep_mirror(entry)):
             merged[task_id] = entry
-    return _in_luigi_order(merged, order)
+    for task_id, entry in merged.items():
+        first = first_seen.get(task_id)
+        if first is None:
+            continue
+        t = first[0]
+        if isinstance(entry, dict) and entry.get("start_time") != t:
+            merged[task_id] = {**entry, "start_time": t}
+        elif isinstance(entry, tuple) and isinstance(entry[1], dict) and entry[1].get("start_time") != t:
+            merged[task_id] = (entry[0], {**entry[1], "start_time": t})
+    return _in_luigi_order(merged, order, {k: v[1] for k, v in first_seen.items()})
 
 
-def _in_luigi_order(tasks: dict[str, Any], field: str) -> dict[str, Any]:
+def _in_luigi_order(
+    tasks: dict[str, Any], field: str, placeholder: dict[str, int] | None = None
+) -> dict[str, Any]:
     """The order one luigid lists these tasks in, from their own timestamps.
 
     Luigi iterates dicts in insertion order: all its tasks in the order it first heard of them
@@ -70,12 +91,27 @@ def _in_luigi_order(tasks: dict[str, Any], field: str) -> dict[str, Any]:
     order is kept among equal times; entries without the field (placeholders) come last.
     """
 
-    def key(item: tuple[int, tuple[str, Any]]) -> tuple[float, int]:
-        i, (_, entry) = item
-        t = entry.get(field) if isinstance(entry, dict) else None
-        return (t if isinstance(t, (int, float)) and not isinstance(t, bool) else float("inf"), i)
+    first_as_placeholder = placeholder or {}
+
+    def key(item: tuple[int, tuple[str, Any]]) -> tuple[float, int, int]:
+        i, (task_id, entry) = item
+        record = entry[1] if isinstance(entry, tuple) and len(entry) == 2 else entry
+        t = record.get(field) if isinstance(record, dict) else None
+        t = t if isinstance(t, (int, float)) and not isinstance(t, bool) else float("inf")
+        tie = first_as_placeholder.get(task_id, 0) if field == "start_time" else 0
+        return (t, tie, i)
 
     return {task_id: entry for _, (task_id, entry) in sorted(enumerate(tasks.items()), key=key)}
+
+
+def _is_owned_count(result: Any) -> bool:
+    """``fed_task_list``'s over-the-limit answer: ``{"num_tasks": owned, "placeholders": [ids]}``."""
+    return (
+        isinstance(result, dict)
+        and set(result) == {"num_tasks", "placeholders"}
+        and isinstance(result["num_tasks"], int)
+        and isinstance(result["placeholders"], list)
+    )
 
 
 def _mirror_is_placeholder(entry: Any) -> bool:
@@ -93,17 +129,29 @@ def merge_task_list(
     upstream_status: str = "",
     status: str = "",
 ) -> dict[str, Any]:
-    """``task_list``: union, Luigi's ``{"num_tasks": n}`` when over ``max_shown_tasks``."""
-    if any(_is_count(r) for _, r in results):
-        counts = [r["num_tasks"] for _, r in results if _is_count(r)]
-        if -1 in counts:
+    """``task_list``: union, Luigi's ``{"num_tasks": n}`` when over ``max_shown_tasks``.
+
+    A shard over the limit answers ``fed_task_list``'s count: the tasks it owns, and the
+    placeholders whose owner does not know the task, so every task is counted once (owner
+    first), never once per mirror.
+    """
+    counted = [r for _, r in results if _is_count(r) or _is_owned_count(r)]
+    if counted:
+        if any(r["num_tasks"] == -1 for r in counted):
             return {"num_tasks": -1}
-        total = sum(counts) + sum(
-            sum(1 for t in r if owner(t) == sid)
-            for sid, r in results
-            if isinstance(r, dict) and not _is_count(r)
-        )
-        return {"num_tasks": total}
+        total = sum(r["num_tasks"] for r in counted)
+        owned_listed: set[str] = set()
+        placeholders: set[str] = set()
+        for r in counted:
+            placeholders.update(p for p in r.get("placeholders") or () if isinstance(p, str))
+        for sid, r in results:
+            if isinstance(r, dict) and not _is_count(r) and not _is_owned_count(r):
+                for task_id, entry in r.items():
+                    if owner(task_id) == sid:
+                        owned_listed.add(task_id)
+                    elif _mirror_is_placeholder(entry):
+                        placeholders.add(task_id)
+        return {"num_tasks": total + len(owned_listed) + len(placeholders - owned_listed)}
     # one status: the order tasks entered it; all: the order they were created
     merged = merge_tasks(
         ((s, r) for s, r in results),

@@ -125,7 +125,7 @@ METHODS: dict[str, Route] = {
     "announce_scheduling_failure": Route(WORKER, merge.nothing_reply),
     "set_worker_processes": Route(ONE_WORKER),
     # the whole federation
-    "task_list": _read(merge.task_list_reply),
+    "task_list": Route(ALL, merge.task_list_reply, read=True, shard_method="fed_task_list"),
     "worker_list": _read(merge.worker_list_reply),
     "resource_list": _read(merge.resource_list_reply),
     "graph": Route(ALL, merge.graph_reply, read=True, shard_method="fed_graph"),

@@ -125,6 +125,17 @@ class Relay:
                     call.waits += 1
                     waiting.append(call)
 
+    def reraise(self, task_id: str, sid: str, priority: Any) -> None:
+        """``add_task(task_id)`` was just forwarded to its owner ``sid``: a priority its mirrors
+        already asked for (sent when the owner may not have had the task yet) is asked again,
+        after it on the same FIFO, so the task starts with the priority one luigid would give it."""
+        wanted = self.prio_sent.get(task_id)
+        if wanted is None or self.owner(task_id) != sid:
+            return
+        if isinstance(priority, (int, float)) and not isinstance(priority, bool) and priority >= wanted:
+            return
+        self._send_raises({sid: {task_id: wanted}})
+
     def is_mirrored(self, task_id: str) -> bool:
         return task_id in self.subs
 
@@ -275,7 +286,14 @@ class Relay:
 
     def _send_raises(self, raises: dict[str, dict[str, int]]) -> None:
         for sid, prios in raises.items():
-            self.pool.call(sid, "fed_raise_priority", {"priorities": prios}, lambda r, e: None)
+
+            def raised(result: Any, err: FederationError | None, sid: str = sid) -> None:
+                # the owner passes the rise on to its own dependencies, some of them mirrors of a
+                # third shard's tasks: pull its feed now, so a chain of shards rises in one go
+                if err is None:
+                    self.feeds[sid].owed = True
+
+            self.pool.call(sid, "fed_raise_priority", {"priorities": prios}, raised)
 
     # -- subscriptions ------------------------------------------------------------------------
     def _subscribe(self, task_id: str, sid: str) -> bool:

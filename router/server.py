@@ -221,7 +221,12 @@ def serve(
         if config.router.http:
             from router.http import start_gateway
 
-            gateway = start_gateway(router.endpoint, config.router.http, router_obj=router)
+            gateway = start_gateway(
+                router.endpoint,
+                config.router.http,
+                router_obj=router,
+                max_body_bytes=config.router.max_message_bytes,
+            )
             router.http_endpoint = gateway.address
             stop_http = gateway.stop
         print(

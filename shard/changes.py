@@ -8,19 +8,16 @@ when that returns are the replies sent.  On start the server calls
 
 Records are plain msgpack-able dicts (str keys; values may be nested lists,
 dicts, str, int, float including ``inf``, bool, None).  The store treats them
-as opaque except for the few columns named below, which it also keeps in
-their own SQL columns for queries and exports.
+as opaque except for a few keys every record has, which it also keeps in
+their own SQL columns for queries and exports: a task's ``task_id``,
+``status``, ``family``, ``priority`` and ``updated``; a worker's
+``worker_id`` and ``last_active``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
-
-#: keys every task record has (besides the opaque rest)
-TASK_COLUMNS = ("task_id", "status", "family", "priority", "updated")
-#: keys every worker record has
-WORKER_COLUMNS = ("worker_id", "last_active")
 
 
 @dataclass(slots=True)

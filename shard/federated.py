@@ -28,7 +28,11 @@ Change feed
     their owners.  A restart (or a store reload) starts a new epoch, which
     tells the router to resynchronise.  The feed is only answered after the
     batch that produced it was committed (the server replies after commit),
-    so nothing is relayed that a crash could take back.
+    so nothing is relayed that a crash could take back.  The feed holds one
+    entry per live task and the deletions of the last ``FEED_RETENTION``
+    seconds (at most ``FEED_MAX_DELETIONS``), so its memory stays flat under
+    churn; a router whose cursor is older than a forgotten deletion is told
+    to resynchronise (``resync``) instead of missing it.
 
 Global resources
     ``fed_get_work`` takes ``external_used_resources`` — what the other
@@ -42,18 +46,29 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 from typing import Any
-
-from luigi.task_status import BATCH_RUNNING, DISABLED, DONE, PENDING, RUNNING, SUSPENDED, UNKNOWN
 
 from federation.placement import Placement, namespace_of
 from shard.changes import Changes, Snapshot
-from shard.scheduler import RPC_METHODS
+from shard.scheduler import (
+    BATCH_RUNNING,
+    DISABLED,
+    DONE,
+    PENDING,
+    RPC_METHODS,
+    RUNNING,
+    SUSPENDED,
+    UNKNOWN,
+    SchedulerCore,
+)
 
 #: most changes returned by one fed_changes call (the router asks again when ``more`` is set)
 FEED_PAGE = 20_000
-
-_EMPTY: frozenset[str] = frozenset()
+#: seconds a deletion stays in the change feed; a router that pulls less often is told to resync
+FEED_RETENTION = 300.0
+#: most deletions the change feed keeps, however recent (memory stays flat under any churn)
+FEED_MAX_DELETIONS = 50_000
 
 FED_METHODS = (
     "fed_state",
@@ -64,6 +79,7 @@ FED_METHODS = (
     "fed_get_work",
     "fed_offer",
     "fed_graph",
+    "fed_task_list",
     "fed_health",
     "fed_inverse_dep_graph",
 )
@@ -73,20 +89,32 @@ class FederatedCore:
     """A drop-in core for :class:`~shard.server.ShardServer` with the federation's methods."""
 
     def __init__(
-        self, core: Any, shard_id: str, placement: Placement | None, clock: Callable[[], float] = time.time
+        self,
+        core: SchedulerCore,
+        shard_id: str,
+        placement: Placement | None,
+        clock: Callable[[], float] = time.time,
+        *,
+        feed_retention: float = FEED_RETENTION,
+        feed_max_deletions: int = FEED_MAX_DELETIONS,
     ) -> None:
         self.core = core
         self.shard_id = shard_id
         self.placement = placement
         self.RPC_METHODS = RPC_METHODS
         self._clock = clock
+        self.feed_retention = feed_retention
+        self.feed_max_deletions = feed_max_deletions
         self._epoch = 0.0
         self._stash: Changes | None = None
         self._rebuild()
 
     # -- the core contract ------------------------------------------------------------------
     def __getattr__(self, name: str) -> Any:
-        # Luigi's methods and everything else the server may use come from the core itself
+        # Luigi's methods and the rest of the core's public surface come from the core itself;
+        # its private state is not part of the contract
+        if name.startswith("_"):
+            raise AttributeError(name)
         return getattr(self.core, name)
 
     def collect_changes(self) -> Changes:
@@ -117,23 +145,21 @@ class FederatedCore:
     def _rebuild(self) -> None:
         self._epoch = max(self._clock(), self._epoch + 1e-3)
         self._seq = 0
+        # task id -> (seq, status, priority) of its last change, oldest first: every live task that
+        # changed in this epoch, and the deletions not yet forgotten (status None)
         self._feed: OrderedDict[str, tuple[int, str | None, Any]] = OrderedDict()
+        # the deletions in _feed, oldest first: task id -> (seq, time of the deletion)
+        self._deletions: OrderedDict[str, tuple[int, float]] = OrderedDict()
+        # the feed is complete after this seq: the newest deletion forgotten
+        self._floor = 0
         self._state: dict[str, tuple[str, Any]] = {}
-        self._last_seq: dict[str, int] = {}
         self._mirrors: set[str] = set()
         self._res_tasks: set[str] = set()
         self._ns: dict[str, dict[str, int]] = {}
         self._counted: dict[str, str] = {}  # owned task -> the status it is counted under in _ns
-        self._ud: set[str] = self._upstream_disabled()
-        for task_id, t in self.core._tasks.items():
-            self._note(task_id, t.status, t.priority, bool(t.resources), bool(t.family), feed=False)
-
-    def _upstream_disabled(self) -> set[str]:
-        """The core's PENDING tasks whose upstream is DISABLED (an empty set when nothing is)."""
-        core = self.core
-        if not core._by_status[DISABLED]:
-            return _EMPTY
-        return core._upstream_disabled()
+        self._ud: AbstractSet[str] = self.core.upstream_disabled()
+        for t in self.core.tasks():
+            self._note(t.id, t.status, t.priority, bool(t.resources), bool(t.family), feed=False)
 
     def _note(
         self,
@@ -185,19 +211,21 @@ class FederatedCore:
             self._state[task_id] = (status, priority)
         if feed:
             self._seq += 1
-            self._last_seq[task_id] = self._seq
             self._feed[task_id] = (self._seq, status, priority)
             self._feed.move_to_end(task_id)
-        elif status is not None:
-            self._last_seq.setdefault(task_id, 0)
+            if status is not None:
+                self._deletions.pop(task_id, None)
 
     def _count(self, task_id: str, status: str, d: int) -> None:
-        by_status = self._ns.setdefault(namespace_of(task_id), {})
+        ns = namespace_of(task_id)
+        by_status = self._ns.setdefault(ns, {})
         n = by_status.get(status, 0) + d
         if n:
             by_status[status] = n
         else:
             by_status.pop(status, None)
+            if not by_status:
+                del self._ns[ns]
 
     def _absorb(self) -> None:
         """Take what the core changed since the last look into the feed (and the stash for the store)."""
@@ -205,7 +233,7 @@ class FederatedCore:
         if changes.is_empty():
             return
         old_ud = self._ud
-        self._ud = ud = self._upstream_disabled()
+        self._ud = ud = self.core.upstream_disabled()
         for task_id, rec in changes.tasks.items():
             self._note(
                 task_id,
@@ -215,36 +243,62 @@ class FederatedCore:
                 bool(rec.get("family")),
                 feed=True,
             )
-        for task_id in changes.deleted_tasks:
-            if task_id in self._state:
-                self._note(task_id, None, None, False, False, feed=True)
+        if changes.deleted_tasks:
+            now = self._clock()
+            deletions = self._deletions
+            for task_id in changes.deleted_tasks:
+                if task_id in self._state:
+                    self._note(task_id, None, None, False, False, feed=True)
+                    deletions.pop(task_id, None)
+                    deletions[task_id] = (self._seq, now)
         if ud is not old_ud:
             # tasks that became (or stopped being) upstream-disabled without a change of their own
-            tasks = self.core._tasks
-            for task_id in ud.symmetric_difference(old_ud):
-                t = tasks.get(task_id)
+            for task_id in ud ^ old_ud:
+                t = self.core.get_task(task_id)
                 if t is not None and task_id not in changes.tasks:
                     self._note(task_id, t.status, t.priority, bool(t.resources), bool(t.family), feed=True)
         if self._stash is None:
             self._stash = changes
         else:
             _merge_into(self._stash, changes)
+        if self._deletions:
+            self._forget_deletions()
+
+    def _forget_deletions(self) -> None:
+        """Drop the deletions older than ``feed_retention`` or beyond ``feed_max_deletions``.
+
+        Live tasks keep one feed entry each (bounded by the tasks the shard has); only deletions
+        would pile up under churn.  A forgotten deletion raises the feed's floor: a router whose
+        cursor is below it could miss that deletion, so ``fed_changes`` tells it to resynchronise.
+        """
+        deletions = self._deletions
+        feed = self._feed
+        horizon = self._clock() - self.feed_retention
+        excess = len(deletions) - self.feed_max_deletions
+        while deletions:
+            task_id, (seq, when) = next(iter(deletions.items()))
+            if excess <= 0 and when > horizon:
+                break
+            del deletions[task_id]
+            del feed[task_id]
+            self._floor = seq
+            excess -= 1
 
     # -- federation methods ------------------------------------------------------------------------
     def _usage(self) -> dict[str, Any]:
-        return dict(self.core._used_resources())
+        return self.core.used_resources()
 
     def fed_state(self) -> dict[str, Any]:
         """Everything the router rebuilds after a restart: epoch, feed position, workers, mirrors."""
         self._absorb()
-        tasks = self.core._tasks
+        get_task = self.core.get_task
         return {
             "shard_id": self.shard_id,
             "placement": self.placement.fingerprint if self.placement is not None else None,
             "epoch": self._epoch,
             "seq": self._seq,
-            "workers": list(self.core._workers),
-            "mirrors": {tid: tasks[tid].priority for tid in self._mirrors if tid in tasks},
+            "workers": self.core.worker_ids(),
+            "mirrors": {tid: t.priority for tid in self._mirrors if (t := get_task(tid)) is not None},
             "resources_running": self._usage(),
             "resource_pending": bool(self._res_tasks),
         }
@@ -254,10 +308,30 @@ class FederatedCore:
 
         ``fresh`` marks a mirror that no update has reached yet (a new placeholder): the router
         then pulls its owner's status, even if it believed this shard already mirrored the task.
+        A deleted task's status is None.
+
+        Deletions are kept for ``feed_retention`` seconds (and at most ``feed_max_deletions`` of
+        them).  When ``since`` is older than a deletion already forgotten, the answer is
+        ``{"resync": True, "epoch": None, "changes": [], ...}``: the caller must rebuild from
+        ``fed_state`` (and pull the owners' status of what it mirrors) and go on from its
+        ``seq``.  ``epoch`` is None so that a router that does not know ``resync`` sees an epoch
+        it does not know, which makes it resynchronise too.
         """
         if not isinstance(since, int) or isinstance(since, bool):
             raise TypeError("since must be an integer")
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+            raise TypeError(f"limit must be an integer of at least 1, got {limit!r}")
         self._absorb()
+        if since < self._floor:
+            return {
+                "epoch": None,
+                "resync": True,
+                "seq": self._seq,
+                "changes": [],
+                "more": False,
+                "resources_running": self._usage(),
+                "resource_pending": bool(self._res_tasks),
+            }
         newer: list[list[Any]] = []
         for task_id in reversed(self._feed):
             seq, status, priority = self._feed[task_id]
@@ -284,9 +358,14 @@ class FederatedCore:
             raise TypeError("task_ids must be a list of task ids")
         self._absorb()
         out: dict[str, Any] = {}
+        feed = self._feed
         for task_id in task_ids:
             state = self._state.get(task_id)
-            out[task_id] = None if state is None else [state[0], state[1], self._last_seq.get(task_id, 0)]
+            if state is None:
+                out[task_id] = None
+            else:
+                entry = feed.get(task_id)  # none: unchanged since the epoch began
+                out[task_id] = [state[0], state[1], entry[0] if entry is not None else 0]
         return {"epoch": self._epoch, "tasks": out}
 
     def fed_mirror_update(self, updates: list[list[Any]]) -> dict[str, Any]:
@@ -322,8 +401,7 @@ class FederatedCore:
                 continue
             # no failures, retries or history of its own: the owner's history has this change
             core.force_status(task_id, _mirror_status(status))
-            t.fed["epoch"], t.fed["seq"] = version
-            core.touch_task(task_id)
+            core.update_fed(task_id, {"epoch": version[0], "seq": version[1]})
         return {"missing": missing}
 
     def _version(self, task_id: str) -> tuple[float, int] | None:
@@ -379,6 +457,22 @@ class FederatedCore:
         out.update(resources_running=self._usage(), resource_pending=bool(self._res_tasks))
         return out
 
+    def fed_task_list(self, **kwargs: Any) -> Any:
+        """Luigi's ``task_list``; over ``max_shown_tasks``, the count of the tasks this shard owns
+        (not its mirrors) and the placeholders whose owner does not know the task
+        (``{"num_tasks": n, "placeholders": [ids]}``), so the router counts every task once."""
+        result = self.core.task_list(**kwargs)
+        if not (isinstance(result, dict) and set(result) == {"num_tasks"}) or result["num_tasks"] == -1:
+            return result
+        full = self.core.task_list(**{**kwargs, "limit": False})
+        owned = sum(1 for task_id in full if self.owns(task_id))
+        placeholders = sorted(
+            task_id
+            for task_id, entry in full.items()
+            if not self.owns(task_id) and entry.get("status") == UNKNOWN
+        )
+        return {"num_tasks": owned, "placeholders": placeholders}
+
     def fed_graph(self, **kwargs: Any) -> dict[str, Any]:
         """Luigi's ``graph`` and the creation order of this shard's tasks (mirrors included): the
         router rebuilds one luigid's traversal order from every shard's."""
@@ -398,7 +492,7 @@ class FederatedCore:
         return {
             "counts": counts,
             "namespaces": namespaces,
-            "workers": len(self.core._workers),
+            "workers": len(self.core.worker_ids()),
             "mirrors": len(self._mirrors),
             "epoch": self._epoch,
             "placement": self.placement.fingerprint if self.placement is not None else None,
@@ -408,27 +502,7 @@ class FederatedCore:
         """``inverse_dep_graph`` that also starts from a mirror: this shard's dependents of a remote task."""
         if not isinstance(task_id, str):
             raise TypeError("task_id must be a string")
-        core = self.core
-        t = core._tasks.get(task_id)
-        if t is None:
-            return {}
-        if t.family:
-            return core.inverse_dep_graph(task_id, include_done=include_done)
-        rdeps = core._rdeps
-        dependents = sorted(rdeps.get(task_id, ()))
-        if not include_done:
-            dependents = [d for d in dependents if core._tasks[d].status != DONE]
-        out = core._traverse_graph(task_id, include_done=bool(include_done))
-        out[task_id]["deps"] = list(dependents)
-        seen = {task_id}
-        for dep in dependents:
-            part = core._traverse_graph(
-                dep, seen, dep_func=lambda x: sorted(rdeps.get(x.id, ())), include_done=bool(include_done)
-            )
-            for node_id, node in part.items():
-                node.pop("display_name", None)
-                out[node_id] = node
-        return out
+        return self.core.dependents_graph(task_id, include_done=include_done)
 
 
 def _mirror_status(status: str | None) -> str:

@@ -62,4 +62,5 @@ class ShardMetrics:
     def serve(self, address: str) -> tuple[str, int]:
         host, _, port = address.rpartition(":")
         server, _thread = start_http_server(int(port), addr=host or "127.0.0.1", registry=self.registry)
-        return server.server_address[0], server.server_address[1]
+        bound = server.server_address[0]  # a str for an AF_INET/AF_INET6 server
+        return (bound.decode() if isinstance(bound, (bytes, bytearray)) else bound), server.server_address[1]

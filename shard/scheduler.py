@@ -109,21 +109,20 @@ import re
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Set as AbstractSet
 from heapq import heapify, heappop, heappush
 from itertools import chain
-from typing import Any
-
-from luigi.task_status import BATCH_RUNNING, DISABLED, DONE, FAILED, PENDING, RUNNING, SUSPENDED, UNKNOWN
+from typing import Any, Protocol
 
 from federation.config import SchedulerConfig
 from shard._index import RankQueue
 from shard.changes import Changes, Event, Snapshot
 
-__all__ = ["RPC_METHODS", "SchedulerCore"]
+__all__ = ["RPC_METHODS", "SchedulerCore", "TaskView"]
 
 
-def _disabled_reply(w: Any) -> dict[str, Any]:
+def _disabled_reply(w: _Worker) -> dict[str, Any]:
     """Luigi's answer to a disabled worker's get_work (its exact keys and order)."""
     return {
         "n_pending_tasks": 0,
@@ -150,6 +149,17 @@ RPC_METHODS: frozenset[str] = frozenset(
     }
 )  # fmt: skip
 
+# Luigi's task statuses (``luigi.task_status``), spelled out: importing anything from ``luigi``
+# runs ``luigi/__init__``, which loads tornado, tenacity and Luigi's RPC client into a pure module.
+PENDING = "PENDING"
+FAILED = "FAILED"
+DONE = "DONE"
+RUNNING = "RUNNING"
+BATCH_RUNNING = "BATCH_RUNNING"
+SUSPENDED = "SUSPENDED"  # deprecated by Luigi; add_task takes it as PENDING
+UNKNOWN = "UNKNOWN"
+DISABLED = "DISABLED"
+
 UPSTREAM_RUNNING = "UPSTREAM_RUNNING"
 UPSTREAM_MISSING_INPUT = "UPSTREAM_MISSING_INPUT"
 UPSTREAM_FAILED = "UPSTREAM_FAILED"
@@ -172,8 +182,8 @@ WORKER_STATE_DISABLED = "disabled"
 WORKER_STATE_ACTIVE = "active"
 _TASK_FAMILY_RE = re.compile(r"([^(_]+)[(_]")
 
-_STATUSES = frozenset({PENDING, RUNNING, DONE, FAILED, DISABLED, UNKNOWN, BATCH_RUNNING, SUSPENDED})
 _ALL_STATUSES = (PENDING, RUNNING, DONE, FAILED, DISABLED, UNKNOWN, BATCH_RUNNING, SUSPENDED)
+_STATUSES = frozenset(_ALL_STATUSES)
 _ACTIVE = (RUNNING, BATCH_RUNNING)
 _COUNTED = (PENDING, FAILED, RUNNING)
 _RETRY_KEYS = ("retry_count", "disable_hard_timeout", "disable_window")
@@ -184,6 +194,29 @@ _RESERVED_INFO = frozenset(
 _PUBLIC, _HIDDEN = 0, 1  # luigi.parameter.ParameterVisibility values
 
 Sig = tuple[tuple[str, float], ...]
+#: a worker's ``info`` as Luigi sends it: a mapping, or a list of ``[key, value]`` pairs
+WorkerInfo = dict[str, Any] | Sequence[Sequence[Any]]
+
+_NOTHING: frozenset[str] = frozenset()
+
+
+class TaskView(Protocol):
+    """What a caller outside the core may read of a task (:meth:`SchedulerCore.get_task`)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def priority(self) -> Any: ...
+    @property
+    def family(self) -> Any: ...
+    @property
+    def resources(self) -> dict[str, Any]: ...
+    @property
+    def fed(self) -> dict[str, Any]:
+        """Opaque federation data, persisted in the record; change it with ``update_fed``."""
+        ...
 
 
 # --------------------------------------------------------------------------- validation
@@ -197,9 +230,10 @@ def _is_num(v: object) -> bool:
     )
 
 
-def _req_str(name: str, v: object) -> None:
+def _req_str(name: str, v: object) -> str:
     if not isinstance(v, str):
         raise TypeError(f"{name} must be a string, got {type(v).__name__}")
+    return v
 
 
 def _opt_str(name: str, v: object) -> None:
@@ -258,8 +292,8 @@ def _str_dict(name: str, v: object) -> None:
 
 def _visibilities(v: object) -> None:
     _str_dict("param_visibilities", v)
-    if v is not None:
-        for k, x in v.items():  # type: ignore[attr-defined]
+    if isinstance(v, dict):
+        for k, x in v.items():
             if not isinstance(x, int) or isinstance(x, bool):
                 raise TypeError(f"param_visibilities[{k!r}] must be an int, got {x!r}")
 
@@ -398,6 +432,10 @@ class _Worker:
     @property
     def state(self) -> str:
         return WORKER_STATE_DISABLED if self.disabled else WORKER_STATE_ACTIVE
+
+
+#: what get_work would hand out: (the task, its batch (batched params, members), a re-send?)
+_Pick = tuple[_Task | None, tuple[dict[str, list[Any]], list[_Task]] | None, bool]
 
 
 # --------------------------------------------------------------------------- the core
@@ -597,6 +635,7 @@ class SchedulerCore:
         """Put the task in exactly the ready queues it belongs to, touching only what changed."""
         tid = t.id
         old = t.queued
+        q: RankQueue | None
         if t.status != PENDING or t.nd:
             for q in old:
                 q.discard(tid)
@@ -1036,9 +1075,9 @@ class SchedulerCore:
         heap = self._remove_heap
         while heap and heap[0][0] <= now:
             value, tid = heappop(heap)
-            t = tasks.get(tid)
-            if t is not None and t.remove == value:
-                cands[tid] = t
+            due = tasks.get(tid)
+            if due is not None and due.remove == value:
+                cands[tid] = due
         remove: list[str] = []
         for t in sorted(cands.values(), key=lambda t: t.cseq):
             # fail_dead_worker_task
@@ -1064,13 +1103,13 @@ class SchedulerCore:
         for tid in remove:
             self._delete_task(tid)
         # drop empty queues so the dicts do not grow with every family/signature ever seen
-        for key in [k for k, q in self._gq.items() if not q]:
-            del self._gq[key]
-        for key in [k for k, q in self._fq.items() if not q]:
-            del self._fq[key]
+        for gkey in [k for k, q in self._gq.items() if not q]:
+            del self._gq[gkey]
+        for family in [k for k, q in self._fq.items() if not q]:
+            del self._fq[family]
         for m in self._wq.values():
-            for key in [k for k, q in m.items() if not q]:
-                del m[key]
+            for sig in [k for k, q in m.items() if not q]:
+                del m[sig]
 
     # ------------------------------------------------------------------ add_task and friends
 
@@ -1088,7 +1127,9 @@ class SchedulerCore:
                 policy[_RETRY_KEYS.index(k)] = v
         return (policy[0], policy[1], policy[2])
 
-    def add_task_batcher(self, worker, task_family, batched_args, max_batch_size=float("inf")):
+    def add_task_batcher(
+        self, worker: str, task_family: str, batched_args: Sequence[str], max_batch_size: float = float("inf")
+    ) -> None:
         _req_str("worker", worker)
         _req_str("task_family", task_family)
         args = _str_list("batched_args", batched_args)
@@ -1099,7 +1140,7 @@ class SchedulerCore:
         self._batchers.setdefault(worker, {})[task_family] = (args, max_batch_size)
         self._d_meta.add("batchers")
 
-    def forgive_failures(self, task_id=None):
+    def forgive_failures(self, task_id: str | None = None) -> dict[str, Any]:
         _opt_str("task_id", task_id)
         self._begin()
         t = self._tasks.get(task_id) if task_id is not None else None
@@ -1109,7 +1150,7 @@ class SchedulerCore:
             self._set_status(t, PENDING)
         return {"task_id": task_id, "status": t.status}
 
-    def mark_as_done(self, task_id=None):
+    def mark_as_done(self, task_id: str | None = None) -> dict[str, Any]:
         _opt_str("task_id", task_id)
         self._begin()
         t = self._tasks.get(task_id) if task_id is not None else None
@@ -1121,31 +1162,31 @@ class SchedulerCore:
 
     def add_task(
         self,
-        task_id=None,
-        status=PENDING,
-        runnable=True,
-        deps=None,
-        new_deps=None,
-        expl=None,
-        resources=None,
-        priority=0,
-        family="",
-        module=None,
-        params=None,
-        param_visibilities=None,
-        accepts_messages=False,
-        assistant=False,
-        tracking_url=None,
-        worker=None,
-        batchable=None,
-        batch_id=None,
-        retry_policy_dict=None,
-        owners=None,
-        **kwargs,
-    ):
+        task_id: str | None = None,
+        status: str = PENDING,
+        runnable: bool = True,
+        deps: Sequence[str] | None = None,
+        new_deps: Sequence[str] | None = None,
+        expl: Any = None,
+        resources: dict[str, float] | None = None,
+        priority: float = 0,
+        family: str | None = "",
+        module: str | None = None,
+        params: dict[str, Any] | None = None,
+        param_visibilities: dict[str, int] | None = None,
+        accepts_messages: bool | None = False,
+        assistant: bool = False,
+        tracking_url: str | None = None,
+        worker: str | None = None,
+        batchable: bool | None = None,
+        batch_id: str | None = None,
+        retry_policy_dict: dict[str, float | None] | None = None,
+        owners: Sequence[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
         # --- validate everything before touching state
-        _req_str("task_id", task_id)
-        _req_str("worker", worker)
+        task_id = _req_str("task_id", task_id)
+        worker = _req_str("worker", worker)
         if not isinstance(status, str):
             raise TypeError("status must be a string")
         if status not in _STATUSES:
@@ -1274,11 +1315,19 @@ class SchedulerCore:
                     self._sync(t)
         return None
 
-    def announce_scheduling_failure(self, task_name, family, params, expl, owners, **kwargs):
+    def announce_scheduling_failure(
+        self,
+        task_name: str,
+        family: str,
+        params: dict[str, Any],
+        expl: Any,
+        owners: Sequence[str] | None,
+        **kwargs: Any,
+    ) -> None:
         # Only feeds Luigi's batch e-mailer; a shard sends no e-mail.
         return None
 
-    def add_worker(self, worker, info, **kwargs):
+    def add_worker(self, worker: str, info: WorkerInfo, **kwargs: Any) -> None:
         _req_str("worker", worker)
         items = _info_items(info)
         self._begin(worker)
@@ -1286,7 +1335,7 @@ class SchedulerCore:
         w.info.update(items)
         self._d_workers.add(worker)
 
-    def disable_worker(self, worker):
+    def disable_worker(self, worker: str) -> None:
         _req_str("worker", worker)
         self._begin(worker)
         self._remove_worker_everywhere(worker, stakeholders=False)
@@ -1294,7 +1343,7 @@ class SchedulerCore:
         w.disabled = True
         self._d_workers.add(worker)
 
-    def set_worker_processes(self, worker, n):
+    def set_worker_processes(self, worker: str, n: int) -> None:
         _req_str("worker", worker)
         if not isinstance(n, int) or isinstance(n, bool):
             raise TypeError(f"n must be an integer, got {n!r}")
@@ -1302,7 +1351,7 @@ class SchedulerCore:
         self._get_worker(worker).rpc_messages.append({"name": "set_worker_processes", "kwargs": {"n": n}})
         self._d_workers.add(worker)
 
-    def send_scheduler_message(self, worker, task, content):
+    def send_scheduler_message(self, worker: str, task: str, content: Any) -> dict[str, str | None]:
         _req_str("worker", worker)
         _req_str("task", task)
         if not self._config.send_messages:
@@ -1318,16 +1367,16 @@ class SchedulerCore:
         self._d_workers.add(worker)
         return {"message_id": message_id}
 
-    def add_scheduler_message_response(self, task_id, message_id, response):
+    def add_scheduler_message_response(self, task_id: str | None, message_id: str, response: Any) -> None:
         _opt_str("task_id", task_id)
         _req_str("message_id", message_id)
         self._begin()
         t = self._tasks.get(task_id) if task_id is not None else None
         if t is not None:
             t.scheduler_message_responses[message_id] = response
-            self._d_tasks.add(task_id)
+            self._d_tasks.add(t.id)
 
-    def get_scheduler_message_response(self, task_id, message_id):
+    def get_scheduler_message_response(self, task_id: str | None, message_id: str) -> dict[str, Any]:
         _opt_str("task_id", task_id)
         _req_str("message_id", message_id)
         self._begin()
@@ -1335,36 +1384,36 @@ class SchedulerCore:
         t = self._tasks.get(task_id) if task_id is not None else None
         if t is not None and message_id in t.scheduler_message_responses:
             response = t.scheduler_message_responses.pop(message_id)
-            self._d_tasks.add(task_id)
+            self._d_tasks.add(t.id)
         return {"response": response}
 
-    def has_task_history(self):
+    def has_task_history(self) -> bool:
         return self._config.record_task_history
 
-    def is_pause_enabled(self):
+    def is_pause_enabled(self) -> dict[str, bool]:
         return {"enabled": self._config.pause_enabled}
 
-    def is_paused(self):
+    def is_paused(self) -> dict[str, bool]:
         return {"paused": self._paused}
 
-    def pause(self):
+    def pause(self) -> None:
         if self._config.pause_enabled and not self._paused:
             self._paused = True
             self._d_meta.add("paused")
 
-    def unpause(self):
+    def unpause(self) -> None:
         if self._config.pause_enabled and self._paused:
             self._paused = False
             self._d_meta.add("paused")
 
-    def update_resources(self, **resources):
+    def update_resources(self, **resources: float) -> None:
         amounts = _amounts("resources", resources) or {}
         if amounts:
             self._resources.update(amounts)
             self._resource_overrides.update(amounts)
             self._d_meta.add("resources")
 
-    def update_resource(self, resource, amount):
+    def update_resource(self, resource: str, amount: int) -> bool:
         _req_str("resource", resource)
         if not isinstance(amount, int) or amount < 0:
             return False
@@ -1413,10 +1462,10 @@ class SchedulerCore:
         tasks = self._tasks
         limit = self._now - self._config.worker_disconnect_delay
         greedy: dict[str, Any] = {}
-        for g in self._workers.values():
-            lg = g.last_get_work
+        for w in self._workers.values():
+            lg = w.last_get_work
             if lg is not None and lg > limit:
-                greedy[g.id] = g.info.get("workers", 1)
+                greedy[w.id] = w.info.get("workers", 1)
         caps = self._resources
         used = self._used_resources()
         gres: dict[str, Any] = {}
@@ -1489,7 +1538,9 @@ class SchedulerCore:
             it, owner, sig = streams[idx]
             if grp:
                 t = tasks[tid]
-                greedy[t.worker_running] -= 1  # type: ignore[index]
+                wr = t.worker_running
+                if wr is not None:  # always: it came from _active_by_wr[wr]
+                    greedy[wr] -= 1
                 rr = t.resources_running if t.resources_running is not None else t.resources
                 if rr:
                     for r, a in rr.items():
@@ -1510,9 +1561,9 @@ class SchedulerCore:
                             for r, a in sig:
                                 gres[r] = gres.get(r, 0) + a
                             break
-            e = next(it, None)
-            if e is not None:
-                heappush(heap, (e[0], e[1], grp, e[2], idx, e[3]))
+            nxt = next(it, None)
+            if nxt is not None:
+                heappush(heap, (nxt[0], nxt[1], grp, nxt[2], idx, nxt[3]))
         return None
 
     def _collect_batch(
@@ -1550,7 +1601,14 @@ class SchedulerCore:
                 members.append(t)
         return batched, members
 
-    def offer_work(self, host=None, assistant=False, current_tasks=None, worker=None, **kwargs):
+    def offer_work(
+        self,
+        host: str | None = None,
+        assistant: bool = False,
+        current_tasks: Sequence[str] | None = None,
+        worker: str | None = None,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
         """``get_work`` up to the choice, without handing anything out (the federation's offer).
 
         Everything Luigi's ``get_work`` does before the hand-out happens (the worker's activity,
@@ -1563,7 +1621,7 @@ class SchedulerCore:
         if w.disabled:
             return {"reply": _disabled_reply(w), "offer": None}
         best, batch, resend = picked
-        reply = self._count_pending(worker)
+        reply = self._count_pending(w.id)
         reply["task_id"] = None
         offer = None
         if best is not None:
@@ -1576,10 +1634,10 @@ class SchedulerCore:
         return {"reply": reply, "offer": offer}
 
     def _pick_work(
-        self, host: Any, assistant: Any, current_tasks: Any, worker: Any
-    ) -> tuple[float, _Worker, Any]:
+        self, host: str | None, assistant: bool, current_tasks: Sequence[str] | None, worker: str | None
+    ) -> tuple[float, _Worker, _Pick]:
         """Luigi's get_work up to the choice: ``(now, worker, (best, batch, resend))``."""
-        _req_str("worker", worker)
+        worker = _req_str("worker", worker)
         _opt_str("host", host)
         _flag("assistant", assistant)
         current = _str_list("current_tasks", current_tasks)
@@ -1620,11 +1678,19 @@ class SchedulerCore:
                     batch = self._collect_batch(best, worker, None)
         return now, w, (best, batch, resend)
 
-    def get_work(self, host=None, assistant=False, current_tasks=None, worker=None, **kwargs):
+    def get_work(
+        self,
+        host: str | None = None,
+        assistant: bool = False,
+        current_tasks: Sequence[str] | None = None,
+        worker: str | None = None,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
         now, w, picked = self._pick_work(host, assistant, current_tasks, worker)
         if w.disabled:
             return _disabled_reply(w)
         best, batch, _resend = picked
+        worker = w.id
         reply = self._count_pending(worker)
         if batch is not None and len(batch[1]) > 1:
             assert best is not None
@@ -1661,9 +1727,8 @@ class SchedulerCore:
             reply["task_id"] = None
         return reply
 
-    def ping(self, **kwargs):
-        worker = kwargs.get("worker")
-        _req_str("worker", worker)
+    def ping(self, **kwargs: Any) -> dict[str, list[dict[str, Any]]]:
+        worker = _req_str("worker", kwargs.get("worker"))
         self._begin(worker)
         w = self._update_worker(worker)
         messages = w.rpc_messages[:]
@@ -1707,7 +1772,7 @@ class SchedulerCore:
         self._ud_sub = sub
         return ud
 
-    def count_pending(self, worker):
+    def count_pending(self, worker: str) -> dict[str, Any]:
         _req_str("worker", worker)
         self._begin(worker)
         return self._count_pending(worker)
@@ -1726,7 +1791,7 @@ class SchedulerCore:
                 n_pending -= s[0]
                 n_unique -= s[1]
                 n_last -= s[2]
-        running_tasks = []
+        running_tasks: list[dict[str, Any]] = []
         run = self._wrun.get(worker_id)
         if run:
             tasks = self._tasks
@@ -1855,7 +1920,7 @@ class SchedulerCore:
                 break
         return serialized
 
-    def graph(self, **kwargs):
+    def graph(self, **kwargs: Any) -> dict[str, Any]:
         self._begin()
         self._prune()
         serialized: dict[str, Any] = {}
@@ -1870,7 +1935,7 @@ class SchedulerCore:
         lists in one luigid's order."""
         return [(tid, t.time) for tid, t in self._tasks.items()]
 
-    def dep_graph(self, task_id, include_done=True, **kwargs):
+    def dep_graph(self, task_id: str, include_done: bool = True, **kwargs: Any) -> dict[str, Any]:
         _req_str("task_id", task_id)
         self._begin()
         self._prune()
@@ -1878,7 +1943,7 @@ class SchedulerCore:
             return {}
         return self._traverse_graph(task_id, include_done=bool(include_done))
 
-    def inverse_dep_graph(self, task_id, include_done=True, **kwargs):
+    def inverse_dep_graph(self, task_id: str, include_done: bool = True, **kwargs: Any) -> dict[str, Any]:
         _req_str("task_id", task_id)
         self._begin()
         self._prune()
@@ -1890,8 +1955,14 @@ class SchedulerCore:
         )
 
     def task_list(
-        self, status="", upstream_status="", limit=True, search=None, max_shown_tasks=None, **kwargs
-    ):
+        self,
+        status: str | None = "",
+        upstream_status: str | None = "",
+        limit: bool = True,
+        search: str | None = None,
+        max_shown_tasks: int | None = None,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
         _opt_str("status", status)
         _opt_str("upstream_status", upstream_status)
         _opt_str("search", search)
@@ -1929,15 +2000,15 @@ class SchedulerCore:
             return {"num_tasks": len(result)}
         return result
 
-    def worker_list(self, include_running=True, **kwargs):
+    def worker_list(self, include_running: bool = True, **kwargs: Any) -> list[dict[str, Any]]:
         self._begin()
         self._prune()
         tasks = self._tasks
-        workers = []
+        workers: list[dict[str, Any]] = []
         for w in self._workers.values():
             first = w.info.get("first_task", "")
             ft = tasks.get(first) if isinstance(first, str) else None
-            entry = dict(
+            entry: dict[str, Any] = dict(
                 name=w.id,
                 last_active=w.last_active,
                 started=w.started,
@@ -1963,7 +2034,7 @@ class SchedulerCore:
                 entry["running"] = running.get(entry["name"], {})
         return workers
 
-    def resource_list(self):
+    def resource_list(self) -> list[dict[str, Any]]:
         self._begin()
         self._prune()
         used = self._used_resources()
@@ -1982,7 +2053,7 @@ class SchedulerCore:
             entry["running"] = tasks
         return resources
 
-    def task_search(self, task_str, **kwargs):
+    def task_search(self, task_str: str, **kwargs: Any) -> dict[str, dict[str, Any]]:
         _req_str("task_str", task_str)
         self._begin()
         self._prune()
@@ -1992,7 +2063,7 @@ class SchedulerCore:
                 result.setdefault(t.status, {})[t.id] = self._serialize_task(t, include_deps=False)
         return result
 
-    def re_enable_task(self, task_id):
+    def re_enable_task(self, task_id: str | None) -> dict[str, Any]:
         _opt_str("task_id", task_id)
         self._begin()
         t = self._tasks.get(task_id) if task_id is not None else None
@@ -2001,7 +2072,7 @@ class SchedulerCore:
             return self._serialize_task(t)
         return {}
 
-    def fetch_error(self, task_id, **kwargs):
+    def fetch_error(self, task_id: str | None, **kwargs: Any) -> dict[str, Any]:
         _opt_str("task_id", task_id)
         t = self._tasks.get(task_id) if task_id is not None else None
         if t is None:
@@ -2015,7 +2086,7 @@ class SchedulerCore:
             "taskFamily": t.family,
         }
 
-    def set_task_status_message(self, task_id, status_message):
+    def set_task_status_message(self, task_id: str | None, status_message: Any) -> None:
         _opt_str("task_id", task_id)
         self._begin()
         t = self._tasks.get(task_id) if task_id is not None else None
@@ -2027,14 +2098,14 @@ class SchedulerCore:
                     bt.status_message = status_message
                     self._d_tasks.add(bt.id)
 
-    def get_task_status_message(self, task_id):
+    def get_task_status_message(self, task_id: str | None) -> dict[str, Any]:
         _opt_str("task_id", task_id)
         t = self._tasks.get(task_id) if task_id is not None else None
         if t is None:
             return {"taskId": task_id, "statusMessage": ""}
         return {"taskId": task_id, "statusMessage": t.status_message}
 
-    def set_task_progress_percentage(self, task_id, progress_percentage):
+    def set_task_progress_percentage(self, task_id: str | None, progress_percentage: Any) -> None:
         _opt_str("task_id", task_id)
         self._begin()
         t = self._tasks.get(task_id) if task_id is not None else None
@@ -2046,14 +2117,16 @@ class SchedulerCore:
                     bt.progress_percentage = progress_percentage
                     self._d_tasks.add(bt.id)
 
-    def get_task_progress_percentage(self, task_id):
+    def get_task_progress_percentage(self, task_id: str | None) -> dict[str, Any]:
         _opt_str("task_id", task_id)
         t = self._tasks.get(task_id) if task_id is not None else None
         if t is None:
             return {"taskId": task_id, "progressPercentage": None}
         return {"taskId": task_id, "progressPercentage": t.progress_percentage}
 
-    def decrease_running_task_resources(self, task_id, decrease_resources):
+    def decrease_running_task_resources(
+        self, task_id: str | None, decrease_resources: dict[str, float] | None
+    ) -> None:
         _opt_str("task_id", task_id)
         dec = _amounts("decrease_resources", decrease_resources) or {}
         self._begin()
@@ -2078,7 +2151,7 @@ class SchedulerCore:
                 decrease(bt)
         return None
 
-    def get_running_task_resources(self, task_id):
+    def get_running_task_resources(self, task_id: str | None) -> dict[str, Any]:
         _opt_str("task_id", task_id)
         t = self._tasks.get(task_id) if task_id is not None else None
         if t is None:
@@ -2086,20 +2159,23 @@ class SchedulerCore:
         rr = t.resources_running
         return {"taskId": task_id, "resources": dict(rr) if rr is not None else None}
 
-    def update_metrics_task_started(self, task):
+    def update_metrics_task_started(self, task: str | dict[str, Any]) -> None:
         # Luigi passes a scheduler Task to its metrics collector; the default collector does nothing.
-        if isinstance(task, dict):
-            task = task.get("task_id")
-        if not isinstance(task, str):
+        task_id = task.get("task_id") if isinstance(task, dict) else task
+        if not isinstance(task_id, str):
             raise TypeError("task must be a task id (or a mapping with task_id)")
         return None
 
-    def report_task_statistics(self, task_id, statistics):
+    def report_task_statistics(self, task_id: str | None, statistics: Any) -> None:
         # Luigi hands these to the metrics collector; the default collector does nothing.
         _opt_str("task_id", task_id)
         return None
 
-    # ------------------------------------------------------------------ hooks for shard.federated
+    # ------------------------------------------------------------------ the federation's surface
+    #
+    # What shard.federated (or any other wrapper) may use besides Luigi's 39 methods and the
+    # durability contract.  Everything here is a query or an explicit mutation called from outside;
+    # nothing is called back from the core, so Luigi's paths (get_work, add_task) pay nothing for it.
 
     @property
     def external_used_resources(self) -> dict[str, Any]:
@@ -2114,13 +2190,38 @@ class SchedulerCore:
     def external_used_resources(self, value: dict[str, Any]) -> None:
         self._external_used = _amounts("external_used_resources", value) or {}
 
-    def get_task(self, task_id: str) -> _Task | None:
-        """The live task object (read it, do not mutate it; use the methods here)."""
+    def get_task(self, task_id: str) -> TaskView | None:
+        """The live task (read it; change it only through the methods here)."""
         return self._tasks.get(task_id)
 
-    def touch_task(self, task_id: str) -> None:
-        """Mark a task so that the next :meth:`collect_changes` upserts its record."""
-        if task_id in self._tasks:
+    def tasks(self) -> Iterator[TaskView]:
+        """Every live task, in creation order.  Do not call the core while iterating."""
+        return iter(self._tasks.values())
+
+    def worker_ids(self) -> list[str]:
+        """The ids of the workers the core knows (as ``worker_list`` would name them, unpruned)."""
+        return list(self._workers)
+
+    def used_resources(self) -> dict[str, Any]:
+        """What this core's RUNNING tasks hold (Luigi's ``_used_resources``); a new dict."""
+        return self._used_resources()
+
+    def upstream_disabled(self) -> AbstractSet[str]:
+        """The PENDING tasks whose upstream status is UPSTREAM_DISABLED.
+
+        Empty without any DISABLED task (O(1)).  Otherwise computed once and cached: the same
+        object is returned until a relevant change, so a caller may compare results with ``is``
+        to learn whether to look again.  Do not mutate it.
+        """
+        if not self._by_status[DISABLED]:
+            return _NOTHING
+        return self._upstream_disabled()
+
+    def update_fed(self, task_id: str, values: dict[str, Any]) -> None:
+        """Merge ``values`` into a task's opaque federation data (``fed``, persisted in its record)."""
+        t = self._tasks.get(task_id)
+        if t is not None:
+            t.fed.update(values)
             self._d_tasks.add(task_id)
 
     def force_status(self, task_id: str, status: str) -> None:
@@ -2148,6 +2249,38 @@ class SchedulerCore:
         t = self._tasks.get(task_id)
         if t is not None:
             self._update_priority(t, priority)
+
+    def dependents_graph(self, task_id: str, include_done: bool = True) -> dict[str, Any]:
+        """``inverse_dep_graph`` that also starts from a bare placeholder (a remote dependency).
+
+        Luigi's ``inverse_dep_graph`` shows a placeholder (no family) as a leaf; here its
+        dependents on this core are its ``deps`` and are walked on, so that the dependents of a
+        task owned elsewhere can be found where it is mirrored.  A task with a family gets
+        Luigi's answer.
+        """
+        _req_str("task_id", task_id)
+        t = self._tasks.get(task_id)
+        if t is None:
+            return {}
+        if t.family:
+            return self.inverse_dep_graph(task_id, include_done=include_done)
+        include = bool(include_done)
+        rdeps = self._rdeps
+        tasks = self._tasks
+        dependents = sorted(rdeps.get(task_id, ()))
+        if not include:
+            dependents = [d for d in dependents if tasks[d].status != DONE]
+        out = self._traverse_graph(task_id, include_done=include)
+        out[task_id]["deps"] = list(dependents)
+        seen = {task_id}
+        for dep in dependents:
+            part = self._traverse_graph(
+                dep, seen, dep_func=lambda x: sorted(rdeps.get(x.id, ())), include_done=include
+            )
+            for node_id, node in part.items():
+                node.pop("display_name", None)
+                out[node_id] = node
+        return out
 
     # ------------------------------------------------------------------ durability
 
@@ -2310,9 +2443,12 @@ class SchedulerCore:
             t.runnable = bool(rec.get("runnable", False))
             t.accepts_messages = rec.get("accepts_messages", False)
             rp = rec.get("retry_policy") or {}
-            t.retry_policy = tuple(
-                rp.get(k, d) for k, d in zip(_RETRY_KEYS, self._default_policy, strict=True)
-            )  # type: ignore[assignment]
+            count, hard_timeout, window = self._default_policy
+            t.retry_policy = (
+                rp.get("retry_count", count),
+                rp.get("disable_hard_timeout", hard_timeout),
+                rp.get("disable_window", window),
+            )
             owners = rec.get("owners")
             t.owners = list(owners) if owners is not None else None
             t.fed = dict(rec.get("fed") or {})

@@ -35,7 +35,12 @@ class FederationAsCore:
         n = shards or self.SHARDS
         ids = [f"s{i}" for i in range(n)]
         specs = tuple(
-            ShardSpec(sid, f"tcp://127.0.0.1:{21000 + i}", f"sqlite:///{self.dir / f'{sid}.db'}", None)
+            ShardSpec(
+                sid,
+                f"tcp://127.0.0.1:{21000 + i}",
+                f"sqlite:///{self.dir / f'{sid}.db'}?synchronous=normal",
+                None,
+            )
             for i, sid in enumerate(ids)
         )
         self.config = FederationConfig(

@@ -52,6 +52,7 @@ def test_systemd_units_per_business_unit(tmp_path: Path) -> None:
         assert argv[argv.index("--config") + 1] == "/etc/luigi-federation/federation.toml"
         assert unit["Service"]["Restart"] == "on-failure" and unit["Service"]["KillSignal"] == "SIGTERM"
         assert unit["Service"]["User"] == "luigi" and unit["Install"]["WantedBy"] == "multi-user.target"
+        assert int(unit["Service"]["LimitNOFILE"]) >= 65536  # not systemd's usual 1024
         if "shard" in path:
             sid = path.rsplit("shard-", 1)[1].removesuffix(".service")
             assert argv[argv.index("--id") + 1] == sid

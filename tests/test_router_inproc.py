@@ -29,7 +29,12 @@ W = "worker-1"
 
 def make_config(tmp_path: Path) -> FederationConfig:
     shards = tuple(
-        ShardSpec(sid, f"tcp://127.0.0.1:{20000 + i}", f"sqlite:///{tmp_path / f'{sid}.db'}", None)
+        ShardSpec(
+            sid,
+            f"tcp://127.0.0.1:{20000 + i}",
+            f"sqlite:///{tmp_path / f'{sid}.db'}?synchronous=normal",
+            None,
+        )
         for i, sid in enumerate(IDS)
     )
     return FederationConfig(
@@ -234,3 +239,22 @@ def test_bad_input_gets_an_error_and_changes_nothing(fed: Fed) -> None:
         with pytest.raises(FederationError):
             fed.router.answer(route)
     assert fed.call("task_list", status="", upstream_status="") == before
+
+
+def test_num_tasks_over_the_limit_counts_tasks_not_mirrors(fed: Fed) -> None:
+    """Luigi's ``{"num_tasks": n}`` above max_shown_tasks: each task once, however many shards mirror it."""
+    roots = [fed.task_on(sid, "root") for sid in IDS]
+    for k in range(12):
+        # every task depends on the roots of the two other shards: two mirrors per task's shard
+        task_id = fed.task_on(IDS[k % 3], f"c{k}")
+        fed.add(task_id, deps=[r for r in roots if fed.placement.owner(r) != fed.placement.owner(task_id)])
+    fed.add(fed.task_on("s0", "orphan-parent"), deps=["nowhere.Missing_1"])  # a placeholder nobody owns
+    everything = fed.call("task_list", status="", upstream_status="")
+    assert set(everything) >= set(roots) and "nowhere.Missing_1" in everything
+    n = len(everything)  # 12 + 3 roots + parent + the placeholder
+    assert n == 17
+    assert fed.call("task_list", status="", upstream_status="", max_shown_tasks=5) == {"num_tasks": n}
+    pending = fed.call("task_list", status="PENDING", upstream_status="")
+    assert fed.call("task_list", status="PENDING", upstream_status="", max_shown_tasks=3) == {
+        "num_tasks": len(pending)
+    }

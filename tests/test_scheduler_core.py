@@ -18,12 +18,15 @@ import hashlib
 import inspect
 import json
 import random
+import subprocess
+import sys
 from collections import defaultdict
 from typing import Any
 
 import pytest
 from luigi.task_status import BATCH_RUNNING, DISABLED, DONE, FAILED, PENDING, RUNNING, UNKNOWN
 
+import shard.scheduler
 from federation.config import SchedulerConfig
 from shard.changes import Changes, Snapshot
 from shard.scheduler import RPC_METHODS, SchedulerCore, _sig
@@ -1228,6 +1231,24 @@ def test_events(sch: SchedulerCore, clock: FakeClock) -> None:
     assert sch.collect_changes().is_empty()
 
 
+def test_statuses_are_luigis() -> None:
+    import luigi.task_status
+
+    names = ["PENDING", "FAILED", "DONE", "RUNNING", "BATCH_RUNNING", "SUSPENDED", "UNKNOWN", "DISABLED"]
+    assert [getattr(shard.scheduler, n) for n in names] == [getattr(luigi.task_status, n) for n in names]
+
+
+def test_importing_the_core_loads_no_io_library_and_not_luigi() -> None:
+    """The core is pure: no zmq, msgpack, sqlalchemy; and not luigi, whose __init__ loads tornado."""
+    code = (
+        "import sys, shard.scheduler, shard.federated; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & "
+        "{'zmq', 'msgpack', 'sqlalchemy', 'psycopg2', 'tornado', 'luigi', 'textual'}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 def test_federation_hooks(clock: FakeClock) -> None:
     sch = make(clock, resources={"r": 1})
     sch.add_task(worker="W", task_id="A", resources={"r": 1})
@@ -1246,11 +1267,46 @@ def test_federation_hooks(clock: FakeClock) -> None:
     assert "New" in ch.tasks and not ch.events
     sch.raise_priority("B", 50)
     assert sch.task_list("", "")["B"]["priority"] == 50
-    task = sch.get_task("B")
-    assert task is not None
-    task.fed["mirror"] = True
-    sch.touch_task("B")
+    sch.collect_changes()
+    sch.update_fed("B", {"mirror": True})
     assert sch.collect_changes().tasks["B"]["fed"] == {"mirror": True}
+    sch.update_fed("B", {"epoch": 2.5, "seq": 7})
+    assert sch.collect_changes().tasks["B"]["fed"] == {"mirror": True, "epoch": 2.5, "seq": 7}
+    sch.update_fed("Nope", {"seq": 1})  # a missing task: nothing to record
+    assert sch.collect_changes().is_empty()
+
+
+def test_federation_queries(clock: FakeClock) -> None:
+    sch = make(clock, resources={"r": 2})
+    sch.add_task(worker="W", task_id="A", resources={"r": 1}, family="Fam")
+    sch.add_task(worker="V", task_id="B", deps=["Remote"], family="Fam")
+    sch.add_task(worker="V", task_id="C", deps=["B"], family="Fam")
+    assert [t.id for t in sch.tasks()] == ["A", "B", "Remote", "C"]  # creation order
+    assert sch.worker_ids() == ["W", "V"]
+    assert sch.used_resources() == {}
+    assert sch.get_work(worker="W")["task_id"] == "A"
+    used = sch.used_resources()
+    assert used == {"r": 1}
+    used["r"] = 99  # a copy: the core's own view is unchanged
+    assert sch.used_resources() == {"r": 1}
+
+    # upstream_disabled: empty without DISABLED tasks, then cached (same object) until a change
+    assert not sch.upstream_disabled()
+    sch.force_status("Remote", DISABLED)
+    ud = sch.upstream_disabled()
+    assert ud == {"B", "C"}
+    assert sch.upstream_disabled() is ud
+    sch.force_status("Remote", DONE)
+    assert not sch.upstream_disabled()
+
+    # dependents_graph: Luigi's inverse_dep_graph for a task, and walks on from a placeholder
+    assert sch.dependents_graph("B") == sch.inverse_dep_graph("B")
+    g = sch.dependents_graph("Remote")
+    assert g["Remote"]["deps"] == ["B"] and g["Remote"]["status"] == UNKNOWN  # shown as Luigi shows it
+    assert set(g) == {"Remote", "B", "C"} and g["B"]["deps"] == ["C"]
+    assert "display_name" in g["Remote"] and "display_name" not in g["B"]
+    assert sch.inverse_dep_graph("Remote")["Remote"]["deps"] == []  # Luigi stops at a placeholder
+    assert sch.dependents_graph("Missing") == {}
 
 
 # ============================================================================ random states

@@ -1,0 +1,69 @@
+"""The federation's own shard methods refuse bad arguments with a clear error and change nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from federation import wire
+from federation.config import FederationConfig, RouterConfig, SchedulerConfig, ShardSpec
+from shard.app import build_federated_shard
+
+
+@pytest.fixture
+def shard(tmp_path: Path):  # type: ignore[no-untyped-def]
+    config = FederationConfig(
+        shards=(ShardSpec("s0", "tcp://127.0.0.1:1", f"sqlite:///{tmp_path / 's0.db'}", None),),
+        groups={"default": ("s0",)},
+        namespaces={},
+        default_group="default",
+        router=RouterConfig(),
+        scheduler=SchedulerConfig(),
+    )
+    server = build_federated_shard(config, "s0", in_process=True)
+    try:
+        yield server
+    finally:
+        server.store.close()
+        server.close()
+
+
+def call(server, method: str, **kwargs):  # type: ignore[no-untyped-def]
+    [reply] = server.handle_batch([[b"client", b"", wire.encode_request(1, method, kwargs)]])
+    return wire.decode_reply(reply[-1])
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"since": 0, "limit": 0},
+        {"since": 0, "limit": -5},
+        {"since": 0, "limit": "10"},
+        {"since": 0, "limit": True},
+        {"since": "0"},
+    ],
+)
+def test_fed_changes_with_a_bad_cursor_or_limit_is_bad_arguments(shard, kwargs) -> None:  # type: ignore[no-untyped-def]
+    assert call(shard, "add_task", task_id="A", worker="w").ok
+    before = call(shard, "fed_changes", since=0).result
+    reply = call(shard, "fed_changes", **kwargs)
+    assert not reply.ok and reply.error["code"] == "bad_arguments", reply
+    assert call(shard, "fed_changes", since=0).result == before
+
+
+@pytest.mark.parametrize(
+    ("method", "kwargs"),
+    [
+        ("fed_offer", {"worker": "w", "external_used_resources": {"r": "x"}}),
+        ("fed_offer", {"worker": 7}),
+        ("fed_get_work", {"worker": "w", "external_used_resources": [1]}),
+        ("fed_task_list", {"status": "PENDING", "upstream_status": "", "max_shown_tasks": "many"}),
+    ],
+)
+def test_other_fed_methods_refuse_bad_arguments(shard, method: str, kwargs: dict) -> None:  # type: ignore[no-untyped-def]
+    assert call(shard, "add_task", task_id="A", worker="w").ok
+    before = call(shard, "task_list", status="", upstream_status="").result
+    reply = call(shard, method, **kwargs)
+    assert not reply.ok and reply.error["code"] == "bad_arguments", reply
+    assert call(shard, "task_list", status="", upstream_status="").result == before
