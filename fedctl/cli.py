@@ -22,6 +22,8 @@ from federation import __version__
 from federation.errors import ConfigError, FederationError
 
 DEFAULT_ZMQ = "tcp://127.0.0.1:5555"
+#: ``--pg-url`` of ``fedctl up``/``demo`` with ``--store postgres``: the local server's database ``test``
+DEFAULT_PG_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
 
 
 def _env(name: str, default: Any = None) -> Any:
@@ -171,10 +173,9 @@ def cmd_router_serve(args: argparse.Namespace) -> int:
             server, _thread = start_http_server(
                 int(port), addr=host or "127.0.0.1", registry=router.metrics.registry
             )
-            print(
-                f"router metrics on http://{server.server_address[0]}:{server.server_address[1]}/metrics",
-                flush=True,
-            )
+            bound_host, bound_port = server.server_address[:2]
+            shown = bound_host.decode() if isinstance(bound_host, bytes) else bound_host
+            print(f"router metrics on http://{shown}:{bound_port}/metrics", flush=True)
 
     return serve(cfg, ready=ready) or 0
 
@@ -265,7 +266,6 @@ def local_federation(
 
     if n_shards < 1:
         raise ConfigError("--shards must be at least 1")
-    data_dir.mkdir(parents=True, exist_ok=True)
     shards = []
     for i in range(n_shards):
         sid = f"s{i}"
@@ -279,7 +279,13 @@ def local_federation(
         {"router": {"zmq": zmq, "http": http or ""}, "shards": shards}, source="fedctl up"
     )
     path = data_dir / "federation.toml"
-    path.write_text(cfg.to_toml())
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(cfg.to_toml())
+        tmp.replace(path)
+    except OSError as e:
+        raise ConfigError(f"--data-dir {data_dir}: cannot write {path.name}: {e.strerror or e}") from None
     return path
 
 
@@ -315,20 +321,50 @@ def federation_children(config_path: Path) -> list[Any]:
     return children
 
 
-def _up_config(args: argparse.Namespace) -> Path:
-    if args.config:
-        data_dir = Path(args.data_dir)
-        return _resolved_for_children(Path(args.config), data_dir / "federation.resolved.toml")
-    generated = local_federation(
-        args.shards,
-        Path(args.data_dir),
-        args.zmq,
-        args.http or None,
-        store=args.store,
-        pg_url=args.pg_url,
-        schema_prefix=args.schema_prefix,
-    )
-    return _resolved_for_children(generated, generated)
+def _up_config(args: argparse.Namespace) -> tuple[Path, Any]:
+    """Check every flag and port, take the data directory's lock, then (only then) write federation.toml
+    (resolved with FED_* and Luigi's configuration for the children: :func:`_resolved_for_children`).
+
+    Returns the config path and the held :class:`~fedctl.supervisor.DataDirLock`; nothing is
+    written when a check fails, and a second ``fedctl up`` on a running data directory changes nothing.
+    """
+    from fedctl.supervisor import DataDirLock, check_free
+    from federation.config import load_federation_config
+
+    data_dir = Path(args.data_dir)
+    if not args.data_dir or "\0" in args.data_dir:
+        raise ConfigError(f"--data-dir {args.data_dir!r} is not a usable directory name")
+    if data_dir.exists() and not data_dir.is_dir():
+        raise ConfigError(f"--data-dir {data_dir}: not a directory")
+    if not args.config and args.shards < 1:
+        raise ConfigError("--shards must be at least 1")
+    lock = DataDirLock(data_dir).acquire(create=False)  # fails here if a federation runs from it
+    try:
+        if args.config:
+            cfg = load_federation_config(args.config)
+            endpoints = [("router ZeroMQ endpoint", cfg.router.zmq)]
+            endpoints += [("router HTTP address", cfg.router.http)] if cfg.router.http else []
+            endpoints += [(f"shard {s.id} endpoint", s.endpoint) for s in cfg.shards]
+        else:
+            endpoints = [("router ZeroMQ endpoint (--zmq)", args.zmq)]
+            endpoints += [("router HTTP address (--http)", args.http)] if args.http else []
+        check_free(endpoints)
+        lock.acquire()
+        if args.config:
+            return _resolved_for_children(Path(args.config), data_dir / "federation.resolved.toml"), lock
+        path = local_federation(
+            args.shards,
+            data_dir,
+            args.zmq,
+            args.http or None,
+            store=args.store,
+            pg_url=args.pg_url,
+            schema_prefix=args.schema_prefix,
+        )
+        return _resolved_for_children(path, path), lock
+    except BaseException:
+        lock.release()
+        raise
 
 
 def _resolved_for_children(config_path: Path, out: Path) -> Path:
@@ -356,17 +392,19 @@ def _resolved_for_children(config_path: Path, out: Path) -> Path:
     return out
 
 
-def _banner(config_path: Path) -> str:
+def _banner(config_path: Path, *, stays_up: bool = True) -> str:
     from federation.config import load_federation_config
 
     cfg = load_federation_config(str(config_path))
+    # the tui is only advertised for a federation that will still be there to watch
+    tui = f" | fedctl tui --router {cfg.router.zmq}" if stays_up else ""
     lines = [
         f"luigi-federation: {len(cfg.shards)} shard(s) and a router  (config {config_path})",
-        f"  ZeroMQ  {cfg.router.zmq}   fedctl run --scheduler {cfg.router.zmq} ... | fedctl tui --router {cfg.router.zmq}",
+        f"  ZeroMQ  {cfg.router.zmq}   fedctl run --scheduler {cfg.router.zmq} ...{tui}",
     ]
     if cfg.router.http:
         lines.append(
-            f"  HTTP    http://{cfg.router.http}   luigi [core] default-scheduler-url, web visualiser at /"
+            f"  HTTP    http://{cfg.router.http}   luigi.cfg [core] scheduler_url, web visualiser at /"
         )
     for s in cfg.shards:
         lines.append(
@@ -378,12 +416,15 @@ def _banner(config_path: Path) -> str:
 def cmd_up(args: argparse.Namespace) -> int:
     from fedctl.supervisor import Supervisor
 
-    config_path = _up_config(args)
-    sup = Supervisor(federation_children(config_path), Path(args.data_dir) / "logs")
-    sup.start()
-    print(_banner(config_path), flush=True)
-    print(f"  logs    {Path(args.data_dir) / 'logs'}\nCtrl-C stops everything.", flush=True)
-    sup.run_forever()
+    config_path, lock = _up_config(args)
+    try:
+        sup = Supervisor(federation_children(config_path), Path(args.data_dir) / "logs")
+        sup.start()
+        print(_banner(config_path), flush=True)
+        print(f"  logs    {Path(args.data_dir) / 'logs'}\nCtrl-C stops everything.", flush=True)
+        sup.run_forever()
+    finally:
+        lock.release()
     print("fedctl up: stopped", flush=True)
     return 0
 
@@ -391,11 +432,23 @@ def cmd_up(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     import json
 
+    from federation.errors import UnknownMethodError
     from federation.transport import ZmqClient
 
     client = ZmqClient(args.router, timeout=args.timeout)
     try:
         health = client.call("federation_health", {})
+    except UnknownMethodError:
+        # something answers, but not a router: most likely one shard served on its own
+        try:
+            info = client.call("shard_info", {})
+        except FederationError:
+            info = None
+        what = f"a standalone shard ({info.get('shard_id')})" if isinstance(info, dict) else "not a router"
+        raise ConfigError(
+            f"{args.router} is {what}: fedctl status needs a router's endpoint (fedctl up prints it; "
+            f"default {DEFAULT_ZMQ})"
+        ) from None
     finally:
         client.close()
     if args.json:
@@ -456,17 +509,28 @@ def _when(value: str | None, flag: str) -> float | None:
     return dt.timestamp()
 
 
+def _default_config(command: str) -> str:
+    """``<data dir>/federation.toml`` of ``fedctl up`` (``$FED_DATA_DIR`` or ./.federation) when no --config is given."""
+    data_dir = Path(os.environ.get("FED_DATA_DIR") or "./.federation")
+    path = data_dir / "federation.toml"
+    if path.is_file():
+        return str(path)
+    raise ConfigError(
+        f"{command} needs the federation's config: pass --config federation.toml (or set FED_CONFIG); "
+        f"no {path} from fedctl up here"
+    )
+
+
 def cmd_history_export(args: argparse.Namespace) -> int:
     from federation.config import load_federation_config
     from shard.history import StoreRef, export_history, read_history
 
-    cfg = load_federation_config(args.config)
+    config = args.config or _default_config("fedctl history export")
+    cfg = load_federation_config(config)
     wanted = args.shard or list(cfg.shard_ids)
     unknown = [s for s in wanted if s not in cfg.shard_ids]
     if unknown:
-        raise ConfigError(
-            f"no shard {', '.join(unknown)} in {args.config} (shards: {', '.join(cfg.shard_ids)})"
-        )
+        raise ConfigError(f"no shard {', '.join(unknown)} in {config} (shards: {', '.join(cfg.shard_ids)})")
     refs = [StoreRef(sid, cfg.shard(sid).store, cfg.shard(sid).schema) for sid in wanted]
     result = export_history(
         refs,
@@ -551,28 +615,42 @@ def cmd_deploy_render(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     """A local federation running a week of the daily pipeline with real Luigi workers."""
     import datetime as dt
-    import threading
 
     from rich.console import Console
+
+    console = Console()
+    data_dir = Path(args.data_dir)
+    if args.days < 1 or args.workers < 1:
+        raise ConfigError("--days and --workers must be at least 1")
+    try:
+        start = dt.date.fromisoformat(args.start)
+    except ValueError:
+        raise ConfigError(f"--start {args.start!r}: give a date as YYYY-MM-DD") from None
+    config_path, lock = _up_config(args)
+    try:
+        return _demo(args, console, data_dir, config_path, start)
+    finally:
+        lock.release()
+
+
+def _demo(args: argparse.Namespace, console: Any, data_dir: Path, config_path: Path, start: Any) -> int:
+    import threading
+
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from fedctl.supervisor import Supervisor
     from federation.client import FederationSchedulerFactory
     from federation.transport import ZmqClient
 
-    console = Console()
-    data_dir = Path(args.data_dir)
-    config_path = _up_config(args)
     sup = Supervisor(federation_children(config_path), data_dir / "logs")
     console.print(f"starting a local federation under {data_dir} ...")
     sup.start()
-    console.print(_banner(config_path), markup=False, soft_wrap=True, highlight=False)
+    console.print(_banner(config_path, stays_up=args.keep), markup=False, soft_wrap=True, highlight=False)
     os.environ.setdefault("FED_DAILY_ROOT", str((data_dir / "data").resolve()))
     import luigi
 
     from examples.daily import DEFAULT_TOPICS, RangeBatch
 
-    start = dt.date.fromisoformat(args.start)
     topics = list(DEFAULT_TOPICS)
     # per day: the DailyBatch, and Extract/Transform/Enrich/Load per topic, but no Enrich for an empty topic
     per_day = 1 + 4 * len(topics) - sum(1 for t in topics if t == "empty")
@@ -580,6 +658,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     zmq_endpoint = _router_zmq(config_path)
     client = ZmqClient(zmq_endpoint, timeout=5)
     done = threading.Event()
+    failures: list[FederationError] = []
     ok = False
     try:
         with Progress(
@@ -598,17 +677,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 watcher = ZmqClient(zmq_endpoint, timeout=5)
                 try:
                     while not done.wait(0.5):
-                        sup.check()
+                        try:
+                            sup.check()
+                        except FederationError as e:  # a child refused to run: everything is stopped
+                            failures.append(e)
+                            return
                         try:
                             totals = _sum_counts(watcher.call("federation_health", {}))
                         except FederationError:
                             continue
-                        progress.update(
-                            bar,
-                            completed=totals.get("DONE", 0),
-                            detail=f"running {totals.get('RUNNING', 0)} · pending {totals.get('PENDING', 0)}"
-                            f" · failed {totals.get('FAILED', 0)}",
-                        )
+                        progress.update(bar, completed=totals.get("DONE", 0), detail=_progress_detail(totals))
                 finally:
                     watcher.close()
 
@@ -624,22 +702,38 @@ def cmd_demo(args: argparse.Namespace) -> int:
             finally:
                 done.set()
                 watcher_thread.join(5)
+            if failures:
+                raise failures[0]
+            # the last line of the bar is the final state, not the last poll's
             health = client.call("federation_health", {})
-            progress.update(bar, completed=_sum_counts(health).get("DONE", 0))
+            totals = _sum_counts(health)
+            progress.update(bar, completed=totals.get("DONE", 0), detail=_progress_detail(totals))
         console.print(format_health(health), markup=False, soft_wrap=True, highlight=False)
         console.print(
             f"pipeline {'finished' if ok else 'did NOT finish'}: "
             f"{_sum_counts(health).get('DONE', 0)} tasks DONE across {len(health['shards'])} shards; "
             f"outputs under {os.environ['FED_DAILY_ROOT']}"
         )
-        console.print(f"watch it live: fedctl tui --router {zmq_endpoint}")
         if args.keep:
+            console.print(f"watch it live: fedctl tui --router {zmq_endpoint}")
             console.print("--keep: the federation keeps running; Ctrl-C stops it.")
             sup.run_forever()
+        else:
+            console.print(
+                f"the federation is stopped (its state stays in {data_dir}); "
+                "fedctl demo --keep leaves it running to watch"
+            )
     finally:
         client.close()
         sup.stop()
     return 0 if ok else 1
+
+
+def _progress_detail(totals: dict[str, int]) -> str:
+    return (
+        f"running {totals.get('RUNNING', 0)} · pending {totals.get('PENDING', 0)}"
+        f" · failed {totals.get('FAILED', 0)}"
+    )
 
 
 def _router_zmq(config_path: Path) -> str:
@@ -656,14 +750,46 @@ def _sum_counts(health: dict[str, Any]) -> dict[str, int]:
     return totals
 
 
+def cmd_call(args: argparse.Namespace) -> int:
+    """One request to a router (or shard), the answer as JSON: what the TUI's actions do, by hand."""
+    import json
+
+    from federation.transport import ZmqClient
+
+    kwargs: dict[str, Any] = {}
+    for item in args.args:
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise ConfigError(f"{item!r}: give arguments as KEY=VALUE (VALUE is JSON, or else a string)")
+        try:
+            kwargs[key] = json.loads(value)
+        except ValueError:
+            kwargs[key] = value
+    client = ZmqClient(args.router, timeout=args.timeout)
+    try:
+        answer = client.call(args.method, kwargs)
+    finally:
+        client.close()
+    print(json.dumps(answer, indent=2, sort_keys=True, default=str))
+    return 0
+
+
 def cmd_tui(args: argparse.Namespace) -> int:
+    from federation.config import read_toml
     from tui.app import run as run_tui
 
+    config = args.config
+    if config is None and not args.replay and Path(".federation/federation.toml").is_file():
+        config = ".federation/federation.toml"  # what fedctl up wrote here: its stores, logs and router
+    router = args.router
+    if router is None and config:
+        own = read_toml(config).get("router")
+        router = own.get("zmq") if isinstance(own, dict) and isinstance(own.get("zmq"), str) else None
     return run_tui(
-        args.router,
+        router or DEFAULT_ZMQ,
         args.refresh,
         args.readonly,
-        config_path=args.config,
+        config_path=config,
         timeout=args.timeout,
         replay=args.replay,
         record=args.record,
@@ -671,11 +797,78 @@ def cmd_tui(args: argparse.Namespace) -> int:
 
 
 # -- parser ----------------------------------------------------------------------
+class Parser(argparse.ArgumentParser):
+    """fedctl's parsers: no prefix matching (``--shard`` is not ``--shards``), errors as one line."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> Any:
+        print(f"fedctl: error: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("", "0", "false", "no", "off")
+
+
+def env_name(action: argparse.Action) -> str | None:
+    """The environment variable of a flag: the ``[FED_...]`` its help names, else ``FED_<FLAG>``."""
+    import re
+
+    longs = [o for o in action.option_strings if o.startswith("--")]
+    if not longs or isinstance(action, argparse._HelpAction | argparse._VersionAction):
+        return None
+    named = re.search(r"\[(FED_[A-Z0-9_]+)\]", action.help or "")
+    return named.group(1) if named else "FED_" + longs[0][2:].upper().replace("-", "_")
+
+
+def wire_env(parser: argparse.ArgumentParser, environ: Any = os.environ) -> None:
+    """Give every flag of ``parser`` and its subcommands an environment variable, shown in ``--help``.
+
+    Precedence: the command line, then the variable, then the default.  A variable's value goes
+    through the flag's own ``type`` (argparse converts string defaults), so a bad value is a
+    one-line error naming the flag; switches take 1/true/yes/on or 0/false/no/off, repeatable
+    flags a comma-separated list.
+    """
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in dict.fromkeys(action.choices.values()):
+                wire_env(sub, environ)
+            continue
+        name = env_name(action)
+        if name is None:
+            continue
+        if f"[{name}]" not in (action.help or ""):
+            action.help = f"{action.help or ''} [{name}]".strip()
+        value = environ.get(name)
+        if value is None:
+            continue
+        flag = action.option_strings[-1]
+        if isinstance(action, argparse._StoreTrueAction | argparse._StoreFalseAction):
+            if value.lower() not in _TRUE + _FALSE:
+                parser.error(f"{name}={value!r} for {flag}: use 1/true/yes/on or 0/false/no/off")
+            on = value.lower() in _TRUE
+            action.default = on if isinstance(action, argparse._StoreTrueAction) else not on
+        elif isinstance(action, argparse._AppendAction):
+            items = [v.strip() for v in value.split(",") if v.strip()]
+            convert: Any = action.type or str
+            action.default = [convert(v) for v in items] or None
+        else:
+            if action.choices is not None and value not in action.choices:
+                parser.error(
+                    f"{name}={value!r} for {flag}: choose from {', '.join(map(str, action.choices))}"
+                )
+            action.default = value
+        action.required = False
+
+
 LOADTEST_HELP = "thousands of daily partitions against a federation (and luigid), with a report"
 
 
 def build_parser(*, with_loadtest: bool = True) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="fedctl",
         description="luigi-federation: a sharded, durable federation of Luigi central schedulers.",
     )
@@ -785,38 +978,39 @@ def build_parser(*, with_loadtest: bool = True) -> argparse.ArgumentParser:
         cmd.add_argument(
             "--shards",
             type=int,
-            default=int(_env("FED_SHARDS", "3")),
+            default=3,
             help="number of shards (default 3) [FED_SHARDS]",
         )
         cmd.add_argument(
             "--data-dir",
-            default=_env("FED_DATA_DIR", "./.federation"),
+            default="./.federation",
             help="SQLite files, logs and the generated federation.toml (default ./.federation) [FED_DATA_DIR]",
         )
         cmd.add_argument(
             "--zmq",
-            default=_env("FED_ROUTER_ZMQ", DEFAULT_ZMQ),
+            default=DEFAULT_ZMQ,
             help=f"router ZeroMQ bind (default {DEFAULT_ZMQ}) [FED_ROUTER_ZMQ]",
         )
         cmd.add_argument(
             "--http",
-            default=_env("FED_ROUTER_HTTP", "127.0.0.1:8082"),
+            default="127.0.0.1:8082",
             help="router HTTP bind for Luigi's RPC and visualiser (default 127.0.0.1:8082; '' for none) [FED_ROUTER_HTTP]",
         )
         cmd.add_argument(
             "--store",
             choices=["sqlite", "postgres"],
-            default=_env("FED_STORE", "sqlite"),
+            default="sqlite",
             help="store of the generated shards (default sqlite) [FED_STORE]",
         )
         cmd.add_argument(
             "--pg-url",
-            default=_env("FED_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test"),
-            help="Postgres URL for --store postgres [FED_PG_URL]",
+            default=DEFAULT_PG_URL,
+            help=f"Postgres URL for --store postgres (default {DEFAULT_PG_URL}: the local server's "
+            "database 'test'; give your own for anything that matters) [FED_PG_URL]",
         )
         cmd.add_argument(
             "--schema-prefix",
-            default=_env("FED_SCHEMA_PREFIX", "fed_"),
+            default="fed_",
             help="with --store postgres, shard <id> uses schema <prefix><id> (default fed_) [FED_SCHEMA_PREFIX]",
         )
         cmd.add_argument(
@@ -847,7 +1041,13 @@ def build_parser(*, with_loadtest: bool = True) -> argparse.ArgumentParser:
     demo.add_argument("--keep", action="store_true", help="leave the federation running afterwards")
     demo.set_defaults(func=cmd_demo)
 
-    status = sub.add_parser("status", help="health of every shard, through the router")
+    status = sub.add_parser(
+        "status",
+        help="health of every shard, through the router",
+        description="Ask the router for federation_health and print one line per shard: up or DOWN, "
+        "round trip, tasks by status, live workers, store. Exits 1 when a shard is down, 2 when the "
+        "router cannot be reached (or the endpoint is a shard, not a router).",
+    )
     status.add_argument(
         "--router",
         default=_env("FED_ROUTER", DEFAULT_ZMQ),
@@ -943,8 +1143,8 @@ def build_parser(*, with_loadtest: bool = True) -> argparse.ArgumentParser:
     )
     tui.add_argument(
         "--router",
-        default=_env("FED_ROUTER", DEFAULT_ZMQ),
-        help=f"router ZeroMQ endpoint (default {DEFAULT_ZMQ}) [FED_ROUTER]",
+        default=None,
+        help=f"router ZeroMQ endpoint (default: [router] zmq of --config, else {DEFAULT_ZMQ}) [FED_ROUTER]",
     )
     tui.add_argument(
         "--refresh",
@@ -958,13 +1158,37 @@ def build_parser(*, with_loadtest: bool = True) -> argparse.ArgumentParser:
         default=_env("FED_TUI_READONLY", "") not in ("", "0", "false"),
         help="hide every action that changes the federation [FED_TUI_READONLY]",
     )
-    tui.add_argument("--config", default=_env("FED_CONFIG"), help="TOML file with a [tui] table [FED_CONFIG]")
+    tui.add_argument(
+        "--config",
+        default=None,
+        help="federation.toml or any TOML with a [tui] table (and [tui.contexts] for :ctx); the shards' "
+        "stores and fedctl up's logs/ next to it are shown too (default ./.federation/federation.toml "
+        "when there is one) [FED_CONFIG]",
+    )
     tui.add_argument(
         "--timeout", type=float, default=None, help="seconds per call before the router counts as down"
     )
     tui.add_argument("--replay", default=None, help="show a recorded capture instead of a live router")
     tui.add_argument("--record", default=None, help="record every call and answer to this capture file")
     tui.set_defaults(func=cmd_tui)
+
+    call = sub.add_parser(
+        "call",
+        help="one request to a router or shard, the answer as JSON",
+        description="Send one request to a router (or a shard) and print the answer as JSON: "
+        "fedctl call forgive_failures task_id=ID. Each argument is KEY=VALUE, the value read as JSON "
+        "when it parses (1, true, [..]) and as a string otherwise. The TUI shows the fedctl call of "
+        "each action before it runs.",
+    )
+    call.add_argument("method", help="the method, e.g. task_list, forgive_failures, pause")
+    call.add_argument("args", nargs="*", metavar="KEY=VALUE", help="the method's arguments")
+    call.add_argument(
+        "--router",
+        default=DEFAULT_ZMQ,
+        help=f"ZeroMQ endpoint of a router or shard (default {DEFAULT_ZMQ}) [FED_ROUTER]",
+    )
+    call.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the answer")
+    call.set_defaults(func=cmd_call)
 
     if with_loadtest:
         from loadtest.command import register as register_loadtest
@@ -973,6 +1197,7 @@ def build_parser(*, with_loadtest: bool = True) -> argparse.ArgumentParser:
     else:
         # ``fedctl --help`` lists it without importing the load test package
         sub.add_parser("loadtest", help=LOADTEST_HELP)
+    wire_env(p)
     return p
 
 

@@ -109,6 +109,7 @@ METHODS: dict[str, Route] = {
     "add_scheduler_message_response": Route(FORWARD),
     "get_scheduler_message_response": Route(FORWARD),
     "fetch_error": Route(FORWARD),
+    "task_events": Route(FORWARD),  # the federation's own: a task's status history from its owner
     "add_task": Route(ADD_TASK),
     "mark_as_done": Route(FORWARD_RELAY),
     "forgive_failures": Route(FORWARD_RELAY),

@@ -12,14 +12,16 @@ from __future__ import annotations
 import gc
 import time
 from collections.abc import Callable
+from typing import Any
 
 from federation import __version__
 from federation.config import FederationConfig, SchedulerConfig
+from federation.errors import BadArgumentsError
 from federation.placement import Placement
 from shard.federated import FederatedCore
 from shard.scheduler import RPC_METHODS, SchedulerCore
 from shard.server import ShardServer
-from shard.store import open_store
+from shard.store import Store, open_store
 
 
 def build_shard(
@@ -45,10 +47,10 @@ def build_shard(
     try:
         core = SchedulerCore(config or SchedulerConfig(), clock=clock)
         served: SchedulerCore | FederatedCore = core
-        extra = None
+        extra: dict[str, Callable[..., Any]] = {"task_events": task_events_method(store, shard_id)}
         if placement is not None:
             served = FederatedCore(core, shard_id, placement, clock=clock)
-            extra = served.extra_methods()
+            extra.update(served.extra_methods())
         served.restore(store.load())
         served.collect_changes()  # restoring is not a change
         # The restored state lives as long as the process: keep the cyclic GC from rescanning it
@@ -69,6 +71,29 @@ def build_shard(
     except BaseException:
         store.close()
         raise
+
+
+def task_events_method(store: Store, shard_id: str) -> Callable[..., dict[str, Any]]:
+    """``task_events(task_id, limit=500)``: a task's status changes from this shard's event table,
+    oldest first, each ``{"status", "worker", "host", "time"}`` (the TUI's history of a task)."""
+
+    def task_events(task_id: str, limit: int = 500) -> dict[str, Any]:
+        if not isinstance(task_id, str) or not task_id:
+            raise BadArgumentsError("task_events: task_id must be a non-empty string")
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 10_000:
+            raise BadArgumentsError("task_events: limit must be an integer from 1 to 10000")
+        events = store.task_events(task_id, limit + 1)
+        return {
+            "task_id": task_id,
+            "shard_id": shard_id,
+            "events": [
+                {"status": e.status, "worker": e.worker, "host": e.host, "time": e.ts}
+                for e in events[-limit:]
+            ],
+            "truncated": len(events) > limit,
+        }
+
+    return task_events
 
 
 def build_federated_shard(

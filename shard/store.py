@@ -245,6 +245,18 @@ class Store(ABC):
             query = query.limit(max(0, int(limit)))
         return self._run("events", lambda conn: [Event(*row) for row in conn.execute(query)])
 
+    def task_events(self, task_id: str, limit: int = 500) -> list[Event]:
+        """One task's status changes, oldest first: its newest ``limit`` events (the TUI's history tab)."""
+        ev = events_table
+        newest = (
+            sa.select(ev.c.id, ev.c.task_id, ev.c.status, ev.c.worker, ev.c.host, ev.c.ts)
+            .where(ev.c.task_id == task_id)
+            .order_by(ev.c.id.desc())
+            .limit(max(1, int(limit)))
+        )
+        rows = self._run("task_events", lambda conn: list(conn.execute(newest)))
+        return [Event(*row[1:]) for row in reversed(rows)]
+
     def history(
         self,
         *,

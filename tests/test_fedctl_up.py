@@ -81,7 +81,7 @@ class Up:
 def luigi_cfg(tmp_path: Path, http: str) -> Path:
     cfg = tmp_path / "luigi.cfg"
     cfg.write_text(
-        f"[core]\ndefault-scheduler-url = http://{http}\nrpc-retry-wait = 1\n"
+        f"[core]\nscheduler_url = http://{http}\nrpc_retry_wait = 1\n"
         "autoload_range = false\n[worker]\nwait_interval = 0.2\n"
     )
     return cfg

@@ -16,7 +16,8 @@ The same machine runs Luigi against a second Luigi as a check that the
 harness has no false positives.
 
 ``FED_DIFF_EXAMPLES=N`` runs N generated sequences instead of the CI default
-(300, about a minute); ``FED_DIFF_STEPS`` sets the steps per sequence (40);
+(200, about 35 s on an idle core; budgeted by examples, not by wall time:
+a loaded machine only takes longer); ``FED_DIFF_STEPS`` sets the steps per sequence (40);
 ``FED_DIFF_RANDOM=1`` draws new sequences instead of the reproducible
 (derandomized) ones; ``FED_DIFF_SHRINK=1`` lets hypothesis shrink a failure
 (minutes); ``FED_DIFF_LUIGI_SETS=builtin`` runs Luigi with its own hash-ordered
@@ -57,9 +58,13 @@ from tests.differential import (
     signature_differences,
 )
 
-CI_EXAMPLES = 300
+CI_EXAMPLES = 200
 CI_STEPS = 40
 SELF_CHECK_EXAMPLES = 25
+#: The generated tests are budgeted by examples (above), never by wall time: on a loaded 2-core
+#: machine 200 sequences take from ~35 s to several minutes, which must not fail the suite.  This is
+#: only a guard against a hang (pytest-timeout's 300 s default would cut a slow but healthy run).
+HANG_GUARD_SECONDS = 3600
 
 
 def _examples(default: int) -> int:
@@ -766,6 +771,7 @@ def _run_machine(make_core: Callable[..., Any], missing: set[str], examples: int
 # --------------------------------------------------------------------------- generated sequences
 
 
+@pytest.mark.timeout(HANG_GUARD_SECONDS)
 def test_generated_sequences_match_luigi(record_property: Callable[[str, Any], None]) -> None:
     """Random RPC sequences: the core answers exactly like Luigi (CI: ``CI_EXAMPLES`` sequences)."""
     sequences, roundtrips = _run_machine(_make_core, set(), _examples(CI_EXAMPLES))
@@ -775,6 +781,7 @@ def test_generated_sequences_match_luigi(record_property: Callable[[str, Any], N
     )
 
 
+@pytest.mark.timeout(HANG_GUARD_SECONDS)
 def test_harness_self_check_luigi_vs_luigi() -> None:
     """The harness itself: Luigi against Luigi never mismatches (no false positives from order or ids)."""
     sequences, _ = _run_machine(LuigiAsCore, {"snapshot", "restore", "collect_changes"}, SELF_CHECK_EXAMPLES)
@@ -2448,3 +2455,14 @@ def test_ported_case(name: str) -> None:
 def test_ported_case_luigi_vs_luigi(name: str) -> None:
     """The ported cases hold for Luigi itself (the port is faithful) and the harness agrees with itself."""
     _run_case(name, LuigiAsCore)
+
+
+def test_generated_tests_are_budgeted_by_examples_not_wall_time() -> None:
+    """The long property tests end after their examples, however loaded the machine (issue 13)."""
+    for test in (test_generated_sequences_match_luigi, test_harness_self_check_luigi_vs_luigi):
+        marks = [m for m in getattr(test, "pytestmark", []) if m.name == "timeout"]
+        assert marks and marks[0].args[0] >= 1800, (
+            f"{test.__name__} would be cut by the 300 s wall-time limit"
+        )
+    s = _settings(CI_EXAMPLES)
+    assert s.deadline is None and s.max_examples == CI_EXAMPLES

@@ -118,7 +118,8 @@ def serialize(t: Task, status: str, frame: int, with_deps: bool) -> dict[str, An
         "display_name": t.display_name,
         "status": status,
         "workers": [worker] if status != "DONE" else [],
-        "worker_running": worker if status == "RUNNING" else None,
+        # Luigi clears worker_running only when a task goes back to PENDING: a FAILED one keeps it
+        "worker_running": worker if status in ("RUNNING", "FAILED") else None,
         "time_running": updated if status == "RUNNING" else None,
         "start_time": start,
         "last_updated": updated,
@@ -311,7 +312,8 @@ def frame_calls(tasks: list[Task], frame: int, down: set[str]) -> list[dict[str,
                 {"task_id": t.id},
                 {
                     "taskId": t.id,
-                    "error": TRACEBACK if s in ("FAILED", "DISABLED") else "",
+                    # as Luigi's worker sends it (json.dumps of the traceback); the TUI decodes it
+                    "error": json.dumps(TRACEBACK) if s in ("FAILED", "DISABLED") else "",
                     "displayName": t.display_name,
                     "taskParams": t.params,
                     "taskModule": "examples.daily",
@@ -319,6 +321,7 @@ def frame_calls(tasks: list[Task], frame: int, down: set[str]) -> list[dict[str,
                 },
             )
             sd = serialize(t, s, frame, False)
+            add("task_events", {"task_id": t.id, "limit": 500}, task_events(t, s, sd))
             add(
                 "get_task_status_message",
                 {"task_id": t.id},
@@ -333,6 +336,25 @@ def frame_calls(tasks: list[Task], frame: int, down: set[str]) -> list[dict[str,
         add("owner", {"task_id": t.id}, error={"code": "unknown_method", "message": "unknown method 'owner'"})
     _ = by_id
     return calls
+
+
+def task_events(t: Task, status: str, sd: dict[str, Any]) -> dict[str, Any]:
+    """The owner's ``task_events`` answer: the status changes that led to ``status``."""
+    worker = WORKERS[2] if t.family.startswith("finance") else WORKERS[hash_index(t.id, 2)]
+    host = worker.split("host=")[1].split(",")[0]
+    updated = sd["last_updated"]
+
+    def ev(st: str, when: float, who: str | None = worker) -> dict[str, Any]:
+        return {"status": st, "worker": who, "host": host if who else None, "time": when}
+
+    events = [ev("PENDING", sd["start_time"])]
+    if status in ("RUNNING", "DONE", "FAILED"):
+        events.append(ev("RUNNING", updated - (0 if status == "RUNNING" else 95)))
+    if status in ("DONE", "FAILED"):
+        events.append(ev(status, updated))
+    if status == "DISABLED":
+        events += [ev("RUNNING", updated - 400), ev("FAILED", updated - 300), ev("DISABLED", updated, None)]
+    return {"task_id": t.id, "shard_id": t.shard, "events": events, "truncated": False}
 
 
 def build_capture(path: Path | None = None) -> dict[str, Any]:

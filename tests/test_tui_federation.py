@@ -14,7 +14,7 @@ from tests.fedcluster import FedCluster
 from tests.test_tui_app import command, header_text, main, polled, screen_text, sync, table_keys, until
 from tui.app import FederationApp
 from tui.config import TuiConfig
-from tui.screens import ConfirmScreen, MainScreen, TaskDetailScreen
+from tui.screens import ConfirmScreen, MainScreen, RawScreen, TaskDetailScreen
 from tui.source import RouterSource
 
 SIZE = (120, 36)
@@ -161,9 +161,14 @@ async def test_readonly_on_a_live_federation_changes_nothing(cluster: FedCluster
         await command(pilot, "tasks FAILED")
         await until(pilot, lambda: failing in table_keys(app), "the failed task")
         main(app).current_view.table.move_cursor(row=table_keys(app).index(failing))
-        for key in ("g", "d", "e", "p", "y"):
+        for key in ("g", "d", "e", "p"):
             await pilot.press(key)
             assert isinstance(app.screen, MainScreen)
+        # "y" is the raw view (reading is fine in readonly), never a "yes" to an action
+        await pilot.press("y")
+        assert isinstance(app.screen, RawScreen) and app.screen.data["status"] == "FAILED"
+        await pilot.press("escape")
+        assert isinstance(app.screen, MainScreen)
         assert status_of(cluster, failing) == "FAILED"
         assert cluster.call("is_paused") == {"paused": False}
 

@@ -14,9 +14,9 @@ import pytest
 from textual.pilot import Pilot
 
 from tests.test_tui_app import polled, until
-from tests.test_tui_capture import T0, build_capture
+from tests.test_tui_capture import ROUTER, T0, build_capture
 from tui.app import FederationApp
-from tui.config import TuiConfig
+from tui.config import Context, TuiConfig
 from tui.screens import TaskDetailScreen
 from tui.source import CAPTURE_FORMAT, ReplaySource
 
@@ -143,3 +143,67 @@ def test_router_unreachable_small(snap_compare: Any) -> None:
     }
     app = FederationApp(ReplaySource(doc), TuiConfig(refresh=3600))
     assert snap_compare(app, terminal_size=SMALL, run_before=steps(polls=1))
+
+
+# -- issue 13: the new views, at both sizes --------------------------------------------------------------
+def logs_app(capture: Path, tmp_path: Path) -> FederationApp:
+    cfg = tmp_path / "federation.toml"
+    cfg.write_text('[router]\nzmq = "tcp://127.0.0.1:5555"\n')
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "router.log").write_text("router up\n")
+    (tmp_path / "logs" / "shard-s0.log").write_text(
+        "".join(
+            f"2026-11-20 10:00:{i:02d},000 INFO shard.server: shard s0: committed {i * 7} changes in 1 batch\n"
+            for i in range(40)
+        )
+    )
+    return FederationApp(
+        ReplaySource(capture), TuiConfig(refresh=3600), contexts=(Context("current", ROUTER, str(cfg)),)
+    )
+
+
+def contexts_app(capture: Path) -> FederationApp:
+    contexts = (
+        Context("local", ROUTER, ".federation/federation.toml"),
+        Context("staging", "tcp://10.0.0.2:5555", "deploy/staging.toml"),
+        Context("prod", "tcp://fed-router.prod:5555"),
+    )
+    return FederationApp(ReplaySource(capture), TuiConfig(refresh=3600), contexts=contexts, context="local")
+
+
+@pytest.mark.parametrize("size", [SMALL, LARGE], ids=["80x24", "200x50"])
+def test_raw_view(snap_compare: Any, capture: Path, size: tuple[int, int]) -> None:
+    assert snap_compare(app_on(capture), terminal_size=size, run_before=steps("y"))
+
+
+@pytest.mark.parametrize("size", [SMALL, LARGE], ids=["80x24", "200x50"])
+def test_sorted_tasks(snap_compare: Any, capture: Path, size: tuple[int, int]) -> None:
+    assert snap_compare(
+        app_on(capture),
+        terminal_size=size,
+        run_before=steps(*typed("tasks"), "|", *typed("sort updated desc")),
+    )
+
+
+@pytest.mark.parametrize("size", [SMALL, LARGE], ids=["80x24", "200x50"])
+def test_task_history_tab(snap_compare: Any, capture: Path, size: tuple[int, int]) -> None:
+    assert snap_compare(
+        app_on(capture), terminal_size=size, run_before=steps(*typed("tasks"), "|", "enter", "5", detail=True)
+    )
+
+
+@pytest.mark.parametrize("size", [SMALL, LARGE], ids=["80x24", "200x50"])
+def test_logs_view(snap_compare: Any, capture: Path, tmp_path: Path, size: tuple[int, int]) -> None:
+    assert snap_compare(logs_app(capture, tmp_path), terminal_size=size, run_before=steps("l"))
+
+
+@pytest.mark.parametrize("size", [SMALL, LARGE], ids=["80x24", "200x50"])
+def test_contexts(snap_compare: Any, capture: Path, size: tuple[int, int]) -> None:
+    assert snap_compare(contexts_app(capture), terminal_size=size, run_before=steps(*typed("ctx")))
+
+
+@pytest.mark.parametrize("size", [SMALL, LARGE], ids=["80x24", "200x50"])
+def test_action_with_its_fedctl_command(snap_compare: Any, capture: Path, size: tuple[int, int]) -> None:
+    assert snap_compare(
+        contexts_app(capture), terminal_size=size, run_before=steps(*typed("tasks FAILED"), "|", "g")
+    )

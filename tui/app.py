@@ -13,6 +13,8 @@ right after it.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from textual import work
@@ -24,19 +26,21 @@ from textual.screen import Screen
 from textual.timer import Timer
 from textual.worker import Worker, WorkerState
 
-from tui.config import TuiConfig, load_tui_config
+from federation.errors import FederationError
+from tui.config import Context, TuiConfig, load_contexts, load_tui_config, shard_stores
 from tui.model import Snapshot
 from tui.poller import ACTIONS, Action, OwnerLookup, Poller, Wants, run_action
-from tui.screens import ConfirmScreen, HelpScreen, MainScreen, WorkerDetailScreen
-from tui.source import Source, open_source
+from tui.screens import ConfirmScreen, HelpScreen, LogsScreen, MainScreen, WorkerDetailScreen
+from tui.source import RouterSource, Source, open_source
 
 log = logging.getLogger("tui")
 
 
 class Polled(Message):
-    def __init__(self, snapshot: Snapshot) -> None:
+    def __init__(self, snapshot: Snapshot, poller: Poller) -> None:
         super().__init__()
         self.snapshot = snapshot
+        self.poller = poller
 
 
 class ActionDone(Message):
@@ -63,11 +67,27 @@ class FederationApp(App[int]):
     snapshot: var[Snapshot | None] = var(None, always_update=True)
     faults_only: var[bool] = var(False)
 
-    def __init__(self, source: Source, config: TuiConfig | None = None) -> None:
+    def __init__(
+        self,
+        source: Source,
+        config: TuiConfig | None = None,
+        *,
+        contexts: tuple[Context, ...] = (),
+        context: str | None = None,
+        connect: Callable[[Context], Source] | None = None,
+    ) -> None:
         super().__init__()
         self.source = source
         self.config = config or TuiConfig()
         self.poller = Poller(source, self.config)
+        #: the federations ``:ctx`` switches between; ``context`` is the one on show
+        self.contexts = contexts
+        self.context: Context | None = next((c for c in contexts if c.name == context), None) or (
+            contexts[0] if contexts else None
+        )
+        #: how :ctx reaches another federation (tests connect to replays)
+        self.connect = connect or (lambda ctx: RouterSource(ctx.router, timeout=self.config.timeout))
+        self._seed_stores()
         self.owner_lookup = OwnerLookup()
         self.polls = 0
         self._timer: Timer | None = None
@@ -108,11 +128,71 @@ class FederationApp(App[int]):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="poll")
     def _poll(self, wants: Wants) -> None:
-        self.post_message(Polled(self.poller.poll(wants)))
+        poller = self.poller
+        self.post_message(Polled(poller.poll(wants), poller))
 
     def on_polled(self, message: Polled) -> None:
+        if message.poller is not self.poller:
+            return  # an answer from the federation shown before :ctx switched
         self.polls += 1
         self.snapshot = message.snapshot
+
+    # -- contexts and logs ------------------------------------------------------------------------
+    def _seed_stores(self) -> None:
+        if self.context is not None and self.context.config:
+            try:
+                self.poller.tracker.stores.update(shard_stores(self.context.config))
+            except FederationError as e:
+                log.warning("cannot read the stores of %s: %s", self.context.config, e)
+
+    def switch_context(self, name: str) -> None:
+        """``:ctx NAME``: show another federation of the config (a fresh poller: no deltas across)."""
+        ctx = next((c for c in self.contexts if c.name == name), None)
+        if ctx is None:
+            names = ", ".join(c.name for c in self.contexts) or "none in the config"
+            self.notify(f"no context {name!r} ({names}); name them in [tui.contexts]", severity="error")
+            return
+        if self.context is not None and ctx.name == self.context.name:
+            self.notify(f"already on {ctx.name}")
+            return
+        old = self.source
+        self.source = self.connect(ctx)
+        self.poller = Poller(self.source, self.config)
+        self.owner_lookup = OwnerLookup()
+        self.context = ctx
+        self._seed_stores()
+        old.close()
+        while len(self.screen_stack) > 1:
+            self.pop_screen()
+        self.snapshot = None
+        self.notify(f"context {ctx.name}: {ctx.router}")
+        self.poll_now()
+
+    def log_files(self) -> list[Path]:
+        """``fedctl up``'s log files of the federation on show: router first, then shards by name."""
+        folder = self.context.log_dir if self.context is not None else None
+        if folder is None or not folder.is_dir():
+            return []
+        files = sorted(folder.glob("*.log"), key=lambda f: (f.stem != "router", f.stem))
+        return files
+
+    def open_logs(self, name: str | None = None) -> None:
+        files = self.log_files()
+        if not files:
+            where = self.context.log_dir if self.context is not None else None
+            self.notify(
+                f"no fedctl up logs in {where}"
+                if where
+                else "no logs known: start the tui with "
+                "--config <data dir>/federation.toml (fedctl up's logs are next to it)",
+                severity="warning",
+            )
+            return
+        stems = [f.stem for f in files]
+        if name is not None and name not in stems:
+            self.notify(f"no log {name!r} ({', '.join(stems)})", severity="error")
+            return
+        self.push_screen(LogsScreen(files, stems.index(name) if name else 0))
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.worker.group != "poll" or event.state not in (
@@ -152,10 +232,15 @@ class FederationApp(App[int]):
         if isinstance(self.screen, HelpScreen):
             return
         keys = []
+        seen = set()
         for active in self.screen.active_bindings.values():
             b = active.binding
-            if b.description and b.action not in ("help", "app.help"):
-                keys.append((b.key_display or self.get_key_display(b), b.description))
+            if not b.description or b.action in ("help", "app.help") or not _declared_here(active.node, b):
+                continue  # Textual's own bindings (focus, copy, palette...) are not this app's keys
+            display = b.key_display or self.get_key_display(b)
+            if (display, b.description) not in seen:
+                seen.add((display, b.description))
+                keys.append((display, b.description))
         keys += [("Enter", "open the selected row"), ("Esc", "clear the filter, then go back")]
         self.push_screen(HelpScreen(keys, getattr(self.screen, "view_label", "")))
 
@@ -183,7 +268,19 @@ class FederationApp(App[int]):
             if yes:
                 self._run_action(action, task_id)
 
-        self.push_screen(ConfirmScreen(action, task_id), confirmed)
+        self.push_screen(ConfirmScreen(action, task_id, self.command_for(action, task_id)), confirmed)
+
+    def command_for(self, action: Action, task_id: str | None) -> str:
+        """The ``fedctl`` command line that does what ``action`` does (shown in the dialog first)."""
+        import shlex
+
+        router = self.context.router if self.context is not None else self.source.name
+        words = ["fedctl", "call", action.method]
+        if action.needs_task and task_id:
+            words.append(f"task_id={task_id}")
+        if not router.startswith("replay:"):
+            words += ["--router", router]
+        return shlex.join(words)
 
     @work(thread=True, exit_on_error=False, group="action")
     def _run_action(self, action: Action, task_id: str | None) -> None:
@@ -193,6 +290,21 @@ class FederationApp(App[int]):
     def on_action_done(self, message: ActionDone) -> None:
         self.notify(message.text, severity="information" if message.ok else "error", timeout=6)
         self.poll_now()
+
+
+def _declared_here(node: Any, binding: Binding) -> bool:
+    """True when ``binding`` comes from a ``BINDINGS`` list of one of this package's classes."""
+    for cls in type(node).__mro__:
+        if not cls.__module__.startswith("tui."):
+            continue
+        for declared in cls.__dict__.get("BINDINGS", ()):
+            if (
+                isinstance(declared, Binding)
+                and declared.action == binding.action
+                and binding.key in declared.key.split(",")
+            ):
+                return True
+    return False
 
 
 def run(
@@ -212,9 +324,11 @@ def run(
     """
     # --readonly can only make the app stricter than the file
     config = load_tui_config(config_path).replace(refresh=refresh, readonly=readonly or None, timeout=timeout)
+    contexts = load_contexts(config_path, router or "") if not replay else ()
     source = open_source(router, replay=replay, record=record, timeout=config.timeout)
     try:
-        result = FederationApp(source, config).run()
+        current = next((c.name for c in contexts if c.router == router), None)
+        result = FederationApp(source, config, contexts=contexts, context=current).run()
     finally:
         source.close()
     return int(result or 0)

@@ -301,7 +301,9 @@ async def _ui(endpoint: str, refresh: float, seconds: float, config: TuiConfig, 
                 before = table.cursor_row
                 key = "down" if before < table.row_count - 1 else "up"
                 t0 = time.perf_counter()
-                app._driver.send_message(events.Key(key, None))
+                driver = app._driver
+                assert driver is not None, "the app runs headless under run_test(): it has a driver"
+                driver.send_message(events.Key(key, None))
                 while table.cursor_row == before and time.perf_counter() - t0 < 30:
                     await asyncio.sleep(0.001)
                 keys.append((time.perf_counter() - t0) * 1000)

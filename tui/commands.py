@@ -45,6 +45,27 @@ COMMANDS: tuple[CommandSpec, ...] = (
     CommandSpec("filter", ("grep",), ":filter REGEX", "same as / (a leading ! inverts)"),
     CommandSpec("faults", ("f",), ":faults", "toggle faults only"),
     CommandSpec("refresh", ("r",), ":refresh [SECONDS]", "poll now, or set the refresh interval"),
+    CommandSpec(
+        "sort",
+        ("so",),
+        ":sort [COLUMN] [desc]",
+        "sort the view by a column (no column: its own order)",
+        arg="column",
+    ),
+    CommandSpec(
+        "ctx",
+        ("context", "contexts"),
+        ":ctx [NAME]",
+        "switch federation ([tui.contexts]); no name lists them",
+        arg="context",
+    ),
+    CommandSpec(
+        "logs",
+        ("log", "l"),
+        ":logs [NAME]",
+        "fedctl up's process logs (router, shard-s0...), f follows",
+        arg="log",
+    ),
     CommandSpec("pause", (), ":pause", "pause scheduling on every shard (asks first)"),
     CommandSpec("unpause", ("resume",), ":unpause", "resume scheduling (asks first)"),
     CommandSpec("help", ("h", "?"), ":help", "keys and commands"),
@@ -94,13 +115,23 @@ def parse(line: str) -> Command:
                 raise ValueError
         except ValueError:
             raise CommandError(f"refresh needs a positive number of seconds, got {args[0]!r}") from None
+    if spec.name in ("ctx", "logs", "sort") and options:
+        raise CommandError(f":{spec.name} takes no key=value options")
     unknown = set(options) - {"ns", "namespace", "family", "status"}
     if unknown:
         raise CommandError(f"unknown option {sorted(unknown)[0]!r}; use ns=, family= or status=")
     return Command(spec.name, tuple(args), options)
 
 
-def complete(line: str, *, namespaces: Iterable[str] = (), families: Iterable[str] = ()) -> str | None:
+def complete(
+    line: str,
+    *,
+    namespaces: Iterable[str] = (),
+    families: Iterable[str] = (),
+    contexts: Iterable[str] = (),
+    logs: Iterable[str] = (),
+    columns: Iterable[str] = (),
+) -> str | None:
     """The whole line completed, or None when nothing fits (prefix match, case-insensitive)."""
     raw = line.lstrip(":")
     lead = line[: len(line) - len(raw)]
@@ -108,8 +139,8 @@ def complete(line: str, *, namespaces: Iterable[str] = (), families: Iterable[st
         return None
     if " " not in raw:
         word = raw.lower()
-        for spec in COMMANDS:
-            for name in (spec.name, *spec.aliases):
+        for candidate in COMMANDS:
+            for name in (candidate.name, *candidate.aliases):
                 if name.startswith(word) and name != word:
                     return lead + name
         return None
@@ -117,6 +148,7 @@ def complete(line: str, *, namespaces: Iterable[str] = (), families: Iterable[st
     spec = _BY_NAME.get(head.lower())
     if spec is None or spec.arg is None:
         return None
+    arg: str = spec.arg
     words = rest.split(" ")
     current = words[-1]
     done = " ".join(words[:-1])
@@ -128,7 +160,14 @@ def complete(line: str, *, namespaces: Iterable[str] = (), families: Iterable[st
         )
         match = _first_match(value, pool)
         return f"{prefix}{key}={match}" if match and match != value else None
-    pool = {"status": (*STATUSES, "all"), "namespace": namespaces, "family": (*families, "all")}[spec.arg]
+    pool = {
+        "status": (*STATUSES, "all"),
+        "namespace": namespaces,
+        "family": (*families, "all"),
+        "context": contexts,
+        "log": logs,
+        "column": columns,
+    }[arg]
     match = _first_match(current, pool)
     if match is None and spec.name == "tasks":
         match = _first_match(current, ("ns=", "family="))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
 
 from federation.config import coerce, read_toml
@@ -110,4 +111,91 @@ def load_tui_config(path: str | None) -> TuiConfig:
     section = read_toml(path).get("tui", {})
     if not isinstance(section, dict):
         raise ConfigError("[tui] must be a table", source=path)
+    section = {k: v for k, v in section.items() if k != "contexts"}  # read by load_contexts
     return TuiConfig.from_mapping(section, source=path)
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """A federation the TUI can switch to with ``:ctx NAME``."""
+
+    name: str
+    #: the router's ZeroMQ endpoint
+    router: str
+    #: its federation.toml, when known: the shards' stores (shown while a shard is down) and, next to
+    #: it, ``logs/`` of ``fedctl up``
+    config: str | None = None
+
+    @property
+    def log_dir(self) -> Path | None:
+        if not self.config:
+            return None
+        return Path(self.config).resolve().parent / "logs"
+
+
+def _store_of(sid: str, url: Any, schema: Any) -> tuple[str | None, str | None]:
+    """What a shard reports as (backend, location), worked out from its ``[[shards]]`` entry."""
+    if not isinstance(url, str):
+        return None, None
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[1] if "///" in url else url
+        return "sqlite", path
+    if url.startswith("postgres"):
+        default = "fed_" + "".join(c if c.isalnum() or c == "_" else "_" for c in sid)
+        return "postgresql", f"schema {schema if isinstance(schema, str) and schema else default}"
+    return None, None
+
+
+def shard_stores(path: str | None) -> dict[str, tuple[str | None, str | None]]:
+    """shard id -> (backend, location) from the ``[[shards]]`` of a federation.toml (empty when none)."""
+    if not path:
+        return {}
+    shards = read_toml(path).get("shards")
+    out: dict[str, tuple[str | None, str | None]] = {}
+    for entry in shards if isinstance(shards, list) else []:
+        if isinstance(entry, dict) and isinstance(entry.get("id"), str):
+            store = _store_of(entry["id"], entry.get("store"), entry.get("schema"))
+            if store != (None, None):
+                out[entry["id"]] = store
+    return out
+
+
+def load_contexts(path: str | None, current: str) -> tuple[Context, ...]:
+    """The federation on show (named ``current``, or after the context with its router) and the
+    ones named in ``[tui.contexts]``: ``NAME = "tcp://host:5555"`` or
+    ``NAME = {router = "tcp://...", config = "path/to/federation.toml"}`` (relative to the file)."""
+    data = read_toml(path) if path else {}
+    own_config = path if path and isinstance(data.get("shards"), list) else None
+    raw = (data.get("tui") or {}).get("contexts", {}) if isinstance(data.get("tui"), dict) else {}
+    if not isinstance(raw, dict):
+        raise ConfigError("[tui.contexts] must be a table of NAME = endpoint", source=path or "")
+    problems: list[str] = []
+    named: list[Context] = []
+    for name, value in raw.items():
+        if isinstance(value, str):
+            value = {"router": value}
+        if (
+            not isinstance(value, dict)
+            or not isinstance(value.get("router"), str)
+            or "://" not in value["router"]
+        ):
+            problems.append(f"[tui.contexts] {name}: give a router endpoint such as tcp://host:5555")
+            continue
+        unknown = set(value) - {"router", "config"}
+        if unknown:
+            problems.append(
+                f"[tui.contexts] {name}: unknown key {sorted(unknown)[0]!r} (known: config, router)"
+            )
+            continue
+        config = value.get("config")
+        if config is not None and path:
+            config = str(Path(path).parent / config)
+        named.append(Context(str(name), value["router"], config))
+    if problems:
+        raise ConfigError(problems, source=path or "")
+    here = next((c for c in named if c.router == current), None)
+    if here is not None:
+        if here.config is None and own_config:
+            named[named.index(here)] = Context(here.name, here.router, own_config)
+        return tuple(named)
+    return (Context("current", current, own_config), *named)

@@ -10,6 +10,7 @@ same snapshot.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections import deque
@@ -240,7 +241,8 @@ def display_name(task_id: str, d: Mapping[str, Any]) -> str:
 def task_row(task_id: str, d: Mapping[str, Any]) -> TaskRow:
     """A row from one entry of Luigi's ``task_list``/``dep_graph`` (``_serialize_task``)."""
     family = str(d.get("name") or "")
-    params = d.get("params") if isinstance(d.get("params"), dict) else {}
+    raw_params = d.get("params")
+    params: dict[str, Any] = raw_params if isinstance(raw_params, dict) else {}
     return TaskRow(
         task_id=task_id,
         status=str(d.get("status") or "UNKNOWN"),
@@ -283,7 +285,8 @@ def worker_row(d: Mapping[str, Any]) -> WorkerRow:
         "num_uniques",
         "running",
     }
-    running = d.get("running") if isinstance(d.get("running"), dict) else {}
+    raw_running = d.get("running")
+    running: dict[str, dict[str, Any]] = raw_running if isinstance(raw_running, dict) else {}
     return WorkerRow(
         name=str(d.get("name", "")),
         host=str(d.get("host") or ""),
@@ -351,7 +354,7 @@ def parse_health(raw: Any) -> Health:
                 started=_num(s.get("started")),
             )
         )
-    groups_raw = raw.get("groups") if isinstance(raw.get("groups"), dict) else {}
+    groups_raw: dict[str, Any] = raw["groups"] if isinstance(raw.get("groups"), dict) else {}
     groups = {str(g): [str(x) for x in m] for g, m in groups_raw.items() if isinstance(m, list)}
     return Health(
         router=dict(raw.get("router") or {}),
@@ -608,6 +611,9 @@ class Tracker:
         self._last_ok: float | None = None
         self._last_health: Health | None = None
         self._last_workers: tuple[WorkerRow, ...] | None = None
+        #: shard id -> (backend, location): from the federation's config, then from each answer of the
+        #: shard itself, so a shard that is down still shows where its store is
+        self.stores: dict[str, tuple[str | None, str | None]] = {}
 
     def update(self, data: PollData) -> Snapshot:
         self.seq += 1
@@ -620,6 +626,7 @@ class Tracker:
             except ProtocolError as e:
                 router_error = e.message
         if health is not None:
+            health = self._with_stores(health)
             now = _num(health.router.get("time")) or now
             self._last_ok = now
             self._last_health = health
@@ -715,6 +722,17 @@ class Tracker:
             poll_seconds=data.poll_seconds,
             errors=tuple(data.errors),
         )
+
+    def _with_stores(self, health: Health) -> Health:
+        shards = []
+        for s in health.shards:
+            if s.backend or s.location:
+                self.stores[s.shard_id] = (s.backend, s.location)
+            elif s.shard_id in self.stores:
+                backend, location = self.stores[s.shard_id]
+                s = dataclasses.replace(s, backend=backend, location=location)
+            shards.append(s)
+        return dataclasses.replace(health, shards=tuple(shards))
 
     def _rate(self, keep: Any, now: float) -> float | None:
         """Per-minute increase of DONE over the configured window (decreases, e.g. pruned tasks, count as 0)."""
@@ -815,3 +833,23 @@ def _in_namespace(ns: str) -> Any:
 def _gain(before: Mapping[str, int], after: Mapping[str, int], keep: Any) -> int:
     """How much the kept counters grew, over the keys present in both samples."""
     return sum(max(0, n - before[k]) for k, n in after.items() if k in before and keep(k))
+
+
+# -- sorting ------------------------------------------------------------------------------------------
+
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+_NUMBER = re.compile(r"^(-?[\d,]*\.?\d+)\s*(ms|s|m|h|d|w|%)?$")
+
+
+def sort_key(cell: Any) -> tuple[int, float, str]:
+    """How a table cell sorts: numbers, ages ("5m", "18h") and latencies ("1.2ms") by value, before
+    text; empty cells ("·", "—", "") count as zero / nothing and go first."""
+    text = str(getattr(cell, "plain", cell)).strip()
+    if text in ("", "·", "—", "-", "?"):
+        return (0, 0.0, "")
+    m = _NUMBER.match(text)
+    if m:
+        value = float(m.group(1).replace(",", ""))
+        unit = m.group(2)
+        return (1, value * _UNITS.get(unit or "", 1.0), "")
+    return (2, 0.0, text.lower())

@@ -9,6 +9,7 @@ a benchmark or a test can drive it directly.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from dataclasses import dataclass, field
@@ -33,6 +34,8 @@ from tui.source import Session, Source
 
 #: methods the router may offer to name the owner shard of a task id, tried in order
 OWNER_METHODS = ("owner",)
+#: status changes of one task asked of its owner (``task_events``), the newest ones
+EVENTS_LIMIT = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +165,26 @@ class TaskDetail:
     owner: str | None = None
     #: section -> error text, for the sections that could not be fetched
     problems: dict[str, str] = field(default_factory=dict)
+    #: the owner's event history of the task, oldest first: {"status", "worker", "host", "time"}
+    events: list[dict[str, Any]] = field(default_factory=list)
+    #: True when the answer stopped at the limit (older events exist)
+    events_truncated: bool = False
+
+
+def decode_error(raw: Any) -> str | None:
+    """Luigi's workers send a task's traceback JSON-encoded (``json.dumps(expl)``); the visualiser
+    decodes it, and so do we.  Anything that is not a JSON string is shown as it came."""
+    if raw is None or raw == "":
+        return None
+    text = str(raw)
+    if text.startswith('"') and text.endswith('"'):
+        try:
+            decoded = json.loads(text)
+        except ValueError:
+            return text
+        if isinstance(decoded, str):
+            return decoded or None
+    return text
 
 
 class OwnerLookup:
@@ -205,13 +228,17 @@ def fetch_detail(source: Source, task_id: str, owner: OwnerLookup | None = None)
             detail.downstream = down
         err = ask("error", "fetch_error", {"task_id": task_id})
         if isinstance(err, dict):
-            detail.error = str(err.get("error") or "") or None
+            detail.error = decode_error(err.get("error"))
         msg = ask("message", "get_task_status_message", {"task_id": task_id})
         if isinstance(msg, dict):
             detail.status_message = msg.get("statusMessage")
         prog = ask("progress", "get_task_progress_percentage", {"task_id": task_id})
         if isinstance(prog, dict):
             detail.progress = prog.get("progressPercentage")
+        hist = ask("history", "task_events", {"task_id": task_id, "limit": EVENTS_LIMIT})
+        if isinstance(hist, dict) and isinstance(hist.get("events"), list):
+            detail.events = [e for e in hist["events"] if isinstance(e, dict)]
+            detail.events_truncated = bool(hist.get("truncated"))
         if owner is not None:
             try:
                 detail.owner = owner(s, task_id)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+from pathlib import Path
 from typing import Any
 
 from rich.console import Group
+from rich.json import JSON
 from rich.table import Table
 from rich.text import Text
 from textual import work
@@ -20,6 +24,7 @@ from textual.widgets import (
     DataTable,
     Footer,
     Input,
+    Log,
     Static,
     TabbedContent,
     TabPane,
@@ -47,6 +52,7 @@ from tui.views import (
     VIEW_CLASSES,
     ActionRequested,
     OpenItem,
+    RawRequested,
     TaskQueryChanged,
     TasksView,
     View,
@@ -60,8 +66,11 @@ class MainScreen(Screen[None]):
     """k9s-like main screen: one view at a time, ``:`` to switch, ``/`` to filter, Esc to go back."""
 
     BINDINGS = [
-        Binding("colon", "command", "Cmd", key_display=":"),
-        Binding("slash", "filter", "Filter", key_display="/"),
+        # priority: the app runs them as soon as it reads the key, so the prompt has the focus before
+        # the next key is dispatched (keys typed right after ":" are not lost to the table)
+        Binding("colon", "command", "Cmd", key_display=":", priority=True),
+        Binding("slash", "filter", "Filter", key_display="/", priority=True),
+        Binding("l", "logs", "Logs"),
         Binding("escape", "back", "Back", show=False),
     ]
 
@@ -128,7 +137,8 @@ class MainScreen(Screen[None]):
         for widget in self.query("#bar > *"):
             widget.display = widget is prompt
         prompt.value = value
-        prompt.focus()
+        # focus now, not on the next idle (Widget.focus): keys typed right after ":" arrive before that
+        self.set_focus(prompt, scroll_visible=False)
 
     def _close_prompts(self) -> None:
         for widget in self.query("#bar > *"):
@@ -158,13 +168,18 @@ class MainScreen(Screen[None]):
             return view.effective_query(), False
         return None, view.view_id == "workers"
 
-    def _known(self) -> tuple[list[str], list[str]]:
+    def _known(self) -> dict[str, list[str]]:
         app: Any = self.app
         snap: Snapshot | None = app.snapshot
-        if snap is None:
-            return [], []
-        families = sorted({r.family for r in snap.tasks.rows if r.family}) if snap.tasks else []
-        return [n.namespace for n in snap.namespaces if n.namespace], families
+        known: dict[str, list[str]] = {
+            "contexts": [c.name for c in app.contexts],
+            "logs": [f.stem for f in app.log_files()],
+            "columns": [label.lower() for _, label in self.current_view.COLUMNS] if self.is_mounted else [],
+        }
+        if snap is not None:
+            known["families"] = sorted({r.family for r in snap.tasks.rows if r.family}) if snap.tasks else []
+            known["namespaces"] = [n.namespace for n in snap.namespaces if n.namespace]
+        return known
 
     # -- messages from the views --------------------------------------------------------------
     def on_open_item(self, message: OpenItem) -> None:
@@ -178,6 +193,9 @@ class MainScreen(Screen[None]):
         elif message.kind == "worker":
             self.app.push_screen(WorkerDetailScreen(message.key))
 
+    def on_raw_requested(self, message: RawRequested) -> None:
+        self.app.push_screen(RawScreen(message.title, message.data))
+
     def on_task_query_changed(self, message: TaskQueryChanged) -> None:
         app: Any = self.app
         app.poll_now()
@@ -187,11 +205,28 @@ class MainScreen(Screen[None]):
         app.request_action(message.action, message.task_id)
 
     # -- keys --------------------------------------------------------------------------------
+    def _typing_in(self) -> Input | None:
+        focused = self.focused
+        return focused if isinstance(focused, CommandPrompt | FilterPrompt) else None
+
     def action_command(self) -> None:
+        if (prompt := self._typing_in()) is not None:
+            prompt.insert_text_at_cursor(":")  # a ":" typed inside a prompt is text
+            return
         self._open_prompt(self.query_one(CommandPrompt), "")
 
     def action_filter(self) -> None:
+        if (prompt := self._typing_in()) is not None:
+            prompt.insert_text_at_cursor("/")
+            return
         self._open_prompt(self.query_one(FilterPrompt), self.current_view.row_filter.text)
+
+    def action_logs(self) -> None:
+        """The log of the selected shard in the shards view, else fedctl up's logs from the router's."""
+        app: Any = self.app
+        view = self.current_view
+        key = view.selected_key if view.view_id == "shards" else None
+        app.open_logs(f"shard-{key}" if key else None)
 
     def action_back(self) -> None:
         view = self.current_view
@@ -279,6 +314,27 @@ class MainScreen(Screen[None]):
             app.poll_now()
         elif cmd.name in ("pause", "unpause"):
             app.request_action(cmd.name, None)
+        elif cmd.name == "ctx":
+            if cmd.args:
+                app.switch_context(cmd.args[0])
+            else:
+                app.push_screen(ContextsScreen())
+        elif cmd.name == "logs":
+            app.open_logs(cmd.args[0] if cmd.args else None)
+        elif cmd.name == "sort":
+            view = self.current_view
+            if not cmd.args:
+                view.sort_by(None)
+                return
+            wanted = cmd.args[0].lower()
+            keys = {k.lower(): k for k, _ in view.COLUMNS} | {label.lower(): k for k, label in view.COLUMNS}
+            if wanted not in keys:
+                names = ", ".join(label.lower() for _, label in view.COLUMNS)
+                self.notify(f"no column {cmd.args[0]!r} in {view.label}: {names}", severity="error")
+                return
+            view.sort_by(
+                keys[wanted], reverse=len(cmd.args) > 1 and cmd.args[1].lower() in ("desc", "-", "reverse")
+            )
         elif cmd.name == "help":
             app.action_help()
         elif cmd.name == "quit":
@@ -337,6 +393,8 @@ class TaskDetailScreen(DetailScreen):
         Binding("2", "tab('error')", "Error", show=False),
         Binding("3", "tab('upstream')", "Upstream", show=False),
         Binding("4", "tab('downstream')", "Downstream", show=False),
+        Binding("5", "tab('history')", "History", show=False),
+        Binding("y", "raw", "Raw"),
         Binding("e", "act('re_enable')", "Enable"),
         Binding("g", "act('forgive')", "Forgive"),
         Binding("d", "act('mark_done')", "Done"),
@@ -363,6 +421,12 @@ class TaskDetailScreen(DetailScreen):
                 yield Tree("upstream", id="upstream-tree")
             with TabPane("4 Downstream", id="downstream"):
                 yield Tree("downstream", id="downstream-tree")
+            with TabPane("5 History", id="history"):
+                yield KeyedTable(
+                    [("time", "TIME"), ("status", "STATUS"), ("host", "HOST"), ("worker", "WORKER")],
+                    id="history-table",
+                )
+                yield Static("", id="history-note")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -403,6 +467,7 @@ class TaskDetailScreen(DetailScreen):
         now = snap.time if snap else 0.0
         t = d.task
         rows: list[tuple[str, Any]] = [("task id", d.task_id)]
+        running = t is not None and t.status in ("RUNNING", "BATCH_RUNNING")
         if t is not None:
             self.query_one("#task-title", Static).update(
                 Text.assemble((" Task  ", "bold"), _status(t.status), "  ", (t.display_name, "bold"))
@@ -414,7 +479,9 @@ class TaskDetailScreen(DetailScreen):
                 ("shard", d.owner or "?"),
                 ("priority", t.priority),
                 ("workers", ", ".join(t.workers) or "—"),
-                ("running on", t.worker_running or "—"),
+                # Luigi keeps worker_running after a task stops: only a running task is "running on" it
+                ("running on", (t.worker_running or "—") if running else "—"),
+                *([("last run by", t.worker_running)] if t.worker_running and not running else []),
                 (
                     "started",
                     f"{fmt_time(t.start_time)}  ({fmt_age(now - t.start_time) if t.start_time else '—'} ago)",
@@ -453,9 +520,53 @@ class TaskDetailScreen(DetailScreen):
         self.query_one("#overview-body", Static).update(Group(*parts))
         error = d.problems.get("error") or d.error or "no error recorded"
         self.query_one("#error-body", Static).update(Text(error, style="red" if d.error else "dim"))
+        self._show_history(d)
         cfg = app.config
         self._fill_tree("upstream", d.upstream, cfg.max_tree_nodes, d.problems.get("upstream"))
         self._fill_tree("downstream", d.downstream, cfg.max_tree_nodes, d.problems.get("downstream"))
+
+    def _show_history(self, d: TaskDetail) -> None:
+        """Tab 5: every status change the owner committed, newest first (time, status, host, worker)."""
+        rows = []
+        for i, e in reversed(list(enumerate(d.events))):
+            status = str(e.get("status") or "")
+            rows.append(
+                (
+                    str(i),
+                    (
+                        fmt_time(e.get("time")),
+                        _status(status),
+                        str(e.get("host") or "—"),
+                        str(e.get("worker") or "—"),
+                    ),
+                )
+            )
+        self.query_one("#history-table", KeyedTable).sync(rows)
+        note = d.problems.get("history")
+        if note and "unknown_method" in note:
+            note = "this router does not offer task_events (a router from before the history tab)"
+        elif not note:
+            note = (
+                f"{len(d.events)} status change{'s' if len(d.events) != 1 else ''} from shard {d.owner or '?'}'s "
+                "event table" + (" (the newest; older ones not shown)" if d.events_truncated else "")
+            )
+        self.query_one("#history-note", Static).update(Text(note, style="dim"))
+
+    def action_raw(self) -> None:
+        d = self.detail
+        if d is None:
+            return
+        data = {
+            "task_id": d.task_id,
+            "owner": d.owner,
+            "task": d.task.raw if d.task else None,
+            "error": d.error,
+            "status_message": d.status_message,
+            "progress": d.progress,
+            "events": d.events,
+            "problems": d.problems,
+        }
+        self.app.push_screen(RawScreen(f"Task {d.task_id}", data))
 
     def _fill_tree(self, which: str, graph: dict[str, Any], max_nodes: int, problem: str | None) -> None:
         tree: Tree[str] = self.query_one(f"#{which}-tree", Tree)
@@ -527,7 +638,24 @@ def _node_label(node: DepNode, prefix: str = "") -> Text:
 class ShardDetailScreen(DetailScreen):
     """One shard: its health fields and its tasks by namespace and status."""
 
+    BINDINGS = [
+        Binding("escape", "app.pop_screen", "Back"),
+        Binding("l", "logs", "Logs"),
+        Binding("y", "raw", "Raw"),
+    ]
     view_label = "Shard"
+
+    def action_logs(self) -> None:
+        app: Any = self.app
+        app.open_logs(f"shard-{self.shard_id}")
+
+    def action_raw(self) -> None:
+        app: Any = self.app
+        snap: Snapshot | None = app.snapshot
+        shard = next((s for s in snap.shards if s.shard_id == self.shard_id), None) if snap else None
+        self.app.push_screen(
+            RawScreen(f"Shard {self.shard_id}", dataclasses.asdict(shard) if shard else None)
+        )
 
     def __init__(self, shard_id: str) -> None:
         super().__init__()
@@ -665,10 +793,12 @@ class ConfirmScreen(ModalScreen[bool]):
         Binding("escape", "answer(False)", "Cancel"),
     ]
 
-    def __init__(self, action: Action, task_id: str | None) -> None:
+    def __init__(self, action: Action, task_id: str | None, command: str = "") -> None:
         super().__init__()
         self.action_spec = action
         self.task_id = task_id
+        #: the fedctl command line that does the same, shown before it runs
+        self.command = command
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):
@@ -676,6 +806,10 @@ class ConfirmScreen(ModalScreen[bool]):
             yield Static(self.action_spec.question, id="dialog-question")
             if self.task_id:
                 yield Static(Text(self.task_id, style="bold"), id="dialog-subject")
+            if self.command:
+                yield Static(
+                    Text.assemble(("same as  ", "dim"), (self.command, "bold cyan")), id="dialog-command"
+                )
             with Horizontal(id="dialog-buttons"):
                 yield Button("Yes (y)", id="yes", variant="error")
                 yield Button("No (n)", id="no", variant="primary")
@@ -726,11 +860,187 @@ class HelpScreen(ModalScreen[None]):
             )
 
 
+class RawScreen(Screen[None]):
+    """``y``: what the router said about a row or a task, as JSON (k9s' YAML view)."""
+
+    BINDINGS = [Binding("escape,q", "app.pop_screen", "Back")]
+    view_label = "Raw"
+
+    def __init__(self, title: str, data: Any) -> None:
+        super().__init__()
+        self.title_text = title
+        self.data = data
+
+    def compose(self) -> ComposeResult:
+        yield HealthHeader(id="header")
+        yield Static(Text(f" Raw  {self.title_text}", style="bold"), classes="view-title")
+        with VerticalScroll(id="raw"):
+            if self.data is None:
+                yield Static(Text("nothing known about it any more", style="dim"))
+            else:
+                yield Static(
+                    JSON(json.dumps(self.data, indent=2, sort_keys=True, default=str)), id="raw-body"
+                )
+        yield Footer()
+
+
+class LogsScreen(Screen[None]):
+    """The log files of ``fedctl up``'s processes, one at a time; ``f`` follows (k9s' log view)."""
+
+    BINDINGS = [
+        Binding("escape", "app.pop_screen", "Back"),
+        Binding("f", "follow", "Follow"),
+        Binding("left_square_bracket", "other(-1)", "Prev log", key_display="["),
+        Binding("right_square_bracket", "other(1)", "Next log", key_display="]"),
+    ]
+    view_label = "Logs"
+    #: lines shown when a file is opened (its tail)
+    TAIL = 2000
+
+    def __init__(self, files: list[Path], index: int = 0, *, follow: bool = True) -> None:
+        super().__init__()
+        self.files = files
+        self.index = index
+        self.follow = follow
+        self._offset = 0
+        self._partial = ""
+
+    def compose(self) -> ComposeResult:
+        yield HealthHeader(id="header")
+        yield Static("", classes="view-title", id="logs-title")
+        yield Log(id="log", highlight=False, max_lines=20_000)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self._open()
+        self.set_interval(0.5, self._tail)
+
+    @property
+    def path(self) -> Path:
+        return self.files[self.index]
+
+    def _title(self) -> None:
+        title = Text(no_wrap=True, overflow="ellipsis")
+        title.append(" Logs ", style="bold reverse")
+        title.append(f"  {self.path.name}", style="bold")
+        title.append(f"  ({self.index + 1}/{len(self.files)}: [ ] switch)", style="dim")
+        title.append(
+            "  following" if self.follow else "  paused (f follows)",
+            style="bold green" if self.follow else "bold yellow",
+        )
+        self.query_one("#logs-title", Static).update(title)
+
+    def _open(self) -> None:
+        log = self.query_one(Log)
+        log.clear()
+        self._offset, self._partial = 0, ""
+        try:
+            size = self.path.stat().st_size
+            with open(self.path, "rb") as f:
+                f.seek(max(0, size - 256 * 1024))
+                text = f.read().decode("utf-8", "replace")
+                self._offset = f.tell()
+        except OSError as e:
+            log.write_line(f"cannot read {self.path}: {e.strerror or e}")
+            self._title()
+            return
+        lines = text.splitlines()
+        if size > 256 * 1024 and lines:
+            lines = lines[1:]  # the first line was cut
+        if text and not text.endswith("\n"):
+            self._partial = lines.pop() if lines else ""
+        log.write_lines(lines[-self.TAIL :])
+        log.auto_scroll = self.follow
+        if self.follow:
+            log.scroll_end(animate=False)
+        self._title()
+
+    def _tail(self) -> None:
+        """Append what was written since; a file that shrank (a new run truncated it) is reopened."""
+        if not self.follow:
+            return
+        try:
+            size = self.path.stat().st_size
+        except OSError:
+            return
+        if size < self._offset:
+            self._open()
+            return
+        if size == self._offset:
+            return
+        with open(self.path, "rb") as f:
+            f.seek(self._offset)
+            chunk = f.read(size - self._offset).decode("utf-8", "replace")
+            self._offset = f.tell()
+        text = self._partial + chunk
+        lines = text.split("\n")
+        self._partial = lines.pop()
+        if lines:
+            self.query_one(Log).write_lines(lines)
+
+    def action_follow(self) -> None:
+        self.follow = not self.follow
+        log = self.query_one(Log)
+        log.auto_scroll = self.follow
+        if self.follow:
+            self._tail()
+            log.scroll_end(animate=False)
+        self._title()
+
+    def action_other(self, step: int) -> None:
+        self.index = (self.index + step) % len(self.files)
+        self._open()
+
+
+class ContextsScreen(ModalScreen[None]):
+    """``:ctx`` without a name: the federations of the config, Enter switches."""
+
+    BINDINGS = [Binding("escape,q", "app.pop_screen", "Close")]
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="contexts"):
+            yield Static(Text("Contexts — Enter switches (:ctx NAME does too)", style="bold"))
+            yield KeyedTable(
+                [("name", "NAME"), ("router", "ROUTER"), ("config", "CONFIG")], id="contexts-table"
+            )
+
+    def on_mount(self) -> None:
+        app: Any = self.app
+        current = app.context.name if app.context else None
+        self.query_one(KeyedTable).sync(
+            [
+                (
+                    c.name,
+                    (
+                        Text(
+                            ("* " if c.name == current else "  ") + c.name,
+                            style="bold" if c.name == current else "",
+                        ),
+                        c.router,
+                        c.config or "—",
+                    ),
+                )
+                for c in app.contexts
+            ]
+        )
+        self.query_one(KeyedTable).focus()
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        app: Any = self.app
+        self.dismiss()
+        if event.row_key.value:
+            app.switch_context(event.row_key.value)
+
+
 ACTION_NAMES = tuple(ACTIONS)
 __all__ = [
     "ACTION_NAMES",
     "ConfirmScreen",
+    "ContextsScreen",
     "HelpScreen",
+    "LogsScreen",
+    "RawScreen",
     "MainScreen",
     "ShardDetailScreen",
     "TaskDetailScreen",

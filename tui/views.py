@@ -8,6 +8,7 @@ the screen and the app decide what to do with them.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, ClassVar
 
 from rich.text import Text
@@ -31,6 +32,7 @@ from tui.model import (
     fmt_count,
     fmt_ms,
     fmt_rate,
+    sort_key,
     sparkline,
 )
 from tui.widgets import KeyedTable, status_text
@@ -87,6 +89,15 @@ class TaskQueryChanged(Message):
         self.query = query
 
 
+class RawRequested(Message):
+    """``y`` on a row: show what the router said about it, as it said it."""
+
+    def __init__(self, title: str, data: Any) -> None:
+        super().__init__()
+        self.title = title
+        self.data = data
+
+
 class ActionRequested(Message):
     """The user asked for an action; the app confirms it first."""
 
@@ -104,8 +115,17 @@ class View(Vertical):
     kind: ClassVar[str] = ""
     COLUMNS: ClassVar[list[tuple[str, str]]] = []
 
+    BINDINGS = [
+        Binding("o", "sort_next", "Sort"),
+        Binding("O", "sort_reverse", "Reverse", key_display="O"),
+        Binding("y", "raw", "Raw"),
+    ]
+
     def __init__(self) -> None:
         super().__init__(id=self.view_id, classes="view")
+        #: column key the rows are sorted by (None: the view's own order) and its direction
+        self.sort_column: str | None = None
+        self.sort_reverse = False
         self.snapshot: Snapshot | None = None
         self.faults_only = False
         self.row_filter = RowFilter()
@@ -131,10 +151,55 @@ class View(Vertical):
         self.row_filter = row_filter
         self.redraw()
 
+    # -- sorting (o: next column, O: reverse, a click on a header: that column, again: reverse) -----
+    @property
+    def sort_index(self) -> int | None:
+        keys = [k for k, _ in self.COLUMNS]
+        return keys.index(self.sort_column) if self.sort_column in keys else None
+
+    def sorted_rows(self, rows: list[Row]) -> list[Row]:
+        i = self.sort_index
+        if i is None:
+            return rows
+        return sorted(rows, key=lambda r: sort_key(r[1][i]), reverse=self.sort_reverse)
+
+    def sort_by(self, column: str | None, reverse: bool = False) -> None:
+        self.sort_column, self.sort_reverse = column, reverse
+        self.table.mark_sorted(column, reverse)
+        self.redraw()
+
+    def action_sort_next(self) -> None:
+        keys = [k for k, _ in self.COLUMNS]
+        i = self.sort_index
+        self.sort_by(keys[0] if i is None else (keys[i + 1] if i + 1 < len(keys) else None))
+
+    def action_sort_reverse(self) -> None:
+        self.sort_by(self.sort_column or self.COLUMNS[0][0], not self.sort_reverse)
+
+    def on_data_table_header_selected(self, event: DataTable.HeaderSelected) -> None:
+        event.stop()
+        column = str(event.column_key.value)
+        self.sort_by(column, not self.sort_reverse if column == self.sort_column else False)
+
+    # -- raw ------------------------------------------------------------------------------------
+    def raw_of(self, key: str) -> Any:
+        """What the router said about the row ``key``, for the raw view (``y``)."""
+        return None
+
+    def action_raw(self) -> None:
+        key = self.selected_key
+        if key is not None:
+            self.post_message(
+                RawRequested(
+                    f"{self.label[:-1] if self.label.endswith('s') else self.label} {key}", self.raw_of(key)
+                )
+            )
+
     def redraw(self) -> None:
         rows, notice = (
             self.build_rows() if self.snapshot is not None else ([], "waiting for the first answer…")
         )
+        rows = self.sorted_rows(rows)
         self.table.sync(rows)
         self.shown = len(rows)
         title = Text(no_wrap=True, overflow="ellipsis")
@@ -146,6 +211,9 @@ class View(Vertical):
         title.append(f"  {fmt_count(self.shown)}", style="bold")
         if self.matching != self.shown:
             title.append(f" of {fmt_count(self.matching)}", style="dim")
+        if self.sort_index is not None:
+            label = self.COLUMNS[self.sort_index][1]
+            title.append(f"  sorted by {label} {'▼' if self.sort_reverse else '▲'}", style="dim")
         self.title_text = title
         self.post_message(ViewRedrawn(self))
         notice_widget = self.query_one(".view-notice", Static)
@@ -219,6 +287,11 @@ class ShardsView(View):
             notice = "No shard matches." if self.row_filter.active else "Every shard is up and answering."
         return rows, notice
 
+    def raw_of(self, key: str) -> Any:
+        snap = self.snapshot
+        shard = next((s for s in snap.shards if s.shard_id == key), None) if snap else None
+        return dataclasses.asdict(shard) if shard else None
+
     def cells(self, s: ShardRow) -> tuple[Any, ...]:
         return (
             Text(s.shard_id, style="bold"),
@@ -275,6 +348,12 @@ class NamespacesView(View):
                 else "No tasks yet."
             )
         return rows, notice
+
+    def raw_of(self, key: str) -> Any:
+        snap = self.snapshot
+        ns = "" if key == "(none)" else key
+        row = next((n for n in snap.namespaces if n.namespace == ns), None) if snap else None
+        return dataclasses.asdict(row) if row else None
 
     def cells(self, n: NamespaceRow) -> tuple[Any, ...]:
         rate = n.failure_rate
@@ -351,6 +430,9 @@ class TasksView(View):
             # match on plain text; styled cells are built only for the rows that are drawn
             visible = [r for r in visible if self.row_filter.matches(self.plain_cells(r, now))]
         self.matching = len(visible)
+        i = self.sort_index
+        if i is not None:  # sort everything fetched, then draw the first max_rows
+            visible.sort(key=lambda r: self.row_sort_key(r, now, i), reverse=self.sort_reverse)
         drawn = visible[: app.config.max_rows]
         rows = [(r.task_id, self.cells(r, now)) for r in drawn]
         self._rows_by_id = {r.task_id: r for r in drawn}
@@ -378,6 +460,14 @@ class TasksView(View):
             )
         return rows, "\n".join(notes)
 
+    def row_sort_key(self, r: TaskRow, now: float, i: int) -> tuple[int, float, str]:
+        if self.COLUMNS[i][0] == "updated" and r.last_updated is not None:
+            return (1, now - r.last_updated, "")  # the exact age, not the rounded "5m" on screen
+        return sort_key(self.plain_cells(r, now)[i])
+
+    def sorted_rows(self, rows: list[Row]) -> list[Row]:
+        return rows  # sorted in build_rows, before the first max_rows are drawn
+
     def plain_cells(self, r: TaskRow, now: float) -> tuple[str, ...]:
         """The visible columns as text: what the ``/`` filter matches."""
         return (
@@ -393,6 +483,10 @@ class TasksView(View):
     def cells(self, r: TaskRow, now: float) -> tuple[Any, ...]:
         status, ns, family, params, age, worker, task_id = self.plain_cells(r, now)
         return (status_text(status), ns, family, params, Text(age, justify="right"), worker, task_id)
+
+    def raw_of(self, key: str) -> Any:
+        row = self._rows_by_id.get(key)
+        return {"task_id": key, **row.raw} if row else None
 
     def selected_task(self) -> TaskRow | None:
         key = self.selected_key
@@ -497,6 +591,11 @@ class WorkersView(View):
             )
         return rows, notice
 
+    def raw_of(self, key: str) -> Any:
+        snap = self.snapshot
+        row = next((w for w in snap.workers or () if w.name == key), None) if snap else None
+        return dataclasses.asdict(row) if row else None
+
     def cells(self, w: WorkerRow, now: float) -> tuple[Any, ...]:
         stale = self.is_fault(w, now)
         return (
@@ -527,6 +626,7 @@ __all__ = [
     "ActionRequested",
     "NamespacesView",
     "OpenItem",
+    "RawRequested",
     "ShardsView",
     "TaskQueryChanged",
     "TasksView",

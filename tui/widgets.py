@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from rich.cells import cell_len
@@ -202,6 +202,15 @@ class KeyedTable(DataTable[Any]):
         for key, label in zip(self._column_keys, self._labels, strict=True):
             self.add_column(label, key=key)
 
+    def mark_sorted(self, column: str | None, reverse: bool) -> None:
+        """Show ▲/▼ after the label of the column the rows are sorted by."""
+        for key, label in zip(self._column_keys, self._labels, strict=True):
+            mark = (" ▼" if reverse else " ▲") if key == column else ""
+            col = self.columns[ColumnKey(key)]
+            col.label = Text(label + mark)
+        self._require_update_dimensions = True
+        self.refresh()
+
     @property
     def selected_key(self) -> str | None:
         if not self.row_count:
@@ -250,15 +259,15 @@ class KeyedTable(DataTable[Any]):
 
 
 class PromptSuggester(Suggester):
-    """Completes command names, then statuses, namespaces and families known from the last refresh."""
+    """Completes command names, then their arguments: statuses, and the namespaces, families,
+    contexts, log names and columns ``known()`` returns (keyword arguments of :func:`complete`)."""
 
-    def __init__(self, known: Callable[[], tuple[Iterable[str], Iterable[str]]]) -> None:
+    def __init__(self, known: Callable[[], Mapping[str, Iterable[str]]]) -> None:
         super().__init__(use_cache=False, case_sensitive=True)
         self._known = known
 
     async def get_suggestion(self, value: str) -> str | None:
-        namespaces, families = self._known()
-        return complete(value, namespaces=namespaces, families=families)
+        return complete(value, **self._known())
 
 
 class CommandPrompt(Input):
@@ -271,7 +280,8 @@ class CommandPrompt(Input):
 
     def action_accept_completion(self) -> None:
         if self._suggestion:
-            self.value = self._suggestion
+            # a completed word is followed by a space, ready for the next one (not "ns=", which wants its value)
+            self.value = self._suggestion + ("" if self._suggestion.endswith("=") else " ")
             self.cursor_position = len(self.value)
 
     def action_close(self) -> None:
