@@ -39,6 +39,10 @@ class Child:
     ready_method: str = "shard_info"
     proc: subprocess.Popen[bytes] | None = None
     restarts: int = 0
+    #: crashes in a row, each after less than HEALTHY_AFTER seconds of running: the backoff's exponent
+    streak: int = 0
+    #: when this run of the child started (monotonic)
+    started: float = 0.0
     next_start: float = 0.0
     log_path: Path | None = field(default=None)
     #: size of the log when this run of the child started: what it wrote before belongs to earlier runs
@@ -161,6 +165,10 @@ def answers(endpoint: str, method: str, timeout: float = 0.5) -> Any:
         client.close()
 
 
+#: seconds a child must run before its death counts as a new crash rather than one more in a row
+HEALTHY_AFTER = 60.0
+
+
 class Supervisor:
     def __init__(
         self,
@@ -179,6 +187,7 @@ class Supervisor:
 
     def _spawn(self, child: Child) -> None:
         child.log_path = self.log_dir / f"{child.name}.log"
+        child.started = time.monotonic()
         log = open(child.log_path, "ab")
         child.log_offset = log.tell()
         child.proc = subprocess.Popen(
@@ -210,7 +219,9 @@ class Supervisor:
                 time.sleep(0.1)
 
     def check(self) -> None:
-        """Report and restart children that died (with a backoff of up to 10 s)."""
+        """Report and restart children that died, with a backoff: 0.5 s doubling up to 10 s for
+        crashes in a row; a child that ran for ``HEALTHY_AFTER`` seconds before it died starts over
+        at 0.5 s (five crashes spread over a week do not make every later restart wait 10 s)."""
         now = time.monotonic()
         for child in self.children:
             if self._stopping or child.proc is None or child.proc.poll() is None:
@@ -225,7 +236,10 @@ class Supervisor:
                     "every process of this federation was stopped"
                 )
             if child.next_start == 0.0:
-                delay = min(10.0, 0.5 * 2 ** min(child.restarts, 5))
+                if now - child.started >= HEALTHY_AFTER:
+                    child.streak = 0
+                delay = min(10.0, 0.5 * 2 ** min(child.streak, 5))
+                child.streak += 1
                 child.next_start = now + delay
                 print(
                     f"fedctl up: {child.name} exited with code {child.proc.returncode}; restarting in {delay:.1f}s "

@@ -237,3 +237,33 @@ def test_up_on_postgres_gives_each_shard_its_own_schema(tmp_path: Path, pg_url: 
             for i in range(3):
                 c.execute(sa.text(f'DROP SCHEMA IF EXISTS "{prefix}s{i}" CASCADE'))
         eng.dispose()
+
+
+def test_restart_backoff_starts_over_after_a_healthy_run(tmp_path: Path) -> None:
+    """Crashes in a row back off 0.5 s doubling to 10 s; one after a long healthy run waits 0.5 s again."""
+    import io
+    import time as _time
+
+    from fedctl.supervisor import HEALTHY_AFTER, Child, Supervisor
+
+    class Dead:
+        returncode = 1
+
+        def poll(self) -> int:
+            return 1
+
+    child = Child("s0", ["shard", "serve"])
+    sup = Supervisor([child], tmp_path / "logs", out=io.StringIO())
+    child.proc = Dead()  # type: ignore[assignment]
+    delays = []
+    for _ in range(7):  # crashes right after each start
+        child.started = _time.monotonic()
+        child.next_start = 0.0
+        sup.check()
+        delays.append(round(child.next_start - _time.monotonic(), 1))
+    assert delays == [0.5, 1.0, 2.0, 4.0, 8.0, 10.0, 10.0]
+    # then it ran healthy for a while before dying: the backoff starts over
+    child.started = _time.monotonic() - HEALTHY_AFTER - 1
+    child.next_start = 0.0
+    sup.check()
+    assert round(child.next_start - _time.monotonic(), 1) == 0.5
