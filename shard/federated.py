@@ -66,7 +66,7 @@ from shard.scheduler import (
 #: most changes returned by one fed_changes call (the router asks again when ``more`` is set)
 FEED_PAGE = 20_000
 #: seconds a deletion stays in the change feed; a router that pulls less often is told to resync
-FEED_RETENTION = 300.0
+FEED_RETENTION = 120.0
 #: most deletions the change feed keeps, however recent (memory stays flat under any churn)
 FEED_MAX_DELETIONS = 50_000
 
