@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -28,10 +29,41 @@ def _pg_answers(url: str) -> bool:
         return False
 
 
+def _ephemeral_start() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+#: ports handed out in this test process (never twice)
+_GIVEN: set[int] = set()
+
+
 def free_port() -> int:
+    """A free 127.0.0.1 port below the kernel's ephemeral range.
+
+    ``bind(0)`` picks from the ephemeral range, which every outgoing connection (ZeroMQ,
+    Postgres, HTTP clients) also draws from: between this call and the server's bind such a
+    connection could take the port.  Below the range only another server's bind can.
+    """
+    top = min(32000, _ephemeral_start() - 1)
+    rng = random.Random()
+    for _ in range(500):
+        port = rng.randint(20000, top)
+        if port in _GIVEN:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _GIVEN.add(port)
+        return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="session")

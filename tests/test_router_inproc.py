@@ -271,3 +271,13 @@ def test_resources_freed_on_one_shard_are_free_for_the_next_get_work_on_another(
     fed.add(a, worker="X", status="DONE")
     # no clock advance, no periodic pull: the report's answer waited for s0's usage
     assert fed.get_work("Y") == b
+
+
+def test_health_of_a_down_shard_keeps_its_configured_store(fed: Fed) -> None:
+    fed.router.pool.kill("s2")
+    by_id = {s["shard_id"]: s for s in fed.call("federation_health")["shards"]}
+    down = by_id["s2"]
+    assert down["up"] is False and down["error"]
+    # what its config says, as its shard_info would (an SQLite path), never a password
+    assert down["backend"] == "sqlite" and down["location"].endswith("s2.db")
+    assert by_id["s0"]["up"] is True and by_id["s0"]["location"] == fed.servers["s0"].store.location
