@@ -94,7 +94,7 @@ def test_only_boundary_modules_import_io_libraries() -> None:
 @pytest.mark.parametrize(
     ("module", "absent"),
     [
-        ("shard.scheduler", ["zmq", "sqlalchemy", "msgpack", "psycopg2"]),
+        ("shard.scheduler", ["zmq", "sqlalchemy", "msgpack", "psycopg2", "luigi", "tornado"]),
         ("shard.federated", ["zmq", "sqlalchemy", "psycopg2"]),
         ("router.core", ["zmq", "sqlalchemy", "textual"]),
         ("federation.placement", ["zmq", "sqlalchemy", "msgpack", "luigi"]),
