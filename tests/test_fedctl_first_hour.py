@@ -89,6 +89,16 @@ class Up:
         )
         assert self.proc.poll() is None, self.err.read_text()
         wait_for(self.all_up, 60, what="every shard up")
+        # the supervisor has finished starting its children (it prints the banner after): a child
+        # killed from here on is a restart, not a start that failed
+        wait_for(
+            lambda: (
+                self.proc.poll() is not None
+                or "Ctrl-C stops everything" in self.out.read_text("utf-8", "replace")
+            ),
+            60,
+            what="fedctl up's banner",
+        )
 
     def all_up(self) -> bool:
         health = call_ok(self.zmq, "federation_health", timeout=2.0)
