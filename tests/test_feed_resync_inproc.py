@@ -9,70 +9,30 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from federation.config import FederationConfig, RouterConfig, SchedulerConfig, ShardSpec
-from federation.placement import Placement
-from router.core import FakeClock, InProcRouter
+from federation.config import SchedulerConfig
+from router.core import FakeClock
 from router.links import LinkState
-from shard.app import build_federated_shard
-from shard.federated import FederatedCore
-from shard.server import ShardServer
+from tests.inproc_federation import InProcFederation
 
 IDS = ["s0", "s1"]
 W = "worker-b"  # adds B (on s1), which needs A (on s0)
 W0 = "worker-a"  # adds A on s0, then goes away: A is removed there
 
 
-class Fed:
+class Fed(InProcFederation):
     def __init__(self, tmp_path: Path) -> None:
-        shards = tuple(
-            ShardSpec(sid, f"tcp://127.0.0.1:{21000 + i}", f"sqlite:///{tmp_path / f'{sid}.db'}", None)
-            for i, sid in enumerate(IDS)
-        )
-        self.config = FederationConfig(
-            shards=shards,
-            groups={"default": tuple(IDS)},
-            namespaces={},
-            default_group="default",
-            router=RouterConfig(timeout=2.0, health_timeout=1.0, relay_interval=0.5),
-            scheduler=SchedulerConfig(worker_disconnect_delay=10.0, remove_delay=10.0),
-        )
-        self.placement = Placement.from_config(self.config)
-        self.clock = FakeClock()
-        self.servers: dict[str, ShardServer] = {
-            sid: build_federated_shard(self.config, sid, in_process=True, clock=self.clock) for sid in IDS
-        }
-        self.router = InProcRouter(self.config, dict(self.servers), clock=self.clock)
-        self.router.settle()
-
-    def core(self, sid: str) -> FederatedCore:
-        core = self.servers[sid].core
-        assert isinstance(core, FederatedCore)
-        return core
-
-    def call(self, method: str, **kwargs: Any) -> Any:
-        return self.router.call(method, **kwargs)
-
-    def task_on(self, sid: str, tag: str) -> str:
-        for i in range(10_000):
-            task_id = f"xs.T_{tag}_{i}"
-            if self.placement.owner(task_id) == sid:
-                return task_id
-        raise AssertionError(f"no task id for {sid}")
+        clock = FakeClock()  # one clock: the shards' scheduler time and the router's
+        scheduler = SchedulerConfig(worker_disconnect_delay=10.0, remove_delay=10.0)
+        super().__init__(tmp_path, IDS, scheduler, clock=clock, shard_clock=clock)
 
     def pass_time(self, seconds: float) -> None:
         """Time passes; W keeps polling (stays alive), W0 does not; every shard prunes."""
         self.clock.advance(seconds)
         self.call("ping", worker=W)
         self.call("prune")
-
-    def close(self) -> None:
-        for server in self.servers.values():
-            server.store.close()
-            server.close()
 
 
 @pytest.fixture

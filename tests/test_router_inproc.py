@@ -15,62 +15,19 @@ from typing import Any
 
 import pytest
 
-from federation.config import FederationConfig, RouterConfig, SchedulerConfig, ShardSpec
 from federation.errors import FederationError, TransportError
-from federation.placement import Placement
-from router.core import FakeClock, InProcRouter
 from router.links import LinkState
-from shard.app import build_federated_shard
-from shard.server import ShardServer
+from tests.inproc_federation import InProcFederation
 
 IDS = ["s0", "s1", "s2"]
 W = "worker-1"
 
 
-def make_config(tmp_path: Path) -> FederationConfig:
-    shards = tuple(
-        ShardSpec(
-            sid,
-            f"tcp://127.0.0.1:{20000 + i}",
-            f"sqlite:///{tmp_path / f'{sid}.db'}?synchronous=normal",
-            None,
-        )
-        for i, sid in enumerate(IDS)
-    )
-    return FederationConfig(
-        shards=shards,
-        groups={"default": tuple(IDS)},
-        namespaces={},
-        default_group="default",
-        router=RouterConfig(timeout=2.0, health_timeout=1.0, relay_interval=0.5),
-        scheduler=SchedulerConfig(),
-    )
-
-
-class Fed:
-    """An in-process federation of three shards and its router."""
+class Fed(InProcFederation):
+    """Three shards and the router; the worker's calls as a Luigi worker makes them."""
 
     def __init__(self, tmp_path: Path) -> None:
-        self.config = make_config(tmp_path)
-        self.placement = Placement.from_config(self.config)
-        self.clock = FakeClock()
-        self.servers: dict[str, ShardServer] = {sid: self.build(sid) for sid in IDS}
-        self.router = InProcRouter(self.config, dict(self.servers), clock=self.clock)
-        self.router.settle()  # first contact: every shard is synchronised
-
-    def build(self, sid: str) -> ShardServer:
-        return build_federated_shard(self.config, sid, in_process=True)
-
-    def call(self, method: str, **kwargs: Any) -> Any:
-        return self.router.call(method, **kwargs)
-
-    def task_on(self, sid: str, tag: str) -> str:
-        """A task id (namespace ``xs``) that placement puts on shard ``sid``."""
-        for i in range(10_000):
-            task_id = f"xs.T_{tag}_{i}"
-            if self.placement.owner(task_id) == sid:
-                return task_id
-        raise AssertionError(f"no task id for {sid}")
+        super().__init__(tmp_path, IDS)
 
     def add(self, task_id: str, *, deps: list[str] | None = None, worker: str = W, **kw: Any) -> Any:
         return self.call(
@@ -79,20 +36,6 @@ class Fed:
 
     def get_work(self, worker: str = W) -> str | None:
         return self.call("get_work", worker=worker, host="h")["task_id"]
-
-    def restart(self, sid: str) -> None:
-        """kill -9 and start again from the store (new epoch)."""
-        self.router.pool.kill(sid)
-        old = self.servers[sid]
-        old.store.close()
-        old.close()
-        self.servers[sid] = self.build(sid)
-        self.router.pool.restart(sid, self.servers[sid])
-
-    def close(self) -> None:
-        for server in self.servers.values():
-            server.store.close()
-            server.close()
 
 
 @pytest.fixture
