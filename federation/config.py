@@ -206,8 +206,27 @@ class ShardSpec:
     endpoint: str
     #: store URL: ``sqlite:///path/s0.db`` (a bare path means an SQLite file) or ``postgresql://...``
     store: str
-    #: Postgres schema (default ``fed_<id>``, chosen by the store); ignored for SQLite
+    #: Postgres schema (default :func:`schema_for_shard`); ignored for SQLite
     schema: str | None = None
+
+    @property
+    def backend(self) -> str:
+        """``postgres`` or ``sqlite``, from the store URL (what the shard's store reports)."""
+        return "postgres" if self.store.lower().startswith("postgres") else "sqlite"
+
+    @property
+    def location(self) -> str:
+        """Where the store keeps this shard, as the shard reports it (an SQLite path, a Postgres
+        schema); never the URL's user or password."""
+        if self.backend == "postgres":
+            return f"schema {self.schema or schema_for_shard(self.id)}"
+        path = self.store.split("://", 1)[-1].split("?", 1)[0]
+        return path[1:] if self.store.startswith("sqlite:///") else path
+
+
+def schema_for_shard(shard_id: str) -> str:
+    """The default Postgres schema of a shard: ``fed_`` + the id lowercased, other characters -> ``_``."""
+    return "fed_" + re.sub(r"[^a-z0-9_]", "_", shard_id.lower())
 
 
 @dataclass(frozen=True, slots=True)

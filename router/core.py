@@ -16,7 +16,6 @@ that must not run inside the callback that caused it goes on the ``soon`` list, 
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -503,8 +502,8 @@ class RouterCore:
                         "namespaces": dict(fed.get("namespaces") or {}),
                         "workers": int(fed.get("workers") or 0),
                         # a shard that does not answer: what its config says (never a password)
-                        "backend": info.get("backend") or configured_backend(link.spec.store),
-                        "location": info.get("location") or configured_location(link.spec),
+                        "backend": info.get("backend") or link.spec.backend,
+                        "location": info.get("location") or link.spec.location,
                         "version": info.get("version"),
                         "started": info.get("started"),
                     }
@@ -553,21 +552,6 @@ class RouterCore:
                 sid, "shard_info", {}, on_info, timeout=self.health_timeout, force=True, probe=True
             )
             self.pool.call(sid, "fed_health", {}, on_fed, timeout=self.health_timeout, force=True)
-
-
-def configured_backend(store: str) -> str:
-    """``sqlite`` or ``postgres``, from a shard's store URL (as its ``shard_info`` would say)."""
-    return "postgres" if store.lower().startswith("postgres") else "sqlite"
-
-
-def configured_location(spec: Any) -> str:
-    """A shard's store location as its ``shard_info`` would say it (an SQLite path, a Postgres
-    schema), from the config alone."""
-    if configured_backend(spec.store) == "postgres":
-        schema = spec.schema or "fed_" + re.sub(r"[^a-z0-9_]", "_", spec.id.lower())
-        return f"schema {schema}"
-    path = spec.store.split("://", 1)[-1].split("?", 1)[0]
-    return path[1:] if path.startswith("/") and spec.store.startswith("sqlite:///") else path
 
 
 def _key(task_id: Any) -> bytes:

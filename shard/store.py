@@ -53,6 +53,7 @@ from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.pool import NullPool
 from sqlalchemy.schema import CreateSchema
 
+from federation.config import schema_for_shard
 from federation.errors import ConfigError, FederationError, ShardLockedError, StorageError
 from shard.changes import Changes, Event, Snapshot
 
@@ -131,11 +132,6 @@ T = TypeVar("T")
 
 
 # -- helpers -------------------------------------------------------------------
-
-
-def schema_for_shard(shard_id: str) -> str:
-    """The default Postgres schema of a shard: ``fed_`` + the id lowercased, other characters -> ``_``."""
-    return "fed_" + re.sub(r"[^a-z0-9_]", "_", shard_id.lower())
 
 
 def _unpack(blob: bytes) -> Any:
