@@ -54,8 +54,7 @@ def merge_tasks(
         if not isinstance(tasks, dict):
             continue
         for task_id, entry in tasks.items():
-            record = entry[1] if isinstance(entry, tuple) and len(entry) == 2 else entry  # task_search's
-            t = record.get("start_time") if isinstance(record, dict) else None
+            t = entry.get("start_time") if isinstance(entry, dict) else None
             if isinstance(t, (int, float)) and not isinstance(t, bool):
                 # at equal times the task a worker added comes before the placeholders of its deps
                 seen = (t, 0 if owner(task_id) == shard_id else 1)
@@ -75,8 +74,6 @@ def merge_tasks(
         t = first[0]
         if isinstance(entry, dict) and entry.get("start_time") != t:
             merged[task_id] = {**entry, "start_time": t}
-        elif isinstance(entry, tuple) and isinstance(entry[1], dict) and entry[1].get("start_time") != t:
-            merged[task_id] = (entry[0], {**entry[1], "start_time": t})
     return _in_luigi_order(merged, order, {k: v[1] for k, v in first_seen.items()})
 
 
@@ -95,8 +92,7 @@ def _in_luigi_order(
 
     def key(item: tuple[int, tuple[str, Any]]) -> tuple[float, int, int]:
         i, (task_id, entry) = item
-        record = entry[1] if isinstance(entry, tuple) and len(entry) == 2 else entry
-        t = record.get(field) if isinstance(record, dict) else None
+        t = entry.get(field) if isinstance(entry, dict) else None
         t = t if isinstance(t, (int, float)) and not isinstance(t, bool) else float("inf")
         tie = first_as_placeholder.get(task_id, 0) if field == "start_time" else 0
         return (t, tie, i)
@@ -220,13 +216,18 @@ def merge_task_search(results: Results, owner: Owner) -> dict[str, dict[str, Any
         for status, group in by_status.items():
             if isinstance(group, dict):
                 for task_id, entry in group.items():
-                    tasks[task_id] = (status, entry)
+                    # the group a task was found in travels with it through the merge (copies)
+                    tasks[task_id] = {**entry, _GROUP: status} if isinstance(entry, dict) else entry
         flat.append((shard_id, tasks))
-    merged = merge_tasks(flat, owner)
     out: dict[str, dict[str, Any]] = {}
-    for task_id, (status, entry) in merged.items():
-        out.setdefault(status, {})[task_id] = entry
+    for task_id, entry in merge_tasks(flat, owner).items():
+        if isinstance(entry, dict):
+            entry = dict(entry)
+            out.setdefault(entry.pop(_GROUP), {})[task_id] = entry
     return out
+
+
+_GROUP = "\0status"
 
 
 def merge_worker_list(
