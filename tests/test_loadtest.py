@@ -435,30 +435,21 @@ def test_command_line_run_and_compare(tmp_path: Path) -> None:
     assert r.returncode == 2 and "cannot read" in r.stderr
 
 
-def test_the_driver_retries_long_enough_to_outlast_a_restart() -> None:
+def test_the_driver_retries_long_enough_to_outlast_a_restart(monkeypatch: pytest.MonkeyPatch) -> None:
     """A channel that fails for ~20 s (a shard restart under load) is outlasted; waits double."""
-    from loadtest.drivers import ChannelError, DriverConfig, call_retrying
-
-    cfg = DriverConfig(endpoint="tcp://127.0.0.1:1")
-    slept: list[float] = []
-
-    class Flaky:
-        calls = 0
-
-        def call(self, method: str, kwargs: dict) -> str:
-            self.calls += 1
-            if sum(slept) < 20.0:
-                raise ChannelError("unavailable")
-            return "ok"
-
     import loadtest.drivers as drivers
 
-    real_sleep = drivers.time.sleep
-    drivers.time.sleep = slept.append  # type: ignore[assignment]
-    try:
-        counters: dict[str, int] = {}
-        assert call_retrying(Flaky(), "get_work", {}, cfg.attempts, cfg.retry_wait, counters) == "ok"  # type: ignore[arg-type]
-    finally:
-        drivers.time.sleep = real_sleep  # type: ignore[assignment]
+    cfg = drivers.DriverConfig(endpoint="tcp://127.0.0.1:1")
+    slept: list[float] = []
+    monkeypatch.setattr(drivers.time, "sleep", slept.append)
+
+    class Flaky:
+        def call(self, method: str, kwargs: dict) -> str:
+            if sum(slept) < 20.0:
+                raise drivers.ChannelError("unavailable")
+            return "ok"
+
+    counters: dict[str, int] = {}
+    assert drivers.call_retrying(Flaky(), "get_work", {}, cfg.attempts, cfg.retry_wait, counters) == "ok"  # type: ignore[arg-type]
     assert slept[:4] == [0.5, 1.0, 2.0, 4.0] and max(slept) == drivers.MAX_RETRY_WAIT
     assert counters["retries"] == len(slept)
