@@ -129,7 +129,7 @@ METHODS: dict[str, Route] = {
     "worker_list": _read(merge.worker_list_reply),
     "resource_list": _read(merge.resource_list_reply),
     "graph": Route(ALL, merge.graph_reply, read=True, shard_method="fed_graph"),
-    "task_search": _read(merge.task_search_reply),
+    "task_search": Route(ALL, merge.task_search_reply, read=True, shard_method="fed_task_search"),
     "is_paused": _read(merge.paused_reply),
     "prune_history": _read(merge.prune_history_reply),
     "pause": Route(ALL, merge.nothing_reply),
