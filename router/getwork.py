@@ -74,6 +74,10 @@ class GetWork:
                     return
                 core.resources.note(sid, result, versions[sid])
                 self.answers[sid] = result["reply"]
+                if result["reply"].get("worker_state") == merge.DISABLED_STATE:
+                    # disabled on one shard is disabled: Luigi's answer to a disabled worker
+                    core.reply(self.call, result["reply"])
+                    return
                 offer = result.get("offer")
                 if isinstance(offer, dict):
                     rank = offer.get("rank") or [0, 0]

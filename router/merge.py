@@ -317,10 +317,23 @@ _GROUP = "\0status"
 def merge_worker_list(
     results: Results, owner: Owner, *, include_running: bool = True
 ) -> list[dict[str, Any]]:
-    """``worker_list``: one row per worker id, newest ``started`` first (Luigi's order)."""
+    """``worker_list``: one row per worker id, newest ``started`` first (Luigi's order).
+
+    A shard answers ``fed_worker_list``: ``{"workers": Luigi's list, "order": {name: n}}``; among
+    equal ``started`` Luigi keeps the order it first heard of the workers: the smallest creation
+    number over the shards (a plain ``worker_list`` answer is taken as is)."""
     rows: dict[str, dict[str, Any]] = {}
     running: dict[str, list[tuple[str, dict[str, Any]]]] = {}
-    for shard_id, workers in results:
+    first: dict[str, int] = {}
+    plain: Results = []
+    for shard_id, r in results:
+        if isinstance(r, dict) and set(r) == {"workers", "order"} and isinstance(r["order"], dict):
+            for name, n in r["order"].items():
+                if isinstance(n, int) and not isinstance(n, bool):
+                    first[name] = min(first.get(name, n), n)
+            r = r["workers"]
+        plain.append((shard_id, r))
+    for shard_id, workers in plain:
         if not isinstance(workers, list):
             continue
         for w in workers:
@@ -357,7 +370,10 @@ def merge_worker_list(
             tasks = merge_tasks(running.get(row["name"], []), owner, order="last_updated")
             row["running"] = tasks
             row["num_running"] = len(tasks)
-    out.sort(key=lambda r: (r.get("started") is not None, r.get("started") or 0), reverse=True)
+    out.sort(
+        key=lambda r: (r.get("started") is not None, r.get("started") or 0, -first.get(r["name"], 0)),
+        reverse=True,
+    )
     return out
 
 

@@ -81,6 +81,7 @@ FED_METHODS = (
     "fed_graph",
     "fed_task_list",
     "fed_task_search",
+    "fed_worker_list",
     "fed_health",
     "fed_inverse_dep_graph",
 )
@@ -508,6 +509,14 @@ class FederatedCore:
         found = self.core.task_search(**kwargs)
         ids = [tid for group in found.values() for tid in group]
         return {"found": found, "order": {tid: list(k) for tid, k in self.core.order_keys(ids).items()}}
+
+    def fed_worker_list(self, **kwargs: Any) -> dict[str, Any]:
+        """Luigi's ``worker_list`` (``{"workers": [...]}``) and each worker's creation number
+        (``{"order": {worker: n}}``): Luigi lists workers of equal ``started`` in the order it
+        first heard of them, which the numbers give across shards."""
+        workers = self.core.worker_list(**kwargs)
+        order = self.core.worker_order()
+        return {"workers": workers, "order": {w["name"]: order.get(w["name"], 0) for w in workers}}
 
     def fed_graph(self, **kwargs: Any) -> dict[str, Any]:
         """Luigi's ``graph`` and the creation order of this shard's tasks (mirrors included): the

@@ -1942,6 +1942,12 @@ class SchedulerCore:
             self._seq = stamp
         if stamp > self._cseq:
             self._cseq = stamp
+        if stamp > self._wseq:
+            self._wseq = stamp
+
+    def worker_order(self) -> dict[str, int]:
+        """``{worker_id: creation number}`` (the numbers follow :meth:`observe_stamp`)."""
+        return {wid: w.cseq for wid, w in self._workers.items()}
 
     def order_keys(self, task_ids: Iterable[str]) -> dict[str, tuple[int, int]]:
         """``{task_id: (status-entry number, creation number)}`` of the tasks this core has."""

@@ -37,7 +37,6 @@ KNOWN_3_SHARDS = frozenset(
         "case_batch_update_status_progress_and_resources",
         "case_batched_tasks_become_batch_running",
         "case_dep_graphs",
-        "case_disable_worker_assistant_gets_no_task",
         "case_failed_batch_runner_is_removed_at_next_prune",
         "case_finish_batch",
         "case_get_work_do_not_batch_non_batchable_item",
