@@ -49,33 +49,34 @@ def merge_tasks(
     """
     merged: dict[str, Any] = {}
     foreign: dict[str, Any] = {}
-    #: a task's creation is its first mention anywhere (a placeholder on a dependent's shard can be
-    #: older than the owner's record), as in one scheduler
-    first_seen: dict[str, tuple[float, int]] = {}
+    #: a task's creation is its first mention anywhere.  The owner takes a placeholder's
+    #: earlier creation on a dependent's shard as its own (``fed_first_mention``), so its time
+    #: is the task's; without the owner's entry, the earliest placeholder's
+    mirror_time: dict[str, float] = {}
     for shard_id, tasks in results:
         if not isinstance(tasks, dict):
             continue
         for task_id, entry in tasks.items():
-            t = entry.get("start_time") if isinstance(entry, dict) else None
-            if isinstance(t, (int, float)) and not isinstance(t, bool):
-                # at equal times the task a worker added comes before the placeholders of its deps
-                seen = (t, 0 if owner(task_id) == shard_id else 1)
-                if seen < first_seen.get(task_id, (t + 1, 0)):
-                    first_seen[task_id] = seen
             if owner(task_id) == shard_id:
                 merged[task_id] = entry
-            elif task_id not in foreign:
+                continue
+            if task_id not in foreign:
                 foreign[task_id] = entry
+            t = entry.get("start_time") if isinstance(entry, dict) else None
+            if (
+                isinstance(t, (int, float))
+                and not isinstance(t, bool)
+                and t < mirror_time.get(task_id, t + 1)
+            ):
+                mirror_time[task_id] = t
+    placeholder: dict[str, int] = {}
     for task_id, entry in foreign.items():
         if task_id not in merged and (keep_mirror is None or keep_mirror(entry)):
+            t = mirror_time.get(task_id)
+            if t is not None and isinstance(entry, dict) and entry.get("start_time") != t:
+                entry = {**entry, "start_time": t}
             merged[task_id] = entry
-    for task_id, entry in merged.items():
-        first = first_seen.get(task_id)
-        if first is None:
-            continue
-        t = first[0]
-        if isinstance(entry, dict) and entry.get("start_time") != t:
-            merged[task_id] = {**entry, "start_time": t}
+            placeholder[task_id] = 1  # at equal times the task a worker added comes first
     if order_keys is not None:
         inf = float("inf")
         return {
@@ -84,7 +85,7 @@ def merge_tasks(
                 enumerate(merged.items()), key=lambda item: (order_keys.get(item[1][0], inf), item[0])
             )
         }
-    return _in_luigi_order(merged, order, {k: v[1] for k, v in first_seen.items()})
+    return _in_luigi_order(merged, order, placeholder)
 
 
 def _in_luigi_order(
