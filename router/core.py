@@ -112,6 +112,8 @@ class RouterCore:
             on_report=lambda link, report, version: self.resources.note(link.id, report, version),
             report_version=self.resources.version,
             on_workers=self.workers.on_shard_workers,
+            on_hosted=self.workers.on_hosted,
+            on_deleted=self.workers.unpin,
             interval=config.router.relay_interval,
         )
         self._next_forget = clock() + FORGET_INTERVAL
@@ -324,11 +326,14 @@ class RouterCore:
         if not isinstance(task_id, str):
             self.fail(call, BadArgumentsError("add_task: task_id must be a string"))
             return
-        self.workers.pin_runner(task_id, kwargs.get("batch_id"))
+        batch_id = kwargs.get("batch_id")
+        if kwargs.get("status") == "RUNNING":
+            self.workers.pin_runner(task_id, batch_id)
         sid = self.route(task_id)
-        runner = task_id in self.workers.pinned
-        if runner and kwargs.get("status") in ("DONE", "FAILED", "DISABLED"):
-            del self.workers.pinned[task_id]
+        # a batch runner's report changes its batch's tasks (on other shards too)
+        runner = task_id in self.workers.pinned or (
+            isinstance(batch_id, str) and batch_id in self.workers.cross
+        )
         link = self.links[sid]
         worker = kwargs.get("worker")
         if isinstance(worker, str) and link.state is not LinkState.DOWN:

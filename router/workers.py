@@ -30,6 +30,15 @@ class WorkerState:
     last_seen: float = 0.0
 
 
+@dataclass(slots=True)
+class CrossBatch:
+    """A batch whose tasks were handed out by several shards (``WorkerRegistry.cross``)."""
+
+    worker: str
+    members: dict[str, str]  # task id -> shard
+    runner: bool = False
+
+
 class WorkerRegistry:
     def __init__(self, pool: ShardPool, *, forget_after: float, home: Callable[[str], str]) -> None:
         self.pool = pool
@@ -39,10 +48,14 @@ class WorkerRegistry:
         self.home = home
         self.forget_after = max(MIN_FORGET_AFTER, forget_after)
         self.workers: dict[str, WorkerState] = {}
-        #: batch id -> shard that handed the batch out; batch runner task id -> that shard
+        #: batch id -> shard that handed the batch out; batch runner task id -> that shard (kept
+        #: until that shard deletes the runner: it is hosted there, ``fed_state().hosted``)
         self.batches: dict[str, str] = {}
         self.pinned: dict[str, str] = {}
         self._batch_worker: dict[str, str] = {}
+        #: batches handed out from several shards and not settled yet: batch id -> its worker,
+        #: its tasks' shards, and whether its runner was reported (router/getwork.py)
+        self.cross: dict[str, CrossBatch] = {}
 
     def get(self, worker: Any) -> WorkerState | None:
         return self.workers.get(worker) if isinstance(worker, str) else None
@@ -143,9 +156,45 @@ class WorkerRegistry:
 
     def pin_runner(self, task_id: str, batch_id: Any) -> None:
         """Luigi's batch runner: its task id is new, its members sit on the shard that handed the
-        batch out, and that shard must see the runner's every report."""
-        if isinstance(batch_id, str) and batch_id in self.batches:
-            self.pinned[task_id] = self.batches[batch_id]
+        batch out, and that shard must see the runner's every report.  A runner that is one of
+        its batch's tasks (Luigi allows it) stays with its owner."""
+        if not isinstance(batch_id, str):
+            return
+        cross = self.cross.get(batch_id)
+        if cross is not None:
+            cross.runner = True
+            if task_id in cross.members:
+                return
+        sid = self.batches.get(batch_id)
+        if sid is not None:
+            self.pinned[task_id] = sid
+
+    def cross_handed_out(self, batch_id: str, home: str, worker: Any, members: dict[str, str]) -> None:
+        self.batch_handed_out(batch_id, home, worker)
+        if isinstance(worker, str):
+            self.cross[batch_id] = CrossBatch(worker, members)
+
+    def orphaned(self, worker: Any) -> list[str]:
+        """The worker's batches over several shards whose runner it never reported, forgotten:
+        Luigi resets them to PENDING on the worker's next ``get_work`` with ``current_tasks``."""
+        gone = [b for b, c in self.cross.items() if c.worker == worker and not c.runner]
+        for batch_id in gone:
+            del self.cross[batch_id]
+        return gone
+
+    def settled(self, batch_id: str) -> None:
+        self.cross.pop(batch_id, None)
+
+    def on_hosted(self, sid: str, task_ids: list[str]) -> None:
+        """A shard (re)synchronised: it hosts these batch runners (ids another shard owns)."""
+        for task_id in task_ids:
+            if isinstance(task_id, str):
+                self.pinned[task_id] = sid
+
+    def unpin(self, task_id: str, sid: str) -> None:
+        """Shard ``sid`` deleted ``task_id``: a runner pinned there is gone."""
+        if self.pinned.get(task_id) == sid:
+            del self.pinned[task_id]
 
     def forget(self, now: float) -> None:
         """Forget workers silent for ``forget_after``, and the batches they were handed."""
@@ -156,4 +205,5 @@ class WorkerRegistry:
             dead = set(gone)
             for batch_id in [b for b, w in self._batch_worker.items() if w in dead]:
                 self.batches.pop(batch_id, None)
+                self.cross.pop(batch_id, None)
                 del self._batch_worker[batch_id]
