@@ -457,7 +457,14 @@ class RouterCore:
         if not isinstance(worker, str):
             self.fail(call, BadArgumentsError("get_work: worker is required"))
             return
-        targets = self.workers.targets(worker, all_shards=bool(call.args.get("assistant")))
+        assistant = bool(call.args.get("assistant"))
+        targets = self.workers.targets(worker, all_shards=assistant)
+        if assistant:
+            # an assistant may run any shard's task: every shard meets it (its add_worker info and
+            # batchers first), and its pings keep it alive on all of them
+            for sid in targets:
+                if self.links[sid].state is not LinkState.DOWN:
+                    self.workers.meet(worker, sid)
         GetWork(self, call, self.workers.rotation(worker, targets)).start()
 
     def _on_graph(self, call: Call, route: Route) -> None:

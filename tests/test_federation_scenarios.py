@@ -21,10 +21,6 @@ from tests.test_scheduler_differential import CASES, _run_case
 #: cases a 3-shard federation does not answer like one luigid yet, and why (docs/federation.md)
 KNOWN_3_SHARDS = frozenset(
     {
-        "case_assistant_has_different_resources_than_scheduled",
-        "case_assistant_has_different_resources_than_scheduled_new_task_id",
-        "case_assistant_running_task_dont_disappear",
-        "case_assistants_dont_nurture_finished_statuses",
         "case_batch_ignore_items_not_ready",
         "case_dep_graphs",
         "case_lock_resources_for_second_worker",
