@@ -139,6 +139,7 @@ class RouterCore:
     def step(self, *, timers: bool = True) -> None:
         """One turn's work after the sockets were read: callbacks, relay, deadlines, timers."""
         self.run_soon()
+        self.workers.flush_touches()
         self.relay.flush()
         self.pool.expire()
         if timers:
@@ -338,6 +339,7 @@ class RouterCore:
         worker = kwargs.get("worker")
         if isinstance(worker, str) and link.state is not LinkState.DOWN:
             self.workers.meet(worker, sid)
+            self.workers.active_on(worker, sid)
         if kwargs.get("resources"):
             self.resources.on_add_task(sid)
         finished = kwargs.get("status") in ("DONE", "FAILED", "DISABLED")

@@ -66,6 +66,9 @@ class GetWork:
             else:
                 live.append(sid)
         if len(live) <= 1 or any(pool.links[sid].federated is not True for sid in live):
+            worker = self.call.args.get("worker")
+            if len(live) == 1 and isinstance(worker, str):
+                self.core.workers.active_on(worker, live[0])
             self.queue = live
             self.next()
             return

@@ -16,6 +16,8 @@ from router.links import LinkState, ShardPool
 
 #: a worker silent this long at least is gone (luigid drops it after worker_disconnect_delay)
 MIN_FORGET_AFTER = 600.0
+#: seconds between two activity touches of one worker on one shard (``WorkerRegistry.active_on``)
+TOUCH_EVERY = 1.0
 
 
 @dataclass(slots=True)
@@ -28,6 +30,8 @@ class WorkerState:
     disabled: bool = False
     turn: int = 0
     last_seen: float = 0.0
+    #: shard -> when the router last passed this worker's activity on to it (``active_on``)
+    touched: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -56,6 +60,10 @@ class WorkerRegistry:
         #: batches handed out from several shards and not settled yet: batch id -> its worker,
         #: its tasks' shards, and whether its runner was reported (router/getwork.py)
         self.cross: dict[str, CrossBatch] = {}
+        #: shard -> workers active elsewhere since the last flush (``fed_touch_workers``)
+        self._touches: dict[str, dict[str, None]] = {}
+        #: seconds between two touches of one worker on one shard (0: every activity, exactly)
+        self.touch_every = TOUCH_EVERY
 
     def get(self, worker: Any) -> WorkerState | None:
         return self.workers.get(worker) if isinstance(worker, str) else None
@@ -74,6 +82,33 @@ class WorkerRegistry:
             return
         ws.shards[sid] = None
         self._replay(worker, ws, sid)
+
+    def active_on(self, worker: str, sid: str) -> None:
+        """``worker`` called shard ``sid`` (an ``add_task``, a ``get_work`` there): the other shards
+        that know it hear of it too (at most every ``TOUCH_EVERY`` s), so none of them prunes it
+        as gone while it works elsewhere: luigid has one ``last_active`` per worker."""
+        ws = self.workers.get(worker)
+        if ws is None or len(ws.shards) < 2:
+            return
+        now = self.pool.clock()
+        ws.touched[sid] = now
+        for other in ws.shards:
+            if other != sid and (other not in ws.touched or now - ws.touched[other] >= self.touch_every):
+                ws.touched[other] = now
+                self._touches.setdefault(other, {})[worker] = None
+
+    def flush_touches(self) -> None:
+        """Once per router turn: one ``fed_touch_workers`` per shard with workers active elsewhere."""
+        if not self._touches:
+            return
+        touches, self._touches = self._touches, {}
+
+        def ignore(result: Any, err: Any) -> None:
+            """Best effort: the worker's next call there touches it anyway."""
+
+        for sid, workers in touches.items():
+            if self.pool.links[sid].state is not LinkState.DOWN:
+                self.pool.call(sid, "fed_touch_workers", {"workers": list(workers)}, ignore)
 
     def on_shard_workers(self, sid: str, workers: list[str]) -> None:
         """A shard (re)synchronised: it knows these workers; replay what the router knows of them."""

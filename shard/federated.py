@@ -89,6 +89,7 @@ FED_METHODS = (
     "fed_health",
     "fed_inverse_dep_graph",
     "fed_first_mention",
+    "fed_touch_workers",
     "fed_batch_candidates",
     "fed_batch_claim",
     "fed_batch_release",
@@ -581,6 +582,12 @@ class FederatedCore:
         workers = self.core.worker_list(**kwargs)
         order = self.core.worker_order()
         return {"workers": workers, "order": {w["name"]: order.get(w["name"], 0) for w in workers}}
+
+    def fed_touch_workers(self, workers: list[str]) -> None:
+        """These workers are active on another shard: active here too (``last_active``)."""
+        if not isinstance(workers, list) or not all(isinstance(w, str) for w in workers):
+            raise TypeError("workers must be a list of worker ids")
+        self.core.touch_workers(workers)
 
     def fed_first_mention(self, mentions: dict[str, list[Any]]) -> None:
         """``{task_id: [time, creation number]}``: another shard made these tasks (owned here)

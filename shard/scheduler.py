@@ -1825,6 +1825,16 @@ class SchedulerCore:
         if self.keep_batch_effects:
             self._batch_effects.append(effect)
 
+    def touch_workers(self, worker_ids: Iterable[str]) -> None:
+        """These workers were active on another scheduler of the federation just now: they are
+        active here too (``last_active``), as with one luigid.  Unknown workers are left alone."""
+        now = self._begin()
+        for worker_id in worker_ids:
+            w = self._workers.get(worker_id)
+            if w is not None and w.last_active < now:
+                w.last_active = now
+                self._d_workers.add(worker_id)
+
     def first_mention(self, task_id: str, time: float, number: int) -> None:
         """Another shard made ``task_id`` a dependency placeholder at ``time`` (creation
         ``number``): in one scheduler that placeholder *is* the task, so its creation time (Luigi's

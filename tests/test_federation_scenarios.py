@@ -30,7 +30,6 @@ KNOWN_3_SHARDS = frozenset(
         "case_priority_update_with_pruning",
         "case_scheduler_with_priority_and_competing_resources",
         "case_single_resource_lock",
-        "case_start_time_and_last_updated",
         "case_stop_locking_resource_for_uninterested_worker",
     }
 )
