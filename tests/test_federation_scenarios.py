@@ -36,13 +36,11 @@ KNOWN_3_SHARDS = frozenset(
 
 
 def _why(name: str) -> str:
-    if "batch" in name:
-        return "a batchable family's tasks on several shards are batched per shard"
     if "resource" in name or "lock" in name:
         return "Luigi's greedy resource reservation for other workers is per shard"
-    if "assistant" in name:
-        return "an assistant's view of other workers' tasks across shards"
-    return "per-shard worker liveness or ordering ties across shards"
+    if "graph" in name or "batch_ignore" in name:
+        return "graph/dep_graph nodes of family-less tasks or cut at max_graph_nodes across shards"
+    return "a mirror keeps a pruned task's first mention after its owner re-created it"
 
 
 class OneShard(FederationAsCore):
