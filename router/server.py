@@ -62,6 +62,14 @@ class ZmqShardPool(ShardPool):
                 sock = transport.connect_dealer(ctx, link.spec.endpoint, immediate=True)
                 self._socks[sid] = sock
                 self._by_sock[sock] = link
+                # A shard with standbys: one DEALER connected to every endpoint it may be served on.
+                # Only the owner binds (a standby binds after it took the shard over), and with
+                # ZMQ_IMMEDIATE requests go only to completed connections: to the owner alone.
+                for endpoint in link.spec.standbys:
+                    try:
+                        sock.connect(endpoint)
+                    except zmq.ZMQError as e:
+                        raise TransportError(f"cannot connect to {endpoint}: {e}") from e
         except BaseException:
             self.close()
             raise
