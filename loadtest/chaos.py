@@ -76,7 +76,7 @@ class ChaosSpec:
 
 PROFILES = {
     # CI: one fault of each kind, short gaps (the run must last ~30 s: see tests/test_chaos.py)
-    "short": ChaosSpec(faults=len(KINDS), gap=(0.5, 1.5), freeze=(1.0, 4.5), first=1.0, session_timeout=2.0),
+    "short": ChaosSpec(faults=len(KINDS), gap=(1.0, 3.0), freeze=(1.0, 4.5), first=2.0, session_timeout=2.0),
     # the documented run: 20 faults, every kind several times
     "long": ChaosSpec(faults=20, gap=(2.0, 6.0), freeze=(1.0, 8.0), first=2.0, session_timeout=3.0),
 }
