@@ -339,3 +339,31 @@ def test_config_standbys_are_checked_and_round_trip(tmp_path: Path) -> None:
     assert "tcp://a:1 is used by another shard" in text
     assert "not a ZeroMQ endpoint" in text or "must be a ZeroMQ endpoint" in text
     assert "session_timeout: must be a number of seconds" in text
+
+
+def test_deploy_renders_standby_units_for_systemd_and_refuses_kubernetes() -> None:
+    from fedctl.deploy import RenderOptions, render
+    from federation.config import ConfigError
+
+    cfg = FederationConfig.from_mapping(
+        {
+            "router": {"zmq": "tcp://127.0.0.1:5555"},
+            "shards": [
+                {
+                    "id": "s0",
+                    "endpoint": "tcp://a:5601",
+                    "store": "postgresql://u@db/f",
+                    "standbys": ["tcp://b:5601"],
+                },
+                {"id": "s1", "endpoint": "tcp://a:5602", "store": "postgresql://u@db/f"},
+            ],
+        }
+    )
+    files = render(cfg, RenderOptions(targets=("systemd",)))
+    owner = files["systemd/default/luigi-federation-shard-s0.service"]
+    standby = files["systemd/default/luigi-federation-shard-s0-standby1.service"]
+    assert "ExecStart=" in owner and owner.split("ExecStart=")[1].split("\n")[0].endswith("--id s0 --standby")
+    assert "--standby --bind tcp://b:5601" in standby and "Restart=on-failure" in standby
+    assert "--standby" not in files["systemd/default/luigi-federation-shard-s1.service"]
+    with pytest.raises(ConfigError, match="standbys: rendered for systemd only"):
+        render(cfg, RenderOptions(targets=("kubernetes",)))
