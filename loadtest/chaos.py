@@ -20,9 +20,9 @@ Faults come one at a time: wait a seeded gap, inject, wait until ``federation_he
 router and every shard up again (the *recovery*), then the next gap.  The load test's own checks
 decide correctness (every task granted and completed exactly once, none before its
 dependencies, the final state); this module adds what the faults did: one row per fault, the
-recovery time, and the *stall*: the longest time without any task completing that began while
-the fault or its recovery was under way.  Fewer faults injected than asked (the run ended
-first) is a failed check.
+recovery time, and the *stall*: the longest time without progress (no registration
+acknowledged, no task completed) from the fault until the next one.  Fewer faults injected
+than asked (the run ended first), or a fault not recovered from, is a failed check.
 
 SPEC is a profile, ``key=value`` settings, or both: ``short`` (CI: one fault of each kind),
 ``long`` (20 faults), ``long,seed=7,faults=30``, ``faults=8,kinds=kill-shard+freeze-router``.
@@ -193,10 +193,10 @@ class ChaosResult:
         out = []
         if self.injected < self.spec.faults:
             out.append(
-                f"chaos: {self.injected} of {self.spec.faults} faults injected (the run ended first: give it more tasks)"
+                f"{self.injected} of {self.spec.faults} faults injected (the run ended first: give it more tasks)"
             )
         out += [
-            f"chaos: fault {f.n} ({f.kind}) not recovered from"
+            f"fault {f.n} ({f.kind}) not recovered from"
             for f in self.faults
             if not f.skipped and f.recovered is None
         ]
