@@ -167,14 +167,14 @@ def _wait_as_standby(config: Any, args: argparse.Namespace) -> Any:
         stop=stop,
         on_wait=lambda holder: print(f"shard {spec.id} standby: the owner is {holder}", flush=True),
     )
-    if takeover is not None:
+    if takeover is not None and takeover.last_holder is None:
+        print(f"shard {spec.id}: nobody served it; this process owns it now", flush=True)
+    elif takeover is not None:
+        freed = (
+            f" ({takeover.freed * 1000:.0f} ms after the owner let go)" if takeover.freed is not None else ""
+        )
         print(
-            f"shard {spec.id} standby: took the shard over after waiting {takeover.waited:.1f} s"
-            + (
-                f" ({takeover.freed * 1000:.0f} ms after the owner let go)"
-                if takeover.freed is not None
-                else ""
-            ),
+            f"shard {spec.id} standby: took the shard over after waiting {takeover.waited:.1f} s{freed}",
             flush=True,
         )
     return takeover
