@@ -91,3 +91,28 @@ def test_short_chaos_profile_under_load_keeps_every_check() -> None:
     assert injected == set(KINDS), report
     assert "not recovered" not in report and "skipped" not in report, report
     print("\n" + report)
+
+
+def test_stall_is_the_longest_span_without_progress_from_each_fault_until_the_next() -> None:
+    from loadtest.chaos import Chaos, Fault
+
+    chaos = Chaos(ChaosSpec(faults=2), None, None)
+    # progress every 0.5 s, except nothing from 2.0 to 6.0 (fault 1 at 1.2) and from 8.0 to 9.5 (fault 2 at 7.0)
+    times = [i * 0.5 for i in range(0, 25)]
+    count, samples = 0, []
+    for t in times:
+        if not (2.0 < t < 6.0 or 8.0 < t < 9.5):
+            count += 1
+        samples.append((t, count))
+    chaos._samples = samples
+    chaos.result.faults = [
+        Fault(1, "kill-router", 1.2),
+        Fault(2, "kill-shard", 7.0),
+        Fault(3, "kill-standby", 9.0, skipped="no standby"),
+    ]
+    chaos._fill_stalls()
+    first, second, skipped = chaos.result.faults
+    assert first.stall == 4.0  # 2.0 -> 6.0
+    assert second.stall == 1.5  # 8.0 -> 9.5
+    assert skipped.stall == 0.0
+    assert chaos.result.longest_stall == 4.0
