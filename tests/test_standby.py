@@ -33,7 +33,15 @@ def _task(tid: str, status: str = "PENDING", worker: str = "w1") -> dict[str, An
 class Failover:
     """One shard with a standby, and a router, each a ``fedctl`` process."""
 
-    def __init__(self, tmp_path: Path, pg_url: str, schema: str, *, session_timeout: float | None = None):
+    def __init__(
+        self,
+        tmp_path: Path,
+        pg_url: str,
+        schema: str,
+        *,
+        session_timeout: float | None = None,
+        router_timeout: float = 3.0,
+    ):
         self.tmp_path = tmp_path
         self.ep = [f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"]
         spec = ShardSpec("s0", self.ep[0], pg_url, schema, (self.ep[1],), session_timeout)
@@ -41,7 +49,7 @@ class Failover:
             shards=(spec,),
             groups={"default": ("s0",)},
             router=RouterConfig(
-                zmq=f"tcp://127.0.0.1:{free_port()}", http=None, timeout=3.0, health_timeout=1.0
+                zmq=f"tcp://127.0.0.1:{free_port()}", http=None, timeout=router_timeout, health_timeout=1.0
             ),
         )
         self.path = tmp_path / "federation.toml"
@@ -237,6 +245,31 @@ def test_a_frozen_owner_is_fenced_when_it_wakes_and_never_answers_from_stale_mem
         "task_list", {"status": "PENDING", "upstream_status": "", "limit": False}
     )
     assert {"before", "after"} <= set(tasks)
+
+
+def test_calls_caught_by_a_frozen_owner_fail_when_its_connection_drops_not_at_their_deadline(
+    failover: Any,
+) -> None:
+    # a shard timeout far beyond the client's: only the router noticing the frozen owner's dropped
+    # connection (ZeroMQ heartbeat) can answer the call before the client gives up
+    f = failover(session_timeout=1.0, router_timeout=120.0)
+    owner = f.shard("owner", f.ep[0])
+    wait_for(lambda: call_ok(f.ep[0], "shard_info"), 30, what="the owner")
+    f.shard("standby", f.ep[1])
+    wait_for(lambda: "the owner is" in f.log("standby"), 30, what="the standby to wait")
+    f.router()
+    wait_for(lambda: _shard_endpoint(f.zmq) == f.ep[0], 30, what="the router to reach the owner")
+
+    owner.send_signal(signal.SIGSTOP)
+    client = ZmqClient(f.zmq, timeout=60.0)
+    with pytest.raises(FederationError) as e:
+        client.call("add_task", _task("caught"))  # reaches the frozen owner: lost with it
+    client.close()
+    assert e.value.code == "unavailable", e.value  # not "timeout": it did not wait for its deadline
+    assert "lost its connection to " + f.ep[0] in f.log("router")
+    # and the retry is served by the standby that took over
+    wait_for(lambda: _shard_endpoint(f.zmq) == f.ep[1], 30, what="the router to reach the new owner")
+    ZmqClient(f.zmq, timeout=10.0).call("add_task", _task("caught"))
 
 
 def _fedctl(*argv: str) -> subprocess.CompletedProcess[str]:
