@@ -1,0 +1,109 @@
+"""Luigi's own scenarios through a real federation, over Luigi's HTTP API.
+
+The ported ``scheduler_api_test`` cases (``CASES`` of ``tests/test_scheduler_differential.py``)
+run call by call against ``luigi.scheduler.Scheduler`` and against a federation of real
+processes — a router with its HTTP gateway and 1 or 3 shard processes on SQLite — every call a
+``POST /api/<method>`` as Luigi's client sends it (``tests/livefed.py``).  Every answer and the
+whole observable state at the end must match, as in ``tests/test_federation_scenarios.py``
+(the same cases in-process); the differences of a real deployment are all on the path:
+HTTP and JSON, the gateway, ZeroMQ between processes, the relay on a real timer.
+
+Each scenario gets a fresh federation, forked from one warm process (~0.1-0.3 s for a router
+and 3 shards).  Time is the scenarios' fake clock, shared with the shard processes through
+memory (``tests/livefed.py``: the clock seam, and how the relay is let settle after each call).
+
+With 3 shards the cases' task ids split over the shards (placement hashes ``A``, ``B``, ...),
+which is checked on the shard processes themselves at the end of each case.  The cases a
+3-shard federation does not answer like luigid yet are the in-process list ``KNOWN_3_SHARDS``
+(strict xfail), plus ``KNOWN_HTTP_ONLY`` below: differences seen only over HTTP/processes, each
+with its reason (every one of them is a bug to fix, reported on issue 10).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.livefed import LiveFederationAsCore, Zygote
+from tests.test_federation_scenarios import KNOWN_3_SHARDS, _why
+from tests.test_scheduler_differential import CASES, _run_case
+
+#: cases that pass in-process but not over HTTP against real processes, and why
+KNOWN_HTTP_ONLY: dict[str, str] = {}
+
+
+@pytest.fixture(scope="module")
+def zygote() -> Iterator[Zygote]:
+    z = Zygote()
+    yield z
+    z.close()
+
+
+@pytest.fixture(autouse=True)
+def _quiet() -> Iterator[None]:
+    logging.disable(logging.WARNING)
+    yield
+    logging.disable(logging.NOTSET)
+
+
+def _run(name: str, zygote: Zygote, shards: int) -> LiveFederationAsCore:
+    made: list[LiveFederationAsCore] = []
+    try:
+        d = _run_case(name, LiveFederationAsCore.factory(zygote, shards, made))
+        core = d.core
+        assert isinstance(core, LiveFederationAsCore)
+        if shards > 1:
+            _check_the_shards_split_the_work(core, [t.id for t in d.luigi.tasks() if t.family])
+        return core
+    finally:
+        for core in made:
+            core.close()
+
+
+def _check_the_shards_split_the_work(core: LiveFederationAsCore, task_ids: list[str]) -> None:
+    """Each task the scenario added lives on the shard placement names, asked of that shard process."""
+    fed = core.fed
+    owners = {task_id: fed.placement.owner(task_id) for task_id in task_ids}
+    for sid in fed.config.shard_ids:
+        mine = sorted(t for t, owner in owners.items() if owner == sid)
+        if mine:
+            known = fed.shard_call(sid, "fed_status", task_ids=mine)["tasks"]
+            assert all(known[t][0] is not None for t in mine), f"{sid} does not hold {mine}: {known}"
+    if len(set(task_ids)) >= 4:
+        assert len(set(owners.values())) >= 2, f"the tasks {sorted(owners)} all live on one shard"
+
+
+def _params(shards: int) -> list[object]:
+    out: list[object] = []
+    for name in sorted(CASES):
+        reason = KNOWN_HTTP_ONLY.get(name)
+        if shards > 1 and name in KNOWN_3_SHARDS:
+            reason = _why(name)
+        out.append(
+            pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=reason)) if reason else name
+        )
+    return out
+
+
+@pytest.mark.parametrize("name", _params(1))
+def test_luigi_case_over_http_one_shard(name: str, zygote: Zygote) -> None:
+    _run(name, zygote, 1)
+
+
+@pytest.mark.parametrize("name", _params(3))
+def test_luigi_case_over_http_three_shards(name: str, zygote: Zygote) -> None:
+    _run(name, zygote, 3)
+
+
+def test_the_cases_spread_over_all_three_shards(tmp_path: Path) -> None:
+    """The task ids of the cases really split: every shard owns some, and most cases use two or more."""
+    from federation.placement import Placement
+    from tests.livefed import LiveFederation
+
+    config = LiveFederation.config_for(3, tmp_path)
+    placement = Placement.from_config(config)
+    ids = ["A", "B", "C", "D", "E", "F", "A_a_1", "A_a_2", "A_a_3", "NOT_DONE", "DONE"]
+    assert {placement.owner(t) for t in ids} == set(config.shard_ids)
