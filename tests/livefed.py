@@ -46,6 +46,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 import urllib.parse
@@ -273,12 +274,14 @@ class Zygote:
             cwd=ROOT,
             text=True,
         )
+        self._lock = threading.Lock()
 
     def _ask(self, cmd: dict[str, Any]) -> dict[str, Any]:
         assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write(json.dumps(cmd) + "\n")
-        self.proc.stdin.flush()
-        line = self.proc.stdout.readline()
+        with self._lock:
+            self.proc.stdin.write(json.dumps(cmd) + "\n")
+            self.proc.stdin.flush()
+            line = self.proc.stdout.readline()
         if not line:
             raise AssertionError(f"the zygote exited with {self.proc.wait()}")
         return dict(json.loads(line))
@@ -322,9 +325,12 @@ class LiveFederation:
         *,
         now: float = 1_000_000.0,
         directory: Path | None = None,
+        wait: bool = True,
     ) -> None:
         self.zygote = zygote
-        self.dir = directory or Path(tempfile.mkdtemp(prefix="fed-live-"))
+        # tmpfs when there is one: the stores are throwaway, their commits need not reach a disk
+        shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
+        self.dir = directory or Path(tempfile.mkdtemp(prefix="fed-live-", dir=shm))
         self._own_dir = directory is None
         self.config = self.config_for(shards, self.dir, scheduler)
         ids = list(self.config.shard_ids)
@@ -338,6 +344,9 @@ class LiveFederation:
         self.pids: dict[str, int] = {}
         self._http: http.client.HTTPConnection | None = None
         self._shard_clients: dict[str, ZmqClient] = {}
+        self._config_path = config_path
+        self._started: BaseException | None = None
+        self._starter: threading.Thread | None = None
         try:
             for sid in ids:
                 self.pids[sid] = zygote.spawn(
@@ -348,22 +357,42 @@ class LiveFederation:
                     log=self.log_path(sid),
                     ready=str(self.dir / f"{sid}.ready"),
                 )
+        except BaseException:
+            self.close()
+            raise
+        # the rest in the background: wait_ready() joins it (a test can start the next federation
+        # while it runs its current one)
+        self._starter = threading.Thread(target=self._start_router, daemon=True)
+        self._starter.start()
+        if wait:
+            self.wait_ready()
+
+    def _start_router(self) -> None:
+        try:
             # the router after its shards are bound: it would probe a shard not yet bound again
             # only after a back-off (router.links), which costs more than this wait
-            for sid in ids:
+            for sid in self.config.shard_ids:
                 wait_for(
                     lambda sid=sid: (self.dir / f"{sid}.ready").exists(),
                     30,
                     interval=0.002,
-                    what=f"shard {sid} in {self.dir}",
+                    what=f"shard {sid} to bind",
                 )
-            self.pids["router"] = zygote.spawn(
-                "router", config=str(config_path), id="router", clock="", log=self.log_path("router")
+            self.pids["router"] = self.zygote.spawn(
+                "router", config=str(self._config_path), id="router", clock="", log=self.log_path("router")
             )
-            wait_for(self._all_up, 30, interval=0.01, what=f"a federation of {shards} shard(s) in {self.dir}")
-        except BaseException:
-            self.close()
-            raise
+            wait_for(self._all_up, 30, interval=0.005, what="the router with every shard up")
+        except BaseException as e:
+            self._started = e
+
+    def wait_ready(self) -> None:
+        """Until the router answers over HTTP with every shard up (``wait=False`` started it)."""
+        assert self._starter is not None
+        self._starter.join()
+        if self._started is not None:
+            raise AssertionError(
+                f"the federation in {self.dir} did not start: {self._started}\n{self.logs()}"
+            )
 
     @staticmethod
     def config_for(
@@ -478,6 +507,8 @@ class LiveFederation:
 
     # -- the end ---------------------------------------------------------------------------------
     def close(self) -> None:
+        if self._starter is not None:
+            self._starter.join()
         self._drop_http()
         for client in self._shard_clients.values():
             client.close()
@@ -489,23 +520,67 @@ class LiveFederation:
             shutil.rmtree(self.dir, ignore_errors=True)
 
 
+class FederationPool:
+    """Fresh federations, one started ahead in the background while the current one is in use."""
+
+    def __init__(self, zygote: Zygote) -> None:
+        self.zygote = zygote
+        self._ahead: tuple[int, SchedulerConfig | None, float, LiveFederation] | None = None
+
+    def take(self, shards: int, scheduler: SchedulerConfig | None, now: float) -> LiveFederation:
+        """A federation nobody used yet, ready."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            if ahead[:3] == (shards, scheduler, now):
+                ahead[3].wait_ready()
+                return ahead[3]
+            ahead[3].close()
+        return LiveFederation(self.zygote, shards, scheduler, now=now)
+
+    def prepare(self, shards: int, scheduler: SchedulerConfig | None, now: float) -> None:
+        """Start the federation the next :meth:`take` will probably ask for."""
+        if self._ahead is not None:
+            self._ahead[3].close()
+        self._ahead = (
+            shards,
+            scheduler,
+            now,
+            LiveFederation(self.zygote, shards, scheduler, now=now, wait=False),
+        )
+
+    def close(self) -> None:
+        if self._ahead is not None:
+            self._ahead[3].close()
+            self._ahead = None
+
+
 class LiveFederationAsCore:
     """A live federation answering Luigi's RPC methods over HTTP, for ``tests/differential.py``:
-    ``Differential(cfg, make_core)`` with ``make_core = LiveFederationAsCore.factory(zygote, n)``.
+    ``Differential(cfg, make_core)`` with ``make_core = LiveFederationAsCore.factory(pool, n, made)``.
 
     Before each call the shards' clock is set to the differential's clock; after it, the
     federation is settled (see the module docstring).
     """
 
-    def __init__(self, zygote: Zygote, shards: int, config: SchedulerConfig | None, clock: Any) -> None:
+    def __init__(self, fed: LiveFederation, clock: Any) -> None:
         self._clock = clock
-        self.fed = LiveFederation(zygote, shards, config, now=clock.now)
+        self.fed = fed
 
     @classmethod
-    def factory(cls, zygote: Zygote, shards: int, made: list[LiveFederationAsCore]) -> Any:
+    def factory(
+        cls,
+        pool: FederationPool,
+        shards: int,
+        made: list[LiveFederationAsCore],
+        then: tuple[int, SchedulerConfig] | None = None,
+    ) -> Any:
+        """``make_core(config, clock)`` for a federation of ``shards``; ``then`` is started ahead."""
+
         def make_core(config: SchedulerConfig | None = None, clock: Any = None) -> LiveFederationAsCore:
-            core = cls(zygote, shards, config, clock)
+            core = cls(pool.take(shards, config, clock.now), clock)
             made.append(core)
+            if then is not None:
+                pool.prepare(then[0], then[1], clock.now)
             return core
 
         return make_core

@@ -27,7 +27,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.livefed import LiveFederationAsCore, Zygote
+from federation.config import SchedulerConfig
+from tests.livefed import FederationPool, LiveFederationAsCore, Zygote
 from tests.test_federation_scenarios import KNOWN_3_SHARDS, _why
 from tests.test_scheduler_differential import CASES, _run_case
 
@@ -35,11 +36,17 @@ from tests.test_scheduler_differential import CASES, _run_case
 KNOWN_HTTP_ONLY: dict[str, str] = {}
 
 
+#: the order the tests of this module run in: each starts the next one's federation ahead
+ORDER = [(1, name) for name in sorted(CASES)] + [(3, name) for name in sorted(CASES)]
+
+
 @pytest.fixture(scope="module")
-def zygote() -> Iterator[Zygote]:
-    z = Zygote()
-    yield z
-    z.close()
+def pool() -> Iterator[FederationPool]:
+    zygote = Zygote()
+    pool = FederationPool(zygote)
+    yield pool
+    pool.close()
+    zygote.close()
 
 
 @pytest.fixture(autouse=True)
@@ -49,10 +56,18 @@ def _quiet() -> Iterator[None]:
     logging.disable(logging.NOTSET)
 
 
-def _run(name: str, zygote: Zygote, shards: int) -> LiveFederationAsCore:
+def _next(shards: int, name: str) -> tuple[int, SchedulerConfig] | None:
+    i = ORDER.index((shards, name)) + 1
+    if i == len(ORDER):
+        return None
+    n, following = ORDER[i]
+    return n, SchedulerConfig(**CASES[following][0])
+
+
+def _run(name: str, pool: FederationPool, shards: int) -> LiveFederationAsCore:
     made: list[LiveFederationAsCore] = []
     try:
-        d = _run_case(name, LiveFederationAsCore.factory(zygote, shards, made))
+        d = _run_case(name, LiveFederationAsCore.factory(pool, shards, made, then=_next(shards, name)))
         core = d.core
         assert isinstance(core, LiveFederationAsCore)
         if shards > 1:
@@ -89,13 +104,13 @@ def _params(shards: int) -> list[object]:
 
 
 @pytest.mark.parametrize("name", _params(1))
-def test_luigi_case_over_http_one_shard(name: str, zygote: Zygote) -> None:
-    _run(name, zygote, 1)
+def test_luigi_case_over_http_one_shard(name: str, pool: FederationPool) -> None:
+    _run(name, pool, 1)
 
 
 @pytest.mark.parametrize("name", _params(3))
-def test_luigi_case_over_http_three_shards(name: str, zygote: Zygote) -> None:
-    _run(name, zygote, 3)
+def test_luigi_case_over_http_three_shards(name: str, pool: FederationPool) -> None:
+    _run(name, pool, 3)
 
 
 def test_the_cases_spread_over_all_three_shards(tmp_path: Path) -> None:
