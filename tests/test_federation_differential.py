@@ -40,6 +40,9 @@ from tests.test_scheduler_differential import (
 FEDERATION_EXAMPLES = 25
 #: what the machine finds against three shards (reported on issue 10), first found first
 THREE_SHARDS_FINDINGS = (
+    "count_pending/get_work worker_state of a worker disabled, then pruned by luigid (inactive past "
+    "worker_disconnect_delay) and back with add_task: luigid 'active' (a new worker), the federation "
+    "'disabled' (the first difference of the derandomized run); "
     "fetch_error of a task another shard knows only as a dependency (its owner never had it): "
     "luigid answers the placeholder's fields (displayName '()', taskFamily '', taskParams {}), "
     "the federation the owner's answer for an unknown task ({'taskId', 'error': ''}); "
