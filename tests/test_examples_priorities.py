@@ -186,12 +186,6 @@ def test_the_federation_runs_every_task_once_one_at_a_time(
         assert line in summary and line in luigid_summary
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a batchable family's tasks on several shards are batched per shard: luigid batches "
-    "Snapshot orders with clicks (the next in Luigi's rank), the federation orders with audit "
-    "(the one on the same shard), so the order and the summary's batch lines differ",
-)
 def test_the_federation_runs_the_pipeline_as_luigid_does(
     against_federation: tuple[list[str], str], against_luigid: tuple[list[str], str]
 ) -> None:
