@@ -8,9 +8,12 @@ whole observable state at the end must match, as in ``tests/test_federation_scen
 (the same cases in-process); the differences of a real deployment are all on the path:
 HTTP and JSON, the gateway, ZeroMQ between processes, the relay on a real timer.
 
-Each scenario gets a fresh federation, forked from one warm process (~0.1-0.3 s for a router
-and 3 shards).  Time is the scenarios' fake clock, shared with the shard processes through
-memory (``tests/livefed.py``: the clock seam, and how the relay is let settle after each call).
+Each scenario gets a fresh federation, forked from one warm process (~0.2 s for a router and
+3 shards, started while the previous scenario runs).  Time is the scenarios' fake clock, shared
+with the shard processes through memory (``tests/livefed.py``).  Unlike the in-process run, the
+test does not wait for the relay between calls: the router pulls the feeds on its production
+timer, and each answer is what a Luigi worker would get (``FED_LIVE_SETTLE=1`` waits for the
+relay after every call, to tell a relay lag from a difference in semantics).
 
 With 3 shards the cases' task ids split over the shards (placement hashes ``A``, ``B``, ...),
 which is checked on the shard processes themselves at the end of each case.  The cases a
