@@ -20,19 +20,19 @@ Two test seams, both only in these test processes (no production code has them):
   a worker after 4 x ``worker_disconnect_delay`` of real time, longer than any scenario lasts).
   The shards' periodic prune (luigid's 60 s ``prune``) is off: Luigi's scenarios prune
   explicitly, as its tests do.
-* **Settling, off by default.**  The in-process harness (``tests/inproc_federation.py``) runs the
-  relay to quiescence after every call, so what it compares is the federation's semantics, not
-  the relay's lag.  Here the router pulls the shards' change feeds on its production timer
-  (``relay_interval`` 0.25 s) and the test does **not** wait for it: each call is answered when
-  the router answers it, as a Luigi worker's would be, so every scenario also checks that the
-  router's synchronous paths (an ``add_task`` waits for its remote dependencies' status, a change
-  of a mirrored task is answered after the relay) are enough.  With ``FED_LIVE_SETTLE=1``,
-  :meth:`LiveFederation.settle` waits after every call, by polling each shard's
-  ``test_relay_lag`` (added to the forked shard only), until every change that matters to
-  another shard has been pulled by the router: a change of a task another shard mirrors, a
-  change of a mirror (its priority rises to the owner), and a change of the shard's resource
-  usage.  A difference that goes away with it is a relay-lag bug.  (Measured on
-  issue 10: the outcome is the same with and without, at relay intervals of 0.01 and 0.25 s.)
+* **Settling.**  The in-process harness (``tests/inproc_federation.py``) runs the relay to
+  quiescence after every call, so what is compared is the federation's semantics, not the
+  relay's lag.  Over real processes the router pulls the shards' change feeds every
+  ``relay_interval`` (here 10 ms); :meth:`LiveFederation.settle` waits after every call that can
+  change state, by polling each shard's ``test_relay_lag`` (added to the forked shard only),
+  until every change that matters to another shard has been pulled by the router: a change of a
+  task another shard mirrors, a change of a mirror (its priority rises to the owner), and a
+  change of the shard's resource usage.  Everything the router sends on because of a pull
+  leaves it before its next pull of that shard, and its DEALER to each shard is FIFO, so the
+  next call reaches every shard after it.  With one shard nothing is relayed or waited for.
+  ``FED_LIVE_SETTLE=0`` runs without it, on the production relay timer (0.25 s): every answer is
+  then the one a Luigi worker gets, and a difference that shows only so is a relay lag
+  (``test_federation_scenarios_http.py`` has the one found).
 """
 
 from __future__ import annotations
@@ -64,11 +64,28 @@ from federation.transport import ZmqClient
 from tests.conftest import free_port
 from tests.procs import ROOT, fed_env, wait_for
 
-#: ``FED_LIVE_SETTLE=1``: wait for the relay after every call (``LiveFederation.settle``), to tell
-#: a relay lag from a difference in semantics
-SETTLE = os.environ.get("FED_LIVE_SETTLE", "0") == "1"
-#: the router's feed-pull period: the production default, or ``FED_LIVE_RELAY_INTERVAL``
-RELAY_INTERVAL = float(os.environ.get("FED_LIVE_RELAY_INTERVAL", RouterConfig().relay_interval))
+#: wait for the relay after every call that can change state (``LiveFederation.settle``);
+#: ``FED_LIVE_SETTLE=0`` does not: each answer is then the one a worker gets with the relay on its
+#: own timer (see the module docstring)
+SETTLE = os.environ.get("FED_LIVE_SETTLE", "1") != "0"
+#: the router's feed-pull period: short when settling (each wait lasts until the next pull),
+#: Luigi-worker timing (the production default) when not; ``FED_LIVE_RELAY_INTERVAL`` overrides
+RELAY_INTERVAL = float(
+    os.environ.get("FED_LIVE_RELAY_INTERVAL", 0.01 if SETTLE else RouterConfig().relay_interval)
+)
+#: methods that change nothing on any shard (Luigi's pure reads: no prune): no settling after them
+PURE_READS = frozenset(
+    {
+        "count_pending",
+        "fetch_error",
+        "get_task_status_message",
+        "get_task_progress_percentage",
+        "get_running_task_resources",
+        "is_paused",
+        "is_pause_enabled",
+        "has_task_history",
+    }
+)
 _CLOCK = struct.Struct("d")
 
 
@@ -333,13 +350,14 @@ class LiveFederation:
         now: float = 1_000_000.0,
         directory: Path | None = None,
         wait: bool = True,
+        relay_interval: float = RELAY_INTERVAL,
     ) -> None:
         self.zygote = zygote
         # tmpfs when there is one: the stores are throwaway, their commits need not reach a disk
         shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
         self.dir = directory or Path(tempfile.mkdtemp(prefix="fed-live-", dir=shm))
         self._own_dir = directory is None
-        self.config = self.config_for(shards, self.dir, scheduler)
+        self.config = self.config_for(shards, self.dir, scheduler, relay_interval=relay_interval)
         ids = list(self.config.shard_ids)
         assert self.config.router.http is not None
         self.http_port = int(self.config.router.http.rpartition(":")[2])
@@ -403,7 +421,11 @@ class LiveFederation:
 
     @staticmethod
     def config_for(
-        shards: int, directory: Path, scheduler: SchedulerConfig | None = None
+        shards: int,
+        directory: Path,
+        scheduler: SchedulerConfig | None = None,
+        *,
+        relay_interval: float = RELAY_INTERVAL,
     ) -> FederationConfig:
         """Shards ``s0``.. on SQLite files in ``directory``, every endpoint on a free port."""
         ids = [f"s{i}" for i in range(shards)]
@@ -426,7 +448,7 @@ class LiveFederation:
                 http=f"127.0.0.1:{free_port()}",
                 timeout=5.0,
                 health_timeout=1.0,
-                relay_interval=RELAY_INTERVAL,
+                relay_interval=relay_interval,
             ),
             scheduler=scheduler or SchedulerConfig(),
         )
@@ -602,7 +624,8 @@ class LiveFederationAsCore:
                 raise TypeError(e.message) from None
             raise FederationError(e.message, code=e.code) from None
         finally:
-            self.fed.settle()
+            if method not in PURE_READS:
+                self.fed.settle()
 
     def __getattr__(self, name: str) -> Any:
         import luigi.scheduler as lsched
