@@ -57,6 +57,7 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
+from federation import transport
 from federation.config import FederationConfig, RouterConfig, SchedulerConfig, ShardSpec
 from federation.errors import FederationError
 from federation.placement import Placement
@@ -369,6 +370,9 @@ class LiveFederation:
         self.pids: dict[str, int] = {}
         self._http: http.client.HTTPConnection | None = None
         self._shard_clients: dict[str, ZmqClient] = {}
+        self._zctx: Any = None
+        self._dealers: dict[str, Any] | None = None
+        self._req_id = 0
         self._config_path = config_path
         self._started: BaseException | None = None
         self._starter: threading.Thread | None = None
@@ -521,10 +525,33 @@ class LiveFederation:
         """Wait until every change that matters to another shard has been pulled by the router."""
         if len(self.config.shards) < 2 or not SETTLE:
             return
-        wait_for(self._settled, timeout, interval=0.002, what="the relay to catch up")
+        wait_for(self._settled, timeout, interval=RELAY_INTERVAL / 2, what="the relay to catch up")
+
+    def _ask_every_shard(self, method: str) -> dict[str, Any]:
+        """``method`` of every shard process at once (one request each, then every reply)."""
+        if self._dealers is None:
+            import zmq
+
+            self._zctx = zmq.Context()
+            self._dealers = {
+                sid: transport.connect_dealer(self._zctx, self.config.shard(sid).endpoint)
+                for sid in self.config.shard_ids
+            }
+        self._req_id += 1
+        for sock in self._dealers.values():
+            sock.send_multipart(transport.request_frames(self._req_id, method, {}, {}))
+        out: dict[str, Any] = {}
+        for sid, sock in self._dealers.items():
+            while sid not in out:
+                if not sock.poll(10_000):
+                    raise AssertionError(f"shard {sid} did not answer {method}\n{self.logs()}")
+                reply = transport.read_reply(sock.recv_multipart())
+                if reply is not None and reply.req_id == self._req_id:
+                    out[sid] = transport.reply_result(reply)
+        return out
 
     def _settled(self) -> bool:
-        lags = {sid: self.shard_call(sid, "test_relay_lag") for sid in self.config.shard_ids}
+        lags = self._ask_every_shard("test_relay_lag")
         mirrored = {task_id for lag in lags.values() for task_id in lag["mirrors"]}
         for sid, lag in lags.items():
             if lag["report"] != lag["acked"]:
@@ -542,6 +569,11 @@ class LiveFederation:
         for client in self._shard_clients.values():
             client.close()
         self._shard_clients.clear()
+        if self._dealers is not None:
+            for sock in self._dealers.values():
+                sock.close(0)
+            self._dealers = None
+            self._zctx.term()
         if self.pids:
             self.zygote.stop(list(self.pids.values()))
             self.pids = {}
