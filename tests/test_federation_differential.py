@@ -48,7 +48,9 @@ THREE_SHARDS_FINDINGS = (
     "the federation the owner's answer for an unknown task ({'taskId', 'error': ''}); "
     "count_pending's running_tasks of an assistant without its worker info (workers, host, first_task) "
     "when add_worker reached another shard; worker_list's first_task_display_name likewise; "
-    "task_list(upstream_status=...) over max_shown_tasks answers tasks instead of {'num_tasks': -1}"
+    "task_list(upstream_status=...) over max_shown_tasks answers tasks instead of {'num_tasks': -1}; "
+    "ping of a worker whose scheduler message went to a shard that did not know it (minimized "
+    "below, as is fetch_error)"
 )
 NO_CORE_STATE = {"snapshot", "restore", "collect_changes"}
 
@@ -142,3 +144,36 @@ def test_resource_list_keeps_luigis_order_of_running_tasks_with_equal_timestamps
     d.get_work(worker="AS", host="host-AS", assistant=True, current_tasks=[])
     d.get_work(worker="W1", host="host-W1", assistant=True, current_tasks=[])
     d.resource_list()
+
+
+def _on_different_shards(d: Differential) -> tuple[str, str]:
+    """Two task ids the 3-shard federation under ``d`` places on different shards."""
+    fed = d.core
+    assert isinstance(fed, ThreeShards)
+    return fed.task_on("s0", "dependent"), fed.task_on("s1", "dependency")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="router: fetch_error goes to the owner, which never had the task; luigid answers the "
+    "placeholder another task's deps made",
+)
+def test_fetch_error_of_a_dependency_known_only_on_another_shard() -> None:
+    """Found by the machine against three shards (the most frequent finding), minimized."""
+    d = Differential(make_config(), ThreeShards, check_changes=False)
+    dependent, dependency = _on_different_shards(d)
+    d.add_task(worker="W1", task_id=dependent, deps=[dependency], family="F", params={})
+    d.fetch_error(task_id=dependency)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="router: a scheduler message for a worker no shard knows yet is queued on a shard its "
+    "ping does not ask",
+)
+def test_a_message_for_a_worker_no_shard_knows_reaches_its_next_ping() -> None:
+    """Found by the machine against three shards, minimized: luigid creates the worker on
+    ``send_scheduler_message`` and its next ``ping`` carries the message (one shard: the same)."""
+    d = Differential(make_config(), ThreeShards, check_changes=False)
+    d.send_scheduler_message(worker="AS", task="Fam_run2", content="hello")
+    d.ping(worker="AS")
