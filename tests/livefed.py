@@ -23,7 +23,7 @@ Two test seams, both only in these test processes (no production code has them):
 * **Settling.**  The in-process harness (``tests/inproc_federation.py``) runs the relay to
   quiescence after every call, so what is compared is the federation's semantics, not the
   relay's lag.  Over real processes the router pulls the shards' change feeds every
-  ``relay_interval`` (here 10 ms); :meth:`LiveFederation.settle` waits after every call that can
+  ``relay_interval`` (here 30 ms); :meth:`LiveFederation.settle` waits after every call that can
   change state, by polling each shard's ``test_relay_lag`` (added to the forked shard only),
   until every change that matters to another shard has been pulled by the router: a change of a
   task another shard mirrors, a change of a mirror (its priority rises to the owner), and a
@@ -72,7 +72,7 @@ SETTLE = os.environ.get("FED_LIVE_SETTLE", "1") != "0"
 #: the router's feed-pull period: short when settling (each wait lasts until the next pull),
 #: Luigi-worker timing (the production default) when not; ``FED_LIVE_RELAY_INTERVAL`` overrides
 RELAY_INTERVAL = float(
-    os.environ.get("FED_LIVE_RELAY_INTERVAL", 0.01 if SETTLE else RouterConfig().relay_interval)
+    os.environ.get("FED_LIVE_RELAY_INTERVAL", 0.03 if SETTLE else RouterConfig().relay_interval)
 )
 #: methods that change nothing on any shard (Luigi's pure reads: no prune): no settling after them
 PURE_READS = frozenset(
