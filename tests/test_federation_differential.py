@@ -40,8 +40,8 @@ from tests.test_scheduler_differential import (
 FEDERATION_EXAMPLES = 25
 #: what the machine finds against three shards (reported on issue 10), first found first
 THREE_SHARDS_FINDINGS = (
-    "count_pending/get_work worker_state of a worker disabled, then pruned by luigid (inactive past "
-    "worker_disconnect_delay) and back with add_task: luigid 'active' (a new worker), the federation "
+    "count_pending/get_work worker_state of a worker disabled, then pruned by luigid in a get_work "
+    "(prune_on_get_work) and back with add_task: luigid 'active' (a new worker), the federation "
     "'disabled' (the first difference of the derandomized run); "
     "fetch_error of a task another shard knows only as a dependency (its owner never had it): "
     "luigid answers the placeholder's fields (displayName '()', taskFamily '', taskParams {}), "
@@ -177,3 +177,21 @@ def test_a_message_for_a_worker_no_shard_knows_reaches_its_next_ping() -> None:
     d = Differential(make_config(), ThreeShards, check_changes=False)
     d.send_scheduler_message(worker="AS", task="Fam_run2", content="hello")
     d.ping(worker="AS")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a disabled worker pruned by prune_on_get_work stays disabled on a shard the get_work did not prune",
+)
+def test_a_disabled_worker_pruned_on_get_work_comes_back_active() -> None:
+    """The first finding of the derandomized machine against three shards, minimized: luigid
+    prunes the silent disabled worker in an assistant's ``get_work`` (``prune_on_get_work``), so
+    its next ``add_task`` makes a new, active worker."""
+    d = Differential(
+        make_config(worker_disconnect_delay=6.0, prune_on_get_work=True), ThreeShards, check_changes=False
+    )
+    d.disable_worker(worker="W1")
+    d.advance(6.25)
+    d.get_work(worker="AS", host="host-AS", assistant=True, current_tasks=[])
+    d.add_task(task_id="Fam_run2", worker="W1", status="DONE")
+    d.count_pending(worker="W1")
