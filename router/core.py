@@ -218,7 +218,9 @@ class RouterCore:
             self.metrics.request(head[1])
             fast = Call(route, head[0], head[1], None, body)
             sid = self._owner_of_key(key)
-            if self.workers.pinned and key.decode("utf-8", "replace") in self.workers.pinned:
+            if (self.workers.pinned or self.workers.cross_runners) and self.workers.is_runner(
+                key.decode("utf-8", "replace")
+            ):
                 # a batch runner's report changes its batch's tasks, some on other shards
                 self.relay.hold(fast, sid)
             self.forward(fast, sid, key, body)
@@ -332,9 +334,11 @@ class RouterCore:
             self.workers.pin_runner(task_id, batch_id)
         sid = self.route(task_id)
         # a batch runner's report changes its batch's tasks (on other shards too)
-        runner = task_id in self.workers.pinned or (
+        runner = self.workers.is_runner(task_id) or (
             isinstance(batch_id, str) and batch_id in self.workers.cross
         )
+        if runner and kwargs.get("status") in ("DONE", "FAILED", "DISABLED"):
+            self.workers.runner_finished(task_id)
         link = self.links[sid]
         worker = kwargs.get("worker")
         if isinstance(worker, str) and link.state is not LinkState.DOWN:

@@ -62,6 +62,8 @@ class WorkerRegistry:
         #: batches handed out from several shards and not settled yet: batch id -> its worker,
         #: its tasks' shards, and whether its runner was reported (router/getwork.py)
         self.cross: dict[str, CrossBatch] = {}
+        #: runner task id -> its batch over several shards (its reports change the other shards)
+        self.cross_runners: dict[str, str] = {}
         #: shard -> workers active elsewhere since the last flush (``fed_touch_workers``)
         self._touches: dict[str, dict[str, None]] = {}
         #: seconds between two touches of one worker on one shard (0: every activity, exactly)
@@ -207,6 +209,7 @@ class WorkerRegistry:
         cross = self.cross.get(batch_id)
         if cross is not None:
             cross.runner = True
+            self.cross_runners[task_id] = batch_id
             if task_id in cross.members:
                 return
         sid = self.batches.get(batch_id)
@@ -226,8 +229,15 @@ class WorkerRegistry:
             del self.cross[batch_id]
         return gone
 
-    def settled(self, batch_id: str) -> None:
-        self.cross.pop(batch_id, None)
+    def is_runner(self, task_id: str) -> bool:
+        """A batch runner's report changes its batch's tasks, some maybe on other shards."""
+        return task_id in self.pinned or task_id in self.cross_runners
+
+    def runner_finished(self, task_id: str) -> None:
+        """A cross-shard batch's runner reported an end status: the batch is settled."""
+        batch_id = self.cross_runners.pop(task_id, None)
+        if batch_id is not None:
+            self.cross.pop(batch_id, None)
 
     def on_hosted(self, sid: str, task_ids: list[str]) -> None:
         """A shard (re)synchronised: it hosts these batch runners (ids another shard owns)."""
@@ -251,3 +261,5 @@ class WorkerRegistry:
                 self.batches.pop(batch_id, None)
                 self.cross.pop(batch_id, None)
                 del self._batch_worker[batch_id]
+            for task_id in [t for t, b in self.cross_runners.items() if b not in self.cross]:
+                del self.cross_runners[task_id]

@@ -39,7 +39,15 @@ from tests.test_federation_scenarios import KNOWN_3_SHARDS, _why
 from tests.test_scheduler_differential import CASES, _run_case
 
 #: cases that pass in-process but not over HTTP against real processes, and why
-KNOWN_HTTP_ONLY: dict[str, str] = {}
+KNOWN_HTTP_ONLY: dict[str, str] = {
+    # a deliberate deviation, not a bug: a worker's activity on one shard reaches its other shards
+    # at most once a second of the router's (real) time (WorkerRegistry.TOUCH_EVERY), while this
+    # case's test clock jumps 100 s between calls a few milliseconds apart; a real worker is
+    # active at least every second (its pings) and worker_disconnect_delay is far above 1 s
+    "case_start_time_and_last_updated": (
+        "worker activity reaches the other shards at most once a second of real time; the case's clock jumps 100 s"
+    ),
+}
 
 
 #: the order the tests of this module run in: each starts the next one's federation ahead
@@ -99,8 +107,10 @@ def _check_each_task_is_on_its_shard(core: LiveFederationAsCore, task_ids: set[s
     """Each task the case added (and Luigi still has) lives on the shard placement names: asked of
     that shard process itself."""
     fed = core.fed
+    # a batch runner lives with its batch (hosted by that shard, docs/federation.md), not its owner
+    hosted = {t for sid in fed.config.shard_ids for t in fed.shard_call(sid, "fed_state").get("hosted") or ()}
     for sid in fed.config.shard_ids:
-        mine = sorted(t for t in task_ids if fed.placement.owner(t) == sid)
+        mine = sorted(t for t in task_ids if fed.placement.owner(t) == sid and t not in hosted)
         if mine:
             known = fed.shard_call(sid, "fed_status", task_ids=mine)["tasks"]
             assert all(known[t][0] is not None for t in mine), f"{sid} does not hold {mine}: {known}"
