@@ -51,12 +51,14 @@ from router.methods import (
     METHODS,
     ONE_WORKER,
     OWNER,
+    RESHARD,
     UNDECODED,
     WORKER,
     Route,
 )
 from router.metrics import RouterMetrics
 from router.relay import Relay
+from router.reshard import Resharder, effective_config, record_path
 from router.resources import ResourceArbiter
 from router.workers import WorkerRegistry
 
@@ -79,6 +81,7 @@ class RouterCore:
         *,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        config = effective_config(config)  # past a resharding's switch: its new placement
         self.config = config
         self.send_front = send_front
         self.clock = clock
@@ -129,7 +132,9 @@ class RouterCore:
             INVERSE_DEP_GRAPH: self._on_graph,
             HEALTH: self._on_health,
             OWNER: self._on_owner,
+            RESHARD: lambda call, route: self.reshard.serve(call),
         }
+        self.reshard = Resharder(self, record_path(config))
         assert set(self.handlers) == KINDS, "every kind of router.methods has one handler"
         self.metrics.watch(self)
 
@@ -168,6 +173,7 @@ class RouterCore:
             self._next_forget = now + FORGET_INTERVAL
             self.workers.forget(now)
         self.relay.tick(now)
+        self.reshard.tick(now)
 
     def on_shard_down(self, link: ShardLink) -> None:
         self.relay.on_shard_down(link)
@@ -179,6 +185,8 @@ class RouterCore:
     def handle(self, frames: list[bytes]) -> None:
         """One message from the front: ``[*route, routing_key, body]``."""
         try:
+            if self.reshard.holding and self.reshard.hold(frames):
+                return  # about a task id being moved: answered after the switch
             self._on_request(frames)
         except Exception as e:
             log.error("router: request failed", exc_info=True)

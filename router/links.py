@@ -157,6 +157,31 @@ class ShardPool:
     def close(self) -> None:
         """Release the transport."""
 
+    def add_link(self, spec: ShardSpec, group: str) -> ShardLink:
+        """A shard joins at run time (resharding): a new link, CONNECTING."""
+        link = self.links[spec.id] = ShardLink(spec, group)
+        self._open_link(link)
+        return link
+
+    def remove_link(self, sid: str) -> None:
+        """A shard leaves at run time (resharding): what waits on it fails, its link goes."""
+        link = self.links.get(sid)
+        if link is None:
+            return
+        err = TransportError(f"shard {sid} left the federation")
+        for tag, w in list(self._waits.items()):
+            if w.shard == sid:
+                del self._waits[tag]
+                self.defer(lambda w=w: w.cb(None, err))  # type: ignore[misc]
+        del self.links[sid]
+        self._close_link(link)
+
+    def _open_link(self, link: ShardLink) -> None:
+        """Subclasses: open the transport to a link added at run time."""
+
+    def _close_link(self, link: ShardLink) -> None:
+        """Subclasses: close the transport of a link removed at run time."""
+
     # -- calls ---------------------------------------------------------------------------------
     def in_flight(self) -> int:
         return len(self._waits)
@@ -263,7 +288,9 @@ class ShardPool:
             w = self._waits.pop(tag, None)
             if w is None:
                 continue
-            link = self.links[w.shard]
+            link = self.links.get(w.shard)
+            if link is None:
+                continue  # the shard left the federation
             self.mark_down(link, f"no reply within {w.deadline - w.sent:g} s")
             err = self.down_error(link)
             _safely(lambda w=w, err=err: w.cb(None, err))  # type: ignore[misc]
@@ -377,3 +404,10 @@ class InProcShardPool(ShardPool):
 
     def restart(self, sid: str, shard: ShardHandler) -> None:
         self.shards[sid] = shard
+
+    def _open_link(self, link: ShardLink) -> None:
+        self._queues.setdefault(link.id, [])
+
+    def _close_link(self, link: ShardLink) -> None:
+        self._queues.pop(link.id, None)
+        self.shards.pop(link.id, None)

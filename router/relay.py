@@ -335,6 +335,8 @@ class Relay:
                     epoch = result.get("epoch")
                     updates: dict[str, list[list[Any]]] = defaultdict(list)
                     for task_id, state in (result.get("tasks") or {}).items():
+                        if self.owner(task_id) != owner:
+                            continue  # moved by resharding while the answer was on its way
                         status, seq = (state[0], state[2]) if state else (None, 0)
                         for sid in (targets or {}).get(task_id) or self.subs.get(task_id) or ():
                             updates[sid].append([task_id, status, epoch, seq])
