@@ -386,14 +386,16 @@ class InProcShardPool(ShardPool):
     def pump(self) -> int:
         """Every shard handles what was sent to it (one batch each); replies reach their callbacks."""
         handled = 0
-        for sid, queue in self._queues.items():
+        for sid, queue in list(self._queues.items()):
             shard = self.shards.get(sid)
             if not queue or shard is None:
                 continue
             batch, self._queues[sid] = queue, []
             handled += len(batch)
             for frames in shard.handle_batch(batch):
-                self._on_reply(self.links[sid], frames[1:])
+                link = self.links.get(sid)
+                if link is not None:  # else it left the federation (resharding) meanwhile
+                    self._on_reply(link, frames[1:])
         return handled
 
     def kill(self, sid: str) -> ShardHandler | None:

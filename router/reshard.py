@@ -163,6 +163,7 @@ class Resharder:
             if spec.id not in self.core.links:
                 add_shard(self.core, spec, new_cfg.group_of_shard(spec.id))
         self.holding = PHASES.index(rec["phase"]) < PHASES.index("switch")
+        self.core.relay.next_fingerprint = self.new.fingerprint
         log.info("router: migration %s resumes at phase %s", rec["id"], rec["phase"])
 
     def _save(self) -> None:
@@ -561,6 +562,7 @@ class Resharder:
             for sid in [s for s in self.core.links if s not in rec["new_shards"]]:
                 remove_shard(self.core, sid)
             self._phase("done")
+            self.core.relay.next_fingerprint = None
             log.info(
                 "router: migration %s done: %d task(s) moved in %.1f s",
                 rec["id"],
