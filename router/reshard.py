@@ -305,6 +305,14 @@ class Resharder:
                 )
             self.core.reply(call, self.status())
             return
+        rec = self.record
+        if (
+            rec
+            and rec["new_doc"] == placement_doc(new_p)
+            and sorted(rec["new_shards"]) == sorted(new.shard_ids)
+        ):
+            self.core.reply(call, self.status())  # done already (asked again after a crash): its summary
+            return
         old_p = self.core.placement
         added = [s for s in new.shard_ids if s not in self.core.links]
         removed = [s for s in self.core.config.shard_ids if s not in new.shard_ids]
