@@ -10,21 +10,23 @@ each phase), so a crash of the router, of any shard, or of ``fedctl`` at any poi
 phase      what
 =========  ==============================================================================
 ``out``    every old shard moves its leaving tasks into its durable outbox and fences them
-           (``fed_migrate_out``); from the start of this phase, calls whose routing id
-           moves are *held* here (parked) instead of forwarded
+           (``fed_migrate_out``); from the first of these, calls whose routing id moves are
+           *held* here (parked) instead of forwarded, and the relay relays nothing about
+           moving ids (their old owners no longer have them, their new ones not yet)
 ``copy``   each source's outbox goes to each target, page by page (``fed_migrate_page`` →
            ``fed_migrate_in``); the record keeps each pair's cursor
 ``apply``  each target makes its inbox its own tasks in one batch (``fed_migrate_apply``)
-``switch`` the commit point, recorded before anything else: the router rewrites its
+``switch`` the commit point (from here on the migration only goes forward): every shard
+           serves the new placement and forgets its mirrors' versions of moved tasks
+           (``fed_migrate_switch``); then the router records ``cleanup``, rewrites its
            ``federation.toml``, routes by the new placement, forwards the held calls, and
-           every shard serves the new placement (``fed_migrate_switch``); the relay then
            resynchronises every shard, so each mirror follows its task's new owner
 ``cleanup``sources drop their outbox; links to shards no longer in the federation close
 =========  ==============================================================================
 
-A router that starts with a record in ``out``/``copy``/``apply`` holds moving ids and goes
-on; one that starts with a record in ``switch``/``cleanup`` routes by the new placement at
-once (whatever its ``federation.toml`` says) and goes on.  A call held longer than
+A router that starts with a record in ``out`` to ``switch`` holds moving ids and goes on; one
+that starts with a record in ``cleanup`` routes by the new placement at once (whatever its
+``federation.toml`` says) and goes on.  A call held longer than
 ``HOLD_MAX`` seconds is answered ``unavailable`` (Luigi's clients retry it), so a migration
 stuck on a shard that is down never turns into client timeouts.
 """
@@ -59,6 +61,8 @@ PHASES = ("out", "copy", "apply", "switch", "cleanup", "done")
 HOLD_MAX = 8.0
 #: seconds between attempts of a step that failed (a shard down, restarting)
 RETRY_AFTER = 0.5
+#: seconds between looks at a shard the next step waits for (resynchronising after a step)
+READY_POLL = 0.05
 PAGE = 2000
 
 
@@ -82,7 +86,7 @@ def effective_config(config: FederationConfig) -> FederationConfig:
     """The config to start a router with: the new one of a migration past its switch."""
     path = record_path(config)
     rec = _load(path) if path else None
-    if rec and PHASES.index(rec["phase"]) >= PHASES.index("switch") and rec["phase"] != "done":
+    if rec and rec["phase"] == "cleanup":
         return _merged(config, rec["new"])
     return config
 
@@ -162,7 +166,8 @@ class Resharder:
         for spec in new_cfg.shards:
             if spec.id not in self.core.links:
                 add_shard(self.core, spec, new_cfg.group_of_shard(spec.id))
-        self.holding = PHASES.index(rec["phase"]) < PHASES.index("switch")
+        # a router resuming a migration before its routing switch holds at once (outs may be done)
+        self._freeze(PHASES.index(rec["phase"]) < PHASES.index("cleanup"))
         self.core.relay.next_fingerprint = self.new.fingerprint
         log.info("router: migration %s resumes at phase %s", rec["id"], rec["phase"])
 
@@ -177,6 +182,11 @@ class Resharder:
         self.record["phase"] = phase
         self._save()
         log.info("router: migration %s: phase %s", self.record["id"], phase)
+
+    def _freeze(self, on: bool) -> None:
+        """Hold calls about moving ids here, and relay nothing about them, until the switch."""
+        self.holding = on
+        self.core.relay.frozen = self.moving if on else None
 
     @property
     def active(self) -> bool:
@@ -334,6 +344,7 @@ class Resharder:
         }
         self._save()
         self._arm()
+        self._freeze(False)  # from the first fed_migrate_out on
         self.next_try = 0.0
         log.info(
             "router: migration %s started (%s -> %s)", self.record["id"], old_p.fingerprint, new_p.fingerprint
@@ -378,13 +389,13 @@ class Resharder:
         for sid in ids:
             link = self.core.links.get(sid)
             if link is None or link.state is not LinkState.READY:
-                self._wait(f"waiting for shard {sid} ({link.state.value if link else 'unknown'})")
+                self._wait(f"waiting for shard {sid} ({link.state.value if link else 'unknown'})", READY_POLL)
                 return False
         return True
 
-    def _wait(self, why: str) -> None:
+    def _wait(self, why: str, after: float = RETRY_AFTER) -> None:
         self.last_error = why
-        self.next_try = self.core.clock() + RETRY_AFTER
+        self.next_try = self.core.clock() + after
 
     def _calls(
         self,
@@ -433,6 +444,7 @@ class Resharder:
         if not self._ready(todo + [s for s in rec["new_shards"] if s not in rec["old_shards"]]):
             return
         kw = {"mig": rec["id"], "old": rec["old_doc"], "new": rec["new_doc"]}
+        self._freeze(True)  # calls sent to a source before its out are in its export (same FIFO)
 
         def done(results: list[tuple[str, Any]]) -> None:
             for sid, r in results:
@@ -515,17 +527,18 @@ class Resharder:
 
         def done(results: list[tuple[str, Any]]) -> None:
             rec.setdefault("applied", []).extend(sid for sid, _ in results)
-            # the commit point: from here on the new placement is the truth, whatever happens next
+            # the commit point: from here on the migration only goes forward
             self._phase("switch")
-            self._switch_router()
 
         self._calls(
             [(t, "fed_migrate_apply", {"mig": rec["id"], "new": rec["new_doc"]}) for t in targets], done
         )
 
     def _switch_router(self) -> None:
+        """Every shard serves the new placement: the router routes by it (recorded first)."""
         rec = self.record
         assert rec is not None
+        self._phase("cleanup")
         new = _merged(self.core.config, rec["new"])
         src = self.core.config.source
         if src and os.path.isfile(src):
@@ -534,15 +547,12 @@ class Resharder:
             except OSError as e:
                 log.error("router: cannot rewrite %s (the migration record keeps the placement): %s", src, e)
         switch_placement(self.core, new)
-        self.holding = False
+        self._freeze(False)
         self._release_held()
 
     def _step_switch(self) -> None:
         rec = self.record
         assert rec is not None
-        if self.holding:  # a router that restarted in this phase switched at start: nothing held
-            self.holding = False
-            self._release_held()
         ids = [
             s
             for s in dict.fromkeys(rec["old_shards"] + rec["new_shards"])
@@ -553,8 +563,10 @@ class Resharder:
         kw = {"mig": rec["id"], "old": rec["old_doc"], "new": rec["new_doc"]}
 
         def done(results: list[tuple[str, Any]]) -> None:
+            # every shard has forgotten its mirrors' versions from the old owners, and nothing about a
+            # moving id was relayed since the outs: the new owners' statuses now reach every mirror
             rec.setdefault("switched", []).extend(sid for sid, _ in results)
-            self._phase("cleanup")
+            self._switch_router()
 
         self._calls([(s, "fed_migrate_switch", kw) for s in ids], done)
 

@@ -251,6 +251,13 @@ def test_calls_for_moving_ids_wait_for_the_switch_and_are_answered_once(fed: Fed
     staying = next(t for t, s in expect.items() if s == "PENDING" and p_new.owner(t) != "s3")
     fed.start_shard(new, "s3")
     fed.router.send("reshard_apply", config=new.to_mapping())
+    assert not fed.router.core.reshard.holding  # nothing held before the first fed_migrate_out
+    for _ in range(100):  # until the outs are sent (s3 must be synchronised first)
+        fed.router.core.step()
+        if fed.router.core.reshard.holding:
+            break
+        fed.router.pool.pump()
+        fed.clock.advance(0.1)
     assert fed.router.core.reshard.holding
     held = [
         fed.router.send("set_task_status_message", task_id=moving_old, status_message="hi"),
@@ -333,7 +340,7 @@ def run_to_phase(fed: Fed, phase: str, pumps: int = 1) -> None:
 
 @pytest.mark.parametrize(
     "crash_at",
-    [("out", 1), ("copy", 0), ("copy", 2), ("apply", 0), ("switch", 0), ("switch", 2), ("cleanup", 0)],
+    [("out", 1), ("copy", 0), ("copy", 2), ("apply", 0), ("switch", 0), ("cleanup", 0)],
 )
 def test_a_router_crash_anywhere_is_resumed_by_the_restarted_router(
     fed: Fed, tmp_path: Path, crash_at: tuple[str, int], monkeypatch: pytest.MonkeyPatch
