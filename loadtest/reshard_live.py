@@ -145,6 +145,44 @@ def reshard(router: str, path: Path) -> dict[str, Any]:
     }
 
 
+def diagnose(path: Path, limit: int = 8) -> list[str]:
+    """For a few tasks left PENDING: each dependency's status at its owner and at the mirror."""
+    from federation.config import load_federation_config
+    from federation.placement import Placement
+
+    config = load_federation_config(str(path))
+    placement = Placement.from_config(config)
+    views: dict[str, dict[str, Any]] = {}
+    for spec in config.shards:
+        client = ZmqClient(spec.endpoint, timeout=10.0)
+        try:
+            views[spec.id] = client.call("task_list", {"status": "", "upstream_status": "", "limit": False})
+        except Exception as e:
+            views[spec.id] = {"error": str(e)}
+        finally:
+            client.close()
+    out = []
+    for sid, tasks in views.items():
+        for tid, t in tasks.items():
+            if not isinstance(t, dict) or t.get("status") != "PENDING" or placement.owner(tid) != sid:
+                continue
+            for dep in t.get("deps") or ():
+                here = (tasks.get(dep) or {}).get("status")
+                there = (views.get(placement.owner(dep), {}).get(dep) or {}).get("status")
+                if here != there:
+                    out.append(f"{tid} on {sid}: dep {dep} is {here} here, {there} on {placement.owner(dep)}")
+            if len(out) >= limit:
+                return out
+    pending = sum(
+        1
+        for ts in views.values()
+        for t in ts.values()
+        if isinstance(t, dict) and t.get("status") == "PENDING"
+    )
+    out.append(f"{pending} PENDING rows in all; no dependency mismatch found" if not out else "")
+    return out
+
+
 def longest_gap(timeline: list[float]) -> int:
     """Seconds in a row with no task completed, between the first and the last completion."""
     nz = [i for i, x in enumerate(timeline) if x]
@@ -267,6 +305,9 @@ def main(argv: list[str] | None = None) -> int:
         results["ok"] = (
             bool(outcome.ok) and all(m["ok"] for m in results["moves"]) and len(results["moves"]) == 3
         )
+        if not outcome.ok:
+            last = "drain" if len(results["moves"]) == 3 else "federation"
+            results["diagnosis"] = diagnose(paths[last])
     finally:
         cluster.stop()
         if not args.keep:

@@ -342,6 +342,7 @@ class Resharder:
             "started": time.time(),
             "times": {"out": time.time()},
         }
+        self.stats = {"held": 0, "held_max_s": 0.0, "expired": 0}
         self._save()
         self._arm()
         self._freeze(False)  # from the first fed_migrate_out on
