@@ -10,6 +10,7 @@ that a migration interrupted anywhere is finished by a restarted router or shard
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -406,3 +407,40 @@ def test_bad_target_config_is_refused_and_changes_nothing(fed: Fed, tmp_path: Pa
     assert not fed.router.core.reshard.active
     assert not (tmp_path / "federation.toml.reshard.json").exists()
     assert all(link.state is LinkState.READY for link in fed.router.core.links.values())
+
+
+def test_a_mirror_follows_the_new_owner_even_if_the_old_ones_clock_is_ahead(fed: Fed, tmp_path: Path) -> None:
+    """Mirror versions are (owner epoch, seq), epochs are owners' clocks: an old owner whose
+    clock runs ahead must not outrank the new owner's updates of a task that moved."""
+    old_s1 = fed.router.pool.kill("s1")
+    assert old_s1 is not None
+    fed.servers["s1"].store.close()
+    fed.servers["s1"].close()
+    fed.servers["s1"] = build_federated_shard(
+        fed.config, "s1", in_process=True, clock=lambda: time.time() + 3600
+    )
+    fed.router.pool.restart("s1", fed.servers["s1"])
+    fed.clock.advance(1.0)
+    fed.router.settle()
+    new = config_with(fed.config, tmp_path, ["s0", "s1", "s2", "s3"])
+    p_old, p_new = Placement.from_config(fed.config), Placement.from_config(new)
+    x = next(
+        f"xs.X_{i}"
+        for i in range(5000)
+        if p_old.owner(f"xs.X_{i}") == "s1" and p_new.owner(f"xs.X_{i}") == "s3"
+    )
+    y = next(f"xs.Y_{i}" for i in range(5000) if p_old.owner(f"xs.Y_{i}") == "s0" == p_new.owner(f"xs.Y_{i}"))
+    fed.add(y, deps=[x])
+    fed.add(x)
+    assert fed.get_work() == x
+    fed.clock.advance(0.6)
+    fed.router.settle()
+    mirror = fed.servers["s0"].core.core.get_task(x)
+    assert mirror.status == "RUNNING" and mirror.fed["epoch"] > time.time() + 3000  # from s1's clock
+    fed.start_shard(new, "s3")
+    fed.call("reshard_apply", config=new.to_mapping())
+    fed.drive()
+    assert fed.servers["s3"].core.core.get_task(x).status == "RUNNING"
+    fed.add(x, status="DONE")  # the running worker's report reaches the new owner, then the mirror
+    assert fed.servers["s0"].core.core.get_task(x).status == "DONE"
+    assert fed.get_work() == y
