@@ -200,8 +200,13 @@ class ShardPool:
     ) -> None:
         """Send a request body to shard ``sid``; ``cb`` gets the answer (decoded unless ``raw``).
 
-        A shard that is down fails the call at once unless ``force`` (probes, health)."""
-        link = self.links[sid]
+        A shard that is down fails the call at once unless ``force`` (probes, health); so does
+        one that left the federation (resharding)."""
+        link = self.links.get(sid)
+        if link is None:
+            gone = TransportError(f"shard {sid} is not in the federation (any more)")
+            self.defer(lambda: cb(None, gone))
+            return
         if link.state is LinkState.DOWN and not force:
             err = self.down_error(link)
             self.defer(lambda: cb(None, err))

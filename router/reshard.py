@@ -607,9 +607,14 @@ def add_shard(core: RouterCore, spec: ShardSpec, group: str) -> None:
 
 def remove_shard(core: RouterCore, sid: str) -> None:
     """Forget a shard that left the federation (drained): its link, feed, usage, worker entries."""
+    from router.resources import ShardUsage
+
     core.pool.remove_link(sid)
     core.relay.feeds.pop(sid, None)
-    core.resources.shards.pop(sid, None)
+    # a get_work's offers from it may still be on their way: it stays known, using nothing
+    core.resources.shards[sid] = ShardUsage()
+    for task_id in [t for t, subs in core.relay.subs.items() if sid in subs]:
+        core.relay._unsubscribe(task_id, sid)
     for ws in core.workers.workers.values():
         ws.shards.pop(sid, None)
     for table in (core.workers.batches, core.workers.pinned):

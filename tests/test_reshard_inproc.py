@@ -22,6 +22,7 @@ from federation.errors import FederationError, TransportError
 from federation.placement import Placement
 from router.core import InProcRouter
 from router.links import LinkState
+from router.reshard import add_shard, remove_shard
 from shard.app import build_federated_shard
 from shard.server import ShardServer
 from tests.inproc_federation import InProcFederation
@@ -303,6 +304,42 @@ def test_move_a_namespace_to_its_own_group(fed: Fed, tmp_path: Path) -> None:
     recs = fed.records()
     assert {t for t, w in recs.items() if "f0" in w} == {t for t in expect if t.startswith("fin.")}
     assert statuses(fed) == expect
+    granted = run_to_the_end(fed, expect)
+    assert granted and all(n == 1 for n in granted.values())
+
+
+def test_drain_with_a_get_work_in_flight_when_the_shard_leaves(
+    fed: Fed, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    expect = populate(fed)
+    new = config_with(fed.config, tmp_path, ["s0", "s1"])
+    fed.router.send("reshard_apply", config=new.to_mapping())
+    fed.call("reshard_apply", config=new.to_mapping())
+    fed.drive()
+    core, pool = fed.router.core, fed.router.pool
+    # as if s2 had not left yet: a get_work asks every shard that knows the worker for offers
+    add_shard(core, fed.config.shard("s2"), "default")
+    pool.restart("s2", fed.servers["s2"])
+    fed.clock.advance(0.6)
+    fed.router.settle()
+    core.workers.workers[W2].shards["s2"] = None
+    asked = fed.router.send("get_work", worker=W2, host="h")
+    assert any(w.shard == "s2" for w in pool._waits.values())
+    # s2 answers its offer, then leaves the router, before s0 and s1 answer theirs
+    others = {sid: pool.shards[sid] for sid in ("s0", "s1")}
+    pool.shards.update(dict.fromkeys(others))
+    pool.pump()
+    remove_shard(core, "s2")
+    pool.shards.update(others)
+    fed.router.settle()
+    try:
+        tid = fed.router.answer(asked)["task_id"]
+    except TransportError:
+        tid = None  # "unavailable": the worker asks again
+    if tid is not None:
+        expect[tid] = "RUNNING"
+        fed.running[tid] = W2
+    assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text
     granted = run_to_the_end(fed, expect)
     assert granted and all(n == 1 for n in granted.values())
 
