@@ -146,41 +146,34 @@ def reshard(router: str, path: Path) -> dict[str, Any]:
 
 
 def diagnose(path: Path, limit: int = 8) -> list[str]:
-    """For a few tasks left PENDING: each dependency's status at its owner and at the mirror."""
+    """For a few tasks left PENDING on their owner: each dependency's status there (a mirror, or
+    missing) against its owner's."""
     from federation.config import load_federation_config
     from federation.placement import Placement
 
     config = load_federation_config(str(path))
     placement = Placement.from_config(config)
-    views: dict[str, dict[str, Any]] = {}
-    for spec in config.shards:
-        client = ZmqClient(spec.endpoint, timeout=10.0)
-        try:
-            views[spec.id] = client.call("task_list", {"status": "", "upstream_status": "", "limit": False})
-        except Exception as e:
-            views[spec.id] = {"error": str(e)}
-        finally:
+    clients = {spec.id: ZmqClient(spec.endpoint, timeout=10.0) for spec in config.shards}
+    out: list[str] = []
+    try:
+        for sid, client in clients.items():
+            pending = client.call("task_list", {"status": "PENDING", "upstream_status": "", "limit": False})
+            for tid in pending:
+                if placement.owner(tid) != sid:
+                    continue
+                graph = client.call("dep_graph", {"task_id": tid, "include_done": True})
+                for dep in graph.get(tid, {}).get("deps") or ():
+                    here = client.call("fed_status", {"task_ids": [dep]})["tasks"][dep][0]
+                    owner = placement.owner(dep)
+                    there = clients[owner].call("fed_status", {"task_ids": [dep]})["tasks"][dep][0]
+                    if here != there:
+                        out.append(f"{tid} on {sid}: dependency {dep} is {here} here, {there} on {owner}")
+                if len(out) >= limit:
+                    return out
+    finally:
+        for client in clients.values():
             client.close()
-    out = []
-    for sid, tasks in views.items():
-        for tid, t in tasks.items():
-            if not isinstance(t, dict) or t.get("status") != "PENDING" or placement.owner(tid) != sid:
-                continue
-            for dep in t.get("deps") or ():
-                here = (tasks.get(dep) or {}).get("status")
-                there = (views.get(placement.owner(dep), {}).get(dep) or {}).get("status")
-                if here != there:
-                    out.append(f"{tid} on {sid}: dep {dep} is {here} here, {there} on {placement.owner(dep)}")
-            if len(out) >= limit:
-                return out
-    pending = sum(
-        1
-        for ts in views.values()
-        for t in ts.values()
-        if isinstance(t, dict) and t.get("status") == "PENDING"
-    )
-    out.append(f"{pending} PENDING rows in all; no dependency mismatch found" if not out else "")
-    return out
+    return out or ["no dependency of a PENDING task differs from its owner's status"]
 
 
 def longest_gap(timeline: list[float]) -> int:

@@ -276,7 +276,9 @@ class MigratingCore(FederatedCore):
             if rec.get("worker_running"):
                 named.add(rec["worker_running"])
             for d in rec.get("deps") or ():
-                if d not in gone and d in recs:
+                # also a dependency moving too, maybe elsewhere: the target needs a placeholder
+                # unless it gets the task itself (then the task's record wins at apply)
+                if d in recs:
                     deps[d] = placeholder(recs[d])
         batchers = snap.meta.get("batchers") or {}
         outbox = {
