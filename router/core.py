@@ -493,7 +493,15 @@ class RouterCore:
                 up = sid in infos
                 if up and sid in fed_errs:
                     errs[sid] = fed_errs[sid]
-                elif up and fed and fed.get("placement") != self.placement.fingerprint:
+                elif (
+                    up
+                    and fed
+                    and fed.get("placement")
+                    not in (
+                        self.placement.fingerprint,
+                        self.relay.next_fingerprint,  # a resharding's shards serve its target already
+                    )
+                ):
                     errs[sid] = (
                         f"placement differs from the router's ({fed.get('placement')} != "
                         f"{self.placement.fingerprint}): serve it with the same federation.toml"
