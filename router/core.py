@@ -221,7 +221,12 @@ class RouterCore:
         if head is not None and head[1] in UNDECODED:
             # the hot path: a single-task call placed by its routing frame, body passed through
             self.metrics.request(head[1])
-            self.forward(Call(route, head[0], head[1], None, body), self._owner_of_key(key), key, body)
+            fast = Call(route, head[0], head[1], None, body)
+            sid = self._owner_of_key(key)
+            if self.workers.pinned and key.decode("utf-8", "replace") in self.workers.pinned:
+                # a batch runner's report changes its batch's tasks, some on other shards
+                self.relay.hold(fast, sid)
+            self.forward(fast, sid, key, body)
             return
         try:
             req = wire.decode_request(body, self.config.router.max_message_bytes)

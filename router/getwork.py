@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import math
 from typing import TYPE_CHECKING, Any
 
 from federation.errors import FederationError, ProtocolError, TransportError
@@ -39,6 +41,9 @@ class GetWork:
         self.answers: dict[str, dict[str, Any]] = {}
         self.unavailable: FederationError | None = None
         self.token = False
+        #: each shard's offer, and whether it sees the worker as Luigi's trivial worker
+        self.offers: dict[str, dict[str, Any]] = {}
+        self.trivial: dict[str, bool] = {}
 
     def start(self) -> None:
         pool = self.core.pool
@@ -65,7 +70,7 @@ class GetWork:
                     core.fail(self.call, err)
                     return
                 self.unavailable = err
-            ranked: list[tuple[tuple[bool, Any, Any], int, str]] = []
+            ranked: list[tuple[tuple[bool, Any, Any, Any], int, str]] = []
             for order, (sid, result) in enumerate(results):
                 if not isinstance(result, dict) or not isinstance(result.get("reply"), dict):
                     core.fail(
@@ -74,16 +79,130 @@ class GetWork:
                     return
                 core.resources.note(sid, result, versions[sid])
                 self.answers[sid] = result["reply"]
+                if result["reply"].get("worker_state") == merge.DISABLED_STATE:
+                    # disabled on one shard is disabled: Luigi's answer to a disabled worker
+                    core.reply(self.call, result["reply"])
+                    return
                 offer = result.get("offer")
+                self.trivial[sid] = result.get("trivial") is not False
                 if isinstance(offer, dict):
+                    self.offers[sid] = offer
                     rank = offer.get("rank") or [0, 0]
-                    # highest first; among equals the rotation's order (``order``) decides
-                    ranked.append(((bool(offer.get("resend")), rank[0], rank[1]), -order, sid))
+                    # highest first; among equal priority and time the task that entered its
+                    # status first (the stamped number, negated), as in luigid's stable sort;
+                    # then the rotation's order (``order``)
+                    tie = rank[2] if len(rank) > 2 else 0
+                    ranked.append(((bool(offer.get("resend")), rank[0], rank[1], tie), -order, sid))
             ranked.sort(reverse=True)
             self.queue = [sid for _, _, sid in ranked]
+            if self.queue and isinstance(self.offers[self.queue[0]].get("batcher"), dict):
+                self.batch_across(self.queue[0])
+                return
             self.next()
 
         core.gather(live, "fed_offer", kwargs, offered)
+
+    # -- a batch whose tasks sit on several shards ------------------------------------------------
+    def batch_across(self, home: str) -> None:
+        """The best task is batchable for this worker: add the other shards' tasks Luigi would add.
+
+        Luigi puts in a batch, after the best task, every ready task of its family ranked below
+        it with the same unbatched parameters and resources (the worker's own tasks only, for a
+        worker without PENDING tasks needing resources), up to the batcher's ``max_batch_size``.
+        Every other shard is asked for its such tasks (``fed_batch_candidates``); with the best
+        shard's own they are merged in rank order.  When all come from the best shard, it hands
+        the batch out as usual; otherwise each shard hands out its part (``fed_batch_claim``, all
+        or nothing per shard) and the router answers with the whole batch.  The best shard keeps
+        the batch's runner (``WorkerRegistry.pin_runner``) and passes what the runner does on to
+        the other shards' tasks (``fed_changes()["batch"]`` -> ``fed_batch_apply``).  A claim
+        refused (a task taken meanwhile) gives back the others' claims and falls back to the
+        best shard's own batch.
+        """
+        core = self.core
+        pool = core.pool
+        b = self.offers[home]["batcher"]
+        names = b["names"]
+        unbatched = {k: v for k, v in b["params"].items() if k not in names}
+        max_size = b["max_batch_size"]
+        limit = (
+            100_000 if not isinstance(max_size, (int, float)) or math.isinf(max_size) else int(max_size) - 1
+        )
+        others = [
+            sid
+            for sid, link in pool.links.items()
+            if sid != home and link.state is LinkState.READY and link.federated is True
+        ]
+        if limit <= 0 or not others:
+            self.next()
+            return
+        best = b["members"][0]
+        worker = self.call.args.get("worker")
+        trivial = all(self.trivial.values())
+        kwargs = {
+            "family": b["family"],
+            "unbatched": unbatched,
+            "resources": b["resources"],
+            "after": best[1],
+            "worker": worker if trivial else None,
+            "limit": limit,
+        }
+
+        def found(results: list[tuple[str, Any]], errors: list[tuple[str, FederationError]]) -> None:
+            cands: list[tuple[list[Any], int, str, list[Any]]] = []
+            for i, m in enumerate(b["members"][1:]):
+                cands.append((m[1], -i, home, m))
+            for sid, rows in results:
+                if isinstance(rows, list):
+                    for i, row in enumerate(rows):
+                        cands.append((row[1], -i, sid, row))
+            cands.sort(key=lambda c: (c[0], c[1]), reverse=True)
+            chosen = cands[:limit]
+            if all(sid == home for _, _, sid, _ in chosen):
+                self.next()  # the best shard's own batch: it hands it out itself
+                return
+            self._claim(home, b, [(home, best)] + [(sid, row) for _, _, sid, row in chosen])
+
+        core.gather(others, "fed_batch_candidates", kwargs, found)
+
+    def _claim(self, home: str, b: dict[str, Any], members: list[tuple[str, list[Any]]]) -> None:
+        core = self.core
+        ids = [row[0] for _, row in members]
+        batch_id = hashlib.md5("|".join(ids).encode("utf-8"), usedforsecurity=False).hexdigest()
+        by_shard: dict[str, list[str]] = {}
+        for sid, row in members:
+            by_shard.setdefault(sid, []).append(row[0])
+        worker = self.call.args.get("worker")
+        host = self.call.args.get("host")
+
+        def kwargs(sid: str) -> dict[str, Any]:
+            return {
+                "worker": worker,
+                "host": host,
+                "batch_id": batch_id,
+                "task_ids": by_shard[sid],
+                "remote": sid != home,
+            }
+
+        def claimed(results: list[tuple[str, Any]], errors: list[tuple[str, FederationError]]) -> None:
+            ok = [sid for sid, r in results if isinstance(r, dict) and r.get("claimed") is True]
+            if len(ok) < len(by_shard):
+                for sid in ok:
+                    core.pool.call(sid, "fed_batch_release", {"batch_id": batch_id}, _ignore)
+                self.next()  # fall back to the best shard's own batch
+                return
+            core.workers.batch_handed_out(batch_id, home, worker)
+            names = b["names"]
+            batched = {n: [row[2].get(n) for _, row in members] for n in names}
+            reply = dict(self.answers.get(home) or {})
+            reply["task_id"] = None
+            reply["task_family"] = b["family"]
+            reply["task_module"] = b["module"]
+            reply["task_params"] = {**b["params"], **batched}
+            reply["batch_id"] = batch_id
+            reply["batch_task_ids"] = ids
+            self.finish(reply)
+
+        core.gather(list(by_shard), "fed_batch_claim", kwargs, claimed)
 
     def next(self) -> None:
         core = self.core
@@ -176,3 +295,7 @@ class GetWork:
 
 
 _MERGED = (*merge.COUNTERS, "worker_state", "running_tasks")
+
+
+def _ignore(result: Any, err: FederationError | None) -> None:
+    pass

@@ -44,7 +44,7 @@ Global resources
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from collections.abc import Set as AbstractSet
 from typing import Any
@@ -55,6 +55,7 @@ from shard.scheduler import (
     BATCH_RUNNING,
     DISABLED,
     DONE,
+    FAILED,
     PENDING,
     RPC_METHODS,
     RUNNING,
@@ -62,6 +63,9 @@ from shard.scheduler import (
     UNKNOWN,
     SchedulerCore,
 )
+
+#: what a batch runner's status change can hand on to its batch's tasks
+_EFFECT_STATUSES = frozenset({PENDING, DONE, FAILED, DISABLED, SUSPENDED, UNKNOWN})
 
 #: most changes returned by one fed_changes call (the router asks again when ``more`` is set)
 FEED_PAGE = 20_000
@@ -80,8 +84,15 @@ FED_METHODS = (
     "fed_offer",
     "fed_graph",
     "fed_task_list",
+    "fed_task_search",
+    "fed_worker_list",
     "fed_health",
     "fed_inverse_dep_graph",
+    "fed_first_mention",
+    "fed_batch_candidates",
+    "fed_batch_claim",
+    "fed_batch_release",
+    "fed_batch_apply",
 )
 
 
@@ -107,6 +118,7 @@ class FederatedCore:
         self.feed_max_deletions = feed_max_deletions
         self._epoch = 0.0
         self._stash: Changes | None = None
+        core.keep_batch_effects = True
         self._rebuild()
 
     # -- the core contract ------------------------------------------------------------------
@@ -152,6 +164,9 @@ class FederatedCore:
         self._deletions: OrderedDict[str, tuple[int, float]] = OrderedDict()
         # the feed is complete after this seq: the newest deletion forgotten
         self._floor = 0
+        # what batch runners here did to their batches, for the shards holding the rest of a
+        # batch: (seq, time, effect), oldest first, forgotten like deletions
+        self._batch_out: deque[tuple[int, float, list[Any]]] = deque()
         self._state: dict[str, tuple[str, Any]] = {}
         self._mirrors: set[str] = set()
         self._res_tasks: set[str] = set()
@@ -229,6 +244,12 @@ class FederatedCore:
 
     def _absorb(self) -> None:
         """Take what the core changed since the last look into the feed (and the stash for the store)."""
+        effects = self.core.take_batch_effects()
+        if effects:
+            now = self._clock()
+            for effect in effects:
+                self._seq += 1
+                self._batch_out.append((self._seq, now, effect))
         changes = self.core.collect_changes()
         if changes.is_empty():
             return
@@ -263,6 +284,11 @@ class FederatedCore:
             _merge_into(self._stash, changes)
         if self._deletions:
             self._forget_deletions()
+        if self._batch_out:
+            out = self._batch_out
+            horizon = self._clock() - self.feed_retention
+            while out and (out[0][1] <= horizon or len(out) > self.feed_max_deletions):
+                self._floor = max(self._floor, out.popleft()[0])
 
     def _forget_deletions(self) -> None:
         """Drop the deletions older than ``feed_retention`` or beyond ``feed_max_deletions``.
@@ -307,7 +333,9 @@ class FederatedCore:
         """Latest ``[task_id, status, priority, seq, fresh]`` of every task changed after ``since``.
 
         ``fresh`` marks a mirror that no update has reached yet (a new placeholder): the router
-        then pulls its owner's status, even if it believed this shard already mirrored the task.
+        then pulls its owner's status, even if it believed this shard already mirrored the task,
+        and tells the owner when the placeholder was made (the entry's ``time, cseq`` after
+        ``fresh``; ``fed_first_mention``).
         A deleted task's status is None.
 
         Deletions are kept for ``feed_retention`` seconds (and at most ``feed_max_deletions`` of
@@ -338,15 +366,24 @@ class FederatedCore:
             if seq <= since:
                 break
             fresh = task_id in self._mirrors and not self._version(task_id)
-            newer.append([task_id, status, priority, seq, fresh])
+            entry = [task_id, status, priority, seq, fresh]
+            if fresh:
+                # when and in what order this placeholder was made: its owner adopts a first mention
+                t = self.core.get_task(task_id)
+                if t is not None:
+                    entry += [t.time, t.cseq]
+            newer.append(entry)
         newer.reverse()
         more = len(newer) > limit
         if more:
             newer = newer[:limit]
+        upto = newer[-1][3] if more else self._seq
         return {
             "epoch": self._epoch,
-            "seq": newer[-1][3] if more else self._seq,
+            "seq": upto,
             "changes": newer,
+            # what batch runners here did to their batches: for the shards with the rest of them
+            "batch": [effect for seq, _, effect in self._batch_out if since < seq <= upto],
             "more": more,
             "resources_running": self._usage(),
             "resource_pending": bool(self._res_tasks),
@@ -467,24 +504,143 @@ class FederatedCore:
     def fed_task_list(self, **kwargs: Any) -> Any:
         """Luigi's ``task_list``; over ``max_shown_tasks``, the count of the tasks this shard owns
         (not its mirrors) and the placeholders whose owner does not know the task
-        (``{"num_tasks": n, "placeholders": [ids]}``), so the router counts every task once."""
+        (``{"num_tasks": n, "placeholders": [ids]}``), so the router counts every task once.
+
+        With ``upstream_status`` (and a limit, no search) Luigi answers ``{"num_tasks": -1}`` when
+        the status as a whole has more tasks than the limit, however few pass the filter: the
+        shard adds ``"pre_count": owned, "placeholders": [ids]`` so the router can count the
+        status over all shards.
+
+        Under the limit: ``{"listed": <Luigi's answer>, "order": {task_id: [status-entry number,
+        creation number]}}``, the numbers the router sorts every shard's tasks by (they follow
+        its order stamps, so they compare across shards)."""
         result = self.core.task_list(**kwargs)
-        if not (isinstance(result, dict) and set(result) == {"num_tasks"}) or result["num_tasks"] == -1:
+        over = isinstance(result, dict) and set(result) == {"num_tasks"}
+        if over and result["num_tasks"] == -1:
             return result
-        full = self.core.task_list(**{**kwargs, "limit": False})
-        owned = sum(1 for task_id in full if self.owns(task_id))
-        placeholders = sorted(
-            task_id
-            for task_id, entry in full.items()
-            if not self.owns(task_id) and entry.get("status") == UNKNOWN
+        upstream = (
+            bool(kwargs.get("upstream_status")) and not kwargs.get("search") and kwargs.get("limit", True)
         )
-        return {"num_tasks": owned, "placeholders": placeholders}
+        answer: dict[str, Any] = {}
+        if over or upstream:
+            # the count Luigi compares with the limit: every task of the status (before the
+            # upstream filter), this shard's own ones and the owner-less placeholders
+            full = self.core.task_list(**{**kwargs, "limit": False, "upstream_status": ""})
+            owned = sum(1 for task_id in full if self.owns(task_id))
+            placeholders = sorted(
+                task_id
+                for task_id, entry in full.items()
+                if not self.owns(task_id) and entry.get("status") == UNKNOWN
+            )
+            if over:
+                return {"num_tasks": owned, "placeholders": placeholders}
+            answer = {"pre_count": owned, "placeholders": placeholders}
+        order = self.core.order_keys(result)
+        return {"listed": result, "order": {tid: list(k) for tid, k in order.items()}, **answer}
+
+    def fed_task_search(self, **kwargs: Any) -> dict[str, Any]:
+        """Luigi's ``task_search`` (``{"found": ...}``) and, as in ``fed_task_list``, the numbers
+        the router sorts the tasks of every shard by (``{"order": {task_id: [seq, cseq]}}``)."""
+        found = self.core.task_search(**kwargs)
+        ids = [tid for group in found.values() for tid in group]
+        return {"found": found, "order": {tid: list(k) for tid, k in self.core.order_keys(ids).items()}}
+
+    def fed_worker_list(self, **kwargs: Any) -> dict[str, Any]:
+        """Luigi's ``worker_list`` (``{"workers": [...]}``) and each worker's creation number
+        (``{"order": {worker: n}}``): Luigi lists workers of equal ``started`` in the order it
+        first heard of them, which the numbers give across shards."""
+        workers = self.core.worker_list(**kwargs)
+        order = self.core.worker_order()
+        return {"workers": workers, "order": {w["name"]: order.get(w["name"], 0) for w in workers}}
+
+    def fed_first_mention(self, mentions: dict[str, list[Any]]) -> None:
+        """``{task_id: [time, creation number]}``: another shard made these tasks (owned here)
+        dependency placeholders then; the earliest mention is the task's creation, as in one
+        scheduler (``SchedulerCore.first_mention``)."""
+        if not isinstance(mentions, dict):
+            raise TypeError("mentions must be a map of task id -> [time, number]")
+        for task_id, pair in mentions.items():
+            if not (
+                isinstance(task_id, str)
+                and isinstance(pair, list)
+                and len(pair) == 2
+                and isinstance(pair[0], (int, float))
+                and not isinstance(pair[0], bool)
+                and isinstance(pair[1], int)
+                and not isinstance(pair[1], bool)
+            ):
+                raise TypeError(f"mention of {task_id!r:.80} must be [time, number]")
+        for task_id, (when, number) in mentions.items():
+            if self.owns(task_id):
+                self.core.first_mention(task_id, float(when), number)
+
+    # -- batches whose tasks sit on several shards (router/getwork.py hands them out) -----------
+    def fed_batch_candidates(
+        self,
+        family: str,
+        unbatched: dict[str, Any],
+        resources: dict[str, Any],
+        after: list[float],
+        worker: str | None = None,
+        limit: int = 1,
+    ) -> list[list[Any]]:
+        """This shard's tasks Luigi would add to a batch whose best task is on another shard."""
+        if not isinstance(family, str):
+            raise TypeError("family must be a string")
+        if not isinstance(unbatched, dict) or not isinstance(resources, dict):
+            raise TypeError("unbatched and resources must be maps")
+        if not (
+            isinstance(after, list)
+            and len(after) == 3
+            and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in after)
+        ):
+            raise TypeError("after must be a rank [priority, -time, -seq]")
+        if worker is not None and not isinstance(worker, str):
+            raise TypeError("worker must be a string")
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
+            raise TypeError("limit must be a non-negative integer")
+        self._absorb()
+        return self.core.batch_candidates(family, unbatched, resources, after, worker, limit)
+
+    def fed_batch_claim(
+        self, worker: str, batch_id: str, task_ids: list[str], remote: bool, host: str | None = None
+    ) -> dict[str, Any]:
+        """Hand this shard's ``task_ids`` out as part of batch ``batch_id`` (all or nothing)."""
+        if not isinstance(worker, str) or not isinstance(batch_id, str) or not batch_id:
+            raise TypeError("worker and batch_id must be strings")
+        if not isinstance(task_ids, list) or not all(isinstance(t, str) for t in task_ids):
+            raise TypeError("task_ids must be a list of task ids")
+        if not isinstance(remote, bool) or (host is not None and not isinstance(host, str)):
+            raise TypeError("remote must be a bool and host a string")
+        return {"claimed": self.core.batch_claim(worker, host, batch_id, task_ids, remote)}
+
+    def fed_batch_release(self, batch_id: str) -> None:
+        """Undo ``fed_batch_claim``: the batch could not be handed out whole."""
+        if not isinstance(batch_id, str):
+            raise TypeError("batch_id must be a string")
+        self.core.batch_release(batch_id)
+
+    def fed_batch_apply(self, effects: list[list[Any]]) -> None:
+        """Apply another shard's batch runner's effects (its ``fed_changes()["batch"]``) here."""
+        ops = {"status", "reset", "decrease", "tracking_url", "expl", "status_message", "progress_percentage"}
+        if not isinstance(effects, list) or not all(
+            isinstance(e, list) and len(e) >= 2 and e[0] in ops and isinstance(e[1], str) for e in effects
+        ):
+            raise TypeError("effects must be a list of [op, batch_id, value]")
+        for e in effects:
+            if e[0] == "status" and (len(e) != 3 or e[2] not in _EFFECT_STATUSES):
+                raise TypeError(f"a batch status effect needs a status, got {e!r:.100}")
+            if e[0] == "decrease" and (len(e) != 3 or not isinstance(e[2], dict)):
+                raise TypeError("a decrease effect needs a map of amounts")
+            if e[0] not in ("status", "reset", "decrease") and len(e) != 3:
+                raise TypeError(f"effect {e[0]} needs a value")
+        self.core.batch_apply(effects)
 
     def fed_graph(self, **kwargs: Any) -> dict[str, Any]:
         """Luigi's ``graph`` and the creation order of this shard's tasks (mirrors included): the
         router rebuilds one luigid's traversal order from every shard's."""
         graph = self.core.graph(**kwargs)
-        return {"graph": graph, "created": [[tid, t] for tid, t in self.core.creation_order()]}
+        return {"graph": graph, "created": [[tid, t, n] for tid, t, n in self.core.creation_order()]}
 
     def fed_health(self) -> dict[str, Any]:
         """Task counts of the tasks this shard owns (mirrors left out), by status and by namespace."""

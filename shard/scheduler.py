@@ -200,6 +200,10 @@ WorkerInfo = dict[str, Any] | Sequence[Sequence[Any]]
 _NOTHING: frozenset[str] = frozenset()
 
 
+#: first mentions kept for tasks a shard does not have yet (``SchedulerCore.first_mention``)
+MAX_MENTIONS = 100_000
+
+
 class TaskView(Protocol):
     """What a caller outside the core may read of a task (:meth:`SchedulerCore.get_task`)."""
 
@@ -211,6 +215,16 @@ class TaskView(Protocol):
     def priority(self) -> Any: ...
     @property
     def family(self) -> Any: ...
+    @property
+    def time(self) -> float:
+        """When the task was created (Luigi's ``start_time``)."""
+        ...
+
+    @property
+    def cseq(self) -> int:
+        """Its creation number (the order this core first heard of it; ``observe_stamp``)."""
+        ...
+
     @property
     def resources(self) -> dict[str, Any]: ...
     @property
@@ -449,6 +463,9 @@ class SchedulerCore:
         self._clock = clock
         #: message ids for send_scheduler_message (replaceable in tests)
         self.new_message_id: Callable[[], str] = lambda: str(uuid.uuid4())
+        #: keep what batch runners do to their batches for ``take_batch_effects`` (a federation
+        #: shard passes it on to the shards that hold the rest of a batch)
+        self.keep_batch_effects = False
         cfg = self._config
         self._default_policy = (cfg.retry_count, cfg.disable_hard_timeout, cfg.disable_window)
         self._reset()
@@ -463,6 +480,13 @@ class SchedulerCore:
         self._by_status: dict[str, dict[str, _Task]] = {s: {} for s in _ALL_STATUSES}
         self._workers: dict[str, _Worker] = {}
         self._batchers: dict[str, dict[str, tuple[list[str], Any]]] = {}
+        #: federation: batches whose members here were handed out with a batch of another shard
+        #: (that shard holds the runner and decides); effects of batch runners for other shards
+        self._remote_batches: set[str] = set()
+        self._batch_effects: list[list[Any]] = []
+        #: federation: first mentions (as another shard's dependency placeholder) of tasks not
+        #: here yet: task id -> (time, creation number), taken when the task is created
+        self._mentions: dict[str, tuple[float, int]] = {}
         self._resource_overrides: dict[str, Any] = {}
         self._resources: dict[str, Any] = dict(self._config.resources)
         self._paused = False
@@ -783,6 +807,10 @@ class SchedulerCore:
         t.cseq = self._cseq
         self._seq += 1
         t.seq = self._seq
+        if self._mentions:
+            mention = self._mentions.pop(task_id, None)
+            if mention is not None and mention[0] < t.time:
+                t.time, t.cseq = mention[0], min(t.cseq, mention[1])
         self._tasks[task_id] = t
         self._by_status[status][task_id] = t
         rdeps = self._rdeps
@@ -1003,6 +1031,7 @@ class SchedulerCore:
             elif t.scheduler_disable_time is not None and new != DISABLED:
                 return
         if t.status == RUNNING and t.batch_id is not None and new != RUNNING:
+            self._batch_effect(["status", t.batch_id, new])
             for bt in self._batch_tasks(t.batch_id):
                 self._set_status(bt, new)
                 self._set_batch_id(bt, None)
@@ -1262,6 +1291,7 @@ class SchedulerCore:
         if tracking_url is not None or t.status != RUNNING:
             t.tracking_url = tracking_url
             if t.batch_id is not None:
+                self._batch_effect(["tracking_url", t.batch_id, tracking_url])
                 for bt in self._batch_tasks(t.batch_id):
                     bt.tracking_url = tracking_url
                     self._d_tasks.add(bt.id)
@@ -1275,6 +1305,7 @@ class SchedulerCore:
         if expl is not None:
             t.expl = expl
             if t.batch_id is not None:
+                self._batch_effect(["expl", t.batch_id, expl])
                 for bt in self._batch_tasks(t.batch_id):
                     bt.expl = expl
                     self._d_tasks.add(bt.id)
@@ -1443,10 +1474,14 @@ class SchedulerCore:
         tasks = self._tasks
         active = [tasks[i] for i in self._active_by_wr.get(worker_id, ())]
         running_batch_ids = {t.batch_id for t in active if t.status == RUNNING}
+        # a batch handed out with another shard's batch is that shard's to reset (its runner is there)
+        running_batch_ids |= self._remote_batches
         orphaned = sorted(
             (t for t in active if t.status == BATCH_RUNNING and t.batch_id not in running_batch_ids),
             key=lambda t: t.seq,
         )
+        for batch_id in dict.fromkeys(t.batch_id for t in orphaned):
+            self._batch_effect(["reset", batch_id])
         for t in orphaned:
             self._set_status(t, PENDING)
 
@@ -1613,7 +1648,7 @@ class SchedulerCore:
 
         Everything Luigi's ``get_work`` does before the hand-out happens (the worker's activity,
         an orphaned batch reset), then the answer is ``{"reply": <get_work's answer with no task>,
-        "offer": None | {"task_id", "rank": [priority, -time], "resend": bool, "batch": bool}}``:
+        "offer": None | {"task_id", "rank": [priority, -time, -seq], "resend": bool, "batch": bool}}``:
         what this scheduler would hand out, so a router can compare the offers of several shards
         by Luigi's rank and grant only the best one (``get_work`` on that shard).
         """
@@ -1627,11 +1662,150 @@ class SchedulerCore:
         if best is not None:
             offer = {
                 "task_id": best.id,
-                "rank": [best.priority, -best.time],
+                "rank": [best.priority, -best.time, -best.seq],
                 "resend": resend,
                 "batch": batch is not None and len(batch[1]) > 1,
             }
-        return {"reply": reply, "offer": offer}
+            if batch is not None and not resend:
+                # a batchable best task: what a router needs to add other shards' tasks to its batch
+                names, max_batch_size = self._batchers[w.id][best.family]
+                offer["batcher"] = {
+                    "family": best.family,
+                    "module": best.module,
+                    "params": dict(best.params),
+                    "names": list(names),
+                    "max_batch_size": max_batch_size,
+                    "resources": dict(best.resources),
+                    "trivial": self._is_trivial(w),
+                    "members": [[t.id, [t.priority, -t.time, -t.seq], dict(t.params)] for t in batch[1]],
+                }
+        return {"reply": reply, "offer": offer, "trivial": self._is_trivial(w)}
+
+    # ------------------------------------------------------------------ batches over several shards
+    def batch_candidates(
+        self,
+        family: str,
+        unbatched: dict[str, Any],
+        resources: dict[str, Any],
+        after: Sequence[float],
+        worker: str | None,
+        limit: int,
+    ) -> list[list[Any]]:
+        """The tasks Luigi would add here to a batch whose best task (rank ``after``) is elsewhere.
+
+        ``[[task_id, rank, params]]`` in rank order, at most ``limit``: ready, batchable, of
+        ``family``, ranked below ``after``, with the ``unbatched`` params and the ``resources`` of
+        the best task (and ``worker``'s own tasks only, for a worker Luigi treats as trivial)."""
+        out: list[list[Any]] = []
+        q = self._fq.get(family)
+        if q is None or limit <= 0:
+            return out
+        bkey = (-after[0], -after[1], -after[2])
+        tasks = self._tasks
+        for e in q.ordered():
+            if len(out) >= limit:
+                break
+            if (e[0], e[1], e[2]) <= bkey:
+                continue
+            t = tasks[e[3]]
+            if worker is not None and worker not in t.workers:
+                continue
+            if (
+                t.batchable
+                and all(t.params.get(n) == v for n, v in unbatched.items())
+                and t.resources == resources
+            ):
+                out.append([t.id, [t.priority, -t.time, -t.seq], dict(t.params)])
+        return out
+
+    def batch_claim(
+        self, worker: str, host: str | None, batch_id: str, task_ids: Sequence[str], remote: bool
+    ) -> bool:
+        """Hand ``task_ids`` out to ``worker`` as (part of) batch ``batch_id``, as Luigi's
+        ``get_work`` does its batch; all or nothing: False (nothing changed) if one is not ready
+        any more.  ``remote``: the batch's best task, and so its runner, is on another shard."""
+        tasks = self._tasks
+        chosen = [tasks.get(i) for i in task_ids]
+        if not chosen or any(t is None or t.status != PENDING or t.nd for t in chosen):
+            return False
+        now = self._begin(worker, host)
+        for t in chosen:
+            assert t is not None
+            self._set_status(t, BATCH_RUNNING)
+            self._set_batch_id(t, batch_id)
+            self._set_worker_running(t, worker)
+            t.resources_running = t.resources  # Luigi shares the dict here
+            t.time_running = now
+        if remote:
+            self._remote_batches.add(batch_id)
+            self._d_meta.add("remote_batches")
+        return True
+
+    def batch_apply(self, effects: Sequence[Sequence[Any]]) -> None:
+        """Apply what a batch runner on another shard did to its batch (``take_batch_effects``
+        there) to this shard's tasks of that batch, as Luigi does to every task of a batch."""
+        self._begin()
+        for eff in effects:
+            op, batch_id = eff[0], eff[1]
+            members = self._batch_tasks(batch_id)
+            if op == "status":
+                for bt in members:
+                    self._set_status(bt, eff[2])
+                    self._set_batch_id(bt, None)
+                self._forget_remote_batch(batch_id)
+            elif op == "reset":
+                for bt in members:
+                    self._set_status(bt, PENDING)
+                self._forget_remote_batch(batch_id)
+            elif op == "decrease":
+                for bt in members:
+                    self._decrease(bt, eff[2])
+            elif op in ("tracking_url", "expl", "status_message", "progress_percentage"):
+                for bt in members:
+                    setattr(bt, op, eff[2])
+                    self._d_tasks.add(bt.id)
+            else:
+                raise ValueError(f"unknown batch effect {op!r}")
+
+    def _forget_remote_batch(self, batch_id: str) -> None:
+        if batch_id in self._remote_batches:
+            self._remote_batches.discard(batch_id)
+            self._d_meta.add("remote_batches")
+
+    def batch_release(self, batch_id: str) -> None:
+        """Undo ``batch_claim`` (the batch could not be handed out whole): its tasks are PENDING."""
+        self._begin()
+        for bt in self._batch_tasks(batch_id):
+            self._set_status(bt, PENDING)
+            self._set_batch_id(bt, None)
+        self._forget_remote_batch(batch_id)
+
+    def _batch_effect(self, effect: list[Any]) -> None:
+        if self.keep_batch_effects:
+            self._batch_effects.append(effect)
+
+    def first_mention(self, task_id: str, time: float, number: int) -> None:
+        """Another shard made ``task_id`` a dependency placeholder at ``time`` (creation
+        ``number``): in one scheduler that placeholder *is* the task, so its creation time (Luigi's
+        ``start_time`` and the ``-time`` of its rank) and place in creation order are the earliest
+        mention's.  Kept for later when the task is not here yet (at most ``MAX_MENTIONS``)."""
+        t = self._tasks.get(task_id)
+        if t is None:
+            if task_id in self._mentions or len(self._mentions) < MAX_MENTIONS:
+                old = self._mentions.get(task_id)
+                if old is None or time < old[0]:
+                    self._mentions[task_id] = (time, number)
+            return
+        if time < t.time:
+            t.time = time
+            t.cseq = min(t.cseq, number)
+            self._d_tasks.add(task_id)
+            self._sync(t)
+
+    def take_batch_effects(self) -> list[list[Any]]:
+        """What batch runners here did to their batches since the last call (for other shards)."""
+        out, self._batch_effects = self._batch_effects, []
+        return out
 
     def _pick_work(
         self, host: str | None, assistant: bool, current_tasks: Sequence[str] | None, worker: str | None
@@ -1929,11 +2103,30 @@ class SchedulerCore:
             serialized.update(self._traverse_graph(tid, seen))
         return serialized
 
-    def creation_order(self) -> list[tuple[str, float]]:
-        """Every task as ``(task_id, created)``, in the order this scheduler first heard of them
-        (Luigi's iteration order of its tasks), for a router that merges several schedulers'
-        lists in one luigid's order."""
-        return [(tid, t.time) for tid, t in self._tasks.items()]
+    def creation_order(self) -> list[tuple[str, float, int]]:
+        """Every task as ``(task_id, created, creation number)``, in the order this scheduler
+        first heard of them (Luigi's iteration order of its tasks), for a router that merges
+        several schedulers' lists in one luigid's order."""
+        return [(tid, t.time, t.cseq) for tid, t in self._tasks.items()]
+
+    def observe_stamp(self, stamp: int) -> None:
+        """Number the next events after ``stamp`` (a router's order stamp, ``federation.wire``):
+        task creations and status entries then sort across several schedulers as in one."""
+        if stamp > self._seq:
+            self._seq = stamp
+        if stamp > self._cseq:
+            self._cseq = stamp
+        if stamp > self._wseq:
+            self._wseq = stamp
+
+    def worker_order(self) -> dict[str, int]:
+        """``{worker_id: creation number}`` (the numbers follow :meth:`observe_stamp`)."""
+        return {wid: w.cseq for wid, w in self._workers.items()}
+
+    def order_keys(self, task_ids: Iterable[str]) -> dict[str, tuple[int, int]]:
+        """``{task_id: (status-entry number, creation number)}`` of the tasks this core has."""
+        tasks = self._tasks
+        return {tid: (t.seq, t.cseq) for tid in task_ids if (t := tasks.get(tid)) is not None}
 
     def dep_graph(self, task_id: str, include_done: bool = True, **kwargs: Any) -> dict[str, Any]:
         _req_str("task_id", task_id)
@@ -2094,6 +2287,7 @@ class SchedulerCore:
             t.status_message = status_message
             self._d_tasks.add(t.id)
             if t.status == RUNNING and t.batch_id is not None:
+                self._batch_effect(["status_message", t.batch_id, status_message])
                 for bt in self._batch_tasks(t.batch_id):
                     bt.status_message = status_message
                     self._d_tasks.add(bt.id)
@@ -2113,6 +2307,7 @@ class SchedulerCore:
             t.progress_percentage = progress_percentage
             self._d_tasks.add(t.id)
             if t.status == RUNNING and t.batch_id is not None:
+                self._batch_effect(["progress_percentage", t.batch_id, progress_percentage])
                 for bt in self._batch_tasks(t.batch_id):
                     bt.progress_percentage = progress_percentage
                     self._d_tasks.add(bt.id)
@@ -2134,22 +2329,23 @@ class SchedulerCore:
         if t is None or t.status != RUNNING or t.resources_running is None:
             return None
 
-        def decrease(task: _Task) -> None:
-            rr = task.resources_running
-            if rr is None:
-                return
-            for r, amount in dec.items():
-                if amount > 0 and r in rr:
-                    rr[r] = max(0, rr[r] - amount)
-            if rr is task.resources:  # shared with resources (batch members): keep the signature true
-                task.sig = _sig(task.resources)
-            self._d_tasks.add(task.id)
-
-        decrease(t)
+        self._decrease(t, dec)
         if t.batch_id is not None:
+            self._batch_effect(["decrease", t.batch_id, dec])
             for bt in self._batch_tasks(t.batch_id):
-                decrease(bt)
+                self._decrease(bt, dec)
         return None
+
+    def _decrease(self, task: _Task, dec: dict[str, float]) -> None:
+        rr = task.resources_running
+        if rr is None:
+            return
+        for r, amount in dec.items():
+            if amount > 0 and r in rr:
+                rr[r] = max(0, rr[r] - amount)
+        if rr is task.resources:  # shared with resources (batch members): keep the signature true
+            task.sig = _sig(task.resources)
+        self._d_tasks.add(task.id)
 
     def get_running_task_resources(self, task_id: str | None) -> dict[str, Any]:
         _opt_str("task_id", task_id)
@@ -2351,6 +2547,8 @@ class SchedulerCore:
                 w: {fam: [list(args), mx] for fam, (args, mx) in fams.items()}
                 for w, fams in self._batchers.items()
             }
+        if key == "remote_batches":
+            return sorted(self._remote_batches)
         raise KeyError(key)  # pragma: no cover
 
     def collect_changes(self) -> Changes:
@@ -2378,7 +2576,7 @@ class SchedulerCore:
         return Snapshot(
             tasks=[self._task_record(t) for t in self._tasks.values()],
             workers=[self._worker_record(w) for w in self._workers.values()],
-            meta={k: self._meta(k) for k in ("resources", "paused", "batchers")},
+            meta={k: self._meta(k) for k in ("resources", "paused", "batchers", "remote_batches")},
         )
 
     def restore(self, snapshot: Snapshot) -> None:
@@ -2393,6 +2591,7 @@ class SchedulerCore:
             w: {fam: (list(v[0]), v[1]) for fam, v in fams.items()}
             for w, fams in (meta.get("batchers") or {}).items()
         }
+        self._remote_batches = {b for b in meta.get("remote_batches") or () if isinstance(b, str)}
 
         for rec in sorted(snapshot.workers, key=lambda r: r.get("cseq", 0)):
             w = _Worker(rec["worker_id"], rec.get("started", rec["last_active"]), rec.get("cseq", 0))
