@@ -170,6 +170,16 @@ def diagnose(path: Path, limit: int = 8) -> list[str]:
                         out.append(f"{tid} on {sid}: dependency {dep} is {here} here, {there} on {owner}")
                 if len(out) >= limit:
                     return out
+        for sid, client in clients.items():  # no mismatch: what the owners know of the stuck tasks
+            pending = client.call("task_list", {"status": "PENDING", "upstream_status": "", "limit": False})
+            for tid, t in pending.items():
+                if placement.owner(tid) != sid:
+                    continue
+                graph = client.call("dep_graph", {"task_id": tid, "include_done": True})
+                deps = {d: (graph.get(d) or {}).get("status") for d in graph.get(tid, {}).get("deps") or ()}
+                out.append(f"{tid} PENDING on {sid}: workers {t.get('workers')}, deps {deps}")
+                if len(out) >= limit:
+                    return out
     finally:
         for client in clients.values():
             client.close()

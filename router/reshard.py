@@ -214,6 +214,12 @@ class Resharder:
         self.stats["held"] += 1
         return True
 
+    def hold_call(self, call: Call) -> None:
+        """Handle ``call`` again after the switch (it changed nothing; its answer would mislead)."""
+        call.done = True
+        self.held.append(Held([*call.route, b"", call.request], self.core.clock()))
+        self.stats["held"] += 1
+
     def _release_held(self) -> None:
         held, self.held = self.held, []
         now = self.core.clock()

@@ -483,3 +483,28 @@ def test_a_mirror_follows_the_new_owner_even_if_the_old_ones_clock_is_ahead(fed:
     fed.add(x, status="DONE")  # the running worker's report reaches the new owner, then the mirror
     assert fed.servers["s0"].core.core.get_task(x).status == "DONE"
     assert fed.get_work() == y
+
+
+def test_a_worker_whose_pending_tasks_are_moving_is_not_told_nothing_is_pending(
+    fed: Fed, tmp_path: Path
+) -> None:
+    """Between a task's old and new owner it is counted nowhere: a get_work answered "no work,
+    nothing pending" then would make Luigi's worker quit; it is answered after the switch."""
+    new = config_with(fed.config, tmp_path, ["s0", "s1", "s2", "s3"])
+    p_new = Placement.from_config(new)
+    t = next(f"xs.Only_{i}" for i in range(5000) if p_new.owner(f"xs.Only_{i}") == "s3")
+    lonely = "worker-lonely"
+    fed.add(t, worker=lonely)
+    fed.start_shard(new, "s3")
+    fed.router.send("reshard_apply", config=new.to_mapping())
+    run_to_phase(fed, "copy", 0)  # out: t is in its old owner's outbox, on no shard's books
+    asked = fed.router.send("get_work", worker=lonely, host="h")
+    for _ in range(3):
+        fed.router.core.step()
+        with pytest.raises(LookupError):
+            fed.router.answer(asked)
+        if fed.router.core.reshard.record["phase"] == "cleanup":
+            break
+        fed.router.pool.pump()
+    fed.drive()
+    assert fed.router.answer(asked)["task_id"] == t
