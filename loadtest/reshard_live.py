@@ -25,6 +25,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -110,17 +111,37 @@ def done_count(router: str) -> int:
     return sum(int(s["counts"].get("DONE", 0)) for s in health["shards"])
 
 
-def reshard(router: str, path: Path) -> dict[str, Any]:
-    """``fedctl reshard plan`` then ``apply`` (the real CLI); the summary of the move."""
+def reshard(router: str, path: Path, crash: Callable[[], None] | None = None) -> dict[str, Any]:
+    """``fedctl reshard plan`` then ``apply`` (the real CLI); the summary of the move.
+
+    ``crash``: called once the migration is under way (between its first and its last phase),
+    e.g. to kill -9 and restart the router; ``apply`` follows the migration across it."""
     plan = subprocess.run(
         [*FEDCTL, "reshard", "plan", "--router", router, "--to", str(path)], capture_output=True, text=True
     )
     t0 = time.monotonic()
-    out = subprocess.run(
+    proc = subprocess.Popen(
         [*FEDCTL, "reshard", "apply", "--router", router, "--to", str(path), "--quiet"],
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
     )
+    crashed_at = None
+    if crash is not None:
+        client = ZmqClient(router, timeout=10.0)
+        try:
+            while proc.poll() is None:
+                st = client.call("reshard_status", {})
+                if st.get("active") and st.get("phase") in ("copy", "apply", "switch"):
+                    crashed_at = st["phase"]
+                    break
+                time.sleep(0.005)
+        finally:
+            client.close()
+        if crashed_at is not None:
+            crash()
+    stdout, stderr = proc.communicate()
+    out = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
     wall = time.monotonic() - t0
     line = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else ""
     client = ZmqClient(router, timeout=10.0)
@@ -142,6 +163,7 @@ def reshard(router: str, path: Path) -> dict[str, Any]:
         "held_max_s": st.get("held_max_s"),
         "held_expired": st.get("held_expired"),
         "phase_times": st.get("times"),
+        "router_killed_at": crashed_at,
     }
 
 
@@ -210,6 +232,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pause", type=float, default=4.0, help="seconds of load between two moves")
     ap.add_argument("--out", default=None, help="write the results as JSON here")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    ap.add_argument(
+        "--kill-router",
+        action="store_true",
+        help="kill -9 the router in the middle of the namespace move, and start it again",
+    )
     args = ap.parse_args(argv)
 
     workdir = Path(tempfile.mkdtemp(prefix="reshard-live-"))
@@ -273,7 +300,17 @@ def main(argv: list[str] | None = None) -> int:
             for sid in start:
                 cluster.start(sid, ["shard", "serve", "--config", str(paths[name]), "--id", sid])
             before = done_count(router)
-            res = reshard(router, paths[name])
+            crash = None
+            if args.kill_router and name == "unit":
+
+                def crash() -> None:
+                    cluster.procs["router"].kill()
+                    cluster.procs["router"].wait()
+                    del cluster.procs["router"]
+                    print("[reshard] router killed (-9); starting it again", flush=True)
+                    cluster.start("router", ["router", "serve", "--config", str(paths["federation"])])
+
+            res = reshard(router, paths[name], crash)
             res["done_before"] = before
             res["during_load"] = during and loader.is_alive()
             results["moves"].append(res)
