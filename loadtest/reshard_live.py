@@ -289,6 +289,7 @@ def main(argv: list[str] | None = None) -> int:
                 outcome_box["error"] = e
 
         loader = threading.Thread(target=load, daemon=True)
+        t_load = time.monotonic()
         loader.start()
         while loader.is_alive() and done_count(router) < args.start_after:
             time.sleep(0.5)
@@ -312,6 +313,7 @@ def main(argv: list[str] | None = None) -> int:
 
             res = reshard(router, paths[name], crash)
             res["done_before"] = before
+            res["started_s"] = round(time.monotonic() - t_load, 2)
             res["during_load"] = during and loader.is_alive()
             results["moves"].append(res)
             print(f"[reshard] {name}: {res['summary']}", flush=True)
@@ -343,6 +345,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
             }
             results["longest_no_completion_s"] = longest_gap(r["timeline"])
+            results["timeline"] = r["timeline"]
         results["ok"] = (
             bool(outcome.ok) and all(m["ok"] for m in results["moves"]) and len(results["moves"]) == 3
         )
