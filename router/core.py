@@ -115,6 +115,8 @@ class RouterCore:
             on_report=lambda link, report, version: self.resources.note(link.id, report, version),
             report_version=self.resources.version,
             on_workers=self.workers.on_shard_workers,
+            on_hosted=self.workers.on_hosted,
+            on_deleted=self.workers.unpin,
             interval=config.router.relay_interval,
         )
         self._next_forget = clock() + FORGET_INTERVAL
@@ -142,6 +144,7 @@ class RouterCore:
     def step(self, *, timers: bool = True) -> None:
         """One turn's work after the sockets were read: callbacks, relay, deadlines, timers."""
         self.run_soon()
+        self.workers.flush_touches()
         self.relay.flush()
         self.pool.expire()
         if timers:
@@ -332,15 +335,19 @@ class RouterCore:
         if not isinstance(task_id, str):
             self.fail(call, BadArgumentsError("add_task: task_id must be a string"))
             return
-        self.workers.pin_runner(task_id, kwargs.get("batch_id"))
+        batch_id = kwargs.get("batch_id")
+        if kwargs.get("status") == "RUNNING":
+            self.workers.pin_runner(task_id, batch_id)
         sid = self.route(task_id)
-        runner = task_id in self.workers.pinned
-        if runner and kwargs.get("status") in ("DONE", "FAILED", "DISABLED"):
-            del self.workers.pinned[task_id]
+        # a batch runner's report changes its batch's tasks (on other shards too)
+        runner = task_id in self.workers.pinned or (
+            isinstance(batch_id, str) and batch_id in self.workers.cross
+        )
         link = self.links[sid]
         worker = kwargs.get("worker")
         if isinstance(worker, str) and link.state is not LinkState.DOWN:
             self.workers.meet(worker, sid)
+            self.workers.active_on(worker, sid)
         if kwargs.get("resources"):
             self.resources.on_add_task(sid)
         finished = kwargs.get("status") in ("DONE", "FAILED", "DISABLED")
@@ -460,7 +467,14 @@ class RouterCore:
         if not isinstance(worker, str):
             self.fail(call, BadArgumentsError("get_work: worker is required"))
             return
-        targets = self.workers.targets(worker, all_shards=bool(call.args.get("assistant")))
+        assistant = bool(call.args.get("assistant"))
+        targets = self.workers.targets(worker, all_shards=assistant)
+        if assistant:
+            # an assistant may run any shard's task: every shard meets it (its add_worker info and
+            # batchers first), and its pings keep it alive on all of them
+            for sid in targets:
+                if self.links[sid].state is not LinkState.DOWN:
+                    self.workers.meet(worker, sid)
         GetWork(self, call, self.workers.rotation(worker, targets)).start()
 
     def _on_graph(self, call: Call, route: Route) -> None:

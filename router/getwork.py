@@ -47,6 +47,17 @@ class GetWork:
 
     def start(self) -> None:
         pool = self.core.pool
+        if self.call.args.get("current_tasks") is not None:
+            # Luigi resets the worker's batches whose runner it never reported; for a batch over
+            # several shards the router knows that: each shard hears it before the offers
+            orphaned = self.core.workers.orphaned(self.call.args.get("worker"))
+            if orphaned:
+                # PENDING again in batch order over all shards, numbered from one stamp
+                first = pool.next_stamp()
+                effects = [["reset", batch_id, first] for batch_id in orphaned]
+                for sid, link in pool.links.items():
+                    if link.state is LinkState.READY and link.federated is True:
+                        pool.call(sid, "fed_batch_apply", {"effects": effects}, _ignore)
         live = []
         for sid in self.targets:
             link = pool.links[sid]
@@ -55,6 +66,9 @@ class GetWork:
             else:
                 live.append(sid)
         if len(live) <= 1 or any(pool.links[sid].federated is not True for sid in live):
+            worker = self.call.args.get("worker")
+            if len(live) == 1 and isinstance(worker, str):
+                self.core.workers.active_on(worker, live[0])
             self.queue = live
             self.next()
             return
@@ -173,6 +187,9 @@ class GetWork:
             by_shard.setdefault(sid, []).append(row[0])
         worker = self.call.args.get("worker")
         host = self.call.args.get("host")
+        position = {row[0]: i for i, (_, row) in enumerate(members)}
+        # the batch's tasks enter BATCH_RUNNING in batch order over all shards, as in one luigid
+        first = core.pool.next_stamp()
 
         def kwargs(sid: str) -> dict[str, Any]:
             return {
@@ -180,7 +197,11 @@ class GetWork:
                 "host": host,
                 "batch_id": batch_id,
                 "task_ids": by_shard[sid],
-                "remote": sid != home,
+                # every shard leaves the batch's orphan reset to the router (its runner may be
+                # anywhere): WorkerRegistry.orphaned
+                "remote": True,
+                "first": first,
+                "positions": [position[t] for t in by_shard[sid]],
             }
 
         def claimed(results: list[tuple[str, Any]], errors: list[tuple[str, FederationError]]) -> None:
@@ -190,7 +211,7 @@ class GetWork:
                     core.pool.call(sid, "fed_batch_release", {"batch_id": batch_id}, _ignore)
                 self.next()  # fall back to the best shard's own batch
                 return
-            core.workers.batch_handed_out(batch_id, home, worker)
+            core.workers.cross_handed_out(batch_id, home, worker, {row[0]: sid for sid, row in members})
             names = b["names"]
             batched = {n: [row[2].get(n) for _, row in members] for n in names}
             reply = dict(self.answers.get(home) or {})

@@ -123,6 +123,21 @@ def _is_owned_count(result: Any) -> bool:
 
 _LISTING = frozenset({"listed", "order"})
 _COUNTED_LISTING = frozenset({"listed", "order", "pre_count", "placeholders"})
+_HOSTED = "hosted"
+
+
+def _hosted_owner(results: Results, owner: Owner) -> Owner:
+    """``owner``, except for the tasks a shard says it *hosts* (``"hosted": [ids]`` in its
+    answer: batch runners pinned to their batch's shard), which that shard answers for."""
+    hosted: dict[str, str] = {}
+    for sid, r in results:
+        if isinstance(r, dict) and isinstance(r.get(_HOSTED), list):
+            for task_id in r[_HOSTED]:
+                if isinstance(task_id, str):
+                    hosted[task_id] = sid
+    if not hosted:
+        return owner
+    return lambda task_id: hosted.get(task_id) or owner(task_id)
 
 
 def _is_listing(result: Any) -> bool:
@@ -130,7 +145,7 @@ def _is_listing(result: Any) -> bool:
     with ``"pre_count"`` and ``"placeholders"`` under an ``upstream_status`` filter."""
     if not isinstance(result, dict) or not isinstance(result.get("listed"), dict):
         return False
-    keys = set(result)
+    keys = set(result) - {_HOSTED}
     if keys == _LISTING:
         return isinstance(result["order"], dict)
     return (
@@ -180,6 +195,7 @@ def merge_task_list(
     placeholders whose owner does not know the task, so every task is counted once (owner
     first), never once per mirror.
     """
+    owner = _hosted_owner(results, owner)
     listings = [(sid, r) for sid, r in results if _is_listing(r)]
     order_keys: dict[str, int] | None = None
     if listings:
@@ -280,6 +296,7 @@ def merge_task_search(results: Results, owner: Owner) -> dict[str, dict[str, Any
     Luigi walks its tasks in creation order (first mention), which the numbers give across
     shards.  (A plain ``task_search`` answer is taken as is, ordered by timestamps.)"""
     flat: list[tuple[str, dict[str, Any]]] = []
+    owner = _hosted_owner(results, owner)
     wrapped = [(sid, r) for sid, r in results if _is_found(r)]
     order_keys = None
     if wrapped and len(wrapped) == len(results):
@@ -306,7 +323,7 @@ def merge_task_search(results: Results, owner: Owner) -> dict[str, dict[str, Any
 def _is_found(result: Any) -> bool:
     return (
         isinstance(result, dict)
-        and set(result) == {"found", "order"}
+        and set(result) - {_HOSTED} == {"found", "order"}
         and isinstance(result["found"], dict)
         and isinstance(result["order"], dict)
     )

@@ -73,6 +73,8 @@ class Relay:
         report_version: Callable[[str], int],
         on_workers: Callable[[str, list[str]], None],
         interval: float,
+        on_hosted: Callable[[str, list[str]], None] | None = None,
+        on_deleted: Callable[[str, str], None] | None = None,
     ) -> None:
         self.pool = pool
         self.owner = owner
@@ -81,6 +83,9 @@ class Relay:
         self._on_report = on_report
         self._report_version = report_version
         self._on_workers = on_workers
+        #: a shard hosts batch runners (ids it does not own) / deleted a task it does not own
+        self._on_hosted = on_hosted
+        self._on_deleted = on_deleted
         self.interval = interval
         self.feeds: dict[str, Feed] = {sid: Feed() for sid in pool.links}
         #: remote dependency -> shards that mirror it; and by owner
@@ -276,6 +281,8 @@ class Relay:
                 continue
             if status is None:
                 self._unsubscribe(task_id, link.id)  # the mirror is gone from that shard
+                if self._on_deleted is not None:
+                    self._on_deleted(task_id, link.id)  # or a batch runner it hosted
                 continue
             if len(change) > 4 and change[4]:
                 # a placeholder no update has reached (new, or deleted and made again since the
@@ -422,6 +429,8 @@ class Relay:
             feed.cursor = int(result.get("seq") or 0)
             self._on_report(link, result, self._report_version(link.id))
             self._on_workers(link.id, list(result.get("workers") or ()))
+            if self._on_hosted is not None:
+                self._on_hosted(link.id, list(result.get("hosted") or ()))
             by_owner: dict[str, list[str]] = defaultdict(list)
             raises: dict[str, dict[str, int]] = defaultdict(dict)
             for task_id, priority in (result.get("mirrors") or {}).items():

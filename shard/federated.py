@@ -89,6 +89,7 @@ FED_METHODS = (
     "fed_health",
     "fed_inverse_dep_graph",
     "fed_first_mention",
+    "fed_touch_workers",
     "fed_batch_candidates",
     "fed_batch_claim",
     "fed_batch_release",
@@ -146,6 +147,21 @@ class FederatedCore:
     def prune(self) -> None:
         self.core.prune()
 
+    def add_task(self, **kwargs: Any) -> None:
+        """Luigi's ``add_task``; a task added here that another shard owns is a batch runner the
+        router pinned to its batch's shard: it is *hosted* here (this shard's own task in every
+        respect, listed as such to the router), not a mirror."""
+        self.core.add_task(**kwargs)
+        task_id = kwargs.get("task_id")
+        if isinstance(task_id, str) and not self.owns(task_id):
+            t = self.core.get_task(task_id)
+            if t is not None and not t.fed.get("hosted"):
+                self.core.update_fed(task_id, {"hosted": True})
+
+    def _hosted_ids(self, task_ids: Any) -> list[str]:
+        """Of ``task_ids`` (listed here), those this shard hosts without owning them."""
+        return [tid for tid in task_ids if not self.owns(tid) and tid not in self._mirrors]
+
     def extra_methods(self) -> dict[str, Callable[..., Any]]:
         """The ``fed_*`` methods, for ``ShardServer(extra_methods=...)``."""
         return {name: getattr(self, name) for name in FED_METHODS}
@@ -174,7 +190,7 @@ class FederatedCore:
         self._counted: dict[str, str] = {}  # owned task -> the status it is counted under in _ns
         self._ud: AbstractSet[str] = self.core.upstream_disabled()
         for t in self.core.tasks():
-            self._note(t.id, t.status, t.priority, bool(t.resources), bool(t.family), feed=False)
+            self._note(t.id, t.status, t.priority, bool(t.resources), _hosted(t.family, t.fed), feed=False)
 
     def _note(
         self,
@@ -261,7 +277,7 @@ class FederatedCore:
                 rec["status"],
                 rec.get("priority"),
                 bool(rec.get("resources")),
-                bool(rec.get("family")),
+                _hosted(rec.get("family"), rec.get("fed")),
                 feed=True,
             )
         if changes.deleted_tasks:
@@ -277,7 +293,9 @@ class FederatedCore:
             for task_id in ud ^ old_ud:
                 t = self.core.get_task(task_id)
                 if t is not None and task_id not in changes.tasks:
-                    self._note(task_id, t.status, t.priority, bool(t.resources), bool(t.family), feed=True)
+                    self._note(
+                        task_id, t.status, t.priority, bool(t.resources), _hosted(t.family, t.fed), feed=True
+                    )
         if self._stash is None:
             self._stash = changes
         else:
@@ -325,6 +343,8 @@ class FederatedCore:
             "seq": self._seq,
             "workers": self.core.worker_ids(),
             "mirrors": {tid: t.priority for tid in self._mirrors if (t := get_task(tid)) is not None},
+            # batch runners this shard runs although another shard owns their ids
+            "hosted": [tid for tid in self._counted if not self.owns(tid)],
             "resources_running": self._usage(),
             "resource_pending": bool(self._res_tasks),
         }
@@ -437,7 +457,7 @@ class FederatedCore:
             if t is None:
                 missing.append(task_id)
                 continue
-            if t.family:
+            if _hosted(t.family, t.fed):
                 continue  # not a placeholder: a batch runner running here with its batch
             version = (float(epoch) if isinstance(epoch, (int, float)) else 0.0, seq)
             current = self._version(task_id)
@@ -536,6 +556,9 @@ class FederatedCore:
                 return {"num_tasks": owned, "placeholders": placeholders}
             answer = {"pre_count": owned, "placeholders": placeholders}
         order = self.core.order_keys(result)
+        hosted = self._hosted_ids(result)
+        if hosted:
+            answer["hosted"] = hosted
         return {"listed": result, "order": {tid: list(k) for tid, k in order.items()}, **answer}
 
     def fed_task_search(self, **kwargs: Any) -> dict[str, Any]:
@@ -543,7 +566,14 @@ class FederatedCore:
         the router sorts the tasks of every shard by (``{"order": {task_id: [seq, cseq]}}``)."""
         found = self.core.task_search(**kwargs)
         ids = [tid for group in found.values() for tid in group]
-        return {"found": found, "order": {tid: list(k) for tid, k in self.core.order_keys(ids).items()}}
+        answer: dict[str, Any] = {
+            "found": found,
+            "order": {tid: list(k) for tid, k in self.core.order_keys(ids).items()},
+        }
+        hosted = self._hosted_ids(ids)
+        if hosted:
+            answer["hosted"] = hosted
+        return answer
 
     def fed_worker_list(self, **kwargs: Any) -> dict[str, Any]:
         """Luigi's ``worker_list`` (``{"workers": [...]}``) and each worker's creation number
@@ -552,6 +582,12 @@ class FederatedCore:
         workers = self.core.worker_list(**kwargs)
         order = self.core.worker_order()
         return {"workers": workers, "order": {w["name"]: order.get(w["name"], 0) for w in workers}}
+
+    def fed_touch_workers(self, workers: list[str]) -> None:
+        """These workers are active on another shard: active here too (``last_active``)."""
+        if not isinstance(workers, list) or not all(isinstance(w, str) for w in workers):
+            raise TypeError("workers must be a list of worker ids")
+        self.core.touch_workers(workers)
 
     def fed_first_mention(self, mentions: dict[str, list[Any]]) -> None:
         """``{task_id: [time, creation number]}``: another shard made these tasks (owned here)
@@ -603,16 +639,34 @@ class FederatedCore:
         return self.core.batch_candidates(family, unbatched, resources, after, worker, limit)
 
     def fed_batch_claim(
-        self, worker: str, batch_id: str, task_ids: list[str], remote: bool, host: str | None = None
+        self,
+        worker: str,
+        batch_id: str,
+        task_ids: list[str],
+        remote: bool,
+        host: str | None = None,
+        first: int | None = None,
+        positions: list[int] | None = None,
     ) -> dict[str, Any]:
-        """Hand this shard's ``task_ids`` out as part of batch ``batch_id`` (all or nothing)."""
+        """Hand this shard's ``task_ids`` out as part of batch ``batch_id`` (all or nothing);
+        ``positions``: their places in the whole batch, numbered from ``first`` (a router stamp)."""
         if not isinstance(worker, str) or not isinstance(batch_id, str) or not batch_id:
             raise TypeError("worker and batch_id must be strings")
         if not isinstance(task_ids, list) or not all(isinstance(t, str) for t in task_ids):
             raise TypeError("task_ids must be a list of task ids")
         if not isinstance(remote, bool) or (host is not None and not isinstance(host, str)):
             raise TypeError("remote must be a bool and host a string")
-        return {"claimed": self.core.batch_claim(worker, host, batch_id, task_ids, remote)}
+        if (first is None) != (positions is None):
+            raise TypeError("first and positions go together")
+        if positions is not None and not (
+            isinstance(first, int)
+            and isinstance(positions, list)
+            and len(positions) == len(task_ids)
+            and all(isinstance(p, int) and not isinstance(p, bool) and 0 <= p < 1 << 15 for p in positions)
+        ):
+            raise TypeError("positions must be one small integer per task id, after an integer first")
+        claimed = self.core.batch_claim(worker, host, batch_id, task_ids, remote, first, positions)
+        return {"claimed": claimed}
 
     def fed_batch_release(self, batch_id: str) -> None:
         """Undo ``fed_batch_claim``: the batch could not be handed out whole."""
@@ -628,12 +682,15 @@ class FederatedCore:
         ):
             raise TypeError("effects must be a list of [op, batch_id, value]")
         for e in effects:
-            if e[0] == "status" and (len(e) != 3 or e[2] not in _EFFECT_STATUSES):
+            if e[0] == "status" and (len(e) not in (3, 4) or e[2] not in _EFFECT_STATUSES):
                 raise TypeError(f"a batch status effect needs a status, got {e!r:.100}")
             if e[0] == "decrease" and (len(e) != 3 or not isinstance(e[2], dict)):
                 raise TypeError("a decrease effect needs a map of amounts")
             if e[0] not in ("status", "reset", "decrease") and len(e) != 3:
                 raise TypeError(f"effect {e[0]} needs a value")
+            numbers = e[3:] if e[0] == "status" else e[2:] if e[0] == "reset" else []
+            if not all(isinstance(n, int) and not isinstance(n, bool) for n in numbers):
+                raise TypeError("a batch effect's first number must be an integer")
         self.core.batch_apply(effects)
 
     def fed_graph(self, **kwargs: Any) -> dict[str, Any]:
@@ -692,3 +749,8 @@ def _merge_into(a: Changes, b: Changes) -> None:
     a.workers.update(b.workers)
     a.meta.update(b.meta)
     a.events.extend(b.events)
+
+
+def _hosted(family: Any, fed: Any) -> bool:
+    """A task this shard runs as its own although another shard owns its id (a batch runner)."""
+    return bool(family) or (isinstance(fed, dict) and bool(fed.get("hosted")))

@@ -200,6 +200,10 @@ WorkerInfo = dict[str, Any] | Sequence[Sequence[Any]]
 _NOTHING: frozenset[str] = frozenset()
 
 
+#: numbers left below a batch runner's for its batch's tasks on every shard (router stamps are
+#: ``1 << STAMP_SHIFT`` apart, so a request's own events never reach this far)
+MEMBER_ROOM = 1 << 15
+
 #: first mentions kept for tasks a shard does not have yet (``SchedulerCore.first_mention``)
 MAX_MENTIONS = 100_000
 
@@ -1031,11 +1035,21 @@ class SchedulerCore:
             elif t.scheduler_disable_time is not None and new != DISABLED:
                 return
         if t.status == RUNNING and t.batch_id is not None and new != RUNNING:
-            self._batch_effect(["status", t.batch_id, new])
-            for bt in self._batch_tasks(t.batch_id):
+            batch_id = t.batch_id
+            cross = batch_id in self._remote_batches
+            # a batch over several shards: its tasks enter the new status in batch order, before
+            # the runner, here and on the other shards (numbers just below this one)
+            first = self._seq - MEMBER_ROOM
+            if cross:
+                self._batch_effect(["status", batch_id, new, first])
+            for bt in self._batch_tasks(batch_id):
                 self._set_status(bt, new)
+                if cross:
+                    self._renumber_member(bt, first)
                 self._set_batch_id(bt, None)
             self._set_batch_id(t, None)
+            if cross:
+                self._forget_remote_batch(batch_id)
         if new == FAILED and t.status != DISABLED:
             self._add_failure(t)
             if self._has_excessive_failures(t):
@@ -1291,7 +1305,8 @@ class SchedulerCore:
         if tracking_url is not None or t.status != RUNNING:
             t.tracking_url = tracking_url
             if t.batch_id is not None:
-                self._batch_effect(["tracking_url", t.batch_id, tracking_url])
+                if t.batch_id in self._remote_batches:
+                    self._batch_effect(["tracking_url", t.batch_id, tracking_url])
                 for bt in self._batch_tasks(t.batch_id):
                     bt.tracking_url = tracking_url
                     self._d_tasks.add(bt.id)
@@ -1305,7 +1320,8 @@ class SchedulerCore:
         if expl is not None:
             t.expl = expl
             if t.batch_id is not None:
-                self._batch_effect(["expl", t.batch_id, expl])
+                if t.batch_id in self._remote_batches:
+                    self._batch_effect(["expl", t.batch_id, expl])
                 for bt in self._batch_tasks(t.batch_id):
                     bt.expl = expl
                     self._d_tasks.add(bt.id)
@@ -1480,8 +1496,6 @@ class SchedulerCore:
             (t for t in active if t.status == BATCH_RUNNING and t.batch_id not in running_batch_ids),
             key=lambda t: t.seq,
         )
-        for batch_id in dict.fromkeys(t.batch_id for t in orphaned):
-            self._batch_effect(["reset", batch_id])
         for t in orphaned:
             self._set_status(t, PENDING)
 
@@ -1719,7 +1733,14 @@ class SchedulerCore:
         return out
 
     def batch_claim(
-        self, worker: str, host: str | None, batch_id: str, task_ids: Sequence[str], remote: bool
+        self,
+        worker: str,
+        host: str | None,
+        batch_id: str,
+        task_ids: Sequence[str],
+        remote: bool,
+        first: int | None = None,
+        positions: Sequence[int] | None = None,
     ) -> bool:
         """Hand ``task_ids`` out to ``worker`` as (part of) batch ``batch_id``, as Luigi's
         ``get_work`` does its batch; all or nothing: False (nothing changed) if one is not ready
@@ -1729,9 +1750,14 @@ class SchedulerCore:
         if not chosen or any(t is None or t.status != PENDING or t.nd for t in chosen):
             return False
         now = self._begin(worker, host)
-        for t in chosen:
+        for i, t in enumerate(chosen):
             assert t is not None
             self._set_status(t, BATCH_RUNNING)
+            if first is not None and positions is not None:
+                # its place in the whole batch: the batch's tasks enter BATCH_RUNNING (and later
+                # statuses) in that order over all shards, numbered ``first + position``
+                t.fed["bpos"] = positions[i]
+                self._renumber_member(t, first)
             self._set_batch_id(t, batch_id)
             self._set_worker_running(t, worker)
             t.resources_running = t.resources  # Luigi shares the dict here
@@ -1749,13 +1775,19 @@ class SchedulerCore:
             op, batch_id = eff[0], eff[1]
             members = self._batch_tasks(batch_id)
             if op == "status":
+                first = eff[3] if len(eff) > 3 else None
                 for bt in members:
                     self._set_status(bt, eff[2])
+                    if first is not None:
+                        self._renumber_member(bt, first)
                     self._set_batch_id(bt, None)
                 self._forget_remote_batch(batch_id)
             elif op == "reset":
+                first = eff[2] if len(eff) > 2 else None
                 for bt in members:
                     self._set_status(bt, PENDING)
+                    if first is not None:
+                        self._renumber_member(bt, first)
                 self._forget_remote_batch(batch_id)
             elif op == "decrease":
                 for bt in members:
@@ -1766,6 +1798,15 @@ class SchedulerCore:
                     self._d_tasks.add(bt.id)
             else:
                 raise ValueError(f"unknown batch effect {op!r}")
+
+    def _renumber_member(self, t: _Task, first: int) -> None:
+        """Number a task of a batch over several shards by its place in the batch (``bpos``)."""
+        pos = t.fed.get("bpos")
+        if isinstance(pos, int) and not isinstance(pos, bool):
+            t.seq = first + pos
+            self._d_tasks.add(t.id)
+            if t.status == PENDING:
+                self._sync(t)
 
     def _forget_remote_batch(self, batch_id: str) -> None:
         if batch_id in self._remote_batches:
@@ -1783,6 +1824,16 @@ class SchedulerCore:
     def _batch_effect(self, effect: list[Any]) -> None:
         if self.keep_batch_effects:
             self._batch_effects.append(effect)
+
+    def touch_workers(self, worker_ids: Iterable[str]) -> None:
+        """These workers were active on another scheduler of the federation just now: they are
+        active here too (``last_active``), as with one luigid.  Unknown workers are left alone."""
+        now = self._begin()
+        for worker_id in worker_ids:
+            w = self._workers.get(worker_id)
+            if w is not None and w.last_active < now:
+                w.last_active = now
+                self._d_workers.add(worker_id)
 
     def first_mention(self, task_id: str, time: float, number: int) -> None:
         """Another shard made ``task_id`` a dependency placeholder at ``time`` (creation
@@ -2287,7 +2338,8 @@ class SchedulerCore:
             t.status_message = status_message
             self._d_tasks.add(t.id)
             if t.status == RUNNING and t.batch_id is not None:
-                self._batch_effect(["status_message", t.batch_id, status_message])
+                if t.batch_id in self._remote_batches:
+                    self._batch_effect(["status_message", t.batch_id, status_message])
                 for bt in self._batch_tasks(t.batch_id):
                     bt.status_message = status_message
                     self._d_tasks.add(bt.id)
@@ -2307,7 +2359,8 @@ class SchedulerCore:
             t.progress_percentage = progress_percentage
             self._d_tasks.add(t.id)
             if t.status == RUNNING and t.batch_id is not None:
-                self._batch_effect(["progress_percentage", t.batch_id, progress_percentage])
+                if t.batch_id in self._remote_batches:
+                    self._batch_effect(["progress_percentage", t.batch_id, progress_percentage])
                 for bt in self._batch_tasks(t.batch_id):
                     bt.progress_percentage = progress_percentage
                     self._d_tasks.add(bt.id)
@@ -2331,7 +2384,8 @@ class SchedulerCore:
 
         self._decrease(t, dec)
         if t.batch_id is not None:
-            self._batch_effect(["decrease", t.batch_id, dec])
+            if t.batch_id in self._remote_batches:
+                self._batch_effect(["decrease", t.batch_id, dec])
             for bt in self._batch_tasks(t.batch_id):
                 self._decrease(bt, dec)
         return None
