@@ -508,3 +508,34 @@ def test_a_worker_whose_pending_tasks_are_moving_is_not_told_nothing_is_pending(
         fed.router.pool.pump()
     fed.drive()
     assert fed.router.answer(asked)["task_id"] == t
+
+
+@pytest.mark.parametrize(
+    ("method", "kwargs"),
+    [
+        ("fed_migrate_plan", {"old": {"groups": "x"}, "new": {}}),
+        ("fed_migrate_out", {"mig": "", "old": {}, "new": {}}),
+        ("fed_migrate_out", {"mig": "m", "old": {"groups": {"default": []}}, "new": {"groups": {}}}),
+        ("fed_migrate_page", {"mig": "m", "target": "s1"}),  # no outbox for it
+        ("fed_migrate_page", {"mig": "m", "target": "s1", "limit": 0}),
+        ("fed_migrate_in", {"mig": "m", "source": "s1", "page": {"mig": "m", "source": "s1", "tasks": 3}}),
+        ("fed_migrate_in", {"mig": "m", "source": "s1", "page": "x"}),
+        ("fed_migrate_apply", {"mig": "m", "new": None}),
+        ("fed_migrate_switch", {"mig": 5, "old": {}, "new": {}}),
+        ("fed_migrate_cleanup", {"mig": None}),
+    ],
+)
+def test_migrate_methods_refuse_bad_input_and_change_nothing(
+    fed: Fed, method: str, kwargs: dict[str, Any]
+) -> None:
+    from federation import wire
+
+    server = fed.servers["s0"]
+    populate(fed, ("xs",))
+    before = server.core.snapshot()
+    [reply] = server.handle_batch([[b"client", b"", wire.encode_request(1, method, kwargs)]])
+    answer = wire.decode_reply(reply[-1])
+    assert not answer.ok and answer.error["code"] == "bad_arguments", answer
+    after = server.core.snapshot()
+    assert after.tasks == before.tasks and after.workers == before.workers
+    assert server.core.fed_migrate_status()["outbox"] is None and not server.core.fence
