@@ -166,6 +166,11 @@ class Resharder:
         for spec in new_cfg.shards:
             if spec.id not in self.core.links:
                 add_shard(self.core, spec, new_cfg.group_of_shard(spec.id))
+        if rec.get("old"):  # a router restarted after the switch still reaches drained shards to clean up
+            old_cfg = FederationConfig.from_mapping(rec["old"], source=self.core.config.source)
+            for spec in old_cfg.shards:
+                if spec.id not in self.core.links:
+                    add_shard(self.core, spec, old_cfg.group_of_shard(spec.id))
         # a router resuming a migration before its routing switch holds at once (outs may be done)
         self._freeze(PHASES.index(rec["phase"]) < PHASES.index("cleanup"))
         self.core.relay.next_fingerprint = self.new.fingerprint
@@ -342,6 +347,7 @@ class Resharder:
             "old_shards": self.core.config.shard_ids,
             "new_shards": new.shard_ids,
             "new": new.to_mapping(),
+            "old": self.core.config.to_mapping(),
             "moves": {},
             "cursors": {},
             "copied": 0,

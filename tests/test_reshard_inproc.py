@@ -539,3 +539,21 @@ def test_migrate_methods_refuse_bad_input_and_change_nothing(
     after = server.core.snapshot()
     assert after.tasks == before.tasks and after.workers == before.workers
     assert server.core.fed_migrate_status()["outbox"] is None and not server.core.fence
+
+
+def test_a_router_restarted_after_the_switch_of_a_drain_still_cleans_the_drained_shard(
+    fed: Fed, tmp_path: Path
+) -> None:
+    expect = populate(fed)
+    new = config_with(fed.config, tmp_path, ["s0", "s1"])
+    fed.router.send("reshard_apply", config=new.to_mapping())
+    run_to_phase(fed, "cleanup", 0)
+    fed.config = FederationConfig.from_mapping(
+        __import__("tomllib").loads(fed.path.read_text()), source=str(fed.path)
+    )
+    assert fed.config.shard_ids == ["s0", "s1"]  # rewritten at the switch
+    fed.new_router()
+    fed.drive()
+    assert fed.servers["s2"].core.fed_migrate_status()["outbox"] is None  # cleaned
+    assert "s2" not in fed.router.core.links
+    finish(fed, expect)
