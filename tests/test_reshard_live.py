@@ -43,11 +43,10 @@ def test_grow_move_a_namespace_and_drain_under_load(tmp_path: Path) -> None:
     moves = result["moves"]
     assert [m["to"] for m in moves] == ["grow.toml", "unit.toml", "drain.toml"]
     assert all(m["ok"] and m["moved"] > 0 for m in moves)
-    assert set(moves[0]["moves"]) == {"s0", "s1", "s2"} and all(
-        list(v) == ["s3"] for v in moves[0]["moves"].values()
-    )
-    assert all(list(v) == ["f0"] for v in moves[1]["moves"].values())
-    assert list(moves[2]["moves"]) == ["s1"]
+    sources = [{s: m for s, m in move["moves"].items() if m} for move in moves]
+    assert set(sources[0]) == {"s0", "s1", "s2"} and all(list(m) == ["s3"] for m in sources[0].values())
+    assert all(list(m) == ["f0"] for m in sources[1].values())
+    assert list(sources[2]) == ["s1"] and set(sources[2]["s1"]) <= {"s0", "s2", "s3"}, moves
 
 
 def test_fedctl_reshard_refuses_a_bad_file_in_one_line(tmp_path: Path) -> None:
