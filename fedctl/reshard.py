@@ -52,6 +52,8 @@ def format_plan(plan: dict[str, Any]) -> str:
 
 
 def format_done(st: dict[str, Any]) -> str:
+    if st.get("aborted"):
+        return f"migration {st['id']} was aborted before it moved anything"
     times = st.get("times") or {}
     order = ["out", "copy", "apply", "switch", "cleanup", "done"]
     spans = []
@@ -145,6 +147,16 @@ def cmd_reshard_apply(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reshard_abort(args: argparse.Namespace) -> int:
+    client = _client(args)
+    try:
+        st = client.call("reshard_abort", {})
+    finally:
+        client.close()
+    print(f"migration {st['id']} aborted: nothing was moved")
+    return 0
+
+
 def cmd_reshard_status(args: argparse.Namespace) -> int:
     client = _client(args)
     try:
@@ -214,6 +226,13 @@ def add_parser(sub: Any, env: Callable[..., Any], default_router: str) -> None:
     status = reshard_sub.add_parser("status", help="where the router's migration is")
     common(status, to=False)
     status.set_defaults(func=cmd_reshard_status)
+    abort = reshard_sub.add_parser(
+        "abort",
+        help="give up a migration that has not moved anything yet (a new shard that never came up)",
+        description="Refused once tasks are moving: such a migration can only be finished.",
+    )
+    common(abort, to=False)
+    abort.set_defaults(func=cmd_reshard_abort)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -153,6 +153,7 @@ METHODS: dict[str, Route] = {
     "reshard_plan": Route(RESHARD),
     "reshard_apply": Route(RESHARD),
     "reshard_status": Route(RESHARD),
+    "reshard_abort": Route(RESHARD),
 }
 
 #: forwarded without decoding when the routing frame names the task

@@ -249,9 +249,12 @@ class Resharder:
 
     # -- the methods ------------------------------------------------------------------------------
     def serve(self, call: Call) -> None:
-        fn = {"reshard_plan": self._plan, "reshard_apply": self._apply, "reshard_status": self._status}[
-            call.method
-        ]
+        fn = {
+            "reshard_plan": self._plan,
+            "reshard_apply": self._apply,
+            "reshard_status": self._status,
+            "reshard_abort": self._abort,
+        }[call.method]
         try:
             fn(call)
         except FederationError as e:
@@ -329,6 +332,7 @@ class Resharder:
         rec = self.record
         if (
             rec
+            and not rec.get("aborted")
             and rec["new_doc"] == placement_doc(new_p)
             and sorted(rec["new_shards"]) == sorted(new.shard_ids)
         ):
@@ -364,6 +368,27 @@ class Resharder:
         )
         self.core.reply(call, self.status())
 
+    def _abort(self, call: Call) -> None:
+        """Give up a migration that has not moved anything yet (e.g. a new shard that never came
+        up): links to its new shards close, the record says ``aborted``.  Once a source has been
+        asked to move its tasks out, only going forward is safe: refused."""
+        rec = self.record
+        if rec is None or not self.active:
+            raise BadArgumentsError("no migration in progress")
+        if rec.get("outs_sent") or rec["phase"] != "out":
+            raise BadArgumentsError(
+                f"migration {rec['id']} is moving tasks (phase {rec['phase']}): it can only be finished "
+                "(start the shards it waits for); fedctl reshard apply follows it"
+            )
+        for sid in [s for s in self.core.links if s not in rec["old_shards"]]:
+            remove_shard(self.core, sid)
+        self._freeze(False)
+        self.core.relay.next_fingerprint = None
+        rec["aborted"] = True
+        self._phase("done")
+        log.info("router: migration %s aborted before moving anything", rec["id"])
+        self.core.reply(call, self.status())
+
     def _status(self, call: Call) -> None:
         self.core.reply(call, self.status())
 
@@ -386,6 +411,7 @@ class Resharder:
             "held_max_s": round(self.stats["held_max_s"], 3),
             "held_expired": self.stats["expired"],
             "error": self.last_error,
+            "aborted": bool(rec.get("aborted")),
         }
 
     # -- the steps ----------------------------------------------------------------------------------
@@ -457,6 +483,9 @@ class Resharder:
         if not self._ready(todo + [s for s in rec["new_shards"] if s not in rec["old_shards"]]):
             return
         kw = {"mig": rec["id"], "old": rec["old_doc"], "new": rec["new_doc"]}
+        if not rec.get("outs_sent"):
+            rec["outs_sent"] = True  # from here on the migration can only go forward
+            self._save()
         self._freeze(True)  # calls sent to a source before its out are in its export (same FIFO)
 
         def done(results: list[tuple[str, Any]]) -> None:

@@ -557,3 +557,29 @@ def test_a_router_restarted_after_the_switch_of_a_drain_still_cleans_the_drained
     assert fed.servers["s2"].core.fed_migrate_status()["outbox"] is None  # cleaned
     assert "s2" not in fed.router.core.links
     finish(fed, expect)
+
+
+def test_a_migration_waiting_for_a_shard_that_never_comes_can_be_aborted_until_it_moves(
+    fed: Fed, tmp_path: Path
+) -> None:
+    expect = populate(fed, ("xs",))
+    new = config_with(fed.config, tmp_path, ["s0", "s1", "s2", "s3"])  # s3 is never started
+    fed.call("reshard_apply", config=new.to_mapping())
+    for _ in range(5):
+        fed.clock.advance(0.6)
+        fed.router.settle()
+    st = fed.call("reshard_status")
+    assert st["phase"] == "out" and "s3" in (st["error"] or "")
+    assert fed.call("reshard_abort")["aborted"]
+    assert "s3" not in fed.router.core.links and not fed.router.core.reshard.active
+    assert statuses(fed) == expect  # nothing moved
+    with pytest.raises(FederationError, match="no migration"):
+        fed.call("reshard_abort")
+    # a migration that moved something cannot be aborted
+    fed.start_shard(new, "s3")
+    fed.router.send("reshard_apply", config=new.to_mapping())
+    run_to_phase(fed, "copy", 0)
+    with pytest.raises(FederationError, match="can only be finished"):
+        fed.call("reshard_abort")
+    fed.drive()
+    finish(fed, expect)
