@@ -40,6 +40,7 @@ FIELDS = (
     "workers",
     "worker_running",
     "resources",
+    "resources_running",
     "failures",
     "expl",
     "status_message",
@@ -130,14 +131,16 @@ def populate(fed: Fed, namespaces: tuple[str, ...] = ("xs", "fin")) -> dict[str,
     """Tasks in every status, chains of dependencies across shards, two running; returns the
     status each was left in."""
     expect: dict[str, str] = {}
+    fed.call("update_resource", resource="db", amount=10)  # a runtime override every shard keeps
     for ns in namespaces:
         ids = [f"{ns}.T_{i:03d}" for i in range(40)]
         # chains of 4: each task depends on the previous one (owners differ about 2/3 of the time)
         for i, tid in enumerate(ids):
             deps = [ids[i - 1]] if i % 4 else []
-            fed.add(tid, deps=deps, priority=i % 3)
+            res = {"db": 1} if i % 2 == 0 else {}
+            fed.add(tid, deps=deps, priority=i % 3, resources=res)
             if i % 4 == 0:
-                fed.add(tid, worker=W2)  # a second worker's stake
+                fed.add(tid, worker=W2, resources=res)  # a second worker's stake
             expect[tid] = "PENDING"
         for tid in ids[36:38]:
             fed.add(tid, status="FAILED", expl="boom")
@@ -200,6 +203,7 @@ def test_add_a_shard_moves_its_tasks_whole_and_the_dag_runs_on(fed: Fed, tmp_pat
     expect = populate(fed)
     before = fed.records()
     assert statuses(fed) == expect
+    used_before = {r["name"]: r["num_used"] for r in fed.call("resource_list")}
     new = config_with(fed.config, tmp_path, ["s0", "s1", "s2", "s3"])
     plan = fed.call("reshard_plan", config=new.to_mapping())
     assert plan["added"] == ["s3"] and plan["removed"] == []
@@ -214,6 +218,10 @@ def test_add_a_shard_moves_its_tasks_whole_and_the_dag_runs_on(fed: Fed, tmp_pat
     assert st["total"] == len(moving) and st["copied"] == len(moving)
     check_moved(fed, before, Placement.from_config(new))
     assert statuses(fed) == expect
+    # resource state: the new shard has the runtime capacity, the running tasks' usage counts
+    assert fed.servers["s3"].core.snapshot().meta["resources"] == {"db": 10}
+    used = {r["name"]: r["num_used"] for r in fed.call("resource_list")}
+    assert used == used_before and used["db"] >= 1
     # the router routes by the new placement, and a restarted router too (rewritten file)
     assert fed.call("owner", task_id=moving[0])["shard_id"] == "s3"
     assert "s3" in fed.path.read_text()
