@@ -209,7 +209,7 @@ class MigratingCore(FederatedCore):
         return out
 
     def _fenced(self, name: str, arg: str) -> Callable[..., Any]:
-        fn = getattr(self.core, name)
+        fn = getattr(self, name)  # the federated layer's own (add_task), else the core's
         fence = self.fence_check
 
         def call(*args: Any, **kwargs: Any) -> Any:
