@@ -1142,6 +1142,10 @@ def build_parser(*, with_loadtest: bool = True) -> argparse.ArgumentParser:
     status.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the router")
     status.set_defaults(func=cmd_status)
 
+    from fedctl.reshard import add_parser as add_reshard_parser
+
+    add_reshard_parser(sub, _env, DEFAULT_ZMQ)
+
     history = sub.add_parser("history", help="task history from the shards' event tables")
     history_sub = history.add_subparsers(dest="history_cmd", metavar="COMMAND")
     export = history_sub.add_parser(

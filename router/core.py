@@ -51,12 +51,14 @@ from router.methods import (
     METHODS,
     ONE_WORKER,
     OWNER,
+    RESHARD,
     UNDECODED,
     WORKER,
     Route,
 )
 from router.metrics import RouterMetrics
 from router.relay import Relay
+from router.reshard import Resharder, effective_config, record_path
 from router.resources import ResourceArbiter
 from router.workers import WorkerRegistry
 
@@ -79,6 +81,7 @@ class RouterCore:
         *,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        config = effective_config(config)  # past a resharding's switch: its new placement
         self.config = config
         self.send_front = send_front
         self.clock = clock
@@ -131,7 +134,9 @@ class RouterCore:
             INVERSE_DEP_GRAPH: self._on_graph,
             HEALTH: self._on_health,
             OWNER: self._on_owner,
+            RESHARD: lambda call, route: self.reshard.serve(call),
         }
+        self.reshard = Resharder(self, record_path(config))
         assert set(self.handlers) == KINDS, "every kind of router.methods has one handler"
         self.metrics.watch(self)
 
@@ -171,6 +176,7 @@ class RouterCore:
             self._next_forget = now + FORGET_INTERVAL
             self.workers.forget(now)
         self.relay.tick(now)
+        self.reshard.tick(now)
 
     def on_shard_down(self, link: ShardLink) -> None:
         self.relay.on_shard_down(link)
@@ -182,6 +188,8 @@ class RouterCore:
     def handle(self, frames: list[bytes]) -> None:
         """One message from the front: ``[*route, routing_key, body]``."""
         try:
+            if self.reshard.holding and self.reshard.hold(frames):
+                return  # about a task id being moved: answered after the switch
             self._on_request(frames)
         except Exception as e:
             log.error("router: request failed", exc_info=True)
@@ -508,7 +516,15 @@ class RouterCore:
                 up = sid in infos
                 if up and sid in fed_errs:
                     errs[sid] = fed_errs[sid]
-                elif up and fed and fed.get("placement") != self.placement.fingerprint:
+                elif (
+                    up
+                    and fed
+                    and fed.get("placement")
+                    not in (
+                        self.placement.fingerprint,
+                        self.relay.next_fingerprint,  # a resharding's shards serve its target already
+                    )
+                ):
                     errs[sid] = (
                         f"placement differs from the router's ({fed.get('placement')} != "
                         f"{self.placement.fingerprint}): serve it with the same federation.toml"

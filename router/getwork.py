@@ -409,6 +409,11 @@ class GetWork:
             for key in _MERGED:
                 if key in counts and key not in out:
                     out[key] = counts[key]
+        if out.get("task_id") is None and not out.get("n_pending_tasks") and core.reshard.holding:
+            # resharding: this worker's pending tasks may be between their old and new owner, counted
+            # nowhere; "nothing pending" would make it quit. Asked again after the switch.
+            core.reshard.hold_call(self.call)
+            return
         core.reply(self.call, out)
 
 

@@ -158,6 +158,31 @@ class ShardPool:
     def close(self) -> None:
         """Release the transport."""
 
+    def add_link(self, spec: ShardSpec, group: str) -> ShardLink:
+        """A shard joins at run time (resharding): a new link, CONNECTING."""
+        link = self.links[spec.id] = ShardLink(spec, group)
+        self._open_link(link)
+        return link
+
+    def remove_link(self, sid: str) -> None:
+        """A shard leaves at run time (resharding): what waits on it fails, its link goes."""
+        link = self.links.get(sid)
+        if link is None:
+            return
+        err = TransportError(f"shard {sid} left the federation")
+        for tag, w in list(self._waits.items()):
+            if w.shard == sid:
+                del self._waits[tag]
+                self.defer(lambda w=w: w.cb(None, err))  # type: ignore[misc]
+        del self.links[sid]
+        self._close_link(link)
+
+    def _open_link(self, link: ShardLink) -> None:
+        """Subclasses: open the transport to a link added at run time."""
+
+    def _close_link(self, link: ShardLink) -> None:
+        """Subclasses: close the transport of a link removed at run time."""
+
     # -- calls ---------------------------------------------------------------------------------
     def next_stamp(self) -> int:
         """The order stamp of the next request to any shard (``federation.wire.add_stamp``).
@@ -186,8 +211,13 @@ class ShardPool:
     ) -> None:
         """Send a request body to shard ``sid``; ``cb`` gets the answer (decoded unless ``raw``).
 
-        A shard that is down fails the call at once unless ``force`` (probes, health)."""
-        link = self.links[sid]
+        A shard that is down fails the call at once unless ``force`` (probes, health); so does
+        one that left the federation (resharding)."""
+        link = self.links.get(sid)
+        if link is None:
+            gone = TransportError(f"shard {sid} is not in the federation (any more)")
+            self.defer(lambda: cb(None, gone))
+            return
         if link.state is LinkState.DOWN and not force:
             err = self.down_error(link)
             self.defer(lambda: cb(None, err))
@@ -274,7 +304,9 @@ class ShardPool:
             w = self._waits.pop(tag, None)
             if w is None:
                 continue
-            link = self.links[w.shard]
+            link = self.links.get(w.shard)
+            if link is None:
+                continue  # the shard left the federation
             self.mark_down(link, f"no reply within {w.deadline - w.sent:g} s")
             err = self.down_error(link)
             _safely(lambda w=w, err=err: w.cb(None, err))  # type: ignore[misc]
@@ -370,14 +402,16 @@ class InProcShardPool(ShardPool):
     def pump(self) -> int:
         """Every shard handles what was sent to it (one batch each); replies reach their callbacks."""
         handled = 0
-        for sid, queue in self._queues.items():
+        for sid, queue in list(self._queues.items()):
             shard = self.shards.get(sid)
             if not queue or shard is None:
                 continue
             batch, self._queues[sid] = queue, []
             handled += len(batch)
             for frames in shard.handle_batch(batch):
-                self._on_reply(self.links[sid], frames[1:])
+                link = self.links.get(sid)
+                if link is not None:  # else it left the federation (resharding) meanwhile
+                    self._on_reply(link, frames[1:])
         return handled
 
     def kill(self, sid: str) -> ShardHandler | None:
@@ -388,3 +422,10 @@ class InProcShardPool(ShardPool):
 
     def restart(self, sid: str, shard: ShardHandler) -> None:
         self.shards[sid] = shard
+
+    def _open_link(self, link: ShardLink) -> None:
+        self._queues.setdefault(link.id, [])
+
+    def _close_link(self, link: ShardLink) -> None:
+        self._queues.pop(link.id, None)
+        self.shards.pop(link.id, None)

@@ -35,6 +35,8 @@ Kinds:
     Their own algorithms (:mod:`router.getwork`, :mod:`router.graph`, :mod:`router.core`).
 ``OWNER``
     Answered by the router itself: the shard that serves a task id.
+``RESHARD``
+    Online resharding, served by :class:`router.reshard.Resharder` (``fedctl reshard``).
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ DEP_GRAPH = "dep_graph"
 INVERSE_DEP_GRAPH = "inverse_dep_graph"
 HEALTH = "health"
 OWNER = "owner"
+RESHARD = "reshard"
 
 KINDS = frozenset(
     {
@@ -74,6 +77,7 @@ KINDS = frozenset(
         INVERSE_DEP_GRAPH,
         HEALTH,
         OWNER,
+        RESHARD,
     }
 )
 
@@ -145,6 +149,11 @@ METHODS: dict[str, Route] = {
     # the federation's own
     "federation_health": Route(HEALTH),
     "owner": Route(OWNER),
+    # online resharding (router/reshard.py; ZeroMQ only, like prune_history)
+    "reshard_plan": Route(RESHARD),
+    "reshard_apply": Route(RESHARD),
+    "reshard_status": Route(RESHARD),
+    "reshard_abort": Route(RESHARD),
 }
 
 #: forwarded without decoding when the routing frame names the task

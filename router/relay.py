@@ -101,6 +101,10 @@ class Relay:
         #: shards sent a batch runner's effects during a shard's feed pull: that pull's held
         #: answers wait for their feeds next
         self._batch_targets: dict[str, set[str]] = {}
+        #: the placement a resharding in progress goes to (its shards may serve it already)
+        self.next_fingerprint: str | None = None
+        #: during a resharding, until the switch: task ids whose status is not relayed (moving)
+        self.frozen: Callable[[str], bool] | None = None
 
     # -- entry points -------------------------------------------------------------------------
     def on_add_task(self, call: Call, sid: str, kwargs: dict[str, Any]) -> None:
@@ -270,6 +274,8 @@ class Relay:
             task_id, status, priority, seq = change[:4]
             owner = self.owner(task_id)
             if owner == link.id:
+                if self.frozen is not None and self.frozen(task_id):
+                    continue  # moving (resharding): its new owner's status is relayed after the switch
                 for sid in self.subs.get(task_id, ()):
                     updates[sid].append([task_id, status, feed.epoch, seq])
                 continue
@@ -369,6 +375,8 @@ class Relay:
                     epoch = result.get("epoch")
                     updates: dict[str, list[list[Any]]] = defaultdict(list)
                     for task_id, state in (result.get("tasks") or {}).items():
+                        if self.owner(task_id) != owner or (self.frozen is not None and self.frozen(task_id)):
+                            continue  # moving (resharding), or moved while the answer was on its way
                         status, seq = (state[0], state[2]) if state else (None, 0)
                         for sid in (targets or {}).get(task_id) or self.subs.get(task_id) or ():
                             updates[sid].append([task_id, status, epoch, seq])
@@ -408,7 +416,7 @@ class Relay:
                 return
             link.federated = True
             theirs = result.get("placement")
-            if theirs != self.fingerprint:
+            if theirs != self.fingerprint and theirs != self.next_fingerprint:
                 # the shard tells its own tasks from mirrors by placement: it must be the router's
                 log.error(
                     "router: shard %s places tasks differently (placement %s, router %s): "

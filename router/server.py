@@ -56,6 +56,9 @@ class ZmqShardPool(ShardPool):
 
     def __init__(self, ctx: Any, specs: Iterable[tuple[ShardSpec, str]], **kwargs: Any) -> None:
         super().__init__(specs, **kwargs)
+        self._ctx = ctx
+        #: sockets opened (True) or closed (False) since the loop last looked (resharding)
+        self.changed: list[tuple[Any, bool]] = []
         self._socks: dict[str, Any] = {}
         self._by_sock: dict[Any, ShardLink] = {}
         #: a shard with standbys: its DEALER's monitor -> (link, endpoints with a completed handshake)
@@ -85,6 +88,18 @@ class ZmqShardPool(ShardPool):
 
     def sockets(self) -> list[Any]:
         return [*self._socks.values(), *self._monitors]
+
+    def _open_link(self, link: ShardLink) -> None:
+        sock = transport.connect_dealer(self._ctx, link.spec.endpoint, immediate=True)
+        self._socks[link.id] = sock
+        self._by_sock[sock] = link
+        self.changed.append((sock, True))
+
+    def _close_link(self, link: ShardLink) -> None:
+        sock = self._socks.pop(link.id, None)
+        if sock is not None:
+            self._by_sock.pop(sock, None)
+            self.changed.append((sock, False))
 
     def _transmit(self, link: ShardLink, frames: list[bytes]) -> bool:
         return bool(transport.send_frames(self._socks[link.id], frames))
@@ -209,6 +224,14 @@ class Router:
 
     def _turn(self, poller: zmq.Poller, *, front: bool = True, timers: bool = True) -> None:
         wait_ms = max(0, int((self.core.next_wakeup() - time.monotonic()) * 1000) + 1)
+        if self.pool.changed:
+            for sock, opened in self.pool.changed:
+                if opened:
+                    poller.register(sock, zmq.POLLIN)
+                else:
+                    poller.unregister(sock)
+                    sock.close(0)
+            self.pool.changed.clear()
         events = dict(poller.poll(wait_ms))
         for sock in events:
             if sock is not self.front:

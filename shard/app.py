@@ -19,6 +19,7 @@ from federation.config import FederationConfig, SchedulerConfig
 from federation.errors import BadArgumentsError
 from federation.placement import Placement
 from shard.federated import FederatedCore
+from shard.migrate import MigratingCore
 from shard.scheduler import RPC_METHODS, SchedulerCore
 from shard.server import ShardServer
 from shard.store import Store, open_store
@@ -57,7 +58,7 @@ def build_shard(
         served: SchedulerCore | FederatedCore = core
         extra: dict[str, Callable[..., Any]] = {"task_events": task_events_method(store, shard_id)}
         if placement is not None:
-            served = FederatedCore(core, shard_id, placement, clock=clock)
+            served = MigratingCore(core, shard_id, placement, clock=clock, events_of=store.events_of)
             extra.update(served.extra_methods())
         served.restore(store.load())
         served.collect_changes()  # restoring is not a change

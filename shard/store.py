@@ -255,6 +255,22 @@ class Store(ABC):
         rows = self._run("task_events", lambda conn: list(conn.execute(newest)))
         return [Event(*row[1:]) for row in reversed(rows)]
 
+    def events_of(self, task_ids: list[str]) -> list[Event]:
+        """Every history row of these tasks, in commit order (resharding copies them to the new owner)."""
+        ev = events_table
+        cols = (ev.c.task_id, ev.c.status, ev.c.worker, ev.c.host, ev.c.ts)
+
+        def run(conn: Connection) -> list[Event]:
+            rows: list[Any] = []
+            ids = sorted(set(task_ids))
+            for i in range(0, len(ids), 500):
+                query = sa.select(ev.c.id, *cols).where(ev.c.task_id.in_(ids[i : i + 500]))
+                rows.extend(conn.execute(query))
+            rows.sort(key=lambda r: r[0])
+            return [Event(*row[1:]) for row in rows]
+
+        return self._run("events_of", run)
+
     def history(
         self,
         *,
