@@ -513,7 +513,8 @@ class RouterCore:
                     {
                         "shard_id": sid,
                         "group": link.group,
-                        "endpoint": link.spec.endpoint,
+                        # with standbys: the endpoint that serves it (a standby's after a failover)
+                        "endpoint": (link.spec.standbys and info.get("endpoint")) or link.spec.endpoint,
                         "up": up,
                         "latency_ms": link.latency_ms if up else None,
                         "error": None if up and sid not in errs else (errs.get(sid) or link.error or "down"),

@@ -44,6 +44,12 @@ class GetWork:
         #: each shard's offer, and whether it sees the worker as Luigi's trivial worker
         self.offers: dict[str, dict[str, Any]] = {}
         self.trivial: dict[str, bool] = {}
+        #: Luigi's greedy walk over several shards (resources in play): each shard's RUNNING tasks
+        #: holding resources and its reservations, as greedy events (``external_for``)
+        self.greedy_mode = False
+        self.walked_again = False
+        self.running: dict[str, list[Any]] = {}
+        self.reserved: dict[str, list[Any]] = {}
 
     def start(self) -> None:
         pool = self.core.pool
@@ -65,8 +71,22 @@ class GetWork:
                 self.unavailable = pool.down_error(link)
             else:
                 live.append(sid)
-        if len(live) <= 1 or any(pool.links[sid].federated is not True for sid in live):
-            worker = self.call.args.get("worker")
+        # Luigi's greedy walk counts every RUNNING task's resources, and reserves them for other
+        # workers' higher-ranked tasks, in their rank places over all tasks: the shards asked send
+        # theirs with their offers (``greedy``); the others with tasks needing resources walk for
+        # them alone (``fed_greedy_walk``: nothing changes there)
+        holders = [
+            sid
+            for sid, link in pool.links.items()
+            if sid not in live
+            and link.state is LinkState.READY
+            and link.federated is True
+            and (self.core.resources.shards[sid].usage or self.core.resources.shards[sid].pending)
+        ]
+        worker = self.call.args.get("worker")
+        if isinstance(worker, str):
+            self.core.workers.got_work(worker)
+        if (len(live) <= 1 and not holders) or any(pool.links[sid].federated is not True for sid in live):
             if len(live) == 1 and isinstance(worker, str):
                 self.core.workers.active_on(worker, live[0])
             self.queue = live
@@ -75,8 +95,47 @@ class GetWork:
         core = self.core
         versions = {sid: core.resources.version(sid) for sid in live}
 
+        walk = {"worker": self.call.args.get("worker"), "assistant": bool(self.call.args.get("assistant"))}
+        self.greedy_mode = bool(holders) or any(core.resources.shards[sid].usage for sid in pool.links)
+        # resources in play: every shard's RUNNING tasks count (the slots of their workers, the
+        # resources they hold)
+        running_at = (
+            [
+                sid
+                for sid, link in pool.links.items()
+                if link.state is LinkState.READY and link.federated is True
+            ]
+            if self.greedy_mode
+            else []
+        )
+
         def kwargs(sid: str) -> dict[str, Any]:
-            return {**self.call.args, "external_used_resources": core.resources.external_usage(sid)}
+            out = {**self.call.args, "external_used_resources": core.resources.external_usage(sid)}
+            if self.greedy_mode:
+                out["external_greedy"] = self.external_for(sid)
+            return out
+
+        def walked(results: list[tuple[str, Any]], errors: list[tuple[str, FederationError]]) -> None:
+            for sid, events in results:
+                if isinstance(events, list):
+                    self.reserved[sid] = [
+                        e for e in events if isinstance(e, list) and len(e) == 6 and e[3] == 0
+                    ]
+            core.gather(live, "fed_offer", kwargs, offered)
+
+        def ran(results: list[tuple[str, Any]], errors: list[tuple[str, FederationError]]) -> None:
+            for sid, events in results:
+                if isinstance(events, list):
+                    self.running[sid] = events
+            if holders:
+                core.gather(
+                    holders,
+                    "fed_greedy_walk",
+                    lambda sid: {**walk, "external_greedy": self.external_for(sid)},
+                    walked,
+                )
+            else:
+                core.gather(live, "fed_offer", kwargs, offered)
 
         def offered(results: list[tuple[str, Any]], errors: list[tuple[str, FederationError]]) -> None:
             for _, err in errors:
@@ -107,6 +166,30 @@ class GetWork:
                     # then the rotation's order (``order``)
                     tie = rank[2] if len(rank) > 2 else 0
                     ranked.append(((bool(offer.get("resend")), rank[0], rank[1], tie), -order, sid))
+            if not self.walked_again:
+                reserved = {
+                    sid: [e for e in r["greedy"] if isinstance(e, list) and len(e) == 6 and e[3] == 0]
+                    for sid, r in results
+                    if isinstance(r.get("greedy"), list)
+                }
+                if any(reserved.values()) or (
+                    not self.greedy_mode and any(r.get("greedy") for _, r in results)
+                ):
+                    # Luigi's greedy walk reserves resources for higher-ranked tasks of any shard:
+                    # every shard walks again with the others' RUNNING tasks and reservations in
+                    # their rank places (SchedulerCore.external_greedy)
+                    self.walked_again = True
+                    for sid, r in results:
+                        events = r.get("greedy")
+                        if isinstance(events, list):
+                            self.running.setdefault(
+                                sid, [e for e in events if isinstance(e, list) and len(e) == 6 and e[3] == 1]
+                            )
+                    self.reserved.update({sid: evs for sid, evs in reserved.items() if evs})
+                    self.greedy_mode = True
+                    self.offers.clear()
+                    core.gather(live, "fed_offer", kwargs, offered)
+                    return
             ranked.sort(reverse=True)
             self.queue = [sid for _, _, sid in ranked]
             if self.queue and isinstance(self.offers[self.queue[0]].get("batcher"), dict):
@@ -114,7 +197,19 @@ class GetWork:
                 return
             self.next()
 
-        core.gather(live, "fed_offer", kwargs, offered)
+        if running_at:
+            core.gather(running_at, "fed_greedy_walk", {**walk, "running_only": True}, ran)
+        elif holders:
+            ran([], [])
+        else:
+            core.gather(live, "fed_offer", kwargs, offered)
+
+    def external_for(self, sid: str) -> list[list[Any]]:
+        """The other shards' greedy events shard ``sid``'s walk counts: their RUNNING tasks holding
+        resources and their reservations (``SchedulerCore.external_greedy``)."""
+        out = [e for other, events in self.running.items() if other != sid for e in events]
+        out += [e for other, events in self.reserved.items() if other != sid for e in events]
+        return out
 
     # -- a batch whose tasks sit on several shards ------------------------------------------------
     def batch_across(self, home: str) -> None:
@@ -252,6 +347,8 @@ class GetWork:
                 )
                 return
             kwargs = {**self.call.args, "external_used_resources": core.resources.external_usage(sid)}
+            if self.greedy_mode:
+                kwargs["external_greedy"] = self.external_for(sid)
             pool.call(
                 sid,
                 "fed_get_work",

@@ -32,6 +32,8 @@ class WorkerState:
     last_seen: float = 0.0
     #: shard -> when the router last passed this worker's activity on to it (``active_on``)
     touched: dict[str, float] = field(default_factory=dict)
+    #: the router's clock at the worker's last get_work (None: never)
+    last_get_work: float | None = None
 
 
 @dataclass(slots=True)
@@ -97,6 +99,10 @@ class WorkerRegistry:
                 ws.touched[other] = now
                 self._touches.setdefault(other, {})[worker] = None
 
+    def got_work(self, worker: str) -> None:
+        """``worker`` called ``get_work`` (a shard that meets it later hears of it: ``_replay``)."""
+        self.seen(worker).last_get_work = self.pool.clock()
+
     def flush_touches(self) -> None:
         """Once per router turn: one ``fed_touch_workers`` per shard with workers active elsewhere."""
         if not self._touches:
@@ -132,6 +138,9 @@ class WorkerRegistry:
             self.pool.call(sid, "add_task_batcher", batcher, ignore)
         if ws.disabled:
             self.pool.call(sid, "disable_worker", {"worker": worker}, ignore)
+        if ws.last_get_work is not None and self.pool.clock() - ws.last_get_work < self.forget_after / 4:
+            # Luigi reserves resources for the tasks of workers that asked for work lately
+            self.pool.call(sid, "fed_touch_workers", {"workers": [worker], "get_work": True}, ignore)
 
     def targets(self, worker: Any, *, all_shards: bool = False) -> list[str]:
         """Shards that know ``worker`` (all shards for an assistant).

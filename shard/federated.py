@@ -90,6 +90,7 @@ FED_METHODS = (
     "fed_inverse_dep_graph",
     "fed_first_mention",
     "fed_touch_workers",
+    "fed_greedy_walk",
     "fed_batch_candidates",
     "fed_batch_claim",
     "fed_batch_release",
@@ -489,20 +490,38 @@ class FederatedCore:
         return None
 
     def fed_get_work(
-        self, external_used_resources: dict[str, Any] | None = None, **kwargs: Any
+        self,
+        external_used_resources: dict[str, Any] | None = None,
+        external_greedy: list[list[Any]] | None = None,
+        **kwargs: Any,
     ) -> dict[str, Any]:
-        """Luigi's ``get_work``, counting what other shards' RUNNING tasks hold as already used."""
-        return self._with_external(external_used_resources, "reply", self.core.get_work, kwargs)
+        """Luigi's ``get_work``, counting what other shards' RUNNING tasks hold as already used
+        (and, given, other shards' greedy events in their rank places: ``external_greedy``)."""
+        return self._with_external(
+            external_used_resources, external_greedy, "reply", self.core.get_work, kwargs
+        )
 
     def fed_offer(
-        self, external_used_resources: dict[str, Any] | None = None, **kwargs: Any
+        self,
+        external_used_resources: dict[str, Any] | None = None,
+        external_greedy: list[list[Any]] | None = None,
+        **kwargs: Any,
     ) -> dict[str, Any]:
         """What ``fed_get_work`` would hand out, and its rank, without handing it out
-        (``SchedulerCore.offer_work``): the router grants only the best offer of all shards."""
-        return self._with_external(external_used_resources, None, self.core.offer_work, kwargs)
+        (``SchedulerCore.offer_work``): the router grants only the best offer of all shards.
+        ``greedy`` in the answer: this walk's RUNNING tasks and reservations needing resources,
+        for the other shards' walks (``SchedulerCore.external_greedy``)."""
+        return self._with_external(
+            external_used_resources, external_greedy, None, self.core.offer_work, kwargs
+        )
 
     def _with_external(
-        self, external: Any, key: str | None, fn: Callable[..., Any], kwargs: dict[str, Any]
+        self,
+        external: Any,
+        greedy: Any,
+        key: str | None,
+        fn: Callable[..., Any],
+        kwargs: dict[str, Any],
     ) -> dict[str, Any]:
         external = external or {}
         if not isinstance(external, dict) or not all(
@@ -512,12 +531,17 @@ class FederatedCore:
             raise TypeError("external_used_resources must be a map of resource name to amount")
         core = self.core
         core.external_used_resources = external
+        core.greedy_events = []
         try:
+            core.external_greedy = greedy
             answer = fn(**kwargs)
         finally:
             core.external_used_resources = {}
+            core.external_greedy = None
         self._absorb()
         out = {key: answer} if key is not None else dict(answer)
+        if key is None and core.greedy_events:
+            out["greedy"] = core.greedy_events
         out.update(resources_running=self._usage(), resource_pending=bool(self._res_tasks))
         return out
 
@@ -583,11 +607,37 @@ class FederatedCore:
         order = self.core.worker_order()
         return {"workers": workers, "order": {w["name"]: order.get(w["name"], 0) for w in workers}}
 
-    def fed_touch_workers(self, workers: list[str]) -> None:
-        """These workers are active on another shard: active here too (``last_active``)."""
+    def fed_greedy_walk(
+        self,
+        worker: str,
+        assistant: bool = False,
+        running_only: bool = False,
+        external_greedy: list[list[Any]] | None = None,
+    ) -> list[list[Any]]:
+        """The greedy events (RUNNING tasks holding resources, reservations) of ``worker``'s
+        ``get_work`` walk here, changing nothing: for the shards where it has work
+        (``SchedulerCore.greedy_walk_events``); only the RUNNING ones with ``running_only``."""
+        if (
+            not isinstance(worker, str)
+            or not isinstance(assistant, bool)
+            or not isinstance(running_only, bool)
+        ):
+            raise TypeError("worker must be a string, assistant and running_only bools")
+        core = self.core
+        core.external_greedy = external_greedy
+        try:
+            return core.greedy_walk_events(worker, assistant, running_only)
+        finally:
+            core.external_greedy = None
+
+    def fed_touch_workers(self, workers: list[str], get_work: bool = False) -> None:
+        """These workers are active on another shard (and asked for work there, with
+        ``get_work``): active here too (``last_active``, ``last_get_work``)."""
         if not isinstance(workers, list) or not all(isinstance(w, str) for w in workers):
             raise TypeError("workers must be a list of worker ids")
-        self.core.touch_workers(workers)
+        if not isinstance(get_work, bool):
+            raise TypeError("get_work must be a bool")
+        self.core.touch_workers(workers, get_work)
 
     def fed_first_mention(self, mentions: dict[str, list[Any]]) -> None:
         """``{task_id: [time, creation number]}``: another shard made these tasks (owned here)

@@ -240,6 +240,12 @@ class TaskView(Protocol):
 # --------------------------------------------------------------------------- validation
 
 
+def _pairs(value: Any) -> list[tuple[Any, Any]]:
+    if not all(isinstance(p, (list, tuple)) and len(p) == 2 for p in value):
+        raise TypeError("resources must be [[name, amount], ...]")
+    return [(p[0], p[1]) for p in value]
+
+
 def _is_num(v: object) -> bool:
     return (
         isinstance(v, (int, float))
@@ -514,6 +520,10 @@ class SchedulerCore:
         self._ud: set[str] | None = None  # PENDING tasks whose upstream status is UPSTREAM_DISABLED
         self._ud_sub: dict[str, list[int]] = {}
         self._external_used: dict[str, Any] = {}
+        #: federation: other shards' greedy events for this get_work (None: count their RUNNING
+        #: resources up front), and this walk's own (``external_greedy``, ``greedy_events``)
+        self._external_greedy: list[tuple[Any, Any, int, int, Sig, str | None]] | None = None
+        self.greedy_events: list[list[Any]] = []
         # dirty marks
         self._d_tasks = _Marks()
         self._d_del_tasks = _Marks()
@@ -1518,9 +1528,13 @@ class SchedulerCore:
         caps = self._resources
         used = self._used_resources()
         gres: dict[str, Any] = {}
+        external = self._external_greedy
+        events: list[list[Any]] = []
+        self.greedy_events = events
         for r, a in self._external_used.items():  # RUNNING elsewhere in the federation
             used[r] = used.get(r, 0) + a
-            gres[r] = gres.get(r, 0) + a
+            if external is None:  # without their ranks: as if they ranked first
+                gres[r] = gres.get(r, 0) + a
 
         def fits(sig: Sig, pool: dict[str, Any]) -> bool:
             for r, a in sig:
@@ -1546,12 +1560,23 @@ class SchedulerCore:
                 t = tasks[tid]
                 if t.status == RUNNING:
                     runs.append((-t.priority, t.time, t.seq, tid))
+                    # what other shards' walks must count in its place: its worker's slot, and the
+                    # resources it holds
+                    rr = t.resources_running if t.resources_running is not None else t.resources
+                    events.append([-t.priority, t.time, t.seq, 1, [[r, a] for r, a in (rr or {}).items()], g])
         if runs:
             runs.sort()
             it_runs = iter(runs)
             e = next(it_runs)
             heap.append((e[0], e[1], 1, e[2], len(streams), e[3]))
             streams.append((it_runs, None, ()))
+        if external:
+            # other shards' RUNNING tasks and reservations, in their rank places (group 2)
+            ext = sorted(external, key=lambda x: (x[0], x[1], x[2]))
+            it_ext = iter([(x[0], x[1], x[2], str(i)) for i, x in enumerate(ext)])
+            e = next(it_ext)
+            heap.append((e[0], e[1], 2, e[2], len(streams), e[3]))
+            streams.append((it_ext, None, ()))
 
         empty: dict[Sig, RankQueue] = {}
         if assistant:
@@ -1585,7 +1610,14 @@ class SchedulerCore:
         while heap:
             negp, tm, grp, seq, idx, tid = heappop(heap)
             it, owner, sig = streams[idx]
-            if grp:
+            if grp == 2:
+                assert external is not None
+                x = ext[int(tid)]
+                if x[5] is not None and x[5] in greedy:
+                    greedy[x[5]] -= 1
+                for r, a in x[4]:
+                    gres[r] = gres.get(r, 0) + a
+            elif grp:
                 t = tasks[tid]
                 wr = t.worker_running
                 if wr is not None:  # always: it came from _active_by_wr[wr]
@@ -1609,6 +1641,8 @@ class SchedulerCore:
                             greedy[g] -= 1
                             for r, a in sig:
                                 gres[r] = gres.get(r, 0) + a
+                            if sig:  # a reservation other shards' walks must count
+                                events.append([negp, tm, seq, 0, [[r, a] for r, a in sig], g])
                             break
             nxt = next(it, None)
             if nxt is not None:
@@ -1825,14 +1859,24 @@ class SchedulerCore:
         if self.keep_batch_effects:
             self._batch_effects.append(effect)
 
-    def touch_workers(self, worker_ids: Iterable[str]) -> None:
-        """These workers were active on another scheduler of the federation just now: they are
-        active here too (``last_active``), as with one luigid.  Unknown workers are left alone."""
+    def touch_workers(self, worker_ids: Iterable[str], get_work: bool = False) -> None:
+        """These workers were active on another scheduler of the federation just now (and asked
+        for work, with ``get_work``): they are here too (``last_active``, ``last_get_work``), as
+        with one luigid.  Unknown workers are left alone, unless they asked for work."""
         now = self._begin()
         for worker_id in worker_ids:
             w = self._workers.get(worker_id)
-            if w is not None and w.last_active < now:
+            if w is None:
+                if not get_work:
+                    continue
+                # a worker that asked for work elsewhere and now brings a task here (the router
+                # tells first): known from now on, as luigid knows it
+                w = self._get_worker(worker_id)
+            if w.last_active < now:
                 w.last_active = now
+                self._d_workers.add(worker_id)
+            if get_work and (w.last_get_work is None or w.last_get_work < now):
+                w.last_get_work = now
                 self._d_workers.add(worker_id)
 
     def first_mention(self, task_id: str, time: float, number: int) -> None:
@@ -2439,6 +2483,73 @@ class SchedulerCore:
     @external_used_resources.setter
     def external_used_resources(self, value: dict[str, Any]) -> None:
         self._external_used = _amounts("external_used_resources", value) or {}
+
+    def greedy_walk_events(
+        self, worker: str, assistant: bool = False, running_only: bool = False
+    ) -> list[list[Any]]:
+        """The greedy events of Luigi's ``get_work`` walk for ``worker`` over this scheduler's tasks,
+        without its bookkeeping (nothing changes here): its RUNNING tasks holding resources and
+        the reservations for other workers' slots (``external_greedy``'s shape), for the walk of
+        another shard where ``worker`` has work."""
+        self._begin()
+        if running_only:
+            return self._running_events()
+        if self._paused:
+            return []
+        self._greedy_pick(worker, assistant)
+        events, self.greedy_events = self.greedy_events, []
+        return events
+
+    def _running_events(self) -> list[list[Any]]:
+        limit = self._now - self._config.worker_disconnect_delay
+        out: list[list[Any]] = []
+        for w in self._workers.values():
+            if w.last_get_work is None or w.last_get_work <= limit:
+                continue
+            for tid in self._active_by_wr.get(w.id, ()):
+                t = self._tasks[tid]
+                rr = t.resources_running if t.resources_running is not None else t.resources
+                if t.status == RUNNING:
+                    out.append([-t.priority, t.time, t.seq, 1, [[r, a] for r, a in (rr or {}).items()], w.id])
+        return out
+
+    @property
+    def external_greedy(self) -> list[list[Any]] | None:
+        """Other shards' greedy events for the next ``get_work`` walk (the federation's).
+
+        ``[negated priority, time, seq, group, [[resource, amount], ...], worker]``: a RUNNING
+        task (group 1; ``worker`` running it) or a reservation Luigi's walk made for a worker's
+        slot (group 0).  Each counts, in its rank place, as in one luigid's walk over all tasks:
+        its resources are reserved from there on and the worker's slot is used.  With them the
+        other shards' RUNNING resources are not counted up front.  The walk's own events are
+        left in ``greedy_events``.  None (default): no such events."""
+        if self._external_greedy is None:
+            return None
+        return [[x[0], x[1], x[2], x[3], [list(p) for p in x[4]], x[5]] for x in self._external_greedy]
+
+    @external_greedy.setter
+    def external_greedy(self, value: list[list[Any]] | None) -> None:
+        if value is None:
+            self._external_greedy = None
+            return
+        if not isinstance(value, list):
+            raise TypeError("external_greedy must be a list of greedy events")
+        out = []
+        for x in value:
+            if not (
+                isinstance(x, list)
+                and len(x) == 6
+                and all(_is_num(v) for v in x[:3])
+                and x[3] in (0, 1)
+                and isinstance(x[4], list)
+                and (x[5] is None or isinstance(x[5], str))
+            ):
+                raise TypeError(
+                    f"a greedy event must be [negprio, time, seq, group, resources, worker], got {x!r:.100}"
+                )
+            sig = _amounts("external_greedy resources", dict(_pairs(x[4]))) or {}
+            out.append((x[0], x[1], int(x[2]), int(x[3]), tuple(sorted(sig.items())), x[5]))
+        self._external_greedy = out
 
     def get_task(self, task_id: str) -> TaskView | None:
         """The live task (read it; change it only through the methods here)."""

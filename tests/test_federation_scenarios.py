@@ -23,21 +23,12 @@ KNOWN_3_SHARDS = frozenset(
     {
         "case_batch_ignore_items_not_ready",
         "case_dep_graphs",
-        "case_lock_resources_for_second_worker",
-        "case_lock_resources_when_one_of_multiple_workers_is_ready",
-        "case_lock_resources_while_running_lower_priority",
-        "case_multiple_resources_lock",
         "case_priority_update_with_pruning",
-        "case_scheduler_with_priority_and_competing_resources",
-        "case_single_resource_lock",
-        "case_stop_locking_resource_for_uninterested_worker",
     }
 )
 
 
 def _why(name: str) -> str:
-    if "resource" in name or "lock" in name:
-        return "Luigi's greedy resource reservation for other workers is per shard"
     if "graph" in name or "batch_ignore" in name:
         return "graph/dep_graph nodes of family-less tasks or cut at max_graph_nodes across shards"
     return "a mirror keeps a pruned task's first mention after its owner re-created it"
