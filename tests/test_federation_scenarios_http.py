@@ -130,9 +130,10 @@ def test_luigi_case_over_http_three_shards(name: str, pool: FederationPool) -> N
 
 
 def test_the_cases_spread_over_all_three_shards(tmp_path: Path) -> None:
-    """The task ids of the cases really split: all three shards own tasks, and all but one of the
-    89 cases that add two tasks or more put them on two shards or more (placement hashes ``A``,
-    ``B``, ...; ``case_change_resources_on_running_task``'s ``A1`` and ``A2`` share one)."""
+    """The task ids of the cases really split: all three shards own tasks, and 82 of the 84 cases
+    that add two tasks or more (batch runners left out) put them on two shards or more (placement
+    hashes ``A``, ``B``, ...; ``case_change_resources_on_running_task``'s ``A1`` and ``A2`` share
+    one)."""
     placement = Placement.from_config(LiveFederation.config_for(3, tmp_path))
     used: set[str] = set()
     several = spread = 0
@@ -144,7 +145,7 @@ def test_the_cases_spread_over_all_three_shards(tmp_path: Path) -> None:
             several += 1
             spread += len(owners) >= 2
     assert used == {"s0", "s1", "s2"}
-    assert several >= 85 and spread >= several - 1, (several, spread)
+    assert several >= 80 and spread >= several - 2, (several, spread)
 
 
 @pytest.mark.xfail(
