@@ -17,17 +17,20 @@ Two test seams, both only in these test processes (no production code has them):
   :class:`FileClock`, a float in a small file that every process maps into memory, written by
   the test before each call (``LiveFederation.set_time``).  The router reads no scheduler time
   (its own timers are monotonic: relay interval, deadlines, and a worker registry that forgets
-  a worker after 4 x ``worker_disconnect_delay`` of real time, longer than any scenario lasts).
+  a silent worker after minutes of real time, longer than any scenario lasts).
   The shards' periodic prune (luigid's 60 s ``prune``) is off: Luigi's scenarios prune
-  explicitly, as its tests do.
+  explicitly, as its tests do.  The router's throttle of worker-activity touches (at most one
+  per second of real time per worker and shard) is off too, as in-process: the scenarios' clock
+  jumps 100 s between two calls a millisecond apart.
 * **Settling.**  The in-process harness (``tests/inproc_federation.py``) runs the relay to
   quiescence after every call, so what is compared is the federation's semantics, not the
   relay's lag.  Over real processes the router pulls the shards' change feeds every
   ``relay_interval`` (here 30 ms); :meth:`LiveFederation.settle` waits after every call that can
   change state, by polling each shard's ``test_relay_lag`` (added to the forked shard only),
   until every change that matters to another shard has been pulled by the router: a change of a
-  task another shard mirrors, a change of a mirror (its priority rises to the owner), and a
-  change of the shard's resource usage.  Everything the router sends on because of a pull
+  task another shard mirrors, a change of a mirror (its priority rises to the owner), what a
+  batch runner did to its batch's tasks on other shards, and a change of the shard's resource
+  usage.  Everything the router sends on because of a pull
   leaves it before its next pull of that shard, and its DEALER to each shard is FIFO, so the
   next call reaches every shard after it.  With one shard nothing is relayed or waited for.
   ``FED_LIVE_SETTLE=0`` runs without it, on the production relay timer (0.25 s): every answer is
@@ -157,13 +160,11 @@ def _install_relay_lag(server: Any) -> None:
 
     def test_relay_lag() -> dict[str, Any]:
         state = core.fed_state()
-        unpulled = (
-            [c[0] for c in fed_changes(seen["since"], limit=10**9)["changes"]]
-            if seen["since"] < state["seq"]
-            else []
-        )
+        unpulled = fed_changes(seen["since"], limit=10**9) if seen["since"] < state["seq"] else {}
         return {
-            "unpulled": unpulled,
+            "unpulled": [c[0] for c in unpulled.get("changes") or ()],
+            # what batch runners here did, for the shards with the rest of their batches
+            "batch": len(unpulled.get("batch") or ()),
             "mirrors": sorted(state["mirrors"]),
             "report": report(state),
             "acked": seen["acked"],
@@ -181,7 +182,14 @@ def _run_router(cmd: dict[str, Any]) -> None:
     from router.server import serve
 
     logging.basicConfig(level=logging.INFO)
-    serve(load_federation_config(cmd["config"]))
+
+    def ready(router: Any) -> None:
+        # as in-process (tests/inproc_federation.py): a worker's activity reaches its other shards
+        # at every call, not at most once per second of real time, which the scenarios' clock
+        # outruns (100 s between two calls a millisecond apart)
+        router.core.workers.touch_every = 0.0
+
+    serve(load_federation_config(cmd["config"]), ready=ready)
 
 
 def _child(cmd: dict[str, Any]) -> None:
@@ -554,7 +562,7 @@ class LiveFederation:
         lags = self._ask_every_shard("test_relay_lag")
         mirrored = {task_id for lag in lags.values() for task_id in lag["mirrors"]}
         for sid, lag in lags.items():
-            if lag["report"] != lag["acked"]:
+            if lag["report"] != lag["acked"] or lag["batch"]:
                 return False
             for task_id in lag["unpulled"]:
                 if task_id in mirrored or self.placement.owner(task_id) != sid:

@@ -40,17 +40,14 @@ from tests.test_scheduler_differential import (
 FEDERATION_EXAMPLES = 25
 #: what the machine finds against three shards (reported on issue 10), first found first
 THREE_SHARDS_FINDINGS = (
-    "count_pending/get_work worker_state of a worker disabled, then pruned by luigid in a get_work "
-    "(prune_on_get_work) and back with add_task: luigid 'active' (a new worker), the federation "
-    "'disabled' (the first difference of the derandomized run); "
-    "fetch_error of a task another shard knows only as a dependency (its owner never had it): "
-    "luigid answers the placeholder's fields (displayName '()', taskFamily '', taskParams {}), "
-    "the federation the owner's answer for an unknown task ({'taskId', 'error': ''}); "
-    "count_pending's running_tasks of an assistant without its worker info (workers, host, first_task) "
-    "when add_worker reached another shard; worker_list's first_task_display_name likewise; "
-    "task_list(upstream_status=...) over max_shown_tasks answers tasks instead of {'num_tasks': -1}; "
-    "ping of a worker whose scheduler message went to a shard that did not know it (minimized "
-    "below, as is fetch_error)"
+    "the first difference of the derandomized run: a disabled worker pruned in a get_work "
+    "(prune_on_get_work) stays disabled on another shard (minimized below); random runs on main "
+    "after the greedy walk over shards also find: fetch_error of a task another shard knows only "
+    "as a dependency (the most frequent, minimized below); task_list's upstream_status filters "
+    "(UPSTREAM_RUNNING, UPSTREAM_MISSING_INPUT) over a remote dependency's own dependencies; a "
+    "graph() node's display_name (luigid keeps it only for the root); dep_graph's resources_running "
+    "and inverse_dep_graph's key order; worker_list and get_work keys; a scheduler message for a "
+    "worker no shard knows (minimized below)"
 )
 NO_CORE_STATE = {"snapshot", "restore", "collect_changes"}
 

@@ -93,14 +93,15 @@ def _run(name: str, pool: FederationPool, shards: int) -> LiveFederationAsCore:
 
 
 def added_task_ids(d: Differential) -> set[str]:
-    """The ids of the tasks a case sent ``add_task`` for (its call log)."""
-    return {
-        m.group(1)
-        for line in d.log
-        if line.startswith("add_task(")
-        for m in [re.search(r"task_id='([^']*)'", line)]
-        if m
-    }
+    """The ids of the tasks a case sent ``add_task`` for (its call log), batch runners left out
+    (a runner lives with its batch, on the shard of the batch's first task)."""
+    added: set[str] = set()
+    runners: set[str] = set()
+    for line in d.log:
+        m = re.search(r"task_id='([^']*)'", line) if line.startswith("add_task(") else None
+        if m:
+            (runners if "batch_id=" in line else added).add(m.group(1))
+    return added - runners
 
 
 def _check_each_task_is_on_its_shard(core: LiveFederationAsCore, task_ids: set[str]) -> None:
@@ -139,9 +140,10 @@ def test_luigi_case_over_http_three_shards(name: str, pool: FederationPool) -> N
 
 
 def test_the_cases_spread_over_all_three_shards(tmp_path: Path) -> None:
-    """The task ids of the cases really split: all three shards own tasks, and all but one of the
-    89 cases that add two tasks or more put them on two shards or more (placement hashes ``A``,
-    ``B``, ...; ``case_change_resources_on_running_task``'s ``A1`` and ``A2`` share one)."""
+    """The task ids of the cases really split: all three shards own tasks, and 82 of the 84 cases
+    that add two tasks or more (batch runners left out) put them on two shards or more (placement
+    hashes ``A``, ``B``, ...; ``case_change_resources_on_running_task``'s ``A1`` and ``A2`` share
+    one)."""
     placement = Placement.from_config(LiveFederation.config_for(3, tmp_path))
     used: set[str] = set()
     several = spread = 0
@@ -153,7 +155,7 @@ def test_the_cases_spread_over_all_three_shards(tmp_path: Path) -> None:
             several += 1
             spread += len(owners) >= 2
     assert used == {"s0", "s1", "s2"}
-    assert several >= 85 and spread >= several - 1, (several, spread)
+    assert several >= 80 and spread >= several - 2, (several, spread)
 
 
 @pytest.mark.xfail(
@@ -175,5 +177,44 @@ def test_a_dependents_upstream_status_right_after_get_work(pool: FederationPool)
         assert fed.call("get_work", worker="W")["task_id"] == "A"
         pending = fed.call("task_list", status="PENDING", upstream_status="UPSTREAM_RUNNING")
         assert set(pending) == {"B"}
+    finally:
+        fed.close()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="relay lag: the DONE of a batch whose runner is one of its members (batch_method=max) "
+    "is answered before the batch's tasks on other shards are DONE (they are at the next feed pull)",
+)
+def test_a_batch_run_by_one_of_its_members_is_done_everywhere_when_its_report_is_answered(
+    pool: FederationPool,
+) -> None:
+    """``A_1`` and ``A_2`` are batched over two shards; ``A_2`` runs the batch (Luigi's
+    ``batch_method=max``: the runner is the batch's last task).  When its ``DONE`` is answered,
+    luigid has both DONE.  Found as ``case_set_batch_runner_max``, ``case_batch_fail_max`` and
+    ``case_reschedule_max_batch`` failing over HTTP now and then (they pass with the relay let
+    settle); a runner of its own (``A_1_2``) is fine.  The relay is slowed to 60 s so the lag
+    always shows."""
+    fed = LiveFederation(pool.zygote, 3, relay_interval=60.0)
+    try:
+        assert fed.placement.owner("A_1") != fed.placement.owner("A_2")
+        fed.call("add_task_batcher", worker="W", task_family="A", batched_args=["a"])
+        for i in (1, 2):
+            fed.call(
+                "add_task", worker="W", task_id=f"A_{i}", family="A", params={"a": str(i)}, batchable=True
+            )
+        batch = fed.call("get_work", worker="W")
+        assert batch["task_params"] == {"a": ["1", "2"]}
+        fed.call(
+            "add_task",
+            worker="W",
+            task_id="A_2",
+            task_family="A",
+            params={"a": "2"},
+            batch_id=batch["batch_id"],
+            status="RUNNING",
+        )
+        fed.call("add_task", worker="W", task_id="A_2", status="DONE")
+        assert set(fed.call("task_list", status="DONE", upstream_status="")) == {"A_1", "A_2"}
     finally:
         fed.close()
