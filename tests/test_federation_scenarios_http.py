@@ -39,15 +39,7 @@ from tests.test_federation_scenarios import KNOWN_3_SHARDS, _why
 from tests.test_scheduler_differential import CASES, _run_case
 
 #: cases that pass in-process but not over HTTP against real processes, and why
-KNOWN_HTTP_ONLY: dict[str, str] = {
-    # a deliberate deviation, not a bug: a worker's activity on one shard reaches its other shards
-    # at most once a second of the router's (real) time (WorkerRegistry.TOUCH_EVERY), while this
-    # case's test clock jumps 100 s between calls a few milliseconds apart; a real worker is
-    # active at least every second (its pings) and worker_disconnect_delay is far above 1 s
-    "case_start_time_and_last_updated": (
-        "worker activity reaches the other shards at most once a second of real time; the case's clock jumps 100 s"
-    ),
-}
+KNOWN_HTTP_ONLY: dict[str, str] = {}
 
 
 #: the order the tests of this module run in: each starts the next one's federation ahead
@@ -181,11 +173,6 @@ def test_a_dependents_upstream_status_right_after_get_work(pool: FederationPool)
         fed.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="relay lag: the DONE of a batch whose runner is one of its members (batch_method=max) "
-    "is answered before the batch's tasks on other shards are DONE (they are at the next feed pull)",
-)
 def test_a_batch_run_by_one_of_its_members_is_done_everywhere_when_its_report_is_answered(
     pool: FederationPool,
 ) -> None:
