@@ -35,6 +35,7 @@ def build_shard(
     max_message_bytes: int | None = None,
     placement: Placement | None = None,
     clock: Callable[[], float] = time.time,
+    curve: Any = None,
 ) -> ShardServer:
     """Open the store (taking ownership), rebuild the core from it, bind the server.
 
@@ -66,6 +67,7 @@ def build_shard(
             methods=RPC_METHODS,
             extra_methods=extra,
             version=__version__,
+            curve=curve,
             **limits,
         )
     except BaseException:
@@ -109,6 +111,11 @@ def build_federated_shard(
     store and schema, Luigi's ``[scheduler]``/``[resources]``, and the placement.
     ``in_process`` binds no socket (``router.core.InProcRouter`` drives it)."""
     spec = config.shard(shard_id)
+    curve = None
+    if config.security is not None and not in_process:
+        from federation.keys import shard_curve
+
+        curve = shard_curve(config.security)
     return build_shard(
         shard_id,
         None if in_process else (bind or spec.endpoint),
@@ -119,4 +126,5 @@ def build_federated_shard(
         max_message_bytes=config.router.max_message_bytes,
         placement=Placement.from_config(config),
         clock=clock,
+        curve=curve,
     )
