@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from federation.errors import FederationError
+from federation.errors import AccessDenied, FederationError, Unauthenticated
 
 VIEWER = "viewer"
 WORKER = "worker"
@@ -42,21 +42,11 @@ GATEWAY_PRINCIPAL = "gateway"
 #: the meta key in which the gateway names the principal it asserts
 ASSERT_META = "principal"
 
+__all__ = ["AccessDenied", "Authorizer", "Principal", "Unauthenticated", "shard_allows"]
+
 OPEN = "open"
 TASK = "task"
 GLOBAL = "global"
-
-
-class Unauthenticated(FederationError):
-    """No credentials, or credentials nobody knows (HTTP 401)."""
-
-    code = "unauthenticated"
-
-
-class AccessDenied(FederationError):
-    """A known principal asked for something its role or namespaces do not allow (HTTP 403)."""
-
-    code = "forbidden"
 
 
 @dataclass(frozen=True, slots=True)
