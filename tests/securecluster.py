@@ -9,13 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from fedctl.secure import Provisioned, provision
 from federation.auth import ADMIN, OPERATOR, VIEWER, WORKER
 from federation.config import FederationConfig
 from federation.errors import FederationError
 from federation.keys import ClientCurve
 from federation.secconfig import parse_security
 from federation.transport import ZmqClient
-from fedctl.secure import Provisioned, provision
 from tests.fedcluster import FedCluster
 from tests.procs import wait_for
 
