@@ -9,9 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from fedctl.secure import Provisioned, provision
 from federation.auth import ADMIN, OPERATOR, VIEWER, WORKER
 from federation.config import FederationConfig
+from federation.credentials import Provisioned, provision
 from federation.errors import FederationError
 from federation.keys import ClientCurve
 from federation.secconfig import parse_security
