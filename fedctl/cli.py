@@ -661,6 +661,7 @@ def cmd_deploy_render(args: argparse.Namespace) -> int:
         state_dir=args.state_dir,
         image=args.image,
         k8s_namespace=args.k8s_namespace,
+        insecure=args.insecure,
     )
     files = render(cfg, opts)  # every check first: nothing is written on a bad config or flag
     out = Path(args.out)
@@ -1258,6 +1259,12 @@ def build_parser(*, with_loadtest: bool = True) -> argparse.ArgumentParser:
     rend.add_argument("--image", default=render_defaults.image, help="container image (Kubernetes)")
     rend.add_argument(
         "--k8s-namespace", default=render_defaults.k8s_namespace, help="Kubernetes namespace of every object"
+    )
+    rend.add_argument(
+        "--insecure",
+        action="store_true",
+        help="render servers that bind addresses other hosts reach without [security] (refused otherwise; "
+        "their commands get --insecure) [FED_INSECURE]",
     )
     rend.set_defaults(func=cmd_deploy_render)
 

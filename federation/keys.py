@@ -73,6 +73,12 @@ def load_public(path: str) -> bytes:
 def load_pair(path: str) -> tuple[bytes, bytes]:
     """``(public, secret)`` Z85 keys of a keypair, from its public file or its ``_secret`` file."""
     secret_path = path if path.endswith(SECRET_SUFFIX) else path + SECRET_SUFFIX
+    creds = os.environ.get("CREDENTIALS_DIRECTORY")
+    if creds and not os.path.exists(secret_path):
+        # a systemd credential (LoadCredential=NAME.key_secret:...), as fedctl deploy render sets it up
+        candidate = os.path.join(creds, os.path.basename(secret_path))
+        if os.path.exists(candidate):
+            secret_path = candidate
     try:
         public, secret = zmq.auth.load_certificate(secret_path)
     except (OSError, ValueError) as e:

@@ -188,6 +188,14 @@ def parse_security(
     )
 
 
+_Z85 = frozenset("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#")
+
+
 def _looks_inline_key(value: Any) -> bool:
-    """A Z85 key is 40 characters with no path separator and no dot."""
-    return isinstance(value, str) and len(value) == 40 and "/" not in value and "." not in value
+    """A Z85 key (40 characters of its alphabet) rather than a key file's name (``NAME.key``)."""
+    return (
+        isinstance(value, str)
+        and len(value) == 40
+        and set(value) <= _Z85
+        and not value.endswith((".key", ".key_secret"))
+    )
