@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import _drop_schemas, free_port
 from tests.procs import ROOT, fed_env, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -122,3 +122,62 @@ def test_an_open_bind_without_security_is_refused_in_one_line(tmp_path: Path) ->
     assert r.returncode == 2
     assert r.stderr.count("\n") == 1 and "--insecure" in r.stderr and "[security]" in r.stderr
     assert not (tmp_path / "fed" / "federation.toml").exists()
+
+
+@pytest.mark.postgres
+def test_a_postgres_password_never_leaves(tmp_path: Path, pg_url: str) -> None:
+    """The password of --pg-url (given as FED_PG_URL) is in none of: the banner, the children's
+    command lines, their logs, fedctl status --json, /metrics; the generated federation.toml is 0600."""
+    password = "Sekr1t-" + os.urandom(4).hex()
+    url = pg_url.replace("postgres@", f"postgres:{password}@", 1)
+    assert password in url  # the local server trusts, so the password is carried and ignored
+    prefix = f"fedtest_{os.urandom(6).hex()}_"
+    zmq, http = f"tcp://127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    data = tmp_path / "fed"
+    log = tmp_path / "up.log"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "fedctl",
+            "up",
+            "--shards",
+            "2",
+            "--data-dir",
+            str(data),
+            "--store",
+            "postgres",
+        ]
+        + ["--schema-prefix", prefix, "--zmq", zmq, "--http", http],
+        env=fed_env(FED_PG_URL=url),
+        cwd=ROOT,
+        stdout=open(log, "ab"),
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_for(
+            lambda: proc.poll() is not None or "Ctrl-C stops everything" in log.read_text(), 90, what="up"
+        )
+        assert proc.poll() is None, log.read_text()
+        assert stat.S_IMODE(os.stat(data / "federation.toml").st_mode) == 0o600
+        status = fedctl("status", "--router", zmq, "--json")
+        assert status.returncode == 0, status.stderr
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://{http}/metrics", timeout=10) as r:
+            metrics = r.read().decode()
+        cmdlines = subprocess.run(["pgrep", "-af", str(data)], capture_output=True, text=True).stdout
+        assert "shard serve" in cmdlines
+        logs = "".join(p.read_text(errors="replace") for p in (data / "logs").glob("*.log"))
+        for where, text in {
+            "banner": log.read_text(),
+            "status": status.stdout,
+            "metrics": metrics,
+            "command lines": cmdlines,
+            "logs": logs,
+        }.items():
+            assert password not in text, where
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        _drop_schemas(pg_url, [f"{prefix}s0", f"{prefix}s1"])
