@@ -124,6 +124,7 @@ _NOBLOCK = int(zmq.NOBLOCK)
 _NOBLOCK_MORE = int(zmq.NOBLOCK | zmq.SNDMORE)
 _EVENTS = int(zmq.EVENTS)
 _POLLIN = int(zmq.POLLIN)
+_RCVMORE = int(zmq.RCVMORE)
 
 
 def has_input(sock: zmq.Socket) -> bool:
@@ -152,8 +153,10 @@ def recv_frames_user(sock: zmq.Socket) -> tuple[list[bytes], str | None] | None:
     except zmq.ZMQError:
         user = None
     frames = [first.bytes]
-    while sock.getsockopt(zmq.RCVMORE):
+    more = first.more
+    while more:
         frames.append(sock.recv(_NOBLOCK))
+        more = sock.getsockopt(_RCVMORE)
     return frames, user
 
 
