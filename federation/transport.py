@@ -156,7 +156,7 @@ def recv_frames_user(sock: zmq.Socket) -> tuple[list[bytes], str | None] | None:
     more = first.more
     while more:
         frames.append(sock.recv(_NOBLOCK))
-        more = sock.getsockopt(_RCVMORE)
+        more = bool(sock.getsockopt(_RCVMORE))
     return frames, user
 
 
