@@ -490,12 +490,16 @@ def cmd_status(args: argparse.Namespace) -> int:
     import json
 
     from fedctl.secure import client_curve
-    from federation.errors import UnknownMethodError
+    from federation.errors import RequestTimeout, UnknownMethodError
     from federation.transport import ZmqClient
 
     client = ZmqClient(args.router, timeout=args.timeout, curve=client_curve(args.key, args.server_key))
     try:
         health = client.call("federation_health", {})
+    except RequestTimeout as e:
+        if args.key:
+            raise
+        raise ConfigError(f"{e} (a secured federation answers only known keys: --key / FED_KEY)") from None
     except UnknownMethodError:
         # something answers, but not a router: most likely one shard served on its own
         try:

@@ -215,3 +215,59 @@ def test_deploy_render_refuses_open_binds_without_security(tmp_path: Path) -> No
         ]
     )
     assert render(cfg, RenderOptions(targets=("systemd",)))  # loopback binds: nothing open
+
+
+def test_gateway_tls_and_metrics_behind_a_token(tmp_path: Path) -> None:
+    """[security] http_tls_cert/key: the gateway speaks HTTPS; metrics_auth: /metrics needs a token."""
+    import base64
+    import dataclasses
+    import shutil
+    import ssl
+    import subprocess
+    import urllib.error
+    import urllib.request
+
+    from prometheus_client import CollectorRegistry
+
+    from federation.credentials import security_config
+    from router.core import authorizer
+    from router.http import Gateway
+
+    if shutil.which("openssl") is None:
+        pytest.skip("no openssl to make a certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"]
+        + ["-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )
+    creds = provision(tmp_path)
+    sec = dataclasses.replace(
+        security_config(creds), http_tls_cert=str(cert), http_tls_key=str(key), metrics_auth=True
+    )
+    cfg = FederationConfig.local(1, data_dir=str(tmp_path)).replace(security=sec)
+    az = authorizer(cfg)
+    assert az is not None
+    gw = Gateway(
+        "tcp://127.0.0.1:9", "127.0.0.1:0", metrics_registry=CollectorRegistry(), security=sec, authz=az
+    ).start()
+    try:
+        ctx = ssl.create_default_context(cafile=str(cert))
+        ctx.check_hostname = False
+
+        def get(headers: dict[str, str]) -> int:
+            req = urllib.request.Request(f"https://{gw.address}/metrics", headers=headers)
+            try:
+                with urllib.request.urlopen(req, timeout=10, context=ctx) as r:
+                    return r.status
+            except urllib.error.HTTPError as e:
+                return e.code
+
+        assert get({}) == 401
+        token = creds.tokens["viewer"]
+        assert get({"Authorization": "Basic " + base64.b64encode(f"x:{token}".encode()).decode()}) == 200
+        with pytest.raises(OSError):  # plain HTTP is not served on a TLS gateway
+            urllib.request.urlopen(f"http://{gw.address}/metrics", timeout=5)
+    finally:
+        gw.stop()

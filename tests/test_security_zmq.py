@@ -235,3 +235,22 @@ def test_a_client_holding_no_key_times_out_with_nothing_changed(cluster: SecureC
         plain.close()
     assert cluster.client().call("is_paused", {})["paused"] is False
     assert cluster.all_tasks() == before
+
+
+def test_the_tui_source_needs_a_key_and_a_viewer_key_cannot_act(cluster: SecureCluster) -> None:
+    """``fedctl tui --key``: the TUI's RouterSource talks CURVE; with a viewer's key (--readonly's
+    companion) the router itself refuses the TUI's actions."""
+    from federation.errors import FederationError
+    from tui.source import ACTION_METHODS, RouterSource
+
+    bare = RouterSource(cluster.endpoint, timeout=0.5)
+    with bare.session() as s, pytest.raises(RequestTimeout):
+        s.call("federation_health", {})
+    viewer = RouterSource(cluster.endpoint, timeout=5, curve=cluster.curve("viewer"))
+    with viewer.session() as s:
+        assert s.call("federation_health", {})["shards"]
+        assert ACTION_METHODS
+        for method in ACTION_METHODS:
+            with pytest.raises(FederationError) as e:
+                s.call(method, {"task_id": "view.T_1_ffff", "worker": "w-v"})
+            assert e.value.code == "forbidden", method
