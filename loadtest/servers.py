@@ -66,7 +66,10 @@ class _Federation:
         raise ValueError(f"unknown transport {via!r} (zmq or http)")
 
     def call(self, method: str, kwargs: dict[str, Any], timeout: float = 120.0) -> Any:
-        client = ZmqClient(self.zmq, timeout=timeout, meta={"client": "loadtest"})
+        from federation.credentials import env_curve
+
+        # a running secured federation (--router): the key of FED_KEY, as the drivers use it
+        client = ZmqClient(self.zmq, timeout=timeout, meta={"client": "loadtest"}, curve=env_curve())
         try:
             return client.call(method, kwargs)
         finally:
