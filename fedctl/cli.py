@@ -1128,7 +1128,8 @@ def build_parser(*, with_loadtest: bool = True) -> argparse.ArgumentParser:
             "--pg-url",
             default=DEFAULT_PG_URL,
             help=f"Postgres URL for --store postgres (default {DEFAULT_PG_URL}: the local server's "
-            "database 'test'; give your own for anything that matters) [FED_PG_URL]",
+            "database 'test'; give your own for anything that matters; a password is better given "
+            "as FED_PG_URL, which ps does not show) [FED_PG_URL]",
         )
         cmd.add_argument(
             "--schema-prefix",
@@ -1339,7 +1340,7 @@ def build_parser(*, with_loadtest: bool = True) -> argparse.ArgumentParser:
         "overwritten.",
     )
     knew.add_argument("name", help="the key's name, e.g. fin-worker")
-    knew.add_argument("--dir", default="keys", help="folder to write into (default ./keys)")
+    knew.add_argument("--dir", default="keys", help="folder to write into (default ./keys) [FED_KEYS_DIR]")
     knew.set_defaults(func=cmd_keys_new)
     ktoken = keys_sub.add_parser(
         "token",
