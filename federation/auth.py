@@ -288,3 +288,26 @@ class Authorizer:
             f"{principal.name} may not call {method} on namespace {namespace or '(none)'!r}: "
             f"{principal.name} is limited to {', '.join(principal.namespaces)}"
         )
+
+
+#: fan-out reads whose answers a scoped principal sees filtered to its namespaces
+FILTERED_READS = frozenset({"task_list", "task_search", "graph"})
+
+
+def filter_read(method: str, result: Any, principal: Principal, namespace_of: Callable[[str], str]) -> Any:
+    """``result`` of a fan-out read with only the tasks of ``principal``'s namespaces (an unscoped
+    principal, or an answer of another shape, is returned as is)."""
+    if principal.unscoped or method not in FILTERED_READS or not isinstance(result, dict):
+        return result
+
+    def mine(task_id: Any) -> bool:
+        return isinstance(task_id, str) and principal.may_touch(namespace_of(task_id))
+
+    if method == "task_search":
+        return {
+            group: {t: v for t, v in tasks.items() if mine(t)} if isinstance(tasks, dict) else tasks
+            for group, tasks in result.items()
+        }
+    if method == "task_list" and set(result) == {"num_tasks"}:
+        return result  # luigid's "too many to show": a count only, nothing to filter
+    return {t: v for t, v in result.items() if mine(t)}

@@ -12,7 +12,7 @@ class Call:
     change-feed pull); ``body`` is the shard's reply, held until ``waits`` is back to zero.
     """
 
-    __slots__ = ("route", "req_id", "method", "kwargs", "request", "waits", "body", "done")
+    __slots__ = ("route", "req_id", "method", "kwargs", "request", "waits", "body", "done", "principal")
 
     def __init__(
         self,
@@ -31,6 +31,8 @@ class Call:
         self.waits = 0
         self.body: bytes | None = None
         self.done = False
+        #: a scoped principal (federation.auth.Principal) whose reads are filtered to its namespaces
+        self.principal: Any = None
 
     @property
     def args(self) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from federation import __version__, wire
-from federation.auth import Authorizer
+from federation.auth import FILTERED_READS, Authorizer, filter_read
 from federation.config import FederationConfig
 from federation.errors import (
     BadArgumentsError,
@@ -239,6 +239,7 @@ class RouterCore:
         except ProtocolError as e:
             self._reply_error(route, wire.peek_req_id(body), e)
             return
+        scoped = None
         if authz is not None:
             who = authz.resolve(user, req.meta)
             if isinstance(who, FederationError):
@@ -248,7 +249,10 @@ class RouterCore:
             if denied is not None:
                 self._deny(route, req.req_id, who.name, req.method, denied)
                 return
+            if not who.unscoped and req.method in FILTERED_READS:
+                scoped = who
         call = Call(route, req.req_id, req.method, req.kwargs, body)
+        call.principal = scoped
         self.metrics.request(req.method)
         spec = METHODS.get(req.method)
         if spec is None:
@@ -302,6 +306,8 @@ class RouterCore:
         if call.done:
             return
         call.done = True
+        if call.principal is not None and self.authz is not None:
+            result = filter_read(call.method, result, call.principal, self.authz.namespace_of)
         try:
             body = wire.encode_ok(call.req_id, result)
         except Exception as e:

@@ -26,6 +26,7 @@ PRINCIPALS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("fin-worker", WORKER, ("fin.*",)),
     ("fin-operator", OPERATOR, ("fin.*",)),
     ("mkt-worker", WORKER, ("mkt.*",)),
+    ("fin-viewer", VIEWER, ("fin.*",)),
 )
 
 

@@ -254,3 +254,20 @@ def test_the_tui_source_needs_a_key_and_a_viewer_key_cannot_act(cluster: SecureC
             with pytest.raises(FederationError) as e:
                 s.call(method, {"task_id": "view.T_1_ffff", "worker": "w-v"})
             assert e.value.code == "forbidden", method
+
+
+def test_a_scoped_viewer_reads_only_its_namespaces(cluster: SecureCluster) -> None:
+    worker = cluster.client_as("worker")
+    for task_id in ("fin.Read_1_aaaa", "mkt.Read_1_bbbb", "Bare_1_cccc"):
+        worker.call("add_task", {"task_id": task_id, "worker": "w-r", "status": "PENDING"})
+    everything = cluster.client_as("viewer").call("task_list", {"status": "PENDING", "upstream_status": ""})
+    assert {"fin.Read_1_aaaa", "mkt.Read_1_bbbb", "Bare_1_cccc"} <= set(everything)
+    fin_viewer = cluster.client_as("fin-viewer")
+    mine = fin_viewer.call("task_list", {"status": "PENDING", "upstream_status": ""})
+    assert "fin.Read_1_aaaa" in mine and all(t.startswith("fin.") for t in mine)
+    found = fin_viewer.call("task_search", {"task_str": "Read_1"})
+    assert {t for group in found.values() for t in group} == {"fin.Read_1_aaaa"}
+    graph = fin_viewer.call("graph", {})
+    assert graph and all(t.startswith("fin.") for t in graph)
+    with pytest.raises(AccessDenied, match="namespace 'mkt'"):
+        fin_viewer.call("fetch_error", {"task_id": "mkt.Read_1_bbbb"})
