@@ -19,6 +19,16 @@ reply::
 ``meta`` is a map for what travels beside the arguments: the caller's
 identity (``"caller"``), an ownership epoch, a deadline.  Unknown meta keys are
 ignored so the envelope can grow without a version bump.
+
+router -> shard, a request may carry a sixth element, the router's *order stamp*::
+
+    body = msgpack [VERSION, req_id, method, kwargs, meta, stamp]
+
+an integer that grows with every request the router sends to any shard (see
+:func:`add_stamp`).  A shard numbers the events a request causes from it on, so
+the order in which tasks were created or entered a status is one order over all
+shards, as in one scheduler.  The router appends it to a client's body without
+decoding it, and accepts no stamp from a client.
 """
 
 from __future__ import annotations
@@ -46,6 +56,8 @@ class Request:
     method: str
     kwargs: dict[str, Any]
     meta: dict[str, Any] = field(default_factory=dict)
+    #: the router's order stamp (router -> shard only), or None
+    stamp: int | None = None
 
 
 @dataclass(slots=True)
@@ -83,9 +95,12 @@ def decode_request(body: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> R
         msg = msgpack.unpackb(body, raw=False, strict_map_key=True)
     except Exception as e:  # msgpack raises several unrelated types on junk
         raise ProtocolError(f"body is not valid msgpack: {type(e).__name__}: {e}", code="bad_msgpack") from e
-    if not isinstance(msg, list) or len(msg) != 5:
+    if not isinstance(msg, list) or len(msg) not in (5, 6):
         raise ProtocolError("request must be a msgpack array [version, req_id, method, kwargs, meta]")
-    version, req_id, method, kwargs, meta = msg
+    version, req_id, method, kwargs, meta = msg[:5]
+    stamp = msg[5] if len(msg) == 6 else None
+    if stamp is not None and (not isinstance(stamp, int) or isinstance(stamp, bool) or stamp < 0):
+        raise ProtocolError("the order stamp must be a non-negative integer")
     if version != VERSION:
         raise ProtocolError(f"unsupported protocol version {version!r} (this server speaks {VERSION})")
     if not isinstance(req_id, int) or isinstance(req_id, bool):
@@ -96,7 +111,23 @@ def decode_request(body: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> R
         raise ProtocolError("kwargs must be a map with string keys")
     if not isinstance(meta, dict):
         raise ProtocolError("meta must be a map")
-    return Request(req_id, method, kwargs, meta)
+    return Request(req_id, method, kwargs, meta, stamp)
+
+
+#: the room a stamp leaves for the events of one request (a shard numbers them stamp+1, +2, ...)
+STAMP_SHIFT = 16
+_FIXARRAY_5 = 0x95
+
+
+def add_stamp(body: bytes, stamp: int) -> bytes:
+    """``body`` (a 5-element request) with the order ``stamp`` appended, without decoding it.
+
+    A request is a msgpack fixarray of 5 (first byte 0x95); the stamped one is the same bytes
+    under a fixarray of 6 with the stamp after them.  A body that is not a 5-element array is
+    returned unchanged (the shard refuses it anyway)."""
+    if not body or body[0] != _FIXARRAY_5:
+        return body
+    return b"\x96" + body[1:] + msgpack.packb(stamp)
 
 
 def peek_req_id(body: bytes) -> int:

@@ -65,7 +65,7 @@ class GetWork:
                     core.fail(self.call, err)
                     return
                 self.unavailable = err
-            ranked: list[tuple[tuple[bool, Any, Any], int, str]] = []
+            ranked: list[tuple[tuple[bool, Any, Any, Any], int, str]] = []
             for order, (sid, result) in enumerate(results):
                 if not isinstance(result, dict) or not isinstance(result.get("reply"), dict):
                     core.fail(
@@ -74,11 +74,18 @@ class GetWork:
                     return
                 core.resources.note(sid, result, versions[sid])
                 self.answers[sid] = result["reply"]
+                if result["reply"].get("worker_state") == merge.DISABLED_STATE:
+                    # disabled on one shard is disabled: Luigi's answer to a disabled worker
+                    core.reply(self.call, result["reply"])
+                    return
                 offer = result.get("offer")
                 if isinstance(offer, dict):
                     rank = offer.get("rank") or [0, 0]
-                    # highest first; among equals the rotation's order (``order``) decides
-                    ranked.append(((bool(offer.get("resend")), rank[0], rank[1]), -order, sid))
+                    # highest first; among equal priority and time the task that entered its
+                    # status first (the stamped number, negated), as in luigid's stable sort;
+                    # then the rotation's order (``order``)
+                    tie = rank[2] if len(rank) > 2 else 0
+                    ranked.append(((bool(offer.get("resend")), rank[0], rank[1], tie), -order, sid))
             ranked.sort(reverse=True)
             self.queue = [sid for _, _, sid in ranked]
             self.next()

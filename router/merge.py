@@ -38,12 +38,14 @@ def merge_tasks(
     keep_mirror: Callable[[dict[str, Any]], bool] | None = None,
     *,
     order: str = "start_time",
+    order_keys: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     """Union of ``{task_id: serialized}`` maps, the owner's entry first.
 
     A non-owner entry (a mirror) is kept only if the owner did not report the
     task and ``keep_mirror(entry)`` allows it (default: always).  The result is in
-    Luigi's order (``order``: see :func:`_in_luigi_order`).
+    Luigi's order: by ``order_keys`` (the shards' stamped numbers) when given, else from the
+    timestamps (``order``: see :func:`_in_luigi_order`).
     """
     merged: dict[str, Any] = {}
     foreign: dict[str, Any] = {}
@@ -74,6 +76,14 @@ def merge_tasks(
         t = first[0]
         if isinstance(entry, dict) and entry.get("start_time") != t:
             merged[task_id] = {**entry, "start_time": t}
+    if order_keys is not None:
+        inf = float("inf")
+        return {
+            task_id: entry
+            for _, (task_id, entry) in sorted(
+                enumerate(merged.items()), key=lambda item: (order_keys.get(item[1][0], inf), item[0])
+            )
+        }
     return _in_luigi_order(merged, order, {k: v[1] for k, v in first_seen.items()})
 
 
@@ -110,6 +120,44 @@ def _is_owned_count(result: Any) -> bool:
     )
 
 
+_LISTING = frozenset({"listed", "order"})
+_COUNTED_LISTING = frozenset({"listed", "order", "pre_count", "placeholders"})
+
+
+def _is_listing(result: Any) -> bool:
+    """``fed_task_list``'s answer under the limit: ``{"listed": {...}, "order": {id: [seq, cseq]}}``,
+    with ``"pre_count"`` and ``"placeholders"`` under an ``upstream_status`` filter."""
+    if not isinstance(result, dict) or not isinstance(result.get("listed"), dict):
+        return False
+    keys = set(result)
+    if keys == _LISTING:
+        return isinstance(result["order"], dict)
+    return (
+        keys == _COUNTED_LISTING
+        and isinstance(result["order"], dict)
+        and isinstance(result["pre_count"], int)
+        and isinstance(result["placeholders"], list)
+    )
+
+
+def _order_keys(listings: Results, owner: Owner, *, by_status: bool) -> dict[str, int]:
+    """Each task's place in one luigid's order, from the shards' numbers (they follow the
+    router's order stamps, so they compare across shards): with a status, the owner's
+    status-entry number; without, the task's first mention anywhere (its smallest creation
+    number, a dependency's placeholder included)."""
+    keys: dict[str, int] = {}
+    for sid, r in listings:
+        for task_id, pair in r["order"].items():
+            if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(x, int) for x in pair)):
+                continue
+            if by_status:
+                if owner(task_id) == sid or task_id not in keys:
+                    keys[task_id] = pair[0]
+            else:
+                keys[task_id] = min(keys.get(task_id, pair[1]), pair[1])
+    return keys
+
+
 def _mirror_is_placeholder(entry: Any) -> bool:
     # a status filter run on a mirror sees the relayed status, which the owner already reported
     # if the owner has the task; only owner-less placeholders (UNKNOWN) are the mirror's to show
@@ -131,6 +179,19 @@ def merge_task_list(
     placeholders whose owner does not know the task, so every task is counted once (owner
     first), never once per mirror.
     """
+    listings = [(sid, r) for sid, r in results if _is_listing(r)]
+    order_keys: dict[str, int] | None = None
+    if listings:
+        counted_listings = [r for _, r in listings if "pre_count" in r]
+        if counted_listings:
+            # Luigi: more tasks of the status than the limit -> -1, however few pass the filter
+            owned = sum(r["pre_count"] for r in counted_listings)
+            pending = {p for r in counted_listings for p in r["placeholders"] if isinstance(p, str)}
+            if limit and owned + len(pending) > max_shown_tasks:
+                return {"num_tasks": -1}
+        if len(listings) == len(results):
+            order_keys = _order_keys(listings, owner, by_status=bool(status))
+        results = [(sid, r["listed"] if _is_listing(r) else r) for sid, r in results]
     counted = [r for _, r in results if _is_count(r) or _is_owned_count(r)]
     if counted:
         if any(r["num_tasks"] == -1 for r in counted):
@@ -154,6 +215,7 @@ def merge_task_list(
         owner,
         _mirror_is_placeholder,
         order="last_updated" if status else "start_time",
+        order_keys=order_keys,
     )
     if limit and len(merged) > max_shown_tasks:
         return {"num_tasks": len(merged)}
@@ -163,13 +225,13 @@ def merge_task_list(
 def merge_graph(results: Results, owner: Owner) -> dict[str, Any]:
     """``graph``: every task of every shard, the owner's node first, in one luigid's order.
 
-    Each shard answers ``fed_graph``: ``{"graph": Luigi's graph, "created": [[task_id, time]]}``
+    Each shard answers ``fed_graph``: ``{"graph": Luigi's graph, "created": [[task_id, time, creation number]]}``
     (a plain ``graph`` answer is taken as is).  Luigi walks its tasks in creation order and adds
     each one's dependencies breadth first; a task's creation is its first mention on any shard
     (as a dependency placeholder too), as in one scheduler.
     """
     graphs: Results = []
-    created: dict[str, tuple[float, int]] = {}
+    created: dict[str, tuple[float, float, int]] = {}
     #: where each shard's own traversal put each node: Luigi visits a task's deps in the order of
     #: its set, which the shard that holds the task followed (its "deps" list may differ)
     position: dict[str, dict[str, int]] = {}
@@ -177,10 +239,14 @@ def merge_graph(results: Results, owner: Owner) -> dict[str, Any]:
         if isinstance(r, dict) and isinstance(r.get("graph"), dict):
             graphs.append((sid, r["graph"]))
             position[sid] = {task_id: k for k, task_id in enumerate(r["graph"])}
-            for pair in r.get("created") or ():
-                task_id, t = pair[0], pair[1]
-                if isinstance(t, (int, float)) and (task_id not in created or (t, i) < created[task_id]):
-                    created[task_id] = (t, i)
+            for row in r.get("created") or ():
+                # [task_id, time, creation number]: the number follows the router's order stamps
+                task_id, t = row[0], row[1]
+                n = row[2] if len(row) > 2 and isinstance(row[2], int) else float("inf")
+                if isinstance(t, (int, float)):
+                    key = (n, t, i)
+                    if task_id not in created or key < created[task_id]:
+                        created[task_id] = key
         else:
             graphs.append((sid, r))
     nodes = merge_tasks(graphs, owner)
@@ -207,8 +273,17 @@ def merge_graph(results: Results, owner: Owner) -> dict[str, Any]:
 
 
 def merge_task_search(results: Results, owner: Owner) -> dict[str, dict[str, Any]]:
-    """``task_search``: ``{status: {task_id: serialized}}`` regrouped after the owner-first union."""
+    """``task_search``: ``{status: {task_id: serialized}}`` regrouped after the owner-first union.
+
+    A shard answers ``fed_task_search``: ``{"found": Luigi's answer, "order": {id: [seq, cseq]}}``;
+    Luigi walks its tasks in creation order (first mention), which the numbers give across
+    shards.  (A plain ``task_search`` answer is taken as is, ordered by timestamps.)"""
     flat: list[tuple[str, dict[str, Any]]] = []
+    wrapped = [(sid, r) for sid, r in results if _is_found(r)]
+    order_keys = None
+    if wrapped and len(wrapped) == len(results):
+        order_keys = _order_keys(wrapped, owner, by_status=False)
+    results = [(sid, r["found"] if _is_found(r) else r) for sid, r in results]
     for shard_id, by_status in results:
         if not isinstance(by_status, dict):
             continue
@@ -220,11 +295,20 @@ def merge_task_search(results: Results, owner: Owner) -> dict[str, dict[str, Any
                     tasks[task_id] = {**entry, _GROUP: status} if isinstance(entry, dict) else entry
         flat.append((shard_id, tasks))
     out: dict[str, dict[str, Any]] = {}
-    for task_id, entry in merge_tasks(flat, owner).items():
+    for task_id, entry in merge_tasks(flat, owner, order_keys=order_keys).items():
         if isinstance(entry, dict):
             entry = dict(entry)
             out.setdefault(entry.pop(_GROUP), {})[task_id] = entry
     return out
+
+
+def _is_found(result: Any) -> bool:
+    return (
+        isinstance(result, dict)
+        and set(result) == {"found", "order"}
+        and isinstance(result["found"], dict)
+        and isinstance(result["order"], dict)
+    )
 
 
 _GROUP = "\0status"
@@ -233,10 +317,23 @@ _GROUP = "\0status"
 def merge_worker_list(
     results: Results, owner: Owner, *, include_running: bool = True
 ) -> list[dict[str, Any]]:
-    """``worker_list``: one row per worker id, newest ``started`` first (Luigi's order)."""
+    """``worker_list``: one row per worker id, newest ``started`` first (Luigi's order).
+
+    A shard answers ``fed_worker_list``: ``{"workers": Luigi's list, "order": {name: n}}``; among
+    equal ``started`` Luigi keeps the order it first heard of the workers: the smallest creation
+    number over the shards (a plain ``worker_list`` answer is taken as is)."""
     rows: dict[str, dict[str, Any]] = {}
     running: dict[str, list[tuple[str, dict[str, Any]]]] = {}
-    for shard_id, workers in results:
+    first: dict[str, int] = {}
+    plain: Results = []
+    for shard_id, r in results:
+        if isinstance(r, dict) and set(r) == {"workers", "order"} and isinstance(r["order"], dict):
+            for name, n in r["order"].items():
+                if isinstance(n, int) and not isinstance(n, bool):
+                    first[name] = min(first.get(name, n), n)
+            r = r["workers"]
+        plain.append((shard_id, r))
+    for shard_id, workers in plain:
         if not isinstance(workers, list):
             continue
         for w in workers:
@@ -273,7 +370,10 @@ def merge_worker_list(
             tasks = merge_tasks(running.get(row["name"], []), owner, order="last_updated")
             row["running"] = tasks
             row["num_running"] = len(tasks)
-    out.sort(key=lambda r: (r.get("started") is not None, r.get("started") or 0), reverse=True)
+    out.sort(
+        key=lambda r: (r.get("started") is not None, r.get("started") or 0, -first.get(r["name"], 0)),
+        reverse=True,
+    )
     return out
 
 

@@ -126,10 +126,10 @@ METHODS: dict[str, Route] = {
     "set_worker_processes": Route(ONE_WORKER),
     # the whole federation
     "task_list": Route(ALL, merge.task_list_reply, read=True, shard_method="fed_task_list"),
-    "worker_list": _read(merge.worker_list_reply),
+    "worker_list": Route(ALL, merge.worker_list_reply, read=True, shard_method="fed_worker_list"),
     "resource_list": _read(merge.resource_list_reply),
     "graph": Route(ALL, merge.graph_reply, read=True, shard_method="fed_graph"),
-    "task_search": _read(merge.task_search_reply),
+    "task_search": Route(ALL, merge.task_search_reply, read=True, shard_method="fed_task_search"),
     "is_paused": _read(merge.paused_reply),
     "prune_history": _read(merge.prune_history_reply),
     "pause": Route(ALL, merge.nothing_reply),

@@ -80,6 +80,8 @@ FED_METHODS = (
     "fed_offer",
     "fed_graph",
     "fed_task_list",
+    "fed_task_search",
+    "fed_worker_list",
     "fed_health",
     "fed_inverse_dep_graph",
 )
@@ -467,24 +469,60 @@ class FederatedCore:
     def fed_task_list(self, **kwargs: Any) -> Any:
         """Luigi's ``task_list``; over ``max_shown_tasks``, the count of the tasks this shard owns
         (not its mirrors) and the placeholders whose owner does not know the task
-        (``{"num_tasks": n, "placeholders": [ids]}``), so the router counts every task once."""
+        (``{"num_tasks": n, "placeholders": [ids]}``), so the router counts every task once.
+
+        With ``upstream_status`` (and a limit, no search) Luigi answers ``{"num_tasks": -1}`` when
+        the status as a whole has more tasks than the limit, however few pass the filter: the
+        shard adds ``"pre_count": owned, "placeholders": [ids]`` so the router can count the
+        status over all shards.
+
+        Under the limit: ``{"listed": <Luigi's answer>, "order": {task_id: [status-entry number,
+        creation number]}}``, the numbers the router sorts every shard's tasks by (they follow
+        its order stamps, so they compare across shards)."""
         result = self.core.task_list(**kwargs)
-        if not (isinstance(result, dict) and set(result) == {"num_tasks"}) or result["num_tasks"] == -1:
+        over = isinstance(result, dict) and set(result) == {"num_tasks"}
+        if over and result["num_tasks"] == -1:
             return result
-        full = self.core.task_list(**{**kwargs, "limit": False})
-        owned = sum(1 for task_id in full if self.owns(task_id))
-        placeholders = sorted(
-            task_id
-            for task_id, entry in full.items()
-            if not self.owns(task_id) and entry.get("status") == UNKNOWN
+        upstream = (
+            bool(kwargs.get("upstream_status")) and not kwargs.get("search") and kwargs.get("limit", True)
         )
-        return {"num_tasks": owned, "placeholders": placeholders}
+        answer: dict[str, Any] = {}
+        if over or upstream:
+            # the count Luigi compares with the limit: every task of the status (before the
+            # upstream filter), this shard's own ones and the owner-less placeholders
+            full = self.core.task_list(**{**kwargs, "limit": False, "upstream_status": ""})
+            owned = sum(1 for task_id in full if self.owns(task_id))
+            placeholders = sorted(
+                task_id
+                for task_id, entry in full.items()
+                if not self.owns(task_id) and entry.get("status") == UNKNOWN
+            )
+            if over:
+                return {"num_tasks": owned, "placeholders": placeholders}
+            answer = {"pre_count": owned, "placeholders": placeholders}
+        order = self.core.order_keys(result)
+        return {"listed": result, "order": {tid: list(k) for tid, k in order.items()}, **answer}
+
+    def fed_task_search(self, **kwargs: Any) -> dict[str, Any]:
+        """Luigi's ``task_search`` (``{"found": ...}``) and, as in ``fed_task_list``, the numbers
+        the router sorts the tasks of every shard by (``{"order": {task_id: [seq, cseq]}}``)."""
+        found = self.core.task_search(**kwargs)
+        ids = [tid for group in found.values() for tid in group]
+        return {"found": found, "order": {tid: list(k) for tid, k in self.core.order_keys(ids).items()}}
+
+    def fed_worker_list(self, **kwargs: Any) -> dict[str, Any]:
+        """Luigi's ``worker_list`` (``{"workers": [...]}``) and each worker's creation number
+        (``{"order": {worker: n}}``): Luigi lists workers of equal ``started`` in the order it
+        first heard of them, which the numbers give across shards."""
+        workers = self.core.worker_list(**kwargs)
+        order = self.core.worker_order()
+        return {"workers": workers, "order": {w["name"]: order.get(w["name"], 0) for w in workers}}
 
     def fed_graph(self, **kwargs: Any) -> dict[str, Any]:
         """Luigi's ``graph`` and the creation order of this shard's tasks (mirrors included): the
         router rebuilds one luigid's traversal order from every shard's."""
         graph = self.core.graph(**kwargs)
-        return {"graph": graph, "created": [[tid, t] for tid, t in self.core.creation_order()]}
+        return {"graph": graph, "created": [[tid, t, n] for tid, t, n in self.core.creation_order()]}
 
     def fed_health(self) -> dict[str, Any]:
         """Task counts of the tasks this shard owns (mirrors left out), by status and by namespace."""

@@ -1613,7 +1613,7 @@ class SchedulerCore:
 
         Everything Luigi's ``get_work`` does before the hand-out happens (the worker's activity,
         an orphaned batch reset), then the answer is ``{"reply": <get_work's answer with no task>,
-        "offer": None | {"task_id", "rank": [priority, -time], "resend": bool, "batch": bool}}``:
+        "offer": None | {"task_id", "rank": [priority, -time, -seq], "resend": bool, "batch": bool}}``:
         what this scheduler would hand out, so a router can compare the offers of several shards
         by Luigi's rank and grant only the best one (``get_work`` on that shard).
         """
@@ -1627,7 +1627,7 @@ class SchedulerCore:
         if best is not None:
             offer = {
                 "task_id": best.id,
-                "rank": [best.priority, -best.time],
+                "rank": [best.priority, -best.time, -best.seq],
                 "resend": resend,
                 "batch": batch is not None and len(batch[1]) > 1,
             }
@@ -1929,11 +1929,30 @@ class SchedulerCore:
             serialized.update(self._traverse_graph(tid, seen))
         return serialized
 
-    def creation_order(self) -> list[tuple[str, float]]:
-        """Every task as ``(task_id, created)``, in the order this scheduler first heard of them
-        (Luigi's iteration order of its tasks), for a router that merges several schedulers'
-        lists in one luigid's order."""
-        return [(tid, t.time) for tid, t in self._tasks.items()]
+    def creation_order(self) -> list[tuple[str, float, int]]:
+        """Every task as ``(task_id, created, creation number)``, in the order this scheduler
+        first heard of them (Luigi's iteration order of its tasks), for a router that merges
+        several schedulers' lists in one luigid's order."""
+        return [(tid, t.time, t.cseq) for tid, t in self._tasks.items()]
+
+    def observe_stamp(self, stamp: int) -> None:
+        """Number the next events after ``stamp`` (a router's order stamp, ``federation.wire``):
+        task creations and status entries then sort across several schedulers as in one."""
+        if stamp > self._seq:
+            self._seq = stamp
+        if stamp > self._cseq:
+            self._cseq = stamp
+        if stamp > self._wseq:
+            self._wseq = stamp
+
+    def worker_order(self) -> dict[str, int]:
+        """``{worker_id: creation number}`` (the numbers follow :meth:`observe_stamp`)."""
+        return {wid: w.cseq for wid, w in self._workers.items()}
+
+    def order_keys(self, task_ids: Iterable[str]) -> dict[str, tuple[int, int]]:
+        """``{task_id: (status-entry number, creation number)}`` of the tasks this core has."""
+        tasks = self._tasks
+        return {tid: (t.seq, t.cseq) for tid in task_ids if (t := tasks.get(tid)) is not None}
 
     def dep_graph(self, task_id: str, include_done: bool = True, **kwargs: Any) -> dict[str, Any]:
         _req_str("task_id", task_id)

@@ -231,6 +231,8 @@ class ShardServer:
         if fn is None:
             self.log.warning("shard %s: unknown method %r", self.shard_id, req.method)
             return route, req.req_id, None, UnknownMethodError(f"unknown method {req.method!r}"), req.method
+        if req.stamp is not None:
+            self.core.observe_stamp(req.stamp)
         try:
             return route, req.req_id, fn(**req.kwargs), None, req.method
         except (TypeError, ValueError) as e:

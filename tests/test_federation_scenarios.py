@@ -37,12 +37,8 @@ KNOWN_3_SHARDS = frozenset(
         "case_batch_update_status_progress_and_resources",
         "case_batched_tasks_become_batch_running",
         "case_dep_graphs",
-        "case_disable_worker_assistant_gets_no_task",
-        "case_disable_worker_cannot_pick_up_failed_jobs",
-        "case_do_not_prune_on_beyond_limit_check",
         "case_failed_batch_runner_is_removed_at_next_prune",
         "case_finish_batch",
-        "case_forgive_failures_and_mark_as_done",
         "case_get_work_do_not_batch_non_batchable_item",
         "case_get_work_group_on_non_batch_params",
         "case_get_work_limited_batch_size",
@@ -54,10 +50,7 @@ KNOWN_3_SHARDS = frozenset(
         "case_lock_resources_when_one_of_multiple_workers_is_ready",
         "case_lock_resources_while_running_lower_priority",
         "case_multiple_resources_lock",
-        "case_no_automatic_re_enable_after_manual_disable",
-        "case_no_crash_on_only_disable_hard_timeout",
         "case_param_visibilities_apply_only_when_params_are_first_set",
-        "case_priority_update_dependency_chain",
         "case_priority_update_with_pruning",
         "case_reschedule_max_batch",
         "case_rescheduled_batch_running_tasks_stay_batch_running",
@@ -71,8 +64,6 @@ KNOWN_3_SHARDS = frozenset(
         "case_single_resource_lock",
         "case_start_time_and_last_updated",
         "case_stop_locking_resource_for_uninterested_worker",
-        "case_task_list_limits",
-        "case_update_resources_order",
     }
 )
 

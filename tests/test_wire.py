@@ -95,3 +95,31 @@ def test_error_from_wire_maps_codes_and_tolerates_junk() -> None:
     unknown = error_from_wire({"code": "brand_new", "message": "m"})
     assert isinstance(unknown, RemoteError) and unknown.code == "brand_new"
     assert isinstance(error_from_wire("nonsense"), FederationError)
+
+
+def test_the_router_stamp_travels_without_decoding_the_body() -> None:
+    body = wire.encode_request(7, "add_task", {"task_id": "A", "deps": ["B"]}, {"caller": "w"})
+    stamped = wire.add_stamp(body, 123 << wire.STAMP_SHIFT)
+    req = wire.decode_request(stamped)
+    assert (req.req_id, req.method, req.kwargs, req.meta) == (
+        7,
+        "add_task",
+        {"task_id": "A", "deps": ["B"]},
+        {"caller": "w"},
+    )
+    assert req.stamp == 123 << wire.STAMP_SHIFT
+    assert wire.decode_request(body).stamp is None
+    # junk is passed through unchanged, for the shard to refuse
+    assert wire.add_stamp(b"\x01junk", 5) == b"\x01junk"
+
+
+def test_a_client_cannot_send_a_stamp_or_a_bad_one() -> None:
+    body = wire.add_stamp(wire.encode_request(1, "ping", {}), 99)
+    # the router's front reads the head of a client's body: a 6-element one is malformed there
+    assert wire.peek_header(body) is None
+    bad = wire.pack([wire.VERSION, 1, "ping", {}, {}, -3])
+    with pytest.raises(ProtocolError, match="stamp"):
+        wire.decode_request(bad)
+    bad = wire.pack([wire.VERSION, 1, "ping", {}, {}, "x"])
+    with pytest.raises(ProtocolError, match="stamp"):
+        wire.decode_request(bad)
