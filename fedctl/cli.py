@@ -83,7 +83,21 @@ def cmd_shard_serve(args: argparse.Namespace) -> int:
             secured=fed.security is not None,
             insecure=args.insecure,
         )
-        server = build_federated_shard(fed, args.id, bind=args.bind, prune_interval=args.prune_interval)
+        store = None
+        bind = args.bind
+        if args.standby:
+            takeover = _wait_as_standby(fed, args)
+            if takeover is None:
+                return 0
+            store, bind = takeover.store, args.bind or fed.shard(args.id).endpoint
+        server = build_federated_shard(
+            fed, args.id, bind=bind, prune_interval=args.prune_interval, store=store
+        )
+    elif args.standby:
+        raise ConfigError(
+            "--standby needs --config: the shard's [[shards]] entry names its store and the endpoints "
+            "(endpoint, standbys) the router looks for it on"
+        )
     else:
         from fedctl.secure import refuse_open_binds
         from shard.app import build_shard
@@ -119,8 +133,67 @@ def cmd_shard_serve(args: argparse.Namespace) -> int:
         server.close()
         server.store.close()
     if server.lost_ownership is not None:
+        if args.standby:
+            # not a user mistake: another process owns the shard now; restarted, this one is its standby
+            print(f"fedctl: {server.lost_ownership}", file=sys.stderr, flush=True)
+            return LOST_OWNERSHIP
         raise server.lost_ownership
     return 0
+
+
+#: exit status of a standby-mode shard that was fenced out (its supervisor restarts it as a standby)
+LOST_OWNERSHIP = 3
+
+
+def _wait_as_standby(config: Any, args: argparse.Namespace) -> Any:
+    """``--standby``: check the bind is one of the shard's endpoints, then wait until this process
+    owns the shard (None when stopped by a signal meanwhile)."""
+    import signal
+    import threading
+
+    from shard.standby import wait_for_ownership
+
+    spec = config.shard(args.id)
+    bind = args.bind or spec.endpoint
+    if bind not in spec.endpoints:
+        raise ConfigError(
+            f"--bind {bind}: not an endpoint of shard {spec.id} ({', '.join(spec.endpoints)}); the router "
+            "would never find this standby: add it to the shard's standbys",
+            source=config.source,
+        )
+    if spec.backend != "postgres":
+        raise ConfigError(
+            f"shard {spec.id}: --standby needs a Postgres store (a standby waits on the shard's lock in "
+            "Postgres); an SQLite shard is restarted in place",
+            source=config.source,
+        )
+    stop = threading.Event()
+
+    def handler(signum: int, _frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    print(f"shard {spec.id} standby on {bind}: waiting for {spec.location} to be free", flush=True)
+    takeover = wait_for_ownership(
+        spec.store,
+        spec.id,
+        schema=spec.schema,
+        session_timeout=spec.owner_session_timeout,
+        stop=stop,
+        on_wait=lambda holder: print(f"shard {spec.id} standby: the owner is {holder}", flush=True),
+    )
+    if takeover is not None and takeover.last_holder is None:
+        print(f"shard {spec.id}: nobody served it; this process owns it now", flush=True)
+    elif takeover is not None:
+        freed = (
+            f" ({takeover.freed * 1000:.0f} ms after the owner let go)" if takeover.freed is not None else ""
+        )
+        print(
+            f"shard {spec.id} standby: took the shard over after waiting {takeover.waited:.1f} s{freed}",
+            flush=True,
+        )
+    return takeover
 
 
 # -- fedctl run ----------------------------------------------------------------
@@ -340,15 +413,24 @@ def federation_children(config_path: Path, *, insecure: bool = False) -> list[An
     cfg = load_federation_config(str(config_path))
     extra = ["--insecure"] if insecure else []
     to_shards, to_router = supervisor_curves(cfg.security)
-    children = [
-        Child(
-            f"shard-{s.id}",
-            ["shard", "serve", "--config", str(config_path), "--id", s.id, *extra],
-            endpoint=s.endpoint,
-            curve=to_shards,
+    children = []
+    for s in cfg.shards:
+        argv = ["shard", "serve", "--config", str(config_path), "--id", s.id, *extra]
+        # with standbys every process of the shard waits for the lock rather than failing on it: a
+        # killed owner restarted by the supervisor becomes the standby of the one that took over
+        children.append(
+            Child(
+                f"shard-{s.id}",
+                argv + (["--standby"] if s.standbys else []),
+                endpoint=s.endpoint,
+                curve=to_shards,
+            )
         )
-        for s in cfg.shards
-    ]
+        children += [
+            # no endpoint: a standby answers nothing until it owns the shard (started after the owners)
+            Child(f"shard-{s.id}-standby{k}", [*argv, "--standby", "--bind", ep])
+            for k, ep in enumerate(s.standbys, 1)
+        ]
     children.append(
         Child(
             "router",
@@ -390,7 +472,7 @@ def _up_config(args: argparse.Namespace) -> tuple[Path, Any]:
             cfg = load_federation_config(args.config)
             endpoints = [("router ZeroMQ endpoint", cfg.router.zmq)]
             endpoints += [("router HTTP address", cfg.router.http)] if cfg.router.http else []
-            endpoints += [(f"shard {s.id} endpoint", s.endpoint) for s in cfg.shards]
+            endpoints += [(f"shard {s.id} endpoint", ep) for s in cfg.shards for ep in s.endpoints]
             secured = cfg.security is not None
         else:
             endpoints = [("router ZeroMQ endpoint (--zmq)", args.zmq)]
@@ -460,6 +542,7 @@ def _banner(config_path: Path, *, stays_up: bool = True) -> str:
         lines.append(
             f"  shard {s.id:<6} {s.endpoint:<24} {mask_secrets(s.store)}"
             + (f" schema {s.schema}" if s.schema else "")
+            + (f" standbys {', '.join(s.standbys)}" if s.standbys else "")
         )
     if cfg.security is not None:
         from fedctl.secure import banner_lines
@@ -1034,6 +1117,13 @@ def build_parser(*, with_loadtest: bool = True) -> argparse.ArgumentParser:
         "--metrics",
         default=_env("FED_METRICS"),
         help="HOST:PORT for Prometheus /metrics (default: off) [FED_METRICS]",
+    )
+    serve.add_argument(
+        "--standby",
+        action="store_true",
+        help="Postgres shards of a --config: if another process serves the shard, wait (binding "
+        "nothing, answering nothing) and take it over when that owner dies or freezes; --bind one "
+        "of the shard's standbys (docs/operations.md)",
     )
     serve.add_argument("--log-level", default=_env("FED_LOG_LEVEL", "INFO"), help="[FED_LOG_LEVEL]")
     insecure_option(serve)

@@ -182,6 +182,13 @@ def _check(cfg: FederationConfig, opts: RenderOptions) -> list[str]:
                 "add [security] (docs/security.md) or pass --insecure",
                 source=cfg.source,
             )
+    with_standbys = [s.id for s in cfg.shards if s.standbys]
+    if with_standbys and "kubernetes" in opts.targets:
+        raise ConfigError(
+            f"shards {', '.join(with_standbys)} have standbys: rendered for systemd only (a Kubernetes "
+            "Deployment restarts a shard's pod in place; render --target systemd, or drop the standbys)",
+            source=cfg.source,
+        )
     return list(opts.groups or cfg.groups)
 
 
@@ -277,14 +284,28 @@ def _systemd(cfg: FederationConfig, opts: RenderOptions, groups: Iterable[str]) 
     for group in groups:
         for sid in cfg.groups[group]:
             spec = moved.shard(sid)
+            argv = [opts.fedctl, "shard", "serve", "--config", opts.config_path, "--id", sid, *extra]
+            after_db = uses_pg and _sqlite_path(spec.store) is None
+            # with standbys every member waits for the shard's lock (docs/operations.md); a fenced
+            # owner exits with status 3 and Restart=on-failure brings it back as a standby
             out[f"systemd/{group}/luigi-federation-shard-{sid}.service"] = _unit(
                 f"luigi-federation shard {sid} (business unit {group})",
-                [opts.fedctl, "shard", "serve", "--config", opts.config_path, "--id", sid, *extra],
+                argv + (["--standby"] if spec.standbys else []),
                 opts,
-                after_db=uses_pg and _sqlite_path(spec.store) is None,
+                after_db=after_db,
                 credentials=_secret_keys(moved.security, "shard"),
                 pgpass=pgpass and _sqlite_path(spec.store) is None,
             )
+            for k, endpoint in enumerate(spec.standbys, 1):
+                out[f"systemd/{group}/luigi-federation-shard-{sid}-standby{k}.service"] = _unit(
+                    f"luigi-federation shard {sid} standby {k} on {endpoint} (business unit {group}); "
+                    "install it on that host",
+                    [*argv, "--standby", "--bind", endpoint],
+                    opts,
+                    after_db=after_db,
+                    credentials=_secret_keys(moved.security, "shard"),
+                    pgpass=pgpass and _sqlite_path(spec.store) is None,
+                )
     return out
 
 

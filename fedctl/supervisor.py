@@ -202,8 +202,11 @@ class Supervisor:
         log.close()
 
     def start(self, timeout: float = 60.0) -> None:
+        """Start the children with an endpoint, wait until each answers, then start the others
+        (shard standbys: started first, one could take a shard before its owner)."""
         for child in self.children:
-            self._spawn(child)
+            if child.endpoint is not None:
+                self._spawn(child)
         deadline = time.monotonic() + timeout
         for child in self.children:
             if child.endpoint is None:
@@ -219,6 +222,9 @@ class Supervisor:
                         f"{child.name} did not answer on {child.endpoint} within {timeout:g}s"
                     )
                 time.sleep(0.1)
+        for child in self.children:
+            if child.endpoint is None:
+                self._spawn(child)
 
     def check(self) -> None:
         """Report and restart children that died, with a backoff: 0.5 s doubling up to 10 s for

@@ -157,7 +157,7 @@ DEFAULT_GROUP = "default"
 ENV_PREFIX = "FED_"
 
 _ROUTER_KEYS = {"zmq", "http", "timeout", "health_timeout", "relay_interval", "max_message_bytes"}
-_SHARD_KEYS = {"id", "endpoint", "store", "schema"}
+_SHARD_KEYS = {"id", "endpoint", "store", "schema", "standbys", "session_timeout"}
 # [tui] belongs to `fedctl tui` (tui/config.py validates it); the federation only lets it be
 _TOP_KEYS = {
     "router",
@@ -211,6 +211,24 @@ class ShardSpec:
     store: str
     #: Postgres schema (default :func:`schema_for_shard`); ignored for SQLite
     schema: str | None = None
+    #: endpoints of standby processes (``fedctl shard serve --standby --bind EP``, Postgres only):
+    #: the router connects to ``endpoint`` and these, and only the one owner binds (docs/operations.md)
+    standbys: tuple[str, ...] = ()
+    #: seconds after which Postgres ends a frozen owner's session, so a standby can take over
+    #: (None: 30 s, or 5 s for a shard with standbys; see :attr:`owner_session_timeout`)
+    session_timeout: float | None = None
+
+    @property
+    def endpoints(self) -> tuple[str, ...]:
+        """Every endpoint the shard may be served on: its own, then its standbys'."""
+        return (self.endpoint, *self.standbys)
+
+    @property
+    def owner_session_timeout(self) -> float:
+        """The owner's Postgres ``idle_session_timeout``: how long a frozen owner keeps the shard."""
+        if self.session_timeout is not None:
+            return self.session_timeout
+        return STANDBY_SESSION_TIMEOUT if self.standbys else DEFAULT_SESSION_TIMEOUT
 
     @property
     def backend(self) -> str:
@@ -225,6 +243,12 @@ class ShardSpec:
             return f"schema {self.schema or schema_for_shard(self.id)}"
         path = self.store.split("://", 1)[-1].split("?", 1)[0]
         return path[1:] if self.store.startswith("sqlite:///") else path
+
+
+#: a shard owner's Postgres idle_session_timeout without standbys (a frozen owner's lock is freed
+#: after it), and with standbys (how long a frozen owner keeps its standby from taking over)
+DEFAULT_SESSION_TIMEOUT = 30.0
+STANDBY_SESSION_TIMEOUT = 5.0
 
 
 def schema_for_shard(shard_id: str) -> str:
@@ -424,7 +448,8 @@ class FederationConfig:
             "default_group": self.default_group,
             "router": router,
             "shards": [
-                {k: v for k, v in dataclasses.asdict(s).items() if v is not None} for s in self.shards
+                {k: v for k, v in dataclasses.asdict(s).items() if v is not None and v != ()}
+                for s in self.shards
             ],
             "groups": {g: list(m) for g, m in self.groups.items()},
             "namespaces": dict(self.namespaces),
@@ -564,9 +589,48 @@ def _parse_shards(raw: Any, problems: list[str], base_dir: str | None) -> list[S
                 f"{where}.schema: must be a SQL identifier (letters, digits, '_'), got {schema!r}"
             )
             ok = False
+        standbys: list[str] = []
+        raw_standbys = entry.get("standbys", [])
+        if not isinstance(raw_standbys, list):
+            problems.append(
+                f'{where}.standbys: must be a list of ZeroMQ endpoints, e.g. ["tcp://host-b:5601"]'
+            )
+            ok = False
+            raw_standbys = []
+        for ep in raw_standbys:
+            try:
+                ep = _zmq_endpoint(ep)
+            except ValueError as e:
+                problems.append(f"{where}.standbys: {e}")
+                ok = False
+                continue
+            if ep in seen_eps:
+                problems.append(f"{where}.standbys: {ep} is used by another shard or twice")
+                ok = False
+            seen_eps.add(ep)
+            standbys.append(ep)
+        if standbys and isinstance(store, str) and not store.lower().startswith("postgres"):
+            problems.append(
+                f"{where}.standbys: needs a Postgres store (a standby waits on the shard's lock in "
+                "Postgres); an SQLite shard is restarted in place"
+            )
+            ok = False
+        session_timeout = entry.get("session_timeout")
+        if session_timeout is not None:
+            if (
+                isinstance(session_timeout, bool)
+                or not isinstance(session_timeout, (int, float))
+                or not 1 <= session_timeout <= 3600
+            ):
+                problems.append(
+                    f"{where}.session_timeout: must be a number of seconds from 1 to 3600, got {session_timeout!r}"
+                )
+                ok = False
+            else:
+                session_timeout = float(session_timeout)
         if ok:
             assert isinstance(sid, str) and isinstance(endpoint, str) and isinstance(store, str)
-            out.append(ShardSpec(sid, endpoint, store, schema))
+            out.append(ShardSpec(sid, endpoint, store, schema, tuple(standbys), session_timeout))
     return out
 
 

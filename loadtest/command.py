@@ -17,6 +17,7 @@ from typing import Any
 from federation.errors import FederationError
 
 DEFAULT_PG_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
+TIMEOUT_DEFAULT = 60.0
 
 
 def _env(name: str, default: Any = None) -> Any:
@@ -126,7 +127,7 @@ def register(subparsers: Any) -> None:
     g.add_argument(
         "--timeout",
         type=float,
-        default=float(_env("FED_LT_TIMEOUT", "60")),
+        default=float(_env("FED_LT_TIMEOUT", str(TIMEOUT_DEFAULT))),
         help="seconds per scheduler call before it is retried [FED_LT_TIMEOUT]",
     )
 
@@ -193,6 +194,17 @@ def register(subparsers: Any) -> None:
         "--stall-timeout", type=float, default=120.0, help="stop when no task completes for this long"
     )
     g.add_argument("--deadline", type=float, default=None, help="stop each target after this many seconds")
+    g.add_argument(
+        "--chaos",
+        default=_env("FED_LT_CHAOS"),
+        metavar="SPEC",
+        help="inject faults while the load runs (with --shards N --store postgres: a standby per shard, "
+        "stores in a throwaway Postgres cluster): SIGKILL and SIGSTOP/SIGCONT of shards, standbys "
+        "and the router, Postgres restarts, at seeded random moments. SPEC: short (one of each kind), "
+        "long (20), and/or key=value: faults=N,seed=N,kinds=kill-shard+kill-standby+kill-router+"
+        "freeze-shard+freeze-router+restart-postgres,gap=LO-HI,freeze=LO-HI,session_timeout=S "
+        "(docs/operations.md). Calls time out after 10 s unless --timeout is given [FED_LT_CHAOS]",
+    )
     g.add_argument("--no-progress", action="store_true", help="no live progress bar (logs only)")
     run.set_defaults(func=cmd_run)
 
@@ -256,7 +268,8 @@ def options_from_args(args: argparse.Namespace) -> Any:
         task_ms=args.task_ms,
         wait_interval=args.wait_interval,
         wait_jitter=args.wait_interval,
-        timeout=args.timeout,
+        # under --chaos a call lost with a killed router is retried after 10 s, not the default 60
+        timeout=10.0 if args.chaos and args.timeout == TIMEOUT_DEFAULT else args.timeout,
         retry_delay=args.retry_delay,
         prune_every=args.prune_every,
         stall_timeout=args.stall_timeout,
@@ -264,6 +277,7 @@ def options_from_args(args: argparse.Namespace) -> Any:
         label=args.label,
         keep=args.keep,
         secure=args.secure,
+        chaos=args.chaos,
     )
 
 

@@ -69,6 +69,8 @@ class RunOptions:
     deadline: float | None = None
     label: str = ""
     keep: bool = False
+    #: ``--chaos SPEC`` (:mod:`loadtest.chaos`): faults injected into the started federation
+    chaos: str | None = None
 
     def spec(self, run: str) -> DagSpec:
         return DagSpec(
@@ -124,6 +126,16 @@ def run(opts: RunOptions, progress: Progress | None = None, log: Callable[[str],
     targets = opts.targets()
     if not targets:
         raise ValueError("nothing to run against: give --router ADDR or --shards N, and/or --against luigid")
+    chaos_spec = None
+    if opts.chaos:
+        from loadtest.chaos import parse_spec
+
+        chaos_spec = parse_spec(opts.chaos)
+        if not opts.shards or opts.store != "postgres" or opts.router or opts.against_luigid:
+            raise ValueError(
+                "--chaos needs --shards N --store postgres and no --router/--against: it injects faults "
+                "into a federation it starts, with Postgres stores in a throwaway cluster it restarts"
+            )
     run_id = uuid.uuid4().hex[:8]
     dag = build_dag(opts.spec(f"r{run_id}"))
     log(
@@ -132,37 +144,84 @@ def run(opts: RunOptions, progress: Progress | None = None, log: Callable[[str],
     )
     outcomes = []
     remote = RemoteFederation(opts.router, opts.config) if opts.router else None
-    for k, (target, via) in enumerate(targets):
-        this = dag
-        if remote is not None and target == "federation" and k > 0:
-            this = build_dag(opts.spec(f"r{run_id}x{k}"))  # same shape, new ids on the same scheduler
-        server: Any
-        if target == "luigid":
-            server = Luigid(retry_delay=opts.retry_delay, resources=_resources(opts))
-        elif remote is not None:
-            server = remote
-        else:
-            assert opts.shards
-            server = LocalFederation(
-                opts.shards,
-                store=opts.store,
-                pg_url=opts.pg_url,
-                keep=opts.keep,
-                scheduler=SchedulerConfig(retry_delay=opts.retry_delay, resources=_resources(opts)),
-                secure=opts.secure,
+    pg = None
+    if chaos_spec is not None:
+        from loadtest.pgcluster import PgCluster
+
+        pg = PgCluster().start()
+        log(f"chaos: a throwaway Postgres cluster on {pg.url} ({chaos_spec.describe()})")
+    try:
+        for k, (target, via) in enumerate(targets):
+            outcomes.append(
+                _run_one(opts, dag, k, target, via, run_id, remote, pg, chaos_spec, progress, log)
             )
-        t0 = time.monotonic()
-        server.start()
-        log(
-            f"{target} ({via}) up in {time.monotonic() - t0:.1f} s"
-            + (f": {opts.shards} shard(s) on {opts.store}" if isinstance(server, LocalFederation) else "")
-        )
-        try:
-            outcomes.append(run_target(opts, this, server, target, via, run_id, progress, log))
-        finally:
-            server.stop()
-        log(f"{target} ({via}): {outcomes[-1].checks.summary()}")
+    finally:
+        if pg is not None:
+            pg.stop()
     return RunOutcome(run_id, outcomes)
+
+
+def _run_one(
+    opts: RunOptions,
+    dag: Dag,
+    k: int,
+    target: str,
+    via: str,
+    run_id: str,
+    remote: RemoteFederation | None,
+    pg: Any,
+    chaos_spec: Any,
+    progress: Progress | None,
+    log: Callable[[str], None],
+) -> TargetOutcome:
+    this = dag
+    if remote is not None and target == "federation" and k > 0:
+        this = build_dag(opts.spec(f"r{run_id}x{k}"))  # same shape, new ids on the same scheduler
+    server: Any
+    if target == "luigid":
+        server = Luigid(retry_delay=opts.retry_delay, resources=_resources(opts))
+    elif remote is not None:
+        server = remote
+    else:
+        assert opts.shards
+        server = LocalFederation(
+            opts.shards,
+            store=opts.store,
+            pg_url=pg.url if pg is not None else opts.pg_url,
+            keep=opts.keep,
+            scheduler=SchedulerConfig(retry_delay=opts.retry_delay, resources=_resources(opts)),
+            secure=opts.secure,
+            **(
+                {
+                    "standbys": chaos_spec.standbys,
+                    "session_timeout": chaos_spec.session_timeout,
+                    # a frozen shard's calls fail (and are retried) after this, not after 30 s
+                    "router_timeout": 10.0,
+                }
+                if chaos_spec is not None
+                else {}
+            ),
+        )
+    t0 = time.monotonic()
+    server.start()
+    log(
+        f"{target} ({via}) up in {time.monotonic() - t0:.1f} s"
+        + (f": {opts.shards} shard(s) on {opts.store}" if isinstance(server, LocalFederation) else "")
+        + (f", {chaos_spec.standbys} standby each" if chaos_spec is not None else "")
+    )
+    chaos = None
+    if chaos_spec is not None:
+        from loadtest.chaos import Chaos
+
+        chaos = Chaos(chaos_spec, server, pg, log)
+    try:
+        outcome = run_target(opts, this, server, target, via, run_id, progress, log, chaos=chaos)
+    finally:
+        if chaos is not None:
+            chaos.stop()
+        server.stop()
+    log(f"{target} ({via}): {outcome.checks.summary()}")
+    return outcome
 
 
 def _resources(opts: RunOptions) -> dict[str, int]:
@@ -200,6 +259,7 @@ def run_target(
     run_id: str,
     progress: Progress | None = None,
     log: Callable[[str], None] = lambda _m: None,
+    chaos: Any = None,
 ) -> TargetOutcome:
     label = f"{target}/{via}"
     notes: list[str] = []
@@ -226,6 +286,10 @@ def run_target(
     r0 = roles()
     s0 = procstats.snapshot(r0)
     t_reg = time.monotonic()
+    if chaos is not None:
+        # faults from the start of registration to the end of the run; progress (for the stalls) is
+        # every acknowledged registration and every completed task
+        chaos.start(lambda: driver.registered() + driver.done())
     registered = driver.register(
         (lambda n: progress(label, "register", n, driver.registration_calls)) if progress else None, deadline
     )
@@ -254,6 +318,7 @@ def run_target(
     else:
         driver.abort()
         driver.close()
+    chaos_result = chaos.stop() if chaos is not None else None
     r2 = roles()
     s2 = procstats.snapshot(r2)
     server_roles = {k: v for k, v in r2.items() if k not in ("driver", "postgres")}
@@ -275,6 +340,11 @@ def run_target(
     if final is None:
         trace.problems.append(notes[-1])
     checks = check(dag, trace, final)
+    if chaos_result is not None:
+        for problem in chaos_result.problems():
+            checks.add("chaos", problem)
+        notes.extend(f.line() for f in chaos_result.faults)
+        notes.append(chaos_result.summary())
 
     base = _base_row(opts, dag, run_id, target, via, server)
     base["checks_ok"] = checks.ok
@@ -308,6 +378,10 @@ def run_target(
         )
     if pruner:
         run_row["prune_calls"] = pruner.calls
+    if chaos_result is not None:
+        run_row["chaos_faults"] = chaos_result.injected
+        run_row["chaos_longest_stall_s"] = round(chaos_result.longest_stall, 2)
+        run_row["chaos_spec"] = chaos.spec.describe()
     return TargetOutcome(target, via, [reg_row, run_row], checks, notes, dag)
 
 

@@ -92,12 +92,17 @@ class LocalFederation(_Federation):
         http: bool = True,
         workdir: Path | None = None,
         keep: bool = False,
+        standbys: int = 0,
+        session_timeout: float | None = None,
+        router_timeout: float = 30.0,
         secure: bool = False,
     ) -> None:
         if shards < 1:
             raise ValueError("--shards must be at least 1")
         if store not in ("sqlite", "postgres"):
             raise ValueError(f"unknown store {store!r} (sqlite or postgres)")
+        if standbys and store != "postgres":
+            raise ValueError("standbys need --store postgres (an SQLite shard is restarted in place)")
         self.n, self.store, self.pg_url = shards, store, pg_url
         self.own_dir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="loadtest-fed-"))
@@ -113,14 +118,25 @@ class LocalFederation(_Federation):
                     )
                 )
             else:
-                specs.append(ShardSpec(sid, f"tcp://127.0.0.1:{free_port()}", pg_url, f"{self.prefix}{sid}"))
+                # standbys (the chaos test): processes waiting to take the shard over, on their own ports
+                extra = tuple(f"tcp://127.0.0.1:{free_port()}" for _ in range(standbys))
+                specs.append(
+                    ShardSpec(
+                        sid,
+                        f"tcp://127.0.0.1:{free_port()}",
+                        pg_url,
+                        f"{self.prefix}{sid}",
+                        extra,
+                        session_timeout if extra else None,
+                    )
+                )
         self.http = f"127.0.0.1:{free_port()}" if http else None
         self.zmq = f"tcp://127.0.0.1:{free_port()}"
         # a generous shard timeout: under a load test on 2 cores a busy shard is slow, not dead
         self.config = FederationConfig(
             shards=tuple(specs),
             groups={"default": tuple(s.id for s in specs)},
-            router=RouterConfig(zmq=self.zmq, http=self.http, timeout=30.0, health_timeout=10.0),
+            router=RouterConfig(zmq=self.zmq, http=self.http, timeout=router_timeout, health_timeout=10.0),
             scheduler=scheduler or SchedulerConfig(),
         )
         #: secure: CURVE and tokens (keys under workdir/keys); the drivers get the worker's credentials

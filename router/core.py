@@ -115,6 +115,8 @@ class RouterCore:
             on_report=lambda link, report, version: self.resources.note(link.id, report, version),
             report_version=self.resources.version,
             on_workers=self.workers.on_shard_workers,
+            on_hosted=self.workers.on_hosted,
+            on_deleted=self.workers.unpin,
             interval=config.router.relay_interval,
         )
         self._next_forget = clock() + FORGET_INTERVAL
@@ -143,6 +145,7 @@ class RouterCore:
     def step(self, *, timers: bool = True) -> None:
         """One turn's work after the sockets were read: callbacks, relay, deadlines, timers."""
         self.run_soon()
+        self.workers.flush_touches()
         self.relay.flush()
         self.pool.expire()
         if timers:
@@ -232,7 +235,12 @@ class RouterCore:
         if head is not None and head[1] in UNDECODED:
             # the hot path: a single-task call placed by its routing frame, body passed through
             self.metrics.request(head[1])
-            self.forward(Call(route, head[0], head[1], None, body), self._owner_of_key(key), key, body)
+            fast = Call(route, head[0], head[1], None, body)
+            sid = self._owner_of_key(key)
+            if self.workers.pinned and key.decode("utf-8", "replace") in self.workers.pinned:
+                # a batch runner's report changes its batch's tasks, some on other shards
+                self.relay.hold(fast, sid)
+            self.forward(fast, sid, key, body)
             return
         try:
             req = wire.decode_request(body, self.config.router.max_message_bytes)
@@ -363,15 +371,19 @@ class RouterCore:
         if not isinstance(task_id, str):
             self.fail(call, BadArgumentsError("add_task: task_id must be a string"))
             return
-        self.workers.pin_runner(task_id, kwargs.get("batch_id"))
+        batch_id = kwargs.get("batch_id")
+        if kwargs.get("status") == "RUNNING":
+            self.workers.pin_runner(task_id, batch_id)
         sid = self.route(task_id)
-        runner = task_id in self.workers.pinned
-        if runner and kwargs.get("status") in ("DONE", "FAILED", "DISABLED"):
-            del self.workers.pinned[task_id]
+        # a batch runner's report changes its batch's tasks (on other shards too)
+        runner = task_id in self.workers.pinned or (
+            isinstance(batch_id, str) and batch_id in self.workers.cross
+        )
         link = self.links[sid]
         worker = kwargs.get("worker")
         if isinstance(worker, str) and link.state is not LinkState.DOWN:
             self.workers.meet(worker, sid)
+            self.workers.active_on(worker, sid)
         if kwargs.get("resources"):
             self.resources.on_add_task(sid)
         finished = kwargs.get("status") in ("DONE", "FAILED", "DISABLED")
@@ -491,7 +503,14 @@ class RouterCore:
         if not isinstance(worker, str):
             self.fail(call, BadArgumentsError("get_work: worker is required"))
             return
-        targets = self.workers.targets(worker, all_shards=bool(call.args.get("assistant")))
+        assistant = bool(call.args.get("assistant"))
+        targets = self.workers.targets(worker, all_shards=assistant)
+        if assistant:
+            # an assistant may run any shard's task: every shard meets it (its add_worker info and
+            # batchers first), and its pings keep it alive on all of them
+            for sid in targets:
+                if self.links[sid].state is not LinkState.DOWN:
+                    self.workers.meet(worker, sid)
         GetWork(self, call, self.workers.rotation(worker, targets)).start()
 
     def _on_graph(self, call: Call, route: Route) -> None:
@@ -538,7 +557,8 @@ class RouterCore:
                     {
                         "shard_id": sid,
                         "group": link.group,
-                        "endpoint": link.spec.endpoint,
+                        # with standbys: the endpoint that serves it (a standby's after a failover)
+                        "endpoint": (link.spec.standbys and info.get("endpoint")) or link.spec.endpoint,
                         "up": up,
                         "latency_ms": link.latency_ms if up else None,
                         "error": None if up and sid not in errs else (errs.get(sid) or link.error or "down"),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import math
 from typing import TYPE_CHECKING, Any
 
 from federation.errors import FederationError, ProtocolError, TransportError
@@ -39,9 +41,29 @@ class GetWork:
         self.answers: dict[str, dict[str, Any]] = {}
         self.unavailable: FederationError | None = None
         self.token = False
+        #: each shard's offer, and whether it sees the worker as Luigi's trivial worker
+        self.offers: dict[str, dict[str, Any]] = {}
+        self.trivial: dict[str, bool] = {}
+        #: Luigi's greedy walk over several shards (resources in play): each shard's RUNNING tasks
+        #: holding resources and its reservations, as greedy events (``external_for``)
+        self.greedy_mode = False
+        self.walked_again = False
+        self.running: dict[str, list[Any]] = {}
+        self.reserved: dict[str, list[Any]] = {}
 
     def start(self) -> None:
         pool = self.core.pool
+        if self.call.args.get("current_tasks") is not None:
+            # Luigi resets the worker's batches whose runner it never reported; for a batch over
+            # several shards the router knows that: each shard hears it before the offers
+            orphaned = self.core.workers.orphaned(self.call.args.get("worker"))
+            if orphaned:
+                # PENDING again in batch order over all shards, numbered from one stamp
+                first = pool.next_stamp()
+                effects = [["reset", batch_id, first] for batch_id in orphaned]
+                for sid, link in pool.links.items():
+                    if link.state is LinkState.READY and link.federated is True:
+                        pool.call(sid, "fed_batch_apply", {"effects": effects}, _ignore)
         live = []
         for sid in self.targets:
             link = pool.links[sid]
@@ -49,15 +71,71 @@ class GetWork:
                 self.unavailable = pool.down_error(link)
             else:
                 live.append(sid)
-        if len(live) <= 1 or any(pool.links[sid].federated is not True for sid in live):
+        # Luigi's greedy walk counts every RUNNING task's resources, and reserves them for other
+        # workers' higher-ranked tasks, in their rank places over all tasks: the shards asked send
+        # theirs with their offers (``greedy``); the others with tasks needing resources walk for
+        # them alone (``fed_greedy_walk``: nothing changes there)
+        holders = [
+            sid
+            for sid, link in pool.links.items()
+            if sid not in live
+            and link.state is LinkState.READY
+            and link.federated is True
+            and (self.core.resources.shards[sid].usage or self.core.resources.shards[sid].pending)
+        ]
+        worker = self.call.args.get("worker")
+        if isinstance(worker, str):
+            self.core.workers.got_work(worker)
+        if (len(live) <= 1 and not holders) or any(pool.links[sid].federated is not True for sid in live):
+            if len(live) == 1 and isinstance(worker, str):
+                self.core.workers.active_on(worker, live[0])
             self.queue = live
             self.next()
             return
         core = self.core
         versions = {sid: core.resources.version(sid) for sid in live}
 
+        walk = {"worker": self.call.args.get("worker"), "assistant": bool(self.call.args.get("assistant"))}
+        self.greedy_mode = bool(holders) or any(core.resources.shards[sid].usage for sid in pool.links)
+        # resources in play: every shard's RUNNING tasks count (the slots of their workers, the
+        # resources they hold)
+        running_at = (
+            [
+                sid
+                for sid, link in pool.links.items()
+                if link.state is LinkState.READY and link.federated is True
+            ]
+            if self.greedy_mode
+            else []
+        )
+
         def kwargs(sid: str) -> dict[str, Any]:
-            return {**self.call.args, "external_used_resources": core.resources.external_usage(sid)}
+            out = {**self.call.args, "external_used_resources": core.resources.external_usage(sid)}
+            if self.greedy_mode:
+                out["external_greedy"] = self.external_for(sid)
+            return out
+
+        def walked(results: list[tuple[str, Any]], errors: list[tuple[str, FederationError]]) -> None:
+            for sid, events in results:
+                if isinstance(events, list):
+                    self.reserved[sid] = [
+                        e for e in events if isinstance(e, list) and len(e) == 6 and e[3] == 0
+                    ]
+            core.gather(live, "fed_offer", kwargs, offered)
+
+        def ran(results: list[tuple[str, Any]], errors: list[tuple[str, FederationError]]) -> None:
+            for sid, events in results:
+                if isinstance(events, list):
+                    self.running[sid] = events
+            if holders:
+                core.gather(
+                    holders,
+                    "fed_greedy_walk",
+                    lambda sid: {**walk, "external_greedy": self.external_for(sid)},
+                    walked,
+                )
+            else:
+                core.gather(live, "fed_offer", kwargs, offered)
 
         def offered(results: list[tuple[str, Any]], errors: list[tuple[str, FederationError]]) -> None:
             for _, err in errors:
@@ -79,18 +157,168 @@ class GetWork:
                     core.reply(self.call, result["reply"])
                     return
                 offer = result.get("offer")
+                self.trivial[sid] = result.get("trivial") is not False
                 if isinstance(offer, dict):
+                    self.offers[sid] = offer
                     rank = offer.get("rank") or [0, 0]
                     # highest first; among equal priority and time the task that entered its
                     # status first (the stamped number, negated), as in luigid's stable sort;
                     # then the rotation's order (``order``)
                     tie = rank[2] if len(rank) > 2 else 0
                     ranked.append(((bool(offer.get("resend")), rank[0], rank[1], tie), -order, sid))
+            if not self.walked_again:
+                reserved = {
+                    sid: [e for e in r["greedy"] if isinstance(e, list) and len(e) == 6 and e[3] == 0]
+                    for sid, r in results
+                    if isinstance(r.get("greedy"), list)
+                }
+                if any(reserved.values()) or (
+                    not self.greedy_mode and any(r.get("greedy") for _, r in results)
+                ):
+                    # Luigi's greedy walk reserves resources for higher-ranked tasks of any shard:
+                    # every shard walks again with the others' RUNNING tasks and reservations in
+                    # their rank places (SchedulerCore.external_greedy)
+                    self.walked_again = True
+                    for sid, r in results:
+                        events = r.get("greedy")
+                        if isinstance(events, list):
+                            self.running.setdefault(
+                                sid, [e for e in events if isinstance(e, list) and len(e) == 6 and e[3] == 1]
+                            )
+                    self.reserved.update({sid: evs for sid, evs in reserved.items() if evs})
+                    self.greedy_mode = True
+                    self.offers.clear()
+                    core.gather(live, "fed_offer", kwargs, offered)
+                    return
             ranked.sort(reverse=True)
             self.queue = [sid for _, _, sid in ranked]
+            if self.queue and isinstance(self.offers[self.queue[0]].get("batcher"), dict):
+                self.batch_across(self.queue[0])
+                return
             self.next()
 
-        core.gather(live, "fed_offer", kwargs, offered)
+        if running_at:
+            core.gather(running_at, "fed_greedy_walk", {**walk, "running_only": True}, ran)
+        elif holders:
+            ran([], [])
+        else:
+            core.gather(live, "fed_offer", kwargs, offered)
+
+    def external_for(self, sid: str) -> list[list[Any]]:
+        """The other shards' greedy events shard ``sid``'s walk counts: their RUNNING tasks holding
+        resources and their reservations (``SchedulerCore.external_greedy``)."""
+        out = [e for other, events in self.running.items() if other != sid for e in events]
+        out += [e for other, events in self.reserved.items() if other != sid for e in events]
+        return out
+
+    # -- a batch whose tasks sit on several shards ------------------------------------------------
+    def batch_across(self, home: str) -> None:
+        """The best task is batchable for this worker: add the other shards' tasks Luigi would add.
+
+        Luigi puts in a batch, after the best task, every ready task of its family ranked below
+        it with the same unbatched parameters and resources (the worker's own tasks only, for a
+        worker without PENDING tasks needing resources), up to the batcher's ``max_batch_size``.
+        Every other shard is asked for its such tasks (``fed_batch_candidates``); with the best
+        shard's own they are merged in rank order.  When all come from the best shard, it hands
+        the batch out as usual; otherwise each shard hands out its part (``fed_batch_claim``, all
+        or nothing per shard) and the router answers with the whole batch.  The best shard keeps
+        the batch's runner (``WorkerRegistry.pin_runner``) and passes what the runner does on to
+        the other shards' tasks (``fed_changes()["batch"]`` -> ``fed_batch_apply``).  A claim
+        refused (a task taken meanwhile) gives back the others' claims and falls back to the
+        best shard's own batch.
+        """
+        core = self.core
+        pool = core.pool
+        b = self.offers[home]["batcher"]
+        names = b["names"]
+        unbatched = {k: v for k, v in b["params"].items() if k not in names}
+        max_size = b["max_batch_size"]
+        limit = (
+            100_000 if not isinstance(max_size, (int, float)) or math.isinf(max_size) else int(max_size) - 1
+        )
+        others = [
+            sid
+            for sid, link in pool.links.items()
+            if sid != home and link.state is LinkState.READY and link.federated is True
+        ]
+        if limit <= 0 or not others:
+            self.next()
+            return
+        best = b["members"][0]
+        worker = self.call.args.get("worker")
+        trivial = all(self.trivial.values())
+        kwargs = {
+            "family": b["family"],
+            "unbatched": unbatched,
+            "resources": b["resources"],
+            "after": best[1],
+            "worker": worker if trivial else None,
+            "limit": limit,
+        }
+
+        def found(results: list[tuple[str, Any]], errors: list[tuple[str, FederationError]]) -> None:
+            cands: list[tuple[list[Any], int, str, list[Any]]] = []
+            for i, m in enumerate(b["members"][1:]):
+                cands.append((m[1], -i, home, m))
+            for sid, rows in results:
+                if isinstance(rows, list):
+                    for i, row in enumerate(rows):
+                        cands.append((row[1], -i, sid, row))
+            cands.sort(key=lambda c: (c[0], c[1]), reverse=True)
+            chosen = cands[:limit]
+            if all(sid == home for _, _, sid, _ in chosen):
+                self.next()  # the best shard's own batch: it hands it out itself
+                return
+            self._claim(home, b, [(home, best)] + [(sid, row) for _, _, sid, row in chosen])
+
+        core.gather(others, "fed_batch_candidates", kwargs, found)
+
+    def _claim(self, home: str, b: dict[str, Any], members: list[tuple[str, list[Any]]]) -> None:
+        core = self.core
+        ids = [row[0] for _, row in members]
+        batch_id = hashlib.md5("|".join(ids).encode("utf-8"), usedforsecurity=False).hexdigest()
+        by_shard: dict[str, list[str]] = {}
+        for sid, row in members:
+            by_shard.setdefault(sid, []).append(row[0])
+        worker = self.call.args.get("worker")
+        host = self.call.args.get("host")
+        position = {row[0]: i for i, (_, row) in enumerate(members)}
+        # the batch's tasks enter BATCH_RUNNING in batch order over all shards, as in one luigid
+        first = core.pool.next_stamp()
+
+        def kwargs(sid: str) -> dict[str, Any]:
+            return {
+                "worker": worker,
+                "host": host,
+                "batch_id": batch_id,
+                "task_ids": by_shard[sid],
+                # every shard leaves the batch's orphan reset to the router (its runner may be
+                # anywhere): WorkerRegistry.orphaned
+                "remote": True,
+                "first": first,
+                "positions": [position[t] for t in by_shard[sid]],
+            }
+
+        def claimed(results: list[tuple[str, Any]], errors: list[tuple[str, FederationError]]) -> None:
+            ok = [sid for sid, r in results if isinstance(r, dict) and r.get("claimed") is True]
+            if len(ok) < len(by_shard):
+                for sid in ok:
+                    core.pool.call(sid, "fed_batch_release", {"batch_id": batch_id}, _ignore)
+                self.next()  # fall back to the best shard's own batch
+                return
+            core.workers.cross_handed_out(batch_id, home, worker, {row[0]: sid for sid, row in members})
+            names = b["names"]
+            batched = {n: [row[2].get(n) for _, row in members] for n in names}
+            reply = dict(self.answers.get(home) or {})
+            reply["task_id"] = None
+            reply["task_family"] = b["family"]
+            reply["task_module"] = b["module"]
+            reply["task_params"] = {**b["params"], **batched}
+            reply["batch_id"] = batch_id
+            reply["batch_task_ids"] = ids
+            self.finish(reply)
+
+        core.gather(list(by_shard), "fed_batch_claim", kwargs, claimed)
 
     def next(self) -> None:
         core = self.core
@@ -119,6 +347,8 @@ class GetWork:
                 )
                 return
             kwargs = {**self.call.args, "external_used_resources": core.resources.external_usage(sid)}
+            if self.greedy_mode:
+                kwargs["external_greedy"] = self.external_for(sid)
             pool.call(
                 sid,
                 "fed_get_work",
@@ -183,3 +413,7 @@ class GetWork:
 
 
 _MERGED = (*merge.COUNTERS, "worker_state", "running_tasks")
+
+
+def _ignore(result: Any, err: FederationError | None) -> None:
+    pass

@@ -30,7 +30,7 @@ class Graph:
 
     def start(self) -> None:
         core = self.core
-        owner = core.owner(self.root)
+        owner = core.route(self.root)
         # the inverse walk goes on to other shards (where the root is mirrored) once its owner
         # has shown the root is a task Luigi would expand (below, in _on)
         self._ask(owner, self.root, "inverse_dep_graph" if self.inverse else "dep_graph")
@@ -52,21 +52,21 @@ class Graph:
             if not isinstance(err, TransportError) and err.code != "unknown_method":
                 self.failed = self.failed or err
         elif isinstance(result, dict):
-            foreign = merge.merge_graph_nodes(self.nodes, result, sid, core.owner, self.root)
+            foreign = merge.merge_graph_nodes(self.nodes, result, sid, core.route, self.root)
             for node_id, node in result.items():
                 if isinstance(node, dict) and isinstance(node.get("deps"), list):
                     self.deps[node_id].update(d for d in node["deps"] if isinstance(d, str))
             if not self.inverse:
                 # nodes this shard only mirrors: their owner knows their deps
                 for node_id in foreign:
-                    self._ask(core.owner(node_id), node_id, "dep_graph")
+                    self._ask(core.route(node_id), node_id, "dep_graph")
             else:
                 # a task's dependents on other shards are found where it is mirrored; Luigi does
                 # not expand a node it only knows as a placeholder ("start_time": "UNKNOWN")
                 for node_id, node in result.items():
                     if not isinstance(node, dict) or node.get("start_time") == "UNKNOWN":
                         continue
-                    if core.owner(node_id) == sid:
+                    if core.route(node_id) == sid:
                         for other in core.relay.mirrors_of(node_id):
                             if other != sid:
                                 self._ask(other, node_id, "fed_inverse_dep_graph")

@@ -49,33 +49,34 @@ def merge_tasks(
     """
     merged: dict[str, Any] = {}
     foreign: dict[str, Any] = {}
-    #: a task's creation is its first mention anywhere (a placeholder on a dependent's shard can be
-    #: older than the owner's record), as in one scheduler
-    first_seen: dict[str, tuple[float, int]] = {}
+    #: a task's creation is its first mention anywhere.  The owner takes a placeholder's
+    #: earlier creation on a dependent's shard as its own (``fed_first_mention``), so its time
+    #: is the task's; without the owner's entry, the earliest placeholder's
+    mirror_time: dict[str, float] = {}
     for shard_id, tasks in results:
         if not isinstance(tasks, dict):
             continue
         for task_id, entry in tasks.items():
-            t = entry.get("start_time") if isinstance(entry, dict) else None
-            if isinstance(t, (int, float)) and not isinstance(t, bool):
-                # at equal times the task a worker added comes before the placeholders of its deps
-                seen = (t, 0 if owner(task_id) == shard_id else 1)
-                if seen < first_seen.get(task_id, (t + 1, 0)):
-                    first_seen[task_id] = seen
             if owner(task_id) == shard_id:
                 merged[task_id] = entry
-            elif task_id not in foreign:
+                continue
+            if task_id not in foreign:
                 foreign[task_id] = entry
+            t = entry.get("start_time") if isinstance(entry, dict) else None
+            if (
+                isinstance(t, (int, float))
+                and not isinstance(t, bool)
+                and t < mirror_time.get(task_id, t + 1)
+            ):
+                mirror_time[task_id] = t
+    placeholder: dict[str, int] = {}
     for task_id, entry in foreign.items():
         if task_id not in merged and (keep_mirror is None or keep_mirror(entry)):
+            t = mirror_time.get(task_id)
+            if t is not None and isinstance(entry, dict) and entry.get("start_time") != t:
+                entry = {**entry, "start_time": t}
             merged[task_id] = entry
-    for task_id, entry in merged.items():
-        first = first_seen.get(task_id)
-        if first is None:
-            continue
-        t = first[0]
-        if isinstance(entry, dict) and entry.get("start_time") != t:
-            merged[task_id] = {**entry, "start_time": t}
+            placeholder[task_id] = 1  # at equal times the task a worker added comes first
     if order_keys is not None:
         inf = float("inf")
         return {
@@ -84,7 +85,7 @@ def merge_tasks(
                 enumerate(merged.items()), key=lambda item: (order_keys.get(item[1][0], inf), item[0])
             )
         }
-    return _in_luigi_order(merged, order, {k: v[1] for k, v in first_seen.items()})
+    return _in_luigi_order(merged, order, placeholder)
 
 
 def _in_luigi_order(
@@ -122,6 +123,21 @@ def _is_owned_count(result: Any) -> bool:
 
 _LISTING = frozenset({"listed", "order"})
 _COUNTED_LISTING = frozenset({"listed", "order", "pre_count", "placeholders"})
+_HOSTED = "hosted"
+
+
+def _hosted_owner(results: Results, owner: Owner) -> Owner:
+    """``owner``, except for the tasks a shard says it *hosts* (``"hosted": [ids]`` in its
+    answer: batch runners pinned to their batch's shard), which that shard answers for."""
+    hosted: dict[str, str] = {}
+    for sid, r in results:
+        if isinstance(r, dict) and isinstance(r.get(_HOSTED), list):
+            for task_id in r[_HOSTED]:
+                if isinstance(task_id, str):
+                    hosted[task_id] = sid
+    if not hosted:
+        return owner
+    return lambda task_id: hosted.get(task_id) or owner(task_id)
 
 
 def _is_listing(result: Any) -> bool:
@@ -129,7 +145,7 @@ def _is_listing(result: Any) -> bool:
     with ``"pre_count"`` and ``"placeholders"`` under an ``upstream_status`` filter."""
     if not isinstance(result, dict) or not isinstance(result.get("listed"), dict):
         return False
-    keys = set(result)
+    keys = set(result) - {_HOSTED}
     if keys == _LISTING:
         return isinstance(result["order"], dict)
     return (
@@ -179,6 +195,7 @@ def merge_task_list(
     placeholders whose owner does not know the task, so every task is counted once (owner
     first), never once per mirror.
     """
+    owner = _hosted_owner(results, owner)
     listings = [(sid, r) for sid, r in results if _is_listing(r)]
     order_keys: dict[str, int] | None = None
     if listings:
@@ -279,6 +296,7 @@ def merge_task_search(results: Results, owner: Owner) -> dict[str, dict[str, Any
     Luigi walks its tasks in creation order (first mention), which the numbers give across
     shards.  (A plain ``task_search`` answer is taken as is, ordered by timestamps.)"""
     flat: list[tuple[str, dict[str, Any]]] = []
+    owner = _hosted_owner(results, owner)
     wrapped = [(sid, r) for sid, r in results if _is_found(r)]
     order_keys = None
     if wrapped and len(wrapped) == len(results):
@@ -305,7 +323,7 @@ def merge_task_search(results: Results, owner: Owner) -> dict[str, dict[str, Any
 def _is_found(result: Any) -> bool:
     return (
         isinstance(result, dict)
-        and set(result) == {"found", "order"}
+        and set(result) - {_HOSTED} == {"found", "order"}
         and isinstance(result["found"], dict)
         and isinstance(result["order"], dict)
     )

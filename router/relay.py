@@ -73,6 +73,8 @@ class Relay:
         report_version: Callable[[str], int],
         on_workers: Callable[[str, list[str]], None],
         interval: float,
+        on_hosted: Callable[[str, list[str]], None] | None = None,
+        on_deleted: Callable[[str, str], None] | None = None,
     ) -> None:
         self.pool = pool
         self.owner = owner
@@ -81,6 +83,9 @@ class Relay:
         self._on_report = on_report
         self._report_version = report_version
         self._on_workers = on_workers
+        #: a shard hosts batch runners (ids it does not own) / deleted a task it does not own
+        self._on_hosted = on_hosted
+        self._on_deleted = on_deleted
         self.interval = interval
         self.feeds: dict[str, Feed] = {sid: Feed() for sid in pool.links}
         #: remote dependency -> shards that mirror it; and by owner
@@ -93,6 +98,9 @@ class Relay:
         #: (dependency, mirroring shard) whose owner status is not at the mirror yet -> calls waiting
         self._unsettled: dict[tuple[str, str], list[Call]] = {}
         self._next_periodic = 0.0
+        #: shards sent a batch runner's effects during a shard's feed pull: that pull's held
+        #: answers wait for their feeds next
+        self._batch_targets: dict[str, set[str]] = {}
 
     # -- entry points -------------------------------------------------------------------------
     def on_add_task(self, call: Call, sid: str, kwargs: dict[str, Any]) -> None:
@@ -102,6 +110,7 @@ class Relay:
         (after the add_task that makes the placeholder: same FIFO), so the worker's next get_work
         sees it — also when another call of this turn subscribed the same dependency first.
         """
+        new = False
         for field_name in ("deps", "new_deps"):
             deps = kwargs.get(field_name)
             if not isinstance(deps, list):
@@ -116,6 +125,7 @@ class Relay:
                 if self._subscribe(dep, sid):
                     self._status_asks.setdefault(dep_owner, {}).setdefault(dep, set()).add(sid)
                     waiting = self._unsettled.setdefault(key, [])
+                    new = True
                 else:
                     found = self._unsettled.get(key)
                     if found is None:
@@ -124,6 +134,10 @@ class Relay:
                 if not any(c is call for c in waiting):
                     call.waits += 1
                     waiting.append(call)
+        if new:
+            # the new placeholders are the first mention of their tasks: this shard's feed
+            # tells their owners when they were made (``fed_first_mention``) before the answer
+            self.hold(call, sid)
 
     def reraise(self, task_id: str, sid: str, priority: Any) -> None:
         """``add_task(task_id)`` was just forwarded to its owner ``sid``: a priority its mirrors
@@ -225,9 +239,12 @@ class Relay:
                     log.warning("router: change feed of shard %s: %s", link.id, err)
             finally:
                 feed.pulls_done = max(feed.pulls_done, number)
+                chained = self._batch_targets.pop(link.id, ())
                 keep = []
                 for n, call in feed.held:
                     if n <= feed.pulls_done:
+                        for sid in chained:
+                            self.hold(call, sid)
                         self._release(call)
                     else:
                         keep.append((n, call))
@@ -248,6 +265,7 @@ class Relay:
         updates: dict[str, list[list[Any]]] = defaultdict(list)
         raises: dict[str, dict[str, int]] = defaultdict(dict)
         fresh: dict[str, list[str]] = defaultdict(list)
+        mentions: dict[str, dict[str, list[Any]]] = defaultdict(dict)
         for change in result.get("changes") or ():
             task_id, status, priority, seq = change[:4]
             owner = self.owner(task_id)
@@ -257,15 +275,31 @@ class Relay:
                 continue
             if status is None:
                 self._unsubscribe(task_id, link.id)  # the mirror is gone from that shard
+                if self._on_deleted is not None:
+                    self._on_deleted(task_id, link.id)  # or a batch runner it hosted
                 continue
             if len(change) > 4 and change[4]:
                 # a placeholder no update has reached (new, or deleted and made again since the
                 # router last looked): subscribe it and pull its owner's status
                 self._subscribe(task_id, link.id)
                 fresh[owner].append(task_id)
+                if len(change) > 6:
+                    mentions[owner][task_id] = [change[5], change[6]]
             if isinstance(priority, (int, float)) and priority > self.prio_sent.get(task_id, 0):
                 self.prio_sent[task_id] = int(priority)
                 raises[owner][task_id] = int(priority)
+        effects = result.get("batch")
+        if isinstance(effects, list) and effects:
+            # a batch runner here changed its batch: the batch's tasks on other shards follow, and
+            # what waited for this feed waits for theirs too (their mirrors elsewhere follow them)
+            targets = self._batch_targets.setdefault(link.id, set())
+            for sid, other in self.pool.links.items():
+                if sid != link.id and other.state is LinkState.READY and other.federated is True:
+                    self.pool.call(sid, "fed_batch_apply", {"effects": effects}, _log_error)
+                    targets.add(sid)
+        for owner, found in mentions.items():
+            # the placeholder was the task's first mention: its owner takes that creation time
+            self.pool.call(owner, "fed_first_mention", {"mentions": found}, _log_error)
         self._send_updates(updates)
         self._send_raises(raises)
         for owner, task_ids in fresh.items():
@@ -387,6 +421,8 @@ class Relay:
             feed.cursor = int(result.get("seq") or 0)
             self._on_report(link, result, self._report_version(link.id))
             self._on_workers(link.id, list(result.get("workers") or ()))
+            if self._on_hosted is not None:
+                self._on_hosted(link.id, list(result.get("hosted") or ()))
             by_owner: dict[str, list[str]] = defaultdict(list)
             raises: dict[str, dict[str, int]] = defaultdict(dict)
             for task_id, priority in (result.get("mirrors") or {}).items():
@@ -413,3 +449,8 @@ class Relay:
             )
 
         self.pool.call(link.id, "fed_state", {}, on_state)
+
+
+def _log_error(result: Any, err: FederationError | None) -> None:
+    if err is not None and not isinstance(err, TransportError):
+        log.warning("router: a relayed call failed: %s", err)

@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from federation import transport
 from federation.config import FederationConfig, ShardSpec
@@ -59,23 +60,42 @@ class ZmqShardPool(ShardPool):
         super().__init__(specs, **kwargs)
         self._socks: dict[str, Any] = {}
         self._by_sock: dict[Any, ShardLink] = {}
+        #: a shard with standbys: its DEALER's monitor -> (link, endpoints with a completed handshake)
+        self._monitors: dict[Any, tuple[ShardLink, set[str]]] = {}
         try:
             for sid, link in self.links.items():
                 sock = transport.connect_dealer(ctx, link.spec.endpoint, immediate=True, curve=curve)
                 self._socks[sid] = sock
                 self._by_sock[sock] = link
+                # A shard with standbys: one DEALER connected to every endpoint it may be served on.
+                # Only the owner binds (a standby binds after it took the shard over), and with
+                # ZMQ_IMMEDIATE requests go only to completed connections: to the owner alone.
+                for endpoint in link.spec.standbys:
+                    try:
+                        sock.connect(endpoint)
+                    except zmq.ZMQError as e:
+                        raise TransportError(f"cannot connect to {endpoint}: {e}") from e
+                if link.spec.standbys:
+                    # Calls sent to an owner that froze are lost with it; once a standby serves, later
+                    # sends succeed, so nothing would fail them before their deadline. The monitor
+                    # sees the frozen owner's connection dropped (ZeroMQ heartbeat) and fails them then.
+                    events = zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED
+                    self._monitors[sock.get_monitor_socket(events)] = (link, set())
         except BaseException:
             self.close()
             raise
 
     def sockets(self) -> list[Any]:
-        return list(self._socks.values())
+        return [*self._socks.values(), *self._monitors]
 
     def _transmit(self, link: ShardLink, frames: list[bytes]) -> bool:
         return bool(transport.send_frames(self._socks[link.id], frames))
 
     def drain(self, sock: Any) -> None:
-        """Take the replies waiting on one shard's socket."""
+        """Take the replies waiting on one shard's socket (or the events on its monitor)."""
+        if sock in self._monitors:
+            self._on_monitor(sock)
+            return
         link = self._by_sock[sock]
         has_input = transport.has_input
         for _ in range(self.DRAIN_BATCH):
@@ -86,7 +106,27 @@ class ZmqShardPool(ShardPool):
                 return
             self._on_reply(link, frames)
 
+    def _on_monitor(self, mon: Any) -> None:
+        link, live = self._monitors[mon]
+        while transport.has_input(mon):
+            try:
+                event = recv_monitor_message(mon, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            endpoint = event.get("endpoint", b"")
+            endpoint = endpoint.decode(errors="replace") if isinstance(endpoint, bytes) else str(endpoint)
+            if event.get("event") == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                live.add(endpoint)
+            elif event.get("event") == zmq.EVENT_DISCONNECTED and endpoint in live:
+                # (a connection that never completed its handshake, such as one to a frozen process's
+                # listening socket, is not one that carried calls)
+                live.discard(endpoint)
+                self.mark_down(link, f"lost its connection to {endpoint}")
+
     def close(self) -> None:
+        for mon in self._monitors:
+            mon.close(0)
+        self._monitors.clear()
         for sock in self._socks.values():
             sock.close(0)
         self._socks.clear()

@@ -16,6 +16,8 @@ from router.links import LinkState, ShardPool
 
 #: a worker silent this long at least is gone (luigid drops it after worker_disconnect_delay)
 MIN_FORGET_AFTER = 600.0
+#: seconds between two activity touches of one worker on one shard (``WorkerRegistry.active_on``)
+TOUCH_EVERY = 1.0
 
 
 @dataclass(slots=True)
@@ -28,6 +30,19 @@ class WorkerState:
     disabled: bool = False
     turn: int = 0
     last_seen: float = 0.0
+    #: shard -> when the router last passed this worker's activity on to it (``active_on``)
+    touched: dict[str, float] = field(default_factory=dict)
+    #: the router's clock at the worker's last get_work (None: never)
+    last_get_work: float | None = None
+
+
+@dataclass(slots=True)
+class CrossBatch:
+    """A batch whose tasks were handed out by several shards (``WorkerRegistry.cross``)."""
+
+    worker: str
+    members: dict[str, str]  # task id -> shard
+    runner: bool = False
 
 
 class WorkerRegistry:
@@ -39,10 +54,18 @@ class WorkerRegistry:
         self.home = home
         self.forget_after = max(MIN_FORGET_AFTER, forget_after)
         self.workers: dict[str, WorkerState] = {}
-        #: batch id -> shard that handed the batch out; batch runner task id -> that shard
+        #: batch id -> shard that handed the batch out; batch runner task id -> that shard (kept
+        #: until that shard deletes the runner: it is hosted there, ``fed_state().hosted``)
         self.batches: dict[str, str] = {}
         self.pinned: dict[str, str] = {}
         self._batch_worker: dict[str, str] = {}
+        #: batches handed out from several shards and not settled yet: batch id -> its worker,
+        #: its tasks' shards, and whether its runner was reported (router/getwork.py)
+        self.cross: dict[str, CrossBatch] = {}
+        #: shard -> workers active elsewhere since the last flush (``fed_touch_workers``)
+        self._touches: dict[str, dict[str, None]] = {}
+        #: seconds between two touches of one worker on one shard (0: every activity, exactly)
+        self.touch_every = TOUCH_EVERY
 
     def get(self, worker: Any) -> WorkerState | None:
         return self.workers.get(worker) if isinstance(worker, str) else None
@@ -61,6 +84,37 @@ class WorkerRegistry:
             return
         ws.shards[sid] = None
         self._replay(worker, ws, sid)
+
+    def active_on(self, worker: str, sid: str) -> None:
+        """``worker`` called shard ``sid`` (an ``add_task``, a ``get_work`` there): the other shards
+        that know it hear of it too (at most every ``TOUCH_EVERY`` s), so none of them prunes it
+        as gone while it works elsewhere: luigid has one ``last_active`` per worker."""
+        ws = self.workers.get(worker)
+        if ws is None or len(ws.shards) < 2:
+            return
+        now = self.pool.clock()
+        ws.touched[sid] = now
+        for other in ws.shards:
+            if other != sid and (other not in ws.touched or now - ws.touched[other] >= self.touch_every):
+                ws.touched[other] = now
+                self._touches.setdefault(other, {})[worker] = None
+
+    def got_work(self, worker: str) -> None:
+        """``worker`` called ``get_work`` (a shard that meets it later hears of it: ``_replay``)."""
+        self.seen(worker).last_get_work = self.pool.clock()
+
+    def flush_touches(self) -> None:
+        """Once per router turn: one ``fed_touch_workers`` per shard with workers active elsewhere."""
+        if not self._touches:
+            return
+        touches, self._touches = self._touches, {}
+
+        def ignore(result: Any, err: Any) -> None:
+            """Best effort: the worker's next call there touches it anyway."""
+
+        for sid, workers in touches.items():
+            if self.pool.links[sid].state is not LinkState.DOWN:
+                self.pool.call(sid, "fed_touch_workers", {"workers": list(workers)}, ignore)
 
     def on_shard_workers(self, sid: str, workers: list[str]) -> None:
         """A shard (re)synchronised: it knows these workers; replay what the router knows of them."""
@@ -84,6 +138,9 @@ class WorkerRegistry:
             self.pool.call(sid, "add_task_batcher", batcher, ignore)
         if ws.disabled:
             self.pool.call(sid, "disable_worker", {"worker": worker}, ignore)
+        if ws.last_get_work is not None and self.pool.clock() - ws.last_get_work < self.forget_after / 4:
+            # Luigi reserves resources for the tasks of workers that asked for work lately
+            self.pool.call(sid, "fed_touch_workers", {"workers": [worker], "get_work": True}, ignore)
 
     def targets(self, worker: Any, *, all_shards: bool = False) -> list[str]:
         """Shards that know ``worker`` (all shards for an assistant).
@@ -143,9 +200,45 @@ class WorkerRegistry:
 
     def pin_runner(self, task_id: str, batch_id: Any) -> None:
         """Luigi's batch runner: its task id is new, its members sit on the shard that handed the
-        batch out, and that shard must see the runner's every report."""
-        if isinstance(batch_id, str) and batch_id in self.batches:
-            self.pinned[task_id] = self.batches[batch_id]
+        batch out, and that shard must see the runner's every report.  A runner that is one of
+        its batch's tasks (Luigi allows it) stays with its owner."""
+        if not isinstance(batch_id, str):
+            return
+        cross = self.cross.get(batch_id)
+        if cross is not None:
+            cross.runner = True
+            if task_id in cross.members:
+                return
+        sid = self.batches.get(batch_id)
+        if sid is not None:
+            self.pinned[task_id] = sid
+
+    def cross_handed_out(self, batch_id: str, home: str, worker: Any, members: dict[str, str]) -> None:
+        self.batch_handed_out(batch_id, home, worker)
+        if isinstance(worker, str):
+            self.cross[batch_id] = CrossBatch(worker, members)
+
+    def orphaned(self, worker: Any) -> list[str]:
+        """The worker's batches over several shards whose runner it never reported, forgotten:
+        Luigi resets them to PENDING on the worker's next ``get_work`` with ``current_tasks``."""
+        gone = [b for b, c in self.cross.items() if c.worker == worker and not c.runner]
+        for batch_id in gone:
+            del self.cross[batch_id]
+        return gone
+
+    def settled(self, batch_id: str) -> None:
+        self.cross.pop(batch_id, None)
+
+    def on_hosted(self, sid: str, task_ids: list[str]) -> None:
+        """A shard (re)synchronised: it hosts these batch runners (ids another shard owns)."""
+        for task_id in task_ids:
+            if isinstance(task_id, str):
+                self.pinned[task_id] = sid
+
+    def unpin(self, task_id: str, sid: str) -> None:
+        """Shard ``sid`` deleted ``task_id``: a runner pinned there is gone."""
+        if self.pinned.get(task_id) == sid:
+            del self.pinned[task_id]
 
     def forget(self, now: float) -> None:
         """Forget workers silent for ``forget_after``, and the batches they were handed."""
@@ -156,4 +249,5 @@ class WorkerRegistry:
             dead = set(gone)
             for batch_id in [b for b, w in self._batch_worker.items() if w in dead]:
                 self.batches.pop(batch_id, None)
+                self.cross.pop(batch_id, None)
                 del self._batch_worker[batch_id]

@@ -35,16 +35,24 @@ def build_shard(
     max_message_bytes: int | None = None,
     placement: Placement | None = None,
     clock: Callable[[], float] = time.time,
+    session_timeout: float | None = None,
+    store: Store | None = None,
     curve: Any = None,
 ) -> ShardServer:
     """Open the store (taking ownership), rebuild the core from it, bind the server.
 
     ``bind=None`` serves no socket: the caller drives ``ShardServer.handle_batch`` in-process.
+    ``store``: one already opened (a standby that took over, ``shard.standby``); else
+    ``open_store(db_url, ...)`` (``session_timeout``: a Postgres owner's idle session timeout).
 
     With ``placement`` the shard is a federation member: it tells its own tasks from mirrors
     of other shards' tasks and serves the router's ``fed_*`` methods.
     """
-    store = open_store(db_url, shard_id, schema=schema)
+    if store is None:
+        if session_timeout is None:
+            store = open_store(db_url, shard_id, schema=schema)
+        else:
+            store = open_store(db_url, shard_id, schema=schema, session_timeout=session_timeout)
     try:
         core = SchedulerCore(config or SchedulerConfig(), clock=clock)
         served: SchedulerCore | FederatedCore = core
@@ -106,10 +114,12 @@ def build_federated_shard(
     prune_interval: float = 60.0,
     clock: Callable[[], float] = time.time,
     in_process: bool = False,
+    store: Store | None = None,
 ) -> ShardServer:
     """One shard of a federation, everything from ``federation.toml``: endpoint (unless ``bind``),
     store and schema, Luigi's ``[scheduler]``/``[resources]``, and the placement.
-    ``in_process`` binds no socket (``router.core.InProcRouter`` drives it)."""
+    ``in_process`` binds no socket (``router.core.InProcRouter`` drives it); ``store``: the store a
+    standby took over (``shard.standby.wait_for_ownership``)."""
     spec = config.shard(shard_id)
     curve = None
     if config.security is not None and not in_process:
@@ -126,5 +136,7 @@ def build_federated_shard(
         max_message_bytes=config.router.max_message_bytes,
         placement=Placement.from_config(config),
         clock=clock,
+        session_timeout=spec.owner_session_timeout,
+        store=store,
         curve=curve,
     )

@@ -44,7 +44,7 @@ Global resources
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from collections.abc import Set as AbstractSet
 from typing import Any
@@ -55,6 +55,7 @@ from shard.scheduler import (
     BATCH_RUNNING,
     DISABLED,
     DONE,
+    FAILED,
     PENDING,
     RPC_METHODS,
     RUNNING,
@@ -62,6 +63,9 @@ from shard.scheduler import (
     UNKNOWN,
     SchedulerCore,
 )
+
+#: what a batch runner's status change can hand on to its batch's tasks
+_EFFECT_STATUSES = frozenset({PENDING, DONE, FAILED, DISABLED, SUSPENDED, UNKNOWN})
 
 #: most changes returned by one fed_changes call (the router asks again when ``more`` is set)
 FEED_PAGE = 20_000
@@ -84,6 +88,13 @@ FED_METHODS = (
     "fed_worker_list",
     "fed_health",
     "fed_inverse_dep_graph",
+    "fed_first_mention",
+    "fed_touch_workers",
+    "fed_greedy_walk",
+    "fed_batch_candidates",
+    "fed_batch_claim",
+    "fed_batch_release",
+    "fed_batch_apply",
 )
 
 
@@ -109,6 +120,7 @@ class FederatedCore:
         self.feed_max_deletions = feed_max_deletions
         self._epoch = 0.0
         self._stash: Changes | None = None
+        core.keep_batch_effects = True
         self._rebuild()
 
     # -- the core contract ------------------------------------------------------------------
@@ -136,6 +148,21 @@ class FederatedCore:
     def prune(self) -> None:
         self.core.prune()
 
+    def add_task(self, **kwargs: Any) -> None:
+        """Luigi's ``add_task``; a task added here that another shard owns is a batch runner the
+        router pinned to its batch's shard: it is *hosted* here (this shard's own task in every
+        respect, listed as such to the router), not a mirror."""
+        self.core.add_task(**kwargs)
+        task_id = kwargs.get("task_id")
+        if isinstance(task_id, str) and not self.owns(task_id):
+            t = self.core.get_task(task_id)
+            if t is not None and not t.fed.get("hosted"):
+                self.core.update_fed(task_id, {"hosted": True})
+
+    def _hosted_ids(self, task_ids: Any) -> list[str]:
+        """Of ``task_ids`` (listed here), those this shard hosts without owning them."""
+        return [tid for tid in task_ids if not self.owns(tid) and tid not in self._mirrors]
+
     def extra_methods(self) -> dict[str, Callable[..., Any]]:
         """The ``fed_*`` methods, for ``ShardServer(extra_methods=...)``."""
         return {name: getattr(self, name) for name in FED_METHODS}
@@ -154,6 +181,9 @@ class FederatedCore:
         self._deletions: OrderedDict[str, tuple[int, float]] = OrderedDict()
         # the feed is complete after this seq: the newest deletion forgotten
         self._floor = 0
+        # what batch runners here did to their batches, for the shards holding the rest of a
+        # batch: (seq, time, effect), oldest first, forgotten like deletions
+        self._batch_out: deque[tuple[int, float, list[Any]]] = deque()
         self._state: dict[str, tuple[str, Any]] = {}
         self._mirrors: set[str] = set()
         self._res_tasks: set[str] = set()
@@ -161,7 +191,7 @@ class FederatedCore:
         self._counted: dict[str, str] = {}  # owned task -> the status it is counted under in _ns
         self._ud: AbstractSet[str] = self.core.upstream_disabled()
         for t in self.core.tasks():
-            self._note(t.id, t.status, t.priority, bool(t.resources), bool(t.family), feed=False)
+            self._note(t.id, t.status, t.priority, bool(t.resources), _hosted(t.family, t.fed), feed=False)
 
     def _note(
         self,
@@ -231,6 +261,12 @@ class FederatedCore:
 
     def _absorb(self) -> None:
         """Take what the core changed since the last look into the feed (and the stash for the store)."""
+        effects = self.core.take_batch_effects()
+        if effects:
+            now = self._clock()
+            for effect in effects:
+                self._seq += 1
+                self._batch_out.append((self._seq, now, effect))
         changes = self.core.collect_changes()
         if changes.is_empty():
             return
@@ -242,7 +278,7 @@ class FederatedCore:
                 rec["status"],
                 rec.get("priority"),
                 bool(rec.get("resources")),
-                bool(rec.get("family")),
+                _hosted(rec.get("family"), rec.get("fed")),
                 feed=True,
             )
         if changes.deleted_tasks:
@@ -258,13 +294,20 @@ class FederatedCore:
             for task_id in ud ^ old_ud:
                 t = self.core.get_task(task_id)
                 if t is not None and task_id not in changes.tasks:
-                    self._note(task_id, t.status, t.priority, bool(t.resources), bool(t.family), feed=True)
+                    self._note(
+                        task_id, t.status, t.priority, bool(t.resources), _hosted(t.family, t.fed), feed=True
+                    )
         if self._stash is None:
             self._stash = changes
         else:
             _merge_into(self._stash, changes)
         if self._deletions:
             self._forget_deletions()
+        if self._batch_out:
+            out = self._batch_out
+            horizon = self._clock() - self.feed_retention
+            while out and (out[0][1] <= horizon or len(out) > self.feed_max_deletions):
+                self._floor = max(self._floor, out.popleft()[0])
 
     def _forget_deletions(self) -> None:
         """Drop the deletions older than ``feed_retention`` or beyond ``feed_max_deletions``.
@@ -301,6 +344,8 @@ class FederatedCore:
             "seq": self._seq,
             "workers": self.core.worker_ids(),
             "mirrors": {tid: t.priority for tid in self._mirrors if (t := get_task(tid)) is not None},
+            # batch runners this shard runs although another shard owns their ids
+            "hosted": [tid for tid in self._counted if not self.owns(tid)],
             "resources_running": self._usage(),
             "resource_pending": bool(self._res_tasks),
         }
@@ -309,7 +354,9 @@ class FederatedCore:
         """Latest ``[task_id, status, priority, seq, fresh]`` of every task changed after ``since``.
 
         ``fresh`` marks a mirror that no update has reached yet (a new placeholder): the router
-        then pulls its owner's status, even if it believed this shard already mirrored the task.
+        then pulls its owner's status, even if it believed this shard already mirrored the task,
+        and tells the owner when the placeholder was made (the entry's ``time, cseq`` after
+        ``fresh``; ``fed_first_mention``).
         A deleted task's status is None.
 
         Deletions are kept for ``feed_retention`` seconds (and at most ``feed_max_deletions`` of
@@ -340,15 +387,24 @@ class FederatedCore:
             if seq <= since:
                 break
             fresh = task_id in self._mirrors and not self._version(task_id)
-            newer.append([task_id, status, priority, seq, fresh])
+            entry = [task_id, status, priority, seq, fresh]
+            if fresh:
+                # when and in what order this placeholder was made: its owner adopts a first mention
+                t = self.core.get_task(task_id)
+                if t is not None:
+                    entry += [t.time, t.cseq]
+            newer.append(entry)
         newer.reverse()
         more = len(newer) > limit
         if more:
             newer = newer[:limit]
+        upto = newer[-1][3] if more else self._seq
         return {
             "epoch": self._epoch,
-            "seq": newer[-1][3] if more else self._seq,
+            "seq": upto,
             "changes": newer,
+            # what batch runners here did to their batches: for the shards with the rest of them
+            "batch": [effect for seq, _, effect in self._batch_out if since < seq <= upto],
             "more": more,
             "resources_running": self._usage(),
             "resource_pending": bool(self._res_tasks),
@@ -402,7 +458,7 @@ class FederatedCore:
             if t is None:
                 missing.append(task_id)
                 continue
-            if t.family:
+            if _hosted(t.family, t.fed):
                 continue  # not a placeholder: a batch runner running here with its batch
             version = (float(epoch) if isinstance(epoch, (int, float)) else 0.0, seq)
             current = self._version(task_id)
@@ -434,20 +490,38 @@ class FederatedCore:
         return None
 
     def fed_get_work(
-        self, external_used_resources: dict[str, Any] | None = None, **kwargs: Any
+        self,
+        external_used_resources: dict[str, Any] | None = None,
+        external_greedy: list[list[Any]] | None = None,
+        **kwargs: Any,
     ) -> dict[str, Any]:
-        """Luigi's ``get_work``, counting what other shards' RUNNING tasks hold as already used."""
-        return self._with_external(external_used_resources, "reply", self.core.get_work, kwargs)
+        """Luigi's ``get_work``, counting what other shards' RUNNING tasks hold as already used
+        (and, given, other shards' greedy events in their rank places: ``external_greedy``)."""
+        return self._with_external(
+            external_used_resources, external_greedy, "reply", self.core.get_work, kwargs
+        )
 
     def fed_offer(
-        self, external_used_resources: dict[str, Any] | None = None, **kwargs: Any
+        self,
+        external_used_resources: dict[str, Any] | None = None,
+        external_greedy: list[list[Any]] | None = None,
+        **kwargs: Any,
     ) -> dict[str, Any]:
         """What ``fed_get_work`` would hand out, and its rank, without handing it out
-        (``SchedulerCore.offer_work``): the router grants only the best offer of all shards."""
-        return self._with_external(external_used_resources, None, self.core.offer_work, kwargs)
+        (``SchedulerCore.offer_work``): the router grants only the best offer of all shards.
+        ``greedy`` in the answer: this walk's RUNNING tasks and reservations needing resources,
+        for the other shards' walks (``SchedulerCore.external_greedy``)."""
+        return self._with_external(
+            external_used_resources, external_greedy, None, self.core.offer_work, kwargs
+        )
 
     def _with_external(
-        self, external: Any, key: str | None, fn: Callable[..., Any], kwargs: dict[str, Any]
+        self,
+        external: Any,
+        greedy: Any,
+        key: str | None,
+        fn: Callable[..., Any],
+        kwargs: dict[str, Any],
     ) -> dict[str, Any]:
         external = external or {}
         if not isinstance(external, dict) or not all(
@@ -457,12 +531,17 @@ class FederatedCore:
             raise TypeError("external_used_resources must be a map of resource name to amount")
         core = self.core
         core.external_used_resources = external
+        core.greedy_events = []
         try:
+            core.external_greedy = greedy
             answer = fn(**kwargs)
         finally:
             core.external_used_resources = {}
+            core.external_greedy = None
         self._absorb()
         out = {key: answer} if key is not None else dict(answer)
+        if key is None and core.greedy_events:
+            out["greedy"] = core.greedy_events
         out.update(resources_running=self._usage(), resource_pending=bool(self._res_tasks))
         return out
 
@@ -501,6 +580,9 @@ class FederatedCore:
                 return {"num_tasks": owned, "placeholders": placeholders}
             answer = {"pre_count": owned, "placeholders": placeholders}
         order = self.core.order_keys(result)
+        hosted = self._hosted_ids(result)
+        if hosted:
+            answer["hosted"] = hosted
         return {"listed": result, "order": {tid: list(k) for tid, k in order.items()}, **answer}
 
     def fed_task_search(self, **kwargs: Any) -> dict[str, Any]:
@@ -508,7 +590,14 @@ class FederatedCore:
         the router sorts the tasks of every shard by (``{"order": {task_id: [seq, cseq]}}``)."""
         found = self.core.task_search(**kwargs)
         ids = [tid for group in found.values() for tid in group]
-        return {"found": found, "order": {tid: list(k) for tid, k in self.core.order_keys(ids).items()}}
+        answer: dict[str, Any] = {
+            "found": found,
+            "order": {tid: list(k) for tid, k in self.core.order_keys(ids).items()},
+        }
+        hosted = self._hosted_ids(ids)
+        if hosted:
+            answer["hosted"] = hosted
+        return answer
 
     def fed_worker_list(self, **kwargs: Any) -> dict[str, Any]:
         """Luigi's ``worker_list`` (``{"workers": [...]}``) and each worker's creation number
@@ -517,6 +606,142 @@ class FederatedCore:
         workers = self.core.worker_list(**kwargs)
         order = self.core.worker_order()
         return {"workers": workers, "order": {w["name"]: order.get(w["name"], 0) for w in workers}}
+
+    def fed_greedy_walk(
+        self,
+        worker: str,
+        assistant: bool = False,
+        running_only: bool = False,
+        external_greedy: list[list[Any]] | None = None,
+    ) -> list[list[Any]]:
+        """The greedy events (RUNNING tasks holding resources, reservations) of ``worker``'s
+        ``get_work`` walk here, changing nothing: for the shards where it has work
+        (``SchedulerCore.greedy_walk_events``); only the RUNNING ones with ``running_only``."""
+        if (
+            not isinstance(worker, str)
+            or not isinstance(assistant, bool)
+            or not isinstance(running_only, bool)
+        ):
+            raise TypeError("worker must be a string, assistant and running_only bools")
+        core = self.core
+        core.external_greedy = external_greedy
+        try:
+            return core.greedy_walk_events(worker, assistant, running_only)
+        finally:
+            core.external_greedy = None
+
+    def fed_touch_workers(self, workers: list[str], get_work: bool = False) -> None:
+        """These workers are active on another shard (and asked for work there, with
+        ``get_work``): active here too (``last_active``, ``last_get_work``)."""
+        if not isinstance(workers, list) or not all(isinstance(w, str) for w in workers):
+            raise TypeError("workers must be a list of worker ids")
+        if not isinstance(get_work, bool):
+            raise TypeError("get_work must be a bool")
+        self.core.touch_workers(workers, get_work)
+
+    def fed_first_mention(self, mentions: dict[str, list[Any]]) -> None:
+        """``{task_id: [time, creation number]}``: another shard made these tasks (owned here)
+        dependency placeholders then; the earliest mention is the task's creation, as in one
+        scheduler (``SchedulerCore.first_mention``)."""
+        if not isinstance(mentions, dict):
+            raise TypeError("mentions must be a map of task id -> [time, number]")
+        for task_id, pair in mentions.items():
+            if not (
+                isinstance(task_id, str)
+                and isinstance(pair, list)
+                and len(pair) == 2
+                and isinstance(pair[0], (int, float))
+                and not isinstance(pair[0], bool)
+                and isinstance(pair[1], int)
+                and not isinstance(pair[1], bool)
+            ):
+                raise TypeError(f"mention of {task_id!r:.80} must be [time, number]")
+        for task_id, (when, number) in mentions.items():
+            if self.owns(task_id):
+                self.core.first_mention(task_id, float(when), number)
+
+    # -- batches whose tasks sit on several shards (router/getwork.py hands them out) -----------
+    def fed_batch_candidates(
+        self,
+        family: str,
+        unbatched: dict[str, Any],
+        resources: dict[str, Any],
+        after: list[float],
+        worker: str | None = None,
+        limit: int = 1,
+    ) -> list[list[Any]]:
+        """This shard's tasks Luigi would add to a batch whose best task is on another shard."""
+        if not isinstance(family, str):
+            raise TypeError("family must be a string")
+        if not isinstance(unbatched, dict) or not isinstance(resources, dict):
+            raise TypeError("unbatched and resources must be maps")
+        if not (
+            isinstance(after, list)
+            and len(after) == 3
+            and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in after)
+        ):
+            raise TypeError("after must be a rank [priority, -time, -seq]")
+        if worker is not None and not isinstance(worker, str):
+            raise TypeError("worker must be a string")
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
+            raise TypeError("limit must be a non-negative integer")
+        self._absorb()
+        return self.core.batch_candidates(family, unbatched, resources, after, worker, limit)
+
+    def fed_batch_claim(
+        self,
+        worker: str,
+        batch_id: str,
+        task_ids: list[str],
+        remote: bool,
+        host: str | None = None,
+        first: int | None = None,
+        positions: list[int] | None = None,
+    ) -> dict[str, Any]:
+        """Hand this shard's ``task_ids`` out as part of batch ``batch_id`` (all or nothing);
+        ``positions``: their places in the whole batch, numbered from ``first`` (a router stamp)."""
+        if not isinstance(worker, str) or not isinstance(batch_id, str) or not batch_id:
+            raise TypeError("worker and batch_id must be strings")
+        if not isinstance(task_ids, list) or not all(isinstance(t, str) for t in task_ids):
+            raise TypeError("task_ids must be a list of task ids")
+        if not isinstance(remote, bool) or (host is not None and not isinstance(host, str)):
+            raise TypeError("remote must be a bool and host a string")
+        if (first is None) != (positions is None):
+            raise TypeError("first and positions go together")
+        if positions is not None and not (
+            isinstance(first, int)
+            and isinstance(positions, list)
+            and len(positions) == len(task_ids)
+            and all(isinstance(p, int) and not isinstance(p, bool) and 0 <= p < 1 << 15 for p in positions)
+        ):
+            raise TypeError("positions must be one small integer per task id, after an integer first")
+        claimed = self.core.batch_claim(worker, host, batch_id, task_ids, remote, first, positions)
+        return {"claimed": claimed}
+
+    def fed_batch_release(self, batch_id: str) -> None:
+        """Undo ``fed_batch_claim``: the batch could not be handed out whole."""
+        if not isinstance(batch_id, str):
+            raise TypeError("batch_id must be a string")
+        self.core.batch_release(batch_id)
+
+    def fed_batch_apply(self, effects: list[list[Any]]) -> None:
+        """Apply another shard's batch runner's effects (its ``fed_changes()["batch"]``) here."""
+        ops = {"status", "reset", "decrease", "tracking_url", "expl", "status_message", "progress_percentage"}
+        if not isinstance(effects, list) or not all(
+            isinstance(e, list) and len(e) >= 2 and e[0] in ops and isinstance(e[1], str) for e in effects
+        ):
+            raise TypeError("effects must be a list of [op, batch_id, value]")
+        for e in effects:
+            if e[0] == "status" and (len(e) not in (3, 4) or e[2] not in _EFFECT_STATUSES):
+                raise TypeError(f"a batch status effect needs a status, got {e!r:.100}")
+            if e[0] == "decrease" and (len(e) != 3 or not isinstance(e[2], dict)):
+                raise TypeError("a decrease effect needs a map of amounts")
+            if e[0] not in ("status", "reset", "decrease") and len(e) != 3:
+                raise TypeError(f"effect {e[0]} needs a value")
+            numbers = e[3:] if e[0] == "status" else e[2:] if e[0] == "reset" else []
+            if not all(isinstance(n, int) and not isinstance(n, bool) for n in numbers):
+                raise TypeError("a batch effect's first number must be an integer")
+        self.core.batch_apply(effects)
 
     def fed_graph(self, **kwargs: Any) -> dict[str, Any]:
         """Luigi's ``graph`` and the creation order of this shard's tasks (mirrors included): the
@@ -574,3 +799,8 @@ def _merge_into(a: Changes, b: Changes) -> None:
     a.workers.update(b.workers)
     a.meta.update(b.meta)
     a.events.extend(b.events)
+
+
+def _hosted(family: Any, fed: Any) -> bool:
+    """A task this shard runs as its own although another shard owns its id (a batch runner)."""
+    return bool(family) or (isinstance(fed, dict) and bool(fed.get("hosted")))

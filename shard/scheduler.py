@@ -200,6 +200,14 @@ WorkerInfo = dict[str, Any] | Sequence[Sequence[Any]]
 _NOTHING: frozenset[str] = frozenset()
 
 
+#: numbers left below a batch runner's for its batch's tasks on every shard (router stamps are
+#: ``1 << STAMP_SHIFT`` apart, so a request's own events never reach this far)
+MEMBER_ROOM = 1 << 15
+
+#: first mentions kept for tasks a shard does not have yet (``SchedulerCore.first_mention``)
+MAX_MENTIONS = 100_000
+
+
 class TaskView(Protocol):
     """What a caller outside the core may read of a task (:meth:`SchedulerCore.get_task`)."""
 
@@ -212,6 +220,16 @@ class TaskView(Protocol):
     @property
     def family(self) -> Any: ...
     @property
+    def time(self) -> float:
+        """When the task was created (Luigi's ``start_time``)."""
+        ...
+
+    @property
+    def cseq(self) -> int:
+        """Its creation number (the order this core first heard of it; ``observe_stamp``)."""
+        ...
+
+    @property
     def resources(self) -> dict[str, Any]: ...
     @property
     def fed(self) -> dict[str, Any]:
@@ -220,6 +238,12 @@ class TaskView(Protocol):
 
 
 # --------------------------------------------------------------------------- validation
+
+
+def _pairs(value: Any) -> list[tuple[Any, Any]]:
+    if not all(isinstance(p, (list, tuple)) and len(p) == 2 for p in value):
+        raise TypeError("resources must be [[name, amount], ...]")
+    return [(p[0], p[1]) for p in value]
 
 
 def _is_num(v: object) -> bool:
@@ -449,6 +473,9 @@ class SchedulerCore:
         self._clock = clock
         #: message ids for send_scheduler_message (replaceable in tests)
         self.new_message_id: Callable[[], str] = lambda: str(uuid.uuid4())
+        #: keep what batch runners do to their batches for ``take_batch_effects`` (a federation
+        #: shard passes it on to the shards that hold the rest of a batch)
+        self.keep_batch_effects = False
         cfg = self._config
         self._default_policy = (cfg.retry_count, cfg.disable_hard_timeout, cfg.disable_window)
         self._reset()
@@ -463,6 +490,13 @@ class SchedulerCore:
         self._by_status: dict[str, dict[str, _Task]] = {s: {} for s in _ALL_STATUSES}
         self._workers: dict[str, _Worker] = {}
         self._batchers: dict[str, dict[str, tuple[list[str], Any]]] = {}
+        #: federation: batches whose members here were handed out with a batch of another shard
+        #: (that shard holds the runner and decides); effects of batch runners for other shards
+        self._remote_batches: set[str] = set()
+        self._batch_effects: list[list[Any]] = []
+        #: federation: first mentions (as another shard's dependency placeholder) of tasks not
+        #: here yet: task id -> (time, creation number), taken when the task is created
+        self._mentions: dict[str, tuple[float, int]] = {}
         self._resource_overrides: dict[str, Any] = {}
         self._resources: dict[str, Any] = dict(self._config.resources)
         self._paused = False
@@ -486,6 +520,10 @@ class SchedulerCore:
         self._ud: set[str] | None = None  # PENDING tasks whose upstream status is UPSTREAM_DISABLED
         self._ud_sub: dict[str, list[int]] = {}
         self._external_used: dict[str, Any] = {}
+        #: federation: other shards' greedy events for this get_work (None: count their RUNNING
+        #: resources up front), and this walk's own (``external_greedy``, ``greedy_events``)
+        self._external_greedy: list[tuple[Any, Any, int, int, Sig, str | None]] | None = None
+        self.greedy_events: list[list[Any]] = []
         # dirty marks
         self._d_tasks = _Marks()
         self._d_del_tasks = _Marks()
@@ -783,6 +821,10 @@ class SchedulerCore:
         t.cseq = self._cseq
         self._seq += 1
         t.seq = self._seq
+        if self._mentions:
+            mention = self._mentions.pop(task_id, None)
+            if mention is not None and mention[0] < t.time:
+                t.time, t.cseq = mention[0], min(t.cseq, mention[1])
         self._tasks[task_id] = t
         self._by_status[status][task_id] = t
         rdeps = self._rdeps
@@ -1003,10 +1045,21 @@ class SchedulerCore:
             elif t.scheduler_disable_time is not None and new != DISABLED:
                 return
         if t.status == RUNNING and t.batch_id is not None and new != RUNNING:
-            for bt in self._batch_tasks(t.batch_id):
+            batch_id = t.batch_id
+            cross = batch_id in self._remote_batches
+            # a batch over several shards: its tasks enter the new status in batch order, before
+            # the runner, here and on the other shards (numbers just below this one)
+            first = self._seq - MEMBER_ROOM
+            if cross:
+                self._batch_effect(["status", batch_id, new, first])
+            for bt in self._batch_tasks(batch_id):
                 self._set_status(bt, new)
+                if cross:
+                    self._renumber_member(bt, first)
                 self._set_batch_id(bt, None)
             self._set_batch_id(t, None)
+            if cross:
+                self._forget_remote_batch(batch_id)
         if new == FAILED and t.status != DISABLED:
             self._add_failure(t)
             if self._has_excessive_failures(t):
@@ -1262,6 +1315,8 @@ class SchedulerCore:
         if tracking_url is not None or t.status != RUNNING:
             t.tracking_url = tracking_url
             if t.batch_id is not None:
+                if t.batch_id in self._remote_batches:
+                    self._batch_effect(["tracking_url", t.batch_id, tracking_url])
                 for bt in self._batch_tasks(t.batch_id):
                     bt.tracking_url = tracking_url
                     self._d_tasks.add(bt.id)
@@ -1275,6 +1330,8 @@ class SchedulerCore:
         if expl is not None:
             t.expl = expl
             if t.batch_id is not None:
+                if t.batch_id in self._remote_batches:
+                    self._batch_effect(["expl", t.batch_id, expl])
                 for bt in self._batch_tasks(t.batch_id):
                     bt.expl = expl
                     self._d_tasks.add(bt.id)
@@ -1443,6 +1500,8 @@ class SchedulerCore:
         tasks = self._tasks
         active = [tasks[i] for i in self._active_by_wr.get(worker_id, ())]
         running_batch_ids = {t.batch_id for t in active if t.status == RUNNING}
+        # a batch handed out with another shard's batch is that shard's to reset (its runner is there)
+        running_batch_ids |= self._remote_batches
         orphaned = sorted(
             (t for t in active if t.status == BATCH_RUNNING and t.batch_id not in running_batch_ids),
             key=lambda t: t.seq,
@@ -1469,9 +1528,13 @@ class SchedulerCore:
         caps = self._resources
         used = self._used_resources()
         gres: dict[str, Any] = {}
+        external = self._external_greedy
+        events: list[list[Any]] = []
+        self.greedy_events = events
         for r, a in self._external_used.items():  # RUNNING elsewhere in the federation
             used[r] = used.get(r, 0) + a
-            gres[r] = gres.get(r, 0) + a
+            if external is None:  # without their ranks: as if they ranked first
+                gres[r] = gres.get(r, 0) + a
 
         def fits(sig: Sig, pool: dict[str, Any]) -> bool:
             for r, a in sig:
@@ -1497,12 +1560,23 @@ class SchedulerCore:
                 t = tasks[tid]
                 if t.status == RUNNING:
                     runs.append((-t.priority, t.time, t.seq, tid))
+                    # what other shards' walks must count in its place: its worker's slot, and the
+                    # resources it holds
+                    rr = t.resources_running if t.resources_running is not None else t.resources
+                    events.append([-t.priority, t.time, t.seq, 1, [[r, a] for r, a in (rr or {}).items()], g])
         if runs:
             runs.sort()
             it_runs = iter(runs)
             e = next(it_runs)
             heap.append((e[0], e[1], 1, e[2], len(streams), e[3]))
             streams.append((it_runs, None, ()))
+        if external:
+            # other shards' RUNNING tasks and reservations, in their rank places (group 2)
+            ext = sorted(external, key=lambda x: (x[0], x[1], x[2]))
+            it_ext = iter([(x[0], x[1], x[2], str(i)) for i, x in enumerate(ext)])
+            e = next(it_ext)
+            heap.append((e[0], e[1], 2, e[2], len(streams), e[3]))
+            streams.append((it_ext, None, ()))
 
         empty: dict[Sig, RankQueue] = {}
         if assistant:
@@ -1536,7 +1610,14 @@ class SchedulerCore:
         while heap:
             negp, tm, grp, seq, idx, tid = heappop(heap)
             it, owner, sig = streams[idx]
-            if grp:
+            if grp == 2:
+                assert external is not None
+                x = ext[int(tid)]
+                if x[5] is not None and x[5] in greedy:
+                    greedy[x[5]] -= 1
+                for r, a in x[4]:
+                    gres[r] = gres.get(r, 0) + a
+            elif grp:
                 t = tasks[tid]
                 wr = t.worker_running
                 if wr is not None:  # always: it came from _active_by_wr[wr]
@@ -1560,6 +1641,8 @@ class SchedulerCore:
                             greedy[g] -= 1
                             for r, a in sig:
                                 gres[r] = gres.get(r, 0) + a
+                            if sig:  # a reservation other shards' walks must count
+                                events.append([negp, tm, seq, 0, [[r, a] for r, a in sig], g])
                             break
             nxt = next(it, None)
             if nxt is not None:
@@ -1631,7 +1714,193 @@ class SchedulerCore:
                 "resend": resend,
                 "batch": batch is not None and len(batch[1]) > 1,
             }
-        return {"reply": reply, "offer": offer}
+            if batch is not None and not resend:
+                # a batchable best task: what a router needs to add other shards' tasks to its batch
+                names, max_batch_size = self._batchers[w.id][best.family]
+                offer["batcher"] = {
+                    "family": best.family,
+                    "module": best.module,
+                    "params": dict(best.params),
+                    "names": list(names),
+                    "max_batch_size": max_batch_size,
+                    "resources": dict(best.resources),
+                    "trivial": self._is_trivial(w),
+                    "members": [[t.id, [t.priority, -t.time, -t.seq], dict(t.params)] for t in batch[1]],
+                }
+        return {"reply": reply, "offer": offer, "trivial": self._is_trivial(w)}
+
+    # ------------------------------------------------------------------ batches over several shards
+    def batch_candidates(
+        self,
+        family: str,
+        unbatched: dict[str, Any],
+        resources: dict[str, Any],
+        after: Sequence[float],
+        worker: str | None,
+        limit: int,
+    ) -> list[list[Any]]:
+        """The tasks Luigi would add here to a batch whose best task (rank ``after``) is elsewhere.
+
+        ``[[task_id, rank, params]]`` in rank order, at most ``limit``: ready, batchable, of
+        ``family``, ranked below ``after``, with the ``unbatched`` params and the ``resources`` of
+        the best task (and ``worker``'s own tasks only, for a worker Luigi treats as trivial)."""
+        out: list[list[Any]] = []
+        q = self._fq.get(family)
+        if q is None or limit <= 0:
+            return out
+        bkey = (-after[0], -after[1], -after[2])
+        tasks = self._tasks
+        for e in q.ordered():
+            if len(out) >= limit:
+                break
+            if (e[0], e[1], e[2]) <= bkey:
+                continue
+            t = tasks[e[3]]
+            if worker is not None and worker not in t.workers:
+                continue
+            if (
+                t.batchable
+                and all(t.params.get(n) == v for n, v in unbatched.items())
+                and t.resources == resources
+            ):
+                out.append([t.id, [t.priority, -t.time, -t.seq], dict(t.params)])
+        return out
+
+    def batch_claim(
+        self,
+        worker: str,
+        host: str | None,
+        batch_id: str,
+        task_ids: Sequence[str],
+        remote: bool,
+        first: int | None = None,
+        positions: Sequence[int] | None = None,
+    ) -> bool:
+        """Hand ``task_ids`` out to ``worker`` as (part of) batch ``batch_id``, as Luigi's
+        ``get_work`` does its batch; all or nothing: False (nothing changed) if one is not ready
+        any more.  ``remote``: the batch's best task, and so its runner, is on another shard."""
+        tasks = self._tasks
+        chosen = [tasks.get(i) for i in task_ids]
+        if not chosen or any(t is None or t.status != PENDING or t.nd for t in chosen):
+            return False
+        now = self._begin(worker, host)
+        for i, t in enumerate(chosen):
+            assert t is not None
+            self._set_status(t, BATCH_RUNNING)
+            if first is not None and positions is not None:
+                # its place in the whole batch: the batch's tasks enter BATCH_RUNNING (and later
+                # statuses) in that order over all shards, numbered ``first + position``
+                t.fed["bpos"] = positions[i]
+                self._renumber_member(t, first)
+            self._set_batch_id(t, batch_id)
+            self._set_worker_running(t, worker)
+            t.resources_running = t.resources  # Luigi shares the dict here
+            t.time_running = now
+        if remote:
+            self._remote_batches.add(batch_id)
+            self._d_meta.add("remote_batches")
+        return True
+
+    def batch_apply(self, effects: Sequence[Sequence[Any]]) -> None:
+        """Apply what a batch runner on another shard did to its batch (``take_batch_effects``
+        there) to this shard's tasks of that batch, as Luigi does to every task of a batch."""
+        self._begin()
+        for eff in effects:
+            op, batch_id = eff[0], eff[1]
+            members = self._batch_tasks(batch_id)
+            if op == "status":
+                first = eff[3] if len(eff) > 3 else None
+                for bt in members:
+                    self._set_status(bt, eff[2])
+                    if first is not None:
+                        self._renumber_member(bt, first)
+                    self._set_batch_id(bt, None)
+                self._forget_remote_batch(batch_id)
+            elif op == "reset":
+                first = eff[2] if len(eff) > 2 else None
+                for bt in members:
+                    self._set_status(bt, PENDING)
+                    if first is not None:
+                        self._renumber_member(bt, first)
+                self._forget_remote_batch(batch_id)
+            elif op == "decrease":
+                for bt in members:
+                    self._decrease(bt, eff[2])
+            elif op in ("tracking_url", "expl", "status_message", "progress_percentage"):
+                for bt in members:
+                    setattr(bt, op, eff[2])
+                    self._d_tasks.add(bt.id)
+            else:
+                raise ValueError(f"unknown batch effect {op!r}")
+
+    def _renumber_member(self, t: _Task, first: int) -> None:
+        """Number a task of a batch over several shards by its place in the batch (``bpos``)."""
+        pos = t.fed.get("bpos")
+        if isinstance(pos, int) and not isinstance(pos, bool):
+            t.seq = first + pos
+            self._d_tasks.add(t.id)
+            if t.status == PENDING:
+                self._sync(t)
+
+    def _forget_remote_batch(self, batch_id: str) -> None:
+        if batch_id in self._remote_batches:
+            self._remote_batches.discard(batch_id)
+            self._d_meta.add("remote_batches")
+
+    def batch_release(self, batch_id: str) -> None:
+        """Undo ``batch_claim`` (the batch could not be handed out whole): its tasks are PENDING."""
+        self._begin()
+        for bt in self._batch_tasks(batch_id):
+            self._set_status(bt, PENDING)
+            self._set_batch_id(bt, None)
+        self._forget_remote_batch(batch_id)
+
+    def _batch_effect(self, effect: list[Any]) -> None:
+        if self.keep_batch_effects:
+            self._batch_effects.append(effect)
+
+    def touch_workers(self, worker_ids: Iterable[str], get_work: bool = False) -> None:
+        """These workers were active on another scheduler of the federation just now (and asked
+        for work, with ``get_work``): they are here too (``last_active``, ``last_get_work``), as
+        with one luigid.  Unknown workers are left alone, unless they asked for work."""
+        now = self._begin()
+        for worker_id in worker_ids:
+            w = self._workers.get(worker_id)
+            if w is None:
+                if not get_work:
+                    continue
+                # a worker that asked for work elsewhere and now brings a task here (the router
+                # tells first): known from now on, as luigid knows it
+                w = self._get_worker(worker_id)
+            if w.last_active < now:
+                w.last_active = now
+                self._d_workers.add(worker_id)
+            if get_work and (w.last_get_work is None or w.last_get_work < now):
+                w.last_get_work = now
+                self._d_workers.add(worker_id)
+
+    def first_mention(self, task_id: str, time: float, number: int) -> None:
+        """Another shard made ``task_id`` a dependency placeholder at ``time`` (creation
+        ``number``): in one scheduler that placeholder *is* the task, so its creation time (Luigi's
+        ``start_time`` and the ``-time`` of its rank) and place in creation order are the earliest
+        mention's.  Kept for later when the task is not here yet (at most ``MAX_MENTIONS``)."""
+        t = self._tasks.get(task_id)
+        if t is None:
+            if task_id in self._mentions or len(self._mentions) < MAX_MENTIONS:
+                old = self._mentions.get(task_id)
+                if old is None or time < old[0]:
+                    self._mentions[task_id] = (time, number)
+            return
+        if time < t.time:
+            t.time = time
+            t.cseq = min(t.cseq, number)
+            self._d_tasks.add(task_id)
+            self._sync(t)
+
+    def take_batch_effects(self) -> list[list[Any]]:
+        """What batch runners here did to their batches since the last call (for other shards)."""
+        out, self._batch_effects = self._batch_effects, []
+        return out
 
     def _pick_work(
         self, host: str | None, assistant: bool, current_tasks: Sequence[str] | None, worker: str | None
@@ -2113,6 +2382,8 @@ class SchedulerCore:
             t.status_message = status_message
             self._d_tasks.add(t.id)
             if t.status == RUNNING and t.batch_id is not None:
+                if t.batch_id in self._remote_batches:
+                    self._batch_effect(["status_message", t.batch_id, status_message])
                 for bt in self._batch_tasks(t.batch_id):
                     bt.status_message = status_message
                     self._d_tasks.add(bt.id)
@@ -2132,6 +2403,8 @@ class SchedulerCore:
             t.progress_percentage = progress_percentage
             self._d_tasks.add(t.id)
             if t.status == RUNNING and t.batch_id is not None:
+                if t.batch_id in self._remote_batches:
+                    self._batch_effect(["progress_percentage", t.batch_id, progress_percentage])
                 for bt in self._batch_tasks(t.batch_id):
                     bt.progress_percentage = progress_percentage
                     self._d_tasks.add(bt.id)
@@ -2153,22 +2426,24 @@ class SchedulerCore:
         if t is None or t.status != RUNNING or t.resources_running is None:
             return None
 
-        def decrease(task: _Task) -> None:
-            rr = task.resources_running
-            if rr is None:
-                return
-            for r, amount in dec.items():
-                if amount > 0 and r in rr:
-                    rr[r] = max(0, rr[r] - amount)
-            if rr is task.resources:  # shared with resources (batch members): keep the signature true
-                task.sig = _sig(task.resources)
-            self._d_tasks.add(task.id)
-
-        decrease(t)
+        self._decrease(t, dec)
         if t.batch_id is not None:
+            if t.batch_id in self._remote_batches:
+                self._batch_effect(["decrease", t.batch_id, dec])
             for bt in self._batch_tasks(t.batch_id):
-                decrease(bt)
+                self._decrease(bt, dec)
         return None
+
+    def _decrease(self, task: _Task, dec: dict[str, float]) -> None:
+        rr = task.resources_running
+        if rr is None:
+            return
+        for r, amount in dec.items():
+            if amount > 0 and r in rr:
+                rr[r] = max(0, rr[r] - amount)
+        if rr is task.resources:  # shared with resources (batch members): keep the signature true
+            task.sig = _sig(task.resources)
+        self._d_tasks.add(task.id)
 
     def get_running_task_resources(self, task_id: str | None) -> dict[str, Any]:
         _opt_str("task_id", task_id)
@@ -2208,6 +2483,73 @@ class SchedulerCore:
     @external_used_resources.setter
     def external_used_resources(self, value: dict[str, Any]) -> None:
         self._external_used = _amounts("external_used_resources", value) or {}
+
+    def greedy_walk_events(
+        self, worker: str, assistant: bool = False, running_only: bool = False
+    ) -> list[list[Any]]:
+        """The greedy events of Luigi's ``get_work`` walk for ``worker`` over this scheduler's tasks,
+        without its bookkeeping (nothing changes here): its RUNNING tasks holding resources and
+        the reservations for other workers' slots (``external_greedy``'s shape), for the walk of
+        another shard where ``worker`` has work."""
+        self._begin()
+        if running_only:
+            return self._running_events()
+        if self._paused:
+            return []
+        self._greedy_pick(worker, assistant)
+        events, self.greedy_events = self.greedy_events, []
+        return events
+
+    def _running_events(self) -> list[list[Any]]:
+        limit = self._now - self._config.worker_disconnect_delay
+        out: list[list[Any]] = []
+        for w in self._workers.values():
+            if w.last_get_work is None or w.last_get_work <= limit:
+                continue
+            for tid in self._active_by_wr.get(w.id, ()):
+                t = self._tasks[tid]
+                rr = t.resources_running if t.resources_running is not None else t.resources
+                if t.status == RUNNING:
+                    out.append([-t.priority, t.time, t.seq, 1, [[r, a] for r, a in (rr or {}).items()], w.id])
+        return out
+
+    @property
+    def external_greedy(self) -> list[list[Any]] | None:
+        """Other shards' greedy events for the next ``get_work`` walk (the federation's).
+
+        ``[negated priority, time, seq, group, [[resource, amount], ...], worker]``: a RUNNING
+        task (group 1; ``worker`` running it) or a reservation Luigi's walk made for a worker's
+        slot (group 0).  Each counts, in its rank place, as in one luigid's walk over all tasks:
+        its resources are reserved from there on and the worker's slot is used.  With them the
+        other shards' RUNNING resources are not counted up front.  The walk's own events are
+        left in ``greedy_events``.  None (default): no such events."""
+        if self._external_greedy is None:
+            return None
+        return [[x[0], x[1], x[2], x[3], [list(p) for p in x[4]], x[5]] for x in self._external_greedy]
+
+    @external_greedy.setter
+    def external_greedy(self, value: list[list[Any]] | None) -> None:
+        if value is None:
+            self._external_greedy = None
+            return
+        if not isinstance(value, list):
+            raise TypeError("external_greedy must be a list of greedy events")
+        out = []
+        for x in value:
+            if not (
+                isinstance(x, list)
+                and len(x) == 6
+                and all(_is_num(v) for v in x[:3])
+                and x[3] in (0, 1)
+                and isinstance(x[4], list)
+                and (x[5] is None or isinstance(x[5], str))
+            ):
+                raise TypeError(
+                    f"a greedy event must be [negprio, time, seq, group, resources, worker], got {x!r:.100}"
+                )
+            sig = _amounts("external_greedy resources", dict(_pairs(x[4]))) or {}
+            out.append((x[0], x[1], int(x[2]), int(x[3]), tuple(sorted(sig.items())), x[5]))
+        self._external_greedy = out
 
     def get_task(self, task_id: str) -> TaskView | None:
         """The live task (read it; change it only through the methods here)."""
@@ -2370,6 +2712,8 @@ class SchedulerCore:
                 w: {fam: [list(args), mx] for fam, (args, mx) in fams.items()}
                 for w, fams in self._batchers.items()
             }
+        if key == "remote_batches":
+            return sorted(self._remote_batches)
         raise KeyError(key)  # pragma: no cover
 
     def collect_changes(self) -> Changes:
@@ -2397,7 +2741,7 @@ class SchedulerCore:
         return Snapshot(
             tasks=[self._task_record(t) for t in self._tasks.values()],
             workers=[self._worker_record(w) for w in self._workers.values()],
-            meta={k: self._meta(k) for k in ("resources", "paused", "batchers")},
+            meta={k: self._meta(k) for k in ("resources", "paused", "batchers", "remote_batches")},
         )
 
     def restore(self, snapshot: Snapshot) -> None:
@@ -2412,6 +2756,7 @@ class SchedulerCore:
             w: {fam: (list(v[0]), v[1]) for fam, v in fams.items()}
             for w, fams in (meta.get("batchers") or {}).items()
         }
+        self._remote_batches = {b for b in meta.get("remote_batches") or () if isinstance(b, str)}
 
         for rec in sorted(snapshot.workers, key=lambda r: r.get("cseq", 0)):
             w = _Worker(rec["worker_id"], rec.get("started", rec["last_active"]), rec.get("cseq", 0))

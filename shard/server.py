@@ -253,7 +253,7 @@ class ShardServer:
     def _commit(self) -> FederationError | None:
         changes = self.core.collect_changes()
         if changes.is_empty():
-            return None
+            return self._confirm_ownership()
         t0 = time.perf_counter()
         try:
             self.store.commit(changes)
@@ -269,6 +269,23 @@ class ShardServer:
             return e
         elapsed = time.perf_counter() - t0
         self.metrics.commit_seconds.labels(self.shard_id).observe(elapsed)
+        return None
+
+    def _confirm_ownership(self) -> FederationError | None:
+        """Before answering from memory alone: a process frozen (SIGSTOP) long enough for a standby
+        to take over must not answer from its stale state, so the store confirms ownership when it
+        has not heard from its database for a while (free otherwise).  Nothing changed in memory, so
+        a failure costs only this batch's answers (an error the clients retry)."""
+        try:
+            self.store.confirm_ownership()
+        except ShardLockedError as e:
+            self.log.critical("shard %s: lost ownership of its store, stopping: %s", self.shard_id, e)
+            self.lost_ownership = e
+            self._stop.set()
+            return e
+        except StorageError as e:
+            self.log.error("shard %s: cannot confirm it still owns its store: %s", self.shard_id, e)
+            return e
         return None
 
     def _reload(self) -> None:

@@ -63,6 +63,8 @@ __all__ = [
     "SQLiteStore",
     "PostgresStore",
     "open_store",
+    "watch_owner",
+    "OwnerWatch",
     "schema_for_shard",
     "metadata",
 ]
@@ -301,6 +303,10 @@ class Store(ABC):
         """Number of stored tasks per status."""
         query = sa.select(tasks_table.c.status, sa.func.count()).group_by(tasks_table.c.status)
         return self._run("counts_by_status", lambda conn: {s: int(n) for s, n in conn.execute(query)})
+
+    def confirm_ownership(self) -> None:  # noqa: B027 - SQLite's flock needs no check
+        """Raise ShardLockedError if another process took this shard over; StorageError if that
+        cannot be known now.  Cheap when the store was used recently (see the backends)."""
 
     def close(self) -> None:
         """Release the ownership lock and the connection.  Idempotent."""
@@ -750,22 +756,14 @@ class PostgresStore(Store):
         return conn
 
     def _lock_holder(self, conn: Connection) -> str:
-        query = sa.text(
-            "SELECT a.pid, a.application_name, host(a.client_addr), a.backend_start "
-            "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
-            "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 "
-            "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
-            "AND l.classid::bigint = :k1 AND l.objid::bigint = (hashtext(:schema)::bigint & 4294967295)"
-        )
         try:
-            row = conn.execute(query, {"k1": _LOCK_CLASS, "schema": self.schema}).first()
+            row = _lock_holder_row(conn, self.schema)
             conn.rollback()
         except sa_exc.SQLAlchemyError:
             return "another session"
         if row is None:
             return "another session (it may just have let go: retry)"
-        pid, app, addr, since = row
-        return f"backend pid {pid}, application {app!r}, client {addr or 'local socket'}, since {since:%Y-%m-%d %H:%M:%S}"
+        return _describe_holder(row)
 
     def _open(self) -> None:
         with self._translate("open"):
@@ -834,6 +832,28 @@ class PostgresStore(Store):
                     )
                     self._drop_connection()
 
+    def confirm_ownership(self) -> None:
+        """Before a shard answers from memory alone: if the owner session has been silent for
+        half the session timeout (a process frozen past it, e.g. by SIGSTOP, has lost its
+        session and perhaps its shard), one round trip on it proves it still holds the lock;
+        a lost session is reconnected, which re-checks the lock and the epoch (fencing)."""
+        if self.readonly or self._closed:
+            return
+        max_age = (self.session_timeout or DEFAULT_CONFIRM_AGE) / 2
+        if time.monotonic() - self._last_use < max_age:
+            return
+
+        def ping(conn: Connection) -> None:
+            conn.exec_driver_sql("SELECT 1")
+
+        try:
+            self._run("confirm ownership", ping)
+        except ShardLockedError:
+            raise
+        except StorageError:
+            # the session is gone (terminated, server restarted): reconnecting decides
+            self._run("confirm ownership", ping)
+
     # -- reads and writes -------------------------------------------------------------
 
     def _end(self, conn: Connection, *, write: bool) -> None:
@@ -847,6 +867,98 @@ class PostgresStore(Store):
         conn.execute(
             _pg_commit_statement(shape), {k: batch[k] for k, on in zip(_PG_PARTS, shape, strict=True) if on}
         )
+
+
+#: without a session timeout, how old (s, x2) the owner session's last use may be before a shard
+#: answering from memory confirms it still owns the shard
+DEFAULT_CONFIRM_AGE = 30.0
+
+_HOLDER_QUERY = sa.text(
+    "SELECT a.pid, a.application_name, host(a.client_addr), a.backend_start "
+    "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+    "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 "
+    "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+    "AND l.classid::bigint = :k1 AND l.objid::bigint = (hashtext(:schema)::bigint & 4294967295)"
+)
+
+
+def _lock_holder_row(conn: Connection, schema: str) -> Any:
+    return conn.execute(_HOLDER_QUERY, {"k1": _LOCK_CLASS, "schema": schema}).first()
+
+
+def _describe_holder(row: Any) -> str:
+    pid, app, addr, since = row
+    return f"backend pid {pid}, application {app!r}, client {addr or 'local socket'}, since {since:%Y-%m-%d %H:%M:%S}"
+
+
+class OwnerWatch:
+    """Who holds a Postgres shard's ownership lock, seen without taking it (a standby's view).
+
+    One connection of its own, no lock, no writes: polling it never gets in the owner's way
+    (trying the lock would, if the owner were reconnecting at that moment).
+    """
+
+    def __init__(self, url: URL, shard_id: str, schema: str) -> None:
+        self.shard_id, self.schema = shard_id, schema
+        self._where = (
+            f"postgresql schema {schema} on {url.host or 'localhost'}:{url.port or 5432}/{url.database or ''}"
+        )
+        self._engine = sa.create_engine(
+            url,
+            poolclass=NullPool,
+            connect_args={
+                "connect_timeout": 5,
+                "application_name": f"fed-standby {shard_id} pid {os.getpid()}"[:63],
+                "keepalives": 1,
+                "keepalives_idle": 10,
+                "keepalives_interval": 5,
+                "keepalives_count": 3,
+            },
+        ).execution_options(isolation_level="AUTOCOMMIT")
+        self._conn: Connection | None = None
+
+    def holder(self) -> str | None:
+        """The holder of the shard's lock (pid, application, client), or None when it is free.
+
+        Raises StorageError when the server cannot be asked (the next call reconnects)."""
+        try:
+            if self._conn is None or self._conn.closed or self._conn.invalidated:
+                self._drop()
+                self._conn = self._engine.connect()
+            row = _lock_holder_row(self._conn, self.schema)
+            self._conn.commit()
+        except sa_exc.SQLAlchemyError as e:
+            self._drop()
+            raise StorageError(
+                f"shard {self.shard_id} ({self._where}): cannot see the owner: {_describe(e)}"
+            ) from e
+        return None if row is None else _describe_holder(row)
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:
+                log.debug("closing a dead connection failed", exc_info=True)
+
+    def close(self) -> None:
+        self._drop()
+        self._engine.dispose()
+
+
+def watch_owner(url: str, shard_id: str, *, schema: str | None = None) -> OwnerWatch:
+    """An :class:`OwnerWatch` on the shard's store; ConfigError unless it is a Postgres URL."""
+    try:
+        parsed = sa.engine.make_url(url.strip()) if isinstance(url, str) and "://" in url else None
+    except (sa_exc.ArgumentError, ValueError) as e:
+        raise ConfigError(f"shard {shard_id}: cannot parse store URL: {e}") from e
+    if parsed is None or parsed.drivername not in ("postgresql", "postgres", "postgresql+psycopg2"):
+        raise ConfigError(
+            f"shard {shard_id}: a standby needs a Postgres store (it waits on the shard's lock in "
+            "Postgres); an SQLite shard is restarted in place"
+        )
+    return OwnerWatch(parsed.set(drivername="postgresql+psycopg2"), shard_id, _pg_schema(shard_id, schema))
 
 
 _PG_PARTS = ("deleted_tasks", "deleted_workers", "tasks", "workers", "meta", "events")
@@ -997,11 +1109,7 @@ def _open_sqlite(url: URL, shard_id: str, *, readonly: bool) -> SQLiteStore:
     return SQLiteStore(path, shard_id, synchronous=_SQLITE_SYNC[sync], readonly=readonly)
 
 
-def _open_postgres(
-    url: URL, shard_id: str, *, schema: str | None, readonly: bool, session_timeout: float | None
-) -> PostgresStore:
-    if url.drivername != "postgresql+psycopg2":
-        url = url.set(drivername="postgresql+psycopg2")
+def _pg_schema(shard_id: str, schema: str | None) -> str:
     if schema is None:
         schema = schema_for_shard(shard_id)
         if not _SCHEMA_RE.match(schema):
@@ -1014,6 +1122,15 @@ def _open_postgres(
             f"shard {shard_id}: bad schema name {schema!r}: use 1-63 lowercase letters, digits and '_', "
             "not starting with a digit or 'pg_'"
         )
+    return schema
+
+
+def _open_postgres(
+    url: URL, shard_id: str, *, schema: str | None, readonly: bool, session_timeout: float | None
+) -> PostgresStore:
+    if url.drivername != "postgresql+psycopg2":
+        url = url.set(drivername="postgresql+psycopg2")
+    schema = _pg_schema(shard_id, schema)
     if session_timeout is not None and session_timeout <= 0:
         raise ConfigError(
             f"shard {shard_id}: session_timeout must be positive (or None), not {session_timeout!r}"
