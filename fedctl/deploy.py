@@ -170,18 +170,6 @@ def _check(cfg: FederationConfig, opts: RenderOptions) -> list[str]:
                 f"shards {other!r} and {s.id!r} get the same Kubernetes name {k8s_name(s.id)!r}"
             )
     _port(cfg.router.zmq)
-    if cfg.security is None and not opts.insecure:
-        from fedctl.secure import is_loopback
-
-        open_binds = [
-            a for a in [cfg.router.zmq, cfg.router.http or "", *(s.endpoint for s in cfg.shards)] if a
-        ]
-        if "kubernetes" in opts.targets or not all(is_loopback(a) for a in open_binds):
-            raise ConfigError(
-                "the rendered servers bind addresses other hosts reach and the config has no [security]: "
-                "add [security] (docs/security.md) or pass --insecure",
-                source=cfg.source,
-            )
     with_standbys = [s.id for s in cfg.shards if s.standbys]
     if with_standbys and "kubernetes" in opts.targets:
         raise ConfigError(
@@ -189,6 +177,20 @@ def _check(cfg: FederationConfig, opts: RenderOptions) -> list[str]:
             "Deployment restarts a shard's pod in place; render --target systemd, or drop the standbys)",
             source=cfg.source,
         )
+    if cfg.security is None and not opts.insecure:
+        from fedctl.secure import is_loopback
+
+        open_binds = [
+            a
+            for a in [cfg.router.zmq, cfg.router.http or "", *(ep for s in cfg.shards for ep in s.endpoints)]
+            if a
+        ]
+        if "kubernetes" in opts.targets or not all(is_loopback(a) for a in open_binds):
+            raise ConfigError(
+                "the rendered servers bind addresses other hosts reach and the config has no [security]: "
+                "add [security] (docs/security.md) or pass --insecure",
+                source=cfg.source,
+            )
     return list(opts.groups or cfg.groups)
 
 
@@ -284,13 +286,13 @@ def _systemd(cfg: FederationConfig, opts: RenderOptions, groups: Iterable[str]) 
     for group in groups:
         for sid in cfg.groups[group]:
             spec = moved.shard(sid)
-            argv = [opts.fedctl, "shard", "serve", "--config", opts.config_path, "--id", sid, *extra]
+            argv = [opts.fedctl, "shard", "serve", "--config", opts.config_path, "--id", sid]
             after_db = uses_pg and _sqlite_path(spec.store) is None
             # with standbys every member waits for the shard's lock (docs/operations.md); a fenced
             # owner exits with status 3 and Restart=on-failure brings it back as a standby
             out[f"systemd/{group}/luigi-federation-shard-{sid}.service"] = _unit(
                 f"luigi-federation shard {sid} (business unit {group})",
-                argv + (["--standby"] if spec.standbys else []),
+                argv + (["--standby"] if spec.standbys else []) + extra,
                 opts,
                 after_db=after_db,
                 credentials=_secret_keys(moved.security, "shard"),
@@ -300,7 +302,7 @@ def _systemd(cfg: FederationConfig, opts: RenderOptions, groups: Iterable[str]) 
                 out[f"systemd/{group}/luigi-federation-shard-{sid}-standby{k}.service"] = _unit(
                     f"luigi-federation shard {sid} standby {k} on {endpoint} (business unit {group}); "
                     "install it on that host",
-                    [*argv, "--standby", "--bind", endpoint],
+                    [*argv, "--standby", "--bind", endpoint, *extra],
                     opts,
                     after_db=after_db,
                     credentials=_secret_keys(moved.security, "shard"),
