@@ -163,6 +163,51 @@ class ServerCurve:
         sock.curve_publickey = self.public
         sock.curve_server = True
 
+    def watch(self, sock: zmq.Socket) -> threading.Thread:
+        """Log peers that fail the handshake without a CURVE key (plaintext ones, which never
+        reach the ZAP handler): at most once per endpoint per ``DENIAL_LOG_INTERVAL``."""
+        return watch_handshakes(sock)
+
+
+#: handshake failures of peers that never reach ZAP (no CURVE, another mechanism, junk)
+_PLAIN_FAILURES = zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+
+
+def watch_handshakes(sock: zmq.Socket) -> threading.Thread:
+    """A daemon thread reading ``sock``'s monitor: a peer refused before ZAP (plaintext) is logged,
+    rate-limited; the thread ends with the socket (its monitor stops)."""
+    from zmq.utils.monitor import recv_monitor_message
+
+    monitor = sock.get_monitor_socket(_PLAIN_FAILURES | zmq.EVENT_MONITOR_STOPPED)
+    last: dict[bytes, float] = {}
+    counts: dict[bytes, int] = {}
+
+    def run() -> None:
+        try:
+            while True:
+                event = recv_monitor_message(monitor)
+                if event["event"] == zmq.EVENT_MONITOR_STOPPED:
+                    return
+                endpoint = event.get("endpoint") or b""
+                counts[endpoint] = counts.get(endpoint, 0) + 1
+                now = time.monotonic()
+                if now - last.get(endpoint, -DENIAL_LOG_INTERVAL) >= DENIAL_LOG_INTERVAL:
+                    last[endpoint] = now
+                    log.warning(
+                        "refused a ZeroMQ peer without a valid CURVE handshake on %s "
+                        "(plaintext or another mechanism; %d refused so far)",
+                        endpoint.decode("utf-8", "replace"),
+                        counts[endpoint],
+                    )
+        except zmq.ZMQError:
+            return  # the context is terminating
+        finally:
+            monitor.close(0)
+
+    thread = threading.Thread(target=run, name="zmq-handshake-watch", daemon=True)
+    thread.start()
+    return thread
+
 
 def server_curve(own_key: str, clients: Mapping[str, str]) -> ServerCurve:
     """A server's :class:`ServerCurve` from files: ``own_key`` and ``{principal: public key file}``."""

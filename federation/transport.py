@@ -75,6 +75,8 @@ def bind_router(
     except zmq.ZMQError as e:
         sock.close(0)
         raise TransportError(f"cannot bind {endpoint}: {e}") from e
+    if curve is not None and hasattr(curve, "watch"):
+        curve.watch(sock)  # plaintext peers never reach the ZAP handler: logged from the monitor
     return sock
 
 

@@ -271,3 +271,35 @@ def test_a_scoped_viewer_reads_only_its_namespaces(cluster: SecureCluster) -> No
     assert graph and all(t.startswith("fin.") for t in graph)
     with pytest.raises(AccessDenied, match="namespace 'mkt'"):
         fin_viewer.call("fetch_error", {"task_id": "mkt.Read_1_bbbb"})
+
+
+def test_a_plaintext_peer_is_refused_and_logged_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A peer without CURVE never reaches the ZAP handler: the socket's monitor logs it, at most
+    once per endpoint and interval however often it retries, and no message gets through."""
+    from federation import keys, transport
+
+    public, _secret = new_keypair(tmp_path, "srv")
+    curve = keys.server_curve(str(public), {})
+    ctx = zmq.Context()
+    gate = curve.start(ctx)
+    sock = transport.bind_router(ctx, "tcp://127.0.0.1:*", curve=curve)
+    endpoint = sock.getsockopt(zmq.LAST_ENDPOINT).decode()
+    plain = zmq.Context().socket(zmq.DEALER)
+    plain.connect(endpoint)
+    plain.send_multipart([b"", wire.encode_request(1, "mark_as_done", {"task_id": "A"})])
+    try:
+        with caplog.at_level("WARNING", logger="federation.keys"):
+            wait_for(
+                lambda: any("without a valid CURVE handshake" in r.getMessage() for r in caplog.records), 10
+            )
+            time.sleep(1.0)  # the plaintext peer keeps retrying meanwhile
+        refused = [r for r in caplog.records if "without a valid CURVE handshake" in r.getMessage()]
+        assert len(refused) == 1, [r.getMessage() for r in refused]
+        assert not sock.poll(200)  # nothing got through
+    finally:
+        plain.close(0)
+        sock.close(0)
+        gate.stop()
+        ctx.term()
