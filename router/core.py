@@ -52,6 +52,7 @@ from router.methods import (
     METHODS,
     ONE_WORKER,
     OWNER,
+    PLACEHOLDER_READ,
     RESHARD,
     UNDECODED,
     WORKER,
@@ -140,6 +141,7 @@ class RouterCore:
             INVERSE_DEP_GRAPH: self._on_graph,
             HEALTH: self._on_health,
             OWNER: self._on_owner,
+            PLACEHOLDER_READ: self._on_placeholder_read,
             RESHARD: lambda call, route: self.reshard.serve(call),
         }
         self.reshard = Resharder(self, record_path(config))
@@ -533,6 +535,26 @@ class RouterCore:
             self.forward(call, self._any_link_id(), b"", call.request)
             return
         Graph(self, call, root, kwargs, inverse=route.kind == INVERSE_DEP_GRAPH).start()
+
+    def _on_placeholder_read(self, call: Call, route: Route) -> None:
+        """``fetch_error`` of a task: its owner's answer, or, when the owner never had the task but a
+        dependent's shard made it a placeholder, that placeholder's (luigid has that one record)."""
+        task_id = call.args.get("task_id")
+        sid = self._owner_or_any(task_id)
+
+        def done(result: Any, err: FederationError | None) -> None:
+            if err is not None:
+                self.fail(call, err)
+                return
+            unknown = isinstance(result, dict) and set(result) == {"taskId", "error"}
+            if unknown and isinstance(task_id, str):
+                for mirror in sorted(self.relay.mirrors_of(task_id)):
+                    if mirror != sid and self.links[mirror].state is not LinkState.DOWN:
+                        self.pool.call(mirror, call.method, call.args, self._answer(call))
+                        return
+            self.reply(call, result)
+
+        self.pool.call(sid, call.method, call.args, done)
 
     def _on_owner(self, call: Call, route: Route) -> None:
         """``owner(task_id)`` -> ``{"task_id", "shard_id", "group"}``: where placement puts the task."""
