@@ -6,7 +6,6 @@ import hashlib
 import math
 from typing import TYPE_CHECKING, Any
 
-from federation import wire
 from federation.errors import FederationError, ProtocolError, TransportError
 from router import merge
 from router.calls import Call
@@ -47,8 +46,6 @@ class GetWork:
         self.trivial: dict[str, bool] = {}
         #: Luigi's greedy walk over several shards (resources in play): each shard's RUNNING tasks
         #: holding resources and its reservations, as greedy events (``external_for``)
-        #: the shard that handed the task out
-        self.granted_at: str | None = None
         self.greedy_mode = False
         self.walked_again = False
         self.running: dict[str, list[Any]] = {}
@@ -386,7 +383,14 @@ class GetWork:
         if isinstance(batch_id, str):
             core.workers.batch_handed_out(batch_id, sid, self.call.args.get("worker"))
         if reply.get("task_id") is not None or batch_id is not None:
-            self.granted_at = sid
+            mirror = result.get("mirror")
+            if isinstance(mirror, list) and len(mirror) == 4 and isinstance(mirror[0], str):
+                # the task is RUNNING now: its mirrors on its dependents' shards say so before the
+                # answer, as in luigid (a dependent is UPSTREAM_RUNNING at once); sent ahead of
+                # anything the worker asks next (same queue per shard), no round trip waited for
+                for other in sorted(core.relay.mirrors_of(mirror[0])):
+                    if other != sid and core.pool.links[other].state is not LinkState.DOWN:
+                        core.pool.call(other, "fed_mirror_update", {"updates": [mirror]}, _ignore)
             self.finish(reply)
         else:
             self.next()
@@ -418,14 +422,6 @@ class GetWork:
             # nowhere; "nothing pending" would make it quit. Asked again after the switch.
             core.reshard.hold_call(self.call)
             return
-        task_id = out.get("task_id")
-        if isinstance(task_id, str) and self.granted_at is not None and core.relay.is_mirrored(task_id):
-            # the task is RUNNING now: its mirrors on its dependents' shards say so before the
-            # answer, as in luigid (a dependent is UPSTREAM_RUNNING at once)
-            core.relay.hold(self.call, self.granted_at)
-            if self.call.waits > 0:
-                self.call.body = wire.encode_ok(self.call.req_id, out)
-                return
         core.reply(self.call, out)
 
 

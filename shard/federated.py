@@ -542,6 +542,12 @@ class FederatedCore:
         out = {key: answer} if key is not None else dict(answer)
         if key is None and core.greedy_events:
             out["greedy"] = core.greedy_events
+        if key == "reply" and isinstance(answer, dict) and isinstance(answer.get("task_id"), str):
+            # the task handed out, as the change feed has it: the router updates its mirrors at
+            # once (the same update the relay would send at the next pull)
+            entry = self._feed.get(answer["task_id"])
+            if entry is not None:
+                out["mirror"] = [answer["task_id"], entry[1], self._epoch, entry[0]]
         out.update(resources_running=self._usage(), resource_pending=bool(self._res_tasks))
         return out
 
