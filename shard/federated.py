@@ -451,6 +451,7 @@ class FederatedCore:
         self._absorb()
         core = self.core
         missing: list[str] = []
+        created: dict[str, list[Any]] = {}
         for task_id, status, epoch, seq in parsed:
             if self.owns(task_id):
                 continue  # never overwrite a task this shard owns
@@ -464,10 +465,14 @@ class FederatedCore:
             current = self._version(task_id)
             if current is not None and version <= current:
                 continue
+            if current is None:
+                # the first update of a new placeholder: when it was made is its task's first
+                # mention, which the owner takes as the task's creation (fed_first_mention)
+                created[task_id] = [t.time, t.cseq]
             # no failures, retries or history of its own: the owner's history has this change
             core.force_status(task_id, _mirror_status(status))
             core.update_fed(task_id, {"epoch": version[0], "seq": version[1]})
-        return {"missing": missing}
+        return {"missing": missing, "created": created} if created else {"missing": missing}
 
     def _version(self, task_id: str) -> tuple[float, int] | None:
         """``(owner_epoch, seq)`` of the last update applied to a mirror (kept in its record)."""
