@@ -215,9 +215,14 @@ def test_mirror_follows_its_owner_and_unblocks_the_dependent() -> None:
     assert feed[dep][1] == "UNKNOWN" and feed[dep][4] is True and feed[parent][4] is False
     assert fed.get_work(worker="w")["task_id"] is None
     epoch = 5.0
-    assert fed.fed_mirror_update([[dep, "RUNNING", epoch, 1]]) == {"missing": []}
+    placeholder = fed.core._tasks[dep]
+    # the first update of a new placeholder says when it was made: its task's first mention
+    assert fed.fed_mirror_update([[dep, "RUNNING", epoch, 1]]) == {
+        "missing": [],
+        "created": {dep: [placeholder.time, placeholder.cseq]},
+    }
     assert fed.core._tasks[dep].status == "RUNNING" and fed.core._tasks[dep].worker_running is None
-    fed.fed_mirror_update([[dep, "DONE", epoch, 3]])
+    assert fed.fed_mirror_update([[dep, "DONE", epoch, 3]]) == {"missing": []}  # not new any more
     fed.fed_mirror_update([[dep, "PENDING", epoch, 2]])  # late: ignored
     assert fed.core._tasks[dep].status == "DONE"
     assert {c[0]: c[4] for c in fed.fed_changes(0)["changes"]}[dep] is False
