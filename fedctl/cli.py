@@ -236,7 +236,17 @@ def cmd_router_serve(args: argparse.Namespace) -> int:
     cfg = _server_config(args.config, overrides={"router.zmq": args.zmq, "router.http": args.http}).federation
     from router.server import serve
 
+    watchdog = None
+    if args.standby:
+        from fedctl.routerha import lead_or_wait
+
+        watchdog = lead_or_wait(cfg, args)
+        if watchdog is None:
+            return 0
+
     def ready(router: Any) -> None:
+        if watchdog is not None:
+            watchdog.start()
         if args.metrics:
             from prometheus_client import start_http_server
 
@@ -1036,6 +1046,24 @@ def build_parser(*, with_loadtest: bool = True) -> argparse.ArgumentParser:
         "--metrics",
         default=_env("FED_METRICS"),
         help="HOST:PORT for Prometheus /metrics besides the HTTP gateway's /metrics [FED_METRICS]",
+    )
+    rserve.add_argument(
+        "--standby",
+        action="store_true",
+        help="run as one of several routers: bind and serve only while holding the leader lock, "
+        "wait for it before (docs/operations.md, router redundancy)",
+    )
+    rserve.add_argument(
+        "--leader-lock",
+        default=_env("FED_ROUTER_LEADER_LOCK"),
+        help="with --standby: a postgresql:// URL (advisory lock) or a file path (flock); default the "
+        "first Postgres store, else router.leader.lock beside the first SQLite store [FED_ROUTER_LEADER_LOCK]",
+    )
+    rserve.add_argument(
+        "--leader-timeout",
+        type=float,
+        default=5.0,
+        help="with a Postgres leader lock: seconds after which a frozen leader's lock is freed (default 5)",
     )
     rserve.add_argument("--log-level", default=_env("FED_LOG_LEVEL", "INFO"), help="[FED_LOG_LEVEL]")
     rserve.set_defaults(func=cmd_router_serve)

@@ -1,0 +1,263 @@
+"""Router redundancy: one leader router at a time, standbys waiting on a leader lock.
+
+``fedctl router serve --standby`` runs :func:`wait_for_leadership` before it binds anything:
+the process binds neither its ZeroMQ front nor its HTTP gateway, and answers nothing, until
+it holds the federation's *leader lock*.  Then it serves like any router, and a
+:class:`Watchdog` checks every ``interval`` seconds that it still holds the lock; a leader that
+lost it (frozen, then woken after a standby took over) stops serving and exits.
+
+Why a leader rather than active-active: the relay of cross-shard dependencies, the resource
+arbiter of ``get_work`` and the reset of cross-shard batches are each one loop over all shards;
+two routers running them at once would be correct only because shards are the source of truth,
+and would double the relay's pulls.  Everything those loops need is rebuilt from the shards when a
+router starts (``fed_state``: workers, mirrors, feed positions, hosted batch runners), so the
+standby that takes over starts exactly like a restarted router (docs/operations.md).
+
+The lock:
+
+* :class:`PgLeaderLock`: a session advisory lock in the Postgres database of the federation's
+  stores (the first Postgres shard's), on a connection whose ``idle_session_timeout`` is
+  ``session_timeout``: a killed leader's backend exits at once, a frozen leader's session ends
+  after ``session_timeout`` (the watchdog's pings keep a live leader's session busy);
+* :class:`FileLeaderLock`: ``flock`` on a file (the default when every store is SQLite: the
+  file ``router.leader.lock`` beside the first shard's database, so it is shared by the routers
+  of one host only).  A killed leader's lock is freed by the kernel at once; a frozen leader keeps
+  it (a frozen router on one host is taken over only when it is killed).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+from federation.config import ConfigError, FederationConfig, schema_for_shard
+
+log = logging.getLogger("router.standby")
+
+#: seconds between two tries of the lock while waiting
+POLL_INTERVAL = 0.1
+#: seconds between two checks that the leader still holds the lock
+WATCH_INTERVAL = 1.0
+#: a frozen leader's Postgres session ends after this many seconds (``--leader-timeout``)
+DEFAULT_SESSION_TIMEOUT = 5.0
+#: first key of the two-int advisory lock, as the shards' ("LFED"); the second names the federation
+_LOCK_CLASS = 0x4C464544
+#: exit status of a router that lost the leader lock (its supervisor restarts it as a standby)
+LOST_LEADERSHIP = 3
+
+
+class LeaderLock(Protocol):
+    where: str
+
+    def try_acquire(self) -> bool: ...
+
+    def held(self) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+class FileLeaderLock:
+    """``flock`` on a file (its real path: a symlink to it is the same lock)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = os.path.realpath(path)
+        self.where = f"file {self.path}"
+        self._fd: int | None = None
+
+    def try_acquire(self) -> bool:
+        if self._fd is not None:
+            return True
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise ConfigError(f"cannot open the router leader lock {self.path}: {e}") from e
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        # a lock file deleted and made again meanwhile is not the one we locked: try again
+        if not self._same_file(fd):
+            os.close(fd)
+            return False
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+        return True
+
+    def _same_file(self, fd: int) -> bool:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return False
+        mine = os.fstat(fd)
+        return (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino)
+
+    def held(self) -> bool:
+        # the lock file deleted (or replaced) lets another router lock a new file: we lost it
+        return self._fd is not None and self._same_file(self._fd)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+class PgLeaderLock:
+    """A session advisory lock in Postgres, on a connection of its own."""
+
+    def __init__(self, url: str, key: str, *, session_timeout: float = DEFAULT_SESSION_TIMEOUT) -> None:
+        import sqlalchemy as sa
+
+        parsed = sa.engine.make_url(url)
+        if parsed.drivername in ("postgresql", "postgres"):
+            parsed = parsed.set(drivername="postgresql+psycopg2")
+        if parsed.drivername != "postgresql+psycopg2":
+            raise ConfigError(f"the router leader lock needs a postgresql:// URL, not {parsed.drivername}")
+        self.key = key
+        self.session_timeout = session_timeout
+        self.where = f"Postgres {parsed.host or 'localhost'}/{parsed.database} advisory lock {key!r}"
+        self._engine = sa.create_engine(
+            parsed,
+            poolclass=sa.pool.NullPool,
+            connect_args={
+                "connect_timeout": 5,
+                "keepalives": 1,
+                "keepalives_idle": 5,
+                "keepalives_interval": 2,
+                "keepalives_count": 3,
+            },
+        )
+        self._conn: object | None = None
+        self._sa = sa
+
+    def try_acquire(self) -> bool:
+        if self._conn is not None:
+            return True
+        sa = self._sa
+        try:
+            conn = self._engine.connect()
+        except sa.exc.SQLAlchemyError as e:
+            log.warning("router leader lock: cannot reach %s: %s", self.where, _short(e))
+            return False
+        try:
+            ms = int(self.session_timeout * 1000)
+            conn.exec_driver_sql(f"SET idle_session_timeout = {ms}")
+            conn.commit()
+            got = conn.execute(
+                sa.select(sa.func.pg_try_advisory_lock(_LOCK_CLASS, sa.func.hashtext(self.key)))
+            ).scalar_one()
+            conn.commit()
+        except sa.exc.SQLAlchemyError as e:
+            conn.close()
+            log.warning("router leader lock: %s", _short(e))
+            return False
+        if not got:
+            conn.close()
+            return False
+        self._conn = conn
+        return True
+
+    def held(self) -> bool:
+        """A ping on the lock's session: it fails once Postgres ended the session (frozen too long,
+        database restarted), and then the lock may be another router's."""
+        conn = self._conn
+        if conn is None:
+            return False
+        try:
+            conn.exec_driver_sql("SELECT 1")  # type: ignore[attr-defined]
+            conn.commit()  # type: ignore[attr-defined]
+            return True
+        except self._sa.exc.SQLAlchemyError:
+            self.close()
+            return False
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()  # type: ignore[attr-defined]
+            except self._sa.exc.SQLAlchemyError:
+                pass
+            self._conn = None
+        self._engine.dispose()
+
+
+def _short(e: BaseException) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
+def leader_lock_for(
+    config: FederationConfig, spec: str | None = None, *, session_timeout: float = DEFAULT_SESSION_TIMEOUT
+) -> LeaderLock:
+    """The leader lock named by ``spec`` (a ``postgresql://`` URL or a file path), or the default:
+    the first Postgres store's database, else a file beside the first SQLite store."""
+    if session_timeout <= 0:
+        raise ConfigError(f"--leader-timeout must be > 0 seconds, not {session_timeout:g}")
+    first = config.shards[0] if config.shards else None
+    key = "router:" + ((first.schema or schema_for_shard(first.id)) if first else "federation")
+    if spec:
+        if spec.lower().startswith("postgres"):
+            return PgLeaderLock(spec, key, session_timeout=session_timeout)
+        if "://" in spec:
+            raise ConfigError(f"--leader-lock {spec}: a postgresql:// URL or a file path")
+        parent = Path(spec).expanduser().resolve().parent
+        if not parent.is_dir():
+            raise ConfigError(f"--leader-lock {spec}: no directory {parent}")
+        return FileLeaderLock(str(Path(spec).expanduser()))
+    for shard in config.shards:
+        if shard.backend == "postgres":
+            return PgLeaderLock(shard.store, key, session_timeout=session_timeout)
+    if first is None:
+        raise ConfigError("--standby needs a federation.toml with [[shards]] (or --leader-lock)")
+    db = Path(first.location).expanduser().resolve()
+    return FileLeaderLock(str(db.parent / "router.leader.lock"))
+
+
+def wait_for_leadership(
+    lock: LeaderLock,
+    stop: threading.Event,
+    *,
+    poll: float = POLL_INTERVAL,
+    on_wait: Callable[[], None] | None = None,
+) -> float | None:
+    """Block until this process holds ``lock``: seconds waited, or None when ``stop`` was set."""
+    t0 = time.monotonic()
+    announced = False
+    while not stop.is_set():
+        if lock.try_acquire():
+            return time.monotonic() - t0
+        if not announced and on_wait is not None:
+            on_wait()
+        announced = True
+        stop.wait(poll)
+    return None
+
+
+class Watchdog(threading.Thread):
+    """Checks every ``interval`` seconds that the leader still holds its lock; calls ``on_lost`` once
+    when it does not."""
+
+    def __init__(self, lock: LeaderLock, on_lost: Callable[[], None], *, interval: float = WATCH_INTERVAL):
+        super().__init__(name="router-leader-watchdog", daemon=True)
+        self.lock = lock
+        self.on_lost = on_lost
+        self.interval = interval
+        self._stop = threading.Event()
+        self.lost = False
+
+    def run(self) -> None:
+        while not self._stop.wait(self.interval):
+            if not self.lock.held():
+                self.lost = True
+                log.error("router: lost the leader lock (%s): another router leads now", self.lock.where)
+                self.on_lost()
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
