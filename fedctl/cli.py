@@ -246,6 +246,7 @@ def cmd_router_serve(args: argparse.Namespace) -> int:
 
     def ready(router: Any) -> None:
         if watchdog is not None:
+            router.lease = watchdog.valid
             watchdog.start()
         if args.metrics:
             from prometheus_client import start_http_server
@@ -1024,7 +1025,7 @@ def build_parser(*, with_loadtest: bool = True) -> argparse.ArgumentParser:
     run.add_argument(
         "--scheduler",
         default=_env("FED_SCHEDULER", DEFAULT_ZMQ),
-        help=f"ZeroMQ endpoint of a router or shard (default {DEFAULT_ZMQ}) [FED_SCHEDULER]",
+        help=f"ZeroMQ endpoint of a router or shard, or a comma-separated list of redundant routers (default {DEFAULT_ZMQ}) [FED_SCHEDULER]",
     )
     run.set_defaults(func=cmd_run, passthrough=True)
 
@@ -1164,7 +1165,7 @@ def build_parser(*, with_loadtest: bool = True) -> argparse.ArgumentParser:
     status.add_argument(
         "--router",
         default=_env("FED_ROUTER", DEFAULT_ZMQ),
-        help=f"router ZeroMQ endpoint (default {DEFAULT_ZMQ}) [FED_ROUTER]",
+        help=f"router ZeroMQ endpoint, or a comma-separated list of redundant routers (default {DEFAULT_ZMQ}) [FED_ROUTER]",
     )
     status.add_argument("--json", action="store_true", help="print federation_health as JSON")
     status.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the router")
@@ -1204,7 +1205,7 @@ def build_parser(*, with_loadtest: bool = True) -> argparse.ArgumentParser:
     prune.add_argument(
         "--router",
         default=_env("FED_ROUTER", DEFAULT_ZMQ),
-        help=f"router ZeroMQ endpoint (default {DEFAULT_ZMQ}) [FED_ROUTER]",
+        help=f"router ZeroMQ endpoint, or a comma-separated list of redundant routers (default {DEFAULT_ZMQ}) [FED_ROUTER]",
     )
     prune.add_argument(
         "--before", required=True, help="delete events before this time: epoch seconds or ISO 8601"
@@ -1261,7 +1262,7 @@ def build_parser(*, with_loadtest: bool = True) -> argparse.ArgumentParser:
     tui.add_argument(
         "--router",
         default=None,
-        help=f"router ZeroMQ endpoint (default: [router] zmq of --config, else {DEFAULT_ZMQ}) [FED_ROUTER]",
+        help=f"router ZeroMQ endpoint, or a comma-separated list of redundant routers (default: [router] zmq of --config, else {DEFAULT_ZMQ}) [FED_ROUTER]",
     )
     tui.add_argument(
         "--refresh",
@@ -1302,7 +1303,7 @@ def build_parser(*, with_loadtest: bool = True) -> argparse.ArgumentParser:
     call.add_argument(
         "--router",
         default=DEFAULT_ZMQ,
-        help=f"ZeroMQ endpoint of a router or shard (default {DEFAULT_ZMQ}) [FED_ROUTER]",
+        help=f"ZeroMQ endpoint of a router or shard, or a comma-separated list of redundant routers (default {DEFAULT_ZMQ}) [FED_ROUTER]",
     )
     call.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the answer")
     call.set_defaults(func=cmd_call)

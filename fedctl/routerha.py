@@ -14,7 +14,7 @@ import sys
 import threading
 from typing import Any
 
-from router.standby import LOST_LEADERSHIP, Watchdog, leader_lock_for, wait_for_leadership
+from router.standby import LOST_LEADERSHIP, Watchdog, leader_lock_for, wait_for_leadership, watchdog_for
 
 
 def lead_or_wait(config: Any, args: argparse.Namespace) -> Watchdog | None:
@@ -44,4 +44,4 @@ def lead_or_wait(config: Any, args: argparse.Namespace) -> Watchdog | None:
         )
         os._exit(LOST_LEADERSHIP)
 
-    return Watchdog(lock, lost)
+    return watchdog_for(lock, lost, args.leader_timeout)

@@ -241,23 +241,69 @@ def wait_for_leadership(
 
 class Watchdog(threading.Thread):
     """Checks every ``interval`` seconds that the leader still holds its lock; calls ``on_lost`` once
-    when it does not."""
+    when it does not.
 
-    def __init__(self, lock: LeaderLock, on_lost: Callable[[], None], *, interval: float = WATCH_INTERVAL):
+    It is also the leader's *lease*: :meth:`valid` is True for ``lease`` seconds after the last
+    check that found the lock held.  The router serves nothing while it is False
+    (``Router.lease``), so a leader frozen longer than that, woken while a standby may lead, answers
+    no call and relays nothing before its next check: it goes on if it still holds the lock, exits if
+    not.  A standby can take over only after the leader's session was idle ``session_timeout`` and
+    ``lease`` is shorter than that, so two routers never serve at once.
+    """
+
+    def __init__(
+        self,
+        lock: LeaderLock,
+        on_lost: Callable[[], None],
+        *,
+        interval: float = WATCH_INTERVAL,
+        lease: float | None = None,
+    ) -> None:
         super().__init__(name="router-leader-watchdog", daemon=True)
         self.lock = lock
         self.on_lost = on_lost
         self.interval = interval
+        self.lease = lease if lease is not None else 2 * interval
+        if self.lease <= interval:
+            raise ConfigError(
+                f"leader lease {self.lease:g} s must be longer than the check interval {interval:g} s"
+            )
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self.lost = False
+        self._valid_until = time.monotonic() + self.lease
+
+    def valid(self) -> bool:
+        if time.monotonic() < self._valid_until:
+            return True
+        self._wake.set()  # check now rather than at the next interval
+        return False
 
     def run(self) -> None:
-        while not self._stop.wait(self.interval):
+        while not self._stop.is_set():
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            started = time.monotonic()
             if not self.lock.held():
                 self.lost = True
                 log.error("router: lost the leader lock (%s): another router leads now", self.lock.where)
                 self.on_lost()
                 return
+            self._valid_until = started + self.lease
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+
+def watchdog_for(lock: LeaderLock, on_lost: Callable[[], None], session_timeout: float) -> Watchdog:
+    """The watchdog of a leader: checks 4 times per ``session_timeout`` (at most every second), a lease
+    of half of it (at least twice the interval), so a frozen leader stops serving before a standby
+    can take its lock over."""
+    interval = min(WATCH_INTERVAL, session_timeout / 4)
+    return Watchdog(lock, on_lost, interval=interval, lease=max(session_timeout / 2, 2 * interval))
 
     def stop(self) -> None:
         self._stop.set()

@@ -24,7 +24,7 @@ from federation.config import ConfigError, FederationConfig, RouterConfig, Shard
 from federation.errors import FederationError, TransportError
 from federation.placement import Placement
 from federation.transport import ZmqClient
-from router.standby import FileLeaderLock, PgLeaderLock, leader_lock_for
+from router.standby import FileLeaderLock, PgLeaderLock, leader_lock_for, watchdog_for
 from tests.conftest import free_port
 from tests.procs import ROOT, call_ok, fed_env, wait_for
 
@@ -326,7 +326,19 @@ def test_a_frozen_leader_is_replaced_and_exits_when_woken(fed: Any, pg_url: str,
         t0 = time.monotonic()
         wait_for(lambda: f.all_up(f.routers[1]), 30, what="the standby to lead")
         took_over = time.monotonic() - t0
+        # a call waiting for the frozen leader (its kernel accepted the connection): once woken, the
+        # old leader's lease has run out and it answers nothing before it finds its lock gone
+        direct = ZmqClient(f.routers[0], timeout=3.0)
+        answered: list[Any] = []
+        asker = threading.Thread(
+            target=lambda: answered.append(_call_or_none(direct, "federation_health", {}))
+        )
+        asker.start()
+        time.sleep(0.3)
         leader.send_signal(signal.SIGCONT)
+        asker.join(10)
+        direct.close()
+        assert answered == [None], answered
         assert leader.wait(10) == 3, f.log("router0")
         assert "lost the leader lock" in f.log("router0")
         print(f"\nfrozen leader replaced after {took_over:.2f} s (leader timeout 2 s)")
@@ -354,3 +366,61 @@ def _call_or_none(client: ZmqClient, method: str, kwargs: dict[str, Any]) -> Any
         return client.call(method, kwargs)
     except FederationError:
         return None
+
+
+class _HungLock:
+    """A lock whose check hangs until released (a leader cut off from Postgres)."""
+
+    where = "test"
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.answer = True
+
+    def try_acquire(self) -> bool:
+        return True
+
+    def held(self) -> bool:
+        self.release.wait()
+        return self.answer
+
+    def close(self) -> None:
+        pass
+
+
+def test_the_lease_runs_out_while_the_lock_cannot_be_checked_and_a_lost_lock_is_reported() -> None:
+    lock = _HungLock()
+    lost: list[bool] = []
+    dog = watchdog_for(lock, lambda: lost.append(True), session_timeout=0.8)  # interval 0.2, lease 0.4
+    dog.start()
+    assert dog.valid()
+    wait_for(lambda: not dog.valid(), 3, what="the lease to run out")
+    lock.release.set()
+    wait_for(dog.valid, 3, what="the lease renewed by a check that found the lock held")
+    lock.answer = False
+    wait_for(lambda: lost == [True], 3, what="the lost lock reported")
+    assert not dog.valid() or dog.lost
+    dog.stop()
+
+
+def test_a_router_without_a_valid_lease_answers_nothing(tmp_path: Path) -> None:
+    from router.server import Router
+
+    cfg = FederationConfig(
+        shards=(ShardSpec("s0", f"tcp://127.0.0.1:{free_port()}", f"sqlite:///{tmp_path}/s0.db"),),
+        groups={"default": ("s0",)},
+        router=RouterConfig(zmq=f"tcp://127.0.0.1:{free_port()}", http=None, timeout=1.0, health_timeout=0.5),
+    )
+    router = Router(cfg)
+    leading = threading.Event()
+    router.lease = leading.is_set
+    loop = threading.Thread(target=router.serve_forever, daemon=True)
+    loop.start()
+    try:
+        assert call_ok(router.endpoint, "federation_health", timeout=4.5) is None
+        leading.set()
+        assert call_ok(router.endpoint, "federation_health", timeout=5.0) is not None
+    finally:
+        router.stop()
+        loop.join(10)
+        router.close()
