@@ -12,9 +12,52 @@ import os
 import signal
 import sys
 import threading
+from pathlib import Path
 from typing import Any
 
-from router.standby import LOST_LEADERSHIP, Watchdog, leader_lock_for, wait_for_leadership, watchdog_for
+from federation.config import ConfigError, FederationConfig, schema_for_shard
+from router.standby import (
+    DEFAULT_SESSION_TIMEOUT,
+    LOST_LEADERSHIP,
+    FileLeaderLock,
+    LeaderLock,
+    Watchdog,
+    wait_for_leadership,
+    watchdog_for,
+)
+
+
+def leader_lock_for(
+    config: FederationConfig, spec: str | None = None, *, session_timeout: float = DEFAULT_SESSION_TIMEOUT
+) -> LeaderLock:
+    """The leader lock named by ``spec`` (a ``postgresql://`` URL or a file path), or the default:
+    the first Postgres store's database, else a file beside the first SQLite store."""
+    if session_timeout <= 0:
+        raise ConfigError(f"--leader-timeout must be > 0 seconds, not {session_timeout:g}")
+    first = config.shards[0] if config.shards else None
+    key = "router:" + ((first.schema or schema_for_shard(first.id)) if first else "federation")
+    if spec:
+        if spec.lower().startswith("postgres"):
+            return _pg_lock(spec, key, session_timeout=session_timeout)
+        if "://" in spec:
+            raise ConfigError(f"--leader-lock {spec}: a postgresql:// URL or a file path")
+        parent = Path(spec).expanduser().resolve().parent
+        if not parent.is_dir():
+            raise ConfigError(f"--leader-lock {spec}: no directory {parent}")
+        return FileLeaderLock(str(Path(spec).expanduser()))
+    for shard in config.shards:
+        if shard.backend == "postgres":
+            return _pg_lock(shard.store, key, session_timeout=session_timeout)
+    if first is None:
+        raise ConfigError("--standby needs a federation.toml with [[shards]] (or --leader-lock)")
+    db = Path(first.location).expanduser().resolve()
+    return FileLeaderLock(str(db.parent / "router.leader.lock"))
+
+
+def _pg_lock(url: str, key: str, *, session_timeout: float) -> LeaderLock:
+    from shard.store import PgLeaderLock
+
+    return PgLeaderLock(url, key, session_timeout=session_timeout)
 
 
 def lead_or_wait(config: Any, args: argparse.Namespace) -> Watchdog | None:

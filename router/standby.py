@@ -15,7 +15,8 @@ standby that takes over starts exactly like a restarted router (docs/operations.
 
 The lock:
 
-* :class:`PgLeaderLock`: a session advisory lock in the Postgres database of the federation's
+* ``shard.store.PgLeaderLock`` (the one module that talks to Postgres; ``fedctl`` picks the lock,
+  :func:`fedctl.routerha.leader_lock_for`): a session advisory lock in the Postgres database of the federation's
   stores (the first Postgres shard's), on a connection whose ``idle_session_timeout`` is
   ``session_timeout``: a killed leader's backend exits at once, a frozen leader's session ends
   after ``session_timeout`` (the watchdog's pings keep a live leader's session busy);
@@ -33,10 +34,9 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Protocol
 
-from federation.config import ConfigError, FederationConfig, schema_for_shard
+from federation.config import ConfigError
 
 log = logging.getLogger("router.standby")
 
@@ -46,8 +46,6 @@ POLL_INTERVAL = 0.1
 WATCH_INTERVAL = 1.0
 #: a frozen leader's Postgres session ends after this many seconds (``--leader-timeout``)
 DEFAULT_SESSION_TIMEOUT = 5.0
-#: first key of the two-int advisory lock, as the shards' ("LFED"); the second names the federation
-_LOCK_CLASS = 0x4C464544
 #: exit status of a router that lost the leader lock (its supervisor restarts it as a standby)
 LOST_LEADERSHIP = 3
 
@@ -107,116 +105,6 @@ class FileLeaderLock:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
-
-
-class PgLeaderLock:
-    """A session advisory lock in Postgres, on a connection of its own."""
-
-    def __init__(self, url: str, key: str, *, session_timeout: float = DEFAULT_SESSION_TIMEOUT) -> None:
-        import sqlalchemy as sa
-
-        parsed = sa.engine.make_url(url)
-        if parsed.drivername in ("postgresql", "postgres"):
-            parsed = parsed.set(drivername="postgresql+psycopg2")
-        if parsed.drivername != "postgresql+psycopg2":
-            raise ConfigError(f"the router leader lock needs a postgresql:// URL, not {parsed.drivername}")
-        self.key = key
-        self.session_timeout = session_timeout
-        self.where = f"Postgres {parsed.host or 'localhost'}/{parsed.database} advisory lock {key!r}"
-        self._engine = sa.create_engine(
-            parsed,
-            poolclass=sa.pool.NullPool,
-            connect_args={
-                "connect_timeout": 5,
-                "keepalives": 1,
-                "keepalives_idle": 5,
-                "keepalives_interval": 2,
-                "keepalives_count": 3,
-            },
-        )
-        self._conn: object | None = None
-        self._sa = sa
-
-    def try_acquire(self) -> bool:
-        if self._conn is not None:
-            return True
-        sa = self._sa
-        try:
-            conn = self._engine.connect()
-        except sa.exc.SQLAlchemyError as e:
-            log.warning("router leader lock: cannot reach %s: %s", self.where, _short(e))
-            return False
-        try:
-            ms = int(self.session_timeout * 1000)
-            conn.exec_driver_sql(f"SET idle_session_timeout = {ms}")
-            conn.commit()
-            got = conn.execute(
-                sa.select(sa.func.pg_try_advisory_lock(_LOCK_CLASS, sa.func.hashtext(self.key)))
-            ).scalar_one()
-            conn.commit()
-        except sa.exc.SQLAlchemyError as e:
-            conn.close()
-            log.warning("router leader lock: %s", _short(e))
-            return False
-        if not got:
-            conn.close()
-            return False
-        self._conn = conn
-        return True
-
-    def held(self) -> bool:
-        """A ping on the lock's session: it fails once Postgres ended the session (frozen too long,
-        database restarted), and then the lock may be another router's."""
-        conn = self._conn
-        if conn is None:
-            return False
-        try:
-            conn.exec_driver_sql("SELECT 1")  # type: ignore[attr-defined]
-            conn.commit()  # type: ignore[attr-defined]
-            return True
-        except self._sa.exc.SQLAlchemyError:
-            self.close()
-            return False
-
-    def close(self) -> None:
-        if self._conn is not None:
-            try:
-                self._conn.close()  # type: ignore[attr-defined]
-            except self._sa.exc.SQLAlchemyError:
-                pass
-            self._conn = None
-        self._engine.dispose()
-
-
-def _short(e: BaseException) -> str:
-    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-
-
-def leader_lock_for(
-    config: FederationConfig, spec: str | None = None, *, session_timeout: float = DEFAULT_SESSION_TIMEOUT
-) -> LeaderLock:
-    """The leader lock named by ``spec`` (a ``postgresql://`` URL or a file path), or the default:
-    the first Postgres store's database, else a file beside the first SQLite store."""
-    if session_timeout <= 0:
-        raise ConfigError(f"--leader-timeout must be > 0 seconds, not {session_timeout:g}")
-    first = config.shards[0] if config.shards else None
-    key = "router:" + ((first.schema or schema_for_shard(first.id)) if first else "federation")
-    if spec:
-        if spec.lower().startswith("postgres"):
-            return PgLeaderLock(spec, key, session_timeout=session_timeout)
-        if "://" in spec:
-            raise ConfigError(f"--leader-lock {spec}: a postgresql:// URL or a file path")
-        parent = Path(spec).expanduser().resolve().parent
-        if not parent.is_dir():
-            raise ConfigError(f"--leader-lock {spec}: no directory {parent}")
-        return FileLeaderLock(str(Path(spec).expanduser()))
-    for shard in config.shards:
-        if shard.backend == "postgres":
-            return PgLeaderLock(shard.store, key, session_timeout=session_timeout)
-    if first is None:
-        raise ConfigError("--standby needs a federation.toml with [[shards]] (or --leader-lock)")
-    db = Path(first.location).expanduser().resolve()
-    return FileLeaderLock(str(db.parent / "router.leader.lock"))
 
 
 def wait_for_leadership(

@@ -20,11 +20,13 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from fedctl.routerha import leader_lock_for
 from federation.config import ConfigError, FederationConfig, RouterConfig, ShardSpec
 from federation.errors import FederationError, TransportError
 from federation.placement import Placement
 from federation.transport import ZmqClient
-from router.standby import FileLeaderLock, PgLeaderLock, leader_lock_for, watchdog_for
+from router.standby import FileLeaderLock, watchdog_for
+from shard.store import PgLeaderLock
 from tests.conftest import free_port
 from tests.procs import ROOT, call_ok, fed_env, wait_for
 
