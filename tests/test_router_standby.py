@@ -21,6 +21,7 @@ import pytest
 import sqlalchemy as sa
 
 from fedctl.routerha import leader_lock_for
+from federation.client import FederationScheduler
 from federation.config import ConfigError, FederationConfig, RouterConfig, ShardSpec
 from federation.errors import FederationError, TransportError
 from federation.placement import Placement
@@ -188,7 +189,29 @@ def _pair_on_two_shards(placement: Placement) -> tuple[str, str]:
 
 
 def test_kill_9_of_the_leader_router_a_standby_takes_over_and_nothing_is_lost(fed: Any) -> None:
-    f = fed(n_shards=3)
+    _kill_the_leader(fed(n_shards=3))
+
+
+@pytest.mark.postgres
+def test_kill_9_of_the_leader_router_on_postgres_stores(fed: Any, pg_url: str, pg_schema: str) -> None:
+    f = fed(n_shards=3, pg=(pg_url, pg_schema))
+    try:
+        _kill_the_leader(f)
+    finally:
+        f.stop()
+        _drop(pg_url, f)
+
+
+def _drop(pg_url: str, f: Fed) -> None:
+    eng = sa.create_engine(pg_url)
+    with eng.connect() as c:
+        for s in f.config.shards:
+            c.execute(sa.text(f"DROP SCHEMA IF EXISTS {s.schema} CASCADE"))
+        c.commit()
+    eng.dispose()
+
+
+def _kill_the_leader(f: Fed) -> None:
     f.start_shards()
     leader = f.router(0)
     wait_for(lambda: f.all_up(f.routers[0]), 30, what="the first router to lead")
@@ -243,6 +266,11 @@ def test_kill_9_of_the_leader_router_a_standby_takes_over_and_nothing_is_lost(fe
 
     wait_for(a_is_given, 20, what=f"{a} to be runnable once {b} (another shard) is DONE")
     client.close()
+    # Luigi's worker client takes the same list
+    luigi_client = FederationScheduler(f.router_list, retry_attempts=3, retry_wait=0.1)
+    luigi_client.add_task(worker="w2", task_id="L_1", status="DONE", family="L", params={"n": "L_1"})
+    assert "L_1" in luigi_client.task_list("DONE", "", search="L_1")
+    luigi_client.close()
 
 
 def test_a_client_with_a_router_list_waits_for_a_leader_and_fails_cleanly_without_one(fed: Any) -> None:
@@ -355,12 +383,7 @@ def test_a_frozen_leader_is_replaced_and_exits_when_woken(fed: Any, pg_url: str,
         client.close()
     finally:
         f.stop()
-        eng = sa.create_engine(pg_url)
-        with eng.connect() as c:
-            for s in f.config.shards:
-                c.execute(sa.text(f"DROP SCHEMA IF EXISTS {s.schema} CASCADE"))
-            c.commit()
-        eng.dispose()
+        _drop(pg_url, f)
 
 
 def _call_or_none(client: ZmqClient, method: str, kwargs: dict[str, Any]) -> Any:
