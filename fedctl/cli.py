@@ -237,6 +237,8 @@ def cmd_router_serve(args: argparse.Namespace) -> int:
     from router.server import serve
 
     watchdog = None
+    if args.leader_lock and not args.standby:
+        raise ConfigError("--leader-lock is the lock of --standby routers: add --standby (or drop it)")
     if args.standby:
         from fedctl.routerha import lead_or_wait
 

@@ -449,3 +449,24 @@ def test_a_router_without_a_valid_lease_answers_nothing(tmp_path: Path) -> None:
         router.stop()
         loop.join(10)
         router.close()
+
+
+def test_router_serve_refuses_a_leader_lock_without_standby_and_a_bad_lock(tmp_path: Path) -> None:
+    cfg = FederationConfig(
+        shards=(ShardSpec("s0", f"tcp://127.0.0.1:{free_port()}", f"sqlite:///{tmp_path}/s0.db"),),
+        groups={"default": ("s0",)},
+        router=RouterConfig(zmq=f"tcp://127.0.0.1:{free_port()}", http=None),
+    )
+    path = tmp_path / "federation.toml"
+    path.write_text(cfg.to_toml())
+    base = [sys.executable, "-m", "fedctl", "router", "serve", "--config", str(path)]
+    for extra, message in [
+        (["--leader-lock", str(tmp_path / "l")], "add --standby"),
+        (["--standby", "--leader-lock", "redis://x"], "postgresql:// URL or a file path"),
+        (["--standby", "--leader-timeout", "0"], "must be > 0"),
+    ]:
+        out = subprocess.run(
+            [*base, *extra], env=fed_env(), capture_output=True, text=True, timeout=60, cwd=ROOT
+        )
+        assert out.returncode != 0 and message in out.stderr, (extra, out.stderr)
+        assert call_ok(cfg.router.zmq, "federation_health", timeout=0.2) is None
