@@ -1195,7 +1195,9 @@ class PgLeaderLock:
             return False
         try:
             ms = int(self.session_timeout * 1000)
-            conn.exec_driver_sql(f"SET idle_session_timeout = {ms}")
+            if conn.dialect.server_version_info and conn.dialect.server_version_info >= (14,):
+                conn.exec_driver_sql(f"SET idle_session_timeout = {ms}")  # a frozen leader's lock goes
+            conn.exec_driver_sql(f"SET idle_in_transaction_session_timeout = {ms}")
             conn.commit()
             got = conn.execute(
                 sa.select(sa.func.pg_try_advisory_lock(_LOCK_CLASS, sa.func.hashtext(self.key)))
