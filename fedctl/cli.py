@@ -381,7 +381,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def federation_children(config_path: Path) -> list[Any]:
+def federation_children(config_path: Path, *, routers: int = 1) -> list[Any]:
     from fedctl.supervisor import Child
     from federation.config import load_federation_config
 
@@ -399,14 +399,11 @@ def federation_children(config_path: Path) -> list[Any]:
             Child(f"shard-{s.id}-standby{k}", [*argv, "--standby", "--bind", ep])
             for k, ep in enumerate(s.standbys, 1)
         ]
-    children.append(
-        Child(
-            "router",
-            ["router", "serve", "--config", str(config_path)],
-            endpoint=cfg.router.zmq,
-            ready_method="federation_health",
-        )
-    )
+    # with --routers N every router is a --standby on the same ports: the first leads, the others
+    # bind once it is gone (a killed leader, restarted, waits as a standby)
+    router_argv = ["router", "serve", "--config", str(config_path)] + (["--standby"] if routers > 1 else [])
+    children.append(Child("router", router_argv, endpoint=cfg.router.zmq, ready_method="federation_health"))
+    children += [Child(f"router-standby{k}", router_argv) for k in range(1, routers)]
     return children
 
 
@@ -507,9 +504,11 @@ def _banner(config_path: Path, *, stays_up: bool = True) -> str:
 def cmd_up(args: argparse.Namespace) -> int:
     from fedctl.supervisor import Supervisor
 
+    if args.routers < 1:
+        raise ConfigError(f"--routers {args.routers}: at least 1")
     config_path, lock = _up_config(args)
     try:
-        sup = Supervisor(federation_children(config_path), Path(args.data_dir) / "logs")
+        sup = Supervisor(federation_children(config_path, routers=args.routers), Path(args.data_dir) / "logs")
         sup.start()
         print(_banner(config_path), flush=True)
         print(f"  logs    {Path(args.data_dir) / 'logs'}\nCtrl-C stops everything.", flush=True)
@@ -1142,6 +1141,13 @@ def build_parser(*, with_loadtest: bool = True) -> argparse.ArgumentParser:
         "--data-dir by default), restart any that dies, stop all on Ctrl-C.",
     )
     local_options(up)
+    up.add_argument(
+        "--routers",
+        type=int,
+        default=1,
+        help="routers on the same ports: one leads, the others (--standby) bind them when it dies "
+        "(default 1; docs/operations.md) [FED_ROUTERS]",
+    )
     up.set_defaults(func=cmd_up)
 
     demo = sub.add_parser(

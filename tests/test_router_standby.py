@@ -470,3 +470,55 @@ def test_router_serve_refuses_a_leader_lock_without_standby_and_a_bad_lock(tmp_p
         )
         assert out.returncode != 0 and message in out.stderr, (extra, out.stderr)
         assert call_ok(cfg.router.zmq, "federation_health", timeout=0.2) is None
+
+
+def test_fedctl_up_with_two_routers_on_the_same_ports_survives_a_killed_leader(tmp_path: Path) -> None:
+    import os
+    import urllib.parse
+    import urllib.request
+
+    zmq, http = f"tcp://127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    data = tmp_path / "fed"
+    up = subprocess.Popen(
+        [sys.executable, "-m", "fedctl", "up", "--shards", "2", "--routers", "2", "--data-dir", str(data)]
+        + ["--zmq", zmq, "--http", http],
+        env=fed_env(),
+        cwd=ROOT,
+        stdout=open(tmp_path / "up.log", "ab"),
+        stderr=subprocess.STDOUT,
+    )
+    lock = data / "router.leader.lock"
+    try:
+        wait_for(lambda: up.poll() is not None or call_ok(zmq, "federation_health"), 60, what="fedctl up")
+        assert up.poll() is None, (tmp_path / "up.log").read_text()
+        wait_for(lambda: "waiting for the leader lock" in _read(data / "logs" / "router-standby1.log"), 30)
+        client = ZmqClient(zmq, timeout=1.0)
+        client.call("add_task", _task("U_done", status="DONE"))
+        leader = int(lock.read_text().split()[0])
+        t0 = time.monotonic()
+        os.kill(leader, signal.SIGKILL)
+        # the same endpoints, now bound by the standby: ZeroMQ and Luigi's HTTP
+        wait_for(lambda: _read(lock).split()[:1] not in ([], [str(leader)]), 30, what="a new leader")
+        wait_for(lambda: call_ok(zmq, "federation_health"), 30, what="the new leader on the same port")
+        took_over = time.monotonic() - t0
+        body = urllib.request.urlopen(
+            f"http://{http}/api/task_list?data="
+            + urllib.parse.quote('{"status": "DONE", "search": "U_done"}'),
+            timeout=10,
+        ).read()
+        assert b"U_done" in body
+        print(f"\nfedctl up --routers 2: the standby serves the same ports {took_over:.2f} s after kill -9")
+        # the supervisor restarts the killed leader, which waits as the standby now
+        wait_for(lambda: _read(data / "logs" / "router.log").count("waiting for the leader lock") >= 1, 30)
+        client.close()
+    finally:
+        up.send_signal(signal.SIGINT)
+        try:
+            up.wait(30)
+        except subprocess.TimeoutExpired:
+            up.kill()
+            up.wait(10)
+
+
+def _read(path: Path) -> str:
+    return path.read_text(errors="replace") if path.exists() else ""
