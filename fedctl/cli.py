@@ -75,15 +75,23 @@ def cmd_shard_serve(args: argparse.Namespace) -> int:
                 "--db/--schema cannot be combined with a federation.toml; set the shard's store there",
                 source=args.config,
             )
+        from fedctl.secure import refuse_open_binds
+
+        fed = resolved.federation
+        refuse_open_binds(
+            [(f"shard {args.id} endpoint", args.bind or fed.shard(args.id).endpoint)],
+            secured=fed.security is not None,
+            insecure=args.insecure,
+        )
         store = None
         bind = args.bind
         if args.standby:
-            takeover = _wait_as_standby(resolved.federation, args)
+            takeover = _wait_as_standby(fed, args)
             if takeover is None:
                 return 0
-            store, bind = takeover.store, args.bind or resolved.federation.shard(args.id).endpoint
+            store, bind = takeover.store, args.bind or fed.shard(args.id).endpoint
         server = build_federated_shard(
-            resolved.federation, args.id, bind=bind, prune_interval=args.prune_interval, store=store
+            fed, args.id, bind=bind, prune_interval=args.prune_interval, store=store
         )
     elif args.standby:
         raise ConfigError(
@@ -91,10 +99,16 @@ def cmd_shard_serve(args: argparse.Namespace) -> int:
             "(endpoint, standbys) the router looks for it on"
         )
     else:
+        from fedctl.secure import refuse_open_binds
         from shard.app import build_shard
 
         if not args.db:
             raise ConfigError("--db (or FED_DB) is required, e.g. sqlite:///./.federation/s0.db")
+        refuse_open_binds(
+            [("shard endpoint (--bind)", args.bind or "tcp://127.0.0.1:5556")],
+            secured=False,
+            insecure=args.insecure,
+        )
         server = build_shard(
             args.id,
             args.bind or "tcp://127.0.0.1:5556",
@@ -105,7 +119,9 @@ def cmd_shard_serve(args: argparse.Namespace) -> int:
         )
     server.install_signal_handlers()
     print(
-        f"shard {args.id} listening on {server.endpoint} ({server.store.backend}: {server.store.location})",
+        f"shard {args.id} listening on {server.endpoint} ({server.store.backend}: {server.store.location}"
+        + (", CURVE" if server.curve is not None else "")
+        + ")",
         flush=True,
     )
     if args.metrics:
@@ -189,7 +205,9 @@ def cmd_run(args: argparse.Namespace, luigi_args: list[str]) -> int:
         raise ConfigError(
             "nothing to run: give a task, e.g. fedctl run --module examples.daily daily.DailyBatch"
         )
-    factory = FederationSchedulerFactory(args.scheduler)
+    from fedctl.secure import client_curve
+
+    factory = FederationSchedulerFactory(args.scheduler, curve=client_curve(args.key, args.server_key))
     return run_with_retcodes(luigi_args, factory)
 
 
@@ -234,8 +252,15 @@ def run_with_retcodes(argv: list[str], factory: Any) -> int:
 def cmd_router_serve(args: argparse.Namespace) -> int:
     _setup_logging(args.log_level)
     cfg = _server_config(args.config, overrides={"router.zmq": args.zmq, "router.http": args.http}).federation
+    from fedctl.secure import refuse_open_binds
     from router.server import serve
 
+    refuse_open_binds(
+        [("router ZeroMQ endpoint", cfg.router.zmq), ("router HTTP address", cfg.router.http or "")]
+        + [("router metrics address (--metrics)", args.metrics or "")],
+        secured=cfg.security is not None,
+        insecure=args.insecure,
+    )
     watchdog = None
     if args.leader_lock and not args.standby:
         raise ConfigError("--leader-lock is the lock of --standby routers: add --standby (or drop it)")
@@ -344,8 +369,12 @@ def local_federation(
     store: str = "sqlite",
     pg_url: str | None = None,
     schema_prefix: str = "fed_",
+    secure: bool = False,
 ) -> Path:
-    """Write ``<data_dir>/federation.toml`` for a local federation and return its path."""
+    """Write ``<data_dir>/federation.toml`` for a local federation and return its path.
+
+    ``secure``: keys and tokens under ``<data_dir>/keys`` (:func:`fedctl.secure.provision`) and the
+    ``[security]``/``[[principals]]`` that name them."""
     from federation.config import FederationConfig
 
     if n_shards < 1:
@@ -359,13 +388,20 @@ def local_federation(
         else:
             shard["store"], shard["schema"] = pg_url, f"{schema_prefix}{sid}"
         shards.append(shard)
-    cfg = FederationConfig.from_mapping(
-        {"router": {"zmq": zmq, "http": http or ""}, "shards": shards}, source="fedctl up"
-    )
+    mapping: dict[str, Any] = {"router": {"zmq": zmq, "http": http or ""}, "shards": shards}
+    if secure:
+        from fedctl.secure import provision
+
+        creds = provision(data_dir)
+        mapping["security"], mapping["principals"] = creds.security, creds.principals
+    cfg = FederationConfig.from_mapping(mapping, source="fedctl up")
     path = data_dir / "federation.toml"
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # a store URL may hold a password
+        os.close(fd)
+        tmp.chmod(0o600)
         tmp.write_text(cfg.to_toml())
         tmp.replace(path)
     except OSError as e:
@@ -381,18 +417,26 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def federation_children(config_path: Path, *, routers: int = 1) -> list[Any]:
+def federation_children(config_path: Path, *, insecure: bool = False, routers: int = 1) -> list[Any]:
+    from fedctl.secure import supervisor_curves
     from fedctl.supervisor import Child
     from federation.config import load_federation_config
 
     cfg = load_federation_config(str(config_path))
+    extra = ["--insecure"] if insecure else []
+    to_shards, to_router = supervisor_curves(cfg.security)
     children = []
     for s in cfg.shards:
-        argv = ["shard", "serve", "--config", str(config_path), "--id", s.id]
+        argv = ["shard", "serve", "--config", str(config_path), "--id", s.id, *extra]
         # with standbys every process of the shard waits for the lock rather than failing on it: a
         # killed owner restarted by the supervisor becomes the standby of the one that took over
         children.append(
-            Child(f"shard-{s.id}", argv + (["--standby"] if s.standbys else []), endpoint=s.endpoint)
+            Child(
+                f"shard-{s.id}",
+                argv + (["--standby"] if s.standbys else []),
+                endpoint=s.endpoint,
+                curve=to_shards,
+            )
         )
         children += [
             # no endpoint: a standby answers nothing until it owns the shard (started after the owners)
@@ -401,8 +445,13 @@ def federation_children(config_path: Path, *, routers: int = 1) -> list[Any]:
         ]
     # with --routers N every router is a --standby on the same ports: the first leads, the others
     # bind once it is gone (a killed leader, restarted, waits as a standby)
-    router_argv = ["router", "serve", "--config", str(config_path)] + (["--standby"] if routers > 1 else [])
-    children.append(Child("router", router_argv, endpoint=cfg.router.zmq, ready_method="federation_health"))
+    router_argv = ["router", "serve", "--config", str(config_path), *extra]
+    router_argv += ["--standby"] if routers > 1 else []
+    children.append(
+        Child(
+            "router", router_argv, endpoint=cfg.router.zmq, ready_method="federation_health", curve=to_router
+        )
+    )
     children += [Child(f"router-standby{k}", router_argv) for k in range(1, routers)]
     return children
 
@@ -424,6 +473,12 @@ def _up_config(args: argparse.Namespace) -> tuple[Path, Any]:
         raise ConfigError(f"--data-dir {data_dir}: not a directory")
     if not args.config and args.shards < 1:
         raise ConfigError("--shards must be at least 1")
+    from fedctl.secure import refuse_open_binds
+
+    if args.config and args.secure:
+        raise ConfigError(
+            "--secure generates the federation's keys and config; with --config, put [security] in it"
+        )
     lock = DataDirLock(data_dir).acquire(create=False)  # fails here if a federation runs from it
     try:
         if args.config:
@@ -431,9 +486,12 @@ def _up_config(args: argparse.Namespace) -> tuple[Path, Any]:
             endpoints = [("router ZeroMQ endpoint", cfg.router.zmq)]
             endpoints += [("router HTTP address", cfg.router.http)] if cfg.router.http else []
             endpoints += [(f"shard {s.id} endpoint", ep) for s in cfg.shards for ep in s.endpoints]
+            secured = cfg.security is not None
         else:
             endpoints = [("router ZeroMQ endpoint (--zmq)", args.zmq)]
             endpoints += [("router HTTP address (--http)", args.http)] if args.http else []
+            secured = args.secure
+        refuse_open_binds(endpoints, secured=secured, insecure=args.insecure)
         check_free(endpoints)
         lock.acquire()
         if args.config:
@@ -446,6 +504,7 @@ def _up_config(args: argparse.Namespace) -> tuple[Path, Any]:
             store=args.store,
             pg_url=args.pg_url,
             schema_prefix=args.schema_prefix,
+            secure=args.secure,
         )
         return _resolved_for_children(path, path), lock
     except BaseException:
@@ -479,7 +538,7 @@ def _resolved_for_children(config_path: Path, out: Path) -> Path:
 
 
 def _banner(config_path: Path, *, stays_up: bool = True) -> str:
-    from federation.config import load_federation_config
+    from federation.config import load_federation_config, mask_secrets
 
     cfg = load_federation_config(str(config_path))
     # the tui is only advertised for a federation that will still be there to watch
@@ -494,10 +553,14 @@ def _banner(config_path: Path, *, stays_up: bool = True) -> str:
         )
     for s in cfg.shards:
         lines.append(
-            f"  shard {s.id:<6} {s.endpoint:<24} {s.store}"
+            f"  shard {s.id:<6} {s.endpoint:<24} {mask_secrets(s.store)}"
             + (f" schema {s.schema}" if s.schema else "")
             + (f" standbys {', '.join(s.standbys)}" if s.standbys else "")
         )
+    if cfg.security is not None:
+        from fedctl.secure import banner_lines
+
+        lines += banner_lines(cfg, stays_up=stays_up)
     return "\n".join(lines)
 
 
@@ -508,7 +571,10 @@ def cmd_up(args: argparse.Namespace) -> int:
         raise ConfigError(f"--routers {args.routers}: at least 1")
     config_path, lock = _up_config(args)
     try:
-        sup = Supervisor(federation_children(config_path, routers=args.routers), Path(args.data_dir) / "logs")
+        sup = Supervisor(
+            federation_children(config_path, insecure=args.insecure, routers=args.routers),
+            Path(args.data_dir) / "logs",
+        )
         sup.start()
         print(_banner(config_path), flush=True)
         print(f"  logs    {Path(args.data_dir) / 'logs'}\nCtrl-C stops everything.", flush=True)
@@ -522,12 +588,17 @@ def cmd_up(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     import json
 
-    from federation.errors import UnknownMethodError
+    from fedctl.secure import client_curve
+    from federation.errors import RequestTimeout, UnknownMethodError
     from federation.transport import ZmqClient
 
-    client = ZmqClient(args.router, timeout=args.timeout)
+    client = ZmqClient(args.router, timeout=args.timeout, curve=client_curve(args.key, args.server_key))
     try:
         health = client.call("federation_health", {})
+    except RequestTimeout as e:
+        if args.key:
+            raise
+        raise ConfigError(f"{e} (a secured federation answers only known keys: --key / FED_KEY)") from None
     except UnknownMethodError:
         # something answers, but not a router: most likely one shard served on its own
         try:
@@ -649,7 +720,9 @@ def cmd_history_prune(args: argparse.Namespace) -> int:
     before = _when(args.before, "--before")
     if before is None:
         raise ConfigError("--before is required: epoch seconds or an ISO 8601 date/time")
-    client = ZmqClient(args.router, timeout=args.timeout)
+    from fedctl.secure import client_curve
+
+    client = ZmqClient(args.router, timeout=args.timeout, curve=client_curve(args.key, args.server_key))
     per_shard: dict[str, int] = {}
     try:
         everyone = {s["shard_id"] for s in client.call("federation_health", {})["shards"]}
@@ -691,6 +764,7 @@ def cmd_deploy_render(args: argparse.Namespace) -> int:
         state_dir=args.state_dir,
         image=args.image,
         k8s_namespace=args.k8s_namespace,
+        insecure=args.insecure,
     )
     files = render(cfg, opts)  # every check first: nothing is written on a bad config or flag
     out = Path(args.out)
@@ -728,11 +802,14 @@ def _demo(args: argparse.Namespace, console: Any, data_dir: Path, config_path: P
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from fedctl.secure import supervisor_curves
     from fedctl.supervisor import Supervisor
     from federation.client import FederationSchedulerFactory
+    from federation.config import load_federation_config
     from federation.transport import ZmqClient
 
-    sup = Supervisor(federation_children(config_path), data_dir / "logs")
+    sup = Supervisor(federation_children(config_path, insecure=args.insecure), data_dir / "logs")
+    _, curve = supervisor_curves(load_federation_config(str(config_path)).security)
     console.print(f"starting a local federation under {data_dir} ...")
     sup.start()
     console.print(_banner(config_path, stays_up=args.keep), markup=False, soft_wrap=True, highlight=False)
@@ -746,7 +823,7 @@ def _demo(args: argparse.Namespace, console: Any, data_dir: Path, config_path: P
     per_day = 1 + 4 * len(topics) - sum(1 for t in topics if t == "empty")
     expected = 1 + args.days * per_day
     zmq_endpoint = _router_zmq(config_path)
-    client = ZmqClient(zmq_endpoint, timeout=5)
+    client = ZmqClient(zmq_endpoint, timeout=5, curve=curve)
     done = threading.Event()
     failures: list[FederationError] = []
     ok = False
@@ -764,7 +841,7 @@ def _demo(args: argparse.Namespace, console: Any, data_dir: Path, config_path: P
             def watch() -> None:
                 # Luigi's worker must own the main thread (it installs signal handlers), so the
                 # progress is polled from here, through the router like any other client.
-                watcher = ZmqClient(zmq_endpoint, timeout=5)
+                watcher = ZmqClient(zmq_endpoint, timeout=5, curve=curve)
                 try:
                     while not done.wait(0.5):
                         try:
@@ -785,7 +862,7 @@ def _demo(args: argparse.Namespace, console: Any, data_dir: Path, config_path: P
             try:
                 ok = luigi.build(
                     [RangeBatch(start=start, days=args.days, topics=topics)],
-                    worker_scheduler_factory=FederationSchedulerFactory(zmq_endpoint),
+                    worker_scheduler_factory=FederationSchedulerFactory(zmq_endpoint, curve=curve),
                     workers=args.workers,
                     log_level="WARNING",
                 )
@@ -855,7 +932,9 @@ def cmd_call(args: argparse.Namespace) -> int:
             kwargs[key] = json.loads(value)
         except ValueError:
             kwargs[key] = value
-    client = ZmqClient(args.router, timeout=args.timeout)
+    from fedctl.secure import client_curve
+
+    client = ZmqClient(args.router, timeout=args.timeout, curve=client_curve(args.key, args.server_key))
     try:
         answer = client.call(args.method, kwargs)
     finally:
@@ -875,6 +954,9 @@ def cmd_tui(args: argparse.Namespace) -> int:
     if router is None and config:
         own = read_toml(config).get("router")
         router = own.get("zmq") if isinstance(own, dict) and isinstance(own.get("zmq"), str) else None
+    from fedctl.secure import client_curve
+
+    curve = client_curve(args.key, args.server_key)
     return run_tui(
         router or DEFAULT_ZMQ,
         args.refresh,
@@ -883,6 +965,7 @@ def cmd_tui(args: argparse.Namespace) -> int:
         timeout=args.timeout,
         replay=args.replay,
         record=args.record,
+        curve=curve,
     )
 
 
@@ -954,6 +1037,51 @@ def wire_env(parser: argparse.ArgumentParser, environ: Any = os.environ) -> None
         action.required = False
 
 
+def key_options(cmd: argparse.ArgumentParser) -> None:
+    """``--key``/``--server-key``: the CURVE credentials of a client of a secured federation."""
+    cmd.add_argument(
+        "--key",
+        default=None,
+        help="this client's key file on a secured federation (NAME.key_secret; fedctl up --secure writes "
+        "them under DATA_DIR/keys) [FED_KEY]",
+    )
+    cmd.add_argument(
+        "--server-key",
+        default=None,
+        help="the server's public key file (default: router.key next to --key) [FED_SERVER_KEY]",
+    )
+
+
+def insecure_option(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument(
+        "--insecure",
+        action="store_true",
+        help="serve an address other hosts can reach without [security] (refused otherwise) [FED_INSECURE]",
+    )
+
+
+def cmd_keys_new(args: argparse.Namespace) -> int:
+    from federation.keys import new_keypair
+
+    public, secret = new_keypair(args.dir, args.name)
+    print(f"public key  {public}   (name it in federation.toml: [[principals]] key, or [security])")
+    print(f"secret key  {secret}   (0600; give it to the client only: --key / FED_KEY)")
+    return 0
+
+
+def cmd_keys_token(args: argparse.Namespace) -> int:
+    import secrets
+
+    from federation.auth import hash_token
+
+    token = secrets.token_urlsafe(32)
+    print(f"token         {token}")
+    print(
+        f'token_sha256 = "{hash_token(token)}"   (federation.toml [[principals]]; the token itself is not kept)'
+    )
+    return 0
+
+
 LOADTEST_HELP = "thousands of daily partitions against a federation (and luigid), with a report"
 
 
@@ -1014,6 +1142,7 @@ def build_parser(*, with_loadtest: bool = True) -> argparse.ArgumentParser:
         "of the shard's standbys (docs/operations.md)",
     )
     serve.add_argument("--log-level", default=_env("FED_LOG_LEVEL", "INFO"), help="[FED_LOG_LEVEL]")
+    insecure_option(serve)
     serve.set_defaults(func=cmd_shard_serve)
 
     run = sub.add_parser(
@@ -1028,6 +1157,7 @@ def build_parser(*, with_loadtest: bool = True) -> argparse.ArgumentParser:
         default=_env("FED_SCHEDULER", DEFAULT_ZMQ),
         help=f"ZeroMQ endpoint of a router or shard, or a comma-separated list of redundant routers (default {DEFAULT_ZMQ}) [FED_SCHEDULER]",
     )
+    key_options(run)
     run.set_defaults(func=cmd_run, passthrough=True)
 
     router = sub.add_parser("router", help="the router in front of the shards")
@@ -1068,6 +1198,7 @@ def build_parser(*, with_loadtest: bool = True) -> argparse.ArgumentParser:
         help="with a Postgres leader lock: seconds after which a frozen leader's lock is freed (default 5)",
     )
     rserve.add_argument("--log-level", default=_env("FED_LOG_LEVEL", "INFO"), help="[FED_LOG_LEVEL]")
+    insecure_option(rserve)
     rserve.set_defaults(func=cmd_router_serve)
 
     config = sub.add_parser("config", help="the effective configuration of the servers")
@@ -1121,7 +1252,8 @@ def build_parser(*, with_loadtest: bool = True) -> argparse.ArgumentParser:
             "--pg-url",
             default=DEFAULT_PG_URL,
             help=f"Postgres URL for --store postgres (default {DEFAULT_PG_URL}: the local server's "
-            "database 'test'; give your own for anything that matters) [FED_PG_URL]",
+            "database 'test'; give your own for anything that matters; a password is better given "
+            "as FED_PG_URL, which ps does not show) [FED_PG_URL]",
         )
         cmd.add_argument(
             "--schema-prefix",
@@ -1133,6 +1265,13 @@ def build_parser(*, with_loadtest: bool = True) -> argparse.ArgumentParser:
             default=_env("FED_CONFIG"),
             help="use this federation.toml instead of generating one [FED_CONFIG]",
         )
+        cmd.add_argument(
+            "--secure",
+            action="store_true",
+            help="generate keys and tokens under DATA_DIR/keys and secure every link (CURVE, HTTP tokens; "
+            "docs/security.md) [FED_SECURE]",
+        )
+        insecure_option(cmd)
 
     up = sub.add_parser(
         "up",
@@ -1177,6 +1316,7 @@ def build_parser(*, with_loadtest: bool = True) -> argparse.ArgumentParser:
     )
     status.add_argument("--json", action="store_true", help="print federation_health as JSON")
     status.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the router")
+    key_options(status)
     status.set_defaults(func=cmd_status)
 
     from fedctl.reshard import add_parser as add_reshard_parser
@@ -1219,6 +1359,7 @@ def build_parser(*, with_loadtest: bool = True) -> argparse.ArgumentParser:
         "--before", required=True, help="delete events before this time: epoch seconds or ISO 8601"
     )
     prune.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the router")
+    key_options(prune)
     prune.set_defaults(func=cmd_history_prune)
 
     from fedctl.deploy import RenderOptions
@@ -1259,6 +1400,12 @@ def build_parser(*, with_loadtest: bool = True) -> argparse.ArgumentParser:
     rend.add_argument(
         "--k8s-namespace", default=render_defaults.k8s_namespace, help="Kubernetes namespace of every object"
     )
+    rend.add_argument(
+        "--insecure",
+        action="store_true",
+        help="render servers that bind addresses other hosts reach without [security] (refused otherwise; "
+        "their commands get --insecure) [FED_INSECURE]",
+    )
     rend.set_defaults(func=cmd_deploy_render)
 
     tui = sub.add_parser(
@@ -1296,6 +1443,7 @@ def build_parser(*, with_loadtest: bool = True) -> argparse.ArgumentParser:
     )
     tui.add_argument("--replay", default=None, help="show a recorded capture instead of a live router")
     tui.add_argument("--record", default=None, help="record every call and answer to this capture file")
+    key_options(tui)
     tui.set_defaults(func=cmd_tui)
 
     call = sub.add_parser(
@@ -1314,7 +1462,28 @@ def build_parser(*, with_loadtest: bool = True) -> argparse.ArgumentParser:
         help=f"ZeroMQ endpoint of a router or shard, or a comma-separated list of redundant routers (default {DEFAULT_ZMQ}) [FED_ROUTER]",
     )
     call.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the answer")
+    key_options(call)
     call.set_defaults(func=cmd_call)
+
+    keys = sub.add_parser("keys", help="CURVE keypairs and HTTP tokens for a secured federation")
+    keys_sub = keys.add_subparsers(dest="keys_command", metavar="SUBCOMMAND")
+    knew = keys_sub.add_parser(
+        "new",
+        help="write a CURVE keypair NAME.key (public) and NAME.key_secret (0600)",
+        description="Write a ZeroMQ CURVE keypair in zmq.auth's format: DIR/NAME.key (public: name it in "
+        "federation.toml) and DIR/NAME.key_secret (0600: the client's --key). Existing files are never "
+        "overwritten.",
+    )
+    knew.add_argument("name", help="the key's name, e.g. fin-worker")
+    knew.add_argument("--dir", default="keys", help="folder to write into (default ./keys) [FED_KEYS_DIR]")
+    knew.set_defaults(func=cmd_keys_new)
+    ktoken = keys_sub.add_parser(
+        "token",
+        help="print a new HTTP token and the token_sha256 line for federation.toml",
+        description="Print a random HTTP token (give it to the client: http://USER:TOKEN@host:8082 or "
+        "Authorization: Bearer TOKEN) and its SHA-256 for [[principals]] token_sha256.",
+    )
+    ktoken.set_defaults(func=cmd_keys_token)
 
     if with_loadtest:
         from loadtest.command import register as register_loadtest

@@ -19,6 +19,14 @@ the router's; the federation.toml each target needs is rendered with them:
     are JSON (``kind: List``), which ``kubectl apply -f`` reads as it reads
     YAML.
 
+No secret is rendered (docs/security.md): a Postgres password is taken out of every store URL and
+read by libpq from ``PGPASSFILE``, which points at a systemd credential (``LoadCredential=pgpass``)
+or at the Kubernetes Secret ``luigi-federation-pgpass``; the secret halves of the CURVE keys of
+``[security]`` come the same way (systemd ``LoadCredential=<name>.key_secret``, read from
+``$CREDENTIALS_DIRECTORY``; the Kubernetes Secret ``luigi-federation-keys`` mounted next to the
+public key files).  Kubernetes binds every interface, so without ``[security]`` it is rendered only
+with ``insecure`` (``--insecure``), whose commands then say ``--insecure`` too.
+
 Everything here is pure (config in, ``{relative path: text}`` out); the CLI writes the files.
 """
 
@@ -34,6 +42,7 @@ from urllib.parse import urlsplit
 
 from federation.config import FederationConfig, ShardSpec
 from federation.errors import ConfigError
+from federation.secconfig import SecurityConfig
 
 TARGETS = ("systemd", "kubernetes")
 METRICS_PORT = 9100
@@ -51,6 +60,66 @@ class RenderOptions:
     image: str = "luigi-federation:latest"
     k8s_namespace: str = "luigi-federation"
     storage: str = "1Gi"
+    #: render open binds without [security] (the servers are told --insecure)
+    insecure: bool = False
+
+
+#: where libpq finds the Postgres password (never in the rendered federation.toml)
+PGPASS_CREDENTIAL = "pgpass"
+PGPASS_SECRET = "luigi-federation-pgpass"
+KEYS_SECRET = "luigi-federation-keys"
+
+
+def _password_free(store: str) -> tuple[str, bool]:
+    """A store URL without its password, and whether it had one."""
+    parts = urlsplit(store)
+    if parts.password is None:
+        return store, False
+    user = parts.username or ""
+    host = parts.hostname or ""
+    netloc = f"{user}@{host}" + (f":{parts.port}" if parts.port else "")
+    return parts._replace(netloc=netloc).geturl(), True
+
+
+def _scrubbed(cfg: FederationConfig, keys_dir: str) -> tuple[FederationConfig, bool]:
+    """``cfg`` with no password in a store URL and its key files under ``keys_dir``; True when a
+    password was taken out (the units then read it through PGPASSFILE)."""
+    shards, had = [], False
+    for s in cfg.shards:
+        store, pw = _password_free(s.store)
+        had = had or pw
+        shards.append(dataclasses.replace(s, store=store))
+    sec = cfg.security
+    if sec is not None:
+        moved = lambda path: f"{keys_dir}/{path.rsplit('/', 1)[-1]}" if path else path  # noqa: E731
+        sec = dataclasses.replace(
+            sec,
+            router_key=moved(sec.router_key),
+            shard_key=moved(sec.shard_key),
+            gateway_key=moved(sec.gateway_key) if sec.gateway_key else None,
+            principals=tuple(
+                dataclasses.replace(p, key=moved(p.key) if p.key else None) for p in sec.principals
+            ),
+        )
+    return dataclasses.replace(cfg, shards=tuple(shards), security=sec), had
+
+
+def _secret_keys(sec: SecurityConfig | None, role: str) -> list[str]:
+    """File names of the secret keys a process needs: the router its own and the gateway's, a shard its own."""
+    if sec is None:
+        return []
+    if role == "router":
+        names = [sec.router_key] + ([sec.gateway_key] if sec.gateway_key else [])
+    else:
+        names = [sec.shard_key]
+    return [n.rsplit("/", 1)[-1] + "_secret" for n in names]
+
+
+def _public_keys(sec: SecurityConfig | None) -> list[str]:
+    if sec is None:
+        return []
+    paths = [sec.router_key, sec.shard_key, sec.gateway_key, *(p.key for p in sec.principals)]
+    return sorted({p.rsplit("/", 1)[-1] for p in paths if p})
 
 
 def k8s_name(shard_id: str) -> str:
@@ -108,6 +177,20 @@ def _check(cfg: FederationConfig, opts: RenderOptions) -> list[str]:
             "Deployment restarts a shard's pod in place; render --target systemd, or drop the standbys)",
             source=cfg.source,
         )
+    if cfg.security is None and not opts.insecure:
+        from fedctl.secure import is_loopback
+
+        open_binds = [
+            a
+            for a in [cfg.router.zmq, cfg.router.http or "", *(ep for s in cfg.shards for ep in s.endpoints)]
+            if a
+        ]
+        if "kubernetes" in opts.targets or not all(is_loopback(a) for a in open_binds):
+            raise ConfigError(
+                "the rendered servers bind addresses other hosts reach and the config has no [security]: "
+                "add [security] (docs/security.md) or pass --insecure",
+                source=cfg.source,
+            )
     return list(opts.groups or cfg.groups)
 
 
@@ -132,8 +215,24 @@ def _moved_sqlite(cfg: FederationConfig, state_dir: str) -> FederationConfig:
     return dataclasses.replace(cfg, shards=tuple(shards))
 
 
-def _unit(description: str, exec_start: list[str], opts: RenderOptions, *, after_db: bool) -> str:
+def _unit(
+    description: str,
+    exec_start: list[str],
+    opts: RenderOptions,
+    *,
+    after_db: bool,
+    credentials: list[str] = (),  # type: ignore[assignment]
+    pgpass: bool = False,
+) -> str:
     after = "network-online.target" + (" postgresql.service" if after_db else "")
+    config_dir = opts.config_path.rsplit("/", 1)[0] or "/"
+    # secrets as systemd credentials: copied to $CREDENTIALS_DIRECTORY (%d), readable by the service only
+    creds = [f"LoadCredential={name}:{config_dir}/keys/{name}" for name in credentials]
+    if pgpass:
+        creds += [
+            f"LoadCredential={PGPASS_CREDENTIAL}:{config_dir}/{PGPASS_CREDENTIAL}",
+            f"Environment=PGPASSFILE=%d/{PGPASS_CREDENTIAL}",
+        ]
     return "\n".join(
         [
             "# rendered by `fedctl deploy render`; edit federation.toml and render again",
@@ -150,6 +249,7 @@ def _unit(description: str, exec_start: list[str], opts: RenderOptions, *, after
             if opts.state_dir.startswith("/var/lib/")
             else f"ReadWritePaths={opts.state_dir}",
             f"ExecStart={shlex.join(exec_start)}",
+            *creds,
             "Restart=on-failure",
             "RestartSec=2",
             "KillSignal=SIGTERM",
@@ -166,14 +266,22 @@ def _unit(description: str, exec_start: list[str], opts: RenderOptions, *, after
 
 
 def _systemd(cfg: FederationConfig, opts: RenderOptions, groups: Iterable[str]) -> dict[str, str]:
-    moved = _moved_sqlite(cfg, opts.state_dir)
-    out = {"systemd/federation.toml": f"# install as {opts.config_path}\n" + moved.to_toml()}
+    config_dir = opts.config_path.rsplit("/", 1)[0] or "/"
+    moved, pgpass = _scrubbed(_moved_sqlite(cfg, opts.state_dir), f"{config_dir}/keys")
+    notes = f"# install as {opts.config_path}\n"
+    if pgpass:
+        notes += f"# the Postgres password is not here: put it in {config_dir}/{PGPASS_CREDENTIAL} (libpq's .pgpass format)\n"
+    if moved.security is not None:
+        notes += f"# the key files named here go in {config_dir}/keys (the units load the secret halves as credentials)\n"
+    out = {"systemd/federation.toml": notes + moved.to_toml()}
     uses_pg = any(_sqlite_path(s.store) is None for s in moved.shards)
+    extra = ["--insecure"] if opts.insecure and cfg.security is None else []
     out["systemd/luigi-federation-router.service"] = _unit(
         "luigi-federation router (ZeroMQ front, Luigi's HTTP API)",
-        [opts.fedctl, "router", "serve", "--config", opts.config_path],
+        [opts.fedctl, "router", "serve", "--config", opts.config_path, *extra],
         opts,
         after_db=False,
+        credentials=_secret_keys(moved.security, "router"),
     )
     for group in groups:
         for sid in cfg.groups[group]:
@@ -184,17 +292,21 @@ def _systemd(cfg: FederationConfig, opts: RenderOptions, groups: Iterable[str]) 
             # owner exits with status 3 and Restart=on-failure brings it back as a standby
             out[f"systemd/{group}/luigi-federation-shard-{sid}.service"] = _unit(
                 f"luigi-federation shard {sid} (business unit {group})",
-                argv + (["--standby"] if spec.standbys else []),
+                argv + (["--standby"] if spec.standbys else []) + extra,
                 opts,
                 after_db=after_db,
+                credentials=_secret_keys(moved.security, "shard"),
+                pgpass=pgpass and _sqlite_path(spec.store) is None,
             )
             for k, endpoint in enumerate(spec.standbys, 1):
                 out[f"systemd/{group}/luigi-federation-shard-{sid}-standby{k}.service"] = _unit(
                     f"luigi-federation shard {sid} standby {k} on {endpoint} (business unit {group}); "
                     "install it on that host",
-                    [*argv, "--standby", "--bind", endpoint],
+                    [*argv, "--standby", "--bind", endpoint, *extra],
                     opts,
                     after_db=after_db,
+                    credentials=_secret_keys(moved.security, "shard"),
+                    pgpass=pgpass and _sqlite_path(spec.store) is None,
                 )
     return out
 
@@ -236,6 +348,7 @@ def _deployment(
     command: list[str],
     ports: list[tuple[str, int]],
     volumes: list[tuple[str, dict[str, Any], str]],
+    env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     container: dict[str, Any] = {
         "name": name,
@@ -245,6 +358,8 @@ def _deployment(
         "volumeMounts": [{"name": v, "mountPath": mount} for v, _, mount in volumes],
         "readinessProbe": {"tcpSocket": {"port": ports[0][1]}, "periodSeconds": 5},
     }
+    if env:
+        container["env"] = [{"name": k, "value": v} for k, v in env.items()]
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -281,11 +396,54 @@ def _k8s_list(items: list[dict[str, Any]]) -> str:
     return json.dumps({"apiVersion": "v1", "kind": "List", "items": items}, indent=2) + "\n"
 
 
+def _secret_volumes(
+    sec: SecurityConfig | None, role: str, keys_dir: str, pgpass: bool
+) -> tuple[list[tuple[str, dict[str, Any], str]], dict[str, str]]:
+    """Volumes (and env) of the Secrets one pod needs: the public keys and its own secret keys, the
+    pgpass file.  The Secrets are referenced, never rendered: ``kubectl create secret generic``."""
+    volumes: list[tuple[str, dict[str, Any], str]] = []
+    env: dict[str, str] = {}
+    if sec is not None:
+        files = _public_keys(sec) + _secret_keys(sec, role)
+        volumes.append(
+            (
+                "keys",
+                {
+                    "secret": {
+                        "secretName": KEYS_SECRET,
+                        "defaultMode": 0o400,
+                        "items": [{"key": f, "path": f} for f in files],
+                    }
+                },
+                keys_dir,
+            )
+        )
+    if pgpass:
+        volumes.append(
+            (
+                "pgpass",
+                {
+                    "secret": {
+                        "secretName": PGPASS_SECRET,
+                        "defaultMode": 0o400,
+                        "items": [{"key": PGPASS_CREDENTIAL, "path": PGPASS_CREDENTIAL}],
+                    }
+                },
+                f"{keys_dir}-pgpass",
+            )
+        )
+        env["PGPASSFILE"] = f"{keys_dir}-pgpass/{PGPASS_CREDENTIAL}"
+    return volumes, env
+
+
 def _kubernetes(cfg: FederationConfig, opts: RenderOptions, groups: Iterable[str]) -> dict[str, str]:
-    kcfg = _k8s_config(cfg, opts)
     config_dir = opts.config_path.rsplit("/", 1)[0] or "/"
+    keys_dir = (config_dir.rstrip("/") or "") + "-keys"
+    kcfg, pgpass = _scrubbed(_k8s_config(cfg, opts), keys_dir)
+    extra = ["--insecure"] if opts.insecure and cfg.security is None else []
     config_file = opts.config_path.rsplit("/", 1)[1]
     config_volume = ("config", {"configMap": {"name": "luigi-federation-config"}}, config_dir)
+    router_secrets, _ = _secret_volumes(kcfg.security, "router", keys_dir, False)
     router_labels = _labels("router")
     router_ports = [("zmq", _port(cfg.router.zmq))]
     if kcfg.router.http_host_port:
@@ -310,9 +468,10 @@ def _kubernetes(cfg: FederationConfig, opts: RenderOptions, groups: Iterable[str
                 opts.config_path,
                 "--metrics",
                 f"0.0.0.0:{METRICS_PORT}",
+                *extra,
             ],
             router_ports,
-            [config_volume],
+            [config_volume, *router_secrets],
         ),
         _service("lf-router", opts, router_labels, router_ports),
     ]
@@ -325,7 +484,9 @@ def _kubernetes(cfg: FederationConfig, opts: RenderOptions, groups: Iterable[str
             labels = _labels("shard", group, sid)
             port = _port(spec.endpoint)
             ports = [("zmq", port), ("metrics", METRICS_PORT)]
-            volumes = [config_volume]
+            is_pg = _sqlite_path(spec.store) is None
+            secret_volumes, env = _secret_volumes(kcfg.security, "shard", keys_dir, pgpass and is_pg)
+            volumes = [config_volume, *secret_volumes]
             if _sqlite_path(spec.store) is not None:
                 claim = f"{name}-data"
                 items.append(
@@ -341,6 +502,7 @@ def _kubernetes(cfg: FederationConfig, opts: RenderOptions, groups: Iterable[str
                 )
                 volumes = [
                     config_volume,
+                    *secret_volumes,
                     ("data", {"persistentVolumeClaim": {"claimName": claim}}, opts.state_dir),
                 ]
             items.append(
@@ -360,9 +522,11 @@ def _kubernetes(cfg: FederationConfig, opts: RenderOptions, groups: Iterable[str
                         f"tcp://0.0.0.0:{port}",
                         "--metrics",
                         f"0.0.0.0:{METRICS_PORT}",
+                        *extra,
                     ],
                     ports,
                     volumes,
+                    env,
                 )
             )
             items.append(_service(name, opts, labels, [("zmq", port)]))

@@ -117,9 +117,11 @@ def follow(
 
 
 def _client(args: argparse.Namespace) -> Any:
+    from fedctl.secure import client_curve
     from federation.transport import ZmqClient
 
-    return ZmqClient(args.router, timeout=args.timeout)
+    # a secured federation: an admin's key applies and aborts, an operator's plans and follows
+    return ZmqClient(args.router, timeout=args.timeout, curve=client_curve(args.key, args.server_key))
 
 
 def cmd_reshard_plan(args: argparse.Namespace) -> int:
@@ -196,6 +198,9 @@ def add_parser(sub: Any, env: Callable[..., Any], default_router: str) -> None:
         p.add_argument(
             "--timeout", type=float, default=60.0, help="seconds to wait for one answer of the router"
         )
+        from fedctl.cli import key_options
+
+        key_options(p)
         if to:
             p.add_argument("--to", required=True, help="the new federation.toml")
 

@@ -37,6 +37,8 @@ class Child:
     argv: list[str]  # arguments after ``fedctl``
     endpoint: str | None = None  # ZeroMQ endpoint answering ``ready_method`` when the child is up
     ready_method: str = "shard_info"
+    #: the CURVE keys the readiness check uses on a secured federation (federation.keys.ClientCurve)
+    curve: Any = None
     proc: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     #: crashes in a row, each after less than HEALTHY_AFTER seconds of running: the backoff's exponent
@@ -155,8 +157,8 @@ def check_free(endpoints: list[tuple[str, str]]) -> None:
                 # another problem (a name that is not local...): the child reports it itself
 
 
-def answers(endpoint: str, method: str, timeout: float = 0.5) -> Any:
-    client = ZmqClient(endpoint, timeout=timeout)
+def answers(endpoint: str, method: str, timeout: float = 0.5, curve: Any = None) -> Any:
+    client = ZmqClient(endpoint, timeout=timeout, curve=curve)
     try:
         return client.call(method, {})
     except FederationError:
@@ -209,7 +211,7 @@ class Supervisor:
         for child in self.children:
             if child.endpoint is None:
                 continue
-            while not answers(child.endpoint, child.ready_method):
+            while not answers(child.endpoint, child.ready_method, curve=child.curve):
                 assert child.proc is not None
                 if child.proc.poll() is not None:
                     self.stop()

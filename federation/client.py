@@ -43,6 +43,7 @@ class FederationScheduler(luigi.rpc.RemoteScheduler):
         *,
         retry_attempts: int | None = None,
         retry_wait: float | None = None,
+        curve: Any = None,
     ) -> None:
         super().__init__(url=url, connect_timeout=connect_timeout)
         self._fetcher.close()  # the HTTP session Luigi made is never used
@@ -50,7 +51,10 @@ class FederationScheduler(luigi.rpc.RemoteScheduler):
             self._rpc_retry_attempts = retry_attempts
         if retry_wait is not None:
             self._rpc_retry_wait = retry_wait
-        self._client = ZmqClient(self._url, timeout=self._connect_timeout, meta={"client": "luigi-worker"})
+        # curve: a federation.keys.ClientCurve for a secured federation (fedctl run --key)
+        self._client = ZmqClient(
+            self._url, timeout=self._connect_timeout, meta={"client": "luigi-worker"}, curve=curve
+        )
 
     def close(self) -> None:
         self._client.close()

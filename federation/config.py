@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from federation.errors import ConfigError
+from federation.secconfig import SecurityConfig, parse_security
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +169,8 @@ _TOP_KEYS = {
     "resources",
     "tui",
     "luigi_config",
+    "security",
+    "principals",
 }
 _ID_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
 
@@ -272,6 +275,8 @@ class FederationConfig:
     #: layer Luigi's own configuration (luigi.cfg / luigi.toml) under this file; ``fedctl up``
     #: writes ``false`` into the resolved file it hands its children (see :func:`resolve_config`)
     luigi_config: bool = True
+    #: ``[security]`` and ``[[principals]]`` (docs/security.md); None: nothing is secured
+    security: SecurityConfig | None = None
 
     # -- lookups ---------------------------------------------------------------
     @property
@@ -377,6 +382,8 @@ class FederationConfig:
         except (TypeError, ValueError) as e:
             problems.append(f"luigi_config: {e}")
 
+        security = parse_security(data.get("security"), data.get("principals"), problems, base_dir)
+
         if not shards:
             problems.append("[[shards]]: at least one shard is required")
         if problems:
@@ -390,6 +397,7 @@ class FederationConfig:
             scheduler=scheduler,
             source=source,
             luigi_config=luigi_config,
+            security=security,
         )
 
     @classmethod
@@ -448,6 +456,10 @@ class FederationConfig:
             "scheduler": sched,
             "resources": dict(resources),
         }
+        if self.security is not None:
+            out["security"], principals = self.security.to_mapping()
+            if principals:
+                out["principals"] = principals
         if not self.luigi_config:
             out = {"luigi_config": False, **out}
         return out

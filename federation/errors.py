@@ -73,6 +73,18 @@ class ConfigError(FederationError):
         super().__init__("; ".join(prefix + p for p in self.problems))
 
 
+class Unauthenticated(FederationError):
+    """No credentials, or credentials nobody knows (HTTP 401)."""
+
+    code = "unauthenticated"
+
+
+class AccessDenied(FederationError):
+    """A known principal asked for something its role or namespaces do not allow (HTTP 403)."""
+
+    code = "forbidden"
+
+
 class RemoteError(FederationError):
     """An error reported by a server whose code has no more specific class here."""
 
@@ -87,6 +99,8 @@ _BY_CODE: dict[str, type[FederationError]] = {
         RequestTimeout,
         StorageError,
         ShardLockedError,
+        Unauthenticated,
+        AccessDenied,
     )
 }
 

@@ -52,10 +52,20 @@ def _common_options(sock: zmq.Socket, max_message_bytes: int | None) -> None:
 
 
 def bind_router(
-    ctx: zmq.Context, endpoint: str, *, max_message_bytes: int = wire.DEFAULT_MAX_MESSAGE_BYTES
+    ctx: zmq.Context,
+    endpoint: str,
+    *,
+    max_message_bytes: int = wire.DEFAULT_MAX_MESSAGE_BYTES,
+    curve: Any = None,
 ) -> zmq.Socket:
-    """A ROUTER socket bound to ``endpoint`` (``tcp://127.0.0.1:*`` picks a free port)."""
+    """A ROUTER socket bound to ``endpoint`` (``tcp://127.0.0.1:*`` picks a free port).
+
+    ``curve``: a :class:`federation.keys.ServerCurve` whose gatekeeper runs on ``ctx``; then only
+    its admitted keys get through, and :func:`recv_frames_user` tells who sent each message.
+    """
     sock = ctx.socket(zmq.ROUTER)
+    if curve is not None:
+        curve.apply(sock)
     _common_options(sock, max_message_bytes)
     sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
     sock.setsockopt(zmq.SNDHWM, 100_000)
@@ -65,6 +75,8 @@ def bind_router(
     except zmq.ZMQError as e:
         sock.close(0)
         raise TransportError(f"cannot bind {endpoint}: {e}") from e
+    if curve is not None and hasattr(curve, "watch"):
+        curve.watch(sock)  # plaintext peers never reach the ZAP handler: logged from the monitor
     return sock
 
 
@@ -75,6 +87,7 @@ def connect_dealer(
     identity: bytes | None = None,
     max_message_bytes: int | None = None,
     immediate: bool = False,
+    curve: Any = None,
 ) -> zmq.Socket:
     """A DEALER connected to ``endpoint``.
 
@@ -83,6 +96,8 @@ def connect_dealer(
     pipe and being delivered, stale, when the peer comes back.  The router uses it for shards.
     """
     sock = ctx.socket(zmq.DEALER)
+    if curve is not None:  # a federation.keys.ClientCurve
+        curve.apply(sock)
     if immediate:
         sock.setsockopt(zmq.IMMEDIATE, 1)
     _common_options(sock, max_message_bytes)
@@ -111,6 +126,7 @@ _NOBLOCK = int(zmq.NOBLOCK)
 _NOBLOCK_MORE = int(zmq.NOBLOCK | zmq.SNDMORE)
 _EVENTS = int(zmq.EVENTS)
 _POLLIN = int(zmq.POLLIN)
+_RCVMORE = int(zmq.RCVMORE)
 
 
 def has_input(sock: zmq.Socket) -> bool:
@@ -124,6 +140,26 @@ def recv_frames(sock: zmq.Socket) -> list[bytes] | None:
         return sock.recv_multipart(_NOBLOCK)
     except zmq.Again:
         return None
+
+
+def recv_frames_user(sock: zmq.Socket) -> tuple[list[bytes], str | None] | None:
+    """One waiting message without blocking and the principal ZAP gave its sender (``User-Id``;
+    None on a socket without CURVE), or None when nothing waits."""
+    try:
+        first = sock.recv(_NOBLOCK, copy=False)
+    except zmq.Again:
+        return None
+    try:
+        got = first.get("User-Id")
+        user = str(got) if got else None
+    except zmq.ZMQError:
+        user = None
+    frames = [first.bytes]
+    more = first.more
+    while more:
+        frames.append(sock.recv(_NOBLOCK))
+        more = bool(sock.getsockopt(_RCVMORE))
+    return frames, user
 
 
 def send_frames(sock: zmq.Socket, frames: list[bytes]) -> bool:
@@ -186,13 +222,13 @@ def split_endpoints(endpoint: str) -> list[str]:
     return [ep.strip() for ep in endpoint.split(",") if ep.strip()]
 
 
-def connect_any(ctx: zmq.Context, endpoint: str) -> zmq.Socket:
+def connect_any(ctx: zmq.Context, endpoint: str, *, curve: Any = None) -> zmq.Socket:
     """A client DEALER for one endpoint, or for a list of redundant routers: one DEALER connected to
     all of them with ZMQ_IMMEDIATE, so requests go only to a completed connection: the leader's (a
     standby binds nothing). A request that times out drops the socket; the next one connects afresh
     and goes to whichever router serves by then."""
     endpoints = split_endpoints(endpoint)
-    sock = connect_dealer(ctx, endpoints[0], immediate=len(endpoints) > 1)
+    sock = connect_dealer(ctx, endpoints[0], immediate=len(endpoints) > 1, curve=curve)
     for ep in endpoints[1:]:
         try:
             sock.connect(ep)
@@ -205,11 +241,20 @@ def connect_any(ctx: zmq.Context, endpoint: str) -> zmq.Socket:
 class ZmqClient:
     """Blocking request/reply over ZeroMQ; one DEALER per thread and process."""
 
-    def __init__(self, endpoint: str, *, timeout: float = 10.0, meta: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        timeout: float = 10.0,
+        meta: dict[str, Any] | None = None,
+        curve: Any = None,
+    ) -> None:
         _check_endpoint(endpoint)
         self.endpoint = endpoint
         self.timeout = timeout
         self.meta = dict(meta or {})
+        #: a federation.keys.ClientCurve: this client's keys and the server's public key
+        self.curve = curve
         self._pid = os.getpid()
         self._ctx: zmq.Context | None = None
         self._local = threading.local()
@@ -233,7 +278,7 @@ class ZmqClient:
         ctx = self._context()
         sock = getattr(self._local, "sock", None)
         if sock is None:
-            sock = connect_any(ctx, self.endpoint)
+            sock = connect_any(ctx, self.endpoint, curve=self.curve)
             self._local.sock = sock
         return sock
 
@@ -298,11 +343,20 @@ class AsyncZmqClient:
     :meth:`close` there too.
     """
 
-    def __init__(self, endpoint: str, *, timeout: float = 10.0, meta: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        timeout: float = 10.0,
+        meta: dict[str, Any] | None = None,
+        curve: Any = None,
+    ) -> None:
         _check_endpoint(endpoint)
         self.endpoint = endpoint
         self.timeout = timeout
         self.meta = dict(meta or {})
+        #: a federation.keys.ClientCurve: this client's keys and the server's public key
+        self.curve = curve
         self._ctx: zmq.asyncio.Context | None = None
         self._sock: Any = None
         self._reader: asyncio.Task[None] | None = None
@@ -314,7 +368,7 @@ class AsyncZmqClient:
             self.close()  # the reader died (logged): start over with a new socket
         if self._sock is None:
             self._ctx = zmq.asyncio.Context()
-            self._sock = connect_any(self._ctx, self.endpoint)
+            self._sock = connect_any(self._ctx, self.endpoint, curve=self.curve)
             self._reader = asyncio.get_running_loop().create_task(self._read())
         return self._sock
 
@@ -335,13 +389,18 @@ class AsyncZmqClient:
                 fut.set_result(reply)
 
     async def call(
-        self, method: str, kwargs: dict[str, Any] | None = None, *, timeout: float | None = None
+        self,
+        method: str,
+        kwargs: dict[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+        meta: dict[str, Any] | None = None,
     ) -> Any:
         """Send one request and await its reply; raise the server's error as a FederationError."""
         kwargs = kwargs or {}
         sock = self._socket()
         req_id = next(self._ids)
-        frames = request_frames(req_id, method, kwargs, self.meta)
+        frames = request_frames(req_id, method, kwargs, {**self.meta, **meta} if meta else self.meta)
         fut: asyncio.Future[wire.Reply] = asyncio.get_running_loop().create_future()
         self._pending[req_id] = fut
         wait = self.timeout if timeout is None else timeout

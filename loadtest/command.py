@@ -176,6 +176,12 @@ def register(subparsers: Any) -> None:
         help="with failures: call prune this often, so retries come after retry_delay",
     )
     g.add_argument("--keep", action="store_true", help="keep the started federation's data (and schemas)")
+    g.add_argument(
+        "--secure",
+        action="store_true",
+        help="secure the started federation (CURVE on every link, HTTP tokens; the workers use the worker "
+        "key and token): what security costs [FED_LT_SECURE]",
+    )
 
     g = run.add_argument_group("the run")
     g.add_argument(
@@ -270,6 +276,7 @@ def options_from_args(args: argparse.Namespace) -> Any:
         deadline=args.deadline,
         label=args.label,
         keep=args.keep,
+        secure=args.secure,
         chaos=args.chaos,
     )
 

@@ -25,6 +25,7 @@ the host) and every grant and report is recorded, for :mod:`loadtest.checks`.
 
 from __future__ import annotations
 
+import base64
 import getpass
 import heapq
 import http.client
@@ -62,7 +63,10 @@ class ZmqChannel:
     """The federation's native protocol: :class:`federation.transport.ZmqClient`."""
 
     def __init__(self, endpoint: str, timeout: float) -> None:
-        self.client = ZmqClient(endpoint, timeout=timeout, meta={"client": "loadtest"})
+        from federation.credentials import env_curve
+
+        # a secured federation: the key of FED_KEY (loadtest run --secure sets it)
+        self.client = ZmqClient(endpoint, timeout=timeout, meta={"client": "loadtest"}, curve=env_curve())
 
     def call(self, method: str, kwargs: dict[str, Any]) -> Any:
         try:
@@ -90,10 +94,15 @@ class HttpChannel:
         self.base = parsed.path.rstrip("/")
         self.timeout = timeout
         self.conn: http.client.HTTPConnection | None = None
+        # a secured federation: the token of FED_TOKEN as Luigi sends it, HTTP Basic (loadtest run --secure)
+        token = os.environ.get("FED_TOKEN")
+        self.auth = "Basic " + base64.b64encode(f"worker:{token}".encode()).decode() if token else None
 
     def call(self, method: str, kwargs: dict[str, Any]) -> Any:
         body = urllib.parse.urlencode({"data": json.dumps(kwargs)})
         headers = {"Content-Type": "application/x-www-form-urlencoded"}
+        if self.auth:
+            headers["Authorization"] = self.auth
         try:
             if self.conn is None:
                 self.conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)

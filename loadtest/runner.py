@@ -48,6 +48,8 @@ class RunOptions:
     store: str = "sqlite"
     pg_url: str = DEFAULT_PG_URL
     against_luigid: bool = False
+    #: the started federation secured (CURVE, tokens; docs/security.md): the cost A/B
+    secure: bool = False
     units: tuple[str, ...] = ("fin", "mkt", "ops")
     fan_in: int = 2
     fan_out: int = 10
@@ -188,6 +190,7 @@ def _run_one(
             pg_url=pg.url if pg is not None else opts.pg_url,
             keep=opts.keep,
             scheduler=SchedulerConfig(retry_delay=opts.retry_delay, resources=_resources(opts)),
+            secure=opts.secure,
             **(
                 {
                     "standbys": chaos_spec.standbys,

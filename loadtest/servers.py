@@ -66,7 +66,10 @@ class _Federation:
         raise ValueError(f"unknown transport {via!r} (zmq or http)")
 
     def call(self, method: str, kwargs: dict[str, Any], timeout: float = 120.0) -> Any:
-        client = ZmqClient(self.zmq, timeout=timeout, meta={"client": "loadtest"})
+        from federation.credentials import env_curve
+
+        # a running secured federation (--router): the key of FED_KEY, as the drivers use it
+        client = ZmqClient(self.zmq, timeout=timeout, meta={"client": "loadtest"}, curve=env_curve())
         try:
             return client.call(method, kwargs)
         finally:
@@ -92,6 +95,7 @@ class LocalFederation(_Federation):
         standbys: int = 0,
         session_timeout: float | None = None,
         router_timeout: float = 30.0,
+        secure: bool = False,
     ) -> None:
         if shards < 1:
             raise ValueError("--shards must be at least 1")
@@ -135,6 +139,15 @@ class LocalFederation(_Federation):
             router=RouterConfig(zmq=self.zmq, http=self.http, timeout=router_timeout, health_timeout=10.0),
             scheduler=scheduler or SchedulerConfig(),
         )
+        #: secure: CURVE and tokens (keys under workdir/keys); the drivers get the worker's credentials
+        #: through FED_KEY/FED_SERVER_KEY/FED_TOKEN, set by :meth:`start`
+        self.secure = secure
+        self.creds: Any = None
+        if secure:
+            from federation.credentials import provision, security_config
+
+            self.creds = provision(self.workdir)
+            self.config = self.config.replace(security=security_config(self.creds))
         self.placement = Placement.from_config(self.config)
         self.config_path = self.workdir / "federation.toml"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -143,8 +156,27 @@ class LocalFederation(_Federation):
     def schemas(self) -> list[str]:
         return [s.schema for s in self.config.shards if s.schema]
 
+    def _curve(self) -> Any:
+        if self.creds is None:
+            return None
+        from federation.keys import ClientCurve
+
+        return ClientCurve.from_files(self.creds.key("admin"), self.creds.public("router"))
+
+    def call(self, method: str, kwargs: dict[str, Any], timeout: float = 120.0) -> Any:
+        client = ZmqClient(self.zmq, timeout=timeout, meta={"client": "loadtest"}, curve=self._curve())
+        try:
+            return client.call(method, kwargs)
+        finally:
+            client.close()
+
     def start(self, timeout: float = 90.0) -> LocalFederation:
         self.workdir.mkdir(parents=True, exist_ok=True)
+        if self.creds is not None:
+            from federation.credentials import client_env
+
+            self._saved_env = {k: os.environ.get(k) for k in ("FED_KEY", "FED_SERVER_KEY", "FED_TOKEN")}
+            os.environ.update(client_env(self.creds, "worker"))
         self.config_path.write_text(self.config.to_toml())
         env = dict(os.environ)
         env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
@@ -173,7 +205,7 @@ class LocalFederation(_Federation):
             if self.proc.poll() is not None:
                 raise RuntimeError(f"fedctl up exited with {self.proc.returncode}: {self.log_tail()}")
             try:
-                client = ZmqClient(self.zmq, timeout=1.0)
+                client = ZmqClient(self.zmq, timeout=1.0, curve=self._curve())
                 try:
                     h = client.call("federation_health", {})
                 finally:
@@ -208,6 +240,11 @@ class LocalFederation(_Federation):
         return out
 
     def stop(self) -> None:
+        for name, value in getattr(self, "_saved_env", {}).items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:

@@ -12,7 +12,18 @@ class Call:
     change-feed pull); ``body`` is the shard's reply, held until ``waits`` is back to zero.
     """
 
-    __slots__ = ("route", "req_id", "method", "kwargs", "request", "waits", "body", "done")
+    __slots__ = (
+        "route",
+        "req_id",
+        "method",
+        "kwargs",
+        "request",
+        "waits",
+        "body",
+        "done",
+        "principal",
+        "user",
+    )
 
     def __init__(
         self,
@@ -31,6 +42,10 @@ class Call:
         self.waits = 0
         self.body: bytes | None = None
         self.done = False
+        #: a scoped principal (federation.auth.Principal) whose reads are filtered to its namespaces
+        self.principal: Any = None
+        #: the sender's CURVE principal name (None on an unsecured router), for a replayed call
+        self.user: str | None = None
 
     @property
     def args(self) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from federation import __version__, wire
+from federation.auth import FILTERED_READS, Authorizer, filter_read
 from federation.config import FederationConfig
 from federation.errors import (
     BadArgumentsError,
@@ -51,6 +52,7 @@ from router.methods import (
     METHODS,
     ONE_WORKER,
     OWNER,
+    PLACEHOLDER_READ,
     RESHARD,
     UNDECODED,
     WORKER,
@@ -66,6 +68,8 @@ log = logging.getLogger("router.core")
 
 MAX_FRONT_FRAMES = 2 + wire.MAX_HOPS + 1
 FORGET_INTERVAL = 30.0
+#: a refused call is logged at most once per principal and method in this many seconds
+DENIAL_LOG_INTERVAL = 60.0
 
 Gathered = Callable[[list[tuple[str, Any]], list[tuple[str, FederationError]]], None]
 
@@ -120,6 +124,9 @@ class RouterCore:
             interval=config.router.relay_interval,
         )
         self._next_forget = clock() + FORGET_INTERVAL
+        #: who may call what (docs/security.md); None: an unsecured federation, every call is served
+        self.authz: Authorizer | None = authorizer(config)
+        self._denials: dict[tuple[str, str], float] = {}
         self.handlers: dict[str, Callable[[Call, Route], None]] = {
             FORWARD: self._on_forward,
             ADD_TASK: self._on_add_task,
@@ -134,6 +141,7 @@ class RouterCore:
             INVERSE_DEP_GRAPH: self._on_graph,
             HEALTH: self._on_health,
             OWNER: self._on_owner,
+            PLACEHOLDER_READ: self._on_placeholder_read,
             RESHARD: lambda call, route: self.reshard.serve(call),
         }
         self.reshard = Resharder(self, record_path(config))
@@ -185,12 +193,13 @@ class RouterCore:
         """Nothing to do at once: the relay resynchronises the shard on its next tick."""
 
     # -- client requests ---------------------------------------------------------------------------
-    def handle(self, frames: list[bytes]) -> None:
-        """One message from the front: ``[*route, routing_key, body]``."""
+    def handle(self, frames: list[bytes], user: str | None = None) -> None:
+        """One message from the front: ``[*route, routing_key, body]``; ``user`` is the principal of
+        the sender's CURVE key (a secured router serves nobody without one)."""
         try:
-            if self.reshard.holding and self.reshard.hold(frames):
+            if self.reshard.holding and self.reshard.hold(frames, user):
                 return  # about a task id being moved: answered after the switch
-            self._on_request(frames)
+            self._on_request(frames, user)
         except Exception as e:
             log.error("router: request failed", exc_info=True)
             self._reply_error(
@@ -199,7 +208,7 @@ class RouterCore:
                 FederationError(f"router error: {type(e).__name__}: {e}"),
             )
 
-    def _on_request(self, frames: list[bytes]) -> None:
+    def _on_request(self, frames: list[bytes], user: str | None = None) -> None:
         if len(frames) < 3 or len(frames) > MAX_FRONT_FRAMES:
             log.warning(
                 "router: dropped a message of %d frames (expected [routing_key, body])", len(frames) - 1
@@ -221,6 +230,18 @@ class RouterCore:
             )
             return
         head = wire.peek_header(body) if key else None
+        authz = self.authz
+        if head is not None and head[1] in UNDECODED:
+            if authz is not None:
+                # decided by the method alone (an unscoped principal), else decoded and checked below
+                principal = authz.principals.get(user) if user else None
+                if principal is None or authz.needs_body(principal, head[1]):
+                    head = None
+                else:
+                    denied = authz.authorize(principal, head[1], None)
+                    if denied is not None:
+                        self._deny(route, head[0], principal.name, head[1], denied)
+                        return
         if head is not None and head[1] in UNDECODED:
             # the hot path: a single-task call placed by its routing frame, body passed through
             self.metrics.request(head[1])
@@ -238,13 +259,37 @@ class RouterCore:
         except ProtocolError as e:
             self._reply_error(route, wire.peek_req_id(body), e)
             return
+        scoped = None
+        if authz is not None:
+            who = authz.resolve(user, req.meta)
+            if isinstance(who, FederationError):
+                self._deny(route, req.req_id, user or "(no key)", req.method, who)
+                return
+            denied = authz.authorize(who, req.method, req.kwargs)
+            if denied is not None:
+                self._deny(route, req.req_id, who.name, req.method, denied)
+                return
+            if not who.unscoped and req.method in FILTERED_READS:
+                scoped = who
         call = Call(route, req.req_id, req.method, req.kwargs, body)
+        call.principal = scoped
+        call.user = user
         self.metrics.request(req.method)
         spec = METHODS.get(req.method)
         if spec is None:
             self.fail(call, UnknownMethodError(f"unknown method {req.method!r}"))
             return
         self.handlers[spec.kind](call, spec)
+
+    def _deny(self, route: list[bytes], req_id: int, who: str, method: str, err: FederationError) -> None:
+        """Refuse a call (nothing changes); logged once a minute per principal and method."""
+        now = self.clock()
+        if now - self._denials.get((who, method), -DENIAL_LOG_INTERVAL) >= DENIAL_LOG_INTERVAL:
+            if len(self._denials) > 10_000:
+                self._denials.clear()
+            self._denials[(who, method)] = now
+            log.warning("router: refused %s from %s: %s", method, who, err.message)
+        self._reply_error(route, req_id, err)
 
     # -- placement -----------------------------------------------------------------------------------
     def route(self, task_id: str) -> str:
@@ -282,6 +327,8 @@ class RouterCore:
         if call.done:
             return
         call.done = True
+        if call.principal is not None and self.authz is not None:
+            result = filter_read(call.method, result, call.principal, self.authz.namespace_of)
         try:
             body = wire.encode_ok(call.req_id, result)
         except Exception as e:
@@ -489,6 +536,26 @@ class RouterCore:
             return
         Graph(self, call, root, kwargs, inverse=route.kind == INVERSE_DEP_GRAPH).start()
 
+    def _on_placeholder_read(self, call: Call, route: Route) -> None:
+        """``fetch_error`` of a task: its owner's answer, or, when the owner never had the task but a
+        dependent's shard made it a placeholder, that placeholder's (luigid has that one record)."""
+        task_id = call.args.get("task_id")
+        sid = self._owner_or_any(task_id)
+
+        def done(result: Any, err: FederationError | None) -> None:
+            if err is not None:
+                self.fail(call, err)
+                return
+            unknown = isinstance(result, dict) and set(result) == {"taskId", "error"}
+            if unknown and isinstance(task_id, str):
+                for mirror in sorted(self.relay.mirrors_of(task_id)):
+                    if mirror != sid and self.links[mirror].state is not LinkState.DOWN:
+                        self.pool.call(mirror, call.method, call.args, self._answer(call))
+                        return
+            self.reply(call, result)
+
+        self.pool.call(sid, call.method, call.args, done)
+
     def _on_owner(self, call: Call, route: Route) -> None:
         """``owner(task_id)`` -> ``{"task_id", "shard_id", "group"}``: where placement puts the task."""
         task_id = call.args.get("task_id")
@@ -592,6 +659,20 @@ class RouterCore:
                 sid, "shard_info", {}, on_info, timeout=self.health_timeout, force=True, probe=True
             )
             self.pool.call(sid, "fed_health", {}, on_fed, timeout=self.health_timeout, force=True)
+
+
+def authorizer(config: FederationConfig) -> Authorizer | None:
+    """The router's :class:`~federation.auth.Authorizer` of ``[security]``, or None when unsecured."""
+    security = config.security
+    if security is None:
+        return None
+    from federation.auth import GATEWAY, GATEWAY_PRINCIPAL, Principal
+    from federation.placement import namespace_of
+
+    principals = [Principal(p.name, p.role, p.namespaces) for p in security.principals]
+    principals.append(Principal(GATEWAY_PRINCIPAL, GATEWAY, ()))
+    tokens = {p.token_sha256: p.name for p in security.principals if p.token_sha256}
+    return Authorizer(principals, namespace_of, tokens)
 
 
 def _key(task_id: Any) -> bytes:

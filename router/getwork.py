@@ -383,6 +383,14 @@ class GetWork:
         if isinstance(batch_id, str):
             core.workers.batch_handed_out(batch_id, sid, self.call.args.get("worker"))
         if reply.get("task_id") is not None or batch_id is not None:
+            mirror = result.get("mirror")
+            if isinstance(mirror, list) and len(mirror) == 4 and isinstance(mirror[0], str):
+                # the task is RUNNING now: its mirrors on its dependents' shards say so before the
+                # answer, as in luigid (a dependent is UPSTREAM_RUNNING at once); sent ahead of
+                # anything the worker asks next (same queue per shard), no round trip waited for
+                for other in sorted(core.relay.mirrors_of(mirror[0])):
+                    if other != sid and core.pool.links[other].state is not LinkState.DOWN:
+                        core.pool.call(other, "fed_mirror_update", {"updates": [mirror]}, _ignore)
             self.finish(reply)
         else:
             self.next()

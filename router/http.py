@@ -28,6 +28,8 @@ never waits for a shard and any number of calls are in flight at once.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import json
 import logging
 import os
@@ -43,6 +45,7 @@ import tornado.netutil
 import tornado.web
 
 from federation import wire
+from federation.auth import ASSERT_META, Authorizer, Principal
 from federation.errors import FederationError
 from federation.transport import AsyncZmqClient
 from router.methods import LUIGI_METHODS
@@ -61,8 +64,16 @@ REFUSAL_LOG_INTERVAL = 30.0
 _UNAVAILABLE = {"unavailable", "timeout", "storage", "shard_locked"}
 
 
+#: the realm of the browser's Basic prompt (the visualiser asks for a token there)
+REALM = "luigi-federation"
+
+
 def status_for(err: FederationError) -> int:
     """The HTTP status of an error reply."""
+    if err.code == "unauthenticated":
+        return 401
+    if err.code == "forbidden":
+        return 403
     if err.code == "unknown_method":
         return 404
     if err.code in _CLIENT_ERRORS:
@@ -74,20 +85,66 @@ def status_for(err: FederationError) -> int:
     return 500
 
 
-@tornado.web.stream_request_body
-class RPCHandler(tornado.web.RequestHandler):
-    """``/api/<method>``; the body is streamed in so that an oversized one is refused unread."""
+def presented_token(header: str | None) -> str | None:
+    """The token of an ``Authorization`` header: ``Bearer TOKEN``, or HTTP Basic with the token as
+    the password (the user part is ignored: Luigi sends ``http://worker:TOKEN@host:8082``'s)."""
+    if not header:
+        return None
+    scheme, _, value = header.strip().partition(" ")
+    value = value.strip()
+    if scheme.lower() == "bearer":
+        return value or None
+    if scheme.lower() == "basic":
+        try:
+            decoded = base64.b64decode(value, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        user, colon, password = decoded.partition(":")
+        return (password if colon else user) or None
+    return None
 
-    def initialize(self, backend: AsyncZmqClient, max_body_bytes: int) -> None:
-        self.backend = backend
-        self.max_body_bytes = max_body_bytes
-        self._chunks: list[bytes] = []
-        self._size = 0
+
+class Guarded(tornado.web.RequestHandler):
+    """A handler that, on a secured gateway (``authz`` set), serves only a known token's holder."""
+
+    authz: Authorizer | None = None
 
     def _error(self, status: int, code: str, message: str) -> None:
         self.set_status(status)
         self.set_header("Content-Type", "application/json; charset=UTF-8")
+        if status == 401:
+            self.set_header("WWW-Authenticate", f'Basic realm="{REALM}", charset="UTF-8"')
         self.finish(json.dumps({"error": {"code": code, "message": message}}))
+
+    def principal(self) -> Principal | None:
+        """The caller, or None after answering 401 (no token, or a token nobody holds)."""
+        assert self.authz is not None
+        token = presented_token(self.request.headers.get("Authorization"))
+        found = self.authz.principal_of_token(token) if token else None
+        if found is None:
+            self._error(
+                401,
+                "unauthenticated",
+                "a token is required: HTTP Basic with the token as password "
+                "(http://USER:TOKEN@host:port) or Authorization: Bearer TOKEN"
+                if token is None
+                else "unknown token",
+            )
+        return found
+
+
+@tornado.web.stream_request_body
+class RPCHandler(Guarded):
+    """``/api/<method>``; the body is streamed in so that an oversized one is refused unread."""
+
+    def initialize(
+        self, backend: AsyncZmqClient, max_body_bytes: int, authz: Authorizer | None = None
+    ) -> None:
+        self.backend = backend
+        self.max_body_bytes = max_body_bytes
+        self.authz = authz
+        self._chunks: list[bytes] = []
+        self._size = 0
 
     def _too_large(self, size: int | str) -> None:
         if self._finished:
@@ -116,6 +173,12 @@ class RPCHandler(tornado.web.RequestHandler):
     async def get(self, method: str) -> None:
         if self._finished:
             return
+        meta: dict[str, Any] | None = None
+        if self.authz is not None:
+            who = self.principal()
+            if who is None:
+                return
+            meta = {ASSERT_META: who.name}
         if method not in LUIGI_METHODS and method not in EXTRA_METHODS:
             self._error(404, "unknown_method", f"unknown method {method!r}")
             return
@@ -144,7 +207,7 @@ class RPCHandler(tornado.web.RequestHandler):
             self._error(400, "bad_request", "data must be a JSON object of argument names to values")
             return
         try:
-            result = await self.backend.call(method, arguments)
+            result = await self.backend.call(method, arguments, meta=meta)
         except FederationError as e:
             self._error(status_for(e), e.code, e.message)
             return
@@ -159,8 +222,13 @@ class RPCHandler(tornado.web.RequestHandler):
     post = get
 
 
-class RootHandler(tornado.web.RequestHandler):
+class RootHandler(Guarded):
+    def initialize(self, authz: Authorizer | None = None) -> None:
+        self.authz = authz
+
     def get(self) -> None:
+        if self.authz is not None and self.principal() is None:
+            return
         # relative, like luigid, so a reverse proxy under a sub-path keeps working
         self.redirect("static/visualiser/index.html")
 
@@ -170,7 +238,24 @@ class RootHandler(tornado.web.RequestHandler):
 
 
 class StaticHandler(tornado.web.StaticFileHandler):
-    """Luigi's visualiser files; a path no file system can hold (a NUL byte) is a 404, not a 500."""
+    """Luigi's visualiser files; a path no file system can hold (a NUL byte) is a 404, not a 500.
+    On a secured gateway they too need a token, so that a browser asks for it (Basic prompt) on
+    the first page and sends it with every API call of the visualiser after."""
+
+    authz: Authorizer | None = None
+
+    def initialize(  # type: ignore[override]
+        self, path: str, default_filename: str | None = None, authz: Authorizer | None = None
+    ) -> None:
+        super().initialize(path, default_filename)
+        self.authz = authz
+
+    def prepare(self) -> None:
+        if self.authz is None:
+            return
+        token = presented_token(self.request.headers.get("Authorization"))
+        if token is None or self.authz.principal_of_token(token) is None:
+            Guarded._error(self, 401, "unauthenticated", "a token is required (HTTP Basic, password = token)")  # type: ignore[arg-type]
 
     def validate_absolute_path(self, root: str, absolute_path: str) -> str | None:
         if "\x00" in absolute_path:
@@ -216,13 +301,17 @@ class CappedHTTPServer(tornado.httpserver.HTTPServer):
         super().handle_stream(stream, address)
 
 
-class MetricsHandler(tornado.web.RequestHandler):
-    """Prometheus text exposition of the router's registry (luigid serves /metrics too)."""
+class MetricsHandler(Guarded):
+    """Prometheus text exposition of the router's registry (luigid serves /metrics too); with
+    ``[security] metrics_auth`` only for a token's holder (Prometheus: ``authorization``/``basic_auth``)."""
 
-    def initialize(self, registry: Any) -> None:
+    def initialize(self, registry: Any, authz: Authorizer | None = None) -> None:
         self.registry = registry
+        self.authz = authz
 
     def get(self) -> None:
+        if self.authz is not None and self.principal() is None:
+            return
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
         self.set_header("Content-Type", CONTENT_TYPE_LATEST)
@@ -235,19 +324,32 @@ def make_app(
     timeout: float = 30.0,
     metrics_registry: Any = None,
     max_body_bytes: int = wire.DEFAULT_MAX_MESSAGE_BYTES,
+    curve: Any = None,
+    authz: Authorizer | None = None,
+    metrics_auth: bool = False,
 ) -> tornado.web.Application:
-    """The tornado application; ``app.settings["backend"].close()`` (on its loop) releases its socket."""
-    backend = AsyncZmqClient(router_endpoint, timeout=timeout, meta={"client": "http-gateway"})
+    """The tornado application; ``app.settings["backend"].close()`` (on its loop) releases its socket.
+
+    ``curve`` (a :class:`federation.keys.ClientCurve`) and ``authz``: a secured gateway, which serves
+    only token holders and passes each one's principal to the router (docs/security.md)."""
+    backend = AsyncZmqClient(router_endpoint, timeout=timeout, meta={"client": "http-gateway"}, curve=curve)
     routes: list[Any] = [
-        (r"/api/(.*)", RPCHandler, {"backend": backend, "max_body_bytes": max_body_bytes}),
-        (r"/", RootHandler),
+        (r"/api/(.*)", RPCHandler, {"backend": backend, "max_body_bytes": max_body_bytes, "authz": authz}),
+        (r"/", RootHandler, {"authz": authz}),
     ]
     if metrics_registry is not None:
-        routes.append((r"/metrics", MetricsHandler, {"registry": metrics_registry}))
+        routes.append(
+            (
+                r"/metrics",
+                MetricsHandler,
+                {"registry": metrics_registry, "authz": authz if metrics_auth else None},
+            )
+        )
     app = tornado.web.Application(
         routes,
         static_path=STATIC_PATH,
         static_handler_class=StaticHandler,
+        static_handler_args={"authz": authz},
         compress_response=True,
         backend=backend,
     )
@@ -267,7 +369,11 @@ class Gateway:
         max_body_bytes: int = wire.DEFAULT_MAX_MESSAGE_BYTES,
         max_connections: int = MAX_CONNECTIONS,
         header_timeout: float = HEADER_TIMEOUT,
+        security: Any = None,
+        authz: Authorizer | None = None,
     ) -> None:
+        self.security = security
+        self.authz = authz
         self.metrics_registry = metrics_registry
         self.max_body_bytes = max_body_bytes
         self.max_connections = max_connections
@@ -305,11 +411,31 @@ class Gateway:
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stopped = asyncio.Event()
+        curve = None
+        ssl_options: Any = None
+        sec = self.security
+        if sec is not None:
+            from federation.keys import gateway_curve
+
+            curve = gateway_curve(sec)
+            if sec.http_tls_cert:
+                import ssl
+
+                ssl_options = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+                try:
+                    ssl_options.load_cert_chain(sec.http_tls_cert, sec.http_tls_key)
+                except (OSError, ssl.SSLError) as e:
+                    from federation.errors import ConfigError
+
+                    raise ConfigError(f"[security] http_tls_cert/http_tls_key: cannot load: {e}") from None
         app = make_app(
             self.router_endpoint,
             timeout=self.timeout,
             metrics_registry=self.metrics_registry,
             max_body_bytes=self.max_body_bytes,
+            curve=curve,
+            authz=self.authz if sec is not None else None,
+            metrics_auth=bool(sec is not None and sec.metrics_auth),
         )
         try:
             sockets = tornado.netutil.bind_sockets(self.port, address=self.host)
@@ -323,6 +449,7 @@ class Gateway:
             idle_connection_timeout=self.header_timeout,
             body_timeout=BODY_TIMEOUT,
             max_body_size=2 * self.max_body_bytes,
+            ssl_options=ssl_options,
         )
         server.max_connections = self.max_connections
         self.server = server
@@ -354,6 +481,7 @@ def start_gateway(
     max_body_bytes: int = wire.DEFAULT_MAX_MESSAGE_BYTES,
     max_connections: int = MAX_CONNECTIONS,
     header_timeout: float = HEADER_TIMEOUT,
+    security: Any = None,
 ) -> Gateway:
     """Bind ``host:port`` (port 0 picks a free one) and serve; ``.address`` is the bound ``host:port``."""
     # one line per request at INFO would drown the router's own log; keep tornado's errors
@@ -361,6 +489,11 @@ def start_gateway(
     if access.level == logging.NOTSET:
         access.setLevel(logging.WARNING)
     registry = None
+    authz = None
+    if security is not None:
+        authz = getattr(getattr(router_obj, "core", None), "authz", None)
+        if authz is None:
+            raise ValueError("a secured gateway needs the router's authorizer (router_obj)")
     if router_obj is not None:
         # leave the router time to answer with its own "unavailable" before the gateway gives up
         timeout = max(timeout, 2 * getattr(router_obj, "timeout", 5.0) + 5)
@@ -373,4 +506,6 @@ def start_gateway(
         max_body_bytes=max_body_bytes,
         max_connections=max_connections,
         header_timeout=header_timeout,
+        security=security,
+        authz=authz,
     ).start()

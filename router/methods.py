@@ -61,6 +61,8 @@ INVERSE_DEP_GRAPH = "inverse_dep_graph"
 HEALTH = "health"
 OWNER = "owner"
 RESHARD = "reshard"
+#: a single-task read whose owner may not know the task while a dependent's shard has its placeholder
+PLACEHOLDER_READ = "placeholder_read"
 
 KINDS = frozenset(
     {
@@ -73,6 +75,7 @@ KINDS = frozenset(
         ALL,
         ANY,
         GET_WORK,
+        PLACEHOLDER_READ,
         DEP_GRAPH,
         INVERSE_DEP_GRAPH,
         HEALTH,
@@ -112,7 +115,7 @@ METHODS: dict[str, Route] = {
     "report_task_statistics": Route(FORWARD),
     "add_scheduler_message_response": Route(FORWARD),
     "get_scheduler_message_response": Route(FORWARD),
-    "fetch_error": Route(FORWARD),
+    "fetch_error": Route(PLACEHOLDER_READ),
     "task_events": Route(FORWARD),  # the federation's own: a task's status history from its owner
     "add_task": Route(ADD_TASK),
     "mark_as_done": Route(FORWARD_RELAY),

@@ -114,7 +114,6 @@ class Relay:
         (after the add_task that makes the placeholder: same FIFO), so the worker's next get_work
         sees it — also when another call of this turn subscribed the same dependency first.
         """
-        new = False
         for field_name in ("deps", "new_deps"):
             deps = kwargs.get(field_name)
             if not isinstance(deps, list):
@@ -129,7 +128,6 @@ class Relay:
                 if self._subscribe(dep, sid):
                     self._status_asks.setdefault(dep_owner, {}).setdefault(dep, set()).add(sid)
                     waiting = self._unsettled.setdefault(key, [])
-                    new = True
                 else:
                     found = self._unsettled.get(key)
                     if found is None:
@@ -138,10 +136,6 @@ class Relay:
                 if not any(c is call for c in waiting):
                     call.waits += 1
                     waiting.append(call)
-        if new:
-            # the new placeholders are the first mention of their tasks: this shard's feed
-            # tells their owners when they were made (``fed_first_mention``) before the answer
-            self.hold(call, sid)
 
     def reraise(self, task_id: str, sid: str, priority: Any) -> None:
         """``add_task(task_id)`` was just forwarded to its owner ``sid``: a priority its mirrors
@@ -321,6 +315,14 @@ class Relay:
                     if err is None and isinstance(result, dict):
                         for task_id in result.get("missing") or ():
                             self._unsubscribe(task_id, sid)
+                        created = result.get("created")
+                        if isinstance(created, dict) and created:
+                            # new placeholders: their tasks' first mentions, for their owners
+                            by_owner: dict[str, dict[str, Any]] = defaultdict(dict)
+                            for task_id, pair in created.items():
+                                by_owner[self.owner(task_id)][task_id] = pair
+                            for owner, found in by_owner.items():
+                                self.pool.call(owner, "fed_first_mention", {"mentions": found}, _log_error)
 
                 self.pool.call(sid, "fed_mirror_update", {"updates": chunk}, done)
 

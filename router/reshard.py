@@ -131,6 +131,8 @@ def _write_atomically(path: str, text: str) -> None:
 class Held:
     frames: list[bytes]
     since: float
+    #: the sender's CURVE principal (issue 11): the replay is checked as the original was
+    user: str | None = None
 
 
 class Resharder:
@@ -202,7 +204,7 @@ class Resharder:
         assert self.old is not None and self.new is not None
         return bool(self.old.owner(task_id) != self.new.owner(task_id))
 
-    def hold(self, frames: list[bytes]) -> bool:
+    def hold(self, frames: list[bytes], user: str | None = None) -> bool:
         """True if this request is about a moving id and waits here for the switch."""
         if not self.holding or len(frames) < 3:
             return False
@@ -215,14 +217,14 @@ class Resharder:
             return False
         if not self.moving(task_id):
             return False
-        self.held.append(Held(frames, self.core.clock()))
+        self.held.append(Held(frames, self.core.clock(), user))
         self.stats["held"] += 1
         return True
 
     def hold_call(self, call: Call) -> None:
         """Handle ``call`` again after the switch (it changed nothing; its answer would mislead)."""
         call.done = True
-        self.held.append(Held([*call.route, b"", call.request], self.core.clock()))
+        self.held.append(Held([*call.route, b"", call.request], self.core.clock(), call.user))
         self.stats["held"] += 1
 
     def _release_held(self) -> None:
@@ -230,7 +232,7 @@ class Resharder:
         now = self.core.clock()
         for h in held:
             self.stats["held_max_s"] = max(self.stats["held_max_s"], now - h.since)
-            self.core.handle(h.frames)
+            self.core.handle(h.frames, h.user)
 
     def _expire_held(self, now: float) -> None:
         if not self.held or now - self.held[0].since < HOLD_MAX:

@@ -54,7 +54,9 @@ class ZmqShardPool(ShardPool):
     #: replies taken from one shard per drain before the loop turns
     DRAIN_BATCH = 2048
 
-    def __init__(self, ctx: Any, specs: Iterable[tuple[ShardSpec, str]], **kwargs: Any) -> None:
+    def __init__(
+        self, ctx: Any, specs: Iterable[tuple[ShardSpec, str]], *, curve: Any = None, **kwargs: Any
+    ) -> None:
         super().__init__(specs, **kwargs)
         self._ctx = ctx
         #: sockets opened (True) or closed (False) since the loop last looked (resharding)
@@ -65,7 +67,7 @@ class ZmqShardPool(ShardPool):
         self._monitors: dict[Any, tuple[ShardLink, set[str]]] = {}
         try:
             for sid, link in self.links.items():
-                sock = transport.connect_dealer(ctx, link.spec.endpoint, immediate=True)
+                sock = transport.connect_dealer(ctx, link.spec.endpoint, immediate=True, curve=curve)
                 self._socks[sid] = sock
                 self._by_sock[sock] = link
                 # A shard with standbys: one DEALER connected to every endpoint it may be served on.
@@ -152,16 +154,36 @@ class Router:
         self.config = config
         self._ctx = zmq.Context()
         self._stop = threading.Event()
-        self.front = transport.bind_router(
-            self._ctx, bind or config.router.zmq, max_message_bytes=config.router.max_message_bytes
-        )
+        self._gate: Any = None
+        front_curve = shard_curve = None
+        if config.security is not None:
+            from federation.keys import router_front_curve, router_to_shards_curve
+
+            front_curve = router_front_curve(config.security)
+            shard_curve = router_to_shards_curve(config.security)
+            self._gate = front_curve.start(self._ctx)
+        self.secure = front_curve is not None
+        try:
+            self.front = transport.bind_router(
+                self._ctx,
+                bind or config.router.zmq,
+                max_message_bytes=config.router.max_message_bytes,
+                curve=front_curve,
+            )
+        except BaseException:
+            self._close_gate()
+            self._ctx.term()
+            raise
         self.endpoint = transport.last_endpoint(self.front)
         try:
             self.core = RouterCore(
-                config, self._send_front, lambda specs, **kw: ZmqShardPool(self._ctx, specs, **kw)
+                config,
+                self._send_front,
+                lambda specs, **kw: ZmqShardPool(self._ctx, specs, curve=shard_curve, **kw),
             )
         except BaseException:
             self.front.close(0)
+            self._close_gate()
             self._ctx.term()
             raise
         self.core.endpoint = self.endpoint
@@ -186,9 +208,15 @@ class Router:
     def stop(self) -> None:
         self._stop.set()
 
+    def _close_gate(self) -> None:
+        if self._gate is not None:
+            self._gate.stop()
+            self._gate = None
+
     def close(self) -> None:
         self.pool.close()
         self.front.close(0)
+        self._close_gate()
         self._ctx.term()
 
     def serve_forever(self) -> None:
@@ -249,6 +277,13 @@ class Router:
 
     def _drain_front(self) -> None:
         handle = self.core.handle
+        if self.secure:
+            for _ in range(FRONT_BATCH):
+                got = transport.recv_frames_user(self.front) if transport.has_input(self.front) else None
+                if got is None:
+                    return
+                handle(got[0], got[1])
+            return
         for _ in range(FRONT_BATCH):
             if not transport.has_input(self.front):
                 return
@@ -296,6 +331,7 @@ def serve(
                 config.router.http,
                 router_obj=router,
                 max_body_bytes=config.router.max_message_bytes,
+                security=config.security,
             )
             router.http_endpoint = gateway.address
             stop_http = gateway.stop

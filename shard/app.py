@@ -38,6 +38,7 @@ def build_shard(
     clock: Callable[[], float] = time.time,
     session_timeout: float | None = None,
     store: Store | None = None,
+    curve: Any = None,
 ) -> ShardServer:
     """Open the store (taking ownership), rebuild the core from it, bind the server.
 
@@ -75,6 +76,7 @@ def build_shard(
             methods=RPC_METHODS,
             extra_methods=extra,
             version=__version__,
+            curve=curve,
             **limits,
         )
     except BaseException:
@@ -120,6 +122,11 @@ def build_federated_shard(
     ``in_process`` binds no socket (``router.core.InProcRouter`` drives it); ``store``: the store a
     standby took over (``shard.standby.wait_for_ownership``)."""
     spec = config.shard(shard_id)
+    curve = None
+    if config.security is not None and not in_process:
+        from federation.keys import shard_curve
+
+        curve = shard_curve(config.security)
     return build_shard(
         shard_id,
         None if in_process else (bind or spec.endpoint),
@@ -132,4 +139,5 @@ def build_federated_shard(
         clock=clock,
         session_timeout=spec.owner_session_timeout,
         store=store,
+        curve=curve,
     )

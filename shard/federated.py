@@ -451,6 +451,7 @@ class FederatedCore:
         self._absorb()
         core = self.core
         missing: list[str] = []
+        created: dict[str, list[Any]] = {}
         for task_id, status, epoch, seq in parsed:
             if self.owns(task_id):
                 continue  # never overwrite a task this shard owns
@@ -464,10 +465,14 @@ class FederatedCore:
             current = self._version(task_id)
             if current is not None and version <= current:
                 continue
+            if current is None:
+                # the first update of a new placeholder: when it was made is its task's first
+                # mention, which the owner takes as the task's creation (fed_first_mention)
+                created[task_id] = [t.time, t.cseq]
             # no failures, retries or history of its own: the owner's history has this change
             core.force_status(task_id, _mirror_status(status))
             core.update_fed(task_id, {"epoch": version[0], "seq": version[1]})
-        return {"missing": missing}
+        return {"missing": missing, "created": created} if created else {"missing": missing}
 
     def _version(self, task_id: str) -> tuple[float, int] | None:
         """``(owner_epoch, seq)`` of the last update applied to a mirror (kept in its record)."""
@@ -542,6 +547,12 @@ class FederatedCore:
         out = {key: answer} if key is not None else dict(answer)
         if key is None and core.greedy_events:
             out["greedy"] = core.greedy_events
+        if key == "reply" and isinstance(answer, dict) and isinstance(answer.get("task_id"), str):
+            # the task handed out, as the change feed has it: the router updates its mirrors at
+            # once (the same update the relay would send at the next pull)
+            entry = self._feed.get(answer["task_id"])
+            if entry is not None:
+                out["mirror"] = [answer["task_id"], entry[1], self._epoch, entry[0]]
         out.update(resources_running=self._usage(), resource_pending=bool(self._res_tasks))
         return out
 

@@ -25,6 +25,7 @@ from typing import Any
 import zmq
 
 from federation import transport, wire
+from federation.auth import shard_allows
 from federation.errors import (
     BadArgumentsError,
     FederationError,
@@ -61,6 +62,7 @@ class ShardServer:
         methods: Iterable[str] | None = None,
         extra_methods: dict[str, Callable[..., Any]] | None = None,
         version: str = "",
+        curve: Any = None,
     ) -> None:
         self.shard_id = shard_id
         self.core = core
@@ -79,9 +81,21 @@ class ShardServer:
         self._ctx: zmq.Context | None = None
         self.sock: zmq.Socket | None = None
         self.endpoint = "inproc"
+        #: a federation.keys.ServerCurve: only the router (all methods) and admin keys (reads) get in
+        self.curve = curve
+        self._gate: Any = None
         if bind is not None:
             self._ctx = zmq.Context()
-            self.sock = transport.bind_router(self._ctx, bind, max_message_bytes=max_message_bytes)
+            if curve is not None:
+                self._gate = curve.start(self._ctx)
+            try:
+                self.sock = transport.bind_router(
+                    self._ctx, bind, max_message_bytes=max_message_bytes, curve=curve
+                )
+            except BaseException:
+                if self._gate is not None:
+                    self._gate.stop()
+                raise
             self.endpoint = transport.last_endpoint(self.sock)
         self._stop = threading.Event()
         self.lost_ownership: ShardLockedError | None = None
@@ -108,6 +122,8 @@ class ShardServer:
     def close(self) -> None:
         if self.sock is not None:
             self.sock.close(0)
+        if self._gate is not None:
+            self._gate.stop()
         if self._ctx is not None:
             self._ctx.term()
 
@@ -136,24 +152,42 @@ class ShardServer:
         """Handle every request waiting now (up to batch_max): apply, commit once, reply."""
         assert self.sock is not None, "run_once needs a bound socket (bind=None serves handle_batch)"
         batch: list[list[bytes]] = []
-        for _ in range(self.batch_max):
-            if not transport.has_input(self.sock):
-                break
-            try:
-                batch.append(self.sock.recv_multipart(zmq.NOBLOCK))
-            except zmq.Again:
-                break
+        users: list[str | None] | None = None
+        if self.curve is None:
+            for _ in range(self.batch_max):
+                if not transport.has_input(self.sock):
+                    break
+                try:
+                    batch.append(self.sock.recv_multipart(zmq.NOBLOCK))
+                except zmq.Again:
+                    break
+        else:
+            users = []
+            for _ in range(self.batch_max):
+                got = transport.recv_frames_user(self.sock) if transport.has_input(self.sock) else None
+                if got is None:
+                    break
+                batch.append(got[0])
+                users.append(got[1])
         if not batch:
             return 0
-        for frames in self.handle_batch(batch):
+        for frames in self.handle_batch(batch, users):
             transport.send_frames(self.sock, frames)
         return len(batch)
 
-    def handle_batch(self, batch: list[list[bytes]]) -> list[list[bytes]]:
+    def handle_batch(
+        self, batch: list[list[bytes]], users: list[str | None] | None = None
+    ) -> list[list[bytes]]:
         """Apply every request of ``batch`` (ROUTER frames ``[*route, key, body]``), commit once,
-        and return the reply frames ``[*route, reply]``, one per request, in order."""
+        and return the reply frames ``[*route, reply]``, one per request, in order.
+
+        ``users``: the principal of each request (CURVE's ``User-Id``), checked by
+        :func:`federation.auth.shard_allows`; None on a shard without CURVE."""
         t_batch = time.perf_counter()
-        replies = [self._handle(frames) for frames in batch]
+        if users is None:
+            replies = [self._handle(frames) for frames in batch]
+        else:
+            replies = [self._handle(frames, user) for frames, user in zip(batch, users, strict=True)]
         self.metrics.batch_size.labels(self.shard_id).observe(len(replies))
         commit_error = self._commit()
         out: list[list[bytes]] = []
@@ -169,7 +203,9 @@ class ShardServer:
         self.metrics.batch_seconds.labels(self.shard_id).observe(time.perf_counter() - t_batch)
         return out
 
-    def _handle(self, frames: list[bytes]) -> tuple[list[bytes], int, Any, FederationError | None, str]:
+    def _handle(
+        self, frames: list[bytes], user: Any = False
+    ) -> tuple[list[bytes], int, Any, FederationError | None, str]:
         if len(frames) < 3 or len(frames) > MAX_FRAMES:
             self.log.warning(
                 "shard %s: dropped a message of %d frames (expected [routing_key, body])",
@@ -186,6 +222,11 @@ class ShardServer:
         except ProtocolError as e:
             self.log.warning("shard %s: bad request: %s", self.shard_id, e)
             return route, wire.peek_req_id(body), None, e, "(bad)"
+        if user is not False:
+            denied = shard_allows(user, req.method)
+            if denied is not None:
+                self.log.warning("shard %s: refused %s from %s: %s", self.shard_id, req.method, user, denied)
+                return route, req.req_id, None, denied, req.method
         fn = self._methods.get(req.method)
         if fn is None:
             self.log.warning("shard %s: unknown method %r", self.shard_id, req.method)

@@ -77,7 +77,10 @@ def test_systemd_units_per_business_unit(tmp_path: Path) -> None:
 def test_kubernetes_manifests_per_business_unit(tmp_path: Path) -> None:
     cfg = load_federation_config(str(EXAMPLE))
     files = render(
-        cfg, RenderOptions(targets=("kubernetes",), image="registry.local/lf:1", k8s_namespace="data")
+        cfg,
+        RenderOptions(
+            targets=("kubernetes",), image="registry.local/lf:1", k8s_namespace="data", insecure=True
+        ),
     )
     assert set(files) == {"kubernetes/router.json", "kubernetes/default.json", "kubernetes/finance.json"}
     router = json.loads(files["kubernetes/router.json"])

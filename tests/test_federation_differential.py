@@ -150,11 +150,6 @@ def _on_different_shards(d: Differential) -> tuple[str, str]:
     return fed.task_on("s0", "dependent"), fed.task_on("s1", "dependency")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="router: fetch_error goes to the owner, which never had the task; luigid answers the "
-    "placeholder another task's deps made",
-)
 def test_fetch_error_of_a_dependency_known_only_on_another_shard() -> None:
     """Found by the machine against three shards (the most frequent finding), minimized."""
     d = Differential(make_config(), ThreeShards, check_changes=False)

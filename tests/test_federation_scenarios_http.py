@@ -150,11 +150,6 @@ def test_the_cases_spread_over_all_three_shards(tmp_path: Path) -> None:
     assert several >= 80 and spread >= several - 2, (several, spread)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="relay lag: a get_work hand-out of a task another shard mirrors is not relayed before the "
-    "answer, so the mirror says PENDING until the next feed pull (relay_interval, 0.25 s by default)",
-)
 def test_a_dependents_upstream_status_right_after_get_work(pool: FederationPool) -> None:
     """``A`` and ``B`` (which requires ``A``) live on different shards.  Right after ``get_work``
     hands ``A`` out, luigid lists ``B`` under ``UPSTREAM_RUNNING``; the federation does only once

@@ -392,10 +392,13 @@ def test_deploy_renders_standby_units_for_systemd_and_refuses_kubernetes() -> No
             ],
         }
     )
-    files = render(cfg, RenderOptions(targets=("systemd",)))
+    # shards on other hosts without [security]: rendered only when told so (docs/security.md)
+    files = render(cfg, RenderOptions(targets=("systemd",), insecure=True))
     owner = files["systemd/default/luigi-federation-shard-s0.service"]
     standby = files["systemd/default/luigi-federation-shard-s0-standby1.service"]
-    assert "ExecStart=" in owner and owner.split("ExecStart=")[1].split("\n")[0].endswith("--id s0 --standby")
+    assert "ExecStart=" in owner and owner.split("ExecStart=")[1].split("\n")[0].endswith(
+        "--id s0 --standby --insecure"
+    )
     assert "--standby --bind tcp://b:5601" in standby and "Restart=on-failure" in standby
     assert "--standby" not in files["systemd/default/luigi-federation-shard-s1.service"]
     with pytest.raises(ConfigError, match="standbys: rendered for systemd only"):

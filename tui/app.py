@@ -316,6 +316,7 @@ def run(
     timeout: float | None = None,
     replay: str | None = None,
     record: str | None = None,
+    curve: Any = None,
 ) -> int:
     """Entry point of ``fedctl tui``: build the source and run the app until the user quits.
 
@@ -325,7 +326,7 @@ def run(
     # --readonly can only make the app stricter than the file
     config = load_tui_config(config_path).replace(refresh=refresh, readonly=readonly or None, timeout=timeout)
     contexts = load_contexts(config_path, router or "") if not replay else ()
-    source = open_source(router, replay=replay, record=record, timeout=config.timeout)
+    source = open_source(router, replay=replay, record=record, timeout=config.timeout, curve=curve)
     try:
         current = next((c.name for c in contexts if c.router == router), None)
         result = FederationApp(source, config, contexts=contexts, context=current).run()

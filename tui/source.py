@@ -94,7 +94,9 @@ class RouterSource:
 
     live = True
 
-    def __init__(self, endpoint: str, *, timeout: float = 3.0) -> None:
+    def __init__(self, endpoint: str, *, timeout: float = 3.0, curve: Any = None) -> None:
+        #: a federation.keys.ClientCurve on a secured federation (fedctl tui --key)
+        self.curve = curve
         if not isinstance(endpoint, str) or "://" not in endpoint:
             raise ConfigError(
                 f"--router must be a ZeroMQ endpoint such as tcp://127.0.0.1:5555, got {endpoint!r}"
@@ -105,7 +107,9 @@ class RouterSource:
 
     @contextmanager
     def session(self, *, poll: bool = False) -> Iterator[Session]:
-        client = ZmqClient(self.endpoint, timeout=self.timeout, meta={"client": "fedctl-tui"})
+        client = ZmqClient(
+            self.endpoint, timeout=self.timeout, meta={"client": "fedctl-tui"}, curve=self.curve
+        )
         try:
             yield _ZmqSession(client)
         finally:
@@ -291,7 +295,12 @@ class _RecordingSession:
 
 
 def open_source(
-    router: str | None, *, replay: str | None = None, record: str | None = None, timeout: float = 3.0
+    router: str | None,
+    *,
+    replay: str | None = None,
+    record: str | None = None,
+    timeout: float = 3.0,
+    curve: Any = None,
 ) -> Source:
     """The source ``fedctl tui`` asks for: a replayed capture, or the router (optionally recorded)."""
     if replay:
@@ -300,7 +309,7 @@ def open_source(
         return ReplaySource(replay)
     if not router:
         raise ConfigError("--router is required (e.g. tcp://127.0.0.1:5555)")
-    source: Source = RouterSource(router, timeout=timeout)
+    source: Source = RouterSource(router, timeout=timeout, curve=curve)
     if record:
         source = RecordingSource(source, record)
     return source
