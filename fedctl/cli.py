@@ -261,8 +261,20 @@ def cmd_router_serve(args: argparse.Namespace) -> int:
         secured=cfg.security is not None,
         insecure=args.insecure,
     )
+    watchdog = None
+    if args.leader_lock and not args.standby:
+        raise ConfigError("--leader-lock is the lock of --standby routers: add --standby (or drop it)")
+    if args.standby:
+        from fedctl.routerha import lead_or_wait
+
+        watchdog = lead_or_wait(cfg, args)
+        if watchdog is None:
+            return 0
 
     def ready(router: Any) -> None:
+        if watchdog is not None:
+            router.lease = watchdog.valid
+            watchdog.start()
         if args.metrics:
             from prometheus_client import start_http_server
 
@@ -405,7 +417,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def federation_children(config_path: Path, *, insecure: bool = False) -> list[Any]:
+def federation_children(config_path: Path, *, insecure: bool = False, routers: int = 1) -> list[Any]:
     from fedctl.secure import supervisor_curves
     from fedctl.supervisor import Child
     from federation.config import load_federation_config
@@ -431,15 +443,16 @@ def federation_children(config_path: Path, *, insecure: bool = False) -> list[An
             Child(f"shard-{s.id}-standby{k}", [*argv, "--standby", "--bind", ep])
             for k, ep in enumerate(s.standbys, 1)
         ]
+    # with --routers N every router is a --standby on the same ports: the first leads, the others
+    # bind once it is gone (a killed leader, restarted, waits as a standby)
+    router_argv = ["router", "serve", "--config", str(config_path), *extra]
+    router_argv += ["--standby"] if routers > 1 else []
     children.append(
         Child(
-            "router",
-            ["router", "serve", "--config", str(config_path), *extra],
-            endpoint=cfg.router.zmq,
-            ready_method="federation_health",
-            curve=to_router,
+            "router", router_argv, endpoint=cfg.router.zmq, ready_method="federation_health", curve=to_router
         )
     )
+    children += [Child(f"router-standby{k}", router_argv) for k in range(1, routers)]
     return children
 
 
@@ -554,10 +567,13 @@ def _banner(config_path: Path, *, stays_up: bool = True) -> str:
 def cmd_up(args: argparse.Namespace) -> int:
     from fedctl.supervisor import Supervisor
 
+    if args.routers < 1:
+        raise ConfigError(f"--routers {args.routers}: at least 1")
     config_path, lock = _up_config(args)
     try:
         sup = Supervisor(
-            federation_children(config_path, insecure=args.insecure), Path(args.data_dir) / "logs"
+            federation_children(config_path, insecure=args.insecure, routers=args.routers),
+            Path(args.data_dir) / "logs",
         )
         sup.start()
         print(_banner(config_path), flush=True)
@@ -1139,7 +1155,7 @@ def build_parser(*, with_loadtest: bool = True) -> argparse.ArgumentParser:
     run.add_argument(
         "--scheduler",
         default=_env("FED_SCHEDULER", DEFAULT_ZMQ),
-        help=f"ZeroMQ endpoint of a router or shard (default {DEFAULT_ZMQ}) [FED_SCHEDULER]",
+        help=f"ZeroMQ endpoint of a router or shard, or a comma-separated list of redundant routers (default {DEFAULT_ZMQ}) [FED_SCHEDULER]",
     )
     key_options(run)
     run.set_defaults(func=cmd_run, passthrough=True)
@@ -1162,6 +1178,24 @@ def build_parser(*, with_loadtest: bool = True) -> argparse.ArgumentParser:
         "--metrics",
         default=_env("FED_METRICS"),
         help="HOST:PORT for Prometheus /metrics besides the HTTP gateway's /metrics [FED_METRICS]",
+    )
+    rserve.add_argument(
+        "--standby",
+        action="store_true",
+        help="run as one of several routers: bind and serve only while holding the leader lock, "
+        "wait for it before (docs/operations.md, router redundancy)",
+    )
+    rserve.add_argument(
+        "--leader-lock",
+        default=_env("FED_ROUTER_LEADER_LOCK"),
+        help="with --standby: a postgresql:// URL (advisory lock) or a file path (flock); default the "
+        "first Postgres store, else router.leader.lock beside the first SQLite store [FED_ROUTER_LEADER_LOCK]",
+    )
+    rserve.add_argument(
+        "--leader-timeout",
+        type=float,
+        default=5.0,
+        help="with a Postgres leader lock: seconds after which a frozen leader's lock is freed (default 5)",
     )
     rserve.add_argument("--log-level", default=_env("FED_LOG_LEVEL", "INFO"), help="[FED_LOG_LEVEL]")
     insecure_option(rserve)
@@ -1246,6 +1280,13 @@ def build_parser(*, with_loadtest: bool = True) -> argparse.ArgumentParser:
         "--data-dir by default), restart any that dies, stop all on Ctrl-C.",
     )
     local_options(up)
+    up.add_argument(
+        "--routers",
+        type=int,
+        default=1,
+        help="routers on the same ports: one leads, the others (--standby) bind them when it dies "
+        "(default 1; docs/operations.md) [FED_ROUTERS]",
+    )
     up.set_defaults(func=cmd_up)
 
     demo = sub.add_parser(
@@ -1271,7 +1312,7 @@ def build_parser(*, with_loadtest: bool = True) -> argparse.ArgumentParser:
     status.add_argument(
         "--router",
         default=_env("FED_ROUTER", DEFAULT_ZMQ),
-        help=f"router ZeroMQ endpoint (default {DEFAULT_ZMQ}) [FED_ROUTER]",
+        help=f"router ZeroMQ endpoint, or a comma-separated list of redundant routers (default {DEFAULT_ZMQ}) [FED_ROUTER]",
     )
     status.add_argument("--json", action="store_true", help="print federation_health as JSON")
     status.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the router")
@@ -1312,7 +1353,7 @@ def build_parser(*, with_loadtest: bool = True) -> argparse.ArgumentParser:
     prune.add_argument(
         "--router",
         default=_env("FED_ROUTER", DEFAULT_ZMQ),
-        help=f"router ZeroMQ endpoint (default {DEFAULT_ZMQ}) [FED_ROUTER]",
+        help=f"router ZeroMQ endpoint, or a comma-separated list of redundant routers (default {DEFAULT_ZMQ}) [FED_ROUTER]",
     )
     prune.add_argument(
         "--before", required=True, help="delete events before this time: epoch seconds or ISO 8601"
@@ -1376,7 +1417,7 @@ def build_parser(*, with_loadtest: bool = True) -> argparse.ArgumentParser:
     tui.add_argument(
         "--router",
         default=None,
-        help=f"router ZeroMQ endpoint (default: [router] zmq of --config, else {DEFAULT_ZMQ}) [FED_ROUTER]",
+        help=f"router ZeroMQ endpoint, or a comma-separated list of redundant routers (default: [router] zmq of --config, else {DEFAULT_ZMQ}) [FED_ROUTER]",
     )
     tui.add_argument(
         "--refresh",
@@ -1418,7 +1459,7 @@ def build_parser(*, with_loadtest: bool = True) -> argparse.ArgumentParser:
     call.add_argument(
         "--router",
         default=DEFAULT_ZMQ,
-        help=f"ZeroMQ endpoint of a router or shard (default {DEFAULT_ZMQ}) [FED_ROUTER]",
+        help=f"ZeroMQ endpoint of a router or shard, or a comma-separated list of redundant routers (default {DEFAULT_ZMQ}) [FED_ROUTER]",
     )
     call.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the answer")
     key_options(call)

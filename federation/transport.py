@@ -210,8 +210,32 @@ def reply_result(reply: wire.Reply) -> Any:
 
 
 def _check_endpoint(endpoint: Any) -> None:
-    if not isinstance(endpoint, str) or "://" not in endpoint:
-        raise TransportError(f"not a ZeroMQ endpoint: {endpoint!r} (expected e.g. tcp://127.0.0.1:5555)")
+    if not isinstance(endpoint, str) or not all("://" in ep for ep in endpoint.split(",")):
+        raise TransportError(
+            f"not a ZeroMQ endpoint: {endpoint!r} (expected e.g. tcp://127.0.0.1:5555, or a "
+            "comma-separated list of redundant routers)"
+        )
+
+
+def split_endpoints(endpoint: str) -> list[str]:
+    """``tcp://a:1,tcp://b:2`` -> both: the routers of one federation, one leading (router/standby.py)."""
+    return [ep.strip() for ep in endpoint.split(",") if ep.strip()]
+
+
+def connect_any(ctx: zmq.Context, endpoint: str, *, curve: Any = None) -> zmq.Socket:
+    """A client DEALER for one endpoint, or for a list of redundant routers: one DEALER connected to
+    all of them with ZMQ_IMMEDIATE, so requests go only to a completed connection: the leader's (a
+    standby binds nothing). A request that times out drops the socket; the next one connects afresh
+    and goes to whichever router serves by then."""
+    endpoints = split_endpoints(endpoint)
+    sock = connect_dealer(ctx, endpoints[0], immediate=len(endpoints) > 1, curve=curve)
+    for ep in endpoints[1:]:
+        try:
+            sock.connect(ep)
+        except zmq.ZMQError as e:
+            sock.close(0)
+            raise TransportError(f"cannot connect to {ep}: {e}") from e
+    return sock
 
 
 class ZmqClient:
@@ -254,7 +278,7 @@ class ZmqClient:
         ctx = self._context()
         sock = getattr(self._local, "sock", None)
         if sock is None:
-            sock = connect_dealer(ctx, self.endpoint, curve=self.curve)
+            sock = connect_any(ctx, self.endpoint, curve=self.curve)
             self._local.sock = sock
         return sock
 
@@ -281,13 +305,17 @@ class ZmqClient:
         req_id = next(self._ids)
         frames = request_frames(req_id, method, kwargs, {**self.meta, **(meta or {})}, routing_key)
         sock = self._socket()
+        wait = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + wait
+        if "," in self.endpoint and not sock.poll(max(1, int(wait * 1000)), zmq.POLLOUT):
+            # a list of routers (ZMQ_IMMEDIATE): none has a completed connection (none leads yet)
+            self._drop_socket()
+            raise RequestTimeout(f"no router of {self.endpoint} accepted {method} within {wait:g} s")
         try:
             sock.send_multipart(frames, copy=False)
         except zmq.ZMQError as e:
             self._drop_socket()
             raise TransportError(f"cannot send {method} to {self.endpoint}: {e}") from e
-        wait = self.timeout if timeout is None else timeout
-        deadline = time.monotonic() + wait
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not sock.poll(max(1, int(remaining * 1000)), zmq.POLLIN):
@@ -340,7 +368,7 @@ class AsyncZmqClient:
             self.close()  # the reader died (logged): start over with a new socket
         if self._sock is None:
             self._ctx = zmq.asyncio.Context()
-            self._sock = connect_dealer(self._ctx, self.endpoint, curve=self.curve)
+            self._sock = connect_any(self._ctx, self.endpoint, curve=self.curve)
             self._reader = asyncio.get_running_loop().create_task(self._read())
         return self._sock
 
@@ -377,7 +405,8 @@ class AsyncZmqClient:
         self._pending[req_id] = fut
         wait = self.timeout if timeout is None else timeout
         try:
-            await sock.send_multipart(frames)
+            # (a list of routers with none leading: the send waits, within the call's time)
+            await asyncio.wait_for(sock.send_multipart(frames), wait)
             reply = await asyncio.wait_for(fut, wait)
         except TimeoutError:
             raise RequestTimeout(f"no reply to {method} from {self.endpoint} within {wait:g} s") from None

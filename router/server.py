@@ -187,6 +187,8 @@ class Router:
             self._ctx.term()
             raise
         self.core.endpoint = self.endpoint
+        #: ``fedctl router serve --standby``: False while this leader may have lost the lead
+        self.lease: Callable[[], bool] | None = None
         pool = self.core.pool
         assert isinstance(pool, ZmqShardPool)
         self.pool: ZmqShardPool = pool
@@ -234,6 +236,11 @@ class Router:
         ):
             self._turn(poller, front=False, timers=True)
         while not self._stop.is_set():
+            if self.lease is not None and not self.lease():
+                # a standby-mode leader whose lease ran out (it was frozen, router/standby.py): no
+                # request and no relay until its watchdog proves it still leads, or it exits
+                self._stop.wait(0.01)
+                continue
             try:
                 self._turn(poller)
             except Exception:  # a bug must not take the federation's front door down

@@ -1152,3 +1152,90 @@ def _open_postgres(
             f"shard {shard_id}: session_timeout must be positive (or None), not {session_timeout!r}"
         )
     return PostgresStore(url, shard_id, schema=schema, readonly=readonly, session_timeout=session_timeout)
+
+
+# -- the routers' leader lock (fedctl router serve --standby, router/standby.py) -----------------
+_log_router = logging.getLogger("router.standby")
+
+
+class PgLeaderLock:
+    """The routers' leader lock: a session advisory lock ``(LFED, hashtext(key))`` in Postgres, on a
+    connection of its own whose ``idle_session_timeout`` is ``session_timeout`` (a frozen leader's
+    session, hence its lock, ends after it; :meth:`held` pings it to keep a live leader's)."""
+
+    def __init__(self, url: str, key: str, *, session_timeout: float = 5.0) -> None:
+        parsed = sa.engine.make_url(url)
+        if parsed.drivername in ("postgresql", "postgres"):
+            parsed = parsed.set(drivername="postgresql+psycopg2")
+        if parsed.drivername != "postgresql+psycopg2":
+            raise ConfigError(f"the router leader lock needs a postgresql:// URL, not {parsed.drivername}")
+        self.key = key
+        self.session_timeout = session_timeout
+        self.where = f"Postgres {parsed.host or 'localhost'}/{parsed.database} advisory lock {key!r}"
+        self._engine = sa.create_engine(
+            parsed,
+            poolclass=sa.pool.NullPool,
+            connect_args={
+                "connect_timeout": 5,
+                "keepalives": 1,
+                "keepalives_idle": 5,
+                "keepalives_interval": 2,
+                "keepalives_count": 3,
+            },
+        )
+        self._conn: Connection | None = None
+
+    def try_acquire(self) -> bool:
+        if self._conn is not None:
+            return True
+        try:
+            conn = self._engine.connect()
+        except sa_exc.SQLAlchemyError as e:
+            _log_router.warning("router leader lock: cannot reach %s: %s", self.where, _short(e))
+            return False
+        try:
+            ms = int(self.session_timeout * 1000)
+            if conn.dialect.server_version_info and conn.dialect.server_version_info >= (14,):
+                conn.exec_driver_sql(f"SET idle_session_timeout = {ms}")  # a frozen leader's lock goes
+            conn.exec_driver_sql(f"SET idle_in_transaction_session_timeout = {ms}")
+            conn.commit()
+            got = conn.execute(
+                sa.select(sa.func.pg_try_advisory_lock(_LOCK_CLASS, sa.func.hashtext(self.key)))
+            ).scalar_one()
+            conn.commit()
+        except sa_exc.SQLAlchemyError as e:
+            conn.close()
+            _log_router.warning("router leader lock: %s", _short(e))
+            return False
+        if not got:
+            conn.close()
+            return False
+        self._conn = conn
+        return True
+
+    def held(self) -> bool:
+        """A ping on the lock's session: it fails once Postgres ended the session (frozen too long,
+        database restarted), and then the lock may be another router's."""
+        conn = self._conn
+        if conn is None:
+            return False
+        try:
+            conn.exec_driver_sql("SELECT 1")
+            conn.commit()
+            return True
+        except sa_exc.SQLAlchemyError:
+            self.close()
+            return False
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except sa_exc.SQLAlchemyError:
+                pass
+            self._conn = None
+        self._engine.dispose()
+
+
+def _short(e: BaseException) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
