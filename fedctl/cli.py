@@ -1183,7 +1183,7 @@ def build_parser(*, with_loadtest: bool = True) -> argparse.ArgumentParser:
         "--standby",
         action="store_true",
         help="run as one of several routers: bind and serve only while holding the leader lock, "
-        "wait for it before (docs/operations.md, router redundancy)",
+        "wait for it before (docs/operations.md, router redundancy) [FED_ROUTER_STANDBY]",
     )
     rserve.add_argument(
         "--leader-lock",
