@@ -172,9 +172,15 @@ class GetWork:
                     for sid, r in results
                     if isinstance(r.get("greedy"), list)
                 }
-                if any(reserved.values()) or (
-                    not self.greedy_mode and any(r.get("greedy") for _, r in results)
-                ):
+                holding = any(
+                    isinstance(e, list) and len(e) == 6 and e[4]
+                    for _, r in results
+                    if isinstance(r.get("greedy"), list)
+                    for e in r["greedy"]
+                )
+                # (slots alone change nothing where no task needs resources: an assistant's walk
+                # reports every RUNNING task, a second round would be for nothing)
+                if any(reserved.values()) or (not self.greedy_mode and holding):
                     # Luigi's greedy walk reserves resources for higher-ranked tasks of any shard:
                     # every shard walks again with the others' RUNNING tasks and reservations in
                     # their rank places (SchedulerCore.external_greedy)
