@@ -117,16 +117,12 @@ class GetWork:
 
         def walked(results: list[tuple[str, Any]], errors: list[tuple[str, FederationError]]) -> None:
             for sid, events in results:
-                if isinstance(events, list):
-                    self.reserved[sid] = [
-                        e for e in events if isinstance(e, list) and len(e) == 6 and e[3] == 0
-                    ]
+                self.reserved[sid] = _events(events, RESERVED)
             core.gather(live, "fed_offer", kwargs, offered)
 
         def ran(results: list[tuple[str, Any]], errors: list[tuple[str, FederationError]]) -> None:
             for sid, events in results:
-                if isinstance(events, list):
-                    self.running[sid] = events
+                self.running[sid] = _events(events, RUNNING)
             if holders:
                 core.gather(
                     holders,
@@ -167,17 +163,8 @@ class GetWork:
                     tie = rank[2] if len(rank) > 2 else 0
                     ranked.append(((bool(offer.get("resend")), rank[0], rank[1], tie), -order, sid))
             if not self.walked_again:
-                reserved = {
-                    sid: [e for e in r["greedy"] if isinstance(e, list) and len(e) == 6 and e[3] == 0]
-                    for sid, r in results
-                    if isinstance(r.get("greedy"), list)
-                }
-                holding = any(
-                    isinstance(e, list) and len(e) == 6 and e[4]
-                    for _, r in results
-                    if isinstance(r.get("greedy"), list)
-                    for e in r["greedy"]
-                )
+                reserved = {sid: _events(r.get("greedy"), RESERVED) for sid, r in results}
+                holding = any(e[4] for _, r in results for e in _events(r.get("greedy")))
                 # (slots alone change nothing where no task needs resources: an assistant's walk
                 # reports every RUNNING task, a second round would be for nothing)
                 if any(reserved.values()) or (not self.greedy_mode and holding):
@@ -186,11 +173,7 @@ class GetWork:
                     # their rank places (SchedulerCore.external_greedy)
                     self.walked_again = True
                     for sid, r in results:
-                        events = r.get("greedy")
-                        if isinstance(events, list):
-                            self.running.setdefault(
-                                sid, [e for e in events if isinstance(e, list) and len(e) == 6 and e[3] == 1]
-                            )
+                        self.running.setdefault(sid, _events(r.get("greedy"), RUNNING))
                     self.reserved.update({sid: evs for sid, evs in reserved.items() if evs})
                     self.greedy_mode = True
                     self.offers.clear()
@@ -432,6 +415,17 @@ class GetWork:
 
 
 _MERGED = (*merge.COUNTERS, "worker_state", "running_tasks")
+
+
+#: the groups of a greedy event (``SchedulerCore.external_greedy``)
+RESERVED, RUNNING = 0, 1
+
+
+def _events(value: Any, group: int | None = None) -> list[list[Any]]:
+    """The well-formed greedy events of a shard's answer (of one ``group``, if given)."""
+    if not isinstance(value, list):
+        return []
+    return [e for e in value if isinstance(e, list) and len(e) == 6 and (group is None or e[3] == group)]
 
 
 def _ignore(result: Any, err: FederationError | None) -> None:

@@ -240,6 +240,13 @@ class TaskView(Protocol):
 # --------------------------------------------------------------------------- validation
 
 
+def _running_event(t: _Task, worker: str) -> list[Any]:
+    """A RUNNING task as a greedy event for other shards' walks (``external_greedy``, group 1):
+    in its rank place it uses a slot of ``worker`` and holds its resources."""
+    rr = t.resources_running if t.resources_running is not None else t.resources
+    return [-t.priority, t.time, t.seq, 1, [[r, a] for r, a in (rr or {}).items()], worker]
+
+
 def _pairs(value: Any) -> list[tuple[Any, Any]]:
     if not all(isinstance(p, (list, tuple)) and len(p) == 2 for p in value):
         raise TypeError("resources must be [[name, amount], ...]")
@@ -1519,12 +1526,7 @@ class SchedulerCore:
         a worker is dropped once that worker has no slot left (slots only shrink).
         """
         tasks = self._tasks
-        limit = self._now - self._config.worker_disconnect_delay
-        greedy: dict[str, Any] = {}
-        for w in self._workers.values():
-            lg = w.last_get_work
-            if lg is not None and lg > limit:
-                greedy[w.id] = w.info.get("workers", 1)
+        greedy = self._greedy_workers()
         caps = self._resources
         used = self._used_resources()
         gres: dict[str, Any] = {}
@@ -1560,10 +1562,7 @@ class SchedulerCore:
                 t = tasks[tid]
                 if t.status == RUNNING:
                     runs.append((-t.priority, t.time, t.seq, tid))
-                    # what other shards' walks must count in its place: its worker's slot, and the
-                    # resources it holds
-                    rr = t.resources_running if t.resources_running is not None else t.resources
-                    events.append([-t.priority, t.time, t.seq, 1, [[r, a] for r, a in (rr or {}).items()], g])
+                    events.append(_running_event(t, g))
         if runs:
             runs.sort()
             it_runs = iter(runs)
@@ -2500,18 +2499,24 @@ class SchedulerCore:
         events, self.greedy_events = self.greedy_events, []
         return events
 
-    def _running_events(self) -> list[list[Any]]:
+    def _greedy_workers(self) -> dict[str, Any]:
+        """Luigi's greedy workers: those that asked for work within ``worker_disconnect_delay``,
+        each with its slots (``info["workers"]``)."""
         limit = self._now - self._config.worker_disconnect_delay
-        out: list[list[Any]] = []
-        for w in self._workers.values():
-            if w.last_get_work is None or w.last_get_work <= limit:
-                continue
-            for tid in self._active_by_wr.get(w.id, ()):
-                t = self._tasks[tid]
-                rr = t.resources_running if t.resources_running is not None else t.resources
-                if t.status == RUNNING:
-                    out.append([-t.priority, t.time, t.seq, 1, [[r, a] for r, a in (rr or {}).items()], w.id])
-        return out
+        return {
+            w.id: w.info.get("workers", 1)
+            for w in self._workers.values()
+            if w.last_get_work is not None and w.last_get_work > limit
+        }
+
+    def _running_events(self) -> list[list[Any]]:
+        tasks = self._tasks
+        return [
+            _running_event(t, g)
+            for g in self._greedy_workers()
+            for tid in self._active_by_wr.get(g, ())
+            if (t := tasks[tid]).status == RUNNING
+        ]
 
     @property
     def external_greedy(self) -> list[list[Any]] | None:
