@@ -7,7 +7,8 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from federation.errors import FederationError, ProtocolError, TransportError
-from router import merge
+from federation.wire import SUMMARY_BATCH, SUMMARY_BATCH_RUNNING, SUMMARY_NONTRIVIAL
+from router import merge, summaries
 from router.calls import Call
 from router.links import LinkState
 
@@ -35,6 +36,8 @@ class GetWork:
     def __init__(self, core: RouterCore, call: Call, targets: list[str]) -> None:
         self.core = core
         self.call = call
+        for key in _FED_KEYS:  # the router's to set, never a client's
+            call.args.pop(key, None)
         self.targets = list(targets)
         self.queue: list[str] = []
         #: each shard's latest answer (offer or grant), for the counters
@@ -50,6 +53,10 @@ class GetWork:
         self.walked_again = False
         self.running: dict[str, list[Any]] = {}
         self.reserved: dict[str, list[Any]] = {}
+        #: a direct grant (``_grant_directly``): each shard's guard (the next shard's best rank)
+        self.direct = False
+        self.guards: dict[str, list[Any]] = {}
+        self.live: list[str] = []
 
     def start(self) -> None:
         pool = self.core.pool
@@ -92,7 +99,69 @@ class GetWork:
             self.queue = live
             self.next()
             return
+        if not holders and self.unavailable is None and self._grant_directly(live):
+            return
+        self._offer(live, holders)
+
+    def _grant_directly(self, live: list[str]) -> bool:
+        """Grant from the shards' summaries (``router.summaries``), without offers, when they
+        decide it: every shard's summary of the worker is in step and says a plain choice (a
+        trivial worker, no batch, no re-send, not disabled, no resources in play).  The shard with
+        the best task is asked to hand it out if it still ranks at least the next shard's best
+        (``fed_get_work(guard=...)``); one that has nothing after all passes to the next; one
+        whose choice is not plain any more declines, and the offers decide.  False: not decided
+        here (the offers run)."""
         core = self.core
+        pool = core.pool
+        worker = self.call.args.get("worker")
+        if not isinstance(worker, str) or self.call.args.get("assistant"):
+            return False
+        if any(r.usage or r.pending for r in core.resources.shards.values()):
+            return False  # resources in play: Luigi's greedy walk over all shards (the offers)
+        current = self.call.args.get("current_tasks")
+        listed = set(current) if isinstance(current, list) else None
+        ranked: list[tuple[tuple[Any, ...], int, str]] = []
+        for order, sid in enumerate(live):
+            link = pool.links[sid]
+            if not summaries.usable(link) or link.sum_prunes:
+                return False
+            summary = link.sums.get(worker)
+            if summary is None:
+                return False
+            counts, top, flags, running = summary
+            if flags & _NOT_PLAIN or counts.get("worker_state") == merge.DISABLED_STATE:
+                return False
+            if listed is not None and (
+                flags & SUMMARY_BATCH_RUNNING or any(tid not in listed for tid in running)
+            ):
+                return False  # Luigi's re-send of a RUNNING task, or an orphaned batch's reset
+            self.answers[sid] = counts
+            if top is not None:
+                ranked.append((tuple(top), -order, sid))
+        ranked.sort(reverse=True)
+        if ranked:
+            self.queue = [sid for _, _, sid in ranked]
+            # each shard hands out only what still ranks at least the next one's best
+            self.guards = {
+                sid: list(ranked[i + 1][0]) if i + 1 < len(ranked) else []
+                for i, (_, _, sid) in enumerate(ranked)
+            }
+        else:
+            # nothing anywhere: one shard hears the get_work (and hands out what came meanwhile)
+            self.queue = [live[0]]
+            self.guards = {live[0]: []}
+        core.workers.active_on(worker, self.queue[0], get_work=True)
+        core.metrics.get_work_path("direct")
+        self.direct = True
+        self.live = live
+        self.next()
+        return True
+
+    def _offer(self, live: list[str], holders: list[str]) -> None:
+        """Offers from every shard in ``live`` (and greedy walks where resources are in play)."""
+        core = self.core
+        pool = core.pool
+        core.metrics.get_work_path("offers")
         versions = {sid: core.resources.version(sid) for sid in live}
 
         walk = {"worker": self.call.args.get("worker"), "assistant": bool(self.call.args.get("assistant"))}
@@ -338,6 +407,8 @@ class GetWork:
             kwargs = {**self.call.args, "external_used_resources": core.resources.external_usage(sid)}
             if self.greedy_mode:
                 kwargs["external_greedy"] = self.external_for(sid)
+            if self.direct:
+                kwargs["guard"] = self.guards.get(sid, [])
             pool.call(
                 sid,
                 "fed_get_work",
@@ -367,6 +438,15 @@ class GetWork:
             return
         core.resources.note(sid, result, version)
         reply = result["reply"]
+        if self.direct and result.get("declined") is True:
+            # the shard's choice is not a plain one any more (or ranks below the next shard's):
+            # the offers decide, as without summaries
+            self.direct = False
+            self.queue = []
+            self.answers.clear()
+            core.metrics.get_work_path("declined")
+            self._offer(self.live, [])
+            return
         self.answers[sid] = reply
         batch_id = reply.get("batch_id")
         if isinstance(batch_id, str):
@@ -406,6 +486,8 @@ class GetWork:
             for key in _MERGED:
                 if key in counts and key not in out:
                     out[key] = counts[key]
+            # (a shard's summary is count_pending's answer: Luigi's get_work ends with task_id)
+            out.setdefault("task_id", None)
         if out.get("task_id") is None and not out.get("n_pending_tasks") and core.reshard.holding:
             # resharding: this worker's pending tasks may be between their old and new owner, counted
             # nowhere; "nothing pending" would make it quit. Asked again after the switch.
@@ -415,6 +497,12 @@ class GetWork:
 
 
 _MERGED = (*merge.COUNTERS, "worker_state", "running_tasks")
+
+#: fed_get_work's arguments that only the router sets
+_FED_KEYS = ("guard", "external_used_resources", "external_greedy")
+
+#: a summary whose choice needs the offers: Luigi's non-trivial worker, a batchable best task
+_NOT_PLAIN = SUMMARY_NONTRIVIAL | SUMMARY_BATCH
 
 
 #: the groups of a greedy event (``SchedulerCore.external_greedy``)

@@ -41,12 +41,14 @@ import struct
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from federation import wire
 from federation.config import ShardSpec
 from federation.errors import FederationError, ProtocolError, TransportError, error_from_wire
+from router import summaries
+from router.summaries import SETTLED_METHODS
 
 log = logging.getLogger("router.links")
 
@@ -86,6 +88,18 @@ class ShardLink:
     probing: bool = False
     #: the relay's next fed_state attempt (backoff after a failed one)
     next_sync: float = 0.0
+    #: the shard's get_work summaries (``router.summaries``): worker -> summary, the frames'
+    #: token and number, whether the table is whole and in step, a whole one asked for
+    sums: dict[str, list[Any]] = field(default_factory=dict)
+    sum_token: Any = None
+    sum_n: int = 0
+    sum_ok: bool = False
+    sum_asked: bool = False
+    #: Luigi's prune_on_get_work on that shard (every get_work there prunes)
+    sum_prunes: bool = False
+    #: the router's own calls in flight there that may give a worker better work (a relay's
+    #: mirror update...): until answered, its summaries may be behind what was acknowledged
+    unsettled: int = 0
 
     @property
     def id(self) -> str:
@@ -255,14 +269,26 @@ class ShardPool:
     ) -> None:
         """Call ``method(**kwargs)`` on shard ``sid``; ``cb(result, error)``."""
         body = wire.encode_request(0, method, kwargs)
+        link = self.links.get(sid)
+        if link is not None and method not in SETTLED_METHODS:
+            # until answered, the shard's summaries may not show what this call changes
+            link.unsettled += 1
+            inner = cb
+
+            def cb(result: Any, err: FederationError | None, link: ShardLink = link) -> None:
+                link.unsettled -= 1
+                inner(result, err)
+
         self.send(sid, b"", body, cb, timeout=timeout, force=force, probe=probe)
 
     def _on_reply(self, link: ShardLink, frames: list[bytes]) -> None:
-        """A shard's ``[tag, reply_body]``."""
-        if len(frames) != 2:
+        """A shard's ``[tag, reply_body]`` (``[tag, reply_body, summaries]``: ``router.summaries``)."""
+        if len(frames) == 3:
+            summaries.on_frame(self, link, frames[2])
+        elif len(frames) != 2:
             log.warning("router: shard %s sent %d frames, expected [tag, body]", link.id, len(frames))
             return
-        tag, body = frames
+        tag, body = frames[0], frames[1]
         w = self._waits.pop(tag, None)
         if w is None:
             return  # its deadline passed; the caller already had its answer
@@ -321,6 +347,7 @@ class ShardPool:
             log.warning("router: shard %s is down: %s", link.id, reason)
         link.state = LinkState.DOWN
         link.error = reason
+        summaries.forget(link)
         link.next_probe = self.clock() + link.probe_delay
         # everything still waiting on this shard fails now rather than at its own deadline
         err = self.down_error(link)

@@ -61,6 +61,14 @@ class RouterMetrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.get_work_paths = Counter(
+            "fed_router_get_work_paths",
+            "get_work over several shards by how it was decided: direct (from the shards' "
+            "summaries), offers, declined (a direct grant refused; the offers decided)",
+            ["path"],
+            registry=self.registry,
+        )
+        self._paths = {p: self.get_work_paths.labels(p) for p in ("direct", "offers", "declined")}
         # labels() costs a lock and a dict lookup per call: on the forward path keep the children
         self._requests: dict[str, Any] = {}
         self._shard: dict[str, Any] = {}
@@ -73,6 +81,9 @@ class RouterMetrics:
             if method in self.methods:
                 self._requests[method] = child
         child.inc()
+
+    def get_work_path(self, path: str) -> None:
+        self._paths[path].inc()
 
     def shard_round_trip(self, shard: str, seconds: float) -> None:
         child = self._shard.get(shard)

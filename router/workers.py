@@ -64,8 +64,9 @@ class WorkerRegistry:
         self.cross: dict[str, CrossBatch] = {}
         #: runner task id -> its batch over several shards (its reports change the other shards)
         self.cross_runners: dict[str, str] = {}
-        #: shard -> workers active elsewhere since the last flush (``fed_touch_workers``)
-        self._touches: dict[str, dict[str, None]] = {}
+        #: shard -> workers active elsewhere since the last flush (``fed_touch_workers``), and
+        #: whether they asked for work
+        self._touches: dict[str, dict[str, bool]] = {}
         #: seconds between two touches of one worker on one shard (0: every activity, exactly)
         self.touch_every = TOUCH_EVERY
 
@@ -87,10 +88,11 @@ class WorkerRegistry:
         ws.shards[sid] = None
         self._replay(worker, ws, sid)
 
-    def active_on(self, worker: str, sid: str) -> None:
+    def active_on(self, worker: str, sid: str, get_work: bool = False) -> None:
         """``worker`` called shard ``sid`` (an ``add_task``, a ``get_work`` there): the other shards
         that know it hear of it too (at most every ``TOUCH_EVERY`` s), so none of them prunes it
-        as gone while it works elsewhere: luigid has one ``last_active`` per worker."""
+        as gone while it works elsewhere: luigid has one ``last_active`` per worker (and one
+        ``last_get_work``, with ``get_work``)."""
         ws = self.workers.get(worker)
         if ws is None or len(ws.shards) < 2:
             return
@@ -99,7 +101,8 @@ class WorkerRegistry:
         for other in ws.shards:
             if other != sid and (other not in ws.touched or now - ws.touched[other] >= self.touch_every):
                 ws.touched[other] = now
-                self._touches.setdefault(other, {})[worker] = None
+                pending = self._touches.setdefault(other, {})
+                pending[worker] = get_work or pending.get(worker, False)
 
     def got_work(self, worker: str) -> None:
         """``worker`` called ``get_work`` (a shard that meets it later hears of it: ``_replay``)."""
@@ -116,7 +119,12 @@ class WorkerRegistry:
 
         for sid, workers in touches.items():
             if self.pool.links[sid].state is not LinkState.DOWN:
-                self.pool.call(sid, "fed_touch_workers", {"workers": list(workers)}, ignore)
+                plain = [w for w, gw in workers.items() if not gw]
+                asked = [w for w, gw in workers.items() if gw]
+                if plain:
+                    self.pool.call(sid, "fed_touch_workers", {"workers": plain}, ignore)
+                if asked:
+                    self.pool.call(sid, "fed_touch_workers", {"workers": asked, "get_work": True}, ignore)
 
     def on_shard_workers(self, sid: str, workers: list[str]) -> None:
         """A shard (re)synchronised: it knows these workers; replay what the router knows of them."""

@@ -95,6 +95,7 @@ FED_METHODS = (
     "fed_batch_claim",
     "fed_batch_release",
     "fed_batch_apply",
+    "fed_worker_summaries",
 )
 
 
@@ -498,13 +499,34 @@ class FederatedCore:
         self,
         external_used_resources: dict[str, Any] | None = None,
         external_greedy: list[list[Any]] | None = None,
+        guard: list[Any] | None = None,
         **kwargs: Any,
     ) -> dict[str, Any]:
         """Luigi's ``get_work``, counting what other shards' RUNNING tasks hold as already used
-        (and, given, other shards' greedy events in their rank places: ``external_greedy``)."""
-        return self._with_external(
-            external_used_resources, external_greedy, "reply", self.core.get_work, kwargs
-        )
+        (and, given, other shards' greedy events in their rank places: ``external_greedy``).
+
+        ``guard``: the router grants without offers (from the workers' summaries): hand out only
+        a plain choice (no re-send, no batch, a trivial worker) ranked at least ``guard`` (the
+        best rank of the other shards; ``[]``: any); otherwise nothing, ``declined`` in the answer.
+        """
+        if guard is not None and (
+            not isinstance(guard, list)
+            or len(guard) not in (0, 3)
+            or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in guard)
+        ):
+            raise TypeError("guard must be a rank [priority, -time, -seq] or []")
+        core = self.core
+        core.grant_guard = guard
+        try:
+            out = self._with_external(
+                external_used_resources, external_greedy, "reply", core.get_work, kwargs
+            )
+        finally:
+            core.grant_guard = None
+        if core.declined:
+            out["declined"] = True
+            core.declined = False
+        return out
 
     def fed_offer(
         self,
@@ -640,6 +662,11 @@ class FederatedCore:
             return core.greedy_walk_events(worker, assistant, running_only)
         finally:
             core.external_greedy = None
+
+    def fed_worker_summaries(self) -> None:
+        """Every worker's get_work summary rides on this reply (a router that lost track of them:
+        ``SchedulerCore.worker_summaries``, ``shard.server.ShardServer._summary_frame``)."""
+        self.core.resend_summaries()
 
     def fed_touch_workers(self, workers: list[str], get_work: bool = False) -> None:
         """These workers are active on another shard (and asked for work there, with

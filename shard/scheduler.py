@@ -116,6 +116,7 @@ from itertools import chain
 from typing import Any, Protocol
 
 from federation.config import SchedulerConfig
+from federation.wire import SUMMARY_BATCH, SUMMARY_BATCH_RUNNING, SUMMARY_NONTRIVIAL
 from shard._index import RankQueue
 from shard.changes import Changes, Event, Snapshot
 
@@ -531,6 +532,10 @@ class SchedulerCore:
         #: resources up front), and this walk's own (``external_greedy``, ``greedy_events``)
         self._external_greedy: list[tuple[Any, Any, int, int, Sig, str | None]] | None = None
         self.greedy_events: list[list[Any]] = []
+        #: federation: a router's guarded grant (``fed_get_work(guard=...)``): hand out only a plain
+        #: choice ranked at least this (``[]``: any plain choice); ``declined`` says one was refused
+        self.grant_guard: list[Any] | None = None
+        self.declined = False
         # dirty marks
         self._d_tasks = _Marks()
         self._d_del_tasks = _Marks()
@@ -538,6 +543,12 @@ class SchedulerCore:
         self._d_del_workers = _Marks()
         self._d_meta = _Marks()
         self._events: list[Event] = []
+        #: federation: the workers whose get_work summary may have changed since the last
+        #: ``worker_summaries`` (all of them after a restore), and the summaries last given out
+        self._sum_dirty: set[Any] = set()
+        self._sum_all = True
+        self._sum_sent: dict[str, list[Any]] = {}
+        self._sum_ud_sub: dict[str, list[int]] | None = None
 
     def _begin(self, worker: str | None = None, host: str | None = None) -> float:
         now = self._now = self._clock()
@@ -552,6 +563,7 @@ class SchedulerCore:
         if w is None:
             self._wseq += 1
             w = self._workers[worker_id] = _Worker(worker_id, self._now, self._wseq)
+            self._sum_dirty.add(worker_id)
             self._d_del_workers.discard(worker_id)
             self._d_workers.add(worker_id)
         return w
@@ -578,6 +590,7 @@ class SchedulerCore:
         for tid in list(self._wtasks.get(worker_id, ())):
             self._del_task_worker(tasks[tid], worker_id)
         self._wtasks.pop(worker_id, None)
+        self._sum_dirty.add(worker_id)
         self._wq.pop(worker_id, None)
         self._wrun.pop(worker_id, None)
         self._wcnt.pop(worker_id, None)
@@ -590,6 +603,7 @@ class SchedulerCore:
         workers = t.workers
         if not workers:
             return
+        self._sum_dirty.update(workers)
         if s == PENDING or s == FAILED:
             i = 0 if s == PENDING else 1
             single = len(workers) == 1
@@ -623,6 +637,7 @@ class SchedulerCore:
                         ws.discard(tid)
 
     def _active_add(self, t: _Task) -> None:
+        self._sum_dirty.add(t.worker_running)
         s = self._active_by_wr.get(t.worker_running)
         if s is None:
             s = self._active_by_wr[t.worker_running] = set()
@@ -634,6 +649,7 @@ class SchedulerCore:
             b.add(t.id)
 
     def _active_remove(self, t: _Task) -> None:
+        self._sum_dirty.add(t.worker_running)
         s = self._active_by_wr.get(t.worker_running)
         if s is not None:
             s.discard(t.id)
@@ -679,6 +695,7 @@ class SchedulerCore:
     def _sync(self, t: _Task) -> None:
         """Put the task in exactly the ready queues it belongs to, touching only what changed."""
         tid = t.id
+        self._sum_dirty.update(t.workers)
         old = t.queued
         q: RankQueue | None
         if t.status != PENDING or t.nd:
@@ -1199,6 +1216,7 @@ class SchedulerCore:
         self._begin(worker)
         self._batchers.setdefault(worker, {})[task_family] = (args, max_batch_size)
         self._d_meta.add("batchers")
+        self._sum_dirty.add(worker)
 
     def forgive_failures(self, task_id: str | None = None) -> dict[str, Any]:
         _opt_str("task_id", task_id)
@@ -1398,6 +1416,8 @@ class SchedulerCore:
         w = self._get_worker(worker)
         w.info.update(items)
         self._d_workers.add(worker)
+        # other workers' running_tasks show this worker's info
+        self._sum_all = True
 
     def disable_worker(self, worker: str) -> None:
         _req_str("worker", worker)
@@ -1406,6 +1426,7 @@ class SchedulerCore:
         w = self._get_worker(worker)
         w.disabled = True
         self._d_workers.add(worker)
+        self._sum_dirty.add(worker)
 
     def set_worker_processes(self, worker: str, n: int) -> None:
         _req_str("worker", worker)
@@ -1464,11 +1485,13 @@ class SchedulerCore:
         if self._config.pause_enabled and not self._paused:
             self._paused = True
             self._d_meta.add("paused")
+            self._sum_all = True
 
     def unpause(self) -> None:
         if self._config.pause_enabled and self._paused:
             self._paused = False
             self._d_meta.add("paused")
+            self._sum_all = True
 
     def update_resources(self, **resources: float) -> None:
         amounts = _amounts("resources", resources) or {}
@@ -1728,6 +1751,98 @@ class SchedulerCore:
                 }
         return {"reply": reply, "offer": offer, "trivial": self._is_trivial(w)}
 
+    # ------------------------------------------------------------------ get_work summaries
+    def worker_summaries(self, full: bool = False) -> tuple[bool, dict[str, list[Any] | None]]:
+        """What ``get_work`` would tell each worker here, for the workers where that changed since
+        the last call (every worker with ``full``; ``None``: the worker is gone), and whether that
+        is every worker (after a ``restore`` too): ``(whole, {worker: summary})``.
+
+        A summary is ``[counts, top, flags, running]``: ``counts`` is ``count_pending``'s answer
+        (the counters, ``worker_state``, ``running_tasks``); ``top`` the rank ``[priority, -time,
+        -seq]`` of the task a plain ``get_work`` would hand out now (None: nothing); ``flags``
+        (``SUMMARY_*``) say when that choice needs more than the rank (a worker Luigi does not treat
+        as trivial, a batchable best task, a batch that may be orphaned); ``running`` the ids of its
+        RUNNING tasks (Luigi re-sends one that ``current_tasks`` does not list).  A federation
+        router keeps them and grants a worker's ``get_work`` at the shard with the best ``top``
+        without asking every shard first (docs/federation.md, "`get_work`")."""
+        dirty = self._sum_dirty
+        if self._by_status[DISABLED] or self._sum_ud_sub is not None:
+            # counters leave out the UPSTREAM_DISABLED tasks: where that set changed, they changed
+            old = self._sum_ud_sub or {}
+            if self._by_status[DISABLED]:
+                self._upstream_disabled()
+                new = self._ud_sub
+                self._sum_ud_sub = new
+            else:
+                new = {}
+                self._sum_ud_sub = None
+            if new is not old:
+                dirty.update(g for g in old.keys() | new.keys() if old.get(g) != new.get(g))
+        sent = self._sum_sent
+        out: dict[str, list[Any] | None] = {}
+        full = full or self._sum_all
+        if full:
+            ids: Iterable[Any] = list(self._workers) + [g for g in sent if g not in self._workers]
+        else:
+            ids = dirty
+        workers = self._workers
+        for g in ids:
+            w = workers.get(g) if isinstance(g, str) else None
+            if w is None:
+                if g in sent:
+                    del sent[g]
+                    out[g] = None
+                continue
+            summary = self._summary(w)
+            if full or sent.get(g) != summary:
+                sent[g] = summary
+                out[g] = summary
+        dirty.clear()
+        self._sum_all = False
+        return full, out
+
+    def summary_of(self, worker_id: str) -> list[Any] | None:
+        """The worker's get_work summary now (None: not known here), changing nothing."""
+        w = self._workers.get(worker_id)
+        return None if w is None else self._summary(w)
+
+    def known_workers(self) -> list[str]:
+        return list(self._workers)
+
+    def resend_summaries(self) -> None:
+        """The next ``worker_summaries`` gives every worker's (a router lost track of them)."""
+        self._sum_all = True
+
+    @property
+    def prunes_on_get_work(self) -> bool:
+        """Luigi's ``prune_on_get_work``: every ``get_work`` prunes, on every shard it reaches."""
+        return bool(self._config.prune_on_get_work)
+
+    def _summary(self, w: _Worker) -> list[Any]:
+        counts = self._count_pending(w.id)
+        flags = 0
+        top = None
+        if not self._is_trivial(w):
+            flags |= SUMMARY_NONTRIVIAL
+        elif not w.disabled and not self._paused:
+            q = self._wq.get(w.id, {}).get(())
+            e = q.peek() if q is not None else None
+            if e is not None:
+                top = [-e[0], -e[1], -e[2]]
+                t = self._tasks[e[3]]
+                if t.batchable and t.family in self._batchers.get(w.id, {}):
+                    flags |= SUMMARY_BATCH
+        running: list[str] = []
+        tasks = self._tasks
+        for tid in self._active_by_wr.get(w.id, ()):
+            st = tasks[tid].status
+            if st == RUNNING:
+                running.append(tid)
+            elif st == BATCH_RUNNING:
+                flags |= SUMMARY_BATCH_RUNNING
+        running.sort()
+        return [counts, top, flags, running]
+
     # ------------------------------------------------------------------ batches over several shards
     def batch_candidates(
         self,
@@ -1916,6 +2031,8 @@ class SchedulerCore:
         if w.disabled:
             return now, w, (None, None, False)
         if assistant:
+            if w.info.get("assistant") != assistant:
+                self._sum_all = True  # other workers' running_tasks show this worker's info
             w.info["assistant"] = assistant
 
         tasks = self._tasks
@@ -1957,9 +2074,23 @@ class SchedulerCore:
         now, w, picked = self._pick_work(host, assistant, current_tasks, worker)
         if w.disabled:
             return _disabled_reply(w)
-        best, batch, _resend = picked
+        best, batch, resend = picked
         worker = w.id
         reply = self._count_pending(worker)
+        guard = self.grant_guard
+        self.declined = False
+        if guard is not None and best is not None:
+            # a federation router's direct grant (docs/federation.md, "`get_work`"): only a plain
+            # choice ranked at least ``guard`` (another shard's best); else nothing, and it asks
+            if (
+                resend
+                or batch is not None
+                or not self._is_trivial(w)
+                or (guard and [best.priority, -best.time, -best.seq] < list(guard))
+            ):
+                self.declined = True
+                reply["task_id"] = None
+                return reply
         if batch is not None and len(batch[1]) > 1:
             assert best is not None
             batched, members = batch

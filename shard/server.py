@@ -16,6 +16,7 @@ runs ahead of what is durable.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -97,6 +98,11 @@ class ShardServer:
                     self._gate.stop()
                 raise
             self.endpoint = transport.last_endpoint(self.sock)
+        #: the get_work summaries' frames (``_summary_frame``): this process's token, their number
+        self._frame_token = os.urandom(8).hex()
+        self._frame_n = 0
+        self._stamped: int | None = None
+        self._index = 0
         self._stop = threading.Event()
         self.lost_ownership: ShardLockedError | None = None
         self._next_prune = time.monotonic() + prune_interval
@@ -179,19 +185,26 @@ class ShardServer:
         self, batch: list[list[bytes]], users: list[str | None] | None = None
     ) -> list[list[bytes]]:
         """Apply every request of ``batch`` (ROUTER frames ``[*route, key, body]``), commit once,
-        and return the reply frames ``[*route, reply]``, one per request, in order.
+        and return the reply frames ``[*route, reply]``, one per request, in order; the first
+        reply to a stamped request (the router's) carries the changed get_work summaries as a third
+        frame (``_summary_frame``).
 
         ``users``: the principal of each request (CURVE's ``User-Id``), checked by
         :func:`federation.auth.shard_allows`; None on a shard without CURVE."""
         t_batch = time.perf_counter()
-        if users is None:
-            replies = [self._handle(frames) for frames in batch]
-        else:
-            replies = [self._handle(frames, user) for frames, user in zip(batch, users, strict=True)]
+        self._stamped = None
+        replies = []
+        for i, frames in enumerate(batch):
+            self._index = i
+            replies.append(self._handle(frames) if users is None else self._handle(frames, users[i]))
         self.metrics.batch_size.labels(self.shard_id).observe(len(replies))
         commit_error = self._commit()
+        # the router's table of get_work summaries: what changed rides on the batch's first reply
+        # to the router (a stamped request), ahead of every other reply of the batch
+        first = self._stamped
+        frame = self._summary_frame() if first is not None else None
         out: list[list[bytes]] = []
-        for route, req_id, result, err, method in replies:
+        for i, (route, req_id, result, err, method) in enumerate(replies):
             err = commit_error or err
             self.metrics.request(method, err.code if err else "ok")
             try:
@@ -199,9 +212,32 @@ class ShardServer:
             except Exception as e:  # a result that msgpack cannot carry is our bug; say so, keep serving
                 self.log.error("shard %s: cannot encode reply: %s", self.shard_id, e, exc_info=True)
                 body = wire.encode_error(req_id, FederationError(f"cannot encode reply: {e}"))
-            out.append([*route, body])
+            if i == first and frame is not None:
+                out.append([*route, body, frame])
+            else:
+                out.append([*route, body])
         self.metrics.batch_seconds.labels(self.shard_id).observe(time.perf_counter() - t_batch)
         return out
+
+    def _summary_frame(self) -> bytes | None:
+        """``[token, n, whole, prunes, {worker: summary}]``: the workers whose get_work summary
+        changed (``SchedulerCore.worker_summaries``), numbered so the router sees a gap; None if
+        nothing changed or the core keeps no summaries."""
+        fn = getattr(self.core, "worker_summaries", None)
+        if fn is None:
+            return None
+        try:
+            whole, entries = fn()
+            if not whole and not entries:
+                return None
+            self._frame_n += 1
+            prunes = bool(getattr(self.core, "prunes_on_get_work", False))
+            return wire.pack([self._frame_token, self._frame_n, whole, prunes, entries])
+        except Exception:
+            # never worth a reply: the router sees the gap and asks for every summary again
+            self.log.error("shard %s: cannot build the worker summaries", self.shard_id, exc_info=True)
+            self._frame_n += 1
+            return None
 
     def _handle(
         self, frames: list[bytes], user: Any = False
@@ -233,6 +269,8 @@ class ShardServer:
             return route, req.req_id, None, UnknownMethodError(f"unknown method {req.method!r}"), req.method
         if req.stamp is not None:
             self.core.observe_stamp(req.stamp)
+            if self._stamped is None:
+                self._stamped = self._index
         try:
             return route, req.req_id, fn(**req.kwargs), None, req.method
         except (TypeError, ValueError) as e:

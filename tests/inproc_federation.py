@@ -134,6 +134,18 @@ class FederationAsCore(InProcFederation):
         finally:
             self.router.clock.advance(self.config.router.relay_interval + 0.01)
             self.router.settle()
+            self.check_summaries()
+
+    def check_summaries(self) -> None:
+        """The router's table of get_work summaries (``router.summaries``) says what every shard
+        would say now, wherever the router would use it: a change that reached no frame would
+        make a direct grant pass over a better task."""
+        for sid, link in self.router.core.pool.links.items():
+            if not (link.sum_ok and link.unsettled == 0):
+                continue
+            core = self.servers[sid].core.core
+            now = {w: core.summary_of(w) for w in core.known_workers()}
+            assert link.sums == now, f"shard {sid}: the router's summaries {link.sums} != {now}"
 
     def __getattr__(self, name: str) -> Any:
         if name not in lsched.RPC_METHODS:

@@ -1,0 +1,139 @@
+"""The router's table of each shard's ``get_work`` summaries (docs/federation.md, "`get_work`").
+
+A shard tells the router, on the first reply of each batch that answers the router, which
+workers' summaries changed in it (``SchedulerCore.worker_summaries``): what ``get_work`` would
+tell the worker there (Luigi's counters, ``running_tasks``), the rank of the task it would hand
+out, and whether that choice needs more than a rank.  With that table ``router.getwork`` grants a
+worker's ``get_work`` at the shard with the best task directly, guarded by the other shards' best
+rank, instead of asking every shard for an offer first.
+
+The table of a shard is used only while it is *in step*:
+
+* every frame is numbered; a frame that does not follow the last one (a reply lost with a
+  previous router, a frame the shard could not build) or that comes from an unknown process
+  puts the shard out of step until a whole table arrives (``fed_worker_summaries`` asks for one;
+  a shard sends one by itself after it (re)starts or reloads its store);
+* and no call of the router's own that may give a worker better work there is in flight
+  (``ShardLink.unsettled``): a relay's mirror update (a dependency DONE elsewhere, already
+  acknowledged to its worker), a batch's release, a priority rise, a replayed worker.  Calls
+  forwarded for a client are not counted: until their answer reaches the client they are
+  concurrent with any ``get_work``, and their answer brings the shard's frame first.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from federation import wire
+
+if TYPE_CHECKING:
+    from router.links import ShardLink, ShardPool
+
+log = logging.getLogger("router.summaries")
+
+#: the router's own calls that cannot give any worker better work on the shard before they are
+#: answered to someone (reads, and the calls of a get_work not answered yet); every other call
+#: of the router's makes the shard's summaries unusable until it is answered
+SETTLED_METHODS = frozenset(
+    {
+        "fed_changes",
+        "fed_status",
+        "fed_state",
+        "fed_health",
+        "fed_touch_workers",
+        "fed_worker_summaries",
+        "fed_offer",
+        "fed_get_work",
+        "fed_greedy_walk",
+        "fed_batch_candidates",
+        "fed_batch_claim",
+        "fed_task_list",
+        "fed_task_search",
+        "fed_worker_list",
+        "fed_graph",
+        "fed_inverse_dep_graph",
+        "shard_info",
+        "task_list",
+        "task_search",
+        "worker_list",
+        "resource_list",
+        "graph",
+        "dep_graph",
+        "inverse_dep_graph",
+        "fetch_error",
+        "count_pending",
+        "is_paused",
+        "is_pause_enabled",
+        "has_task_history",
+    }
+)
+
+
+def usable(link: ShardLink) -> bool:
+    """The shard's summaries show everything acknowledged there."""
+    return link.sum_ok and link.unsettled == 0
+
+
+def forget(link: ShardLink) -> None:
+    """The shard's table is out of step (down, restarted, a frame missed)."""
+    link.sum_ok = False
+    link.sum_token = None
+    link.sums = {}
+
+
+def on_frame(pool: ShardPool, link: ShardLink, data: bytes) -> None:
+    """A shard's summaries frame ``[token, n, whole, prunes, {worker: summary | None}]``."""
+    try:
+        frame = wire.unpack(data)
+        token, n, whole, prunes, entries = frame
+        if not isinstance(n, int) or not isinstance(whole, bool) or not isinstance(entries, dict):
+            raise ValueError("bad header")
+        for worker, summary in entries.items():
+            if not isinstance(worker, str) or not (summary is None or _well_formed(summary)):
+                raise ValueError(f"bad summary of {worker!r:.80}")
+    except Exception as e:  # a shard's bug: never a router crash; the table is rebuilt
+        log.warning("router: shard %s sent a malformed summaries frame: %s", link.id, e)
+        forget(link)
+        _ask_whole(pool, link)
+        return
+    if whole:
+        link.sums = {}
+    elif not link.sum_ok or token != link.sum_token or n != link.sum_n + 1:
+        if link.sum_ok:
+            log.info("router: shard %s's summaries are out of step; asking for all of them", link.id)
+        forget(link)
+        _ask_whole(pool, link)
+        return
+    sums = link.sums
+    for worker, summary in entries.items():
+        if summary is None:
+            sums.pop(worker, None)
+        else:
+            sums[worker] = summary
+    link.sum_token = token
+    link.sum_n = n
+    link.sum_ok = True
+    link.sum_prunes = bool(prunes)
+
+
+def _well_formed(summary: Any) -> bool:
+    return (
+        isinstance(summary, list)
+        and len(summary) == 4
+        and isinstance(summary[0], dict)
+        and (summary[1] is None or (isinstance(summary[1], list) and len(summary[1]) == 3))
+        and isinstance(summary[2], int)
+        and isinstance(summary[3], list)
+    )
+
+
+def _ask_whole(pool: ShardPool, link: ShardLink) -> None:
+    if link.sum_asked:
+        return
+    link.sum_asked = True
+
+    def done(result: Any, err: Any) -> None:
+        link.sum_asked = False  # its reply carried the whole table (or the next frame asks again)
+
+    pool.call(link.id, "fed_worker_summaries", {}, done)
