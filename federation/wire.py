@@ -68,15 +68,6 @@ class Reply:
     error: dict[str, str] | None = None
 
 
-#: flags of a worker's get_work summary (``shard.scheduler.SchedulerCore.worker_summaries``,
-#: carried to the router in a reply's third frame): Luigi does not treat the worker as trivial
-#: (resources, an assistant); its best task is batchable for it; it runs a batch there that
-#: get_work may reset as orphaned
-SUMMARY_NONTRIVIAL = 1
-SUMMARY_BATCH = 2
-SUMMARY_BATCH_RUNNING = 4
-
-
 def pack(obj: Any) -> bytes:
     return msgpack.packb(obj, use_bin_type=True)
 

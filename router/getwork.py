@@ -7,7 +7,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from federation.errors import FederationError, ProtocolError, TransportError
-from federation.wire import SUMMARY_BATCH, SUMMARY_BATCH_RUNNING, SUMMARY_NONTRIVIAL
+from federation.summary import SUMMARY_BATCH, SUMMARY_BATCH_RUNNING, SUMMARY_NONTRIVIAL
 from router import merge, summaries
 from router.calls import Call
 from router.links import LinkState
@@ -57,6 +57,8 @@ class GetWork:
         self.direct = False
         self.guards: dict[str, list[Any]] = {}
         self.live: list[str] = []
+        #: the status-entry numbers of each answer's running_tasks (one luigid's order over shards)
+        self.seqs: dict[str, Any] = {}
 
     def start(self) -> None:
         pool = self.core.pool
@@ -128,7 +130,7 @@ class GetWork:
             summary = link.sums.get(worker)
             if summary is None:
                 return False
-            counts, top, flags, running = summary
+            counts, top, flags, running, seqs = summary
             if flags & _NOT_PLAIN or counts.get("worker_state") == merge.DISABLED_STATE:
                 return False
             if listed is not None and (
@@ -136,6 +138,7 @@ class GetWork:
             ):
                 return False  # Luigi's re-send of a RUNNING task, or an orphaned batch's reset
             self.answers[sid] = counts
+            self.seqs[sid] = seqs
             if top is not None:
                 ranked.append((tuple(top), -order, sid))
         ranked.sort(reverse=True)
@@ -217,6 +220,7 @@ class GetWork:
                     return
                 core.resources.note(sid, result, versions[sid])
                 self.answers[sid] = result["reply"]
+                self.seqs[sid] = result.get("running_seq")
                 if result["reply"].get("worker_state") == merge.DISABLED_STATE:
                     # disabled on one shard is disabled: Luigi's answer to a disabled worker
                     core.reply(self.call, result["reply"])
@@ -448,6 +452,7 @@ class GetWork:
             self._offer(self.live, [])
             return
         self.answers[sid] = reply
+        self.seqs[sid] = result.get("running_seq")
         batch_id = reply.get("batch_id")
         if isinstance(batch_id, str):
             core.workers.batch_handed_out(batch_id, sid, self.call.args.get("worker"))
@@ -475,6 +480,11 @@ class GetWork:
         # with the counters summed over the shards asked and their running tasks together
         answers = [self.answers[sid] for sid in self.targets if sid in self.answers]
         counts = merge.merge_counts(answers)
+        ordered = _running_in_order(
+            [(self.answers[sid], self.seqs.get(sid)) for sid in self.targets if sid in self.answers]
+        )
+        if ordered is not None:
+            counts["running_tasks"] = ordered
         template = chosen if chosen is not None else (answers[-1] if answers else None)
         if template is None:
             out = dict(counts, task_id=None)
@@ -497,6 +507,22 @@ class GetWork:
 
 
 _MERGED = (*merge.COUNTERS, "worker_state", "running_tasks")
+
+
+def _running_in_order(answers: list[tuple[dict[str, Any], Any]]) -> list[Any] | None:
+    """The shards' ``running_tasks`` together in the order they entered RUNNING (their
+    ``running_seq``), as one luigid lists them; None if a shard did not say (kept as merged)."""
+    pairs: list[tuple[int, int, Any]] = []
+    for answer, seqs in answers:
+        rows = answer.get("running_tasks") or []
+        if not rows:
+            continue
+        if not isinstance(seqs, list) or len(seqs) != len(rows):
+            return None
+        pairs.extend((seq, len(pairs), row) for seq, row in zip(seqs, rows, strict=True))
+    pairs.sort(key=lambda p: (p[0], p[1]))
+    return [row for _, _, row in pairs]
+
 
 #: fed_get_work's arguments that only the router sets
 _FED_KEYS = ("guard", "external_used_resources", "external_greedy")

@@ -120,11 +120,13 @@ def on_frame(pool: ShardPool, link: ShardLink, data: bytes) -> None:
 def _well_formed(summary: Any) -> bool:
     return (
         isinstance(summary, list)
-        and len(summary) == 4
+        and len(summary) == 5
         and isinstance(summary[0], dict)
         and (summary[1] is None or (isinstance(summary[1], list) and len(summary[1]) == 3))
         and isinstance(summary[2], int)
         and isinstance(summary[3], list)
+        and isinstance(summary[4], list)
+        and len(summary[4]) == len(summary[0].get("running_tasks") or ())
     )
 
 

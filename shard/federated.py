@@ -567,6 +567,10 @@ class FederatedCore:
             core.external_greedy = None
         self._absorb()
         out = {key: answer} if key is not None else dict(answer)
+        reply = answer if key == "reply" else answer.get("reply")
+        if isinstance(reply, dict) and reply.get("running_tasks"):
+            # the order they entered RUNNING, for a router listing several shards' as luigid
+            out["running_seq"] = core.seqs_of([r["task_id"] for r in reply["running_tasks"]])
         if key is None and core.greedy_events:
             out["greedy"] = core.greedy_events
         if key == "reply" and isinstance(answer, dict) and isinstance(answer.get("task_id"), str):

@@ -116,7 +116,7 @@ from itertools import chain
 from typing import Any, Protocol
 
 from federation.config import SchedulerConfig
-from federation.wire import SUMMARY_BATCH, SUMMARY_BATCH_RUNNING, SUMMARY_NONTRIVIAL
+from federation.summary import SUMMARY_BATCH, SUMMARY_BATCH_RUNNING, SUMMARY_NONTRIVIAL
 from shard._index import RankQueue
 from shard.changes import Changes, Event, Snapshot
 
@@ -1757,12 +1757,13 @@ class SchedulerCore:
         the last call (every worker with ``full``; ``None``: the worker is gone), and whether that
         is every worker (after a ``restore`` too): ``(whole, {worker: summary})``.
 
-        A summary is ``[counts, top, flags, running]``: ``counts`` is ``count_pending``'s answer
+        A summary is ``[counts, top, flags, running, seqs]``: ``counts`` is ``count_pending``'s answer
         (the counters, ``worker_state``, ``running_tasks``); ``top`` the rank ``[priority, -time,
         -seq]`` of the task a plain ``get_work`` would hand out now (None: nothing); ``flags``
         (``SUMMARY_*``) say when that choice needs more than the rank (a worker Luigi does not treat
         as trivial, a batchable best task, a batch that may be orphaned); ``running`` the ids of its
-        RUNNING tasks (Luigi re-sends one that ``current_tasks`` does not list).  A federation
+        RUNNING tasks (Luigi re-sends one that ``current_tasks`` does not list); ``seqs`` those of
+        ``running_tasks`` (``running_seqs``).  A federation
         router keeps them and grants a worker's ``get_work`` at the shard with the best ``top``
         without asking every shard first (docs/federation.md, "`get_work`")."""
         dirty = self._sum_dirty
@@ -1841,7 +1842,21 @@ class SchedulerCore:
             elif st == BATCH_RUNNING:
                 flags |= SUMMARY_BATCH_RUNNING
         running.sort()
-        return [counts, top, flags, running]
+        return [counts, top, flags, running, self.running_seqs(w.id)]
+
+    def seqs_of(self, task_ids: Iterable[str]) -> list[int]:
+        """The status-entry numbers of these tasks (0 for one not here)."""
+        tasks = self._tasks
+        return [t.seq if (t := tasks.get(i)) is not None else 0 for i in task_ids]
+
+    def running_seqs(self, worker_id: str) -> list[int]:
+        """The status-entry numbers of ``count_pending``'s ``running_tasks``, in that order: a
+        router merging several shards' lists sorts by them, as one luigid lists them."""
+        run = self._wrun.get(worker_id)
+        if not run:
+            return []
+        tasks = self._tasks
+        return sorted(tasks[i].seq for i in run)
 
     # ------------------------------------------------------------------ batches over several shards
     def batch_candidates(
