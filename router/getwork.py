@@ -101,42 +101,63 @@ class GetWork:
             self.queue = live
             self.next()
             return
-        if not holders and self.unavailable is None and self._grant_directly(live):
-            return
+        if not holders and self.unavailable is None and self._direct_plan(live) is not None:
+            # first the router's own calls in flight there that may give this worker better work
+            # (a relay's mirror update, acknowledged to its worker once sent): router.summaries
+            if summaries.after_settled([pool.links[sid] for sid in live], lambda: self._settled(live)):
+                return
+            if self._grant_directly(live):
+                return
         self._offer(live, holders)
 
-    def _grant_directly(self, live: list[str]) -> bool:
-        """Grant from the shards' summaries (``router.summaries``), without offers, when they
-        decide it: every shard's summary of the worker is in step and says a plain choice (a
-        trivial worker, no batch, no re-send, not disabled, no resources in play).  The shard with
-        the best task is asked to hand it out if it still ranks at least the next shard's best
-        (``fed_get_work(guard=...)``); one that has nothing after all passes to the next; one
-        whose choice is not plain any more declines, and the offers decide.  False: not decided
-        here (the offers run)."""
+    def _settled(self, live: list[str]) -> None:
+        if not self._grant_directly(live):
+            self._offer(live, [])
+
+    def _direct_plan(self, live: list[str]) -> list[tuple[str, list[Any]]] | None:
+        """Each shard's summary of the worker, if together they decide its ``get_work``: every one
+        in step and a plain choice (a trivial worker, no batch, no re-send, not disabled, no
+        resources in play); None otherwise (the offers decide)."""
         core = self.core
         pool = core.pool
         worker = self.call.args.get("worker")
         if not isinstance(worker, str) or self.call.args.get("assistant"):
-            return False
+            return None
         if any(r.usage or r.pending for r in core.resources.shards.values()):
-            return False  # resources in play: Luigi's greedy walk over all shards (the offers)
+            return None  # resources in play: Luigi's greedy walk over all shards (the offers)
         current = self.call.args.get("current_tasks")
         listed = set(current) if isinstance(current, list) else None
-        ranked: list[tuple[tuple[Any, ...], int, str]] = []
-        for order, sid in enumerate(live):
-            link = pool.links[sid]
-            if not summaries.usable(link) or link.sum_prunes:
-                return False
+        plan = []
+        for sid in live:
+            link = pool.links.get(sid)
+            if link is None or link.state is LinkState.DOWN or not summaries.usable(link) or link.sum_prunes:
+                return None
             summary = link.sums.get(worker)
             if summary is None:
-                return False
-            counts, top, flags, running, seqs = summary
+                return None
+            counts, _top, flags, running, _seqs = summary
             if flags & _NOT_PLAIN or counts.get("worker_state") == merge.DISABLED_STATE:
-                return False
+                return None
             if listed is not None and (
                 flags & SUMMARY_BATCH_RUNNING or any(tid not in listed for tid in running)
             ):
-                return False  # Luigi's re-send of a RUNNING task, or an orphaned batch's reset
+                return None  # Luigi's re-send of a RUNNING task, or an orphaned batch's reset
+            plan.append((sid, summary))
+        return plan
+
+    def _grant_directly(self, live: list[str]) -> bool:
+        """Grant from the shards' summaries (``router.summaries``), without offers, when they
+        decide it (``_direct_plan``).  The shard with the best task is asked to hand it out if
+        it still ranks at least the next shard's best (``fed_get_work(guard=...)``); one that has
+        nothing after all passes to the next; one whose choice is not plain any more declines,
+        and the offers decide.  False: not decided here (the offers run)."""
+        core = self.core
+        worker = self.call.args.get("worker")
+        plan = self._direct_plan(live)
+        if plan is None or not isinstance(worker, str):
+            return False
+        ranked: list[tuple[tuple[Any, ...], int, str]] = []
+        for order, (sid, (counts, top, _flags, _running, seqs)) in enumerate(plan):
             self.answers[sid] = counts
             self.seqs[sid] = seqs
             if top is not None:

@@ -98,8 +98,10 @@ class ShardLink:
     #: Luigi's prune_on_get_work on that shard (every get_work there prunes)
     sum_prunes: bool = False
     #: the router's own calls in flight there that may give a worker better work (a relay's
-    #: mirror update...): until answered, its summaries may be behind what was acknowledged
-    unsettled: int = 0
+    #: mirror update...), by number: until answered, its summaries may be behind what was
+    #: acknowledged; and what waits for them (``router.summaries.after_settled``)
+    unsettled: dict[int, None] = field(default_factory=dict)
+    settle_waiters: list[tuple[int, Callable[[], None]]] = field(default_factory=list)
 
     @property
     def id(self) -> str:
@@ -158,6 +160,7 @@ class ShardPool:
         self.metrics = metrics
         self.listener: PoolListener | None = None
         self._tags = itertools.count(1)
+        self._unsettled = itertools.count(1)
         self._stamp = 0
         self._waits: dict[bytes, _Wait] = {}
         #: (deadline, tag) of every call sent, one FIFO per timeout (deadlines in each are in order,
@@ -272,11 +275,12 @@ class ShardPool:
         link = self.links.get(sid)
         if link is not None and method not in SETTLED_METHODS:
             # until answered, the shard's summaries may not show what this call changes
-            link.unsettled += 1
+            number = next(self._unsettled)
+            link.unsettled[number] = None
             inner = cb
 
             def cb(result: Any, err: FederationError | None, link: ShardLink = link) -> None:
-                link.unsettled -= 1
+                summaries.settled(link, number)
                 inner(result, err)
 
         self.send(sid, b"", body, cb, timeout=timeout, force=force, probe=probe)

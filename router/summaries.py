@@ -13,16 +13,20 @@ The table of a shard is used only while it is *in step*:
   previous router, a frame the shard could not build) or that comes from an unknown process
   puts the shard out of step until a whole table arrives (``fed_worker_summaries`` asks for one;
   a shard sends one by itself after it (re)starts or reloads its store);
-* and no call of the router's own that may give a worker better work there is in flight
-  (``ShardLink.unsettled``): a relay's mirror update (a dependency DONE elsewhere, already
-  acknowledged to its worker), a batch's release, a priority rise, a replayed worker.  Calls
-  forwarded for a client are not counted: until their answer reaches the client they are
-  concurrent with any ``get_work``, and their answer brings the shard's frame first.
+* and a ``get_work`` first waits for the router's own calls that were in flight to the shard
+  when it arrived and may give a worker better work there (``ShardLink.unsettled``,
+  ``after_settled``): a relay's mirror update (a dependency DONE elsewhere, acknowledged to its
+  worker once the update was sent), a batch's release, a priority rise, a first mention, a
+  replayed worker.  Their answers bring the shard's frame first.  Calls sent after the
+  ``get_work`` arrived are concurrent with it (what they carry was acknowledged to nobody
+  before), and so are calls forwarded for a client: until their answer reaches the client they
+  are concurrent with any ``get_work``, and their answer brings the shard's frame first.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from federation import wire
@@ -71,8 +75,40 @@ SETTLED_METHODS = frozenset(
 
 
 def usable(link: ShardLink) -> bool:
-    """The shard's summaries show everything acknowledged there."""
-    return link.sum_ok and link.unsettled == 0
+    """The shard's summaries are in step (see ``after_settled`` for calls in flight)."""
+    return link.sum_ok
+
+
+def settled(link: ShardLink, number: int) -> None:
+    """The router's unsettling call ``number`` to the shard was answered (or failed)."""
+    pending = link.unsettled
+    pending.pop(number, None)
+    if not link.settle_waiters:
+        return
+    first = next(iter(pending), None)
+    ready = [fn for upto, fn in link.settle_waiters if first is None or first > upto]
+    if ready:
+        link.settle_waiters = [(u, fn) for u, fn in link.settle_waiters if not (first is None or first > u)]
+        for fn in ready:
+            fn()
+
+
+def after_settled(links: list[ShardLink], fn: Callable[[], None]) -> bool:
+    """Run ``fn`` once every unsettling call in flight now to these shards was answered; False
+    (and ``fn`` not kept) when none is in flight: go on at once."""
+    waiting = [link for link in links if link.unsettled]
+    if not waiting:
+        return False
+    left = [len(waiting)]
+
+    def one() -> None:
+        left[0] -= 1
+        if left[0] == 0:
+            fn()
+
+    for link in waiting:
+        link.settle_waiters.append((next(reversed(link.unsettled)), one))
+    return True
 
 
 def forget(link: ShardLink) -> None:

@@ -141,7 +141,7 @@ class FederationAsCore(InProcFederation):
         would say now, wherever the router would use it: a change that reached no frame would
         make a direct grant pass over a better task."""
         for sid, link in self.router.core.pool.links.items():
-            if not (link.sum_ok and link.unsettled == 0):
+            if not link.sum_ok or link.unsettled:
                 continue
             core = self.servers[sid].core.core
             now = {w: core.summary_of(w) for w in core.known_workers()}

@@ -61,7 +61,7 @@ def test_a_workers_tasks_over_three_shards_come_in_luigis_order_without_offers(f
         ids.append(tid)
         fed.add(tid, priority=prio)
         luigi.add_task(task_id=tid, worker=W, family="F", priority=prio)
-    assert all(summaries.usable(fed.link(sid)) for sid in IDS)
+    assert all(summaries.usable(fed.link(sid)) and not fed.link(sid).unsettled for sid in IDS)
     before = fed.paths()
     got, want = [], []
     for _ in range(len(ids) + 1):
@@ -91,17 +91,31 @@ def test_the_table_follows_every_change_and_a_dependency_done_elsewhere(fed: Fed
     assert fed.call("get_work", worker=W, host="h", current_tasks=[])["task_id"] == b
 
 
-def test_a_relay_in_flight_makes_the_shard_unusable_until_answered(fed: Fed) -> None:
-    a = fed.task_on("s0", "a")
-    fed.add(a)
+def test_a_get_work_waits_for_the_relays_in_flight_when_it_arrived(fed: Fed) -> None:
+    """A dependency DONE on s0 is acknowledged once its mirror update to s1 is sent: a get_work
+    that arrives before s1 answered it waits for that answer (and its summaries), so it sees the
+    dependent runnable on s1, as one luigid would; calls sent after it arrived are not waited
+    for."""
+    a, b, c = fed.task_on("s0", "a"), fed.task_on("s1", "b"), fed.task_on("s2", "c")
+    fed.add(b, deps=[a], priority=5)
+    fed.add(a, priority=5)
+    fed.add(c, priority=1)
+    assert fed.call("get_work", worker=W, host="h")["task_id"] == a
     pool = fed.router.core.pool
     link = fed.link("s1")
-    assert summaries.usable(link)
-    pool.call("s1", "fed_mirror_update", {"updates": []}, lambda r, e: None)
-    assert not summaries.usable(link)  # a mirror update may make a task runnable there
-    pool.call("s1", "fed_changes", {"since": 0}, lambda r, e: None)
+    # the relay's update of a, sent and not answered yet, as after the worker's DONE was answered
+    fed.call("add_task", task_id=a, worker=W, family="F", status="DONE")
+    update = [[a, "DONE", fed.core("s0")._epoch, 10**9]]
+    pool.call("s1", "fed_mirror_update", {"updates": update}, lambda r, e: None)
+    assert list(link.unsettled)
+    route = fed.router.send("get_work", worker=W, host="h", current_tasks=[])
+    fed.router.core.step()
+    assert link.settle_waiters  # held until s1 answered
+    later = []
+    pool.call("s1", "fed_mirror_update", {"updates": []}, lambda r, e: later.append(r))
     fed.router.settle()
-    assert summaries.usable(link) and link.unsettled == 0
+    assert fed.router.answer(route)["task_id"] == b
+    assert later and not link.unsettled and not link.settle_waiters
 
 
 def test_a_missed_frame_puts_the_shard_out_of_step_until_a_whole_table_came(fed: Fed) -> None:
