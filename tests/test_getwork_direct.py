@@ -190,3 +190,85 @@ def test_a_guard_the_router_did_not_set_is_dropped_and_a_bad_one_refused(fed: Fe
     ((result, err),) = got
     assert result is None and isinstance(err, FederationError) and err.code == "bad_arguments"
     assert fed.call("task_list", status="RUNNING", upstream_status="")[t]["status"] == "RUNNING"
+
+
+# -- the shard's side: SchedulerCore.worker_summaries and the frame ---------------------------------
+def test_worker_summaries_give_what_changed_and_only_that() -> None:
+    from shard.scheduler import SchedulerCore
+
+    core = SchedulerCore()
+    whole, first = core.worker_summaries()
+    assert whole and first == {}  # a new core: every worker (none yet)
+    core.add_task(task_id="A", worker="w1", family="F", priority=3)
+    core.add_task(task_id="B", worker="w2", family="F", deps=["A"])
+    whole, got = core.worker_summaries()
+    assert not whole and set(got) == {"w1", "w2"}
+    assert got["w1"][1][0] == 3 and got["w2"][1] is None  # B waits for A
+    assert core.worker_summaries() == (False, {})  # nothing changed
+    core.get_work(worker="w1", host="h")
+    _, got = core.worker_summaries()
+    assert set(got) == {"w1"} and got["w1"][1] is None and got["w1"][3] == ["A"]
+    core.add_task(task_id="A", worker="w1", family="F", status="DONE")
+    _, got = core.worker_summaries()
+    assert got["w2"][1] is not None  # B is ready now
+    assert all(core.summary_of(w) == s for w, s in got.items())
+    # a restore (a reload of the store) gives every worker again
+    core.restore(core.snapshot())
+    whole, got = core.worker_summaries()
+    assert whole and set(got) == {"w1", "w2"}
+
+
+def test_upstream_disabled_counts_reach_the_summaries() -> None:
+    from federation.config import SchedulerConfig
+    from shard.scheduler import SchedulerCore
+
+    core = SchedulerCore(SchedulerConfig(retry_count=1))
+    core.add_task(task_id="B", worker="w2", family="F", deps=["A"])
+    core.add_task(task_id="A", worker="w1", family="F")
+    core.worker_summaries()
+    assert core.summary_of("w2")[0]["n_pending_tasks"] == 1
+    core.get_work(worker="w1", host="h")
+    core.add_task(task_id="A", worker="w1", family="F", status="FAILED")  # retry_count 1: DISABLED
+    _, got = core.worker_summaries()
+    assert got["w2"][0]["n_pending_tasks"] == 0  # B is UPSTREAM_DISABLED: luigid leaves it out
+    assert got["w2"] == core.summary_of("w2")
+
+
+def test_the_frame_rides_on_the_first_reply_to_a_stamped_request_only(tmp_path: Path) -> None:
+    from federation.config import FederationConfig, RouterConfig, SchedulerConfig, ShardSpec
+    from shard.app import build_federated_shard
+
+    spec = ShardSpec("s0", "tcp://127.0.0.1:1", f"sqlite:///{tmp_path / 's0.db'}", None)
+    config = FederationConfig(
+        shards=(spec,),
+        groups={"default": ("s0",)},
+        namespaces={},
+        default_group="default",
+        router=RouterConfig(),
+        scheduler=SchedulerConfig(),
+    )
+    server = build_federated_shard(config, "s0", in_process=True)
+    try:
+
+        def req(i: int, stamped: bool, **kw: Any) -> list[bytes]:
+            body = wire.encode_request(i, "add_task", {"worker": "w", "family": "F", **kw})
+            return [b"peer", b"tag%d" % i, b"", wire.add_stamp(body, 1 << 40) if stamped else body]
+
+        out = server.handle_batch([req(1, False, task_id="X")])
+        assert [len(f) for f in out] == [3]  # [peer, tag, reply]: no one to tell
+        out = server.handle_batch(
+            [req(2, False, task_id="Y"), req(3, True, task_id="Z"), req(4, True, task_id="Q")]
+        )
+        assert [len(f) for f in out] == [3, 4, 3]
+        token, n, whole, prunes, entries = wire.unpack(out[1][3])
+        assert whole and n == 1 and not prunes and set(entries) == {"w"}  # the first: every worker
+        out = server.handle_batch([req(5, True, task_id="R")])
+        token2, n2, whole2, _, entries2 = wire.unpack(out[0][3])
+        assert (token2, n2, whole2) == (token, 2, False) and set(entries2) == {"w"}
+        out = server.handle_batch(
+            [[b"peer", b"tag6", b"", wire.add_stamp(wire.encode_request(6, "task_list", {}), 1 << 41)]]
+        )
+        assert [len(f) for f in out] == [3]  # nothing changed: no frame
+    finally:
+        server.store.close()
+        server.close()
