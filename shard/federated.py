@@ -121,6 +121,10 @@ class FederatedCore:
         self.feed_max_deletions = feed_max_deletions
         self._epoch = 0.0
         self._stash: Changes | None = None
+        #: mirror updates to RUNNING not committed yet: written with the next commit that has
+        #: anything else (a crash loses only a mirror's RUNNING, which the router's resync of a
+        #: restarted shard puts back; it never makes a task runnable)
+        self._lazy: Changes | None = None
         core.keep_batch_effects = True
         self._rebuild()
 
@@ -133,9 +137,21 @@ class FederatedCore:
         return getattr(self.core, name)
 
     def collect_changes(self) -> Changes:
+        """What to commit: everything changed since the last call, with the mirrors' RUNNING
+        updates held back (``_lazy``) when nothing else changed."""
         self._absorb()
         changes, self._stash = self._stash, None
-        return changes if changes is not None else Changes()
+        if changes is None or changes.is_empty():
+            return Changes()
+        return self._with_lazy(changes)
+
+    def _with_lazy(self, changes: Changes) -> Changes:
+        """``changes`` after the held-back mirror updates (which they override)."""
+        lazy, self._lazy = self._lazy, None
+        if lazy is None:
+            return changes
+        _merge_into(lazy, changes)
+        return lazy
 
     def snapshot(self) -> Snapshot:
         return self.core.snapshot()
@@ -144,6 +160,7 @@ class FederatedCore:
         """Replace the state; a new epoch starts (the router resynchronises)."""
         self.core.restore(snapshot)
         self._stash = None
+        self._lazy = None
         self._rebuild()
 
     def prune(self) -> None:
@@ -260,8 +277,9 @@ class FederatedCore:
             if not by_status:
                 del self._ns[ns]
 
-    def _absorb(self) -> None:
-        """Take what the core changed since the last look into the feed (and the stash for the store)."""
+    def _absorb(self, lazy: bool = False) -> None:
+        """Take what the core changed since the last look into the feed (and the stash for the
+        store; with ``lazy``, the held-back changes: ``collect_changes``)."""
         effects = self.core.take_batch_effects()
         if effects:
             now = self._clock()
@@ -298,7 +316,12 @@ class FederatedCore:
                     self._note(
                         task_id, t.status, t.priority, bool(t.resources), _hosted(t.family, t.fed), feed=True
                     )
-        if self._stash is None:
+        if lazy:
+            if self._lazy is None:
+                self._lazy = changes
+            else:
+                _merge_into(self._lazy, changes)
+        elif self._stash is None:
             self._stash = changes
         else:
             _merge_into(self._stash, changes)
@@ -453,6 +476,9 @@ class FederatedCore:
         core = self.core
         missing: list[str] = []
         created: dict[str, list[Any]] = {}
+        # updates that only say a mirror's task RUNNING (from a status that makes nothing
+        # runnable) need no commit of their own: held back to the next one (``_lazy``)
+        lazy = True
         for task_id, status, epoch, seq in parsed:
             if self.owns(task_id):
                 continue  # never overwrite a task this shard owns
@@ -471,8 +497,13 @@ class FederatedCore:
                 # mention, which the owner takes as the task's creation (fed_first_mention)
                 created[task_id] = [t.time, t.cseq]
             # no failures, retries or history of its own: the owner's history has this change
-            core.force_status(task_id, _mirror_status(status))
+            new = _mirror_status(status)
+            if current is None or new != RUNNING or t.status in (DONE, DISABLED):
+                lazy = False
+            core.force_status(task_id, new)
             core.update_fed(task_id, {"epoch": version[0], "seq": version[1]})
+        if lazy:
+            self._absorb(lazy=True)
         return {"missing": missing, "created": created} if created else {"missing": missing}
 
     def _version(self, task_id: str) -> tuple[float, int] | None:

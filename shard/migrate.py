@@ -188,7 +188,7 @@ class MigratingCore(FederatedCore):
         """Replace the core's state by ``snapshot`` and queue ``changes`` for this batch's commit
         (after whatever the core changed before, already absorbed)."""
         self._absorb()
-        stash = self._stash
+        stash = self._with_lazy(self._stash or Changes())
         self.core.restore(snapshot)
         self.core.collect_changes()  # restoring is not a change
         self._stash = None

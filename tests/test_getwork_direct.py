@@ -272,3 +272,33 @@ def test_the_frame_rides_on_the_first_reply_to_a_stamped_request_only(tmp_path: 
     finally:
         server.store.close()
         server.close()
+
+
+def test_a_mirrors_running_waits_for_the_next_commit_and_a_restart_gets_it_back(fed: Fed) -> None:
+    """The grant's mirror update (the task RUNNING where its dependents are) commits nothing by
+    itself: it rides on the shard's next commit.  Lost with a kill -9 before that, it comes back
+    from the owner when the router resynchronises the restarted shard."""
+    a, b = fed.task_on("s0", "a"), fed.task_on("s1", "b")
+    fed.add(b, deps=[a], worker="w2")  # (W on s1 would be touched there, a commit of its own)
+    fed.add(a)
+
+    def stored(sid: str) -> str | None:
+        snap = fed.servers[sid].store.load()
+        return next((r["status"] for r in snap.tasks if r["task_id"] == a), None)
+
+    def mirrored(sid: str) -> str | None:
+        t = fed.core(sid).core.get_task(a)
+        return None if t is None else t.status
+
+    assert fed.call("get_work", worker=W, host="h")["task_id"] == a
+    assert mirrored("s1") == "RUNNING" and stored("s1") == "PENDING"
+    fed.restart("s1")  # kill -9: the held-back update is gone with the process
+    fed.clock.advance(1.0)
+    fed.router.settle()
+    fed.clock.advance(1.0)
+    fed.router.settle()
+    assert mirrored("s1") == "RUNNING"  # the owner's status, pushed by the resync
+    fed.add(fed.task_on("s1", "other"))  # any other change commits it too
+    assert stored("s1") == "RUNNING"
+    fed.add(a, status="DONE")
+    assert mirrored("s1") == "DONE" and stored("s1") == "DONE"  # a DONE commits at once
