@@ -480,12 +480,13 @@ class GetWork:
         if reply.get("task_id") is not None or batch_id is not None:
             mirror = result.get("mirror")
             if isinstance(mirror, list) and len(mirror) == 4 and isinstance(mirror[0], str):
-                # the task is RUNNING now: its mirrors on its dependents' shards say so before the
-                # answer, as in luigid (a dependent is UPSTREAM_RUNNING at once); sent ahead of
-                # anything the worker asks next (same queue per shard), no round trip waited for
+                # the task is RUNNING now: its mirrors on its dependents' shards say so before any
+                # client's next call, as in luigid (a dependent is UPSTREAM_RUNNING at once); sent
+                # at the end of this turn with the turn's other grants (Relay.push), ahead of
+                # anything sent there later (same queue per shard), no round trip waited for
                 for other in sorted(core.relay.mirrors_of(mirror[0])):
                     if other != sid and core.pool.links[other].state is not LinkState.DOWN:
-                        core.pool.call(other, "fed_mirror_update", {"updates": [mirror]}, _ignore)
+                        core.relay.push(other, mirror)
             self.finish(reply)
         else:
             self.next()

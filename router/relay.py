@@ -93,6 +93,8 @@ class Relay:
         self.subs_by_owner: dict[str, set[str]] = defaultdict(set)
         #: highest priority already pushed to a task's owner from a mirror
         self.prio_sent: dict[str, int] = {}
+        #: mirror updates to send at the end of the turn (``push``): shard -> updates
+        self._pushes: dict[str, list[list[Any]]] = {}
         #: this turn's new mirror subscriptions, by owner: dependency -> shards that mirror it
         self._status_asks: dict[str, dict[str, set[str]]] = {}
         #: (dependency, mirroring shard) whose owner status is not at the mirror yet -> calls waiting
@@ -168,8 +170,21 @@ class Relay:
         feed.owed = True
         feed.held.append((feed.pulls_sent + 1, call))
 
+    def push(self, sid: str, update: list[Any]) -> None:
+        """Send ``update`` (a feed entry) to mirror shard ``sid`` at the end of this router turn,
+        with the turn's others for that shard in one ``fed_mirror_update``: ahead of anything
+        sent there in a later turn (the same FIFO), so ahead of the next call of any client that
+        was answered in this one."""
+        self._pushes.setdefault(sid, []).append(update)
+
     def flush(self) -> None:
-        """Once per router turn: one fed_status per owner for this turn's subscriptions, and owed pulls."""
+        """Once per router turn: pushed mirror updates, one fed_status per owner for this turn's
+        subscriptions, and owed pulls."""
+        if self._pushes:
+            pushes, self._pushes = self._pushes, {}
+            self._send_updates(
+                {sid: items for sid, items in pushes.items() if self.pool.links.get(sid) is not None}
+            )
         asks, self._status_asks = self._status_asks, {}
         for owner, targets in asks.items():
 
