@@ -93,6 +93,8 @@ class Relay:
         self.subs_by_owner: dict[str, set[str]] = defaultdict(set)
         #: highest priority already pushed to a task's owner from a mirror
         self.prio_sent: dict[str, int] = {}
+        #: the priority asked again after the owner's add_task (``reraise``): the owner has it
+        self.prio_reraised: dict[str, int] = {}
         #: mirror updates to send at the end of the turn (``push``): shard -> updates
         self._pushes: dict[str, list[list[Any]]] = {}
         #: this turn's new mirror subscriptions, by owner: dependency -> shards that mirror it
@@ -148,6 +150,9 @@ class Relay:
             return
         if isinstance(priority, (int, float)) and not isinstance(priority, bool) and priority >= wanted:
             return
+        if self.prio_reraised.get(task_id) == wanted:
+            return  # asked again after an earlier add_task: the owner has it (a DONE report...)
+        self.prio_reraised[task_id] = wanted
         self._send_raises({sid: {task_id: wanted}})
 
     def is_mirrored(self, task_id: str) -> bool:
@@ -283,6 +288,8 @@ class Relay:
             task_id, status, priority, seq = change[:4]
             owner = self.owner(task_id)
             if owner == link.id:
+                if status is None:
+                    self.prio_reraised.pop(task_id, None)  # made again later: asked again then
                 if self.frozen is not None and self.frozen(task_id):
                     continue  # moving (resharding): its new owner's status is relayed after the switch
                 for sid in self.subs.get(task_id, ()):
@@ -373,6 +380,7 @@ class Relay:
             del self.subs[task_id]
             self.subs_by_owner[self.owner(task_id)].discard(task_id)
             self.prio_sent.pop(task_id, None)
+            self.prio_reraised.pop(task_id, None)
 
     def _relay_status(
         self,

@@ -680,6 +680,7 @@ def switch_placement(core: RouterCore, config: FederationConfig) -> None:
     relay.subs.clear()
     relay.subs_by_owner = defaultdict(set)
     relay.prio_sent.clear()
+    relay.prio_reraised.clear()
     for sid, link in core.links.items():
         if sid in config.shard_ids:
             link.group = config.group_of_shard(sid)
