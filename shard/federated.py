@@ -121,9 +121,11 @@ class FederatedCore:
         self.feed_max_deletions = feed_max_deletions
         self._epoch = 0.0
         self._stash: Changes | None = None
-        #: mirror updates to RUNNING not committed yet: written with the next commit that has
-        #: anything else (a crash loses only a mirror's RUNNING, which the router's resync of a
-        #: restarted shard puts back; it never makes a task runnable)
+        #: mirror updates not committed yet (``fed_mirror_update``): written with the next commit
+        #: that has anything else.  A crash loses only mirror statuses that replaced one which
+        #: made nothing runnable (not DONE, not DISABLED): the mirror is back at that status, which
+        #: makes nothing runnable either, until the router's resync of the restarted shard pushes
+        #: the owners' statuses again; anything granted meanwhile committed them with it
         self._lazy: Changes | None = None
         core.keep_batch_effects = True
         self._rebuild()
@@ -137,8 +139,8 @@ class FederatedCore:
         return getattr(self.core, name)
 
     def collect_changes(self) -> Changes:
-        """What to commit: everything changed since the last call, with the mirrors' RUNNING
-        updates held back (``_lazy``) when nothing else changed."""
+        """What to commit: everything changed since the last call, with the mirror updates held
+        back (``_lazy``) when nothing else changed."""
         self._absorb()
         changes, self._stash = self._stash, None
         if changes is None or changes.is_empty():
@@ -476,8 +478,8 @@ class FederatedCore:
         core = self.core
         missing: list[str] = []
         created: dict[str, list[Any]] = {}
-        # updates that only say a mirror's task RUNNING (from a status that makes nothing
-        # runnable) need no commit of their own: held back to the next one (``_lazy``)
+        # updates of mirrors whose status makes nothing runnable (not DONE, not DISABLED: losing
+        # them in a crash is safe) need no commit of their own: held back to the next (``_lazy``)
         lazy = True
         for task_id, status, epoch, seq in parsed:
             if self.owns(task_id):
@@ -498,7 +500,7 @@ class FederatedCore:
                 created[task_id] = [t.time, t.cseq]
             # no failures, retries or history of its own: the owner's history has this change
             new = _mirror_status(status)
-            if current is None or new != RUNNING or t.status in (DONE, DISABLED):
+            if current is None or new == DISABLED or t.status in (DONE, DISABLED):
                 lazy = False
             core.force_status(task_id, new)
             core.update_fed(task_id, {"epoch": version[0], "seq": version[1]})
