@@ -319,6 +319,12 @@ class FederatedCore:
                         task_id, t.status, t.priority, bool(t.resources), _hosted(t.family, t.fed), feed=True
                     )
         if lazy:
+            stash = self._stash
+            if stash is not None:
+                # a task the next commit writes anyway gets its newer record there (the held-back
+                # part goes under the stash when they are committed, and must not undo it)
+                for task_id in [t for t in changes.tasks if t in stash.tasks]:
+                    stash.tasks[task_id] = changes.tasks.pop(task_id)
             if self._lazy is None:
                 self._lazy = changes
             else:
