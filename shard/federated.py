@@ -172,7 +172,15 @@ class FederatedCore:
         """Luigi's ``add_task``; a task added here that another shard owns is a batch runner the
         router pinned to its batch's shard: it is *hosted* here (this shard's own task in every
         respect, listed as such to the router), not a mirror."""
-        self.core.add_task(**kwargs)
+        core = self.core
+        gone = set(core.gone) if core.gone else None
+        core.add_task(**kwargs)
+        if gone is not None and gone != core.gone:
+            # placeholders of tasks their owners deleted, mentioned again: made anew here (a new
+            # first mention); the feed shows them fresh so the router tells their owners
+            self._absorb()
+            for dep in gone - core.gone:
+                self._refeed(dep)
         task_id = kwargs.get("task_id")
         if isinstance(task_id, str) and not self.owns(task_id):
             t = self.core.get_task(task_id)
@@ -210,6 +218,7 @@ class FederatedCore:
         self._ns: dict[str, dict[str, int]] = {}
         self._counted: dict[str, str] = {}  # owned task -> the status it is counted under in _ns
         self._ud: AbstractSet[str] = self.core.upstream_disabled()
+        self.core.gone = {t.id for t in self.core.tasks() if t.fed.get("gone")}
         for t in self.core.tasks():
             self._note(t.id, t.status, t.priority, bool(t.resources), _hosted(t.family, t.fed), feed=False)
 
@@ -243,6 +252,7 @@ class FederatedCore:
                 return
             del self._state[task_id]
             self._mirrors.discard(task_id)
+            self.core.gone.discard(task_id)
             self._res_tasks.discard(task_id)
         else:
             if self.owns(task_id) or has_family:
@@ -267,6 +277,14 @@ class FederatedCore:
             self._feed.move_to_end(task_id)
             if status is not None:
                 self._deletions.pop(task_id, None)
+
+    def _refeed(self, task_id: str) -> None:
+        """A new feed entry for ``task_id`` although its status did not change."""
+        state = self._state.get(task_id)
+        if state is not None:
+            self._seq += 1
+            self._feed[task_id] = (self._seq, state[0], state[1])
+            self._feed.move_to_end(task_id)
 
     def _count(self, task_id: str, status: str, d: int) -> None:
         ns = namespace_of(task_id)
@@ -509,7 +527,17 @@ class FederatedCore:
             if current is None or new == DISABLED or t.status in (DONE, DISABLED):
                 lazy = False
             core.force_status(task_id, new)
-            core.update_fed(task_id, {"epoch": version[0], "seq": version[1]})
+            fed: dict[str, Any] = {"epoch": version[0], "seq": version[1]}
+            if status is None:
+                if t.fed.get("live"):
+                    # the owner had the task and deleted it: luigid has no such task any more,
+                    # and its next mention here makes it anew (``SchedulerCore.gone``)
+                    fed.update(live=False, gone=True)
+                    core.gone.add(task_id)
+            elif not t.fed.get("live"):
+                fed.update(live=True, gone=False)
+                core.gone.discard(task_id)
+            core.update_fed(task_id, fed)
         if lazy:
             self._absorb(lazy=True)
         return {"missing": missing, "created": created} if created else {"missing": missing}
@@ -634,7 +662,7 @@ class FederatedCore:
         Under the limit: ``{"listed": <Luigi's answer>, "order": {task_id: [status-entry number,
         creation number]}}``, the numbers the router sorts every shard's tasks by (they follow
         its order stamps, so they compare across shards)."""
-        result = self.core.task_list(**kwargs)
+        result = self._without_gone(self.core.task_list(**kwargs))
         over = isinstance(result, dict) and set(result) == {"num_tasks"}
         if over and result["num_tasks"] == -1:
             return result
@@ -645,7 +673,9 @@ class FederatedCore:
         if over or upstream:
             # the count Luigi compares with the limit: every task of the status (before the
             # upstream filter), this shard's own ones and the owner-less placeholders
-            full = self.core.task_list(**{**kwargs, "limit": False, "upstream_status": ""})
+            full = self._without_gone(
+                self.core.task_list(**{**kwargs, "limit": False, "upstream_status": ""})
+            )
             owned = sum(1 for task_id in full if self.owns(task_id))
             placeholders = sorted(
                 task_id
@@ -661,10 +691,19 @@ class FederatedCore:
             answer["hosted"] = hosted
         return {"listed": result, "order": {tid: list(k) for tid, k in order.items()}, **answer}
 
+    def _without_gone(self, listed: Any) -> Any:
+        """A listing without the mirrors of tasks their owners deleted (luigid has no such task)."""
+        gone = self.core.gone
+        if not gone or not isinstance(listed, dict) or set(listed) == {"num_tasks"}:
+            return listed
+        return {tid: entry for tid, entry in listed.items() if tid not in gone}
+
     def fed_task_search(self, **kwargs: Any) -> dict[str, Any]:
         """Luigi's ``task_search`` (``{"found": ...}``) and, as in ``fed_task_list``, the numbers
         the router sorts the tasks of every shard by (``{"order": {task_id: [seq, cseq]}}``)."""
         found = self.core.task_search(**kwargs)
+        if self.core.gone:
+            found = {status: self._without_gone(group) for status, group in found.items()}
         ids = [tid for group in found.values() for tid in group]
         answer: dict[str, Any] = {
             "found": found,
@@ -827,8 +866,10 @@ class FederatedCore:
     def fed_graph(self, **kwargs: Any) -> dict[str, Any]:
         """Luigi's ``graph`` and the creation order of this shard's tasks (mirrors included): the
         router rebuilds one luigid's traversal order from every shard's."""
-        graph = self.core.graph(**kwargs)
-        return {"graph": graph, "created": [[tid, t, n] for tid, t, n in self.core.creation_order()]}
+        graph = self._without_gone(self.core.graph(**kwargs))
+        gone = self.core.gone
+        created = [[tid, t, n] for tid, t, n in self.core.creation_order() if tid not in gone]
+        return {"graph": graph, "created": created}
 
     def fed_health(self) -> dict[str, Any]:
         """Task counts of the tasks this shard owns (mirrors left out), by status and by namespace."""

@@ -505,6 +505,10 @@ class SchedulerCore:
         #: federation: first mentions (as another shard's dependency placeholder) of tasks not
         #: here yet: task id -> (time, creation number), taken when the task is created
         self._mentions: dict[str, tuple[float, int]] = {}
+        #: placeholders of tasks deleted where they live (a federation's mirrors whose owner pruned
+        #: the task): the next mention makes them anew, as Luigi makes a deleted task anew (a new
+        #: creation time and number, the federation data cleared: ``_remake``)
+        self.gone: set[str] = set()
         self._resource_overrides: dict[str, Any] = {}
         self._resources: dict[str, Any] = dict(self._config.resources)
         self._paused = False
@@ -1382,6 +1386,8 @@ class SchedulerCore:
                 dt = tasks.get(d)
                 if dt is None:
                     dt = self._create_task(d, UNKNOWN, None, {}, priority, "", None, None, None)
+                elif d in self.gone:
+                    self._remake(dt)
                 self._add_stakeholder(dt, worker)
 
         self._update_priority(t, priority)
@@ -2007,6 +2013,24 @@ class SchedulerCore:
             if get_work and (w.last_get_work is None or w.last_get_work < now):
                 w.last_get_work = now
                 self._d_workers.add(worker_id)
+
+    def _remake(self, t: _Task) -> None:
+        """A gone placeholder mentioned again: created now, as a new task would be."""
+        tid = t.id
+        self.gone.discard(tid)
+        t.time = t.updated = self._now
+        self._cseq += 1
+        t.cseq = self._cseq
+        # it enters its status now, and is the newest task (Luigi's dicts' insertion order)
+        bucket = self._by_status[t.status]
+        del bucket[tid]
+        self._seq += 1
+        t.seq = self._seq
+        bucket[tid] = t
+        del self._tasks[tid]
+        self._tasks[tid] = t
+        t.fed = {}
+        self._d_tasks.add(tid)
 
     def first_mention(self, task_id: str, time: float, number: int) -> None:
         """Another shard made ``task_id`` a dependency placeholder at ``time`` (creation

@@ -23,7 +23,6 @@ KNOWN_3_SHARDS = frozenset(
     {
         "case_batch_ignore_items_not_ready",
         "case_dep_graphs",
-        "case_priority_update_with_pruning",
     }
 )
 

@@ -227,7 +227,7 @@ def test_mirror_follows_its_owner_and_unblocks_the_dependent() -> None:
     assert fed.core._tasks[dep].status == "DONE"
     assert {c[0]: c[4] for c in fed.fed_changes(0)["changes"]}[dep] is False
     changes = fed.collect_changes()
-    assert changes.tasks[dep]["fed"] == {"epoch": epoch, "seq": 3}
+    assert changes.tasks[dep]["fed"] == {"epoch": epoch, "seq": 3, "live": True, "gone": False}
     assert not [e for e in changes.events if e.task_id == dep]  # the owner's history, not ours
     reply = fed.get_work(worker="w")
     assert reply["task_id"] == parent
