@@ -41,7 +41,6 @@ from router.methods import (
     ADD_TASK,
     ALL,
     ANY,
-    BY_ARG,
     DEP_GRAPH,
     FORWARD,
     FORWARD_RELAY,
@@ -131,7 +130,6 @@ class RouterCore:
             FORWARD: self._on_forward,
             ADD_TASK: self._on_add_task,
             FORWARD_RELAY: self._on_forward_relay,
-            BY_ARG: self._on_forward,
             GET_WORK: self._on_get_work,
             WORKER: self._on_worker_call,
             ONE_WORKER: self._on_one_worker_call,
@@ -191,6 +189,9 @@ class RouterCore:
 
     def on_shard_up(self, link: ShardLink) -> None:
         """Nothing to do at once: the relay resynchronises the shard on its next tick."""
+
+    def on_workers_gone(self, link: ShardLink, workers: list[str]) -> None:
+        self.workers.gone(link.id, workers)
 
     # -- client requests ---------------------------------------------------------------------------
     def handle(self, frames: list[bytes], user: str | None = None) -> None:
@@ -375,7 +376,7 @@ class RouterCore:
         self.pool.send(sid, key, body, done, raw=True)
 
     def _on_forward(self, call: Call, route: Route) -> None:
-        task_id = call.args.get(route.arg or "task_id")
+        task_id = call.args.get("task_id")
         self.forward(call, self._owner_or_any(task_id), _key(task_id), call.request)
 
     def _on_add_task(self, call: Call, route: Route) -> None:
@@ -440,13 +441,13 @@ class RouterCore:
         self.gather(targets, call.method, kwargs, done)
 
     def _on_one_worker_call(self, call: Call, route: Route) -> None:
-        # set_worker_processes queues one message for the worker; one shard must queue it, once
-        targets = [
-            t
-            for t in self.workers.targets(call.args.get("worker"))
-            if self.links[t].state is not LinkState.DOWN
-        ]
+        # set_worker_processes and send_scheduler_message queue one message for the worker (luigid
+        # makes the worker if it is new): one shard its pings ask must queue it, once
+        worker = call.args.get("worker")
+        targets = [t for t in self.workers.targets(worker) if self.links[t].state is not LinkState.DOWN]
         sid = targets[0] if targets else self._any_link_id()
+        if isinstance(worker, str):
+            self.workers.meet(worker, sid)
         self.pool.call(sid, call.method, call.args, self._answer(call))
 
     # -- fan-out ---------------------------------------------------------------------------------------

@@ -40,14 +40,10 @@ from tests.test_scheduler_differential import (
 FEDERATION_EXAMPLES = 25
 #: what the machine finds against three shards (reported on issue 10), first found first
 THREE_SHARDS_FINDINGS = (
-    "the first difference of the derandomized run: a disabled worker pruned in a get_work "
-    "(prune_on_get_work) stays disabled on another shard (minimized below); random runs on main "
-    "after the greedy walk over shards also find: fetch_error of a task another shard knows only "
-    "as a dependency (the most frequent, minimized below); task_list's upstream_status filters "
+    "random runs on main after the greedy walk over shards find: task_list's upstream_status filters "
     "(UPSTREAM_RUNNING, UPSTREAM_MISSING_INPUT) over a remote dependency's own dependencies; a "
     "graph() node's display_name (luigid keeps it only for the root); dep_graph's resources_running "
-    "and inverse_dep_graph's key order; worker_list and get_work keys; a scheduler message for a "
-    "worker no shard knows (minimized below)"
+    "and inverse_dep_graph's key order; worker_list and get_work keys"
 )
 NO_CORE_STATE = {"snapshot", "restore", "collect_changes"}
 
@@ -158,11 +154,6 @@ def test_fetch_error_of_a_dependency_known_only_on_another_shard() -> None:
     d.fetch_error(task_id=dependency)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="router: a scheduler message for a worker no shard knows yet is queued on a shard its "
-    "ping does not ask",
-)
 def test_a_message_for_a_worker_no_shard_knows_reaches_its_next_ping() -> None:
     """Found by the machine against three shards, minimized: luigid creates the worker on
     ``send_scheduler_message`` and its next ``ping`` carries the message (one shard: the same)."""
@@ -171,10 +162,6 @@ def test_a_message_for_a_worker_no_shard_knows_reaches_its_next_ping() -> None:
     d.ping(worker="AS")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a disabled worker pruned by prune_on_get_work stays disabled on a shard the get_work did not prune",
-)
 def test_a_disabled_worker_pruned_on_get_work_comes_back_active() -> None:
     """The first finding of the derandomized machine against three shards, minimized: luigid
     prunes the silent disabled worker in an assistant's ``get_work`` (``prune_on_get_work``), so
@@ -187,3 +174,28 @@ def test_a_disabled_worker_pruned_on_get_work_comes_back_active() -> None:
     d.get_work(worker="AS", host="host-AS", assistant=True, current_tasks=[])
     d.add_task(task_id="Fam_run2", worker="W1", status="DONE")
     d.count_pending(worker="W1")
+
+
+def test_a_get_work_with_prune_on_get_work_prunes_every_shard() -> None:
+    """luigid's ``prune_on_get_work`` prunes its whole state: a get_work of a worker one shard knows
+    prunes the others too (a silent worker's RUNNING task fails, a disabled worker known to two
+    other shards is gone everywhere, so its next ``add_task`` makes an active worker)."""
+    d = Differential(
+        make_config(worker_disconnect_delay=6.0, prune_on_get_work=True), ThreeShards, check_changes=False
+    )
+    fed = d.core
+    assert isinstance(fed, ThreeShards)
+    a, b, c = fed.task_on("s0", "a"), fed.task_on("s1", "b"), fed.task_on("s2", "c")
+    d.add_task(task_id=a, worker="W1", family="F", params={})
+    d.add_task(task_id=b, worker="W1", family="F", params={})
+    d.get_work(worker="W1", host="h", current_tasks=[])
+    d.disable_worker(worker="W1")
+    d.advance(3.0)
+    d.add_task(task_id=c, worker="W2", family="F", params={})
+    d.advance(3.25)
+    d.get_work(worker="W2", host="h", current_tasks=[])
+    d.count_pending(worker="W2")
+    d.add_task(task_id=a, worker="W1", family="F", params={})
+    d.add_task(task_id=b, worker="W1", family="F", params={})
+    d.count_pending(worker="W1")
+    d.get_work(worker="W1", host="h", current_tasks=[])
