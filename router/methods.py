@@ -130,7 +130,7 @@ METHODS: dict[str, Route] = {
     # the whole federation
     "task_list": Route(ALL, merge.task_list_reply, read=True, shard_method="fed_task_list"),
     "worker_list": Route(ALL, merge.worker_list_reply, read=True, shard_method="fed_worker_list"),
-    "resource_list": _read(merge.resource_list_reply),
+    "resource_list": Route(ALL, merge.resource_list_reply, read=True, shard_method="fed_resource_list"),
     "graph": Route(ALL, merge.graph_reply, read=True, shard_method="fed_graph"),
     "task_search": Route(ALL, merge.task_search_reply, read=True, shard_method="fed_task_search"),
     "is_paused": _read(merge.paused_reply),

@@ -54,6 +54,7 @@ SETTLED_METHODS = frozenset(
         "fed_batch_claim",
         "fed_task_list",
         "fed_task_search",
+        "fed_resource_list",
         "fed_worker_list",
         "fed_graph",
         "fed_inverse_dep_graph",
