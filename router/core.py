@@ -538,21 +538,40 @@ class RouterCore:
         Graph(self, call, root, kwargs, inverse=route.kind == INVERSE_DEP_GRAPH).start()
 
     def _on_placeholder_read(self, call: Call, route: Route) -> None:
-        """``fetch_error`` of a task: its owner's answer, or, when the owner never had the task but a
-        dependent's shard made it a placeholder, that placeholder's (luigid has that one record)."""
+        """``fetch_error`` or ``get_task_status_message`` of a task: its owner's answer, or, when the
+        owner never had the task but a dependent's shard made it a placeholder, that placeholder's
+        (luigid has that one record)."""
         task_id = call.args.get("task_id")
         sid = self._owner_or_any(task_id)
+
+        def from_mirror() -> bool:
+            if isinstance(task_id, str):
+                for mirror in sorted(self.relay.mirrors_of(task_id)):
+                    if mirror != sid and self.links[mirror].state is not LinkState.DOWN:
+                        self.pool.call(mirror, call.method, call.args, self._answer(call))
+                        return True
+            return False
 
         def done(result: Any, err: FederationError | None) -> None:
             if err is not None:
                 self.fail(call, err)
                 return
-            unknown = isinstance(result, dict) and set(result) == {"taskId", "error"}
-            if unknown and isinstance(task_id, str):
-                for mirror in sorted(self.relay.mirrors_of(task_id)):
-                    if mirror != sid and self.links[mirror].state is not LinkState.DOWN:
-                        self.pool.call(mirror, call.method, call.args, self._answer(call))
-                        return
+            if _unknown_task(result) and from_mirror():
+                return
+            if (
+                call.method == "get_task_status_message"
+                and result == {"taskId": task_id, "statusMessage": ""}
+                and isinstance(task_id, str)
+                and self.relay.mirrors_of(task_id) - {sid}
+            ):
+                # Luigi's answer for a task it does not have, or a message set to "": the owner's
+                # fetch_error tells which (a placeholder's message is None)
+                def known(probe: Any, err: FederationError | None) -> None:
+                    if err is not None or not _unknown_task(probe) or not from_mirror():
+                        self.reply(call, result)
+
+                self.pool.call(sid, "fetch_error", {"task_id": task_id}, known)
+                return
             self.reply(call, result)
 
         self.pool.call(sid, call.method, call.args, done)
@@ -674,6 +693,11 @@ def authorizer(config: FederationConfig) -> Authorizer | None:
     principals.append(Principal(GATEWAY_PRINCIPAL, GATEWAY, ()))
     tokens = {p.token_sha256: p.name for p in security.principals if p.token_sha256}
     return Authorizer(principals, namespace_of, tokens)
+
+
+def _unknown_task(result: Any) -> bool:
+    """``fetch_error``'s answer for a task the shard does not have."""
+    return isinstance(result, dict) and set(result) == {"taskId", "error"}
 
 
 def _key(task_id: Any) -> bytes:

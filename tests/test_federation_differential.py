@@ -153,6 +153,20 @@ def test_fetch_error_of_a_dependency_known_only_on_another_shard() -> None:
     d.fetch_error(task_id=dependency)
 
 
+def test_status_message_of_a_dependency_known_only_on_another_shard() -> None:
+    """Found by the machine against three shards (derandomized), minimized: luigid has the
+    dependency's placeholder, whose status message is None; the owner never had the task ("")."""
+    d = Differential(make_config(), ThreeShards, check_changes=False)
+    dependent, dependency = _on_different_shards(d)
+    d.add_task(worker="W1", task_id=dependent, deps=[dependency], family="F", params={})
+    d.get_task_status_message(task_id=dependency)
+    d.set_task_status_message(task_id=dependent, status_message="")
+    d.get_task_status_message(task_id=dependent)
+    d.add_task(worker="W1", task_id=dependency, family="F", params={})
+    d.set_task_status_message(task_id=dependency, status_message="")
+    d.get_task_status_message(task_id=dependency)
+
+
 def test_a_message_for_a_worker_no_shard_knows_reaches_its_next_ping() -> None:
     """Found by the machine against three shards, minimized: luigid creates the worker on
     ``send_scheduler_message`` and its next ``ping`` carries the message (one shard: the same)."""
