@@ -41,7 +41,6 @@ from router.methods import (
     ADD_TASK,
     ALL,
     ANY,
-    BY_ARG,
     DEP_GRAPH,
     FORWARD,
     FORWARD_RELAY,
@@ -131,7 +130,6 @@ class RouterCore:
             FORWARD: self._on_forward,
             ADD_TASK: self._on_add_task,
             FORWARD_RELAY: self._on_forward_relay,
-            BY_ARG: self._on_forward,
             GET_WORK: self._on_get_work,
             WORKER: self._on_worker_call,
             ONE_WORKER: self._on_one_worker_call,
@@ -191,6 +189,9 @@ class RouterCore:
 
     def on_shard_up(self, link: ShardLink) -> None:
         """Nothing to do at once: the relay resynchronises the shard on its next tick."""
+
+    def on_workers_gone(self, link: ShardLink, workers: list[str]) -> None:
+        self.workers.gone(link.id, workers)
 
     # -- client requests ---------------------------------------------------------------------------
     def handle(self, frames: list[bytes], user: str | None = None) -> None:
@@ -375,7 +376,7 @@ class RouterCore:
         self.pool.send(sid, key, body, done, raw=True)
 
     def _on_forward(self, call: Call, route: Route) -> None:
-        task_id = call.args.get(route.arg or "task_id")
+        task_id = call.args.get("task_id")
         self.forward(call, self._owner_or_any(task_id), _key(task_id), call.request)
 
     def _on_add_task(self, call: Call, route: Route) -> None:
@@ -440,13 +441,13 @@ class RouterCore:
         self.gather(targets, call.method, kwargs, done)
 
     def _on_one_worker_call(self, call: Call, route: Route) -> None:
-        # set_worker_processes queues one message for the worker; one shard must queue it, once
-        targets = [
-            t
-            for t in self.workers.targets(call.args.get("worker"))
-            if self.links[t].state is not LinkState.DOWN
-        ]
+        # set_worker_processes and send_scheduler_message queue one message for the worker (luigid
+        # makes the worker if it is new): one shard its pings ask must queue it, once
+        worker = call.args.get("worker")
+        targets = [t for t in self.workers.targets(worker) if self.links[t].state is not LinkState.DOWN]
         sid = targets[0] if targets else self._any_link_id()
+        if isinstance(worker, str):
+            self.workers.meet(worker, sid)
         self.pool.call(sid, call.method, call.args, self._answer(call))
 
     # -- fan-out ---------------------------------------------------------------------------------------
@@ -537,21 +538,40 @@ class RouterCore:
         Graph(self, call, root, kwargs, inverse=route.kind == INVERSE_DEP_GRAPH).start()
 
     def _on_placeholder_read(self, call: Call, route: Route) -> None:
-        """``fetch_error`` of a task: its owner's answer, or, when the owner never had the task but a
-        dependent's shard made it a placeholder, that placeholder's (luigid has that one record)."""
+        """``fetch_error`` or ``get_task_status_message`` of a task: its owner's answer, or, when the
+        owner never had the task but a dependent's shard made it a placeholder, that placeholder's
+        (luigid has that one record)."""
         task_id = call.args.get("task_id")
         sid = self._owner_or_any(task_id)
+
+        def from_mirror() -> bool:
+            if isinstance(task_id, str):
+                for mirror in sorted(self.relay.mirrors_of(task_id)):
+                    if mirror != sid and self.links[mirror].state is not LinkState.DOWN:
+                        self.pool.call(mirror, call.method, call.args, self._answer(call))
+                        return True
+            return False
 
         def done(result: Any, err: FederationError | None) -> None:
             if err is not None:
                 self.fail(call, err)
                 return
-            unknown = isinstance(result, dict) and set(result) == {"taskId", "error"}
-            if unknown and isinstance(task_id, str):
-                for mirror in sorted(self.relay.mirrors_of(task_id)):
-                    if mirror != sid and self.links[mirror].state is not LinkState.DOWN:
-                        self.pool.call(mirror, call.method, call.args, self._answer(call))
-                        return
+            if _unknown_task(result) and from_mirror():
+                return
+            if (
+                call.method == "get_task_status_message"
+                and result == {"taskId": task_id, "statusMessage": ""}
+                and isinstance(task_id, str)
+                and self.relay.mirrors_of(task_id) - {sid}
+            ):
+                # Luigi's answer for a task it does not have, or a message set to "": the owner's
+                # fetch_error tells which (a placeholder's message is None)
+                def known(probe: Any, err: FederationError | None) -> None:
+                    if err is not None or not _unknown_task(probe) or not from_mirror():
+                        self.reply(call, result)
+
+                self.pool.call(sid, "fetch_error", {"task_id": task_id}, known)
+                return
             self.reply(call, result)
 
         self.pool.call(sid, call.method, call.args, done)
@@ -673,6 +693,11 @@ def authorizer(config: FederationConfig) -> Authorizer | None:
     principals.append(Principal(GATEWAY_PRINCIPAL, GATEWAY, ()))
     tokens = {p.token_sha256: p.name for p in security.principals if p.token_sha256}
     return Authorizer(principals, namespace_of, tokens)
+
+
+def _unknown_task(result: Any) -> bool:
+    """``fetch_error``'s answer for a task the shard does not have."""
+    return isinstance(result, dict) and set(result) == {"taskId", "error"}
 
 
 def _key(task_id: Any) -> bytes:

@@ -61,6 +61,21 @@ class GetWork:
         self.seqs: dict[str, Any] = {}
 
     def start(self) -> None:
+        core = self.core
+        if core.config.scheduler.prune_on_get_work:
+            # Luigi's prune_on_get_work prunes the whole scheduler first: the shards this get_work
+            # does not reach prune too (their workers and tasks), before it goes on
+            others = [
+                sid
+                for sid, link in core.pool.links.items()
+                if sid not in self.targets and link.state is not LinkState.DOWN
+            ]
+            if others:
+                core.gather(others, "prune", {}, lambda results, errors: self._start())
+                return
+        self._start()
+
+    def _start(self) -> None:
         pool = self.core.pool
         if self.call.args.get("current_tasks") is not None:
             # Luigi resets the worker's batches whose runner it never reported; for a batch over

@@ -136,6 +136,8 @@ class PoolListener(Protocol):
 
     def on_shard_up(self, link: ShardLink) -> None: ...
 
+    def on_workers_gone(self, link: ShardLink, workers: list[str]) -> None: ...
+
 
 class ShardPool:
     """Calls to shards with deadlines and health; subclasses move the frames.
@@ -288,7 +290,9 @@ class ShardPool:
     def _on_reply(self, link: ShardLink, frames: list[bytes]) -> None:
         """A shard's ``[tag, reply_body]`` (``[tag, reply_body, summaries]``: ``router.summaries``)."""
         if len(frames) == 3:
-            summaries.on_frame(self, link, frames[2])
+            gone = summaries.on_frame(self, link, frames[2])
+            if gone and self.listener is not None:
+                self.listener.on_workers_gone(link, gone)
         elif len(frames) != 2:
             log.warning("router: shard %s sent %d frames, expected [tag, body]", link.id, len(frames))
             return

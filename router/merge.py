@@ -396,7 +396,18 @@ def merge_worker_list(
 
 
 def merge_resource_list(results: Results, owner: Owner) -> list[dict[str, Any]]:
-    """``resource_list``: capacities are the same on every shard; usage and consumers add up."""
+    """``resource_list``: capacities are the same on every shard; usage and consumers add up.
+
+    A shard answers ``fed_resource_list``: ``{"resources": Luigi's answer, "order": {id: [seq,
+    cseq]}}``; Luigi lists each resource's running tasks in the order they entered RUNNING, which
+    the status-entry numbers give across shards (equal timestamps do not).  A plain
+    ``resource_list`` answer is taken as is, ordered by timestamps."""
+    owner = _hosted_owner(results, owner)
+    wrapped = [(sid, r) for sid, r in results if _is_resources(r)]
+    order_keys = None
+    if wrapped and len(wrapped) == len(results):
+        order_keys = _order_keys(wrapped, owner, by_status=True)
+    results = [(sid, r["resources"] if _is_resources(r) else r) for sid, r in results]
     rows: dict[str, dict[str, Any]] = {}
     running: dict[str, list[tuple[str, dict[str, Any]]]] = {}
     for shard_id, resources in results:
@@ -413,10 +424,19 @@ def merge_resource_list(results: Results, owner: Owner) -> list[dict[str, Any]]:
                 running.setdefault(name, []).append((shard_id, r.get("running") or {}))
     for name, row in rows.items():
         if name in running:
-            tasks = merge_tasks(running[name], owner)
+            tasks = merge_tasks(running[name], owner, order_keys=order_keys)
             row["num_consumer"] = len(tasks)
             row["running"] = tasks
     return list(rows.values())
+
+
+def _is_resources(result: Any) -> bool:
+    return (
+        isinstance(result, dict)
+        and set(result) - {_HOSTED} == {"resources", "order"}
+        and isinstance(result["resources"], list)
+        and isinstance(result["order"], dict)
+    )
 
 
 COUNTERS = ("n_pending_tasks", "n_unique_pending", "n_pending_last_scheduled")

@@ -20,13 +20,11 @@ Kinds:
 ``FORWARD_RELAY``
     Forwarded to the owner; the reply waits until the owner's status change
     has been relayed to the shards that mirror the task (UI actions).
-``BY_ARG``
-    Single-task call whose task id is in another argument (``task`` of
-    ``send_scheduler_message``).
 ``WORKER``
     Sent to every shard that knows ``worker``; answers merged.
 ``ONE_WORKER``
-    Sent to one shard that knows ``worker`` (a message queued once).
+    Sent to one shard that knows ``worker`` (a message queued once: ``set_worker_processes``,
+    ``send_scheduler_message``), its home shard when none does yet.
 ``ALL``
     Sent to every shard; answers merged (reads) or checked (writes).
 ``ANY``
@@ -50,7 +48,6 @@ from router import merge
 FORWARD = "forward"
 ADD_TASK = "add_task"
 FORWARD_RELAY = "forward_relay"
-BY_ARG = "by_arg"
 WORKER = "worker"
 ONE_WORKER = "one_worker"
 ALL = "all"
@@ -69,7 +66,6 @@ KINDS = frozenset(
         FORWARD,
         ADD_TASK,
         FORWARD_RELAY,
-        BY_ARG,
         WORKER,
         ONE_WORKER,
         ALL,
@@ -89,8 +85,6 @@ class Route(NamedTuple):
     kind: str
     #: WORKER/ALL: how the answers are merged
     merge: merge.Merge | None = None
-    #: BY_ARG: the argument that names the task
-    arg: str | None = None
     #: ALL: a read (down shards are left out, the others answer) rather than a write (every shard must)
     read: bool = False
     #: WORKER: an error of one shard does not fail the call (Luigi only logs a failed ping)
@@ -107,7 +101,7 @@ def _read(fn: merge.Merge) -> Route:
 METHODS: dict[str, Route] = {
     # single task, forwarded untouched
     "set_task_status_message": Route(FORWARD),
-    "get_task_status_message": Route(FORWARD),
+    "get_task_status_message": Route(PLACEHOLDER_READ),
     "set_task_progress_percentage": Route(FORWARD),
     "get_task_progress_percentage": Route(FORWARD),
     "decrease_running_task_resources": Route(FORWARD),
@@ -121,7 +115,6 @@ METHODS: dict[str, Route] = {
     "mark_as_done": Route(FORWARD_RELAY),
     "forgive_failures": Route(FORWARD_RELAY),
     "re_enable_task": Route(FORWARD_RELAY),
-    "send_scheduler_message": Route(BY_ARG, arg="task"),
     # one worker
     "get_work": Route(GET_WORK),
     "count_pending": Route(WORKER, merge.counts_reply),
@@ -131,10 +124,13 @@ METHODS: dict[str, Route] = {
     "add_task_batcher": Route(WORKER, merge.nothing_reply),
     "announce_scheduling_failure": Route(WORKER, merge.nothing_reply),
     "set_worker_processes": Route(ONE_WORKER),
+    # luigid queues the message on the worker (made on demand), not on the task: the shard that
+    # queues it must be one the worker's next ping asks
+    "send_scheduler_message": Route(ONE_WORKER),
     # the whole federation
     "task_list": Route(ALL, merge.task_list_reply, read=True, shard_method="fed_task_list"),
     "worker_list": Route(ALL, merge.worker_list_reply, read=True, shard_method="fed_worker_list"),
-    "resource_list": _read(merge.resource_list_reply),
+    "resource_list": Route(ALL, merge.resource_list_reply, read=True, shard_method="fed_resource_list"),
     "graph": Route(ALL, merge.graph_reply, read=True, shard_method="fed_graph"),
     "task_search": Route(ALL, merge.task_search_reply, read=True, shard_method="fed_task_search"),
     "is_paused": _read(merge.paused_reply),

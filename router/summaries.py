@@ -54,6 +54,7 @@ SETTLED_METHODS = frozenset(
         "fed_batch_claim",
         "fed_task_list",
         "fed_task_search",
+        "fed_resource_list",
         "fed_worker_list",
         "fed_graph",
         "fed_inverse_dep_graph",
@@ -118,8 +119,11 @@ def forget(link: ShardLink) -> None:
     link.sums = {}
 
 
-def on_frame(pool: ShardPool, link: ShardLink, data: bytes) -> None:
-    """A shard's summaries frame ``[token, n, whole, prunes, {worker: summary | None}]``."""
+def on_frame(pool: ShardPool, link: ShardLink, data: bytes) -> list[str]:
+    """A shard's summaries frame ``[token, n, whole, prunes, {worker: summary | None}]``.
+
+    Returns the workers the shard no longer knows (it pruned them: a ``None`` summary, or a
+    worker the table had that a whole table leaves out)."""
     try:
         frame = wire.unpack(data)
         token, n, whole, prunes, entries = frame
@@ -132,15 +136,18 @@ def on_frame(pool: ShardPool, link: ShardLink, data: bytes) -> None:
         log.warning("router: shard %s sent a malformed summaries frame: %s", link.id, e)
         forget(link)
         _ask_whole(pool, link)
-        return
+        return []
+    # a None summary is news of a pruned worker even in a frame out of step (frames come in order)
+    gone = [worker for worker, summary in entries.items() if summary is None]
     if whole:
+        gone += [worker for worker in link.sums if worker not in entries]
         link.sums = {}
     elif not link.sum_ok or token != link.sum_token or n != link.sum_n + 1:
         if link.sum_ok:
             log.info("router: shard %s's summaries are out of step; asking for all of them", link.id)
         forget(link)
         _ask_whole(pool, link)
-        return
+        return gone
     sums = link.sums
     for worker, summary in entries.items():
         if summary is None:
@@ -151,6 +158,7 @@ def on_frame(pool: ShardPool, link: ShardLink, data: bytes) -> None:
     link.sum_n = n
     link.sum_ok = True
     link.sum_prunes = bool(prunes)
+    return gone
 
 
 def _well_formed(summary: Any) -> bool:

@@ -152,6 +152,23 @@ class WorkerRegistry:
             # Luigi reserves resources for the tasks of workers that asked for work lately
             self.pool.call(sid, "fed_touch_workers", {"workers": [worker], "get_work": True}, ignore)
 
+    def gone(self, sid: str, workers: list[str]) -> None:
+        """Shard ``sid`` pruned these workers (silent for ``worker_disconnect_delay``, or its
+        ``prune_on_get_work``): it no longer knows them.  A worker no shard knows any more is gone
+        as in luigid, which makes a new, active worker at its next call: its ``add_worker`` info,
+        batchers, disabled flag and last ``get_work`` are not replayed to a shard meeting it."""
+        for worker in workers:
+            ws = self.workers.get(worker)
+            if ws is None:
+                continue
+            ws.shards.pop(sid, None)
+            ws.touched.pop(sid, None)
+            if not ws.shards:
+                ws.info = {}
+                ws.batchers = {}
+                ws.disabled = False
+                ws.last_get_work = None
+
     def targets(self, worker: Any, *, all_shards: bool = False) -> list[str]:
         """Shards that know ``worker`` (all shards for an assistant).
 

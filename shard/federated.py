@@ -85,6 +85,7 @@ FED_METHODS = (
     "fed_graph",
     "fed_task_list",
     "fed_task_search",
+    "fed_resource_list",
     "fed_worker_list",
     "fed_health",
     "fed_inverse_dep_graph",
@@ -707,6 +708,22 @@ class FederatedCore:
         ids = [tid for group in found.values() for tid in group]
         answer: dict[str, Any] = {
             "found": found,
+            "order": {tid: list(k) for tid, k in self.core.order_keys(ids).items()},
+        }
+        hosted = self._hosted_ids(ids)
+        if hosted:
+            answer["hosted"] = hosted
+        return answer
+
+    def fed_resource_list(self) -> dict[str, Any]:
+        """Luigi's ``resource_list`` (``{"resources": ...}``) and, as in ``fed_task_list``, the
+        numbers of the tasks listed as running (``{"order": {task_id: [seq, cseq]}}``): Luigi
+        lists them in the order they entered RUNNING, which the status-entry numbers give across
+        shards (timestamps tie)."""
+        resources = self.core.resource_list()
+        ids = list(dict.fromkeys(tid for r in resources for tid in r.get("running") or {}))
+        answer: dict[str, Any] = {
+            "resources": resources,
             "order": {tid: list(k) for tid, k in self.core.order_keys(ids).items()},
         }
         hosted = self._hosted_ids(ids)

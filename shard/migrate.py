@@ -79,7 +79,6 @@ FENCED_METHODS = {
     "mark_as_done": "task_id",
     "forgive_failures": "task_id",
     "re_enable_task": "task_id",
-    "send_scheduler_message": "task",
 }
 
 PAGE_LIMIT = 2000

@@ -40,14 +40,14 @@ from tests.test_scheduler_differential import (
 FEDERATION_EXAMPLES = 25
 #: what the machine finds against three shards (reported on issue 10), first found first
 THREE_SHARDS_FINDINGS = (
-    "the first difference of the derandomized run: a disabled worker pruned in a get_work "
-    "(prune_on_get_work) stays disabled on another shard (minimized below); random runs on main "
-    "after the greedy walk over shards also find: fetch_error of a task another shard knows only "
-    "as a dependency (the most frequent, minimized below); task_list's upstream_status filters "
-    "(UPSTREAM_RUNNING, UPSTREAM_MISSING_INPUT) over a remote dependency's own dependencies; a "
-    "graph() node's display_name (luigid keeps it only for the root); dep_graph's resources_running "
-    "and inverse_dep_graph's key order; worker_list and get_work keys; a scheduler message for a "
-    "worker no shard knows (minimized below)"
+    "the first difference of the derandomized run: graph() (luigid walks each task's graph cut at "
+    "max_graph_nodes and keeps display_name only for a root; the graph reads are being worked on "
+    "apart); with the graph reads left out, the first is a worker that adds a task with a "
+    "dependency on another shard, which is that dependency's stakeholder only on its own shard "
+    "(minimized below); random runs on main after the greedy walk over shards also find: "
+    "task_list's upstream_status filters (UPSTREAM_RUNNING, UPSTREAM_MISSING_INPUT) over a remote "
+    "dependency's own dependencies; dep_graph's resources_running and inverse_dep_graph's key "
+    "order; worker_list and get_work keys"
 )
 NO_CORE_STATE = {"snapshot", "restore", "collect_changes"}
 
@@ -96,13 +96,12 @@ def test_generated_sequences_against_three_shards() -> None:
     run_state_machine_as_test(machine, settings=_settings(_examples(FEDERATION_EXAMPLES)))
 
 
-@pytest.mark.xfail(
-    strict=True, reason="router/merge: ties of equal last_updated are reordered, one shard too"
-)
-def test_resource_list_keeps_luigis_order_of_running_tasks_with_equal_timestamps() -> None:
+@pytest.mark.parametrize("federation", [OneShard, ThreeShards], ids=["one_shard", "three_shards"])
+def test_resource_list_keeps_luigis_order_of_running_tasks_with_equal_timestamps(federation: Any) -> None:
     """Found by the machine against one shard (random seed), minimized: two tasks entered RUNNING
-    at one timestamp; luigid lists them in the order they did, the federation reorders them."""
-    d = Differential(make_config(resources={"r1": 2, "r2": 1}), OneShard, check_changes=False)
+    at one timestamp; luigid lists them in the order they did (the shards' status-entry numbers
+    give it, ``fed_resource_list``), not by their equal ``last_updated``."""
+    d = Differential(make_config(resources={"r1": 2, "r2": 1}), federation, check_changes=False)
     d.add_task_batcher(worker="W1", task_family="Fam", batched_args=["a"], max_batch_size=float("inf"))
     for i, b in ((1, "x"), (2, "x")):
         d.add_task(
@@ -158,11 +157,20 @@ def test_fetch_error_of_a_dependency_known_only_on_another_shard() -> None:
     d.fetch_error(task_id=dependency)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="router: a scheduler message for a worker no shard knows yet is queued on a shard its "
-    "ping does not ask",
-)
+def test_status_message_of_a_dependency_known_only_on_another_shard() -> None:
+    """Found by the machine against three shards (derandomized), minimized: luigid has the
+    dependency's placeholder, whose status message is None; the owner never had the task ("")."""
+    d = Differential(make_config(), ThreeShards, check_changes=False)
+    dependent, dependency = _on_different_shards(d)
+    d.add_task(worker="W1", task_id=dependent, deps=[dependency], family="F", params={})
+    d.get_task_status_message(task_id=dependency)
+    d.set_task_status_message(task_id=dependent, status_message="")
+    d.get_task_status_message(task_id=dependent)
+    d.add_task(worker="W1", task_id=dependency, family="F", params={})
+    d.set_task_status_message(task_id=dependency, status_message="")
+    d.get_task_status_message(task_id=dependency)
+
+
 def test_a_message_for_a_worker_no_shard_knows_reaches_its_next_ping() -> None:
     """Found by the machine against three shards, minimized: luigid creates the worker on
     ``send_scheduler_message`` and its next ``ping`` carries the message (one shard: the same)."""
@@ -171,10 +179,6 @@ def test_a_message_for_a_worker_no_shard_knows_reaches_its_next_ping() -> None:
     d.ping(worker="AS")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a disabled worker pruned by prune_on_get_work stays disabled on a shard the get_work did not prune",
-)
 def test_a_disabled_worker_pruned_on_get_work_comes_back_active() -> None:
     """The first finding of the derandomized machine against three shards, minimized: luigid
     prunes the silent disabled worker in an assistant's ``get_work`` (``prune_on_get_work``), so
@@ -187,3 +191,49 @@ def test_a_disabled_worker_pruned_on_get_work_comes_back_active() -> None:
     d.get_work(worker="AS", host="host-AS", assistant=True, current_tasks=[])
     d.add_task(task_id="Fam_run2", worker="W1", status="DONE")
     d.count_pending(worker="W1")
+
+
+def test_a_get_work_with_prune_on_get_work_prunes_every_shard() -> None:
+    """luigid's ``prune_on_get_work`` prunes its whole state: a get_work of a worker one shard knows
+    prunes the others too (a silent worker's RUNNING task fails, a disabled worker known to two
+    other shards is gone everywhere, so its next ``add_task`` makes an active worker)."""
+    d = Differential(
+        make_config(worker_disconnect_delay=6.0, prune_on_get_work=True), ThreeShards, check_changes=False
+    )
+    fed = d.core
+    assert isinstance(fed, ThreeShards)
+    a, b, c = fed.task_on("s0", "a"), fed.task_on("s1", "b"), fed.task_on("s2", "c")
+    d.add_task(task_id=a, worker="W1", family="F", params={})
+    d.add_task(task_id=b, worker="W1", family="F", params={})
+    d.get_work(worker="W1", host="h", current_tasks=[])
+    d.disable_worker(worker="W1")
+    d.advance(3.0)
+    d.add_task(task_id=c, worker="W2", family="F", params={})
+    d.advance(3.25)
+    d.get_work(worker="W2", host="h", current_tasks=[])
+    d.count_pending(worker="W2")
+    d.add_task(task_id=a, worker="W1", family="F", params={})
+    d.add_task(task_id=b, worker="W1", family="F", params={})
+    d.count_pending(worker="W1")
+    d.get_work(worker="W1", host="h", current_tasks=[])
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a worker that adds a task with a dependency on another shard is that dependency's "
+    "stakeholder only on its own shard: the owner removes the dependency when its other "
+    "stakeholders are gone",
+)
+def test_a_stakeholder_of_a_remote_dependency_keeps_it() -> None:
+    """Found by the machine against three shards (with the graph reads left out), minimized: W2
+    adds the task, then W1 adds a task on another shard that depends on it, and W2 goes silent.
+    In luigid W1 is a stakeholder of the dependency too, so it stays; the owner never hears of W1."""
+    d = Differential(make_config(remove_delay=0.0), ThreeShards, check_changes=False)
+    dependent, dependency = _on_different_shards(d)
+    d.add_task(worker="W2", task_id=dependency, family="F", params={})
+    d.advance(5.75)
+    d.add_task(worker="W1", task_id=dependent, deps=[dependency], family="F", params={})
+    d.advance(0.5)
+    d.prune()
+    d.prune()
+    d.task_list(status="PENDING", upstream_status="")
