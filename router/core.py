@@ -95,7 +95,9 @@ class RouterCore:
         self.timeout = config.router.timeout
         self.health_timeout = config.router.health_timeout
         self.max_graph_nodes = config.scheduler.max_graph_nodes
-        self.merge_context = merge.MergeContext(self.owner, config.scheduler.max_shown_tasks)
+        self.merge_context = merge.MergeContext(
+            self.owner, config.scheduler.max_shown_tasks, config.scheduler.max_graph_nodes
+        )
         self.endpoint = ""
         self.http_endpoint: str | None = None
         self.soon: list[Callable[[], None]] = []
@@ -537,22 +539,49 @@ class RouterCore:
         Graph(self, call, root, kwargs, inverse=route.kind == INVERSE_DEP_GRAPH).start()
 
     def _on_placeholder_read(self, call: Call, route: Route) -> None:
-        """``fetch_error`` of a task: its owner's answer, or, when the owner never had the task but a
-        dependent's shard made it a placeholder, that placeholder's (luigid has that one record)."""
+        """``fetch_error`` / ``get_task_status_message`` of a task: its owner's answer, or, when the
+        owner does not have the task but a dependent's shard made it a placeholder, that
+        placeholder's (luigid has that one record).  ``fetch_error`` shows an unknown task by its
+        keys; a status message of ``""`` is also a task's own, so the owner is asked whether it
+        has the task (``fed_status``) before the placeholder answers."""
         task_id = call.args.get("task_id")
         sid = self._owner_or_any(task_id)
+
+        def mirror() -> str | None:
+            if not isinstance(task_id, str):
+                return None
+            for other in sorted(self.relay.mirrors_of(task_id)):
+                if other != sid and self.links[other].state is not LinkState.DOWN:
+                    return other
+            return None
 
         def done(result: Any, err: FederationError | None) -> None:
             if err is not None:
                 self.fail(call, err)
                 return
-            unknown = isinstance(result, dict) and set(result) == {"taskId", "error"}
-            if unknown and isinstance(task_id, str):
-                for mirror in sorted(self.relay.mirrors_of(task_id)):
-                    if mirror != sid and self.links[mirror].state is not LinkState.DOWN:
-                        self.pool.call(mirror, call.method, call.args, self._answer(call))
-                        return
-            self.reply(call, result)
+            if call.method == "fetch_error":
+                unknown = isinstance(result, dict) and set(result) == {"taskId", "error"}
+                other = mirror() if unknown else None
+                if other is not None:
+                    self.pool.call(other, call.method, call.args, self._answer(call))
+                else:
+                    self.reply(call, result)
+                return
+            maybe_unknown = isinstance(result, dict) and result.get("statusMessage") == ""
+            other = mirror() if maybe_unknown else None
+            if other is None:
+                self.reply(call, result)
+                return
+
+            def owner_has(status: Any, err2: FederationError | None) -> None:
+                tasks = status.get("tasks") if err2 is None and isinstance(status, dict) else None
+                row = tasks.get(task_id) if isinstance(tasks, dict) else None
+                if isinstance(row, list) and row and row[0] is None:
+                    self.pool.call(other, call.method, call.args, self._answer(call))
+                else:
+                    self.reply(call, result)
+
+            self.pool.call(sid, "fed_status", {"task_ids": [task_id]}, owner_has)
 
         self.pool.call(sid, call.method, call.args, done)
 

@@ -107,7 +107,7 @@ def _read(fn: merge.Merge) -> Route:
 METHODS: dict[str, Route] = {
     # single task, forwarded untouched
     "set_task_status_message": Route(FORWARD),
-    "get_task_status_message": Route(FORWARD),
+    "get_task_status_message": Route(PLACEHOLDER_READ),
     "set_task_progress_percentage": Route(FORWARD),
     "get_task_progress_percentage": Route(FORWARD),
     "decrease_running_task_resources": Route(FORWARD),
