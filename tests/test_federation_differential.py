@@ -44,10 +44,12 @@ THREE_SHARDS_FINDINGS = (
     "(prune_on_get_work) stays disabled on another shard (minimized below); random runs on main "
     "after the greedy walk over shards also find: fetch_error of a task another shard knows only "
     "as a dependency (the most frequent, minimized below); task_list's upstream_status filters "
-    "(UPSTREAM_RUNNING, UPSTREAM_MISSING_INPUT) over a remote dependency's own dependencies; a "
-    "graph() node's display_name (luigid keeps it only for the root); dep_graph's resources_running "
-    "and inverse_dep_graph's key order; worker_list and get_work keys; a scheduler message for a "
-    "worker no shard knows (minimized below)"
+    "(UPSTREAM_RUNNING, UPSTREAM_MISSING_INPUT) over a remote dependency's own dependencies; "
+    "graph reads where a mirror outlives or misses a placeholder luigid pruned or re-created (a "
+    "graph() root luigid only reaches as a dependency, an inverse_dep_graph dependent on a shard "
+    "whose mirror was deleted); worker_list and get_work keys; a scheduler message for a "
+    "worker no shard knows (minimized below); the router's get_work summaries out of step with a "
+    "shard after add_task_batcher and a batchable add_task"
 )
 NO_CORE_STATE = {"snapshot", "restore", "collect_changes"}
 
