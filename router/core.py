@@ -94,7 +94,9 @@ class RouterCore:
         self.timeout = config.router.timeout
         self.health_timeout = config.router.health_timeout
         self.max_graph_nodes = config.scheduler.max_graph_nodes
-        self.merge_context = merge.MergeContext(self.owner, config.scheduler.max_shown_tasks)
+        self.merge_context = merge.MergeContext(
+            self.owner, config.scheduler.max_shown_tasks, config.scheduler.max_graph_nodes
+        )
         self.endpoint = ""
         self.http_endpoint: str | None = None
         self.soon: list[Callable[[], None]] = []

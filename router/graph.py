@@ -1,4 +1,23 @@
-"""``dep_graph`` / ``inverse_dep_graph`` across shards, breadth first, Luigi's node limit."""
+"""``dep_graph`` / ``inverse_dep_graph`` across shards, walked as one luigid walks them.
+
+The router walks the graph itself (:class:`router.merge.GraphWalk`: Luigi's breadth-first
+``_traverse_graph``, sorted deps, cut at ``max_graph_nodes``), and asks the shards for the nodes
+the walk reaches (``fed_graph_nodes``): each answer also brings what that shard can walk on its
+own from there (at most as many nodes as the answer can still take), so a graph held by one
+shard costs one round trip, and every further round asks every shard needed for the nodes
+waiting in the walk's queue at once.
+
+A node is known when:
+
+- ``dep_graph``: some shard has the task with a family (its owner's node first), or its owner
+  answered that it has no family for it (Luigi's UNKNOWN node, made by the router);
+- ``inverse_dep_graph``: as above, and, for a task with a family, every shard that mirrors it
+  said which of its tasks depend on it (Luigi's inverse graph spans every shard); Luigi does not
+  walk on from a task without a family.
+
+The root must exist somewhere (luigid answers ``{}`` otherwise): on its owner, or as a
+placeholder on a shard that mirrors it.
+"""
 
 from __future__ import annotations
 
@@ -20,70 +39,138 @@ class Graph:
         self.core = core
         self.call = call
         self.root = root
-        self.kwargs = kwargs
+        self.include_done = bool(kwargs.get("include_done", True))
         self.inverse = inverse
-        self.nodes: dict[str, tuple[dict[str, Any], bool]] = {}
-        self.deps: dict[str, set[str]] = defaultdict(set)
-        self.asked: set[tuple[str, str]] = set()
+        self.walk = merge.GraphWalk(root, core.max_graph_nodes)
+        #: task id -> (shard, node) of a shard that has the task with a family (the owner's first)
+        self.family: dict[str, tuple[str, dict[str, Any]]] = {}
+        #: (shard, task id): that shard said all it knows of the task for this walk
+        self.answered: set[tuple[str, str]] = set()
+        #: tasks some shard has (with or without a family)
+        self.present: set[str] = set()
+        #: inverse: a task's dependents on the shards that mirror it
+        self.dependents: dict[str, set[str]] = defaultdict(set)
         self.in_flight = 0
+        self.asking = False
+        self.root_found = False
+        self.done = False
         self.failed: FederationError | None = None
 
     def start(self) -> None:
-        core = self.core
-        owner = core.route(self.root)
-        # the inverse walk goes on to other shards (where the root is mirrored) once its owner
-        # has shown the root is a task Luigi would expand (below, in _on)
-        self._ask(owner, self.root, "inverse_dep_graph" if self.inverse else "dep_graph")
-        if self.in_flight == 0:
-            self._finish()
+        self._pump()
 
-    def _ask(self, sid: str, task_id: str, method: str) -> None:
-        if (sid, task_id) in self.asked or len(self.nodes) >= self.core.max_graph_nodes:
-            return
-        self.asked.add((sid, task_id))
+    # -- what is known ---------------------------------------------------------------------------
+    def _missing(self, task_id: str) -> list[str]:
+        """The shards still to ask about ``task_id`` before the walk can take its node."""
+        core = self.core
+        owner = core.route(task_id)
+        if task_id not in self.family:
+            return [] if (owner, task_id) in self.answered else [owner]
+        if not self.inverse:
+            return []
+        return sorted(m for m in core.relay.mirrors_of(task_id) if (m, task_id) not in self.answered)
+
+    def _node_of(self, task_id: str) -> dict[str, Any] | None:
+        if self._missing(task_id):
+            return None
+        held = self.family.get(task_id)
+        if held is None:
+            return merge.unknown_node(task_id)
+        node = held[1]
+        more = self.dependents.get(task_id)
+        if more:
+            deps = node.get("deps")
+            node = {**node, "deps": sorted(set(deps if isinstance(deps, list) else ()) | more)}
+        return node
+
+    # -- the walk --------------------------------------------------------------------------------
+    def _pump(self) -> None:
+        core = self.core
+        while not self.done:
+            asks: dict[str, list[str]] = {}
+            if not self.root_found:
+                root = self.root
+                if root in self.present:
+                    self.root_found = True
+                    continue
+                owner = core.route(root)
+                if (owner, root) not in self.answered:
+                    asks[owner] = [root]
+                else:
+                    # the owner does not have it: luigid has it if a dependent's shard does
+                    for sid in sorted(core.relay.mirrors_of(root)):
+                        if (sid, root) not in self.answered:
+                            asks[sid] = [root]
+                    if not asks:
+                        self._finish({})
+                        return
+            elif self.walk.advance(self._node_of):
+                self._finish(self.walk.out)
+                return
+            else:
+                for task_id in self.walk.pending():
+                    for sid in self._missing(task_id):
+                        asks.setdefault(sid, []).append(task_id)
+            self.asking = True
+            try:
+                for sid, task_ids in asks.items():
+                    self._ask(sid, task_ids)
+            finally:
+                self.asking = False
+            if self.in_flight:
+                return
+
+    def _ask(self, sid: str, task_ids: list[str]) -> None:
         self.in_flight += 1
-        kwargs = {**self.kwargs, "task_id": task_id}
-        self.core.pool.call(sid, method, kwargs, lambda res, err: self._on(sid, task_id, res, err))
+        kwargs = {
+            "task_ids": task_ids,
+            "include_done": self.include_done,
+            "inverse": self.inverse,
+            "limit": max(1, self.core.max_graph_nodes - len(self.walk.out)),
+        }
+        self.core.pool.call(
+            sid, "fed_graph_nodes", kwargs, lambda res, err: self._on(sid, task_ids, res, err)
+        )
 
-    def _on(self, sid: str, task_id: str, result: Any, err: FederationError | None) -> None:
-        core = self.core
+    def _on(self, sid: str, task_ids: list[str], result: Any, err: FederationError | None) -> None:
         self.in_flight -= 1
+        # asked and answered (or failed: what is reachable is merged, as every read does)
+        self.answered.update((sid, task_id) for task_id in task_ids)
         if err is not None:
             if not isinstance(err, TransportError) and err.code != "unknown_method":
                 self.failed = self.failed or err
         elif isinstance(result, dict):
-            foreign = merge.merge_graph_nodes(self.nodes, result, sid, core.route, self.root)
-            for node_id, node in result.items():
-                if isinstance(node, dict) and isinstance(node.get("deps"), list):
-                    self.deps[node_id].update(d for d in node["deps"] if isinstance(d, str))
-            if not self.inverse:
-                # nodes this shard only mirrors: their owner knows their deps
-                for node_id in foreign:
-                    self._ask(core.route(node_id), node_id, "dep_graph")
-            else:
-                # a task's dependents on other shards are found where it is mirrored; Luigi does
-                # not expand a node it only knows as a placeholder ("start_time": "UNKNOWN")
-                for node_id, node in result.items():
-                    if not isinstance(node, dict) or node.get("start_time") == "UNKNOWN":
-                        continue
-                    if core.route(node_id) == sid:
-                        for other in core.relay.mirrors_of(node_id):
-                            if other != sid:
-                                self._ask(other, node_id, "fed_inverse_dep_graph")
-        if self.in_flight == 0:
-            self._finish()
+            self._take(sid, task_ids, result)
+        if self.in_flight == 0 and not self.asking:
+            self._pump()
 
-    def _finish(self) -> None:
-        core = self.core
-        if self.failed is not None and not self.nodes:
-            core.fail(self.call, self.failed)
+    def _take(self, sid: str, task_ids: list[str], result: dict[str, Any]) -> None:
+        owner = self.core.route
+        nodes = result.get("nodes")
+        if isinstance(nodes, dict):
+            for task_id, node in nodes.items():
+                if not isinstance(task_id, str) or not isinstance(node, dict):
+                    continue
+                self.present.add(task_id)
+                self.answered.add((sid, task_id))
+                if task_id not in self.family or owner(task_id) == sid:
+                    self.family[task_id] = (sid, node)
+        asked = set(task_ids)
+        for task_id in result.get("unknown") or ():
+            if isinstance(task_id, str):
+                self.present.add(task_id)
+                # met on the way (not asked): its dependents here were not looked at
+                if not self.inverse or task_id in asked:
+                    self.answered.add((sid, task_id))
+        dependents = result.get("dependents")
+        if isinstance(dependents, dict):
+            for task_id, ids in dependents.items():
+                if isinstance(task_id, str) and isinstance(ids, list):
+                    self.dependents[task_id].update(d for d in ids if isinstance(d, str))
+
+    def _finish(self, out: dict[str, Any]) -> None:
+        self.done = True
+        if self.failed is not None and not self.present:
+            self.core.fail(self.call, self.failed)
             return
-        out: dict[str, Any] = {}
-        for task_id, (node, _) in self.nodes.items():
-            node = dict(node)
-            if "deps" in node or self.deps.get(task_id):
-                node["deps"] = sorted(self.deps.get(task_id, set()) | set(node.get("deps") or []))
-            out[task_id] = node
-            if len(out) >= core.max_graph_nodes:
-                break
-        core.reply(self.call, out)
+        self.core.reply(self.call, out)

@@ -11,6 +11,8 @@ which is exactly when ``luigid`` would show Luigi's own UNKNOWN placeholder.
 
 from __future__ import annotations
 
+import re
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -239,53 +241,112 @@ def merge_task_list(
     return merged
 
 
-def merge_graph(results: Results, owner: Owner) -> dict[str, Any]:
-    """``graph``: every task of every shard, the owner's node first, in one luigid's order.
+#: how Luigi guesses the family of a task it knows no family of, in its graphs
+TASK_FAMILY_RE = re.compile(r"([^(_]+)[(_]")
 
-    Each shard answers ``fed_graph``: ``{"graph": Luigi's graph, "created": [[task_id, time, creation number]]}``
-    (a plain ``graph`` answer is taken as is).  Luigi walks its tasks in creation order and adds
-    each one's dependencies breadth first; a task's creation is its first mention on any shard
-    (as a dependency placeholder too), as in one scheduler.
+
+def unknown_node(task_id: str) -> dict[str, Any]:
+    """Luigi's graph node of a task it does not have, or has without a family (a dependency's
+    placeholder): the same for every shard, so made here, never sent."""
+    m = TASK_FAMILY_RE.match(task_id)
+    return {
+        "deps": [],
+        "status": UNKNOWN,
+        "workers": [],
+        "start_time": UNKNOWN,
+        "params": {"task_id": task_id},
+        "name": m.group(1) if m else UNKNOWN,
+        "display_name": task_id,
+        "priority": 0,
+    }
+
+
+class GraphWalk:
+    """Luigi's ``_traverse_graph`` from ``root`` over nodes that may still have to be fetched.
+
+    Breadth first, each node's ``deps`` in sorted order, ``seen`` shared with the caller (Luigi's
+    ``graph`` walks from every task with one ``seen``), only the root keeps its display name, and
+    the walk stops once ``max_nodes`` nodes are out (a node met but not reached stays in ``seen``).
+    :meth:`advance` goes on while the next node is known and says whether the walk is over.
     """
-    graphs: Results = []
-    created: dict[str, tuple[float, float, int]] = {}
-    #: where each shard's own traversal put each node: Luigi visits a task's deps in the order of
-    #: its set, which the shard that holds the task followed (its "deps" list may differ)
-    position: dict[str, dict[str, int]] = {}
-    for i, (sid, r) in enumerate(results):
-        if isinstance(r, dict) and isinstance(r.get("graph"), dict):
-            graphs.append((sid, r["graph"]))
-            position[sid] = {task_id: k for k, task_id in enumerate(r["graph"])}
-            for row in r.get("created") or ():
-                # [task_id, time, creation number]: the number follows the router's order stamps
-                task_id, t = row[0], row[1]
-                n = row[2] if len(row) > 2 and isinstance(row[2], int) else float("inf")
-                if isinstance(t, (int, float)):
-                    key = (n, t, i)
-                    if task_id not in created or key < created[task_id]:
-                        created[task_id] = key
-        else:
-            graphs.append((sid, r))
-    nodes = merge_tasks(graphs, owner)
-    if not created:
-        return nodes
-    out: dict[str, Any] = {}
-    for root in sorted(created, key=created.__getitem__):
-        if root in out or root not in nodes:
-            continue
-        queue = [root]
-        out[root] = nodes[root]
-        while queue:
-            task_id = queue.pop(0)
-            node = nodes.get(task_id)
-            pos = position.get(owner(task_id), {})
-            deps = sorted((node or {}).get("deps") or (), key=lambda d: pos.get(d, len(pos)))
-            for dep in deps:
-                if dep not in out and dep in nodes:
-                    out[dep] = nodes[dep]
+
+    def __init__(self, root: str, max_nodes: int, seen: set[str] | None = None) -> None:
+        self.root = root
+        self.max_nodes = max_nodes
+        self.seen = seen if seen is not None else set()
+        self.seen.add(root)
+        self.queue: deque[str] = deque([root])
+        self.out: dict[str, Any] = {}
+        self.stopped = False
+
+    def advance(self, node_of: Callable[[str], dict[str, Any] | None]) -> bool:
+        """Walk on; ``node_of(task_id)`` is the task's node (``deps`` as the walk should follow
+        them), or None while it is not known yet.  True when the walk is over."""
+        queue, seen = self.queue, self.seen
+        while queue and not self.stopped:
+            task_id = queue[0]
+            node = node_of(task_id)
+            if node is None:
+                return False
+            queue.popleft()
+            node = dict(node)
+            if task_id != self.root:
+                node.pop("display_name", None)
+            self.out[task_id] = node
+            for dep in sorted(d for d in node.get("deps") or () if isinstance(d, str)):
+                if dep not in seen:
+                    seen.add(dep)
                     queue.append(dep)
-    for task_id, node in nodes.items():
-        out.setdefault(task_id, node)
+            if len(self.out) >= self.max_nodes:
+                self.stopped = True
+        return True
+
+    def pending(self) -> list[str]:
+        """The tasks met and not walked yet, in the walk's order."""
+        return [] if self.stopped else list(self.queue)
+
+
+def merge_graph(results: Results, owner: Owner, max_graph_nodes: int) -> dict[str, Any]:
+    """``graph``: every task of every shard, walked as one luigid walks its tasks.
+
+    Each shard answers ``fed_graph``: ``{"nodes": {task_id: node}, "created": [[task_id, time,
+    creation number]]}``, its tasks with a family as Luigi's graph nodes (uncut) and the
+    creation of all its tasks, placeholders included.  Luigi walks its tasks in creation order
+    (a task's creation is its first mention on any shard), each one not met yet breadth first
+    (:class:`GraphWalk`, cut at ``max_graph_nodes`` per walk); a task no shard has a family of
+    is Luigi's UNKNOWN node.  (A ``"graph"`` answer — Luigi's own graph — is read the same way.)
+    """
+    nodes: dict[str, Any] = {}
+    created: dict[str, tuple[float, float, int]] = {}
+    for i, (sid, r) in enumerate(results):
+        if not isinstance(r, dict):
+            continue
+        part = r.get("nodes") if isinstance(r.get("nodes"), dict) else r.get("graph")
+        if not isinstance(part, dict):
+            continue
+        for task_id, node in part.items():
+            if not isinstance(node, dict) or node.get("start_time") == UNKNOWN:
+                continue
+            if owner(task_id) == sid or task_id not in nodes:
+                nodes[task_id] = node
+        for row in r.get("created") or ():
+            # [task_id, time, creation number]: the number follows the router's order stamps
+            task_id, t = row[0], row[1]
+            n = row[2] if len(row) > 2 and isinstance(row[2], int) else float("inf")
+            if isinstance(task_id, str) and isinstance(t, (int, float)):
+                key = (n, t, i)
+                if task_id not in created or key < created[task_id]:
+                    created[task_id] = key
+    roots = sorted(created, key=created.__getitem__)
+    roots += [task_id for task_id in nodes if task_id not in created]
+    out: dict[str, Any] = {}
+    seen: set[str] = set()
+    for root in roots:
+        if root in seen:
+            continue
+        walk = GraphWalk(root, max_graph_nodes, seen)
+        walk.advance(lambda task_id: nodes.get(task_id) or unknown_node(task_id))
+        out.update(walk.out)
     return out
 
 
@@ -483,31 +544,6 @@ def merge_ping(results: Results) -> dict[str, Any]:
     return {"rpc_messages": messages}
 
 
-def merge_graph_nodes(
-    merged: dict[str, Any], nodes: dict[str, Any], shard_id: str, owner: Owner, root: str
-) -> list[str]:
-    """Fold one shard's ``dep_graph``/``inverse_dep_graph`` answer into ``merged``.
-
-    Returns the task ids that still need their owner's view: nodes this shard
-    only mirrors (rendered as Luigi's UNKNOWN placeholder, without deps).
-    """
-    todo: list[str] = []
-    for task_id, node in nodes.items():
-        if not isinstance(node, dict):
-            continue
-        node = dict(node)
-        if task_id != root:
-            node.pop("display_name", None)
-        mine = owner(task_id) == shard_id
-        current = merged.get(task_id)
-        if mine:
-            merged[task_id] = (node, True)
-        elif current is None:
-            merged[task_id] = (node, False)
-            todo.append(task_id)
-    return todo
-
-
 def _max(a: Any, b: Any) -> Any:
     if a is None:
         return b
@@ -531,6 +567,7 @@ class MergeContext:
 
     owner: Owner
     max_shown_tasks: int
+    max_graph_nodes: int = 100_000
 
 
 #: ``merge(results, kwargs, ctx)`` -> the answer one luigid would give
@@ -557,7 +594,7 @@ def resource_list_reply(results: Results, kwargs: dict[str, Any], ctx: MergeCont
 
 
 def graph_reply(results: Results, kwargs: dict[str, Any], ctx: MergeContext) -> Any:
-    return merge_graph(results, ctx.owner)
+    return merge_graph(results, ctx.owner, ctx.max_graph_nodes)
 
 
 def task_search_reply(results: Results, kwargs: dict[str, Any], ctx: MergeContext) -> Any:

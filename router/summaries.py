@@ -58,6 +58,7 @@ SETTLED_METHODS = frozenset(
         "fed_worker_list",
         "fed_graph",
         "fed_inverse_dep_graph",
+        "fed_graph_nodes",
         "shard_info",
         "task_list",
         "task_search",

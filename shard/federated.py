@@ -89,6 +89,7 @@ FED_METHODS = (
     "fed_worker_list",
     "fed_health",
     "fed_inverse_dep_graph",
+    "fed_graph_nodes",
     "fed_first_mention",
     "fed_touch_workers",
     "fed_greedy_walk",
@@ -881,12 +882,36 @@ class FederatedCore:
         self.core.batch_apply(effects)
 
     def fed_graph(self, **kwargs: Any) -> dict[str, Any]:
-        """Luigi's ``graph`` and the creation order of this shard's tasks (mirrors included): the
-        router rebuilds one luigid's traversal order from every shard's."""
-        graph = self._without_gone(self.core.graph(**kwargs))
-        gone = self.core.gone
+        """``graph``'s material: every task here with a family as Luigi's graph node, uncut
+        (``{"nodes": ...}``), and the creation order of all tasks here, placeholders included
+        (``"created": [[task_id, time, creation number]]``).  The router walks every shard's
+        tasks as one luigid would: in creation order, breadth first, cut at ``max_graph_nodes``
+        per walk, a task without a family anywhere Luigi's UNKNOWN node."""
+        nodes = self.core.graph_nodes()["nodes"]
+        gone = self.core.gone  # mirrors of tasks their owners deleted: luigid has no such task
         created = [[tid, t, n] for tid, t, n in self.core.creation_order() if tid not in gone]
-        return {"graph": graph, "created": created}
+        return {"nodes": nodes, "created": created}
+
+    def fed_graph_nodes(
+        self,
+        task_ids: list[str],
+        include_done: bool = True,
+        inverse: bool = False,
+        limit: int | None = None,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        """Part of a ``dep_graph``/``inverse_dep_graph`` that the router walks over the shards:
+        the nodes this shard has with a family, breadth first from ``task_ids`` through them, at
+        most ``limit`` (``SchedulerCore.graph_nodes``).  A root this shard only mirrors gives its
+        dependents here when ``inverse``."""
+        if not isinstance(task_ids, list) or not all(isinstance(t, str) for t in task_ids):
+            raise TypeError("task_ids must be a list of strings")
+        if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+            raise TypeError("limit must be a positive integer")
+        mirrored = {tid for tid in task_ids if not self.owns(tid)}
+        return self.core.graph_nodes(
+            task_ids, include_done=bool(include_done), inverse=bool(inverse), limit=limit, mirrored=mirrored
+        )
 
     def fed_health(self) -> dict[str, Any]:
         """Task counts of the tasks this shard owns (mirrors left out), by status and by namespace."""

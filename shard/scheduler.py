@@ -2411,6 +2411,78 @@ class SchedulerCore:
             task_id, dep_func=lambda t: sorted(rdeps.get(t.id, ())), include_done=bool(include_done)
         )
 
+    def graph_nodes(
+        self,
+        roots: Iterable[str] | None = None,
+        *,
+        include_done: bool = True,
+        inverse: bool = False,
+        limit: int | None = None,
+        mirrored: AbstractSet[str] = frozenset(),
+    ) -> dict[str, Any]:
+        """This scheduler's part of a graph that a router walks over several schedulers.
+
+        ``roots`` None (``graph``): every task with a family, serialized as Luigi's graph nodes
+        (display name and ``deps`` included), uncut: ``{"nodes": {task_id: node}}``.
+
+        Else a breadth first walk from ``roots`` (deps, or dependents when ``inverse``) through
+        the tasks with a family here, at most ``limit`` nodes serialized: ``{"nodes": ...,
+        "unknown": [ids here without a family, met on the walk], "dependents": {id: [ids]}}``.
+        A node's ``deps`` are what this scheduler knows (``include_done`` False: not DONE here).
+        A root without a family is Luigi's UNKNOWN leaf; one in ``mirrored`` (a placeholder of a
+        task owned elsewhere) gives, when ``inverse``, its dependents here, walked on.  The
+        router puts the nodes of several schedulers together and walks them in luigid's order.
+        """
+        self._begin()
+        self._prune()
+        tasks = self._tasks
+        if roots is None:
+            return {"nodes": {tid: self._serialize_task(t) for tid, t in tasks.items() if t.family}}
+        rdeps = self._rdeps
+        include = bool(include_done)
+        max_nodes = limit if limit is not None else self._config.max_graph_nodes
+        nodes: dict[str, Any] = {}
+        unknown: list[str] = []
+        dependents: dict[str, list[str]] = {}
+        queue: deque[str] = deque()
+        seen: set[str] = set()
+        for root in roots:
+            if root not in seen:
+                seen.add(root)
+                queue.append(root)
+        root_set = set(seen)
+        # every root is answered for, then the walk goes on while the answer can take more
+        roots_left = len(queue)
+
+        def step(task_id: str, t: _Task) -> list[str]:
+            out = sorted(rdeps.get(task_id, ())) if inverse else list(t.deps)
+            if not include:
+                out = [d for d in out if (dt := tasks.get(d)) is None or dt.status != DONE]
+            return out
+
+        while queue and (roots_left > 0 or len(nodes) < max_nodes):
+            roots_left -= 1
+            task_id = queue.popleft()
+            t = tasks.get(task_id)
+            if t is None:
+                continue
+            if not t.family:
+                unknown.append(task_id)
+                if not (inverse and task_id in root_set and task_id in mirrored):
+                    continue
+                following = dependents[task_id] = step(task_id, t)
+            else:
+                following = step(task_id, t)
+                nodes[task_id] = self._serialize_task(t, deps=following)
+            for d in sorted(following):
+                if d not in seen:
+                    seen.add(d)
+                    queue.append(d)
+        answer: dict[str, Any] = {"nodes": nodes, "unknown": unknown}
+        if dependents:
+            answer["dependents"] = dependents
+        return answer
+
     def task_list(
         self,
         status: str | None = "",

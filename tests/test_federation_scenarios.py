@@ -19,18 +19,11 @@ from tests.inproc_federation import FederationAsCore
 from tests.test_scheduler_differential import CASES, _run_case
 
 #: cases a 3-shard federation does not answer like one luigid yet, and why (docs/federation.md)
-KNOWN_3_SHARDS = frozenset(
-    {
-        "case_batch_ignore_items_not_ready",
-        "case_dep_graphs",
-    }
-)
+KNOWN_3_SHARDS: frozenset[str] = frozenset()
 
 
 def _why(name: str) -> str:
-    if "graph" in name or "batch_ignore" in name:
-        return "graph/dep_graph nodes of family-less tasks or cut at max_graph_nodes across shards"
-    return "a mirror keeps a pruned task's first mention after its owner re-created it"
+    return f"{name}: a 3-shard federation does not answer like luigid here yet (docs/federation.md)"
 
 
 class OneShard(FederationAsCore):

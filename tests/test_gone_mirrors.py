@@ -56,7 +56,6 @@ def test_a_pruned_dependency_is_in_no_listing() -> None:
     d.observe()
 
 
-@pytest.mark.xfail(strict=True, reason="dep_graph of a task only a placeholder on another shard knows")
 def test_a_pruned_dependency_mentioned_again_is_created_then() -> None:
     d, dep, dependent, other = _pruned_dependency()
     d.advance(1)

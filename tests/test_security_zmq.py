@@ -34,6 +34,7 @@ FED_METHODS = (
     "fed_graph",
     "fed_health",
     "fed_inverse_dep_graph",
+    "fed_graph_nodes",
     "shard_info",
     "prune_history",
     "task_events",
