@@ -1351,6 +1351,8 @@ class SchedulerCore:
                     self._d_tasks.add(bt.id)
 
         if batchable is not None:
+            if t.batchable != batchable:
+                self._sum_dirty.update(t.workers)  # their summaries' batch flag
             t.batchable = batchable
 
         if t.remove is not None:

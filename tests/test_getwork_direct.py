@@ -318,3 +318,21 @@ def test_a_mirrors_update_waits_for_the_next_commit_and_a_restart_gets_it_back(f
     assert a in s1.collect_changes().tasks
     s1.fed_mirror_update([[a, "RUNNING", epoch, seq + 2]])
     assert s1.collect_changes().is_empty()  # from PENDING: held back
+
+
+def test_a_task_made_batchable_changes_its_workers_summaries() -> None:
+    """Found by the differential machine (one shard, random seed), minimized: a task added first
+    without ``batchable`` and then with it, its family batched by the worker, puts the batch flag
+    on the worker's summary; the router's table must follow (``FederationAsCore`` checks it after
+    every call), or a direct grant would hand out one task where Luigi hands out a batch."""
+    from tests.differential import Differential, make_config
+    from tests.test_federation_scenarios import OneShard
+
+    d = Differential(make_config(), OneShard, check_changes=False)
+    common = {"family": "Fam", "module": "mod.f", "params": {"a": "2", "b": "x"}}
+    d.add_task(task_id="Fam_2", worker="W1", priority=5, batchable=False, **common)
+    d.add_task_batcher(worker="W1", task_family="Fam", batched_args=["a"], max_batch_size=float("inf"))
+    d.add_task(task_id="Fam_2", worker="W1", batchable=True, **common)
+    d.add_task(task_id="Fam_3", worker="W1", batchable=True, **{**common, "params": {"a": "3", "b": "x"}})
+    d.get_work(worker="W1", host="h")
+    d.observe()
