@@ -28,7 +28,7 @@ is answered after the owner's feed was relayed), :meth:`Relay.flush` (once per r
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,6 +42,8 @@ log = logging.getLogger("router.relay")
 RESYNC_BACKOFF = 1.0
 #: task ids per fed_status / fed_mirror_update message
 CHUNK = 5000
+#: at most this many pushed versions and told first mentions are remembered (``Relay``)
+MAX_REMEMBERED = 50_000
 
 
 @dataclass(slots=True)
@@ -97,6 +99,13 @@ class Relay:
         self.prio_reraised: dict[str, int] = {}
         #: mirror updates to send at the end of the turn (``push``): shard -> updates
         self._pushes: dict[str, list[list[Any]]] = {}
+        #: (task id, mirror shard) -> the (epoch, seq) pushed there: the feed's same entry is not
+        #: relayed again (``on_changes``)
+        self._pushed: dict[tuple[str, str], tuple[Any, Any]] = {}
+        #: first mentions already sent to owners (task id -> [time, number]), the newest last: a
+        #: placeholder reported fresh by its shard's feed and again as created by its first update
+        #: is told once (``fed_first_mention`` keeps the earliest anyway)
+        self._mentioned: OrderedDict[str, list[Any]] = OrderedDict()
         #: this turn's new mirror subscriptions, by owner: dependency -> shards that mirror it
         self._status_asks: dict[str, dict[str, set[str]]] = {}
         #: (dependency, mirroring shard) whose owner status is not at the mirror yet -> calls waiting
@@ -181,6 +190,10 @@ class Relay:
         sent there in a later turn (the same FIFO), so ahead of the next call of any client that
         was answered in this one."""
         self._pushes.setdefault(sid, []).append(update)
+        pushed = self._pushed
+        if len(pushed) >= MAX_REMEMBERED:
+            pushed.pop(next(iter(pushed)))
+        pushed[(update[0], sid)] = (update[2], update[3])
 
     def flush(self) -> None:
         """Once per router turn: pushed mirror updates, one fed_status per owner for this turn's
@@ -293,6 +306,8 @@ class Relay:
                 if self.frozen is not None and self.frozen(task_id):
                     continue  # moving (resharding): its new owner's status is relayed after the switch
                 for sid in self.subs.get(task_id, ()):
+                    if self._pushed and self._pushed.pop((task_id, sid), None) == (feed.epoch, seq):
+                        continue  # pushed there at its grant already: the same version
                     updates[sid].append([task_id, status, feed.epoch, seq])
                 continue
             if status is None:
@@ -321,7 +336,7 @@ class Relay:
                     targets.add(sid)
         for owner, found in mentions.items():
             # the placeholder was the task's first mention: its owner takes that creation time
-            self.pool.call(owner, "fed_first_mention", {"mentions": found}, _log_error)
+            self._mention(owner, found)
         self._send_updates(updates)
         self._send_raises(raises)
         for owner, task_ids in fresh.items():
@@ -344,9 +359,22 @@ class Relay:
                             for task_id, pair in created.items():
                                 by_owner[self.owner(task_id)][task_id] = pair
                             for owner, found in by_owner.items():
-                                self.pool.call(owner, "fed_first_mention", {"mentions": found}, _log_error)
+                                self._mention(owner, found)
 
                 self.pool.call(sid, "fed_mirror_update", {"updates": chunk}, done)
+
+    def _mention(self, owner: str, found: dict[str, Any]) -> None:
+        """``fed_first_mention`` of what was not told already (the same time and number)."""
+        told = self._mentioned
+        new = {task_id: pair for task_id, pair in found.items() if told.get(task_id) != pair}
+        if not new:
+            return
+        for task_id, pair in new.items():
+            told.pop(task_id, None)
+            told[task_id] = pair
+        while len(told) > MAX_REMEMBERED:
+            told.popitem(last=False)
+        self.pool.call(owner, "fed_first_mention", {"mentions": new}, _log_error)
 
     def _send_raises(self, raises: dict[str, dict[str, int]]) -> None:
         for sid, prios in raises.items():
@@ -354,8 +382,8 @@ class Relay:
             def raised(result: Any, err: FederationError | None, sid: str = sid) -> None:
                 # the owner passes the rise on to its own dependencies, some of them mirrors of a
                 # third shard's tasks: pull its feed now, so a chain of shards rises in one go
-                if err is None:
-                    self.feeds[sid].owed = True
+                if err is None and not (isinstance(result, dict) and result.get("mirrors") is False):
+                    self.feeds[sid].owed = True  # (an older shard answers None: pulled too)
 
             self.pool.call(sid, "fed_raise_priority", {"priorities": prios}, raised)
 
@@ -420,6 +448,9 @@ class Relay:
     def resync(self, link: ShardLink) -> None:
         """Rebuild what the router knows of one shard and bring its mirrors (and theirs) up to date."""
         link.state = LinkState.SYNCING
+        # a restarted shard may have lost what it was told: tell and relay everything again
+        self._mentioned.clear()
+        self._pushed.clear()
         feed = self.feeds[link.id]
 
         def on_state(result: Any, err: FederationError | None) -> None:

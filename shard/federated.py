@@ -552,17 +552,28 @@ class FederatedCore:
             return None
         return (float(fed["epoch"]), int(fed.get("seq", 0)))
 
-    def fed_raise_priority(self, priorities: dict[str, Any]) -> None:
-        """A dependent elsewhere has a higher priority: Luigi's priority inheritance, across shards."""
+    def fed_raise_priority(self, priorities: dict[str, Any]) -> dict[str, bool]:
+        """A dependent elsewhere has a higher priority: Luigi's priority inheritance, across shards.
+        ``{"mirrors": True}`` when the rise went on to a mirror here (a task of a third shard,
+        whose owner must hear of it: the router pulls this feed at once)."""
         if not isinstance(priorities, dict):
             raise TypeError("priorities must be a map of task id to priority")
         for task_id, p in priorities.items():
             if not isinstance(task_id, str) or isinstance(p, bool) or not isinstance(p, (int, float)):
                 raise TypeError(f"bad priority {task_id!r}: {p!r}")
+        self._absorb()
+        before = self._seq
         for task_id, p in priorities.items():
             if self.owns(task_id):
                 self.core.raise_priority(task_id, p)
-        return None
+        self._absorb()
+        feed, mirrors = self._feed, self._mirrors
+        for task_id in reversed(feed):
+            if feed[task_id][0] <= before:
+                break
+            if task_id in mirrors:
+                return {"mirrors": True}
+        return {"mirrors": False}
 
     def fed_get_work(
         self,

@@ -327,7 +327,19 @@ def test_priority_rises_into_the_owners_task_and_its_deps() -> None:
     a, b = ids_for("s0", 2)
     fed.add_task(task_id=a, worker="w", family="ns.T", deps=[b])
     fed.add_task(task_id=b, worker="w", family="ns.T")
-    fed.fed_raise_priority({a: 40})
+    assert fed.fed_raise_priority({a: 40}) == {"mirrors": False}  # no other shard to tell
     assert fed.core._tasks[a].priority == 40 and fed.core._tasks[b].priority == 40
     with pytest.raises(TypeError):
         fed.fed_raise_priority({a: "high"})
+
+
+def test_a_priority_rise_that_reaches_a_mirror_says_so() -> None:
+    """The owner passes a rise on to a dependency another shard owns (its mirror here): the
+    answer says so, and the router pulls this shard's feed at once to tell that owner."""
+    fed, _ = fed_core("s0")
+    (a,) = ids_for("s0", 1)
+    (remote,) = ids_for("s1", 1)
+    fed.add_task(task_id=a, worker="w", family="ns.T", deps=[remote])
+    assert fed.fed_raise_priority({a: 40}) == {"mirrors": True}
+    assert fed.core._tasks[remote].priority == 40
+    assert fed.fed_raise_priority({a: 30}) == {"mirrors": False}  # nothing rose
