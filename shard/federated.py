@@ -98,6 +98,7 @@ FED_METHODS = (
     "fed_batch_release",
     "fed_batch_apply",
     "fed_worker_summaries",
+    "fed_add_stakeholders",
 )
 
 
@@ -214,6 +215,11 @@ class FederatedCore:
         # what batch runners here did to their batches, for the shards holding the rest of a
         # batch: (seq, time, effect), oldest first, forgotten like deletions
         self._batch_out: deque[tuple[int, float, list[Any]]] = deque()
+        # new stakeholders of mirrors, for their owners: (seq, time, [task_id, [[worker,
+        # last_active], ...]]), oldest first, forgotten like deletions; and each mirror's
+        # stakeholders as last put there (``_stakes``)
+        self._stake_out: deque[tuple[int, float, list[Any]]] = deque()
+        self._told: dict[str, frozenset[str]] = {}
         self._state: dict[str, tuple[str, Any]] = {}
         self._mirrors: set[str] = set()
         self._res_tasks: set[str] = set()
@@ -223,6 +229,12 @@ class FederatedCore:
         self.core.gone = {t.id for t in self.core.tasks() if t.fed.get("gone")}
         for t in self.core.tasks():
             self._note(t.id, t.status, t.priority, bool(t.resources), _hosted(t.family, t.fed), feed=False)
+        # what mirrors' owners were told before is in ``fed_state`` (the router's resync tells them)
+        self._told = {
+            tid: frozenset(m.stakeholders)
+            for tid in self._mirrors
+            if (m := self.core.get_task(tid)) is not None
+        }
 
     def _note(
         self,
@@ -322,6 +334,7 @@ class FederatedCore:
                 _hosted(rec.get("family"), rec.get("fed")),
                 feed=True,
             )
+        self._stakes(changes)
         if changes.deleted_tasks:
             now = self._clock()
             deletions = self._deletions
@@ -355,11 +368,41 @@ class FederatedCore:
             _merge_into(self._stash, changes)
         if self._deletions:
             self._forget_deletions()
-        if self._batch_out:
-            out = self._batch_out
-            horizon = self._clock() - self.feed_retention
-            while out and (out[0][1] <= horizon or len(out) > self.feed_max_deletions):
-                self._floor = max(self._floor, out.popleft()[0])
+        for out in (self._batch_out, self._stake_out):
+            if out:
+                horizon = self._clock() - self.feed_retention
+                while out and (out[0][1] <= horizon or len(out) > self.feed_max_deletions):
+                    self._floor = max(self._floor, out.popleft()[0])
+
+    def _stakes(self, changes: Changes) -> None:
+        """Mirrors that got new stakeholders (Luigi's add_task makes the adding worker a
+        stakeholder of each dependency): the feed tells their owners, so the task stays there
+        while any of them is alive, as in one luigid where the placeholder is the task."""
+        told = self._told
+        now = None
+        for task_id, rec in changes.tasks.items():
+            if task_id not in self._mirrors:
+                told.pop(task_id, None)
+                continue
+            stakeholders = frozenset(rec.get("stakeholders") or ())
+            before = told.get(task_id)
+            if before is not None and before >= stakeholders:
+                told[task_id] = stakeholders  # pruned workers left; a returning one is told again
+                continue
+            told[task_id] = stakeholders
+            if not stakeholders:
+                continue
+            if now is None:
+                now = self._clock()
+            self._seq += 1
+            self._stake_out.append((self._seq, now, [task_id, self._with_last_active(stakeholders)]))
+        for task_id in changes.deleted_tasks:
+            told.pop(task_id, None)
+
+    def _with_last_active(self, workers: AbstractSet[str]) -> list[list[Any]]:
+        """``[[worker, last_active here], ...]`` of the workers this shard knows, sorted."""
+        last_active = self.core.worker_last_active
+        return [[w, la] for w in sorted(workers) if (la := last_active(w)) is not None]
 
     def _forget_deletions(self) -> None:
         """Drop the deletions older than ``feed_retention`` or beyond ``feed_max_deletions``.
@@ -400,6 +443,12 @@ class FederatedCore:
             "hosted": [tid for tid in self._counted if not self.owns(tid)],
             "resources_running": self._usage(),
             "resource_pending": bool(self._res_tasks),
+            # each mirror's stakeholders, for its owner (``fed_add_stakeholders``)
+            "stakeholders": [
+                [tid, self._with_last_active(t.stakeholders)]
+                for tid in sorted(self._mirrors)
+                if (t := get_task(tid)) is not None and t.stakeholders
+            ],
         }
 
     def fed_changes(self, since: int = 0, limit: int = FEED_PAGE) -> dict[str, Any]:
@@ -457,6 +506,9 @@ class FederatedCore:
             "changes": newer,
             # what batch runners here did to their batches: for the shards with the rest of them
             "batch": [effect for seq, _, effect in self._batch_out if since < seq <= upto],
+            # mirrors' new stakeholders: ``[[task_id, [[worker, last_active], ...]], ...]``, for
+            # their owners (``fed_add_stakeholders``)
+            "stakeholders": [entry for seq, _, entry in self._stake_out if since < seq <= upto],
             "more": more,
             "resources_running": self._usage(),
             "resource_pending": bool(self._res_tasks),
@@ -539,6 +591,9 @@ class FederatedCore:
             elif not t.fed.get("live"):
                 fed.update(live=True, gone=False)
                 core.gone.discard(task_id)
+                # the owner has the task now: its stakeholders here are told again (the owner may
+                # have lost those it kept for later in a restart)
+                self._told.pop(task_id, None)
             core.update_fed(task_id, fed)
         if lazy:
             self._absorb(lazy=True)
@@ -776,6 +831,34 @@ class FederatedCore:
         if not isinstance(get_work, bool):
             raise TypeError("get_work must be a bool")
         self.core.touch_workers(workers, get_work)
+
+    def fed_add_stakeholders(self, stakeholders: list[list[Any]]) -> None:
+        """``[[task_id, [[worker, last_active], ...]], ...]``: another shard's dependency
+        placeholders of tasks owned here have these stakeholders (``last_active`` on that shard):
+        they are these tasks' stakeholders here too (``SchedulerCore.add_stakeholders``)."""
+        if not isinstance(stakeholders, list):
+            raise TypeError("stakeholders must be a list of [task_id, [[worker, last_active], ...]]")
+        parsed: list[tuple[str, dict[str, float]]] = []
+        for entry in stakeholders:
+            if not (
+                isinstance(entry, list)
+                and len(entry) == 2
+                and isinstance(entry[0], str)
+                and isinstance(entry[1], list)
+                and all(
+                    isinstance(p, list)
+                    and len(p) == 2
+                    and isinstance(p[0], str)
+                    and isinstance(p[1], (int, float))
+                    and not isinstance(p[1], bool)
+                    for p in entry[1]
+                )
+            ):
+                raise TypeError(f"bad stakeholders entry {entry!r:.100}")
+            parsed.append((entry[0], {w: float(la) for w, la in entry[1]}))
+        for task_id, workers in parsed:
+            if self.owns(task_id) and workers:
+                self.core.add_stakeholders(task_id, workers)
 
     def fed_first_mention(self, mentions: dict[str, list[Any]]) -> None:
         """``{task_id: [time, creation number]}``: another shard made these tasks (owned here)

@@ -233,6 +233,8 @@ class TaskView(Protocol):
     @property
     def resources(self) -> dict[str, Any]: ...
     @property
+    def stakeholders(self) -> AbstractSet[str]: ...
+    @property
     def fed(self) -> dict[str, Any]:
         """Opaque federation data, persisted in the record; change it with ``update_fed``."""
         ...
@@ -505,6 +507,9 @@ class SchedulerCore:
         #: federation: first mentions (as another shard's dependency placeholder) of tasks not
         #: here yet: task id -> (time, creation number), taken when the task is created
         self._mentions: dict[str, tuple[float, int]] = {}
+        #: federation: workers that are stakeholders of a task not here yet through another shard's
+        #: dependency placeholder (``add_stakeholders``): task id -> workers, taken at its creation
+        self._stake_later: dict[str, dict[str, None]] = {}
         #: placeholders of tasks deleted where they live (a federation's mirrors whose owner pruned
         #: the task): the next mention makes them anew, as Luigi makes a deleted task anew (a new
         #: creation time and number, the federation data cleared: ``_remake``)
@@ -594,6 +599,12 @@ class SchedulerCore:
         for tid in list(self._wtasks.get(worker_id, ())):
             self._del_task_worker(tasks[tid], worker_id)
         self._wtasks.pop(worker_id, None)
+        if stakeholders and self._stake_later:
+            for tid in [tid for tid, ws in self._stake_later.items() if worker_id in ws]:
+                ws = self._stake_later[tid]
+                del ws[worker_id]
+                if not ws:
+                    del self._stake_later[tid]
         self._sum_dirty.add(worker_id)
         self._wq.pop(worker_id, None)
         self._wrun.pop(worker_id, None)
@@ -863,6 +874,10 @@ class SchedulerCore:
             s.add(task_id)
         t.nd = self._count_not_done(t.deps)
         self._orphans.add(task_id)
+        if self._stake_later:
+            for worker_id in self._stake_later.pop(task_id, ()):
+                if worker_id in self._workers:
+                    self._add_stakeholder(t, worker_id)
         if status == PENDING:
             self._sync(t)
             if self._ud is not None and self._ud_maybe_joins(t):
@@ -2049,6 +2064,34 @@ class SchedulerCore:
             t.cseq = min(t.cseq, number)
             self._d_tasks.add(task_id)
             self._sync(t)
+
+    def add_stakeholders(self, task_id: str, workers: dict[str, float]) -> None:
+        """Another shard's dependency placeholder of ``task_id`` has these stakeholders
+        (worker -> its ``last_active`` there): in one scheduler that placeholder *is* the task, so
+        they are its stakeholders here too (Luigi's add_task loop over a task's deps), and workers
+        here, alive as long as they are active anywhere (the router touches them here from then
+        on).  A worker unknown here is made with that ``last_active`` (at most now), so it is
+        pruned when luigid would prune it; as in Luigi, a task already marked for removal stays
+        marked.  A task not here yet takes them when it is made (at most ``MAX_MENTIONS``)."""
+        now = self._begin()
+        t = self._tasks.get(task_id)
+        for worker_id, last_active in workers.items():
+            w = self._workers.get(worker_id)
+            if w is None:
+                w = self._get_worker(worker_id)
+                w.last_active = min(last_active, now)
+            elif w.last_active < last_active:
+                w.last_active = min(last_active, now)
+                self._d_workers.add(worker_id)
+            if t is not None:
+                self._add_stakeholder(t, worker_id)
+            elif task_id in self._stake_later or len(self._stake_later) < MAX_MENTIONS:
+                self._stake_later.setdefault(task_id, {})[worker_id] = None
+
+    def worker_last_active(self, worker_id: str) -> float | None:
+        """When ``worker_id`` was last active here (None: not a worker here)."""
+        w = self._workers.get(worker_id)
+        return w.last_active if w is not None else None
 
     def take_batch_effects(self) -> list[list[Any]]:
         """What batch runners here did to their batches since the last call (for other shards)."""

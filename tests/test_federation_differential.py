@@ -218,12 +218,6 @@ def test_a_get_work_with_prune_on_get_work_prunes_every_shard() -> None:
     d.get_work(worker="W1", host="h", current_tasks=[])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a worker that adds a task with a dependency on another shard is that dependency's "
-    "stakeholder only on its own shard: the owner removes the dependency when its other "
-    "stakeholders are gone",
-)
 def test_a_stakeholder_of_a_remote_dependency_keeps_it() -> None:
     """Found by the machine against three shards (with the graph reads left out), minimized: W2
     adds the task, then W1 adds a task on another shard that depends on it, and W2 goes silent.

@@ -52,6 +52,8 @@ def mirror_status(fed: Fed, sid: str, task_id: str) -> str | None:
 def test_a_forgotten_deletion_makes_the_router_resync_and_still_reaches_the_mirror(fed: Fed) -> None:
     a, b = fed.task_on("s0", "a"), fed.task_on("s1", "b")
     fed.call("add_task", task_id=a, worker=W0, family="T")
+    fed.pass_time(15)  # W0 is gone: A has no stakeholder left, it is due for removal
+    # W is A's stakeholder from now on (on s0 too), but as in Luigi A stays due for removal
     fed.call("add_task", task_id=b, worker=W, family="T", deps=[a])
     assert mirror_status(fed, "s1", a) == "PENDING"  # s1 mirrors A
     relay = fed.router.core.relay
@@ -60,7 +62,6 @@ def test_a_forgotten_deletion_makes_the_router_resync_and_still_reaches_the_mirr
     # s0 keeps no deletion at all: the router's cursor falls behind the feed's floor at once
     fed.core("s0").feed_max_deletions = 0
     cursor = relay.feeds["s0"].cursor
-    fed.pass_time(15)  # W0 is gone: A has no stakeholder left, it is due for removal
     fed.pass_time(15)  # A is removed from s0
     assert fed.core("s0").task_list("", "").get(a) is None  # A is gone from s0
     assert fed.core("s0").fed_changes(cursor)["resync"] is True
