@@ -231,7 +231,7 @@ class FederatedCore:
             self._note(t.id, t.status, t.priority, bool(t.resources), _hosted(t.family, t.fed), feed=False)
         # what mirrors' owners were told before is in ``fed_state`` (the router's resync tells them)
         self._told = {
-            tid: frozenset(m.stakeholders)
+            tid: _tellable(m.stakeholders, m.fed)
             for tid in self._mirrors
             if (m := self.core.get_task(tid)) is not None
         }
@@ -384,7 +384,7 @@ class FederatedCore:
             if task_id not in self._mirrors:
                 told.pop(task_id, None)
                 continue
-            stakeholders = frozenset(rec.get("stakeholders") or ())
+            stakeholders = _tellable(rec.get("stakeholders") or (), rec.get("fed") or {})
             before = told.get(task_id)
             if before is not None and before >= stakeholders:
                 told[task_id] = stakeholders  # pruned workers left; a returning one is told again
@@ -445,9 +445,9 @@ class FederatedCore:
             "resource_pending": bool(self._res_tasks),
             # each mirror's stakeholders, for its owner (``fed_add_stakeholders``)
             "stakeholders": [
-                [tid, self._with_last_active(t.stakeholders)]
+                [tid, self._with_last_active(told)]
                 for tid in sorted(self._mirrors)
-                if (t := get_task(tid)) is not None and t.stakeholders
+                if (t := get_task(tid)) is not None and (told := _tellable(t.stakeholders, t.fed))
             ],
         }
 
@@ -589,11 +589,20 @@ class FederatedCore:
                     fed.update(live=False, gone=True)
                     core.gone.add(task_id)
             elif not t.fed.get("live"):
+                if not t.fed.get("gone") and current is not None:
+                    # the owner has the task for the first time since this placeholder was made:
+                    # its first mention and stakeholders here are told again (the owner may have
+                    # lost what it kept for later in a restart); a gone mirror's are the deleted
+                    # task's, not the new one's
+                    created[task_id] = [t.time, t.cseq]
+                    self._told.pop(task_id, None)
+                elif t.fed.get("gone"):
+                    # made again by its owner: the stakeholders here are the deleted task's, kept
+                    # (the mirror must stay) but not the new task's until they name it again
+                    fed["stale"] = sorted(t.stakeholders)
+                    self._told[task_id] = frozenset()
                 fed.update(live=True, gone=False)
                 core.gone.discard(task_id)
-                # the owner has the task now: its stakeholders here are told again (the owner may
-                # have lost those it kept for later in a restart)
-                self._told.pop(task_id, None)
             core.update_fed(task_id, fed)
         if lazy:
             self._absorb(lazy=True)
@@ -1020,6 +1029,15 @@ class FederatedCore:
         if not isinstance(task_id, str):
             raise TypeError("task_id must be a string")
         return self.core.dependents_graph(task_id, include_done=include_done)
+
+
+def _tellable(stakeholders: Any, fed: dict[str, Any]) -> frozenset[str]:
+    """A mirror's stakeholders its owner is told of: none of a gone mirror (its owner deleted the
+    task), and not the deleted task's kept on a mirror made again (``fed["stale"]``)."""
+    if fed.get("gone"):
+        return frozenset()
+    stale = fed.get("stale")
+    return frozenset(stakeholders) - frozenset(stale) if stale else frozenset(stakeholders)
 
 
 def _mirror_status(status: str | None) -> str:

@@ -1403,6 +1403,8 @@ class SchedulerCore:
                     dt = self._create_task(d, UNKNOWN, None, {}, priority, "", None, None, None)
                 elif d in self.gone:
                     self._remake(dt)
+                elif dt.fed and worker in dt.fed.get("stale", ()):
+                    self._unstale(dt, worker)
                 self._add_stakeholder(dt, worker)
 
         self._update_priority(t, priority)
@@ -2045,7 +2047,25 @@ class SchedulerCore:
         del self._tasks[tid]
         self._tasks[tid] = t
         t.fed = {}
+        # a new placeholder: only the worker mentioning it now is its stakeholder, and it is not
+        # due for removal (the deleted task's were Luigi's, gone with it)
+        for g in t.stakeholders:
+            stake = self._wstake.get(g)
+            if stake is not None:
+                stake.discard(tid)
+        t.stakeholders.clear()
+        if t.remove is not None:
+            self._set_remove(t, None)
+        else:
+            self._orphans.add(tid)
         self._d_tasks.add(tid)
+
+    def _unstale(self, t: _Task, worker_id: str) -> None:
+        """A federation's mirror made again by its owner keeps the stakeholders it had here, those
+        of the deleted task (``fed["stale"]``: kept so the mirror stays); one of them naming it as
+        a dependency again is a stakeholder of the new task (``FederatedCore`` tells its owner)."""
+        t.fed["stale"] = [g for g in t.fed["stale"] if g != worker_id]
+        self._d_tasks.add(t.id)
 
     def first_mention(self, task_id: str, time: float, number: int) -> None:
         """Another shard made ``task_id`` a dependency placeholder at ``time`` (creation

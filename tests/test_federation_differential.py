@@ -231,3 +231,87 @@ def test_a_stakeholder_of_a_remote_dependency_keeps_it() -> None:
     d.prune()
     d.prune()
     d.task_list(status="PENDING", upstream_status="")
+
+
+def _remote_stakeholder(*, owner_first: bool, restart: str | None = None, **config: Any) -> Differential:
+    """W1 adds a task whose dependency lives on another shard, W2 adds the dependency itself
+    (first or after), and the owner (or the dependent's shard) restarts between the two when
+    ``restart`` says so.  W2 then goes silent while W1 keeps pinging: the dependency stays while
+    W1 lives, as in luigid; then W1 goes silent too."""
+    d = Differential(make_config(**config), ThreeShards, check_changes=False)
+    fed = d.core
+    assert isinstance(fed, ThreeShards)
+    dependent, dependency = _on_different_shards(d)
+    if owner_first:
+        d.add_task(worker="W2", task_id=dependency, family="F", params={})
+        d.advance(1.0)
+    d.add_task(worker="W1", task_id=dependent, deps=[dependency], family="F", params={})
+    if restart is not None:
+        fed.restart({"owner": "s1", "dependent": "s0"}[restart])
+    d.advance(1.0)
+    if not owner_first:
+        d.add_task(worker="W2", task_id=dependency, family="F", params={})
+    for _ in range(9):
+        d.advance(1.0)
+        d.ping(worker="W1")
+        d.prune()
+        d.task_list(status="", upstream_status="")
+    for _ in range(20):
+        d.advance(1.0)
+        d.prune()
+        d.task_list(status="", upstream_status="")
+    d.observe()
+    return d
+
+
+@pytest.mark.parametrize("owner_first", [True, False], ids=["owner-first", "dependent-first"])
+@pytest.mark.parametrize("restart", [None, "owner", "dependent"])
+def test_a_remote_stakeholder_keeps_the_dependency_while_it_lives(
+    owner_first: bool, restart: str | None
+) -> None:
+    """The owner keeps the task while the remote stakeholder is alive anywhere, forgets it with
+    luigid's timing (worker_disconnect_delay, then remove_delay), also across restarts."""
+    _remote_stakeholder(owner_first=owner_first, restart=restart)
+
+
+def test_a_remote_stakeholder_does_not_clear_a_removal_already_due() -> None:
+    """As in Luigi's add_task, a dependency already marked for removal stays marked when a new
+    stakeholder comes (only the added task itself is unmarked)."""
+    d = Differential(make_config(remove_delay=4.0), ThreeShards, check_changes=False)
+    dependent, dependency = _on_different_shards(d)
+    d.add_task(worker="W2", task_id=dependency, family="F", params={})
+    d.advance(7.0)
+    d.prune()  # W2 gone: the dependency is due for removal in 4 s
+    d.add_task(worker="W1", task_id=dependent, deps=[dependency], family="F", params={})
+    for _ in range(6):
+        d.advance(1.0)
+        d.ping(worker="W1")
+        d.prune()
+        d.task_list(status="", upstream_status="")
+    d.observe()
+
+
+@pytest.mark.parametrize("mention_again", [False, True], ids=["made-again", "mentioned-again"])
+def test_a_deleted_dependencys_stakeholders_are_not_the_new_ones(mention_again: bool) -> None:
+    """W1 becomes a stakeholder of a dependency already due for removal, which its owner then
+    deletes.  Made again by W3, the new task's only stakeholder is W3 (luigid deleted the old one
+    with its stakeholders), unless W1 names it again as a dependency."""
+    d = Differential(make_config(remove_delay=2.0), ThreeShards, check_changes=False)
+    dependent, dependency = _on_different_shards(d)
+    d.add_task(worker="W2", task_id=dependency, family="F", params={})
+    d.advance(7.0)
+    d.prune()  # W2 gone: the dependency is due for removal in 2 s
+    d.add_task(worker="W1", task_id=dependent, deps=[dependency], family="F", params={})
+    d.advance(3.0)
+    d.ping(worker="W1")
+    d.prune()  # deleted by its owner; the dependent's shard keeps it as a gone mirror
+    d.task_list(status="", upstream_status="")
+    d.add_task(worker="W3", task_id=dependency, family="F", params={})
+    if mention_again:
+        d.add_task(worker="W1", task_id=dependent, deps=[dependency], family="F", params={})
+    for _ in range(12):
+        d.advance(1.0)
+        d.ping(worker="W1")
+        d.prune()
+        d.task_list(status="", upstream_status="")
+    d.observe()
