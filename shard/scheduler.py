@@ -863,6 +863,8 @@ class SchedulerCore:
         if self._mentions:
             mention = self._mentions.pop(task_id, None)
             if mention is not None and mention[0] < t.time:
+                if status == UNKNOWN:
+                    t.updated = mention[0]  # the placeholder's status since then (Luigi's updated)
                 t.time, t.cseq = mention[0], min(t.cseq, mention[1])
         self._tasks[task_id] = t
         self._by_status[status][task_id] = t
@@ -1186,8 +1188,11 @@ class SchedulerCore:
                 self._set_worker_running(t, None)
                 self._set_status(t, FAILED)
                 t.retry = now + cfg.retry_delay
-            # update_status
-            if not t.stakeholders and t.remove is None and t.status != RUNNING:
+            # update_status; a federation's mirror whose owner has the task (``fed["live"]``) is
+            # that task, which lives as long as its owner keeps it (the owner knows all its
+            # stakeholders): never removed here while so
+            live = t.fed.get("live") if t.fed else False
+            if not t.stakeholders and t.remove is None and t.status != RUNNING and not live:
                 self._set_remove(t, now + cfg.remove_delay)
             if t.status == DISABLED and t.scheduler_disable_time is not None:
                 if now - t.scheduler_disable_time > cfg.disable_persist:
@@ -1195,7 +1200,10 @@ class SchedulerCore:
             if t.status == FAILED and cfg.retry_delay >= 0 and t.retry is not None and t.retry < now:
                 self._set_status(t, PENDING)
             if t.remove and now >= t.remove:
-                remove.append(t.id)
+                if live:
+                    self._set_remove(t, None)  # marked again once its owner deleted the task
+                else:
+                    remove.append(t.id)
         for tid in remove:
             self._delete_task(tid)
         # drop empty queues so the dicts do not grow with every family/signature ever seen
@@ -2080,6 +2088,10 @@ class SchedulerCore:
                     self._mentions[task_id] = (time, number)
             return
         if time < t.time:
+            if t.status == UNKNOWN and t.updated == t.time:
+                # still the placeholder's UNKNOWN, which it has been since that mention (Luigi's
+                # ``updated`` changes only with the status)
+                t.updated = time
             t.time = time
             t.cseq = min(t.cseq, number)
             self._d_tasks.add(task_id)

@@ -40,14 +40,15 @@ from tests.test_scheduler_differential import (
 FEDERATION_EXAMPLES = 25
 #: what the machine finds against three shards (reported on issue 10), first found first
 THREE_SHARDS_FINDINGS = (
-    "the first difference of the derandomized run: graph() (luigid walks each task's graph cut at "
-    "max_graph_nodes and keeps display_name only for a root; the graph reads are being worked on "
-    "apart); with the graph reads left out, the first is a worker that adds a task with a "
-    "dependency on another shard, which is that dependency's stakeholder only on its own shard "
-    "(minimized below); random runs on main after the greedy walk over shards also find: "
-    "task_list's upstream_status filters (UPSTREAM_RUNNING, UPSTREAM_MISSING_INPUT) over a remote "
-    "dependency's own dependencies; dep_graph's resources_running and inverse_dep_graph's key "
-    "order; worker_list and get_work keys"
+    "the first difference of the derandomized run: a prune that fails tasks on several shards "
+    "(a dead worker's batch over shards) has them enter FAILED in the order of the shards' "
+    "requests, not luigid's creation order (minimized below); other sequences of that run meet "
+    "the priority of a placeholder mentioned on several shards (the r10 work); random runs on main "
+    "after the greedy walk over shards also find: task_list's upstream_status filters "
+    "(UPSTREAM_RUNNING, UPSTREAM_MISSING_INPUT) over a remote dependency's own dependencies "
+    "(a live mirror is a leaf: PENDING reads UPSTREAM_MISSING_INPUT where luigid walks on); "
+    "dep_graph's resources_running and inverse_dep_graph's key order; worker_list and "
+    "get_work keys"
 )
 NO_CORE_STATE = {"snapshot", "restore", "collect_changes"}
 
@@ -315,3 +316,75 @@ def test_a_deleted_dependencys_stakeholders_are_not_the_new_ones(mention_again: 
         d.prune()
         d.task_list(status="", upstream_status="")
     d.observe()
+
+
+def test_a_mirror_lives_as_long_as_its_owners_task() -> None:
+    """Found by the machine against three shards, minimized: C (shard s2) depends on B (s0); the
+    only stakeholder C's shard knows of B's mirror goes away, but an assistant-less worker on s0
+    is B's stakeholder too.  In luigid B lives, and C is among its dependents; the mirror must
+    not be removed while its owner keeps the task."""
+    d = Differential(
+        make_config(remove_delay=0.0, worker_disconnect_delay=6.0, max_graph_nodes=2),
+        ThreeShards,
+        check_changes=False,
+    )
+    fed = d.core
+    assert isinstance(fed, ThreeShards)
+    assert (fed.placement.owner("B"), fed.placement.owner("C"), fed.placement.owner("X_missing")) == (
+        "s0",
+        "s2",
+        "s0",
+    )
+    d.add_task(task_id="C", worker="W2", deps=["A", "B"], family="TC")
+    d.add_task(task_id="B", worker="W2", deps=["A"], family="TB")
+    d.advance(6.25)
+    d.add_task(task_id="X_missing", worker="AS", deps=["B", "C"])
+    d.advance(0.25)
+    d.inverse_dep_graph(task_id="B")
+    d.task_list(status="", upstream_status="")
+    d.dep_graph(task_id="C")
+
+
+def test_a_placeholder_mentioned_first_elsewhere_was_updated_then() -> None:
+    """Found by the machine against three shards, minimized: A (owned by s1) is first a
+    dependency placeholder on s2, then on its owner.  In luigid the placeholder is one task,
+    UNKNOWN since its first mention: its ``last_updated`` is that mention's time."""
+    d = Differential(make_config(), ThreeShards, check_changes=False)
+    fed = d.core
+    assert isinstance(fed, ThreeShards)
+    assert (fed.placement.owner("A"), fed.placement.owner("R_1"), fed.placement.owner("R_2")) == (
+        "s1",
+        "s1",
+        "s2",
+    )
+    d.add_task(task_id="R_2", worker="W1", deps=["A"], family="Res", params={"i": "2"})
+    d.advance(0.25)
+    d.add_task(task_id="R_1", worker="W1", deps=["A"], family="Res", params={"i": "1"})
+    d.task_list(status="", upstream_status="")
+    d.advance(0.25)
+    d.add_task(task_id="A", worker="W2", status="UNKNOWN", family="Res", params={"i": "1"})
+    d.task_list(status="", upstream_status="")
+    d.advance(0.25)
+    d.add_task(task_id="A", worker="W2", family="Res", params={"i": "1"})
+    d.task_list(status="", upstream_status="")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="tasks that one prune fails on several shards (a dead worker's batch over shards) "
+    "enter FAILED in the order of the shards' requests, not in luigid's order (creation)",
+)
+def test_tasks_one_prune_fails_on_several_shards_enter_failed_in_creation_order() -> None:
+    """Found by the machine against three shards, minimized: W3 gets a batch of two tasks on
+    two shards and dies; the prune that fails them walks the tasks in creation order in
+    luigid, so Fam_1 is FAILED first."""
+    d = Differential(make_config(retry_count=2, max_shown_tasks=3), ThreeShards, check_changes=False)
+    fed = d.core
+    assert isinstance(fed, ThreeShards)
+    assert fed.placement.owner("Fam_1") != fed.placement.owner("Fam_2")
+    d.add_task_batcher(worker="W3", task_family="Fam", batched_args=["a"], max_batch_size=float("inf"))
+    d.add_task(task_id="Fam_1", worker="W3", family="Fam", params={"a": "1", "b": "x"}, batchable=True)
+    d.add_task(task_id="Fam_2", worker="W3", family="Fam", params={"a": "2", "b": "x"}, batchable=True)
+    d.get_work(worker="W3", host="h", current_tasks=[])
+    d.advance(41.0)
+    d.task_list(status="FAILED", upstream_status="")
