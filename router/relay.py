@@ -91,6 +91,8 @@ class Relay:
         self._on_deleted = on_deleted
         #: an owner was told of stakeholders of its tasks (workers it must know from now on)
         self._on_stakeholders = on_stakeholders
+        #: stakeholders not told to an owner that was down: sent when it is synchronised again
+        self._stakes_owed: dict[str, list[list[Any]]] = defaultdict(list)
         self.interval = interval
         self.feeds: dict[str, Feed] = {sid: Feed() for sid in pool.links}
         #: remote dependency -> shards that mirror it; and by owner
@@ -348,11 +350,22 @@ class Relay:
                     by_owner[owner].append(entry)
         for owner, entries in by_owner.items():
             if self.pool.links[owner].state is LinkState.DOWN:
-                continue  # told again when the task is live at the mirror (``fed_mirror_update``)
+                # told when it is synchronised again (``resync``; router memory: a restarted
+                # router resynchronises every shard, whose ``fed_state`` tells them all again)
+                self._stakes_owed[owner].extend(entries)
+                continue
             for i in range(0, len(entries), CHUNK):
-                self.pool.call(
-                    owner, "fed_add_stakeholders", {"stakeholders": entries[i : i + CHUNK]}, _log_error
-                )
+                chunk = entries[i : i + CHUNK]
+
+                def told(
+                    result: Any, err: FederationError | None, owner: str = owner, chunk: list[Any] = chunk
+                ) -> None:
+                    if isinstance(err, TransportError):
+                        self._stakes_owed[owner].extend(chunk)  # the owner went down meanwhile
+                    else:
+                        _log_error(result, err)
+
+                self.pool.call(owner, "fed_add_stakeholders", {"stakeholders": chunk}, told)
             if self._on_stakeholders is not None:
                 workers = {
                     w[0] for e in entries if isinstance(e[1], list) for w in e[1] if isinstance(w, list) and w
@@ -502,6 +515,9 @@ class Relay:
                 self._relay_status(owner, task_ids, {t: {link.id} for t in task_ids})
             self._send_raises(raises)
             self._tell_stakeholders(link.id, result.get("stakeholders"))
+            owed = self._stakes_owed.pop(link.id, None)
+            if owed:
+                self._tell_stakeholders("", owed)
             owned = sorted(self.subs_by_owner.get(link.id, ()))
             if owned:
                 self._relay_status(link.id, owned, None)

@@ -576,6 +576,10 @@ class FederatedCore:
                 # the first update of a new placeholder: when it was made is its task's first
                 # mention, which the owner takes as the task's creation (fed_first_mention)
                 created[task_id] = [t.time, t.cseq]
+            elif version[0] != current[0] and status is not None:
+                # the owner restarted (a new epoch): what it kept in memory only (stakeholders of
+                # a task it did not have) or had not committed yet is told again
+                self._told.pop(task_id, None)
             # no failures, retries or history of its own: the owner's history has this change
             new = _mirror_status(status)
             if current is None or new == DISABLED or t.status in (DONE, DISABLED):
