@@ -390,12 +390,13 @@ class FederatedCore:
                 told[task_id] = stakeholders  # pruned workers left; a returning one is told again
                 continue
             told[task_id] = stakeholders
-            if not stakeholders:
+            new = stakeholders - before if before is not None else stakeholders  # the owner has the rest
+            if not new:
                 continue
             if now is None:
                 now = self._clock()
             self._seq += 1
-            self._stake_out.append((self._seq, now, [task_id, self._with_last_active(stakeholders)]))
+            self._stake_out.append((self._seq, now, [task_id, self._with_last_active(new)]))
         for task_id in changes.deleted_tasks:
             told.pop(task_id, None)
 
