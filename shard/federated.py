@@ -227,8 +227,14 @@ class FederatedCore:
         self._counted: dict[str, str] = {}  # owned task -> the status it is counted under in _ns
         self._ud: AbstractSet[str] = self.core.upstream_disabled()
         self.core.gone = {t.id for t in self.core.tasks() if t.fed.get("gone")}
+        owned_live = []
         for t in self.core.tasks():
             self._note(t.id, t.status, t.priority, bool(t.resources), _hosted(t.family, t.fed), feed=False)
+            if t.fed.get("live") and self.owns(t.id):
+                owned_live.append(t.id)
+        for task_id in owned_live:
+            # a mirror whose task moved here (resharding): this shard's own task now, pruned as such
+            self.core.update_fed(task_id, {"live": False})
         # what mirrors' owners were told before is in ``fed_state`` (the router's resync tells them)
         self._told = {
             tid: _tellable(m.stakeholders, m.fed)
