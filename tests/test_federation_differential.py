@@ -43,7 +43,9 @@ THREE_SHARDS_FINDINGS = (
     "the first difference of the derandomized run: a prune that fails tasks on several shards "
     "(a dead worker's batch over shards) has them enter FAILED in the order of the shards' "
     "requests, not luigid's creation order (minimized below); other sequences of that run meet "
-    "the priority of a placeholder mentioned on several shards (the r10 work); random runs on main "
+    "the priority of a placeholder mentioned on several shards (the r10 work); random runs also "
+    "find a dead worker's batch over shards failed member by member (minimized below), and "
+    "random runs on main "
     "after the greedy walk over shards also find: task_list's upstream_status filters "
     "(UPSTREAM_RUNNING, UPSTREAM_MISSING_INPUT) over a remote dependency's own dependencies "
     "(a live mirror is a leaf: PENDING reads UPSTREAM_MISSING_INPUT where luigid walks on); "
@@ -387,4 +389,42 @@ def test_tasks_one_prune_fails_on_several_shards_enter_failed_in_creation_order(
     d.add_task(task_id="Fam_2", worker="W3", family="Fam", params={"a": "2", "b": "x"}, batchable=True)
     d.get_work(worker="W3", host="h", current_tasks=[])
     d.advance(41.0)
+    d.task_list(status="FAILED", upstream_status="")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a dead worker's batch over shards: luigid fails the runner first (created first) and "
+    "its batch with it, keeping worker_running on the members; the member's shard fails it on its "
+    "own, clearing worker_running",
+)
+def test_a_dead_workers_batch_over_shards_fails_through_its_runner() -> None:
+    """Found by the machine against three shards (random seed), minimized: Fam_2, the batch's
+    runner, was made before Fam_1; W2 dies.  luigid's prune walks Fam_2 first: Luigi's
+    set_status fails the batch's running tasks with it, leaving their worker_running."""
+    d = Differential(make_config(retry_delay=-1.0), ThreeShards, check_changes=False)
+    fed = d.core
+    assert isinstance(fed, ThreeShards)
+    assert fed.placement.owner("Fam_1") != fed.placement.owner("Fam_2")
+    d.add_task(
+        task_id="Fam_2",
+        worker="W1",
+        status="FAILED",
+        family="Fam",
+        params={"a": "2", "b": "x"},
+        batchable=True,
+    )
+    d.add_task_batcher(worker="W2", task_family="Fam", batched_args=["a"], max_batch_size=float("inf"))
+    d.add_task(task_id="Fam_1", worker="W2", family="Fam", params={"a": "1", "b": "x"}, batchable=True)
+    d.add_task(task_id="Fam_2", worker="W2", family="Fam", params={"a": "2", "b": "x"}, batchable=True)
+    batch_id = d.get_work(worker="W2", host="h", current_tasks=[])["batch_id"]
+    d.add_task(
+        task_id="Fam_2",
+        worker="W2",
+        status="RUNNING",
+        batch_id=batch_id,
+        family="Fam",
+        params={"a": "1,2", "b": "x"},
+    )
+    d.advance(21.0)
     d.task_list(status="FAILED", upstream_status="")
