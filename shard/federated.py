@@ -34,6 +34,15 @@ Change feed
     churn; a router whose cursor is older than a forgotten deletion is told
     to resynchronise (``resync``) instead of missing it.
 
+Stakeholders
+    Luigi's ``add_task`` makes the worker a stakeholder of each dependency; a mirror is one task
+    with its owner's, so the feed names a mirror's new stakeholders (with their ``last_active``
+    here) and the router tells the owner (``fed_add_stakeholders``): the owner keeps the task
+    while any of them lives anywhere, and prunes them as luigid would.  Conversely a mirror whose
+    owner has the task (``fed["live"]``) is not removed here while so.  What an owner may have
+    lost is told again: when the owner first has the task, after its restart (a new epoch), and
+    in ``fed_state`` (the router's resync of this shard).
+
 Global resources
     ``fed_get_work`` takes ``external_used_resources`` — what the other
     shards' RUNNING tasks hold — and counts it as used while the core picks a
