@@ -122,6 +122,7 @@ class RouterCore:
             on_workers=self.workers.on_shard_workers,
             on_hosted=self.workers.on_hosted,
             on_deleted=self.workers.unpin,
+            on_stakeholders=self.workers.meet_all,
             interval=config.router.relay_interval,
         )
         self._next_forget = clock() + FORGET_INTERVAL
@@ -402,6 +403,10 @@ class RouterCore:
         if isinstance(worker, str) and link.state is not LinkState.DOWN:
             self.workers.meet(worker, sid)
             self.workers.active_on(worker, sid)
+        if self._names_remote_dep(kwargs, sid):
+            # the worker becomes a stakeholder of each dependency (Luigi's add_task): the mirror's
+            # owner hears of it from the shard's feed before the worker's next call (``Relay``)
+            self.relay.hold(call, sid)
         if kwargs.get("resources"):
             self.resources.on_add_task(sid)
         finished = kwargs.get("status") in ("DONE", "FAILED", "DISABLED")
@@ -412,6 +417,16 @@ class RouterCore:
         self.forward(call, sid, task_id.encode("utf-8"), call.request)
         self.relay.reraise(task_id, sid, kwargs.get("priority", 0))
         self.relay.on_add_task(call, sid, kwargs)
+
+    def _names_remote_dep(self, kwargs: dict[str, Any], sid: str) -> bool:
+        """An ``add_task`` for shard ``sid`` naming a dependency another shard owns."""
+        if kwargs.get("assistant"):
+            return False  # an assistant is no stakeholder
+        for field_name in ("deps", "new_deps"):
+            deps = kwargs.get(field_name)
+            if isinstance(deps, list) and any(isinstance(d, str) and self.owner(d) != sid for d in deps):
+                return True
+        return False
 
     def _on_forward_relay(self, call: Call, route: Route) -> None:
         task_id = call.args.get("task_id")

@@ -12,6 +12,8 @@ an owner's status changes     ``_pull`` -> ``on_changes`` ->           ``fed_cha
                               ``fed_mirror_update`` to the mirrors     cursor, epoch)
                                                                        ``fed_mirror_update``
 a mirror's priority rises     ``fed_raise_priority`` to the owner      ``fed_raise_priority``
+a mirror's new stakeholders   ``fed_add_stakeholders`` to the owner    ``fed_changes().stakeholders``
+                              (``_tell_stakeholders``)                 ``fed_add_stakeholders``
 a new subscription            ``fed_status`` from the owner, pushed    ``fed_status``
                               to the new mirror (``_status_asks``)
 a shard restarts              ``resync``: ``fed_state``, pull every    new epoch; ``fed_state``
@@ -77,6 +79,7 @@ class Relay:
         interval: float,
         on_hosted: Callable[[str, list[str]], None] | None = None,
         on_deleted: Callable[[str, str], None] | None = None,
+        on_stakeholders: Callable[[str, list[str]], None] | None = None,
     ) -> None:
         self.pool = pool
         self.owner = owner
@@ -88,6 +91,10 @@ class Relay:
         #: a shard hosts batch runners (ids it does not own) / deleted a task it does not own
         self._on_hosted = on_hosted
         self._on_deleted = on_deleted
+        #: an owner was told of stakeholders of its tasks (workers it must know from now on)
+        self._on_stakeholders = on_stakeholders
+        #: stakeholders not told to an owner that was down: sent when it is synchronised again
+        self._stakes_owed: dict[str, list[list[Any]]] = defaultdict(list)
         self.interval = interval
         self.feeds: dict[str, Feed] = {sid: Feed() for sid in pool.links}
         #: remote dependency -> shards that mirror it; and by owner
@@ -339,9 +346,46 @@ class Relay:
             self._mention(owner, found)
         self._send_updates(updates)
         self._send_raises(raises)
+        self._tell_stakeholders(link.id, result.get("stakeholders"))
         for owner, task_ids in fresh.items():
             self._relay_status(owner, task_ids, {t: {link.id} for t in task_ids})
         return bool(result.get("more"))
+
+    def _tell_stakeholders(self, sid: str, found: Any) -> None:
+        """Shard ``sid``'s mirrors have these stakeholders (``[[task_id, [[worker, last_active],
+        ...]], ...]``): their owners make them stakeholders too, and know these workers from now
+        on (so the router keeps them active there: luigid has one task and one worker)."""
+        if not isinstance(found, list) or not found:
+            return
+        by_owner: dict[str, list[list[Any]]] = defaultdict(list)
+        for entry in found:
+            if isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], str):
+                owner = self.owner(entry[0])
+                if owner != sid and owner in self.pool.links:
+                    by_owner[owner].append(entry)
+        for owner, entries in by_owner.items():
+            if self.pool.links[owner].state is LinkState.DOWN:
+                # told when it is synchronised again (``resync``; router memory: a restarted
+                # router resynchronises every shard, whose ``fed_state`` tells them all again)
+                self._stakes_owed[owner].extend(entries)
+                continue
+            for i in range(0, len(entries), CHUNK):
+                chunk = entries[i : i + CHUNK]
+
+                def told(
+                    result: Any, err: FederationError | None, owner: str = owner, chunk: list[Any] = chunk
+                ) -> None:
+                    if isinstance(err, TransportError):
+                        self._stakes_owed[owner].extend(chunk)  # the owner went down meanwhile
+                    else:
+                        _log_error(result, err)
+
+                self.pool.call(owner, "fed_add_stakeholders", {"stakeholders": chunk}, told)
+            if self._on_stakeholders is not None:
+                workers = {
+                    w[0] for e in entries if isinstance(e[1], list) for w in e[1] if isinstance(w, list) and w
+                }
+                self._on_stakeholders(owner, sorted(w for w in workers if isinstance(w, str)))
 
     def _send_updates(self, updates: dict[str, list[list[Any]]]) -> None:
         for sid, items in updates.items():
@@ -501,6 +545,10 @@ class Relay:
             for owner, task_ids in by_owner.items():
                 self._relay_status(owner, task_ids, {t: {link.id} for t in task_ids})
             self._send_raises(raises)
+            self._tell_stakeholders(link.id, result.get("stakeholders"))
+            owed = self._stakes_owed.pop(link.id, None)
+            if owed:
+                self._tell_stakeholders("", owed)
             owned = sorted(self.subs_by_owner.get(link.id, ()))
             if owned:
                 self._relay_status(link.id, owned, None)

@@ -46,6 +46,7 @@ SETTLED_METHODS = frozenset(
         "fed_state",
         "fed_health",
         "fed_touch_workers",
+        "fed_add_stakeholders",
         "fed_worker_summaries",
         "fed_offer",
         "fed_get_work",

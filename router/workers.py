@@ -88,6 +88,12 @@ class WorkerRegistry:
         ws.shards[sid] = None
         self._replay(worker, ws, sid)
 
+    def meet_all(self, sid: str, workers: list[str]) -> None:
+        """Shard ``sid`` knows these workers now (stakeholders of its tasks through other shards'
+        dependency placeholders: ``fed_add_stakeholders``)."""
+        for worker in workers:
+            self.meet(worker, sid)
+
     def active_on(self, worker: str, sid: str, get_work: bool = False) -> None:
         """``worker`` called shard ``sid`` (an ``add_task``, a ``get_work`` there): the other shards
         that know it hear of it too (at most every ``TOUCH_EVERY`` s), so none of them prunes it

@@ -34,6 +34,15 @@ Change feed
     churn; a router whose cursor is older than a forgotten deletion is told
     to resynchronise (``resync``) instead of missing it.
 
+Stakeholders
+    Luigi's ``add_task`` makes the worker a stakeholder of each dependency; a mirror is one task
+    with its owner's, so the feed names a mirror's new stakeholders (with their ``last_active``
+    here) and the router tells the owner (``fed_add_stakeholders``): the owner keeps the task
+    while any of them lives anywhere, and prunes them as luigid would.  Conversely a mirror whose
+    owner has the task (``fed["live"]``) is not removed here while so.  What an owner may have
+    lost is told again: when the owner first has the task, after its restart (a new epoch), and
+    in ``fed_state`` (the router's resync of this shard).
+
 Global resources
     ``fed_get_work`` takes ``external_used_resources`` — what the other
     shards' RUNNING tasks hold — and counts it as used while the core picks a
@@ -98,6 +107,7 @@ FED_METHODS = (
     "fed_batch_release",
     "fed_batch_apply",
     "fed_worker_summaries",
+    "fed_add_stakeholders",
 )
 
 
@@ -214,6 +224,11 @@ class FederatedCore:
         # what batch runners here did to their batches, for the shards holding the rest of a
         # batch: (seq, time, effect), oldest first, forgotten like deletions
         self._batch_out: deque[tuple[int, float, list[Any]]] = deque()
+        # new stakeholders of mirrors, for their owners: (seq, time, [task_id, [[worker,
+        # last_active], ...]]), oldest first, forgotten like deletions; and each mirror's
+        # stakeholders as last put there (``_stakes``)
+        self._stake_out: deque[tuple[int, float, list[Any]]] = deque()
+        self._told: dict[str, frozenset[str]] = {}
         self._state: dict[str, tuple[str, Any]] = {}
         self._mirrors: set[str] = set()
         self._res_tasks: set[str] = set()
@@ -221,8 +236,20 @@ class FederatedCore:
         self._counted: dict[str, str] = {}  # owned task -> the status it is counted under in _ns
         self._ud: AbstractSet[str] = self.core.upstream_disabled()
         self.core.gone = {t.id for t in self.core.tasks() if t.fed.get("gone")}
+        owned_live = []
         for t in self.core.tasks():
             self._note(t.id, t.status, t.priority, bool(t.resources), _hosted(t.family, t.fed), feed=False)
+            if t.fed.get("live") and self.owns(t.id):
+                owned_live.append(t.id)
+        for task_id in owned_live:
+            # a mirror whose task moved here (resharding): this shard's own task now, pruned as such
+            self.core.update_fed(task_id, {"live": False})
+        # what mirrors' owners were told before is in ``fed_state`` (the router's resync tells them)
+        self._told = {
+            tid: _tellable(m.stakeholders, m.fed)
+            for tid in self._mirrors
+            if (m := self.core.get_task(tid)) is not None
+        }
 
     def _note(
         self,
@@ -322,6 +349,7 @@ class FederatedCore:
                 _hosted(rec.get("family"), rec.get("fed")),
                 feed=True,
             )
+        self._stakes(changes)
         if changes.deleted_tasks:
             now = self._clock()
             deletions = self._deletions
@@ -355,11 +383,42 @@ class FederatedCore:
             _merge_into(self._stash, changes)
         if self._deletions:
             self._forget_deletions()
-        if self._batch_out:
-            out = self._batch_out
-            horizon = self._clock() - self.feed_retention
-            while out and (out[0][1] <= horizon or len(out) > self.feed_max_deletions):
-                self._floor = max(self._floor, out.popleft()[0])
+        for out in (self._batch_out, self._stake_out):
+            if out:
+                horizon = self._clock() - self.feed_retention
+                while out and (out[0][1] <= horizon or len(out) > self.feed_max_deletions):
+                    self._floor = max(self._floor, out.popleft()[0])
+
+    def _stakes(self, changes: Changes) -> None:
+        """Mirrors that got new stakeholders (Luigi's add_task makes the adding worker a
+        stakeholder of each dependency): the feed tells their owners, so the task stays there
+        while any of them is alive, as in one luigid where the placeholder is the task."""
+        told = self._told
+        now = None
+        for task_id, rec in changes.tasks.items():
+            if task_id not in self._mirrors:
+                told.pop(task_id, None)
+                continue
+            stakeholders = _tellable(rec.get("stakeholders") or (), rec.get("fed") or {})
+            before = told.get(task_id)
+            if before is not None and before >= stakeholders:
+                told[task_id] = stakeholders  # pruned workers left; a returning one is told again
+                continue
+            told[task_id] = stakeholders
+            new = stakeholders - before if before is not None else stakeholders  # the owner has the rest
+            if not new:
+                continue
+            if now is None:
+                now = self._clock()
+            self._seq += 1
+            self._stake_out.append((self._seq, now, [task_id, self._with_last_active(new)]))
+        for task_id in changes.deleted_tasks:
+            told.pop(task_id, None)
+
+    def _with_last_active(self, workers: AbstractSet[str]) -> list[list[Any]]:
+        """``[[worker, last_active here], ...]`` of the workers this shard knows, sorted."""
+        last_active = self.core.worker_last_active
+        return [[w, la] for w in sorted(workers) if (la := last_active(w)) is not None]
 
     def _forget_deletions(self) -> None:
         """Drop the deletions older than ``feed_retention`` or beyond ``feed_max_deletions``.
@@ -400,6 +459,12 @@ class FederatedCore:
             "hosted": [tid for tid in self._counted if not self.owns(tid)],
             "resources_running": self._usage(),
             "resource_pending": bool(self._res_tasks),
+            # each mirror's stakeholders, for its owner (``fed_add_stakeholders``)
+            "stakeholders": [
+                [tid, self._with_last_active(told)]
+                for tid in sorted(self._mirrors)
+                if (t := get_task(tid)) is not None and (told := _tellable(t.stakeholders, t.fed))
+            ],
         }
 
     def fed_changes(self, since: int = 0, limit: int = FEED_PAGE) -> dict[str, Any]:
@@ -457,6 +522,9 @@ class FederatedCore:
             "changes": newer,
             # what batch runners here did to their batches: for the shards with the rest of them
             "batch": [effect for seq, _, effect in self._batch_out if since < seq <= upto],
+            # mirrors' new stakeholders: ``[[task_id, [[worker, last_active], ...]], ...]``, for
+            # their owners (``fed_add_stakeholders``)
+            "stakeholders": [entry for seq, _, entry in self._stake_out if since < seq <= upto],
             "more": more,
             "resources_running": self._usage(),
             "resource_pending": bool(self._res_tasks),
@@ -524,6 +592,10 @@ class FederatedCore:
                 # the first update of a new placeholder: when it was made is its task's first
                 # mention, which the owner takes as the task's creation (fed_first_mention)
                 created[task_id] = [t.time, t.cseq]
+            elif version[0] != current[0] and status is not None:
+                # the owner restarted (a new epoch): what it kept in memory only (stakeholders of
+                # a task it did not have) or had not committed yet is told again
+                self._told.pop(task_id, None)
             # no failures, retries or history of its own: the owner's history has this change
             new = _mirror_status(status)
             if current is None or new == DISABLED or t.status in (DONE, DISABLED):
@@ -537,6 +609,18 @@ class FederatedCore:
                     fed.update(live=False, gone=True)
                     core.gone.add(task_id)
             elif not t.fed.get("live"):
+                if not t.fed.get("gone") and current is not None:
+                    # the owner has the task for the first time since this placeholder was made:
+                    # its first mention and stakeholders here are told again (the owner may have
+                    # lost what it kept for later in a restart); a gone mirror's are the deleted
+                    # task's, not the new one's
+                    created[task_id] = [t.time, t.cseq]
+                    self._told.pop(task_id, None)
+                elif t.fed.get("gone"):
+                    # made again by its owner: the stakeholders here are the deleted task's, kept
+                    # (the mirror must stay) but not the new task's until they name it again
+                    fed["stale"] = sorted(t.stakeholders)
+                    self._told[task_id] = frozenset()
                 fed.update(live=True, gone=False)
                 core.gone.discard(task_id)
             core.update_fed(task_id, fed)
@@ -788,6 +872,34 @@ class FederatedCore:
             raise TypeError("get_work must be a bool")
         self.core.touch_workers(workers, get_work)
 
+    def fed_add_stakeholders(self, stakeholders: list[list[Any]]) -> None:
+        """``[[task_id, [[worker, last_active], ...]], ...]``: another shard's dependency
+        placeholders of tasks owned here have these stakeholders (``last_active`` on that shard):
+        they are these tasks' stakeholders here too (``SchedulerCore.add_stakeholders``)."""
+        if not isinstance(stakeholders, list):
+            raise TypeError("stakeholders must be a list of [task_id, [[worker, last_active], ...]]")
+        parsed: list[tuple[str, dict[str, float]]] = []
+        for entry in stakeholders:
+            if not (
+                isinstance(entry, list)
+                and len(entry) == 2
+                and isinstance(entry[0], str)
+                and isinstance(entry[1], list)
+                and all(
+                    isinstance(p, list)
+                    and len(p) == 2
+                    and isinstance(p[0], str)
+                    and isinstance(p[1], (int, float))
+                    and not isinstance(p[1], bool)
+                    for p in entry[1]
+                )
+            ):
+                raise TypeError(f"bad stakeholders entry {entry!r:.100}")
+            parsed.append((entry[0], {w: float(la) for w, la in entry[1]}))
+        for task_id, workers in parsed:
+            if self.owns(task_id) and workers:
+                self.core.add_stakeholders(task_id, workers)
+
     def fed_first_mention(self, mentions: dict[str, list[Any]]) -> None:
         """``{task_id: [time, creation number]}``: another shard made these tasks (owned here)
         dependency placeholders then; the earliest mention is the task's creation, as in one
@@ -948,6 +1060,15 @@ class FederatedCore:
         if not isinstance(task_id, str):
             raise TypeError("task_id must be a string")
         return self.core.dependents_graph(task_id, include_done=include_done)
+
+
+def _tellable(stakeholders: Any, fed: dict[str, Any]) -> frozenset[str]:
+    """A mirror's stakeholders its owner is told of: none of a gone mirror (its owner deleted the
+    task), and not the deleted task's kept on a mirror made again (``fed["stale"]``)."""
+    if fed.get("gone"):
+        return frozenset()
+    stale = fed.get("stale")
+    return frozenset(stakeholders) - frozenset(stale) if stale else frozenset(stakeholders)
 
 
 def _mirror_status(status: str | None) -> str:

@@ -233,6 +233,8 @@ class TaskView(Protocol):
     @property
     def resources(self) -> dict[str, Any]: ...
     @property
+    def stakeholders(self) -> AbstractSet[str]: ...
+    @property
     def fed(self) -> dict[str, Any]:
         """Opaque federation data, persisted in the record; change it with ``update_fed``."""
         ...
@@ -505,6 +507,9 @@ class SchedulerCore:
         #: federation: first mentions (as another shard's dependency placeholder) of tasks not
         #: here yet: task id -> (time, creation number), taken when the task is created
         self._mentions: dict[str, tuple[float, int]] = {}
+        #: federation: workers that are stakeholders of a task not here yet through another shard's
+        #: dependency placeholder (``add_stakeholders``): task id -> workers, taken at its creation
+        self._stake_later: dict[str, dict[str, None]] = {}
         #: placeholders of tasks deleted where they live (a federation's mirrors whose owner pruned
         #: the task): the next mention makes them anew, as Luigi makes a deleted task anew (a new
         #: creation time and number, the federation data cleared: ``_remake``)
@@ -594,6 +599,12 @@ class SchedulerCore:
         for tid in list(self._wtasks.get(worker_id, ())):
             self._del_task_worker(tasks[tid], worker_id)
         self._wtasks.pop(worker_id, None)
+        if stakeholders and self._stake_later:
+            for tid in [tid for tid, ws in self._stake_later.items() if worker_id in ws]:
+                ws = self._stake_later[tid]
+                del ws[worker_id]
+                if not ws:
+                    del self._stake_later[tid]
         self._sum_dirty.add(worker_id)
         self._wq.pop(worker_id, None)
         self._wrun.pop(worker_id, None)
@@ -852,6 +863,8 @@ class SchedulerCore:
         if self._mentions:
             mention = self._mentions.pop(task_id, None)
             if mention is not None and mention[0] < t.time:
+                if status == UNKNOWN:
+                    t.updated = mention[0]  # the placeholder's status since then (Luigi's updated)
                 t.time, t.cseq = mention[0], min(t.cseq, mention[1])
         self._tasks[task_id] = t
         self._by_status[status][task_id] = t
@@ -863,6 +876,10 @@ class SchedulerCore:
             s.add(task_id)
         t.nd = self._count_not_done(t.deps)
         self._orphans.add(task_id)
+        if self._stake_later:
+            for worker_id in self._stake_later.pop(task_id, ()):
+                if worker_id in self._workers:
+                    self._add_stakeholder(t, worker_id)
         if status == PENDING:
             self._sync(t)
             if self._ud is not None and self._ud_maybe_joins(t):
@@ -1171,8 +1188,11 @@ class SchedulerCore:
                 self._set_worker_running(t, None)
                 self._set_status(t, FAILED)
                 t.retry = now + cfg.retry_delay
-            # update_status
-            if not t.stakeholders and t.remove is None and t.status != RUNNING:
+            # update_status; a federation's mirror whose owner has the task (``fed["live"]``) is
+            # that task, which lives as long as its owner keeps it (the owner knows all its
+            # stakeholders): never removed here while so
+            live = t.fed.get("live") if t.fed else False
+            if not t.stakeholders and t.remove is None and t.status != RUNNING and not live:
                 self._set_remove(t, now + cfg.remove_delay)
             if t.status == DISABLED and t.scheduler_disable_time is not None:
                 if now - t.scheduler_disable_time > cfg.disable_persist:
@@ -1180,7 +1200,10 @@ class SchedulerCore:
             if t.status == FAILED and cfg.retry_delay >= 0 and t.retry is not None and t.retry < now:
                 self._set_status(t, PENDING)
             if t.remove and now >= t.remove:
-                remove.append(t.id)
+                if live:
+                    self._set_remove(t, None)  # marked again once its owner deleted the task
+                else:
+                    remove.append(t.id)
         for tid in remove:
             self._delete_task(tid)
         # drop empty queues so the dicts do not grow with every family/signature ever seen
@@ -1390,6 +1413,8 @@ class SchedulerCore:
                     dt = self._create_task(d, UNKNOWN, None, {}, priority, "", None, None, None)
                 elif d in self.gone:
                     self._remake(dt)
+                elif dt.fed and worker in dt.fed.get("stale", ()):
+                    self._unstale(dt, worker)
                 self._add_stakeholder(dt, worker)
 
         self._update_priority(t, priority)
@@ -2032,7 +2057,25 @@ class SchedulerCore:
         del self._tasks[tid]
         self._tasks[tid] = t
         t.fed = {}
+        # a new placeholder: only the worker mentioning it now is its stakeholder, and it is not
+        # due for removal (the deleted task's were Luigi's, gone with it)
+        for g in t.stakeholders:
+            stake = self._wstake.get(g)
+            if stake is not None:
+                stake.discard(tid)
+        t.stakeholders.clear()
+        if t.remove is not None:
+            self._set_remove(t, None)
+        else:
+            self._orphans.add(tid)
         self._d_tasks.add(tid)
+
+    def _unstale(self, t: _Task, worker_id: str) -> None:
+        """A federation's mirror made again by its owner keeps the stakeholders it had here, those
+        of the deleted task (``fed["stale"]``: kept so the mirror stays); one of them naming it as
+        a dependency again is a stakeholder of the new task (``FederatedCore`` tells its owner)."""
+        t.fed["stale"] = [g for g in t.fed["stale"] if g != worker_id]
+        self._d_tasks.add(t.id)
 
     def first_mention(self, task_id: str, time: float, number: int) -> None:
         """Another shard made ``task_id`` a dependency placeholder at ``time`` (creation
@@ -2047,10 +2090,42 @@ class SchedulerCore:
                     self._mentions[task_id] = (time, number)
             return
         if time < t.time:
+            if t.status == UNKNOWN and t.updated == t.time:
+                # still the placeholder's UNKNOWN, which it has been since that mention (Luigi's
+                # ``updated`` changes only with the status)
+                t.updated = time
             t.time = time
             t.cseq = min(t.cseq, number)
             self._d_tasks.add(task_id)
             self._sync(t)
+
+    def add_stakeholders(self, task_id: str, workers: dict[str, float]) -> None:
+        """Another shard's dependency placeholder of ``task_id`` has these stakeholders
+        (worker -> its ``last_active`` there): in one scheduler that placeholder *is* the task, so
+        they are its stakeholders here too (Luigi's add_task loop over a task's deps), and workers
+        here, alive as long as they are active anywhere (the router touches them here from then
+        on).  A worker unknown here is made with that ``last_active`` (at most now), so it is
+        pruned when luigid would prune it; as in Luigi, a task already marked for removal stays
+        marked.  A task not here yet takes them when it is made (at most ``MAX_MENTIONS``)."""
+        now = self._begin()
+        t = self._tasks.get(task_id)
+        for worker_id, last_active in workers.items():
+            w = self._workers.get(worker_id)
+            if w is None:
+                w = self._get_worker(worker_id)
+                w.last_active = min(last_active, now)
+            elif w.last_active < last_active:
+                w.last_active = min(last_active, now)
+                self._d_workers.add(worker_id)
+            if t is not None:
+                self._add_stakeholder(t, worker_id)
+            elif task_id in self._stake_later or len(self._stake_later) < MAX_MENTIONS:
+                self._stake_later.setdefault(task_id, {})[worker_id] = None
+
+    def worker_last_active(self, worker_id: str) -> float | None:
+        """When ``worker_id`` was last active here (None: not a worker here)."""
+        w = self._workers.get(worker_id)
+        return w.last_active if w is not None else None
 
     def take_batch_effects(self) -> list[list[Any]]:
         """What batch runners here did to their batches since the last call (for other shards)."""

@@ -91,6 +91,10 @@ def churn(fed: FederatedCore, clock: Clock, rounds: int, per_round: int, start: 
             fed.add_task(task_id=got, worker="w", status="DONE")
             fed.collect_changes()
         clock.now += 20  # the worker goes away, then its tasks are removed
+        # so do the dependencies on their owner, whose stakeholder the worker was too: a mirror
+        # lives while its owner has the task
+        fed.fed_mirror_update([[dep, None, 1.0, per_round + i + 1] for i, dep in enumerate(remote)])
+        fed.collect_changes()
         fed.prune()
         fed.collect_changes()
         clock.now += 20

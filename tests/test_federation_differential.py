@@ -40,14 +40,17 @@ from tests.test_scheduler_differential import (
 FEDERATION_EXAMPLES = 25
 #: what the machine finds against three shards (reported on issue 10), first found first
 THREE_SHARDS_FINDINGS = (
-    "the first difference of the derandomized run: graph() (luigid walks each task's graph cut at "
-    "max_graph_nodes and keeps display_name only for a root; the graph reads are being worked on "
-    "apart); with the graph reads left out, the first is a worker that adds a task with a "
-    "dependency on another shard, which is that dependency's stakeholder only on its own shard "
-    "(minimized below); random runs on main after the greedy walk over shards also find: "
-    "task_list's upstream_status filters (UPSTREAM_RUNNING, UPSTREAM_MISSING_INPUT) over a remote "
-    "dependency's own dependencies; dep_graph's resources_running and inverse_dep_graph's key "
-    "order; worker_list and get_work keys"
+    "the first difference of the derandomized run: a prune that fails tasks on several shards "
+    "(a dead worker's batch over shards) has them enter FAILED in the order of the shards' "
+    "requests, not luigid's creation order (minimized below); other sequences of that run meet "
+    "the priority of a placeholder mentioned on several shards (the r10 work); random runs also "
+    "find a dead worker's batch over shards failed member by member (minimized below), and "
+    "random runs on main "
+    "after the greedy walk over shards also find: task_list's upstream_status filters "
+    "(UPSTREAM_RUNNING, UPSTREAM_MISSING_INPUT) over a remote dependency's own dependencies "
+    "(a live mirror is a leaf: PENDING reads UPSTREAM_MISSING_INPUT where luigid walks on); "
+    "dep_graph's resources_running and inverse_dep_graph's key order; worker_list and "
+    "get_work keys"
 )
 NO_CORE_STATE = {"snapshot", "restore", "collect_changes"}
 
@@ -218,12 +221,6 @@ def test_a_get_work_with_prune_on_get_work_prunes_every_shard() -> None:
     d.get_work(worker="W1", host="h", current_tasks=[])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a worker that adds a task with a dependency on another shard is that dependency's "
-    "stakeholder only on its own shard: the owner removes the dependency when its other "
-    "stakeholders are gone",
-)
 def test_a_stakeholder_of_a_remote_dependency_keeps_it() -> None:
     """Found by the machine against three shards (with the graph reads left out), minimized: W2
     adds the task, then W1 adds a task on another shard that depends on it, and W2 goes silent.
@@ -237,3 +234,197 @@ def test_a_stakeholder_of_a_remote_dependency_keeps_it() -> None:
     d.prune()
     d.prune()
     d.task_list(status="PENDING", upstream_status="")
+
+
+def _remote_stakeholder(*, owner_first: bool, restart: str | None = None, **config: Any) -> Differential:
+    """W1 adds a task whose dependency lives on another shard, W2 adds the dependency itself
+    (first or after), and the owner (or the dependent's shard) restarts between the two when
+    ``restart`` says so.  W2 then goes silent while W1 keeps pinging: the dependency stays while
+    W1 lives, as in luigid; then W1 goes silent too."""
+    d = Differential(make_config(**config), ThreeShards, check_changes=False)
+    fed = d.core
+    assert isinstance(fed, ThreeShards)
+    dependent, dependency = _on_different_shards(d)
+    if owner_first:
+        d.add_task(worker="W2", task_id=dependency, family="F", params={})
+        d.advance(1.0)
+    d.add_task(worker="W1", task_id=dependent, deps=[dependency], family="F", params={})
+    if restart is not None:
+        fed.restart({"owner": "s1", "dependent": "s0"}[restart])
+    d.advance(1.0)
+    if not owner_first:
+        d.add_task(worker="W2", task_id=dependency, family="F", params={})
+    for _ in range(9):
+        d.advance(1.0)
+        d.ping(worker="W1")
+        d.prune()
+        d.task_list(status="", upstream_status="")
+    for _ in range(20):
+        d.advance(1.0)
+        d.prune()
+        d.task_list(status="", upstream_status="")
+    d.observe()
+    return d
+
+
+@pytest.mark.parametrize("owner_first", [True, False], ids=["owner-first", "dependent-first"])
+@pytest.mark.parametrize("restart", [None, "owner", "dependent"])
+def test_a_remote_stakeholder_keeps_the_dependency_while_it_lives(
+    owner_first: bool, restart: str | None
+) -> None:
+    """The owner keeps the task while the remote stakeholder is alive anywhere, forgets it with
+    luigid's timing (worker_disconnect_delay, then remove_delay), also across restarts."""
+    _remote_stakeholder(owner_first=owner_first, restart=restart)
+
+
+def test_a_remote_stakeholder_does_not_clear_a_removal_already_due() -> None:
+    """As in Luigi's add_task, a dependency already marked for removal stays marked when a new
+    stakeholder comes (only the added task itself is unmarked)."""
+    d = Differential(make_config(remove_delay=4.0), ThreeShards, check_changes=False)
+    dependent, dependency = _on_different_shards(d)
+    d.add_task(worker="W2", task_id=dependency, family="F", params={})
+    d.advance(7.0)
+    d.prune()  # W2 gone: the dependency is due for removal in 4 s
+    d.add_task(worker="W1", task_id=dependent, deps=[dependency], family="F", params={})
+    for _ in range(6):
+        d.advance(1.0)
+        d.ping(worker="W1")
+        d.prune()
+        d.task_list(status="", upstream_status="")
+    d.observe()
+
+
+@pytest.mark.parametrize("mention_again", [False, True], ids=["made-again", "mentioned-again"])
+def test_a_deleted_dependencys_stakeholders_are_not_the_new_ones(mention_again: bool) -> None:
+    """W1 becomes a stakeholder of a dependency already due for removal, which its owner then
+    deletes.  Made again by W3, the new task's only stakeholder is W3 (luigid deleted the old one
+    with its stakeholders), unless W1 names it again as a dependency."""
+    d = Differential(make_config(remove_delay=2.0), ThreeShards, check_changes=False)
+    dependent, dependency = _on_different_shards(d)
+    d.add_task(worker="W2", task_id=dependency, family="F", params={})
+    d.advance(7.0)
+    d.prune()  # W2 gone: the dependency is due for removal in 2 s
+    d.add_task(worker="W1", task_id=dependent, deps=[dependency], family="F", params={})
+    d.advance(3.0)
+    d.ping(worker="W1")
+    d.prune()  # deleted by its owner; the dependent's shard keeps it as a gone mirror
+    d.task_list(status="", upstream_status="")
+    d.add_task(worker="W3", task_id=dependency, family="F", params={})
+    if mention_again:
+        d.add_task(worker="W1", task_id=dependent, deps=[dependency], family="F", params={})
+    for _ in range(12):
+        d.advance(1.0)
+        d.ping(worker="W1")
+        d.prune()
+        d.task_list(status="", upstream_status="")
+    d.observe()
+
+
+def test_a_mirror_lives_as_long_as_its_owners_task() -> None:
+    """Found by the machine against three shards, minimized: C (shard s2) depends on B (s0); the
+    only stakeholder C's shard knows of B's mirror goes away, but an assistant-less worker on s0
+    is B's stakeholder too.  In luigid B lives, and C is among its dependents; the mirror must
+    not be removed while its owner keeps the task."""
+    d = Differential(
+        make_config(remove_delay=0.0, worker_disconnect_delay=6.0, max_graph_nodes=2),
+        ThreeShards,
+        check_changes=False,
+    )
+    fed = d.core
+    assert isinstance(fed, ThreeShards)
+    assert (fed.placement.owner("B"), fed.placement.owner("C"), fed.placement.owner("X_missing")) == (
+        "s0",
+        "s2",
+        "s0",
+    )
+    d.add_task(task_id="C", worker="W2", deps=["A", "B"], family="TC")
+    d.add_task(task_id="B", worker="W2", deps=["A"], family="TB")
+    d.advance(6.25)
+    d.add_task(task_id="X_missing", worker="AS", deps=["B", "C"])
+    d.advance(0.25)
+    d.inverse_dep_graph(task_id="B")
+    d.task_list(status="", upstream_status="")
+    d.dep_graph(task_id="C")
+
+
+def test_a_placeholder_mentioned_first_elsewhere_was_updated_then() -> None:
+    """Found by the machine against three shards, minimized: A (owned by s1) is first a
+    dependency placeholder on s2, then on its owner.  In luigid the placeholder is one task,
+    UNKNOWN since its first mention: its ``last_updated`` is that mention's time."""
+    d = Differential(make_config(), ThreeShards, check_changes=False)
+    fed = d.core
+    assert isinstance(fed, ThreeShards)
+    assert (fed.placement.owner("A"), fed.placement.owner("R_1"), fed.placement.owner("R_2")) == (
+        "s1",
+        "s1",
+        "s2",
+    )
+    d.add_task(task_id="R_2", worker="W1", deps=["A"], family="Res", params={"i": "2"})
+    d.advance(0.25)
+    d.add_task(task_id="R_1", worker="W1", deps=["A"], family="Res", params={"i": "1"})
+    d.task_list(status="", upstream_status="")
+    d.advance(0.25)
+    d.add_task(task_id="A", worker="W2", status="UNKNOWN", family="Res", params={"i": "1"})
+    d.task_list(status="", upstream_status="")
+    d.advance(0.25)
+    d.add_task(task_id="A", worker="W2", family="Res", params={"i": "1"})
+    d.task_list(status="", upstream_status="")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="tasks that one prune fails on several shards (a dead worker's batch over shards) "
+    "enter FAILED in the order of the shards' requests, not in luigid's order (creation)",
+)
+def test_tasks_one_prune_fails_on_several_shards_enter_failed_in_creation_order() -> None:
+    """Found by the machine against three shards, minimized: W3 gets a batch of two tasks on
+    two shards and dies; the prune that fails them walks the tasks in creation order in
+    luigid, so Fam_1 is FAILED first."""
+    d = Differential(make_config(retry_count=2, max_shown_tasks=3), ThreeShards, check_changes=False)
+    fed = d.core
+    assert isinstance(fed, ThreeShards)
+    assert fed.placement.owner("Fam_1") != fed.placement.owner("Fam_2")
+    d.add_task_batcher(worker="W3", task_family="Fam", batched_args=["a"], max_batch_size=float("inf"))
+    d.add_task(task_id="Fam_1", worker="W3", family="Fam", params={"a": "1", "b": "x"}, batchable=True)
+    d.add_task(task_id="Fam_2", worker="W3", family="Fam", params={"a": "2", "b": "x"}, batchable=True)
+    d.get_work(worker="W3", host="h", current_tasks=[])
+    d.advance(41.0)
+    d.task_list(status="FAILED", upstream_status="")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a dead worker's batch over shards: luigid fails the runner first (created first) and "
+    "its batch with it, keeping worker_running on the members; the member's shard fails it on its "
+    "own, clearing worker_running",
+)
+def test_a_dead_workers_batch_over_shards_fails_through_its_runner() -> None:
+    """Found by the machine against three shards (random seed), minimized: Fam_2, the batch's
+    runner, was made before Fam_1; W2 dies.  luigid's prune walks Fam_2 first: Luigi's
+    set_status fails the batch's running tasks with it, leaving their worker_running."""
+    d = Differential(make_config(retry_delay=-1.0), ThreeShards, check_changes=False)
+    fed = d.core
+    assert isinstance(fed, ThreeShards)
+    assert fed.placement.owner("Fam_1") != fed.placement.owner("Fam_2")
+    d.add_task(
+        task_id="Fam_2",
+        worker="W1",
+        status="FAILED",
+        family="Fam",
+        params={"a": "2", "b": "x"},
+        batchable=True,
+    )
+    d.add_task_batcher(worker="W2", task_family="Fam", batched_args=["a"], max_batch_size=float("inf"))
+    d.add_task(task_id="Fam_1", worker="W2", family="Fam", params={"a": "1", "b": "x"}, batchable=True)
+    d.add_task(task_id="Fam_2", worker="W2", family="Fam", params={"a": "2", "b": "x"}, batchable=True)
+    batch_id = d.get_work(worker="W2", host="h", current_tasks=[])["batch_id"]
+    d.add_task(
+        task_id="Fam_2",
+        worker="W2",
+        status="RUNNING",
+        batch_id=batch_id,
+        family="Fam",
+        params={"a": "1,2", "b": "x"},
+    )
+    d.advance(21.0)
+    d.task_list(status="FAILED", upstream_status="")

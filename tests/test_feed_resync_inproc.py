@@ -52,6 +52,8 @@ def mirror_status(fed: Fed, sid: str, task_id: str) -> str | None:
 def test_a_forgotten_deletion_makes_the_router_resync_and_still_reaches_the_mirror(fed: Fed) -> None:
     a, b = fed.task_on("s0", "a"), fed.task_on("s1", "b")
     fed.call("add_task", task_id=a, worker=W0, family="T")
+    fed.pass_time(15)  # W0 is gone: A has no stakeholder left, it is due for removal
+    # W is A's stakeholder from now on (on s0 too), but as in Luigi A stays due for removal
     fed.call("add_task", task_id=b, worker=W, family="T", deps=[a])
     assert mirror_status(fed, "s1", a) == "PENDING"  # s1 mirrors A
     relay = fed.router.core.relay
@@ -60,7 +62,6 @@ def test_a_forgotten_deletion_makes_the_router_resync_and_still_reaches_the_mirr
     # s0 keeps no deletion at all: the router's cursor falls behind the feed's floor at once
     fed.core("s0").feed_max_deletions = 0
     cursor = relay.feeds["s0"].cursor
-    fed.pass_time(15)  # W0 is gone: A has no stakeholder left, it is due for removal
     fed.pass_time(15)  # A is removed from s0
     assert fed.core("s0").task_list("", "").get(a) is None  # A is gone from s0
     assert fed.core("s0").fed_changes(cursor)["resync"] is True
@@ -82,3 +83,37 @@ def test_a_forgotten_deletion_makes_the_router_resync_and_still_reaches_the_mirr
     fed.call("add_task", task_id=a, worker=W0, family="T", status="DONE")
     assert mirror_status(fed, "s1", a) == "DONE"
     assert fed.call("get_work", worker=W, host="h")["task_id"] == b
+
+
+def test_a_remote_stakeholder_reaches_an_owner_that_was_down(fed: Fed) -> None:
+    """W adds B (s1) needing A (s0) while s0 is down: W is A's stakeholder in luigid, so s0 is
+    told when it is back, and keeps A after A's own worker went away while W lives."""
+    a, b = fed.task_on("s0", "a"), fed.task_on("s1", "b")
+    fed.call("add_task", task_id=a, worker=W0, family="T")
+    fed.router.pool.kill("s0")
+    fed.clock.advance(3.0)  # past the router's deadline: s0 is down
+    fed.call("ping", worker=W)
+    fed.router.settle()
+    assert fed.router.core.links["s0"].state is LinkState.DOWN
+    fed.call("add_task", task_id=b, worker=W, family="T", deps=[a])
+    fed.clock.advance(1.0)
+    fed.router.settle()
+    assert a in fed.router.core.relay._stakes_owed["s0"][0]
+    old = fed.servers["s0"]
+    old.store.close()
+    old.close()
+    fed.servers["s0"] = fed.build("s0")
+    fed.router.pool.restart("s0", fed.servers["s0"])
+    for _ in range(4):  # the probe finds it, the relay resynchronises it
+        fed.clock.advance(1.0)
+        fed.call("ping", worker=W)
+    assert fed.router.core.links["s0"].state is LinkState.READY
+    assert not fed.router.core.relay._stakes_owed.get("s0")
+    fed.pass_time(15)  # W0 is gone; W is alive and A's stakeholder on s0
+    fed.pass_time(15)
+    assert fed.core("s0").task_list("", "").get(a) is not None
+    fed.pass_time(0)
+    for _ in range(3):  # now W goes away too: A goes, as in luigid
+        fed.clock.advance(10.0)
+        fed.call("prune")
+    assert fed.core("s0").task_list("", "").get(a) is None
