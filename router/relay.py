@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -402,15 +402,21 @@ class Relay:
                             by_owner: dict[str, dict[str, Any]] = defaultdict(dict)
                             for task_id, pair in created.items():
                                 by_owner[self.owner(task_id)][task_id] = pair
+                            retell = result.get("retell")
+                            again = set(retell) if isinstance(retell, list) else ()
                             for owner, found in by_owner.items():
-                                self._mention(owner, found)
+                                self._mention(owner, found, again)
 
                 self.pool.call(sid, "fed_mirror_update", {"updates": chunk}, done)
 
-    def _mention(self, owner: str, found: dict[str, Any]) -> None:
-        """``fed_first_mention`` of what was not told already (the same time and number)."""
+    def _mention(self, owner: str, found: dict[str, Any], again: Collection[str] = ()) -> None:
+        """``fed_first_mention`` of what was not told already (the same time and number), and of
+        ``again``: what a mirror tells again when its owner first has the task (the owner may
+        have lost, in a restart, the mention it kept for later)."""
         told = self._mentioned
-        new = {task_id: pair for task_id, pair in found.items() if told.get(task_id) != pair}
+        new = {
+            task_id: pair for task_id, pair in found.items() if task_id in again or told.get(task_id) != pair
+        }
         if not new:
             return
         for task_id, pair in new.items():

@@ -572,6 +572,7 @@ class FederatedCore:
         core = self.core
         missing: list[str] = []
         created: dict[str, list[Any]] = {}
+        retell: list[str] = []  # of created: told before, told again (not new placeholders)
         # updates of mirrors whose status makes nothing runnable (not DONE, not DISABLED: losing
         # them in a crash is safe) need no commit of their own: held back to the next (``_lazy``)
         lazy = True
@@ -615,6 +616,7 @@ class FederatedCore:
                     # lost what it kept for later in a restart); a gone mirror's are the deleted
                     # task's, not the new one's
                     created[task_id] = [t.time, t.cseq]
+                    retell.append(task_id)
                     self._told.pop(task_id, None)
                 elif t.fed.get("gone"):
                     # made again by its owner: the stakeholders here are the deleted task's, kept
@@ -626,6 +628,8 @@ class FederatedCore:
             core.update_fed(task_id, fed)
         if lazy:
             self._absorb(lazy=True)
+        if retell:
+            return {"missing": missing, "created": created, "retell": retell}
         return {"missing": missing, "created": created} if created else {"missing": missing}
 
     def _version(self, task_id: str) -> tuple[float, int] | None:
