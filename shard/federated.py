@@ -191,7 +191,12 @@ class FederatedCore:
 
     def _hosted_ids(self, task_ids: Any) -> list[str]:
         """Of ``task_ids`` (listed here), those this shard hosts without owning them."""
-        return [tid for tid in task_ids if not self.owns(tid) and tid not in self._mirrors]
+        get_task = self.core.get_task
+        return [
+            tid
+            for tid in task_ids
+            if not self.owns(tid) and (t := get_task(tid)) is not None and _hosted(t.family, t.fed)
+        ]
 
     def extra_methods(self) -> dict[str, Callable[..., Any]]:
         """The ``fed_*`` methods, for ``ShardServer(extra_methods=...)``."""
@@ -678,11 +683,13 @@ class FederatedCore:
             full = self._without_gone(
                 self.core.task_list(**{**kwargs, "limit": False, "upstream_status": ""})
             )
-            owned = sum(1 for task_id in full if self.owns(task_id))
+            # this shard's own tasks: the ones it owns and the batch runners it hosts
+            own_runners = set(self._hosted_ids(full))
+            owned = sum(1 for task_id in full if self.owns(task_id) or task_id in own_runners)
             placeholders = sorted(
                 task_id
                 for task_id, entry in full.items()
-                if not self.owns(task_id) and entry.get("status") == UNKNOWN
+                if not self.owns(task_id) and task_id not in own_runners and entry.get("status") == UNKNOWN
             )
             if over:
                 return {"num_tasks": owned, "placeholders": placeholders}

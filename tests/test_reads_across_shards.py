@@ -1,0 +1,57 @@
+"""Reads of a 3-shard federation that must answer as one luigid (issue 10).
+
+Each test is a difference the differential machine (``tests/test_federation_differential.py``)
+found with random seeds against three shards, minimized: the same calls go to
+``luigi.scheduler.Scheduler`` and to a federation of in-process shards behind the router, and
+every answer must match.  Ids that must sit on given shards come from ``fed.task_on``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+from tests.differential import Differential, make_config
+from tests.test_federation_scenarios import ThreeShards
+
+
+@pytest.fixture(autouse=True)
+def _quiet() -> Iterator[None]:
+    logging.disable(logging.WARNING)
+    yield
+    logging.disable(logging.NOTSET)
+
+
+def _fed(d: Differential) -> ThreeShards:
+    fed = d.core
+    assert isinstance(fed, ThreeShards)
+    return fed
+
+
+def test_over_max_shown_tasks_a_batch_runner_hosted_off_its_owner_counts() -> None:
+    """A batch runner runs on its batch's shard, which does not own its id: luigid counts it in
+    ``{"num_tasks": n}`` like any task."""
+    d = Differential(make_config(max_shown_tasks=2), ThreeShards, check_changes=False)
+    fed = _fed(d)
+    a, b = fed.task_on("s0", "a"), fed.task_on("s0", "b")
+    runner = fed.task_on("s1", "runner")
+    d.add_task_batcher(worker="W", task_family="Fam", batched_args=["a"], max_batch_size=float("inf"))
+    for task_id, p in ((a, "1"), (b, "2")):
+        d.add_task(
+            task_id=task_id, worker="W", family="Fam", module="m", params={"a": p, "b": "x"}, batchable=True
+        )
+    reply = d.get_work(worker="W", host="h", current_tasks=[])
+    d.add_task(
+        task_id=runner,
+        worker="W",
+        status="RUNNING",
+        batch_id=reply["batch_id"],
+        family="Fam",
+        module="m",
+        params={"a": "1,2", "b": "x"},
+    )
+    d.task_list(status="", upstream_status="")
+    d.task_list(status="RUNNING", upstream_status="", max_shown_tasks=0)
+    d.task_list(status="", upstream_status="", limit=False)
