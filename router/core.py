@@ -55,6 +55,7 @@ from router.methods import (
     RESHARD,
     UNDECODED,
     WORKER,
+    WORKER_LIST,
     Route,
 )
 from router.metrics import RouterMetrics
@@ -136,6 +137,7 @@ class RouterCore:
             WORKER: self._on_worker_call,
             ONE_WORKER: self._on_one_worker_call,
             ALL: self._on_all_call,
+            WORKER_LIST: self._on_worker_list,
             ANY: self._on_any_call,
             DEP_GRAPH: self._on_graph,
             INVERSE_DEP_GRAPH: self._on_graph,
@@ -489,28 +491,62 @@ class RouterCore:
             kw = kwargs(sid) if callable(kwargs) else kwargs
             self.pool.call(sid, method, kw, one(sid), timeout=timeout, force=force)
 
-    def _on_all_call(self, call: Call, route: Route) -> None:
+    def _on_all_call(
+        self,
+        call: Call,
+        route: Route,
+        then: Callable[[list[tuple[str, Any]], Callable[[Any], None]], None] | None = None,
+    ) -> None:
+        """Ask every shard (a read: every shard up) and answer their merged answers; ``then``,
+        given, takes the answers and the function that answers the call instead (more asks)."""
         kwargs = call.args
-        targets = [
-            lid for lid, link in self.links.items() if not (route.read and link.state is LinkState.DOWN)
-        ]
+        targets = self._up_links() if route.read else list(self.links)
         if not targets:
             self.fail(call, TransportError("no shard is available"))
             return
         assert route.merge is not None
         merge_fn = route.merge
 
+        def answer(compute: Any) -> None:
+            try:
+                self.reply(call, compute())
+            except (TypeError, ValueError, AttributeError) as e:
+                self.fail(call, ProtocolError(f"{call.method}: shards answered in an unexpected shape: {e}"))
+
         def done(results: list[tuple[str, Any]], errors: list[tuple[str, FederationError]]) -> None:
             bad = [e for _, e in errors if not isinstance(e, TransportError)]
             if bad or (errors and not route.read) or not results:
                 self.fail(call, (bad or [e for _, e in errors])[0])
                 return
-            try:
-                self.reply(call, merge_fn(results, kwargs, self.merge_context))
-            except (TypeError, ValueError, AttributeError) as e:
-                self.fail(call, ProtocolError(f"{call.method}: shards answered in an unexpected shape: {e}"))
+            if then is not None:
+                then(results, answer)
+                return
+            answer(lambda: merge_fn(results, kwargs, self.merge_context))
 
         self.gather(targets, route.shard_method or call.method, kwargs, done)
+
+    def _up_links(self) -> list[str]:
+        return [lid for lid, link in self.links.items() if link.state is not LinkState.DOWN]
+
+    def _on_worker_list(self, call: Call, route: Route) -> None:
+        """``worker_list``: every shard's workers; a worker's first task that no shard answered as
+        its own may be a task of a shard that does not know the worker (owned, or a dependent's
+        placeholder there): every shard is asked for its display name (``fed_display_names``)."""
+        kwargs = call.args
+
+        def then(results: list[tuple[str, Any]], answer: Callable[[Any], None]) -> None:
+            ask = merge.unnamed_first_tasks(results)
+            if not ask:
+                answer(lambda: merge.worker_list_reply(results, kwargs, self.merge_context))
+                return
+
+            def named(more: list[tuple[str, Any]], errors: list[tuple[str, FederationError]]) -> None:
+                # a shard down: the names of the shards that answered (luigid's reads go on too)
+                answer(lambda: merge.worker_list_reply(results, kwargs, self.merge_context, more))
+
+            self.gather(self._up_links(), "fed_display_names", {"task_ids": ask}, named)
+
+        self._on_all_call(call, route, then)
 
     def _on_any_call(self, call: Call, route: Route) -> None:
         self.pool.call(self._any_link_id(), call.method, call.args, self._answer(call))

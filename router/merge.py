@@ -393,20 +393,89 @@ def _is_found(result: Any) -> bool:
 _GROUP = "\0status"
 
 
+def _is_worker_listing(r: Any) -> bool:
+    """``fed_worker_list``'s answer: ``{"workers", "order"}`` (and ``"names"``)."""
+    return (
+        isinstance(r, dict)
+        and set(r) - {"names"} == {"workers", "order"}
+        and isinstance(r["order"], dict)
+        and isinstance(r.get("names", {}), dict)
+    )
+
+
+def _first_tasks(results: Results) -> set[str]:
+    """The first tasks (``info["first_task"]``) of the workers the shards listed."""
+    out: set[str] = set()
+    for _, r in results:
+        workers = r["workers"] if _is_worker_listing(r) else r
+        for w in workers if isinstance(workers, list) else ():
+            if isinstance(w, dict) and isinstance(w.get("first_task"), str) and w["first_task"]:
+                out.add(w["first_task"])
+    return out
+
+
+def _display_names(results: Results) -> list[tuple[str, dict[str, Any]]]:
+    """Each shard's ``names`` (``fed_worker_list``, ``fed_display_names``): ``{id: [name, own]}``."""
+    out = []
+    for sid, r in results:
+        names = r.get("names") if _is_worker_listing(r) else r
+        if isinstance(names, dict) and not _is_worker_listing(names):
+            out.append((sid, names))
+    return out
+
+
+def unnamed_first_tasks(results: Results) -> list[str]:
+    """The workers' first tasks no shard answered ``fed_worker_list`` for as its own: a shard
+    that does not know the worker may own the task, or have its placeholder (the router asks
+    them all: ``fed_display_names``)."""
+    own = {
+        tid
+        for _, names in _display_names(results)
+        for tid, pair in names.items()
+        if isinstance(pair, list) and len(pair) == 2 and pair[1] is True
+    }
+    return sorted(_first_tasks(results) - own)
+
+
+def first_task_names(answers: Results, owner: Owner) -> dict[str, str]:
+    """Luigi's ``first_task_display_name`` of each task some shard named (``{id: [name, own]}``
+    answers): the display name where the task is a shard's own (the owner's first), else its
+    placeholder's (luigid has the placeholder); a task no shard has shows its id."""
+    named: dict[str, tuple[int, str]] = {}
+    for sid, names in _display_names(answers):
+        for tid, pair in names.items():
+            if not (isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str)):
+                continue
+            rank = 0 if pair[1] is True and owner(tid) == sid else 1 if pair[1] is True else 2
+            if tid not in named or rank < named[tid][0]:
+                named[tid] = (rank, pair[0])
+    return {tid: name for tid, (_, name) in named.items()}
+
+
 def merge_worker_list(
-    results: Results, owner: Owner, *, include_running: bool = True
+    results: Results,
+    owner: Owner,
+    *,
+    include_running: bool = True,
+    names: Results | None = None,
 ) -> list[dict[str, Any]]:
     """``worker_list``: one row per worker id, newest ``started`` first (Luigi's order).
 
-    A shard answers ``fed_worker_list``: ``{"workers": Luigi's list, "order": {name: n}}``; among
-    equal ``started`` Luigi keeps the order it first heard of the workers: the smallest creation
-    number over the shards (a plain ``worker_list`` answer is taken as is)."""
+    A shard answers ``fed_worker_list``: ``{"workers": Luigi's list, "order": {name: n},
+    "names": {id: [display name, own]}}``; among equal ``started`` Luigi keeps the order it
+    first heard of the workers: the smallest creation number over the shards (a plain
+    ``worker_list`` answer is taken as is).  A worker's ``first_task_display_name`` is its first
+    task's as one luigid has the task (:func:`first_task_names` over the shards' ``names`` and
+    the further ``fed_display_names`` answers ``names``); a task no shard named shows its id."""
     rows: dict[str, dict[str, Any]] = {}
     running: dict[str, list[tuple[str, dict[str, Any]]]] = {}
     first: dict[str, int] = {}
     plain: Results = []
+    display: dict[str, str] | None = None
+    if any(_is_worker_listing(r) for _, r in results):
+        display = first_task_names([*results, *(names or [])], owner)
     for shard_id, r in results:
-        if isinstance(r, dict) and set(r) == {"workers", "order"} and isinstance(r["order"], dict):
+        if _is_worker_listing(r):
             for name, n in r["order"].items():
                 if isinstance(n, int) and not isinstance(n, bool):
                     first[name] = min(first.get(name, n), n)
@@ -444,6 +513,11 @@ def merge_worker_list(
                 elif key not in row:
                     row[key] = value
     out = list(rows.values())
+    if display is not None:
+        for row in out:
+            task_id = row.get("first_task")
+            if isinstance(task_id, str) and "first_task_display_name" in row:
+                row["first_task_display_name"] = display.get(task_id, task_id)
     if include_running:
         for row in out:
             tasks = merge_tasks(running.get(row["name"], []), owner, order="last_updated")
@@ -585,8 +659,12 @@ def task_list_reply(results: Results, kwargs: dict[str, Any], ctx: MergeContext)
     )
 
 
-def worker_list_reply(results: Results, kwargs: dict[str, Any], ctx: MergeContext) -> Any:
-    return merge_worker_list(results, ctx.owner, include_running=bool(kwargs.get("include_running", True)))
+def worker_list_reply(
+    results: Results, kwargs: dict[str, Any], ctx: MergeContext, names: Results | None = None
+) -> Any:
+    return merge_worker_list(
+        results, ctx.owner, include_running=bool(kwargs.get("include_running", True)), names=names
+    )
 
 
 def resource_list_reply(results: Results, kwargs: dict[str, Any], ctx: MergeContext) -> Any:

@@ -87,6 +87,7 @@ FED_METHODS = (
     "fed_task_search",
     "fed_resource_list",
     "fed_worker_list",
+    "fed_display_names",
     "fed_health",
     "fed_inverse_dep_graph",
     "fed_graph_nodes",
@@ -745,7 +746,29 @@ class FederatedCore:
         first heard of them, which the numbers give across shards."""
         workers = self.core.worker_list(**kwargs)
         order = self.core.worker_order()
-        return {"workers": workers, "order": {w["name"]: order.get(w["name"], 0) for w in workers}}
+        firsts = [w.get("first_task") for w in workers]
+        return {
+            "workers": workers,
+            "order": {w["name"]: order.get(w["name"], 0) for w in workers},
+            "names": self.fed_display_names([t for t in firsts if isinstance(t, str)]),
+        }
+
+    def fed_display_names(self, task_ids: list[str]) -> dict[str, list[Any]]:
+        """``{task_id: [display name, own]}`` of the tasks here among ``task_ids``: ``own`` when
+        this shard owns (or hosts) the task, else the name is its placeholder's (``"()"``).
+        What the router shows as a worker's ``first_task_display_name`` (Luigi's: the task's
+        display name if the scheduler has the task, else the id); mirrors of tasks their owners
+        deleted are not here (luigid has no such task)."""
+        if not isinstance(task_ids, list) or not all(isinstance(t, str) for t in task_ids):
+            raise TypeError("task_ids must be a list of task ids")
+        core = self.core
+        out: dict[str, list[Any]] = {}
+        for task_id in task_ids:
+            t = core.get_task(task_id)
+            if t is None or task_id in core.gone:
+                continue
+            out[task_id] = [t.pretty_id, self.owns(task_id) or _hosted(t.family, t.fed)]
+        return out
 
     def fed_greedy_walk(
         self,

@@ -233,6 +233,11 @@ class TaskView(Protocol):
     @property
     def resources(self) -> dict[str, Any]: ...
     @property
+    def pretty_id(self) -> str:
+        """Luigi's display name: ``Family(k=v, ...)`` over the public params."""
+        ...
+
+    @property
     def fed(self) -> dict[str, Any]:
         """Opaque federation data, persisted in the record; change it with ``update_fed``."""
         ...

@@ -55,3 +55,43 @@ def test_over_max_shown_tasks_a_batch_runner_hosted_off_its_owner_counts() -> No
     d.task_list(status="", upstream_status="")
     d.task_list(status="RUNNING", upstream_status="", max_shown_tasks=0)
     d.task_list(status="", upstream_status="", limit=False)
+
+
+def test_first_task_display_name_of_a_task_the_workers_shards_do_not_have() -> None:
+    """The worker's first task is on a shard that does not know the worker: luigid shows the
+    task's display name (it has the task), not its id."""
+    d = Differential(make_config(), ThreeShards, check_changes=False)
+    fed = _fed(d)
+    first, mine = fed.task_on("s1", "first"), fed.task_on("s0", "mine")
+    d.add_task(task_id=first, worker="W2", family="TA", module="m", params={"p": "1"})
+    d.add_task(task_id=mine, worker="W", family="TB", module="m", params={})
+    d.add_worker(worker="W", info={"first_task": first})
+    d.worker_list()
+    d.worker_list(include_running=False)
+
+
+def test_first_task_display_name_is_the_owners_not_a_placeholders() -> None:
+    """The worker's first task is a dependency of its task on another shard, where it is a bare
+    placeholder ("()"); luigid has one task, with the owner's family and params."""
+    d = Differential(make_config(), ThreeShards, check_changes=False)
+    fed = _fed(d)
+    dependent, first = fed.task_on("s0", "dependent"), fed.task_on("s1", "first")
+    d.add_task(task_id=dependent, worker="W", deps=[first], family="TB", module="m", params={})
+    d.add_task(task_id=first, worker="W", family="TA", module="m", params={"p": "1"})
+    d.add_worker(worker="W", info={"first_task": first})
+    d.worker_list()
+
+
+def test_first_task_display_name_of_a_placeholder_on_a_shard_that_does_not_know_the_worker() -> None:
+    """The worker's first task is only another worker's dependency, a placeholder on a shard
+    the worker never called: luigid has that placeholder ("()")."""
+    d = Differential(make_config(), ThreeShards, check_changes=False)
+    fed = _fed(d)
+    dependent, first = fed.task_on("s0", "dependent"), fed.task_on("s1", "first")
+    mine = fed.task_on("s2", "mine")
+    d.add_task(task_id=dependent, worker="W2", deps=[first], family="TB", module="m", params={})
+    d.add_task(task_id=mine, worker="W", family="TC", module="m", params={})
+    d.add_worker(worker="W", info={"first_task": first})
+    d.worker_list()
+    d.add_worker(worker="W3", info={"first_task": "never_mentioned"})
+    d.worker_list()

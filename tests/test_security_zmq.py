@@ -35,6 +35,7 @@ FED_METHODS = (
     "fed_health",
     "fed_inverse_dep_graph",
     "fed_graph_nodes",
+    "fed_display_names",
     "shard_info",
     "prune_history",
     "task_events",
