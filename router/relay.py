@@ -127,6 +127,8 @@ class Relay:
                     continue
                 dep_owner = self.owner(dep)
                 if dep_owner == sid:
+                    # made here as a placeholder, perhaps: with the priority its mirrors asked for
+                    self.reraise(dep, sid, kwargs.get("priority", 0), remember=False)
                     continue
                 key = (dep, sid)
                 if self._subscribe(dep, sid):
@@ -141,10 +143,13 @@ class Relay:
                     call.waits += 1
                     waiting.append(call)
 
-    def reraise(self, task_id: str, sid: str, priority: Any) -> None:
+    def reraise(self, task_id: str, sid: str, priority: Any, *, remember: bool = True) -> None:
         """``add_task(task_id)`` was just forwarded to its owner ``sid``: a priority its mirrors
         already asked for (sent when the owner may not have had the task yet) is asked again,
-        after it on the same FIFO, so the task starts with the priority one luigid would give it."""
+        after it on the same FIFO, so the task starts with the priority one luigid would give it.
+        Also for an ``add_task`` naming ``task_id`` as a dependency, which may make it there
+        (a placeholder: Luigi's placeholder has the highest priority any dependent asked for);
+        that one is not remembered (the owner may not have made it: a disabled worker's call)."""
         wanted = self.prio_sent.get(task_id)
         if wanted is None or self.owner(task_id) != sid:
             return
@@ -152,7 +157,8 @@ class Relay:
             return
         if self.prio_reraised.get(task_id) == wanted:
             return  # asked again after an earlier add_task: the owner has it (a DONE report...)
-        self.prio_reraised[task_id] = wanted
+        if remember:
+            self.prio_reraised[task_id] = wanted
         self._send_raises({sid: {task_id: wanted}})
 
     def is_mirrored(self, task_id: str) -> bool:
@@ -284,6 +290,7 @@ class Relay:
         raises: dict[str, dict[str, int]] = defaultdict(dict)
         fresh: dict[str, list[str]] = defaultdict(list)
         mentions: dict[str, dict[str, list[Any]]] = defaultdict(dict)
+        forgotten: dict[str, list[str]] = defaultdict(list)
         for change in result.get("changes") or ():
             task_id, status, priority, seq = change[:4]
             owner = self.owner(task_id)
@@ -296,7 +303,11 @@ class Relay:
                     updates[sid].append([task_id, status, feed.epoch, seq])
                 continue
             if status is None:
+                mirrored = task_id in self.subs
                 self._unsubscribe(task_id, link.id)  # the mirror is gone from that shard
+                if mirrored and task_id not in self.subs:
+                    # its last placeholder: a first mention its owner keeps is no mention any more
+                    forgotten[owner].append(task_id)
                 if self._on_deleted is not None:
                     self._on_deleted(task_id, link.id)  # or a batch runner it hosted
                 continue
@@ -319,6 +330,8 @@ class Relay:
                 if sid != link.id and other.state is LinkState.READY and other.federated is True:
                     self.pool.call(sid, "fed_batch_apply", {"effects": effects}, _log_error)
                     targets.add(sid)
+        for owner, gone in forgotten.items():
+            self.pool.call(owner, "fed_forget_mentions", {"task_ids": gone}, _log_error)
         for owner, found in mentions.items():
             # the placeholder was the task's first mention: its owner takes that creation time
             self.pool.call(owner, "fed_first_mention", {"mentions": found}, _log_error)

@@ -92,6 +92,7 @@ FED_METHODS = (
     "fed_inverse_dep_graph",
     "fed_graph_nodes",
     "fed_first_mention",
+    "fed_forget_mentions",
     "fed_touch_workers",
     "fed_greedy_walk",
     "fed_batch_candidates",
@@ -827,6 +828,13 @@ class FederatedCore:
         for task_id, (when, number) in mentions.items():
             if self.owns(task_id):
                 self.core.first_mention(task_id, float(when), number)
+
+    def fed_forget_mentions(self, task_ids: list[str]) -> None:
+        """No shard has a placeholder of these tasks (owned here) any more: a first mention kept
+        for one not here yet is forgotten (``SchedulerCore.forget_mentions``)."""
+        if not isinstance(task_ids, list) or not all(isinstance(t, str) for t in task_ids):
+            raise TypeError("task_ids must be a list of task ids")
+        self.core.forget_mentions(t for t in task_ids if self.owns(t))
 
     # -- batches whose tasks sit on several shards (router/getwork.py hands them out) -----------
     def fed_batch_candidates(

@@ -857,7 +857,7 @@ class SchedulerCore:
         if self._mentions:
             mention = self._mentions.pop(task_id, None)
             if mention is not None and mention[0] < t.time:
-                t.time, t.cseq = mention[0], min(t.cseq, mention[1])
+                self._adopt_mention(t, *mention)
         self._tasks[task_id] = t
         self._by_status[status][task_id] = t
         rdeps = self._rdeps
@@ -2050,10 +2050,26 @@ class SchedulerCore:
                     self._mentions[task_id] = (time, number)
             return
         if time < t.time:
-            t.time = time
-            t.cseq = min(t.cseq, number)
+            self._adopt_mention(t, time, number)
             self._d_tasks.add(task_id)
             self._sync(t)
+
+    def forget_mentions(self, task_ids: Iterable[str]) -> None:
+        """The placeholders that mentioned these tasks elsewhere are all gone (pruned with their
+        dependents, as luigid prunes the one placeholder): a task not here yet is created when it
+        comes, not at that mention."""
+        for task_id in task_ids:
+            self._mentions.pop(task_id, None)
+
+    def _adopt_mention(self, t: _Task, time: float, number: int) -> None:
+        """``t`` was first mentioned earlier elsewhere: created then.  A task still UNKNOWN since
+        it was made here has been the placeholder since that mention in one scheduler: it
+        entered UNKNOWN then too (``last_updated`` and its place among the UNKNOWN tasks)."""
+        if t.status == UNKNOWN and t.updated == t.time:
+            t.updated = time
+            t.seq = min(t.seq, number)
+        t.time = time
+        t.cseq = min(t.cseq, number)
 
     def take_batch_effects(self) -> list[list[Any]]:
         """What batch runners here did to their batches since the last call (for other shards)."""

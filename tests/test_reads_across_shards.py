@@ -95,3 +95,52 @@ def test_first_task_display_name_of_a_placeholder_on_a_shard_that_does_not_know_
     d.worker_list()
     d.add_worker(worker="W3", info={"first_task": "never_mentioned"})
     d.worker_list()
+
+
+def _dependency_split(d: Differential) -> tuple[str, str, str]:
+    """A dependent on s0, another dependent on s1 and their dependency owned by s1."""
+    fed = _fed(d)
+    return fed.task_on("s0", "dependent"), fed.task_on("s1", "local"), fed.task_on("s1", "dependency")
+
+
+def test_a_placeholder_made_first_on_another_shard_was_last_updated_then() -> None:
+    """The dependency's placeholder is made first on the dependent's shard, then on its owner
+    (for the owner's own dependent): luigid has one placeholder, made and last updated at the
+    first mention (and listed in UNKNOWN in that order)."""
+    d = Differential(make_config(), ThreeShards, check_changes=False)
+    dependent, local, dep = _dependency_split(d)
+    d.add_task(task_id=dependent, worker="W", deps=[dep], family="R", module="m", params={"i": "4"})
+    d.advance(0.25)
+    d.add_task(task_id=local, worker="W", deps=[dep], family="R", module="m", params={"i": "1"})
+    d.task_list(status="", upstream_status="")
+    d.task_list(status="UNKNOWN", upstream_status="")
+    d.observe()
+
+
+def test_a_placeholders_priority_is_its_highest_dependents_on_any_shard() -> None:
+    """Luigi's placeholder takes its first dependent's priority and every later dependent's
+    higher one; the owner's own placeholder, made after a dependent elsewhere asked for a higher
+    priority, has it too."""
+    d = Differential(make_config(), ThreeShards, check_changes=False)
+    dependent, local, dep = _dependency_split(d)
+    d.add_task(task_id=dependent, worker="W", deps=[dep], family="R", module="m", params={}, priority=10)
+    d.advance(0.25)
+    d.add_task(task_id=local, worker="W", deps=[dep], family="R", module="m", params={"i": "1"})
+    d.task_list(status="UNKNOWN", upstream_status="")
+    d.observe()
+
+
+def test_a_first_mention_pruned_with_its_dependent_is_forgotten() -> None:
+    """The dependency was mentioned only by a dependent on another shard, which luigid pruned
+    (with the placeholder): the dependency added later is created then."""
+    d = Differential(
+        make_config(remove_delay=0.0, worker_disconnect_delay=6.0), ThreeShards, check_changes=False
+    )
+    dependent, _, dep = _dependency_split(d)
+    d.add_task(task_id=dependent, worker="W1", deps=[dep], family="R", module="m", params={"i": "1"})
+    d.advance(40)
+    d.prune()
+    d.advance(5)
+    d.add_task(task_id=dep, worker="W2", family="R", module="m", params={"i": "0"})
+    d.task_list(status="", upstream_status="")
+    d.observe()
