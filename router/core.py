@@ -420,7 +420,42 @@ class RouterCore:
         sid = self._owner_or_any(task_id)
         if isinstance(task_id, str) and self.relay.is_mirrored(task_id):
             self.relay.hold(call, sid)
+            if call.method in _STATUS_ACTIONS and self.relay.mirrors_of(task_id) - {sid}:
+                self.pool.call(sid, call.method, call.args, self._or_placeholder(call, task_id, sid))
+                return
         self.forward(call, sid, _key(task_id), call.request)
+
+    def _or_placeholder(
+        self, call: Call, task_id: str, sid: str
+    ) -> Callable[[Any, FederationError | None], None]:
+        """The owner's answer to ``forgive_failures``/``mark_as_done``; when the owner does not
+        have the task (status None) but a dependent's shard has its placeholder, luigid has that
+        placeholder, which neither action changes: status UNKNOWN."""
+
+        def answer(result: Any) -> None:
+            # as ``forward`` answers: once the relay no longer holds the call
+            call.body = wire.encode_ok(call.req_id, result)
+            if call.waits <= 0 and not call.done:
+                call.done = True
+                self.send_front(call.route, call.body)
+
+        def done(result: Any, err: FederationError | None) -> None:
+            if err is not None:
+                self.fail(call, err)
+                return
+            mirrors = sorted(m for m in self.relay.mirrors_of(task_id) if m != sid)
+            if not (isinstance(result, dict) and result.get("status") is None and mirrors):
+                answer(result)
+                return
+
+            def named(found: list[tuple[str, Any]], errors: list[tuple[str, FederationError]]) -> None:
+                # a placeholder still there (not the mirror of a task its owner deleted)
+                here = any(isinstance(r, dict) and task_id in r for _, r in found)
+                answer({**result, "status": merge.UNKNOWN} if here else result)
+
+            self.gather(mirrors, "fed_display_names", {"task_ids": [task_id]}, named)
+
+        return done
 
     # -- workers ---------------------------------------------------------------------------------------
     def _on_worker_call(self, call: Call, route: Route) -> None:
@@ -731,6 +766,10 @@ def authorizer(config: FederationConfig) -> Authorizer | None:
     principals.append(Principal(GATEWAY_PRINCIPAL, GATEWAY, ()))
     tokens = {p.token_sha256: p.name for p in security.principals if p.token_sha256}
     return Authorizer(principals, namespace_of, tokens)
+
+
+#: UI actions on one task whose answer is the task's status (None: the scheduler has no such task)
+_STATUS_ACTIONS = frozenset({"forgive_failures", "mark_as_done"})
 
 
 def _unknown_task(result: Any) -> bool:

@@ -2486,6 +2486,19 @@ class SchedulerCore:
             task_id = queue.popleft()
             t = tasks.get(task_id)
             if t is None:
+                if inverse and task_id in root_set and task_id in mirrored and task_id in rdeps:
+                    # named as a dependency here without a placeholder (an assistant's add_task
+                    # makes none): its dependents here are in luigid's inverse graph all the same
+                    following = dependents[task_id] = sorted(rdeps[task_id])
+                    if not include:
+                        following = [
+                            d for d in following if (dt := tasks.get(d)) is None or dt.status != DONE
+                        ]
+                        dependents[task_id] = following
+                    for d in following:
+                        if d not in seen:
+                            seen.add(d)
+                            queue.append(d)
                 continue
             if not t.family:
                 unknown.append(task_id)

@@ -144,3 +144,35 @@ def test_a_first_mention_pruned_with_its_dependent_is_forgotten() -> None:
     d.add_task(task_id=dep, worker="W2", family="R", module="m", params={"i": "0"})
     d.task_list(status="", upstream_status="")
     d.observe()
+
+
+def test_ui_actions_on_a_dependency_only_a_placeholder_on_another_shard() -> None:
+    """luigid has the dependency's placeholder (UNKNOWN): ``forgive_failures`` and
+    ``mark_as_done`` answer its status, not None (the owner does not have the task)."""
+    d = Differential(make_config(), ThreeShards, check_changes=False)
+    dependent, _, dep = _dependency_split(d)
+    d.forgive_failures(task_id=dep)
+    d.add_task(task_id=dependent, worker="W", deps=[dep], family="R", module="m", params={})
+    d.forgive_failures(task_id=dep)
+    d.mark_as_done(task_id=dep)
+    d.re_enable_task(task_id=dep)
+    d.observe()
+
+
+def test_inverse_dep_graph_finds_a_dependent_that_made_no_placeholder() -> None:
+    """An assistant's ``add_task`` (or a RUNNING task's ``new_deps``) names a dependency
+    without making its placeholder; luigid's inverse graph still has the dependent."""
+    d = Differential(make_config(), ThreeShards, check_changes=False)
+    fed = _fed(d)
+    dep, dependent, other = fed.task_on("s0", "dep"), fed.task_on("s1", "dependent"), fed.task_on("s2", "o")
+    d.add_task(task_id=dep, worker="W", family="F", module="m", params={"a": "9"})
+    d.add_task(task_id=dependent, worker="AS", family="F", module="m", params={}, deps=[dep], assistant=True)
+    d.add_task(task_id=other, worker="W", family="F", module="m", params={"o": "1"})
+    d.add_task(task_id=other, worker="W", status="RUNNING", new_deps=[dep], assistant=True)
+    d.inverse_dep_graph(task_id=dep)
+    d.inverse_dep_graph(task_id=dep, include_done=False)
+    d.dep_graph(task_id=dependent)
+    d.add_task(task_id=dep, worker="W", status="DONE")
+    d.inverse_dep_graph(task_id=dep)
+    d.inverse_dep_graph(task_id=dependent, include_done=False)
+    d.graph()
