@@ -321,6 +321,18 @@ class Relay:
             if isinstance(priority, (int, float)) and priority > self.prio_sent.get(task_id, 0):
                 self.prio_sent[task_id] = int(priority)
                 raises[owner][task_id] = int(priority)
+        found_raises = result.get("raises")
+        if isinstance(found_raises, dict):
+            # Luigi's inheritance into a dependency the shard has no placeholder of: its owner
+            # raises it if it has it (not remembered: luigid raises only a task it has)
+            for task_id, p in found_raises.items():
+                if (
+                    isinstance(task_id, str)
+                    and isinstance(p, int)
+                    and not isinstance(p, bool)
+                    and (dep_owner := self.owner(task_id)) != link.id
+                ):
+                    raises[dep_owner][task_id] = max(p, raises[dep_owner].get(task_id, p))
         effects = result.get("batch")
         if isinstance(effects, list) and effects:
             # a batch runner here changed its batch: the batch's tasks on other shards follow, and

@@ -132,6 +132,10 @@ class FederatedCore:
         #: the owners' statuses again; anything granted meanwhile committed them with it
         self._lazy: Changes | None = None
         core.keep_batch_effects = True
+        core.keep_dep_raises = True
+        #: priorities Luigi's inheritance raised into dependencies other shards own, not mirrored
+        #: here (no placeholder: an assistant's add_task makes none): for the router to pass on
+        self._dep_raises: dict[str, Any] = {}
         self._rebuild()
 
     # -- the core contract ------------------------------------------------------------------
@@ -309,6 +313,9 @@ class FederatedCore:
     def _absorb(self, lazy: bool = False) -> None:
         """Take what the core changed since the last look into the feed (and the stash for the
         store; with ``lazy``, the held-back changes: ``collect_changes``)."""
+        for task_id, p in self.core.take_dep_raises().items():
+            if not self.owns(task_id) and p > self._dep_raises.get(task_id, p - 1):
+                self._dep_raises[task_id] = p
         effects = self.core.take_batch_effects()
         if effects:
             now = self._clock()
@@ -440,6 +447,7 @@ class FederatedCore:
                 "resources_running": self._usage(),
                 "resource_pending": bool(self._res_tasks),
             }
+        raises, self._dep_raises = self._dep_raises, {}
         newer: list[list[Any]] = []
         for task_id in reversed(self._feed):
             seq, status, priority = self._feed[task_id]
@@ -464,6 +472,8 @@ class FederatedCore:
             "changes": newer,
             # what batch runners here did to their batches: for the shards with the rest of them
             "batch": [effect for seq, _, effect in self._batch_out if since < seq <= upto],
+            # priority rises into other shards' tasks this shard has no placeholder of
+            "raises": raises,
             "more": more,
             "resources_running": self._usage(),
             "resource_pending": bool(self._res_tasks),

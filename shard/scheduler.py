@@ -489,6 +489,10 @@ class SchedulerCore:
         #: keep what batch runners do to their batches for ``take_batch_effects`` (a federation
         #: shard passes it on to the shards that hold the rest of a batch)
         self.keep_batch_effects = False
+        #: federation: record the priorities Luigi's inheritance would raise into dependencies
+        #: this core does not have (``take_dep_raises``): their owners elsewhere may have them
+        self.keep_dep_raises = False
+        self._dep_raises: dict[str, Any] = {}
         cfg = self._config
         self._default_policy = (cfg.retry_count, cfg.disable_hard_timeout, cfg.disable_window)
         self._reset()
@@ -1121,6 +1125,8 @@ class SchedulerCore:
                 if dt is not None and prio > dt.priority:
                     self._set_priority(dt, prio)
                     stack.append(dt)
+                elif dt is None and self.keep_dep_raises and prio > self._dep_raises.get(d, prio - 1):
+                    self._dep_raises[d] = prio
 
     # ------------------------------------------------------------------ prune
 
@@ -2070,6 +2076,11 @@ class SchedulerCore:
             t.seq = min(t.seq, number)
         t.time = time
         t.cseq = min(t.cseq, number)
+
+    def take_dep_raises(self) -> dict[str, Any]:
+        """``{task_id: priority}``: the rises into dependencies not here since the last call."""
+        out, self._dep_raises = self._dep_raises, {}
+        return out
 
     def take_batch_effects(self) -> list[list[Any]]:
         """What batch runners here did to their batches since the last call (for other shards)."""

@@ -176,3 +176,28 @@ def test_inverse_dep_graph_finds_a_dependent_that_made_no_placeholder() -> None:
     d.inverse_dep_graph(task_id=dep)
     d.inverse_dep_graph(task_id=dependent, include_done=False)
     d.graph()
+
+
+def test_priority_rises_into_a_dependency_that_has_no_placeholder_here() -> None:
+    """An assistant's (or a disabled worker's running task's) ``add_task`` names a dependency
+    on another shard without making its placeholder; Luigi's priority still rises into it."""
+    d = Differential(make_config(), ThreeShards, check_changes=False)
+    fed = _fed(d)
+    dep, dependent, deeper = fed.task_on("s1", "dep"), fed.task_on("s0", "dependent"), fed.task_on("s2", "d")
+    other = fed.task_on("s1", "other")
+    d.add_task(task_id=dep, worker="W", family="F", module="m", params={"a": "1"}, deps=[deeper])
+    d.add_task(task_id=deeper, worker="W", family="F", module="m", params={"a": "2"})
+    d.add_task(task_id=other, worker="W", family="F", module="m", params={"a": "3"}, priority=5)
+    d.add_task(
+        task_id=dependent,
+        worker="AS",
+        family="F",
+        module="m",
+        params={},
+        deps=[dep],
+        assistant=True,
+        priority=10,
+    )
+    d.task_list(status="PENDING", upstream_status="")
+    d.get_work(worker="W", host="h")
+    d.get_work(worker="W", host="h")
