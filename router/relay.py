@@ -92,9 +92,9 @@ class Relay:
         self.subs: dict[str, set[str]] = {}
         self.subs_by_owner: dict[str, set[str]] = defaultdict(set)
         #: highest priority already pushed to a task's owner from a mirror
-        self.prio_sent: dict[str, int] = {}
+        self.prio_sent: dict[str, float] = {}
         #: the priority asked again after the owner's add_task (``reraise``): the owner has it
-        self.prio_reraised: dict[str, int] = {}
+        self.prio_reraised: dict[str, float] = {}
         #: mirror updates to send at the end of the turn (``push``): shard -> updates
         self._pushes: dict[str, list[list[Any]]] = {}
         #: this turn's new mirror subscriptions, by owner: dependency -> shards that mirror it
@@ -287,7 +287,7 @@ class Relay:
         feed.cursor = max(feed.cursor, int(result.get("seq") or 0))
         self._on_report(link, result, version)
         updates: dict[str, list[list[Any]]] = defaultdict(list)
-        raises: dict[str, dict[str, int]] = defaultdict(dict)
+        raises: dict[str, dict[str, float]] = defaultdict(dict)
         fresh: dict[str, list[str]] = defaultdict(list)
         mentions: dict[str, dict[str, list[Any]]] = defaultdict(dict)
         forgotten: dict[str, list[str]] = defaultdict(list)
@@ -318,9 +318,10 @@ class Relay:
                 fresh[owner].append(task_id)
                 if len(change) > 6:
                     mentions[owner][task_id] = [change[5], change[6]]
-            if isinstance(priority, (int, float)) and priority > self.prio_sent.get(task_id, 0):
-                self.prio_sent[task_id] = int(priority)
-                raises[owner][task_id] = int(priority)
+            if _is_priority(priority) and priority > self.prio_sent.get(task_id, 0):
+                # as is: Luigi's priorities may be floats
+                self.prio_sent[task_id] = priority
+                raises[owner][task_id] = priority
         found_raises = result.get("raises")
         if isinstance(found_raises, dict):
             # Luigi's inheritance into a dependency the shard has no placeholder of: its owner
@@ -328,8 +329,7 @@ class Relay:
             for task_id, p in found_raises.items():
                 if (
                     isinstance(task_id, str)
-                    and isinstance(p, int)
-                    and not isinstance(p, bool)
+                    and _is_priority(p)
                     and (dep_owner := self.owner(task_id)) != link.id
                 ):
                     raises[dep_owner][task_id] = max(p, raises[dep_owner].get(task_id, p))
@@ -373,7 +373,7 @@ class Relay:
 
                 self.pool.call(sid, "fed_mirror_update", {"updates": chunk}, done)
 
-    def _send_raises(self, raises: dict[str, dict[str, int]]) -> None:
+    def _send_raises(self, raises: dict[str, dict[str, float]]) -> None:
         for sid, prios in raises.items():
 
             def raised(result: Any, err: FederationError | None, sid: str = sid) -> None:
@@ -482,16 +482,16 @@ class Relay:
             if self._on_hosted is not None:
                 self._on_hosted(link.id, list(result.get("hosted") or ()))
             by_owner: dict[str, list[str]] = defaultdict(list)
-            raises: dict[str, dict[str, int]] = defaultdict(dict)
+            raises: dict[str, dict[str, float]] = defaultdict(dict)
             for task_id, priority in (result.get("mirrors") or {}).items():
                 owner = self.owner(task_id)
                 if owner == link.id:
                     continue
                 self._subscribe(task_id, link.id)
                 by_owner[owner].append(task_id)
-                if isinstance(priority, (int, float)) and priority > self.prio_sent.get(task_id, 0):
-                    self.prio_sent[task_id] = int(priority)
-                    raises[owner][task_id] = int(priority)
+                if _is_priority(priority) and priority > self.prio_sent.get(task_id, 0):
+                    self.prio_sent[task_id] = priority
+                    raises[owner][task_id] = priority
             for owner, task_ids in by_owner.items():
                 self._relay_status(owner, task_ids, {t: {link.id} for t in task_ids})
             self._send_raises(raises)
@@ -512,3 +512,8 @@ class Relay:
 def _log_error(result: Any, err: FederationError | None) -> None:
     if err is not None and not isinstance(err, TransportError):
         log.warning("router: a relayed call failed: %s", err)
+
+
+def _is_priority(value: Any) -> bool:
+    """A priority as Luigi takes it: a number (int or float), not a bool."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

@@ -201,3 +201,14 @@ def test_priority_rises_into_a_dependency_that_has_no_placeholder_here() -> None
     d.task_list(status="PENDING", upstream_status="")
     d.get_work(worker="W", host="h")
     d.get_work(worker="W", host="h")
+
+
+def test_a_float_priority_rises_into_a_dependency_on_another_shard_as_is() -> None:
+    """Luigi's priorities may be floats: a dependent's 2.5 reaches its dependency's owner as 2.5."""
+    d = Differential(make_config(), ThreeShards, check_changes=False)
+    dependent, _, dep = _dependency_split(d)
+    d.add_task(task_id=dep, worker="W", family="F", module="m", params={}, priority=2)
+    d.add_task(
+        task_id=dependent, worker="W", family="F", module="m", params={"a": "1"}, deps=[dep], priority=2.5
+    )
+    d.task_list(status="PENDING", upstream_status="")
