@@ -55,6 +55,9 @@ def merge_tasks(
     #: earlier creation on a dependent's shard as its own (``fed_first_mention``), so its time
     #: is the task's; without the owner's entry, the earliest placeholder's
     mirror_time: dict[str, float] = {}
+    #: luigid's one placeholder of a task no owner has is its first mention's (made then, last
+    #: updated then), with the highest priority any dependent gave it
+    top_priority: dict[str, Any] = {}
     for shard_id, tasks in results:
         if not isinstance(tasks, dict):
             continue
@@ -62,21 +65,24 @@ def merge_tasks(
             if owner(task_id) == shard_id:
                 merged[task_id] = entry
                 continue
-            if task_id not in foreign:
-                foreign[task_id] = entry
             t = entry.get("start_time") if isinstance(entry, dict) else None
-            if (
-                isinstance(t, (int, float))
-                and not isinstance(t, bool)
-                and t < mirror_time.get(task_id, t + 1)
-            ):
+            earliest = isinstance(t, (int, float)) and t < mirror_time.get(task_id, t + 1)
+            if task_id not in foreign or earliest:
+                foreign[task_id] = entry
+            if earliest and isinstance(t, (int, float)):
                 mirror_time[task_id] = t
+            p = entry.get("priority") if isinstance(entry, dict) else None
+            if _is_time(p) and (task_id not in top_priority or p > top_priority[task_id]):
+                top_priority[task_id] = p
     placeholder: dict[str, int] = {}
     for task_id, entry in foreign.items():
         if task_id not in merged and (keep_mirror is None or keep_mirror(entry)):
             t = mirror_time.get(task_id)
             if t is not None and isinstance(entry, dict) and entry.get("start_time") != t:
                 entry = {**entry, "start_time": t}
+            p = top_priority.get(task_id)
+            if p is not None and isinstance(entry, dict) and entry.get("priority") != p:
+                entry = {**entry, "priority": p}
             merged[task_id] = entry
             placeholder[task_id] = 1  # at equal times the task a worker added comes first
     if order_keys is not None:
@@ -88,6 +94,10 @@ def merge_tasks(
             )
         }
     return _in_luigi_order(merged, order, placeholder)
+
+
+def _is_time(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _in_luigi_order(
@@ -164,13 +174,18 @@ def _order_keys(listings: Results, owner: Owner, *, by_status: bool) -> dict[str
     status-entry number; without, the task's first mention anywhere (its smallest creation
     number, a dependency's placeholder included)."""
     keys: dict[str, int] = {}
+    owned: set[str] = set()
     for sid, r in listings:
         for task_id, pair in r["order"].items():
             if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(x, int) for x in pair)):
                 continue
             if by_status:
-                if owner(task_id) == sid or task_id not in keys:
+                # the owner's number; without it, the earliest placeholder's (luigid's one)
+                if owner(task_id) == sid:
                     keys[task_id] = pair[0]
+                    owned.add(task_id)
+                elif task_id not in owned:
+                    keys[task_id] = min(keys.get(task_id, pair[0]), pair[0])
             else:
                 keys[task_id] = min(keys.get(task_id, pair[1]), pair[1])
     return keys

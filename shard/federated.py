@@ -701,7 +701,10 @@ class FederatedCore:
             placeholders = sorted(
                 task_id
                 for task_id, entry in full.items()
-                if not self.owns(task_id) and task_id not in own_runners and entry.get("status") == UNKNOWN
+                if not self.owns(task_id)
+                and task_id not in own_runners
+                and entry.get("status") == UNKNOWN
+                and not self._owner_has(task_id)
             )
             if over:
                 return {"num_tasks": owned, "placeholders": placeholders}
@@ -711,6 +714,12 @@ class FederatedCore:
         if hosted:
             answer["hosted"] = hosted
         return {"listed": result, "order": {tid: list(k) for tid, k in order.items()}, **answer}
+
+    def _owner_has(self, task_id: str) -> bool:
+        """The relay told this mirror its owner has the task (its status, even UNKNOWN, is the
+        owner's): the owner counts it."""
+        t = self.core.get_task(task_id)
+        return t is not None and bool(t.fed.get("live"))
 
     def _without_gone(self, listed: Any) -> Any:
         """A listing without the mirrors of tasks their owners deleted (luigid has no such task)."""

@@ -212,3 +212,29 @@ def test_a_float_priority_rises_into_a_dependency_on_another_shard_as_is() -> No
         task_id=dependent, worker="W", family="F", module="m", params={"a": "1"}, deps=[dep], priority=2.5
     )
     d.task_list(status="PENDING", upstream_status="")
+
+
+def test_a_placeholder_on_two_dependents_shards_is_luigids_one() -> None:
+    """Two dependents on two shards name a dependency no shard has (placeholders on both): luigid
+    has one placeholder, made and last updated at the first mention, with the highest priority."""
+    d = Differential(make_config(), ThreeShards, check_changes=False)
+    fed = _fed(d)
+    first, second, dep = fed.task_on("s2", "first"), fed.task_on("s0", "second"), fed.task_on("s1", "dep")
+    d.add_task(task_id=first, worker="W", deps=[dep], family="R", module="m", params={"i": "2"}, priority=1)
+    d.advance(0.5)
+    d.add_task(task_id=second, worker="W", deps=[dep], family="R", module="m", params={"i": "3"}, priority=3)
+    d.task_list(status="", upstream_status="")
+    d.task_list(status="UNKNOWN", upstream_status="")
+    d.observe()
+
+
+def test_over_max_shown_tasks_a_dependency_its_owner_has_as_a_placeholder_counts_once() -> None:
+    """The owner has the dependency as its own placeholder (for a dependent there), another
+    shard mirrors it: ``{"num_tasks": n}`` counts it once."""
+    d = Differential(make_config(max_shown_tasks=1), ThreeShards, check_changes=False)
+    dependent, local, dep = _dependency_split(d)
+    d.add_task(task_id=dependent, worker="W", deps=[dep], family="R", module="m", params={"i": "3"})
+    d.add_task(task_id=local, worker="W", deps=[dep], family="R", module="m", params={"i": "2"})
+    d.task_list(status="", upstream_status="")
+    d.task_list(status="UNKNOWN", upstream_status="", max_shown_tasks=0)
+    d.task_list(status="PENDING", upstream_status="UPSTREAM_MISSING_INPUT")
