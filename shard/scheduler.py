@@ -1362,6 +1362,9 @@ class SchedulerCore:
                     self._d_tasks.add(bt.id)
 
         if batchable is not None:
+            if bool(t.batchable) != bool(batchable):
+                # a get_work summary says whether the best task is batchable (``SUMMARY_BATCH``)
+                self._sum_dirty.update(t.workers)
             t.batchable = batchable
 
         if t.remove is not None:

@@ -260,3 +260,16 @@ def test_upstream_status_walks_into_a_remote_dependencys_dependencies() -> None:
     d.get_work(worker="W", host="h")  # bottom RUNNING: middle is UPSTREAM_RUNNING, and so is top
     d.task_list(status="PENDING", upstream_status="UPSTREAM_RUNNING")
     d.task_list(status="PENDING", upstream_status="UPSTREAM_MISSING_INPUT")
+
+
+def test_a_task_made_batchable_changes_its_workers_get_work_summary() -> None:
+    """Found by the machine as the harness's check of the router's get_work summaries
+    (``router.summaries``): a task the worker re-adds as batchable (it has the family's batcher)
+    is a batch choice, which its shard's summary must say."""
+    d = Differential(make_config(), ThreeShards, check_changes=False)
+    task = _fed(d).task_on("s2", "t")
+    kwargs = {"family": "Fam", "module": "m", "params": {"a": "1", "b": "x"}, "priority": 5}
+    d.add_task(task_id=task, worker="W1", batchable=False, **kwargs)
+    d.add_task_batcher(worker="W1", task_family="Fam", batched_args=["a"], max_batch_size=float("inf"))
+    d.add_task(task_id=task, worker="W1", batchable=True, **kwargs)
+    d.get_work(worker="W1", host="h")
