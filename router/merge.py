@@ -136,6 +136,8 @@ def _is_owned_count(result: Any) -> bool:
 _LISTING = frozenset({"listed", "order"})
 _COUNTED_LISTING = frozenset({"listed", "order", "pre_count", "placeholders"})
 _HOSTED = "hosted"
+#: in ``fed_task_list``'s listing: its UNKNOWN mirrors whose owner has the task (the owner counts it)
+_OWNER_HAS = "owner_has"
 
 
 def _hosted_owner(results: Results, owner: Owner) -> Owner:
@@ -157,7 +159,7 @@ def _is_listing(result: Any) -> bool:
     with ``"pre_count"`` and ``"placeholders"`` under an ``upstream_status`` filter."""
     if not isinstance(result, dict) or not isinstance(result.get("listed"), dict):
         return False
-    keys = set(result) - {_HOSTED}
+    keys = set(result) - {_HOSTED, _OWNER_HAS}
     if keys == _LISTING:
         return isinstance(result["order"], dict)
     return (
@@ -225,7 +227,10 @@ def merge_task_list(
                 return {"num_tasks": -1}
         if len(listings) == len(results):
             order_keys = _order_keys(listings, owner, by_status=bool(status))
+        owner_has = {tid for _, r in listings for tid in r.get(_OWNER_HAS) or () if isinstance(tid, str)}
         results = [(sid, r["listed"] if _is_listing(r) else r) for sid, r in results]
+    else:
+        owner_has = set()
     counted = [r for _, r in results if _is_count(r) or _is_owned_count(r)]
     if counted:
         if any(r["num_tasks"] == -1 for r in counted):
@@ -240,7 +245,7 @@ def merge_task_list(
                 for task_id, entry in r.items():
                     if owner(task_id) == sid:
                         owned_listed.add(task_id)
-                    elif _mirror_is_placeholder(entry):
+                    elif _mirror_is_placeholder(entry) and task_id not in owner_has:
                         placeholders.add(task_id)
         return {"num_tasks": total + len(owned_listed) + len(placeholders - owned_listed)}
     # one status: the order tasks entered it; all: the order they were created

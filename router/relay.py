@@ -28,6 +28,7 @@ is answered after the owner's feed was relayed), :meth:`Relay.flush` (once per r
 from __future__ import annotations
 
 import logging
+import math
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -318,7 +319,7 @@ class Relay:
                 fresh[owner].append(task_id)
                 if len(change) > 6:
                     mentions[owner][task_id] = [change[5], change[6]]
-            if _is_priority(priority) and priority > self.prio_sent.get(task_id, 0):
+            if _is_priority(priority) and priority > self.prio_sent.get(task_id, -math.inf):
                 # as is: Luigi's priorities may be floats
                 self.prio_sent[task_id] = priority
                 raises[owner][task_id] = priority
@@ -489,7 +490,7 @@ class Relay:
                     continue
                 self._subscribe(task_id, link.id)
                 by_owner[owner].append(task_id)
-                if _is_priority(priority) and priority > self.prio_sent.get(task_id, 0):
+                if _is_priority(priority) and priority > self.prio_sent.get(task_id, -math.inf):
                     self.prio_sent[task_id] = priority
                     raises[owner][task_id] = priority
             for owner, task_ids in by_owner.items():

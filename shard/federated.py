@@ -713,6 +713,14 @@ class FederatedCore:
         hosted = self._hosted_ids(result)
         if hosted:
             answer["hosted"] = hosted
+        # mirrors whose owner has the task (UNKNOWN there too): the owner's to count
+        owner_has = [
+            tid
+            for tid, entry in result.items()
+            if not self.owns(tid) and entry.get("status") == UNKNOWN and self._owner_has(tid)
+        ]
+        if owner_has:
+            answer["owner_has"] = owner_has
         return {"listed": result, "order": {tid: list(k) for tid, k in order.items()}, **answer}
 
     def _owner_has(self, task_id: str) -> bool:

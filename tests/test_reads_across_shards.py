@@ -273,3 +273,28 @@ def test_a_task_made_batchable_changes_its_workers_get_work_summary() -> None:
     d.add_task_batcher(worker="W1", task_family="Fam", batched_args=["a"], max_batch_size=float("inf"))
     d.add_task(task_id=task, worker="W1", batchable=True, **kwargs)
     d.get_work(worker="W1", host="h")
+
+
+def test_over_max_shown_tasks_a_mirror_listed_whose_owner_counts_the_task_counts_once() -> None:
+    """The owner is over the limit (it answers a count, its own placeholder of the dependency
+    in it) while the dependent's shard lists its mirror of that placeholder: counted once."""
+    d = Differential(make_config(max_shown_tasks=2), ThreeShards, check_changes=False)
+    fed = _fed(d)
+    owner_tasks = [fed.task_on("s0", f"o{i}") for i in range(2)]
+    dep, dependent = fed.task_on("s0", "dep"), fed.task_on("s1", "dependent")
+    d.add_task(task_id=dependent, worker="W", deps=[dep], family="R", module="m", params={"i": "1"})
+    for i, task_id in enumerate(owner_tasks):
+        d.add_task(task_id=task_id, worker="W", deps=[dep], family="R", module="m", params={"o": str(i)})
+    d.task_list(status="", upstream_status="")
+    d.task_list(status="UNKNOWN", upstream_status="", max_shown_tasks=0)
+
+
+def test_a_lower_priority_dependent_elsewhere_raises_a_negative_placeholder() -> None:
+    """Luigi's placeholder made with a dependent's negative priority rises to 0 for a later
+    dependent of priority 0 on another shard (0 is a rise too)."""
+    d = Differential(make_config(), ThreeShards, check_changes=False)
+    fed = _fed(d)
+    first, dep, second = fed.task_on("s0", "first"), fed.task_on("s0", "dep"), fed.task_on("s1", "second")
+    d.add_task(task_id=first, worker="W", deps=[dep], family="R", module="m", params={"i": "1"}, priority=-3)
+    d.add_task(task_id=second, worker="W", deps=[dep], family="R", module="m", params={"i": "2"})
+    d.task_list(status="", upstream_status="")
