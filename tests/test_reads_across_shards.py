@@ -298,3 +298,26 @@ def test_a_lower_priority_dependent_elsewhere_raises_a_negative_placeholder() ->
     d.add_task(task_id=first, worker="W", deps=[dep], family="R", module="m", params={"i": "1"}, priority=-3)
     d.add_task(task_id=second, worker="W", deps=[dep], family="R", module="m", params={"i": "2"})
     d.task_list(status="", upstream_status="")
+
+
+def test_get_work_resends_the_running_task_luigid_would_among_equal_ranks() -> None:
+    """Luigi re-sends the *last* of a worker's RUNNING tasks (not in ``current_tasks``) in rank
+    order: among equal priority and creation time, the one that entered RUNNING last."""
+    d = Differential(make_config(), ThreeShards, check_changes=False)
+    fed = _fed(d)
+    dependent, dep = fed.task_on("s2", "dependent"), fed.task_on("s1", "dep")
+    d.add_task(
+        task_id=dependent, worker="W2", deps=[dep], family="F", module="m", params={"a": "3"}, priority=1
+    )
+    d.advance(17)
+    d.add_task(
+        task_id=dep, worker="W3", family="T", module="m", params={"p": "1"}, priority=1
+    )  # created at the mention
+    d.add_task(task_id=dependent, worker="W3", deps=[], family="F", module="m", params={"a": "3"})
+    d.advance(1)
+    d.get_work(worker="W3", host="h", current_tasks=[])
+    d.advance(1)
+    d.get_work(worker="W3", host="h")
+    d.advance(1)
+    d.get_work(worker="W3", host="h", current_tasks=[])
+    d.get_work(worker="W3", host="h", current_tasks=[dep])
