@@ -258,6 +258,8 @@ class RouterCore:
                 # a batch runner's report changes its batch's tasks, some on other shards
                 self.relay.hold(fast, sid)
             self.forward(fast, sid, key, body)
+            if head[1] in _PLACEHOLDER_WRITES:
+                self._to_placeholders(key, sid, body)
             return
         try:
             req = wire.decode_request(body, self.config.router.max_message_bytes)
@@ -285,6 +287,32 @@ class RouterCore:
             self.fail(call, UnknownMethodError(f"unknown method {req.method!r}"))
             return
         self.handlers[spec.kind](call, spec)
+
+    def _to_placeholders(self, key: bytes, sid: str, body: bytes) -> None:
+        """A status message or progress of a task that dependents' shards mirror: luigid has one
+        task, which may be only their placeholder yet.  The same call goes to every mirror (the
+        placeholder's own, read while the owner does not have the task) and the owner keeps it
+        for the task it may make later (``fed_placeholder_fields``)."""
+        task_id = key.decode("utf-8", "replace")
+        mirrors = [m for m in self.relay.mirrors_of(task_id) if m != sid]
+        if not mirrors:
+            return
+        try:
+            req = wire.decode_request(body, self.config.router.max_message_bytes)
+        except ProtocolError:
+            return
+        field = "status_message" if req.method == "set_task_status_message" else "progress_percentage"
+        if field not in req.kwargs:
+            return
+
+        def ignore(result: Any, err: FederationError | None) -> None:
+            """Best effort, as the owner's answer decides the client's."""
+
+        for mirror in sorted(mirrors):
+            self.pool.call(mirror, req.method, req.kwargs, ignore)
+        self.pool.call(
+            sid, "fed_placeholder_fields", {"task_id": task_id, "fields": {field: req.kwargs[field]}}, ignore
+        )
 
     def _deny(self, route: list[bytes], req_id: int, who: str, method: str, err: FederationError) -> None:
         """Refuse a call (nothing changes); logged once a minute per principal and method."""
@@ -381,7 +409,10 @@ class RouterCore:
 
     def _on_forward(self, call: Call, route: Route) -> None:
         task_id = call.args.get("task_id")
-        self.forward(call, self._owner_or_any(task_id), _key(task_id), call.request)
+        sid = self._owner_or_any(task_id)
+        self.forward(call, sid, _key(task_id), call.request)
+        if call.method in _PLACEHOLDER_WRITES and isinstance(task_id, str):
+            self._to_placeholders(_key(task_id), sid, call.request)
 
     def _on_add_task(self, call: Call, route: Route) -> None:
         kwargs = call.args
@@ -632,13 +663,21 @@ class RouterCore:
             if _unknown_task(result) and from_mirror():
                 return
             if (
-                call.method == "get_task_status_message"
-                and result == {"taskId": task_id, "statusMessage": ""}
+                (
+                    (
+                        call.method == "get_task_status_message"
+                        and result == {"taskId": task_id, "statusMessage": ""}
+                    )
+                    or (
+                        call.method == "get_task_progress_percentage"
+                        and result == {"taskId": task_id, "progressPercentage": None}
+                    )
+                )
                 and isinstance(task_id, str)
                 and self.relay.mirrors_of(task_id) - {sid}
             ):
-                # Luigi's answer for a task it does not have, or a message set to "": the owner's
-                # fetch_error tells which (a placeholder's message is None)
+                # Luigi's answer for a task it does not have, or a message set to "" (a progress
+                # never set): the owner's fetch_error tells which
                 def known(probe: Any, err: FederationError | None) -> None:
                     if err is not None or not _unknown_task(probe) or not from_mirror():
                         self.reply(call, result)
@@ -768,6 +807,8 @@ def authorizer(config: FederationConfig) -> Authorizer | None:
     return Authorizer(principals, namespace_of, tokens)
 
 
+#: single-task writes a placeholder takes too (``RouterCore._to_placeholders``)
+_PLACEHOLDER_WRITES = frozenset({"set_task_status_message", "set_task_progress_percentage"})
 #: UI actions on one task whose answer is the task's status (None: the scheduler has no such task)
 _STATUS_ACTIONS = frozenset({"forgive_failures", "mark_as_done"})
 

@@ -108,7 +108,7 @@ METHODS: dict[str, Route] = {
     "set_task_status_message": Route(FORWARD),
     "get_task_status_message": Route(PLACEHOLDER_READ),
     "set_task_progress_percentage": Route(FORWARD),
-    "get_task_progress_percentage": Route(FORWARD),
+    "get_task_progress_percentage": Route(PLACEHOLDER_READ),
     "decrease_running_task_resources": Route(FORWARD),
     "get_running_task_resources": Route(FORWARD),
     "report_task_statistics": Route(FORWARD),

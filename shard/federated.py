@@ -93,6 +93,7 @@ FED_METHODS = (
     "fed_graph_nodes",
     "fed_first_mention",
     "fed_forget_mentions",
+    "fed_placeholder_fields",
     "fed_touch_workers",
     "fed_greedy_walk",
     "fed_batch_candidates",
@@ -862,6 +863,14 @@ class FederatedCore:
         if not isinstance(task_ids, list) or not all(isinstance(t, str) for t in task_ids):
             raise TypeError("task_ids must be a list of task ids")
         self.core.forget_mentions(t for t in task_ids if self.owns(t))
+
+    def fed_placeholder_fields(self, task_id: str, fields: dict[str, Any]) -> None:
+        """A status message or progress set on another shard's placeholder of ``task_id`` (owned
+        here, not here yet): the task has it when it is made (``SchedulerCore.placeholder_fields``)."""
+        if not isinstance(task_id, str) or not isinstance(fields, dict):
+            raise TypeError("task_id must be a task id and fields a map")
+        if self.owns(task_id):
+            self.core.placeholder_fields(task_id, fields)
 
     # -- batches whose tasks sit on several shards (router/getwork.py hands them out) -----------
     def fed_batch_candidates(

@@ -514,6 +514,9 @@ class SchedulerCore:
         #: federation: first mentions (as another shard's dependency placeholder) of tasks not
         #: here yet: task id -> (time, creation number), taken when the task is created
         self._mentions: dict[str, tuple[float, int]] = {}
+        #: federation: status message / progress set on another shard's placeholder of a task not
+        #: here yet (``placeholder_fields``): the task made here later has them, as luigid's does
+        self._pending_fields: dict[str, dict[str, Any]] = {}
         #: placeholders of tasks deleted where they live (a federation's mirrors whose owner pruned
         #: the task): the next mention makes them anew, as Luigi makes a deleted task anew (a new
         #: creation time and number, the federation data cleared: ``_remake``)
@@ -862,6 +865,9 @@ class SchedulerCore:
             mention = self._mentions.pop(task_id, None)
             if mention is not None and mention[0] < t.time:
                 self._adopt_mention(t, *mention)
+        if self._pending_fields:
+            for name, value in (self._pending_fields.pop(task_id, None) or {}).items():
+                setattr(t, name, value)
         self._tasks[task_id] = t
         self._by_status[status][task_id] = t
         rdeps = self._rdeps
@@ -2069,6 +2075,19 @@ class SchedulerCore:
         comes, not at that mention."""
         for task_id in task_ids:
             self._mentions.pop(task_id, None)
+            self._pending_fields.pop(task_id, None)
+
+    def placeholder_fields(self, task_id: str, fields: dict[str, Any]) -> None:
+        """A dependent's shard's placeholder of ``task_id`` (owned here) got these fields
+        (``status_message``, ``progress_percentage``): in one scheduler they are the task's.  Kept
+        for later when the task is not here yet (at most ``MAX_MENTIONS`` tasks)."""
+        if task_id in self._tasks:
+            return
+        pending = self._pending_fields
+        if task_id in pending or len(pending) < MAX_MENTIONS:
+            pending.setdefault(task_id, {}).update(
+                (k, v) for k, v in fields.items() if k in ("status_message", "progress_percentage")
+            )
 
     def _adopt_mention(self, t: _Task, time: float, number: int) -> None:
         """``t`` was first mentioned earlier elsewhere: created then.  A task still UNKNOWN since

@@ -321,3 +321,20 @@ def test_get_work_resends_the_running_task_luigid_would_among_equal_ranks() -> N
     d.advance(1)
     d.get_work(worker="W3", host="h", current_tasks=[])
     d.get_work(worker="W3", host="h", current_tasks=[dep])
+
+
+def test_status_message_and_progress_of_a_dependency_only_a_placeholder() -> None:
+    """luigid has the dependency's placeholder: its status message and progress can be set and
+    read (the owner does not have the task; the dependent's shard has the placeholder)."""
+    d = Differential(make_config(), ThreeShards, check_changes=False)
+    dependent, _, dep = _dependency_split(d)
+    d.add_task(task_id=dependent, worker="W", deps=[dep], family="R", module="m", params={"i": "3"})
+    d.set_task_progress_percentage(task_id=dep, progress_percentage=100)
+    d.get_task_progress_percentage(task_id=dep)
+    d.set_task_status_message(task_id=dep, status_message="half way")
+    d.get_task_status_message(task_id=dep)
+    d.add_task(task_id=dep, worker="W", family="R", module="m", params={"i": "0"})
+    d.get_task_progress_percentage(task_id=dep)
+    d.get_task_status_message(task_id=dep)
+    d.set_task_progress_percentage(task_id=dep, progress_percentage=50)
+    d.get_task_progress_percentage(task_id=dep)
