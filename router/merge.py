@@ -217,10 +217,18 @@ def merge_task_list(
     owner = _hosted_owner(results, owner)
     listings = [(sid, r) for sid, r in results if _is_listing(r)]
     order_keys: dict[str, int] | None = None
+    # Luigi counts the tasks of the status before it prunes: every shard's count from then
+    # (its count answer, or its listing's pre_count), each task once
+    pre = [r for _, r in results if _is_owned_count(r) or (_is_listing(r) and "pre_count" in r)]
+    if limit and pre and len(pre) == len(results):
+        owned = sum(r["num_tasks"] if _is_owned_count(r) else r["pre_count"] for r in pre)
+        pending = {p for r in pre for p in r["placeholders"] if isinstance(p, str)}
+        if owned + len(pending) > max_shown_tasks:
+            # with upstream_status: -1, however few pass the filter
+            return {"num_tasks": -1 if upstream_status else owned + len(pending)}
     if listings:
         counted_listings = [r for _, r in listings if "pre_count" in r]
-        if counted_listings:
-            # Luigi: more tasks of the status than the limit -> -1, however few pass the filter
+        if counted_listings and upstream_status:
             owned = sum(r["pre_count"] for r in counted_listings)
             pending = {p for r in counted_listings for p in r["placeholders"] if isinstance(p, str)}
             if limit and owned + len(pending) > max_shown_tasks:

@@ -674,42 +674,29 @@ class FederatedCore:
         (not its mirrors) and the placeholders whose owner does not know the task
         (``{"num_tasks": n, "placeholders": [ids]}``), so the router counts every task once.
 
-        With ``upstream_status`` (and a limit, no search) Luigi answers ``{"num_tasks": -1}`` when
-        the status as a whole has more tasks than the limit, however few pass the filter: the
-        shard adds ``"pre_count": owned, "placeholders": [ids]`` so the router can count the
-        status over all shards.
+        Luigi compares the number of tasks of the status with the limit *before* it prunes (and
+        answers ``{"num_tasks": -1}`` then with ``upstream_status``, however few pass the
+        filter): with a limit and no search, the shard counts first and adds ``"pre_count":
+        owned, "placeholders": [ids]`` to its listing (its count answer is that count), so the
+        router counts the status over all shards as luigid would.
 
         Under the limit: ``{"listed": <Luigi's answer>, "order": {task_id: [status-entry number,
         creation number]}}``, the numbers the router sorts every shard's tasks by (they follow
         its order stamps, so they compare across shards)."""
+        # Luigi compares the count with the limit before it prunes: counted here first
+        counting = not kwargs.get("search") and kwargs.get("limit", True)
+        pre = self._pre_count(kwargs.get("status") or "") if counting else None
         result = self._without_gone(self.core.task_list(**kwargs))
         over = isinstance(result, dict) and set(result) == {"num_tasks"}
         if over and result["num_tasks"] == -1:
             return result
-        upstream = (
-            bool(kwargs.get("upstream_status")) and not kwargs.get("search") and kwargs.get("limit", True)
-        )
         answer: dict[str, Any] = {}
-        if over or upstream:
-            # the count Luigi compares with the limit: every task of the status (before the
-            # upstream filter), this shard's own ones and the owner-less placeholders
-            full = self._without_gone(
-                self.core.task_list(**{**kwargs, "limit": False, "upstream_status": ""})
-            )
-            # this shard's own tasks: the ones it owns and the batch runners it hosts
-            own_runners = set(self._hosted_ids(full))
-            owned = sum(1 for task_id in full if self.owns(task_id) or task_id in own_runners)
-            placeholders = sorted(
-                task_id
-                for task_id, entry in full.items()
-                if not self.owns(task_id)
-                and task_id not in own_runners
-                and entry.get("status") == UNKNOWN
-                and not self._owner_has(task_id)
-            )
+        if pre is not None:
             if over:
-                return {"num_tasks": owned, "placeholders": placeholders}
-            answer = {"pre_count": owned, "placeholders": placeholders}
+                return {"num_tasks": pre[0], "placeholders": pre[1]}
+            answer = {"pre_count": pre[0], "placeholders": pre[1]}
+        elif over:
+            return result
         order = self.core.order_keys(result)
         hosted = self._hosted_ids(result)
         if hosted:
@@ -723,6 +710,23 @@ class FederatedCore:
         if owner_has:
             answer["owner_has"] = owner_has
         return {"listed": result, "order": {tid: list(k) for tid, k in order.items()}, **answer}
+
+    def _pre_count(self, status: str) -> tuple[int, list[str]]:
+        """The tasks of ``status`` (all without) as Luigi counts them for ``max_shown_tasks``,
+        before it prunes: this shard's own ones (owned or hosted), and the placeholders whose
+        owner does not have the task (a mirror the relay told its owner has it is the owner's to
+        count; the mirror of a task its owner deleted is no task)."""
+        gone = self.core.gone
+        owned = 0
+        placeholders: list[str] = []
+        for t in self.core.tasks():
+            if (status and t.status != status) or t.id in gone:
+                continue
+            if self.owns(t.id) or _hosted(t.family, t.fed):
+                owned += 1
+            elif t.status == UNKNOWN and not t.fed.get("live"):
+                placeholders.append(t.id)
+        return owned, sorted(placeholders)
 
     def _owner_has(self, task_id: str) -> bool:
         """The relay told this mirror its owner has the task (its status, even UNKNOWN, is the

@@ -359,3 +359,46 @@ def test_tasks_failed_by_one_prune_on_several_shards_are_listed_in_creation_orde
     d.get_work(worker="W", host="h")
     d.advance(10)
     d.task_list(status="FAILED", upstream_status="")
+
+
+def test_over_max_shown_tasks_luigid_counts_before_it_prunes() -> None:
+    """luigid compares the number of tasks with ``max_shown_tasks`` before the prune of the same
+    call removes a task (here an assistant's, which has no stakeholder): the count is of the
+    tasks before that prune, also on a shard that is under the limit on its own."""
+    cfg = make_config(max_shown_tasks=3, worker_disconnect_delay=6.0, remove_delay=8.0)
+    d = Differential(cfg, ThreeShards, check_changes=False)
+    fed = _fed(d)
+    a, b = fed.task_on("s0", "a"), fed.task_on("s0", "b")
+    ra, rb, lone = fed.task_on("s2", "ra"), fed.task_on("s1", "rb"), fed.task_on("s2", "lone")
+    d.add_task(task_id=lone, worker="AS", family="C", module="m", params={}, assistant=True)
+    d.add_task(task_id=a, worker="W1", deps=[ra], family="R", module="m", params={"i": "3"}, priority=2)
+    d.add_task(task_id=b, worker="W1", deps=[rb], family="R", module="m", params={"i": "4"}, priority=1)
+    d.prune()
+    d.advance(10)
+    d.ping(worker="W1")
+    d.task_list(status="", upstream_status="")
+    d.task_list(status="PENDING", upstream_status="UPSTREAM_MISSING_INPUT")
+
+
+NO_PRUNE_OVER_THE_LIMIT = (
+    "luigid answers {num_tasks} over max_shown_tasks before it prunes, so that task_list prunes "
+    "nothing; a shard under the limit on its own prunes (it cannot know the federation is over "
+    "without a round trip first), so a later read sees that prune earlier than luigid would"
+)
+
+
+@pytest.mark.xfail(strict=True, reason=NO_PRUNE_OVER_THE_LIMIT)
+def test_a_task_list_over_max_shown_tasks_prunes_nothing() -> None:
+    cfg = make_config(max_shown_tasks=3, worker_disconnect_delay=6.0, remove_delay=8.0)
+    d = Differential(cfg, ThreeShards, check_changes=False)
+    fed = _fed(d)
+    a, b = fed.task_on("s0", "a"), fed.task_on("s0", "b")
+    ra, rb, lone = fed.task_on("s2", "ra"), fed.task_on("s1", "rb"), fed.task_on("s2", "lone")
+    d.add_task(task_id=lone, worker="AS", family="C", module="m", params={}, assistant=True)
+    d.add_task(task_id=a, worker="W1", deps=[ra], family="R", module="m", params={"i": "3"}, priority=2)
+    d.add_task(task_id=b, worker="W1", deps=[rb], family="R", module="m", params={"i": "4"}, priority=1)
+    d.prune()
+    d.advance(10)
+    d.ping(worker="W1")
+    d.task_list(status="", upstream_status="")
+    d.task_list(status="", upstream_status="")
