@@ -55,6 +55,7 @@ from router.methods import (
     RESHARD,
     UNDECODED,
     WORKER,
+    WORKER_LIST,
     Route,
 )
 from router.metrics import RouterMetrics
@@ -137,6 +138,7 @@ class RouterCore:
             WORKER: self._on_worker_call,
             ONE_WORKER: self._on_one_worker_call,
             ALL: self._on_all_call,
+            WORKER_LIST: self._on_worker_list,
             ANY: self._on_any_call,
             DEP_GRAPH: self._on_graph,
             INVERSE_DEP_GRAPH: self._on_graph,
@@ -257,6 +259,8 @@ class RouterCore:
                 # a batch runner's report changes its batch's tasks, some on other shards
                 self.relay.hold(fast, sid)
             self.forward(fast, sid, key, body)
+            if head[1] in _PLACEHOLDER_WRITES:
+                self._to_placeholders(key, sid, body)
             return
         try:
             req = wire.decode_request(body, self.config.router.max_message_bytes)
@@ -284,6 +288,32 @@ class RouterCore:
             self.fail(call, UnknownMethodError(f"unknown method {req.method!r}"))
             return
         self.handlers[spec.kind](call, spec)
+
+    def _to_placeholders(self, key: bytes, sid: str, body: bytes) -> None:
+        """A status message or progress of a task that dependents' shards mirror: luigid has one
+        task, which may be only their placeholder yet.  The same call goes to every mirror (the
+        placeholder's own, read while the owner does not have the task) and the owner keeps it
+        for the task it may make later (``fed_placeholder_fields``)."""
+        task_id = key.decode("utf-8", "replace")
+        mirrors = [m for m in self.relay.mirrors_of(task_id) if m != sid]
+        if not mirrors:
+            return
+        try:
+            req = wire.decode_request(body, self.config.router.max_message_bytes)
+        except ProtocolError:
+            return
+        field = "status_message" if req.method == "set_task_status_message" else "progress_percentage"
+        if field not in req.kwargs:
+            return
+
+        def ignore(result: Any, err: FederationError | None) -> None:
+            """Best effort, as the owner's answer decides the client's."""
+
+        for mirror in sorted(mirrors):
+            self.pool.call(mirror, req.method, req.kwargs, ignore)
+        self.pool.call(
+            sid, "fed_placeholder_fields", {"task_id": task_id, "fields": {field: req.kwargs[field]}}, ignore
+        )
 
     def _deny(self, route: list[bytes], req_id: int, who: str, method: str, err: FederationError) -> None:
         """Refuse a call (nothing changes); logged once a minute per principal and method."""
@@ -380,7 +410,10 @@ class RouterCore:
 
     def _on_forward(self, call: Call, route: Route) -> None:
         task_id = call.args.get("task_id")
-        self.forward(call, self._owner_or_any(task_id), _key(task_id), call.request)
+        sid = self._owner_or_any(task_id)
+        self.forward(call, sid, _key(task_id), call.request)
+        if call.method in _PLACEHOLDER_WRITES and isinstance(task_id, str):
+            self._to_placeholders(_key(task_id), sid, call.request)
 
     def _on_add_task(self, call: Call, route: Route) -> None:
         kwargs = call.args
@@ -433,7 +466,42 @@ class RouterCore:
         sid = self._owner_or_any(task_id)
         if isinstance(task_id, str) and self.relay.is_mirrored(task_id):
             self.relay.hold(call, sid)
+            if call.method in _STATUS_ACTIONS and self.relay.mirrors_of(task_id) - {sid}:
+                self.pool.call(sid, call.method, call.args, self._or_placeholder(call, task_id, sid))
+                return
         self.forward(call, sid, _key(task_id), call.request)
+
+    def _or_placeholder(
+        self, call: Call, task_id: str, sid: str
+    ) -> Callable[[Any, FederationError | None], None]:
+        """The owner's answer to ``forgive_failures``/``mark_as_done``; when the owner does not
+        have the task (status None) but a dependent's shard has its placeholder, luigid has that
+        placeholder, which neither action changes: status UNKNOWN."""
+
+        def answer(result: Any) -> None:
+            # as ``forward`` answers: once the relay no longer holds the call
+            call.body = wire.encode_ok(call.req_id, result)
+            if call.waits <= 0 and not call.done:
+                call.done = True
+                self.send_front(call.route, call.body)
+
+        def done(result: Any, err: FederationError | None) -> None:
+            if err is not None:
+                self.fail(call, err)
+                return
+            mirrors = sorted(m for m in self.relay.mirrors_of(task_id) if m != sid)
+            if not (isinstance(result, dict) and result.get("status") is None and mirrors):
+                answer(result)
+                return
+
+            def named(found: list[tuple[str, Any]], errors: list[tuple[str, FederationError]]) -> None:
+                # a placeholder still there (not the mirror of a task its owner deleted)
+                here = any(isinstance(r, dict) and task_id in r for _, r in found)
+                answer({**result, "status": merge.UNKNOWN} if here else result)
+
+            self.gather(mirrors, "fed_display_names", {"task_ids": [task_id]}, named)
+
+        return done
 
     # -- workers ---------------------------------------------------------------------------------------
     def _on_worker_call(self, call: Call, route: Route) -> None:
@@ -504,28 +572,62 @@ class RouterCore:
             kw = kwargs(sid) if callable(kwargs) else kwargs
             self.pool.call(sid, method, kw, one(sid), timeout=timeout, force=force)
 
-    def _on_all_call(self, call: Call, route: Route) -> None:
+    def _on_all_call(
+        self,
+        call: Call,
+        route: Route,
+        then: Callable[[list[tuple[str, Any]], Callable[[Any], None]], None] | None = None,
+    ) -> None:
+        """Ask every shard (a read: every shard up) and answer their merged answers; ``then``,
+        given, takes the answers and the function that answers the call instead (more asks)."""
         kwargs = call.args
-        targets = [
-            lid for lid, link in self.links.items() if not (route.read and link.state is LinkState.DOWN)
-        ]
+        targets = self._up_links() if route.read else list(self.links)
         if not targets:
             self.fail(call, TransportError("no shard is available"))
             return
         assert route.merge is not None
         merge_fn = route.merge
 
+        def answer(compute: Any) -> None:
+            try:
+                self.reply(call, compute())
+            except (TypeError, ValueError, AttributeError) as e:
+                self.fail(call, ProtocolError(f"{call.method}: shards answered in an unexpected shape: {e}"))
+
         def done(results: list[tuple[str, Any]], errors: list[tuple[str, FederationError]]) -> None:
             bad = [e for _, e in errors if not isinstance(e, TransportError)]
             if bad or (errors and not route.read) or not results:
                 self.fail(call, (bad or [e for _, e in errors])[0])
                 return
-            try:
-                self.reply(call, merge_fn(results, kwargs, self.merge_context))
-            except (TypeError, ValueError, AttributeError) as e:
-                self.fail(call, ProtocolError(f"{call.method}: shards answered in an unexpected shape: {e}"))
+            if then is not None:
+                then(results, answer)
+                return
+            answer(lambda: merge_fn(results, kwargs, self.merge_context))
 
         self.gather(targets, route.shard_method or call.method, kwargs, done)
+
+    def _up_links(self) -> list[str]:
+        return [lid for lid, link in self.links.items() if link.state is not LinkState.DOWN]
+
+    def _on_worker_list(self, call: Call, route: Route) -> None:
+        """``worker_list``: every shard's workers; a worker's first task that no shard answered as
+        its own may be a task of a shard that does not know the worker (owned, or a dependent's
+        placeholder there): every shard is asked for its display name (``fed_display_names``)."""
+        kwargs = call.args
+
+        def then(results: list[tuple[str, Any]], answer: Callable[[Any], None]) -> None:
+            ask = merge.unnamed_first_tasks(results)
+            if not ask:
+                answer(lambda: merge.worker_list_reply(results, kwargs, self.merge_context))
+                return
+
+            def named(more: list[tuple[str, Any]], errors: list[tuple[str, FederationError]]) -> None:
+                # a shard down: the names of the shards that answered (luigid's reads go on too)
+                answer(lambda: merge.worker_list_reply(results, kwargs, self.merge_context, more))
+
+            self.gather(self._up_links(), "fed_display_names", {"task_ids": ask}, named)
+
+        self._on_all_call(call, route, then)
 
     def _on_any_call(self, call: Call, route: Route) -> None:
         self.pool.call(self._any_link_id(), call.method, call.args, self._answer(call))
@@ -576,13 +678,21 @@ class RouterCore:
             if _unknown_task(result) and from_mirror():
                 return
             if (
-                call.method == "get_task_status_message"
-                and result == {"taskId": task_id, "statusMessage": ""}
+                (
+                    (
+                        call.method == "get_task_status_message"
+                        and result == {"taskId": task_id, "statusMessage": ""}
+                    )
+                    or (
+                        call.method == "get_task_progress_percentage"
+                        and result == {"taskId": task_id, "progressPercentage": None}
+                    )
+                )
                 and isinstance(task_id, str)
                 and self.relay.mirrors_of(task_id) - {sid}
             ):
-                # Luigi's answer for a task it does not have, or a message set to "": the owner's
-                # fetch_error tells which (a placeholder's message is None)
+                # Luigi's answer for a task it does not have, or a message set to "" (a progress
+                # never set): the owner's fetch_error tells which
                 def known(probe: Any, err: FederationError | None) -> None:
                     if err is not None or not _unknown_task(probe) or not from_mirror():
                         self.reply(call, result)
@@ -710,6 +820,12 @@ def authorizer(config: FederationConfig) -> Authorizer | None:
     principals.append(Principal(GATEWAY_PRINCIPAL, GATEWAY, ()))
     tokens = {p.token_sha256: p.name for p in security.principals if p.token_sha256}
     return Authorizer(principals, namespace_of, tokens)
+
+
+#: single-task writes a placeholder takes too (``RouterCore._to_placeholders``)
+_PLACEHOLDER_WRITES = frozenset({"set_task_status_message", "set_task_progress_percentage"})
+#: UI actions on one task whose answer is the task's status (None: the scheduler has no such task)
+_STATUS_ACTIONS = frozenset({"forgive_failures", "mark_as_done"})
 
 
 def _unknown_task(result: Any) -> bool:

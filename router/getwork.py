@@ -270,7 +270,12 @@ class GetWork:
                     # status first (the stamped number, negated), as in luigid's stable sort;
                     # then the rotation's order (``order``)
                     tie = rank[2] if len(rank) > 2 else 0
-                    ranked.append(((bool(offer.get("resend")), rank[0], rank[1], tie), -order, sid))
+                    resend = bool(offer.get("resend"))
+                    if resend:
+                        # Luigi re-sends the *last* RUNNING task in rank order: among equal
+                        # priority and time, the one that entered RUNNING last
+                        tie = -tie
+                    ranked.append(((resend, rank[0], rank[1], tie), -order, sid))
             if not self.walked_again:
                 reserved = {sid: _events(r.get("greedy"), RESERVED) for sid, r in results}
                 holding = any(e[4] for _, r in results for e in _events(r.get("greedy")))

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from federation.errors import FederationError, TransportError
 from router import merge
 from router.calls import Call
+from router.links import LinkState
 
 if TYPE_CHECKING:
     from router.core import RouterCore
@@ -68,7 +69,13 @@ class Graph:
             return [] if (owner, task_id) in self.answered else [owner]
         if not self.inverse:
             return []
-        return sorted(m for m in core.relay.mirrors_of(task_id) if (m, task_id) not in self.answered)
+        # its dependents: on the shards that mirror it, and on any shard that names it as a
+        # dependency without a placeholder (an assistant's add_task makes none): every shard
+        return sorted(
+            sid
+            for sid, link in core.links.items()
+            if link.state is not LinkState.DOWN and (sid, task_id) not in self.answered
+        )
 
     def _node_of(self, task_id: str) -> dict[str, Any] | None:
         if self._missing(task_id):

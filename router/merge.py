@@ -55,6 +55,9 @@ def merge_tasks(
     #: earlier creation on a dependent's shard as its own (``fed_first_mention``), so its time
     #: is the task's; without the owner's entry, the earliest placeholder's
     mirror_time: dict[str, float] = {}
+    #: luigid's one placeholder of a task no owner has is its first mention's (made then, last
+    #: updated then), with the highest priority any dependent gave it
+    top_priority: dict[str, Any] = {}
     for shard_id, tasks in results:
         if not isinstance(tasks, dict):
             continue
@@ -62,21 +65,24 @@ def merge_tasks(
             if owner(task_id) == shard_id:
                 merged[task_id] = entry
                 continue
-            if task_id not in foreign:
-                foreign[task_id] = entry
             t = entry.get("start_time") if isinstance(entry, dict) else None
-            if (
-                isinstance(t, (int, float))
-                and not isinstance(t, bool)
-                and t < mirror_time.get(task_id, t + 1)
-            ):
+            earliest = isinstance(t, (int, float)) and t < mirror_time.get(task_id, t + 1)
+            if task_id not in foreign or earliest:
+                foreign[task_id] = entry
+            if earliest and isinstance(t, (int, float)):
                 mirror_time[task_id] = t
+            p = entry.get("priority") if isinstance(entry, dict) else None
+            if _is_time(p) and (task_id not in top_priority or p > top_priority[task_id]):
+                top_priority[task_id] = p
     placeholder: dict[str, int] = {}
     for task_id, entry in foreign.items():
         if task_id not in merged and (keep_mirror is None or keep_mirror(entry)):
             t = mirror_time.get(task_id)
             if t is not None and isinstance(entry, dict) and entry.get("start_time") != t:
                 entry = {**entry, "start_time": t}
+            p = top_priority.get(task_id)
+            if p is not None and isinstance(entry, dict) and entry.get("priority") != p:
+                entry = {**entry, "priority": p}
             merged[task_id] = entry
             placeholder[task_id] = 1  # at equal times the task a worker added comes first
     if order_keys is not None:
@@ -88,6 +94,10 @@ def merge_tasks(
             )
         }
     return _in_luigi_order(merged, order, placeholder)
+
+
+def _is_time(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _in_luigi_order(
@@ -126,6 +136,8 @@ def _is_owned_count(result: Any) -> bool:
 _LISTING = frozenset({"listed", "order"})
 _COUNTED_LISTING = frozenset({"listed", "order", "pre_count", "placeholders"})
 _HOSTED = "hosted"
+#: in ``fed_task_list``'s listing: its UNKNOWN mirrors whose owner has the task (the owner counts it)
+_OWNER_HAS = "owner_has"
 
 
 def _hosted_owner(results: Results, owner: Owner) -> Owner:
@@ -147,7 +159,7 @@ def _is_listing(result: Any) -> bool:
     with ``"pre_count"`` and ``"placeholders"`` under an ``upstream_status`` filter."""
     if not isinstance(result, dict) or not isinstance(result.get("listed"), dict):
         return False
-    keys = set(result) - {_HOSTED}
+    keys = set(result) - {_HOSTED, _OWNER_HAS}
     if keys == _LISTING:
         return isinstance(result["order"], dict)
     return (
@@ -164,13 +176,18 @@ def _order_keys(listings: Results, owner: Owner, *, by_status: bool) -> dict[str
     status-entry number; without, the task's first mention anywhere (its smallest creation
     number, a dependency's placeholder included)."""
     keys: dict[str, int] = {}
+    owned: set[str] = set()
     for sid, r in listings:
         for task_id, pair in r["order"].items():
             if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(x, int) for x in pair)):
                 continue
             if by_status:
-                if owner(task_id) == sid or task_id not in keys:
+                # the owner's number; without it, the earliest placeholder's (luigid's one)
+                if owner(task_id) == sid:
                     keys[task_id] = pair[0]
+                    owned.add(task_id)
+                elif task_id not in owned:
+                    keys[task_id] = min(keys.get(task_id, pair[0]), pair[0])
             else:
                 keys[task_id] = min(keys.get(task_id, pair[1]), pair[1])
     return keys
@@ -200,17 +217,28 @@ def merge_task_list(
     owner = _hosted_owner(results, owner)
     listings = [(sid, r) for sid, r in results if _is_listing(r)]
     order_keys: dict[str, int] | None = None
+    # Luigi counts the tasks of the status before it prunes: every shard's count from then
+    # (its count answer, or its listing's pre_count), each task once
+    pre = [r for _, r in results if _is_owned_count(r) or (_is_listing(r) and "pre_count" in r)]
+    if limit and pre and len(pre) == len(results):
+        owned = sum(r["num_tasks"] if _is_owned_count(r) else r["pre_count"] for r in pre)
+        pending = {p for r in pre for p in r["placeholders"] if isinstance(p, str)}
+        if owned + len(pending) > max_shown_tasks:
+            # with upstream_status: -1, however few pass the filter
+            return {"num_tasks": -1 if upstream_status else owned + len(pending)}
     if listings:
         counted_listings = [r for _, r in listings if "pre_count" in r]
-        if counted_listings:
-            # Luigi: more tasks of the status than the limit -> -1, however few pass the filter
+        if counted_listings and upstream_status:
             owned = sum(r["pre_count"] for r in counted_listings)
             pending = {p for r in counted_listings for p in r["placeholders"] if isinstance(p, str)}
             if limit and owned + len(pending) > max_shown_tasks:
                 return {"num_tasks": -1}
         if len(listings) == len(results):
             order_keys = _order_keys(listings, owner, by_status=bool(status))
+        owner_has = {tid for _, r in listings for tid in r.get(_OWNER_HAS) or () if isinstance(tid, str)}
         results = [(sid, r["listed"] if _is_listing(r) else r) for sid, r in results]
+    else:
+        owner_has = set()
     counted = [r for _, r in results if _is_count(r) or _is_owned_count(r)]
     if counted:
         if any(r["num_tasks"] == -1 for r in counted):
@@ -225,7 +253,7 @@ def merge_task_list(
                 for task_id, entry in r.items():
                     if owner(task_id) == sid:
                         owned_listed.add(task_id)
-                    elif _mirror_is_placeholder(entry):
+                    elif _mirror_is_placeholder(entry) and task_id not in owner_has:
                         placeholders.add(task_id)
         return {"num_tasks": total + len(owned_listed) + len(placeholders - owned_listed)}
     # one status: the order tasks entered it; all: the order they were created
@@ -393,20 +421,89 @@ def _is_found(result: Any) -> bool:
 _GROUP = "\0status"
 
 
+def _is_worker_listing(r: Any) -> bool:
+    """``fed_worker_list``'s answer: ``{"workers", "order"}`` (and ``"names"``)."""
+    return (
+        isinstance(r, dict)
+        and set(r) - {"names"} == {"workers", "order"}
+        and isinstance(r["order"], dict)
+        and isinstance(r.get("names", {}), dict)
+    )
+
+
+def _first_tasks(results: Results) -> set[str]:
+    """The first tasks (``info["first_task"]``) of the workers the shards listed."""
+    out: set[str] = set()
+    for _, r in results:
+        workers = r["workers"] if _is_worker_listing(r) else r
+        for w in workers if isinstance(workers, list) else ():
+            if isinstance(w, dict) and isinstance(w.get("first_task"), str) and w["first_task"]:
+                out.add(w["first_task"])
+    return out
+
+
+def _display_names(results: Results) -> list[tuple[str, dict[str, Any]]]:
+    """Each shard's ``names`` (``fed_worker_list``, ``fed_display_names``): ``{id: [name, own]}``."""
+    out = []
+    for sid, r in results:
+        names = r.get("names") if _is_worker_listing(r) else r
+        if isinstance(names, dict) and not _is_worker_listing(names):
+            out.append((sid, names))
+    return out
+
+
+def unnamed_first_tasks(results: Results) -> list[str]:
+    """The workers' first tasks no shard answered ``fed_worker_list`` for as its own: a shard
+    that does not know the worker may own the task, or have its placeholder (the router asks
+    them all: ``fed_display_names``)."""
+    own = {
+        tid
+        for _, names in _display_names(results)
+        for tid, pair in names.items()
+        if isinstance(pair, list) and len(pair) == 2 and pair[1] is True
+    }
+    return sorted(_first_tasks(results) - own)
+
+
+def first_task_names(answers: Results, owner: Owner) -> dict[str, str]:
+    """Luigi's ``first_task_display_name`` of each task some shard named (``{id: [name, own]}``
+    answers): the display name where the task is a shard's own (the owner's first), else its
+    placeholder's (luigid has the placeholder); a task no shard has shows its id."""
+    named: dict[str, tuple[int, str]] = {}
+    for sid, names in _display_names(answers):
+        for tid, pair in names.items():
+            if not (isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str)):
+                continue
+            rank = 0 if pair[1] is True and owner(tid) == sid else 1 if pair[1] is True else 2
+            if tid not in named or rank < named[tid][0]:
+                named[tid] = (rank, pair[0])
+    return {tid: name for tid, (_, name) in named.items()}
+
+
 def merge_worker_list(
-    results: Results, owner: Owner, *, include_running: bool = True
+    results: Results,
+    owner: Owner,
+    *,
+    include_running: bool = True,
+    names: Results | None = None,
 ) -> list[dict[str, Any]]:
     """``worker_list``: one row per worker id, newest ``started`` first (Luigi's order).
 
-    A shard answers ``fed_worker_list``: ``{"workers": Luigi's list, "order": {name: n}}``; among
-    equal ``started`` Luigi keeps the order it first heard of the workers: the smallest creation
-    number over the shards (a plain ``worker_list`` answer is taken as is)."""
+    A shard answers ``fed_worker_list``: ``{"workers": Luigi's list, "order": {name: n},
+    "names": {id: [display name, own]}}``; among equal ``started`` Luigi keeps the order it
+    first heard of the workers: the smallest creation number over the shards (a plain
+    ``worker_list`` answer is taken as is).  A worker's ``first_task_display_name`` is its first
+    task's as one luigid has the task (:func:`first_task_names` over the shards' ``names`` and
+    the further ``fed_display_names`` answers ``names``); a task no shard named shows its id."""
     rows: dict[str, dict[str, Any]] = {}
     running: dict[str, list[tuple[str, dict[str, Any]]]] = {}
     first: dict[str, int] = {}
     plain: Results = []
+    display: dict[str, str] | None = None
+    if any(_is_worker_listing(r) for _, r in results):
+        display = first_task_names([*results, *(names or [])], owner)
     for shard_id, r in results:
-        if isinstance(r, dict) and set(r) == {"workers", "order"} and isinstance(r["order"], dict):
+        if _is_worker_listing(r):
             for name, n in r["order"].items():
                 if isinstance(n, int) and not isinstance(n, bool):
                     first[name] = min(first.get(name, n), n)
@@ -444,6 +541,11 @@ def merge_worker_list(
                 elif key not in row:
                     row[key] = value
     out = list(rows.values())
+    if display is not None:
+        for row in out:
+            task_id = row.get("first_task")
+            if isinstance(task_id, str) and "first_task_display_name" in row:
+                row["first_task_display_name"] = display.get(task_id, task_id)
     if include_running:
         for row in out:
             tasks = merge_tasks(running.get(row["name"], []), owner, order="last_updated")
@@ -585,8 +687,12 @@ def task_list_reply(results: Results, kwargs: dict[str, Any], ctx: MergeContext)
     )
 
 
-def worker_list_reply(results: Results, kwargs: dict[str, Any], ctx: MergeContext) -> Any:
-    return merge_worker_list(results, ctx.owner, include_running=bool(kwargs.get("include_running", True)))
+def worker_list_reply(
+    results: Results, kwargs: dict[str, Any], ctx: MergeContext, names: Results | None = None
+) -> Any:
+    return merge_worker_list(
+        results, ctx.owner, include_running=bool(kwargs.get("include_running", True)), names=names
+    )
 
 
 def resource_list_reply(results: Results, kwargs: dict[str, Any], ctx: MergeContext) -> Any:

@@ -27,6 +27,9 @@ Kinds:
     ``send_scheduler_message``), its home shard when none does yet.
 ``ALL``
     Sent to every shard; answers merged (reads) or checked (writes).
+``WORKER_LIST``
+    ``worker_list``: an ``ALL`` read, then, for workers whose first task no shard answered as
+    its own, every shard is asked for that task's display name (``fed_display_names``).
 ``ANY``
     Any one shard answers for the whole federation (same config everywhere).
 ``GET_WORK``, ``DEP_GRAPH``, ``INVERSE_DEP_GRAPH``, ``HEALTH``
@@ -51,6 +54,7 @@ FORWARD_RELAY = "forward_relay"
 WORKER = "worker"
 ONE_WORKER = "one_worker"
 ALL = "all"
+WORKER_LIST = "worker_list"
 ANY = "any"
 GET_WORK = "get_work"
 DEP_GRAPH = "dep_graph"
@@ -69,6 +73,7 @@ KINDS = frozenset(
         WORKER,
         ONE_WORKER,
         ALL,
+        WORKER_LIST,
         ANY,
         GET_WORK,
         PLACEHOLDER_READ,
@@ -103,7 +108,7 @@ METHODS: dict[str, Route] = {
     "set_task_status_message": Route(FORWARD),
     "get_task_status_message": Route(PLACEHOLDER_READ),
     "set_task_progress_percentage": Route(FORWARD),
-    "get_task_progress_percentage": Route(FORWARD),
+    "get_task_progress_percentage": Route(PLACEHOLDER_READ),
     "decrease_running_task_resources": Route(FORWARD),
     "get_running_task_resources": Route(FORWARD),
     "report_task_statistics": Route(FORWARD),
@@ -129,7 +134,7 @@ METHODS: dict[str, Route] = {
     "send_scheduler_message": Route(ONE_WORKER),
     # the whole federation
     "task_list": Route(ALL, merge.task_list_reply, read=True, shard_method="fed_task_list"),
-    "worker_list": Route(ALL, merge.worker_list_reply, read=True, shard_method="fed_worker_list"),
+    "worker_list": Route(WORKER_LIST, merge.worker_list_reply, read=True, shard_method="fed_worker_list"),
     "resource_list": Route(ALL, merge.resource_list_reply, read=True, shard_method="fed_resource_list"),
     "graph": Route(ALL, merge.graph_reply, read=True, shard_method="fed_graph"),
     "task_search": Route(ALL, merge.task_search_reply, read=True, shard_method="fed_task_search"),

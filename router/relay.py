@@ -30,6 +30,7 @@ is answered after the owner's feed was relayed), :meth:`Relay.flush` (once per r
 from __future__ import annotations
 
 import logging
+import math
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
@@ -101,9 +102,9 @@ class Relay:
         self.subs: dict[str, set[str]] = {}
         self.subs_by_owner: dict[str, set[str]] = defaultdict(set)
         #: highest priority already pushed to a task's owner from a mirror
-        self.prio_sent: dict[str, int] = {}
+        self.prio_sent: dict[str, float] = {}
         #: the priority asked again after the owner's add_task (``reraise``): the owner has it
-        self.prio_reraised: dict[str, int] = {}
+        self.prio_reraised: dict[str, float] = {}
         #: mirror updates to send at the end of the turn (``push``): shard -> updates
         self._pushes: dict[str, list[list[Any]]] = {}
         #: (task id, mirror shard) -> the (epoch, seq) pushed there: the feed's same entry is not
@@ -143,6 +144,8 @@ class Relay:
                     continue
                 dep_owner = self.owner(dep)
                 if dep_owner == sid:
+                    # made here as a placeholder, perhaps: with the priority its mirrors asked for
+                    self.reraise(dep, sid, kwargs.get("priority", 0), remember=False)
                     continue
                 key = (dep, sid)
                 if self._subscribe(dep, sid):
@@ -157,10 +160,13 @@ class Relay:
                     call.waits += 1
                     waiting.append(call)
 
-    def reraise(self, task_id: str, sid: str, priority: Any) -> None:
+    def reraise(self, task_id: str, sid: str, priority: Any, *, remember: bool = True) -> None:
         """``add_task(task_id)`` was just forwarded to its owner ``sid``: a priority its mirrors
         already asked for (sent when the owner may not have had the task yet) is asked again,
-        after it on the same FIFO, so the task starts with the priority one luigid would give it."""
+        after it on the same FIFO, so the task starts with the priority one luigid would give it.
+        Also for an ``add_task`` naming ``task_id`` as a dependency, which may make it there
+        (a placeholder: Luigi's placeholder has the highest priority any dependent asked for);
+        that one is not remembered (the owner may not have made it: a disabled worker's call)."""
         wanted = self.prio_sent.get(task_id)
         if wanted is None or self.owner(task_id) != sid:
             return
@@ -168,7 +174,8 @@ class Relay:
             return
         if self.prio_reraised.get(task_id) == wanted:
             return  # asked again after an earlier add_task: the owner has it (a DONE report...)
-        self.prio_reraised[task_id] = wanted
+        if remember:
+            self.prio_reraised[task_id] = wanted
         self._send_raises({sid: {task_id: wanted}})
 
     def is_mirrored(self, task_id: str) -> bool:
@@ -301,9 +308,11 @@ class Relay:
         feed.cursor = max(feed.cursor, int(result.get("seq") or 0))
         self._on_report(link, result, version)
         updates: dict[str, list[list[Any]]] = defaultdict(list)
-        raises: dict[str, dict[str, int]] = defaultdict(dict)
+        raises: dict[str, dict[str, float]] = defaultdict(dict)
         fresh: dict[str, list[str]] = defaultdict(list)
         mentions: dict[str, dict[str, list[Any]]] = defaultdict(dict)
+        forgotten: dict[str, list[str]] = defaultdict(list)
+        ups = result.get("up")
         for change in result.get("changes") or ():
             task_id, status, priority, seq = change[:4]
             owner = self.owner(task_id)
@@ -312,13 +321,21 @@ class Relay:
                     self.prio_reraised.pop(task_id, None)  # made again later: asked again then
                 if self.frozen is not None and self.frozen(task_id):
                     continue  # moving (resharding): its new owner's status is relayed after the switch
+                up = ups.get(task_id) if isinstance(ups, dict) else None
                 for sid in self.subs.get(task_id, ()):
                     if self._pushed and self._pushed.pop((task_id, sid), None) == (feed.epoch, seq):
                         continue  # pushed there at its grant already: the same version
-                    updates[sid].append([task_id, status, feed.epoch, seq])
+                    update = [task_id, status, feed.epoch, seq]
+                    if isinstance(up, str):
+                        update.append(up)  # its upstream value, for its mirrors' upstream walks
+                    updates[sid].append(update)
                 continue
             if status is None:
+                mirrored = task_id in self.subs
                 self._unsubscribe(task_id, link.id)  # the mirror is gone from that shard
+                if mirrored and task_id not in self.subs:
+                    # its last placeholder: a first mention its owner keeps is no mention any more
+                    forgotten[owner].append(task_id)
                 if self._on_deleted is not None:
                     self._on_deleted(task_id, link.id)  # or a batch runner it hosted
                 continue
@@ -329,9 +346,21 @@ class Relay:
                 fresh[owner].append(task_id)
                 if len(change) > 6:
                     mentions[owner][task_id] = [change[5], change[6]]
-            if isinstance(priority, (int, float)) and priority > self.prio_sent.get(task_id, 0):
-                self.prio_sent[task_id] = int(priority)
-                raises[owner][task_id] = int(priority)
+            if _is_priority(priority) and priority > self.prio_sent.get(task_id, -math.inf):
+                # as is: Luigi's priorities may be floats
+                self.prio_sent[task_id] = priority
+                raises[owner][task_id] = priority
+        found_raises = result.get("raises")
+        if isinstance(found_raises, dict):
+            # Luigi's inheritance into a dependency the shard has no placeholder of: its owner
+            # raises it if it has it (not remembered: luigid raises only a task it has)
+            for task_id, p in found_raises.items():
+                if (
+                    isinstance(task_id, str)
+                    and _is_priority(p)
+                    and (dep_owner := self.owner(task_id)) != link.id
+                ):
+                    raises[dep_owner][task_id] = max(p, raises[dep_owner].get(task_id, p))
         effects = result.get("batch")
         if isinstance(effects, list) and effects:
             # a batch runner here changed its batch: the batch's tasks on other shards follow, and
@@ -341,6 +370,10 @@ class Relay:
                 if sid != link.id and other.state is LinkState.READY and other.federated is True:
                     self.pool.call(sid, "fed_batch_apply", {"effects": effects}, _log_error)
                     targets.add(sid)
+        for owner, gone in forgotten.items():
+            for task_id in gone:
+                self._mentioned.pop(task_id, None)  # mentioned again later: told again
+            self.pool.call(owner, "fed_forget_mentions", {"task_ids": gone}, _log_error)
         for owner, found in mentions.items():
             # the placeholder was the task's first mention: its owner takes that creation time
             self._mention(owner, found)
@@ -426,7 +459,7 @@ class Relay:
             told.popitem(last=False)
         self.pool.call(owner, "fed_first_mention", {"mentions": new}, _log_error)
 
-    def _send_raises(self, raises: dict[str, dict[str, int]]) -> None:
+    def _send_raises(self, raises: dict[str, dict[str, float]]) -> None:
         for sid, prios in raises.items():
 
             def raised(result: Any, err: FederationError | None, sid: str = sid) -> None:
@@ -481,8 +514,12 @@ class Relay:
                         if self.owner(task_id) != owner or (self.frozen is not None and self.frozen(task_id)):
                             continue  # moving (resharding), or moved while the answer was on its way
                         status, seq = (state[0], state[2]) if state else (None, 0)
+                        up = state[3] if state and len(state) > 3 and isinstance(state[3], str) else None
                         for sid in (targets or {}).get(task_id) or self.subs.get(task_id) or ():
-                            updates[sid].append([task_id, status, epoch, seq])
+                            update = [task_id, status, epoch, seq]
+                            if up is not None:
+                                update.append(up)
+                            updates[sid].append(update)
                     self._send_updates(updates)
                 elif err is not None:
                     log.info("router: cannot read status from shard %s yet: %s", link.id, err.message)
@@ -538,16 +575,16 @@ class Relay:
             if self._on_hosted is not None:
                 self._on_hosted(link.id, list(result.get("hosted") or ()))
             by_owner: dict[str, list[str]] = defaultdict(list)
-            raises: dict[str, dict[str, int]] = defaultdict(dict)
+            raises: dict[str, dict[str, float]] = defaultdict(dict)
             for task_id, priority in (result.get("mirrors") or {}).items():
                 owner = self.owner(task_id)
                 if owner == link.id:
                     continue
                 self._subscribe(task_id, link.id)
                 by_owner[owner].append(task_id)
-                if isinstance(priority, (int, float)) and priority > self.prio_sent.get(task_id, 0):
-                    self.prio_sent[task_id] = int(priority)
-                    raises[owner][task_id] = int(priority)
+                if _is_priority(priority) and priority > self.prio_sent.get(task_id, -math.inf):
+                    self.prio_sent[task_id] = priority
+                    raises[owner][task_id] = priority
             for owner, task_ids in by_owner.items():
                 self._relay_status(owner, task_ids, {t: {link.id} for t in task_ids})
             self._send_raises(raises)
@@ -572,3 +609,8 @@ class Relay:
 def _log_error(result: Any, err: FederationError | None) -> None:
     if err is not None and not isinstance(err, TransportError):
         log.warning("router: a relayed call failed: %s", err)
+
+
+def _is_priority(value: Any) -> bool:
+    """A priority as Luigi takes it: a number (int or float), not a bool."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

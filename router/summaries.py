@@ -57,6 +57,7 @@ SETTLED_METHODS = frozenset(
         "fed_task_search",
         "fed_resource_list",
         "fed_worker_list",
+        "fed_display_names",
         "fed_graph",
         "fed_inverse_dep_graph",
         "fed_graph_nodes",

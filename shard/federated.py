@@ -96,10 +96,13 @@ FED_METHODS = (
     "fed_task_search",
     "fed_resource_list",
     "fed_worker_list",
+    "fed_display_names",
     "fed_health",
     "fed_inverse_dep_graph",
     "fed_graph_nodes",
     "fed_first_mention",
+    "fed_forget_mentions",
+    "fed_placeholder_fields",
     "fed_touch_workers",
     "fed_greedy_walk",
     "fed_batch_candidates",
@@ -140,6 +143,10 @@ class FederatedCore:
         #: the owners' statuses again; anything granted meanwhile committed them with it
         self._lazy: Changes | None = None
         core.keep_batch_effects = True
+        core.keep_dep_raises = True
+        #: priorities Luigi's inheritance raised into dependencies other shards own, not mirrored
+        #: here (no placeholder: an assistant's add_task makes none): for the router to pass on
+        self._dep_raises: dict[str, Any] = {}
         self._rebuild()
 
     # -- the core contract ------------------------------------------------------------------
@@ -201,7 +208,12 @@ class FederatedCore:
 
     def _hosted_ids(self, task_ids: Any) -> list[str]:
         """Of ``task_ids`` (listed here), those this shard hosts without owning them."""
-        return [tid for tid in task_ids if not self.owns(tid) and tid not in self._mirrors]
+        get_task = self.core.get_task
+        return [
+            tid
+            for tid in task_ids
+            if not self.owns(tid) and (t := get_task(tid)) is not None and _hosted(t.family, t.fed)
+        ]
 
     def extra_methods(self) -> dict[str, Callable[..., Any]]:
         """The ``fed_*`` methods, for ``ShardServer(extra_methods=...)``."""
@@ -230,6 +242,9 @@ class FederatedCore:
         self._stake_out: deque[tuple[int, float, list[Any]]] = deque()
         self._told: dict[str, frozenset[str]] = {}
         self._state: dict[str, tuple[str, Any]] = {}
+        #: owned tasks other shards mirror (asked by ``fed_status``) and the upstream value last
+        #: fed for each (``SchedulerCore.upstream_value``)
+        self._watched: dict[str, str | None] = {}
         self._mirrors: set[str] = set()
         self._res_tasks: set[str] = set()
         self._ns: dict[str, dict[str, int]] = {}
@@ -307,6 +322,22 @@ class FederatedCore:
             if status is not None:
                 self._deletions.pop(task_id, None)
 
+    def _watch_upstream(self) -> None:
+        """The upstream value of each mirrored PENDING task with dependencies, fed anew when it
+        changed (its mirrors' dependents' upstream walks take it: luigid walks on into it)."""
+        table: dict[str, str] = {}
+        value = self.core.upstream_value
+        for task_id, sent in list(self._watched.items()):
+            # (a task not here yet is watched all the same: its mirrors wait for it; the router
+            # ends the watch with the last mirror, ``fed_forget_mentions``)
+            now = value(task_id, table)
+            if now != sent:
+                self._watched[task_id] = now
+                self._refeed(task_id)
+
+    def _up(self, task_id: str) -> str | None:
+        return self._watched.get(task_id)
+
     def _refeed(self, task_id: str) -> None:
         """A new feed entry for ``task_id`` although its status did not change."""
         state = self._state.get(task_id)
@@ -329,6 +360,9 @@ class FederatedCore:
     def _absorb(self, lazy: bool = False) -> None:
         """Take what the core changed since the last look into the feed (and the stash for the
         store; with ``lazy``, the held-back changes: ``collect_changes``)."""
+        for task_id, p in self.core.take_dep_raises().items():
+            if not self.owns(task_id) and p > self._dep_raises.get(task_id, p - 1):
+                self._dep_raises[task_id] = p
         effects = self.core.take_batch_effects()
         if effects:
             now = self._clock()
@@ -350,6 +384,8 @@ class FederatedCore:
                 feed=True,
             )
         self._stakes(changes)
+        if self._watched:
+            self._watch_upstream()
         if changes.deleted_tasks:
             now = self._clock()
             deletions = self._deletions
@@ -498,6 +534,8 @@ class FederatedCore:
                 "resources_running": self._usage(),
                 "resource_pending": bool(self._res_tasks),
             }
+        raises, self._dep_raises = self._dep_raises, {}
+        ups: dict[str, str] = {}
         newer: list[list[Any]] = []
         for task_id in reversed(self._feed):
             seq, status, priority = self._feed[task_id]
@@ -505,6 +543,9 @@ class FederatedCore:
                 break
             fresh = task_id in self._mirrors and not self._version(task_id)
             entry = [task_id, status, priority, seq, fresh]
+            up = self._watched.get(task_id) if status == PENDING else None
+            if up is not None:
+                ups[task_id] = up
             if fresh:
                 # when and in what order this placeholder was made: its owner adopts a first mention
                 t = self.core.get_task(task_id)
@@ -525,6 +566,10 @@ class FederatedCore:
             # mirrors' new stakeholders: ``[[task_id, [[worker, last_active], ...]], ...]``, for
             # their owners (``fed_add_stakeholders``)
             "stakeholders": [entry for seq, _, entry in self._stake_out if since < seq <= upto],
+            # priority rises into other shards' tasks this shard has no placeholder of
+            "raises": raises,
+            # the upstream values of mirrored PENDING tasks with dependencies (``_watch_upstream``)
+            "up": ups,
             "more": more,
             "resources_running": self._usage(),
             "resource_pending": bool(self._res_tasks),
@@ -544,13 +589,20 @@ class FederatedCore:
         self._absorb()
         out: dict[str, Any] = {}
         feed = self._feed
+        table: dict[str, str] = {}
         for task_id in task_ids:
             state = self._state.get(task_id)
+            if self.owns(task_id) and task_id not in self._watched:
+                # mirrored elsewhere from now on: its upstream value goes with its status
+                self._watched[task_id] = self.core.upstream_value(task_id, table)
             if state is None:
                 out[task_id] = [None, None, self._seq]
             else:
                 entry = feed.get(task_id)  # none: unchanged since the epoch began
                 out[task_id] = [state[0], state[1], entry[0] if entry is not None else 0]
+                up = self._watched.get(task_id) if state[0] == PENDING else None
+                if up is not None:
+                    out[task_id].append(up)
         return {"epoch": self._epoch, "tasks": out}
 
     def fed_mirror_update(self, updates: list[list[Any]]) -> dict[str, Any]:
@@ -561,8 +613,9 @@ class FederatedCore:
         for u in updates:
             if (
                 not isinstance(u, list)
-                or len(u) != 4
+                or len(u) not in (4, 5)
                 or not isinstance(u[0], str)
+                or (len(u) == 5 and not isinstance(u[4], str))
                 or not (u[1] is None or isinstance(u[1], str))
                 or not isinstance(u[3], int)
             ):
@@ -576,7 +629,7 @@ class FederatedCore:
         # updates of mirrors whose status makes nothing runnable (not DONE, not DISABLED: losing
         # them in a crash is safe) need no commit of their own: held back to the next (``_lazy``)
         lazy = True
-        for task_id, status, epoch, seq in parsed:
+        for task_id, status, epoch, seq, *more in parsed:
             if self.owns(task_id):
                 continue  # never overwrite a task this shard owns
             t = core.get_task(task_id)
@@ -602,6 +655,10 @@ class FederatedCore:
             if current is None or new == DISABLED or t.status in (DONE, DISABLED):
                 lazy = False
             core.force_status(task_id, new)
+            if more and new == PENDING:
+                core.mirror_up[task_id] = more[0]  # the owner's upstream value of its task
+            else:
+                core.mirror_up.pop(task_id, None)
             fed: dict[str, Any] = {"epoch": version[0], "seq": version[1]}
             if status is None:
                 if t.fed.get("live"):
@@ -755,42 +812,65 @@ class FederatedCore:
         (not its mirrors) and the placeholders whose owner does not know the task
         (``{"num_tasks": n, "placeholders": [ids]}``), so the router counts every task once.
 
-        With ``upstream_status`` (and a limit, no search) Luigi answers ``{"num_tasks": -1}`` when
-        the status as a whole has more tasks than the limit, however few pass the filter: the
-        shard adds ``"pre_count": owned, "placeholders": [ids]`` so the router can count the
-        status over all shards.
+        Luigi compares the number of tasks of the status with the limit *before* it prunes (and
+        answers ``{"num_tasks": -1}`` then with ``upstream_status``, however few pass the
+        filter): with a limit and no search, the shard counts first and adds ``"pre_count":
+        owned, "placeholders": [ids]`` to its listing (its count answer is that count), so the
+        router counts the status over all shards as luigid would.
 
         Under the limit: ``{"listed": <Luigi's answer>, "order": {task_id: [status-entry number,
         creation number]}}``, the numbers the router sorts every shard's tasks by (they follow
         its order stamps, so they compare across shards)."""
+        # Luigi compares the count with the limit before it prunes: counted here first
+        counting = not kwargs.get("search") and kwargs.get("limit", True)
+        pre = self._pre_count(kwargs.get("status") or "") if counting else None
         result = self._without_gone(self.core.task_list(**kwargs))
         over = isinstance(result, dict) and set(result) == {"num_tasks"}
         if over and result["num_tasks"] == -1:
             return result
-        upstream = (
-            bool(kwargs.get("upstream_status")) and not kwargs.get("search") and kwargs.get("limit", True)
-        )
         answer: dict[str, Any] = {}
-        if over or upstream:
-            # the count Luigi compares with the limit: every task of the status (before the
-            # upstream filter), this shard's own ones and the owner-less placeholders
-            full = self._without_gone(
-                self.core.task_list(**{**kwargs, "limit": False, "upstream_status": ""})
-            )
-            owned = sum(1 for task_id in full if self.owns(task_id))
-            placeholders = sorted(
-                task_id
-                for task_id, entry in full.items()
-                if not self.owns(task_id) and entry.get("status") == UNKNOWN
-            )
+        if pre is not None:
             if over:
-                return {"num_tasks": owned, "placeholders": placeholders}
-            answer = {"pre_count": owned, "placeholders": placeholders}
+                return {"num_tasks": pre[0], "placeholders": pre[1]}
+            answer = {"pre_count": pre[0], "placeholders": pre[1]}
+        elif over:
+            return result
         order = self.core.order_keys(result)
         hosted = self._hosted_ids(result)
         if hosted:
             answer["hosted"] = hosted
+        # mirrors whose owner has the task (UNKNOWN there too): the owner's to count
+        owner_has = [
+            tid
+            for tid, entry in result.items()
+            if not self.owns(tid) and entry.get("status") == UNKNOWN and self._owner_has(tid)
+        ]
+        if owner_has:
+            answer["owner_has"] = owner_has
         return {"listed": result, "order": {tid: list(k) for tid, k in order.items()}, **answer}
+
+    def _pre_count(self, status: str) -> tuple[int, list[str]]:
+        """The tasks of ``status`` (all without) as Luigi counts them for ``max_shown_tasks``,
+        before it prunes: this shard's own ones (owned or hosted), and the placeholders whose
+        owner does not have the task (a mirror the relay told its owner has it is the owner's to
+        count; the mirror of a task its owner deleted is no task)."""
+        gone = self.core.gone
+        owned = 0
+        placeholders: list[str] = []
+        for t in self.core.tasks():
+            if (status and t.status != status) or t.id in gone:
+                continue
+            if self.owns(t.id) or _hosted(t.family, t.fed):
+                owned += 1
+            elif t.status == UNKNOWN and not t.fed.get("live"):
+                placeholders.append(t.id)
+        return owned, sorted(placeholders)
+
+    def _owner_has(self, task_id: str) -> bool:
+        """The relay told this mirror its owner has the task (its status, even UNKNOWN, is the
+        owner's): the owner counts it."""
+        t = self.core.get_task(task_id)
+        return t is not None and bool(t.fed.get("live"))
 
     def _without_gone(self, listed: Any) -> Any:
         """A listing without the mirrors of tasks their owners deleted (luigid has no such task)."""
@@ -837,7 +917,29 @@ class FederatedCore:
         first heard of them, which the numbers give across shards."""
         workers = self.core.worker_list(**kwargs)
         order = self.core.worker_order()
-        return {"workers": workers, "order": {w["name"]: order.get(w["name"], 0) for w in workers}}
+        firsts = [w.get("first_task") for w in workers]
+        return {
+            "workers": workers,
+            "order": {w["name"]: order.get(w["name"], 0) for w in workers},
+            "names": self.fed_display_names([t for t in firsts if isinstance(t, str)]),
+        }
+
+    def fed_display_names(self, task_ids: list[str]) -> dict[str, list[Any]]:
+        """``{task_id: [display name, own]}`` of the tasks here among ``task_ids``: ``own`` when
+        this shard owns (or hosts) the task, else the name is its placeholder's (``"()"``).
+        What the router shows as a worker's ``first_task_display_name`` (Luigi's: the task's
+        display name if the scheduler has the task, else the id); mirrors of tasks their owners
+        deleted are not here (luigid has no such task)."""
+        if not isinstance(task_ids, list) or not all(isinstance(t, str) for t in task_ids):
+            raise TypeError("task_ids must be a list of task ids")
+        core = self.core
+        out: dict[str, list[Any]] = {}
+        for task_id in task_ids:
+            t = core.get_task(task_id)
+            if t is None or task_id in core.gone:
+                continue
+            out[task_id] = [t.pretty_id, self.owns(task_id) or _hosted(t.family, t.fed)]
+        return out
 
     def fed_greedy_walk(
         self,
@@ -924,6 +1026,24 @@ class FederatedCore:
         for task_id, (when, number) in mentions.items():
             if self.owns(task_id):
                 self.core.first_mention(task_id, float(when), number)
+
+    def fed_forget_mentions(self, task_ids: list[str]) -> None:
+        """No shard has a placeholder of these tasks (owned here) any more: a first mention kept
+        for one not here yet is forgotten (``SchedulerCore.forget_mentions``), and its upstream
+        value is not watched any more."""
+        if not isinstance(task_ids, list) or not all(isinstance(t, str) for t in task_ids):
+            raise TypeError("task_ids must be a list of task ids")
+        self.core.forget_mentions(t for t in task_ids if self.owns(t))
+        for task_id in task_ids:
+            self._watched.pop(task_id, None)  # no mirror left to tell its upstream value
+
+    def fed_placeholder_fields(self, task_id: str, fields: dict[str, Any]) -> None:
+        """A status message or progress set on another shard's placeholder of ``task_id`` (owned
+        here, not here yet): the task has it when it is made (``SchedulerCore.placeholder_fields``)."""
+        if not isinstance(task_id, str) or not isinstance(fields, dict):
+            raise TypeError("task_id must be a task id and fields a map")
+        if self.owns(task_id):
+            self.core.placeholder_fields(task_id, fields)
 
     # -- batches whose tasks sit on several shards (router/getwork.py hands them out) -----------
     def fed_batch_candidates(

@@ -235,6 +235,11 @@ class TaskView(Protocol):
     @property
     def stakeholders(self) -> AbstractSet[str]: ...
     @property
+    def pretty_id(self) -> str:
+        """Luigi's display name: ``Family(k=v, ...)`` over the public params."""
+        ...
+
+    @property
     def fed(self) -> dict[str, Any]:
         """Opaque federation data, persisted in the record; change it with ``update_fed``."""
         ...
@@ -486,6 +491,10 @@ class SchedulerCore:
         #: keep what batch runners do to their batches for ``take_batch_effects`` (a federation
         #: shard passes it on to the shards that hold the rest of a batch)
         self.keep_batch_effects = False
+        #: federation: record the priorities Luigi's inheritance would raise into dependencies
+        #: this core does not have (``take_dep_raises``): their owners elsewhere may have them
+        self.keep_dep_raises = False
+        self._dep_raises: dict[str, Any] = {}
         cfg = self._config
         self._default_policy = (cfg.retry_count, cfg.disable_hard_timeout, cfg.disable_window)
         self._reset()
@@ -510,6 +519,12 @@ class SchedulerCore:
         #: federation: workers that are stakeholders of a task not here yet through another shard's
         #: dependency placeholder (``add_stakeholders``): task id -> workers, taken at its creation
         self._stake_later: dict[str, dict[str, None]] = {}
+        #: federation: status message / progress set on another shard's placeholder of a task not
+        #: here yet (``placeholder_fields``): the task made here later has them, as luigid's does
+        self._pending_fields: dict[str, dict[str, Any]] = {}
+        #: federation: a mirror's owner's upstream value of its PENDING task (Luigi's table value
+        #: of a PENDING task with deps, which a bare placeholder here cannot walk into)
+        self.mirror_up: dict[str, str] = {}
         #: placeholders of tasks deleted where they live (a federation's mirrors whose owner pruned
         #: the task): the next mention makes them anew, as Luigi makes a deleted task anew (a new
         #: creation time and number, the federation data cleared: ``_remake``)
@@ -863,9 +878,10 @@ class SchedulerCore:
         if self._mentions:
             mention = self._mentions.pop(task_id, None)
             if mention is not None and mention[0] < t.time:
-                if status == UNKNOWN:
-                    t.updated = mention[0]  # the placeholder's status since then (Luigi's updated)
-                t.time, t.cseq = mention[0], min(t.cseq, mention[1])
+                self._adopt_mention(t, *mention)
+        if self._pending_fields:
+            for name, value in (self._pending_fields.pop(task_id, None) or {}).items():
+                setattr(t, name, value)
         self._tasks[task_id] = t
         self._by_status[status][task_id] = t
         rdeps = self._rdeps
@@ -891,6 +907,8 @@ class SchedulerCore:
 
     def _delete_task(self, task_id: str) -> None:
         t = self._tasks.pop(task_id)
+        if self.mirror_up:
+            self.mirror_up.pop(task_id, None)
         del self._by_status[t.status][task_id]
         if t.status in _COUNTED:
             self._wcontrib(t, -1)
@@ -1133,6 +1151,8 @@ class SchedulerCore:
                 if dt is not None and prio > dt.priority:
                     self._set_priority(dt, prio)
                     stack.append(dt)
+                elif dt is None and self.keep_dep_raises and prio > self._dep_raises.get(d, prio - 1):
+                    self._dep_raises[d] = prio
 
     # ------------------------------------------------------------------ prune
 
@@ -1374,8 +1394,9 @@ class SchedulerCore:
                     self._d_tasks.add(bt.id)
 
         if batchable is not None:
-            if t.batchable != batchable:
-                self._sum_dirty.update(t.workers)  # their summaries' batch flag
+            if bool(t.batchable) != bool(batchable):
+                # a get_work summary says whether the best task is batchable (``SUMMARY_BATCH``)
+                self._sum_dirty.update(t.workers)
             t.batchable = batchable
 
         if t.remove is not None:
@@ -2090,14 +2111,52 @@ class SchedulerCore:
                     self._mentions[task_id] = (time, number)
             return
         if time < t.time:
-            if t.status == UNKNOWN and t.updated == t.time:
-                # still the placeholder's UNKNOWN, which it has been since that mention (Luigi's
-                # ``updated`` changes only with the status)
-                t.updated = time
-            t.time = time
-            t.cseq = min(t.cseq, number)
+            self._adopt_mention(t, time, number)
             self._d_tasks.add(task_id)
             self._sync(t)
+
+    def upstream_value(self, task_id: str, table: dict[str, str]) -> str | None:
+        """Luigi's upstream-status table value of a PENDING task with dependencies (what a
+        dependent's walk takes for it), None for any other task (its own status tells)."""
+        t = self._tasks.get(task_id)
+        if t is None or t.status != PENDING or not t.deps:
+            return None
+        return self._upstream_status(task_id, table)
+
+    def forget_mentions(self, task_ids: Iterable[str]) -> None:
+        """The placeholders that mentioned these tasks elsewhere are all gone (pruned with their
+        dependents, as luigid prunes the one placeholder): a task not here yet is created when it
+        comes, not at that mention."""
+        for task_id in task_ids:
+            self._mentions.pop(task_id, None)
+            self._pending_fields.pop(task_id, None)
+
+    def placeholder_fields(self, task_id: str, fields: dict[str, Any]) -> None:
+        """A dependent's shard's placeholder of ``task_id`` (owned here) got these fields
+        (``status_message``, ``progress_percentage``): in one scheduler they are the task's.  Kept
+        for later when the task is not here yet (at most ``MAX_MENTIONS`` tasks)."""
+        if task_id in self._tasks:
+            return
+        pending = self._pending_fields
+        if task_id in pending or len(pending) < MAX_MENTIONS:
+            pending.setdefault(task_id, {}).update(
+                (k, v) for k, v in fields.items() if k in ("status_message", "progress_percentage")
+            )
+
+    def _adopt_mention(self, t: _Task, time: float, number: int) -> None:
+        """``t`` was first mentioned earlier elsewhere: created then.  A task still UNKNOWN since
+        it was made here has been the placeholder since that mention in one scheduler: it
+        entered UNKNOWN then too (``last_updated`` and its place among the UNKNOWN tasks)."""
+        if t.status == UNKNOWN and t.updated == t.time:
+            t.updated = time
+            t.seq = min(t.seq, number)
+        t.time = time
+        t.cseq = min(t.cseq, number)
+
+    def take_dep_raises(self) -> dict[str, Any]:
+        """``{task_id: priority}``: the rises into dependencies not here since the last call."""
+        out, self._dep_raises = self._dep_raises, {}
+        return out
 
     def add_stakeholders(self, task_id: str, workers: dict[str, float]) -> None:
         """Another shard's dependency placeholder of ``task_id`` has these stakeholders
@@ -2378,6 +2437,9 @@ class SchedulerCore:
                     stack.append(dep_id)
                     stack.extend(dep.deps)
                     table[dep_id] = ""
+                elif dep.status == PENDING and dep_id in self.mirror_up:
+                    # another shard's task: its own dependencies' worst, as its owner walked them
+                    table[dep_id] = self.mirror_up[dep_id]
                 else:
                     table[dep_id] = _STATUS_TO_UPSTREAM.get(dep.status, "")
             elif table[dep_id] == "" and dep.deps:
@@ -2542,6 +2604,19 @@ class SchedulerCore:
             task_id = queue.popleft()
             t = tasks.get(task_id)
             if t is None:
+                if inverse and task_id in root_set and task_id in mirrored and task_id in rdeps:
+                    # named as a dependency here without a placeholder (an assistant's add_task
+                    # makes none): its dependents here are in luigid's inverse graph all the same
+                    following = dependents[task_id] = sorted(rdeps[task_id])
+                    if not include:
+                        following = [
+                            d for d in following if (dt := tasks.get(d)) is None or dt.status != DONE
+                        ]
+                        dependents[task_id] = following
+                    for d in following:
+                        if d not in seen:
+                            seen.add(d)
+                            queue.append(d)
                 continue
             if not t.family:
                 unknown.append(task_id)
