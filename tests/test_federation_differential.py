@@ -42,15 +42,10 @@ FEDERATION_EXAMPLES = 25
 THREE_SHARDS_FINDINGS = (
     "the first difference of the derandomized run: a prune that fails tasks on several shards "
     "(a dead worker's batch over shards) has them enter FAILED in the order of the shards' "
-    "requests, not luigid's creation order (minimized below); other sequences of that run meet "
-    "the priority of a placeholder mentioned on several shards (the r10 work); random runs also "
-    "find a dead worker's batch over shards failed member by member (minimized below), and "
-    "random runs on main "
-    "after the greedy walk over shards also find: task_list's upstream_status filters "
-    "(UPSTREAM_RUNNING, UPSTREAM_MISSING_INPUT) over a remote dependency's own dependencies "
-    "(a live mirror is a leaf: PENDING reads UPSTREAM_MISSING_INPUT where luigid walks on); "
-    "dep_graph's resources_running and inverse_dep_graph's key order; worker_list and "
-    "get_work keys"
+    "requests, not luigid's creation order (minimized below); random runs also find: a dead "
+    "worker's batch over shards failed member by member (minimized below), a batch runner's "
+    "report of a batch over shards refused ('no running batch'), and task_list's "
+    "UPSTREAM_MISSING_INPUT over a remote dependency named without a placeholder"
 )
 NO_CORE_STATE = {"snapshot", "restore", "collect_changes"}
 
