@@ -546,7 +546,11 @@ class RouterCore:
         timeout: float | None = None,
         force: bool = False,
     ) -> None:
-        """Call every target; ``done(results, errors)`` once all have answered or failed."""
+        """Call every target; ``done(results, errors)`` once all have answered or failed.
+
+        Every target's request goes under one order stamp: what the shards do in it is one
+        luigid's one call (a read's prune: one pass over its tasks in creation order, which the
+        shards' numbers then give, ties in creation order)."""
         ids = list(dict.fromkeys(targets))
         results: dict[str, Any] = {}
         errors: dict[str, FederationError] = {}
@@ -568,9 +572,10 @@ class RouterCore:
 
             return cb
 
+        stamp = self.pool.next_stamp() if len(ids) > 1 else None
         for sid in ids:
             kw = kwargs(sid) if callable(kwargs) else kwargs
-            self.pool.call(sid, method, kw, one(sid), timeout=timeout, force=force)
+            self.pool.call(sid, method, kw, one(sid), timeout=timeout, force=force, stamp=stamp)
 
     def _on_all_call(
         self,
