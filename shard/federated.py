@@ -328,8 +328,9 @@ class FederatedCore:
         table: dict[str, str] = {}
         value = self.core.upstream_value
         for task_id, sent in list(self._watched.items()):
-            # (a task not here yet is watched all the same: its mirrors wait for it; the router
-            # ends the watch with the last mirror, ``fed_forget_mentions``)
+            if task_id not in self._state:
+                del self._watched[task_id]
+                continue
             now = value(task_id, table)
             if now != sent:
                 self._watched[task_id] = now
@@ -1029,13 +1030,10 @@ class FederatedCore:
 
     def fed_forget_mentions(self, task_ids: list[str]) -> None:
         """No shard has a placeholder of these tasks (owned here) any more: a first mention kept
-        for one not here yet is forgotten (``SchedulerCore.forget_mentions``), and its upstream
-        value is not watched any more."""
+        for one not here yet is forgotten (``SchedulerCore.forget_mentions``)."""
         if not isinstance(task_ids, list) or not all(isinstance(t, str) for t in task_ids):
             raise TypeError("task_ids must be a list of task ids")
         self.core.forget_mentions(t for t in task_ids if self.owns(t))
-        for task_id in task_ids:
-            self._watched.pop(task_id, None)  # no mirror left to tell its upstream value
 
     def fed_placeholder_fields(self, task_id: str, fields: dict[str, Any]) -> None:
         """A status message or progress set on another shard's placeholder of ``task_id`` (owned

@@ -393,22 +393,3 @@ def test_a_task_list_over_max_shown_tasks_prunes_nothing() -> None:
     d.ping(worker="W1")
     d.task_list(status="", upstream_status="")
     d.task_list(status="", upstream_status="")
-
-
-def test_upstream_value_of_a_dependency_mirrored_before_its_owner_has_it() -> None:
-    """The dependency is mirrored (a dependent elsewhere names it) before its owner has it; its
-    upstream value reaches the mirror once the owner makes it and as it changes."""
-    d = Differential(make_config(remove_delay=0.0), ThreeShards, check_changes=False)
-    fed = _fed(d)
-    other, top = fed.task_on("s0", "other"), fed.task_on("s2", "top")
-    bottom, middle = fed.task_on("s1", "bottom"), fed.task_on("s0", "middle")
-    d.add_task(task_id=other, worker="W", deps=[bottom], family="R", module="m", params={}, runnable=False)
-    d.add_task(
-        task_id=top, worker="W", deps=[bottom, middle], family="C", module="m", params={}, runnable=False
-    )
-    d.add_task(task_id=bottom, worker="W", family="A", module="m", params={"p": "1"}, priority=5)
-    d.add_task(task_id=middle, worker="W", deps=[bottom], family="B", module="m", params={}, runnable=False)
-    d.advance(8)
-    d.get_work(worker="W", host="h", current_tasks=[other])
-    d.task_list(status="PENDING", upstream_status="UPSTREAM_RUNNING")
-    d.task_list(status="PENDING", upstream_status="UPSTREAM_MISSING_INPUT")
