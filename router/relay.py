@@ -312,7 +312,6 @@ class Relay:
         fresh: dict[str, list[str]] = defaultdict(list)
         mentions: dict[str, dict[str, list[Any]]] = defaultdict(dict)
         forgotten: dict[str, list[str]] = defaultdict(list)
-        ups = result.get("up")
         for change in result.get("changes") or ():
             task_id, status, priority, seq = change[:4]
             owner = self.owner(task_id)
@@ -321,14 +320,10 @@ class Relay:
                     self.prio_reraised.pop(task_id, None)  # made again later: asked again then
                 if self.frozen is not None and self.frozen(task_id):
                     continue  # moving (resharding): its new owner's status is relayed after the switch
-                up = ups.get(task_id) if isinstance(ups, dict) else None
                 for sid in self.subs.get(task_id, ()):
                     if self._pushed and self._pushed.pop((task_id, sid), None) == (feed.epoch, seq):
                         continue  # pushed there at its grant already: the same version
-                    update = [task_id, status, feed.epoch, seq]
-                    if isinstance(up, str):
-                        update.append(up)  # its upstream value, for its mirrors' upstream walks
-                    updates[sid].append(update)
+                    updates[sid].append([task_id, status, feed.epoch, seq])
                 continue
             if status is None:
                 mirrored = task_id in self.subs
@@ -514,12 +509,8 @@ class Relay:
                         if self.owner(task_id) != owner or (self.frozen is not None and self.frozen(task_id)):
                             continue  # moving (resharding), or moved while the answer was on its way
                         status, seq = (state[0], state[2]) if state else (None, 0)
-                        up = state[3] if state and len(state) > 3 and isinstance(state[3], str) else None
                         for sid in (targets or {}).get(task_id) or self.subs.get(task_id) or ():
-                            update = [task_id, status, epoch, seq]
-                            if up is not None:
-                                update.append(up)
-                            updates[sid].append(update)
+                            updates[sid].append([task_id, status, epoch, seq])
                     self._send_updates(updates)
                 elif err is not None:
                     log.info("router: cannot read status from shard %s yet: %s", link.id, err.message)

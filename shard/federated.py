@@ -242,9 +242,6 @@ class FederatedCore:
         self._stake_out: deque[tuple[int, float, list[Any]]] = deque()
         self._told: dict[str, frozenset[str]] = {}
         self._state: dict[str, tuple[str, Any]] = {}
-        #: owned tasks other shards mirror (asked by ``fed_status``) and the upstream value last
-        #: fed for each (``SchedulerCore.upstream_value``)
-        self._watched: dict[str, str | None] = {}
         self._mirrors: set[str] = set()
         self._res_tasks: set[str] = set()
         self._ns: dict[str, dict[str, int]] = {}
@@ -322,23 +319,6 @@ class FederatedCore:
             if status is not None:
                 self._deletions.pop(task_id, None)
 
-    def _watch_upstream(self) -> None:
-        """The upstream value of each mirrored PENDING task with dependencies, fed anew when it
-        changed (its mirrors' dependents' upstream walks take it: luigid walks on into it)."""
-        table: dict[str, str] = {}
-        value = self.core.upstream_value
-        for task_id, sent in list(self._watched.items()):
-            if task_id not in self._state:
-                del self._watched[task_id]
-                continue
-            now = value(task_id, table)
-            if now != sent:
-                self._watched[task_id] = now
-                self._refeed(task_id)
-
-    def _up(self, task_id: str) -> str | None:
-        return self._watched.get(task_id)
-
     def _refeed(self, task_id: str) -> None:
         """A new feed entry for ``task_id`` although its status did not change."""
         state = self._state.get(task_id)
@@ -385,8 +365,6 @@ class FederatedCore:
                 feed=True,
             )
         self._stakes(changes)
-        if self._watched:
-            self._watch_upstream()
         if changes.deleted_tasks:
             now = self._clock()
             deletions = self._deletions
@@ -536,7 +514,6 @@ class FederatedCore:
                 "resource_pending": bool(self._res_tasks),
             }
         raises, self._dep_raises = self._dep_raises, {}
-        ups: dict[str, str] = {}
         newer: list[list[Any]] = []
         for task_id in reversed(self._feed):
             seq, status, priority = self._feed[task_id]
@@ -544,9 +521,6 @@ class FederatedCore:
                 break
             fresh = task_id in self._mirrors and not self._version(task_id)
             entry = [task_id, status, priority, seq, fresh]
-            up = self._watched.get(task_id) if status == PENDING else None
-            if up is not None:
-                ups[task_id] = up
             if fresh:
                 # when and in what order this placeholder was made: its owner adopts a first mention
                 t = self.core.get_task(task_id)
@@ -569,8 +543,6 @@ class FederatedCore:
             "stakeholders": [entry for seq, _, entry in self._stake_out if since < seq <= upto],
             # priority rises into other shards' tasks this shard has no placeholder of
             "raises": raises,
-            # the upstream values of mirrored PENDING tasks with dependencies (``_watch_upstream``)
-            "up": ups,
             "more": more,
             "resources_running": self._usage(),
             "resource_pending": bool(self._res_tasks),
@@ -590,20 +562,13 @@ class FederatedCore:
         self._absorb()
         out: dict[str, Any] = {}
         feed = self._feed
-        table: dict[str, str] = {}
         for task_id in task_ids:
             state = self._state.get(task_id)
-            if self.owns(task_id) and task_id not in self._watched:
-                # mirrored elsewhere from now on: its upstream value goes with its status
-                self._watched[task_id] = self.core.upstream_value(task_id, table)
             if state is None:
                 out[task_id] = [None, None, self._seq]
             else:
                 entry = feed.get(task_id)  # none: unchanged since the epoch began
                 out[task_id] = [state[0], state[1], entry[0] if entry is not None else 0]
-                up = self._watched.get(task_id) if state[0] == PENDING else None
-                if up is not None:
-                    out[task_id].append(up)
         return {"epoch": self._epoch, "tasks": out}
 
     def fed_mirror_update(self, updates: list[list[Any]]) -> dict[str, Any]:
@@ -614,9 +579,8 @@ class FederatedCore:
         for u in updates:
             if (
                 not isinstance(u, list)
-                or len(u) not in (4, 5)
+                or len(u) != 4
                 or not isinstance(u[0], str)
-                or (len(u) == 5 and not isinstance(u[4], str))
                 or not (u[1] is None or isinstance(u[1], str))
                 or not isinstance(u[3], int)
             ):
@@ -630,7 +594,7 @@ class FederatedCore:
         # updates of mirrors whose status makes nothing runnable (not DONE, not DISABLED: losing
         # them in a crash is safe) need no commit of their own: held back to the next (``_lazy``)
         lazy = True
-        for task_id, status, epoch, seq, *more in parsed:
+        for task_id, status, epoch, seq in parsed:
             if self.owns(task_id):
                 continue  # never overwrite a task this shard owns
             t = core.get_task(task_id)
@@ -656,10 +620,6 @@ class FederatedCore:
             if current is None or new == DISABLED or t.status in (DONE, DISABLED):
                 lazy = False
             core.force_status(task_id, new)
-            if more and new == PENDING:
-                core.mirror_up[task_id] = more[0]  # the owner's upstream value of its task
-            else:
-                core.mirror_up.pop(task_id, None)
             fed: dict[str, Any] = {"epoch": version[0], "seq": version[1]}
             if status is None:
                 if t.fed.get("live"):

@@ -522,9 +522,6 @@ class SchedulerCore:
         #: federation: status message / progress set on another shard's placeholder of a task not
         #: here yet (``placeholder_fields``): the task made here later has them, as luigid's does
         self._pending_fields: dict[str, dict[str, Any]] = {}
-        #: federation: a mirror's owner's upstream value of its PENDING task (Luigi's table value
-        #: of a PENDING task with deps, which a bare placeholder here cannot walk into)
-        self.mirror_up: dict[str, str] = {}
         #: placeholders of tasks deleted where they live (a federation's mirrors whose owner pruned
         #: the task): the next mention makes them anew, as Luigi makes a deleted task anew (a new
         #: creation time and number, the federation data cleared: ``_remake``)
@@ -907,8 +904,6 @@ class SchedulerCore:
 
     def _delete_task(self, task_id: str) -> None:
         t = self._tasks.pop(task_id)
-        if self.mirror_up:
-            self.mirror_up.pop(task_id, None)
         del self._by_status[t.status][task_id]
         if t.status in _COUNTED:
             self._wcontrib(t, -1)
@@ -2123,14 +2118,6 @@ class SchedulerCore:
             self._d_tasks.add(task_id)
             self._sync(t)
 
-    def upstream_value(self, task_id: str, table: dict[str, str]) -> str | None:
-        """Luigi's upstream-status table value of a PENDING task with dependencies (what a
-        dependent's walk takes for it), None for any other task (its own status tells)."""
-        t = self._tasks.get(task_id)
-        if t is None or t.status != PENDING or not t.deps:
-            return None
-        return self._upstream_status(task_id, table)
-
     def forget_mentions(self, task_ids: Iterable[str]) -> None:
         """The placeholders that mentioned these tasks elsewhere are all gone (pruned with their
         dependents, as luigid prunes the one placeholder): a task not here yet is created when it
@@ -2445,9 +2432,6 @@ class SchedulerCore:
                     stack.append(dep_id)
                     stack.extend(dep.deps)
                     table[dep_id] = ""
-                elif dep.status == PENDING and dep_id in self.mirror_up:
-                    # another shard's task: its own dependencies' worst, as its owner walked them
-                    table[dep_id] = self.mirror_up[dep_id]
                 else:
                     table[dep_id] = _STATUS_TO_UPSTREAM.get(dep.status, "")
             elif table[dep_id] == "" and dep.deps:
