@@ -546,11 +546,7 @@ class RouterCore:
         timeout: float | None = None,
         force: bool = False,
     ) -> None:
-        """Call every target; ``done(results, errors)`` once all have answered or failed.
-
-        Every target's request goes under one order stamp: what the shards do in it is one
-        luigid's one call (a read's prune: one pass over its tasks in creation order, which the
-        shards' numbers then give, ties in creation order)."""
+        """Call every target; ``done(results, errors)`` once all have answered or failed."""
         ids = list(dict.fromkeys(targets))
         results: dict[str, Any] = {}
         errors: dict[str, FederationError] = {}
@@ -572,10 +568,9 @@ class RouterCore:
 
             return cb
 
-        stamp = self.pool.next_stamp() if len(ids) > 1 else None
         for sid in ids:
             kw = kwargs(sid) if callable(kwargs) else kwargs
-            self.pool.call(sid, method, kw, one(sid), timeout=timeout, force=force, stamp=stamp)
+            self.pool.call(sid, method, kw, one(sid), timeout=timeout, force=force)
 
     def _on_all_call(
         self,

@@ -227,13 +227,11 @@ class ShardPool:
         timeout: float | None = None,
         force: bool = False,
         probe: bool = False,
-        stamp: int | None = None,
     ) -> None:
         """Send a request body to shard ``sid``; ``cb`` gets the answer (decoded unless ``raw``).
 
         A shard that is down fails the call at once unless ``force`` (probes, health); so does
-        one that left the federation (resharding).  ``stamp``: this order stamp, not the next
-        (one stamp for a call sent to several shards whose events luigid orders as one pass)."""
+        one that left the federation (resharding)."""
         link = self.links.get(sid)
         if link is None:
             gone = TransportError(f"shard {sid} is not in the federation (any more)")
@@ -246,9 +244,7 @@ class ShardPool:
         tag = _TAG.pack(next(self._tags))
         ok = False
         try:
-            ok = self._transmit(
-                link, [tag, key, wire.add_stamp(body, stamp if stamp is not None else self.next_stamp())]
-            )
+            ok = self._transmit(link, [tag, key, wire.add_stamp(body, self.next_stamp())])
         except TransportError as e:
             log.warning("router: send to shard %s failed: %s", sid, e)
         if not ok:
@@ -275,9 +271,8 @@ class ShardPool:
         timeout: float | None = None,
         force: bool = False,
         probe: bool = False,
-        stamp: int | None = None,
     ) -> None:
-        """Call ``method(**kwargs)`` on shard ``sid``; ``cb(result, error)`` (``stamp``: ``send``)."""
+        """Call ``method(**kwargs)`` on shard ``sid``; ``cb(result, error)``."""
         body = wire.encode_request(0, method, kwargs)
         link = self.links.get(sid)
         if link is not None and method not in SETTLED_METHODS:
@@ -290,7 +285,7 @@ class ShardPool:
                 summaries.settled(link, number)
                 inner(result, err)
 
-        self.send(sid, b"", body, cb, timeout=timeout, force=force, probe=probe, stamp=stamp)
+        self.send(sid, b"", body, cb, timeout=timeout, force=force, probe=probe)
 
     def _on_reply(self, link: ShardLink, frames: list[bytes]) -> None:
         """A shard's ``[tag, reply_body]`` (``[tag, reply_body, summaries]``: ``router.summaries``)."""

@@ -182,14 +182,12 @@ def _order_keys(listings: Results, owner: Owner, *, by_status: bool) -> dict[str
             if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(x, int) for x in pair)):
                 continue
             if by_status:
-                # the owner's number; without it, the earliest placeholder's (luigid's one); equal
-                # entry numbers (one prune's pass over shards under one stamp): creation order
-                key = (pair[0] << 64) | pair[1]
+                # the owner's number; without it, the earliest placeholder's (luigid's one)
                 if owner(task_id) == sid:
-                    keys[task_id] = key
+                    keys[task_id] = pair[0]
                     owned.add(task_id)
                 elif task_id not in owned:
-                    keys[task_id] = min(keys.get(task_id, key), key)
+                    keys[task_id] = min(keys.get(task_id, pair[0]), pair[0])
             else:
                 keys[task_id] = min(keys.get(task_id, pair[1]), pair[1])
     return keys

@@ -1192,10 +1192,6 @@ class SchedulerCore:
             if due is not None and due.remove == value:
                 cands[tid] = due
         remove: list[str] = []
-        # the tasks this pass fails enter FAILED under one number: luigid's one pass over its
-        # tasks in creation order, which a router orders several shards' passes by (one stamp)
-        entry = self._seq + 1
-        failed: list[_Task] = []
         for t in sorted(cands.values(), key=lambda t: t.cseq):
             # fail_dead_worker_task
             if (
@@ -1207,7 +1203,6 @@ class SchedulerCore:
                 self._set_worker_running(t, None)
                 self._set_status(t, FAILED)
                 t.retry = now + cfg.retry_delay
-                failed.append(t)
             # update_status; a federation's mirror whose owner has the task (``fed["live"]``) is
             # that task, which lives as long as its owner keeps it (the owner knows all its
             # stakeholders): never removed here while so
@@ -1224,9 +1219,6 @@ class SchedulerCore:
                     self._set_remove(t, None)  # marked again once its owner deleted the task
                 else:
                     remove.append(t.id)
-        for t in failed:
-            if t.status == FAILED:
-                t.seq = entry
         for tid in remove:
             self._delete_task(tid)
         # drop empty queues so the dicts do not grow with every family/signature ever seen

