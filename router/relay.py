@@ -365,33 +365,92 @@ class Relay:
                 if sid != link.id and other.state is LinkState.READY and other.federated is True:
                     self.pool.call(sid, "fed_batch_apply", {"effects": effects}, _log_error)
                     targets.add(sid)
+        # what goes to each owner goes in one fed_relay (in the order of the single methods)
+        told: dict[str, dict[str, Any]] = defaultdict(dict)
         for owner, gone in forgotten.items():
             for task_id in gone:
                 self._mentioned.pop(task_id, None)  # mentioned again later: told again
-            self.pool.call(owner, "fed_forget_mentions", {"task_ids": gone}, _log_error)
+            told[owner]["forget"] = gone
         for owner, found in mentions.items():
             # the placeholder was the task's first mention: its owner takes that creation time
-            self._mention(owner, found)
+            new = self._new_mentions(found)
+            if new:
+                told[owner]["mentions"] = new
         self._send_updates(updates)
-        self._send_raises(raises)
-        self._tell_stakeholders(link.id, result.get("stakeholders"))
+        for owner, prios in raises.items():
+            told[owner]["raises"] = prios
+        for owner, entries in self._stakeholders_by_owner(link.id, result.get("stakeholders")).items():
+            told[owner]["stakeholders"] = entries
         for owner, task_ids in fresh.items():
-            self._relay_status(owner, task_ids, {t: {link.id} for t in task_ids})
+            if len(task_ids) <= CHUNK:
+                told[owner]["status"] = task_ids
+            else:
+                self._relay_status(owner, task_ids, {t: {link.id} for t in task_ids})
+        for owner, parts in told.items():
+            self._send_relay(owner, parts, {t: {link.id} for t in parts.get("status", ())})
         return bool(result.get("more"))
 
-    def _tell_stakeholders(self, sid: str, found: Any) -> None:
-        """Shard ``sid``'s mirrors have these stakeholders (``[[task_id, [[worker, last_active],
-        ...]], ...]``): their owners make them stakeholders too, and know these workers from now
-        on (so the router keeps them active there: luigid has one task and one worker)."""
-        if not isinstance(found, list) or not found:
+    def _send_relay(self, owner: str, parts: dict[str, Any], targets: dict[str, set[str]]) -> None:
+        """One ``fed_relay`` to ``owner`` with what one feed page has for it (``forget``,
+        ``mentions``, ``raises``, ``stakeholders``, ``status``); its answer is handled as the
+        single methods' answers.  An owner that does not know ``fed_relay`` (an older shard during
+        a rolling upgrade) is sent the single methods."""
+        stakes = parts.get("stakeholders")
+        if stakes is not None and self.pool.links[owner].state is LinkState.DOWN:
+            # told when it is synchronised again (``resync``; router memory: a restarted router
+            # resynchronises every shard, whose ``fed_state`` tells them all again)
+            self._stakes_owed[owner].extend(parts.pop("stakeholders"))
+            stakes = None
+        if not parts:
             return
+        if stakes is not None and self._on_stakeholders is not None:
+            self._met(owner, stakes)
+
+        def done(result: Any, err: FederationError | None) -> None:
+            if err is not None and err.code == "unknown_method":
+                self._send_single(owner, parts, targets)
+                return
+            if stakes is not None and isinstance(err, TransportError):
+                self._stakes_owed[owner].extend(stakes)  # the owner went down meanwhile
+            if "raises" in parts:
+                self._raised(owner, result, err)
+            if "status" in parts:
+                self._statuses(owner, result, err, targets)
+            elif err is not None and not isinstance(err, TransportError):
+                _log_error(result, err)
+
+        self.pool.call(owner, "fed_relay", parts, done)
+
+    def _send_single(self, owner: str, parts: dict[str, Any], targets: dict[str, set[str]]) -> None:
+        if "forget" in parts:
+            self.pool.call(owner, "fed_forget_mentions", {"task_ids": parts["forget"]}, _log_error)
+        if "mentions" in parts:
+            self.pool.call(owner, "fed_first_mention", {"mentions": parts["mentions"]}, _log_error)
+        if "raises" in parts:
+            self._send_raises({owner: parts["raises"]})
+        if "stakeholders" in parts:
+            self._tell_stakeholders("", parts["stakeholders"])
+        if "status" in parts:
+            self._relay_status(owner, parts["status"], targets)
+
+    def _stakeholders_by_owner(self, sid: str, found: Any) -> dict[str, list[list[Any]]]:
+        """Shard ``sid``'s mirrors have these stakeholders (``[[task_id, [[worker, last_active],
+        ...]], ...]``), by owner: their owners make them stakeholders too, and know these workers
+        from now on (so the router keeps them active there: luigid has one task and one worker)."""
         by_owner: dict[str, list[list[Any]]] = defaultdict(list)
+        if not isinstance(found, list):
+            return by_owner
         for entry in found:
             if isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], str):
                 owner = self.owner(entry[0])
                 if owner != sid and owner in self.pool.links:
                     by_owner[owner].append(entry)
-        for owner, entries in by_owner.items():
+        return by_owner
+
+    def _tell_stakeholders(self, sid: str, found: Any) -> None:
+        """``fed_add_stakeholders`` to the owners of shard ``sid``'s mirrors with stakeholders
+        (``_stakeholders_by_owner``); after a resynchronisation, and to an older shard."""
+        for owner, entries in self._stakeholders_by_owner(sid, found).items():
             if self.pool.links[owner].state is LinkState.DOWN:
                 # told when it is synchronised again (``resync``; router memory: a restarted
                 # router resynchronises every shard, whose ``fed_state`` tells them all again)
@@ -410,10 +469,12 @@ class Relay:
 
                 self.pool.call(owner, "fed_add_stakeholders", {"stakeholders": chunk}, told)
             if self._on_stakeholders is not None:
-                workers = {
-                    w[0] for e in entries if isinstance(e[1], list) for w in e[1] if isinstance(w, list) and w
-                }
-                self._on_stakeholders(owner, sorted(w for w in workers if isinstance(w, str)))
+                self._met(owner, entries)
+
+    def _met(self, owner: str, entries: list[list[Any]]) -> None:
+        assert self._on_stakeholders is not None
+        workers = {w[0] for e in entries if isinstance(e[1], list) for w in e[1] if isinstance(w, list) and w}
+        self._on_stakeholders(owner, sorted(w for w in workers if isinstance(w, str)))
 
     def _send_updates(self, updates: dict[str, list[list[Any]]]) -> None:
         for sid, items in updates.items():
@@ -441,29 +502,36 @@ class Relay:
         """``fed_first_mention`` of what was not told already (the same time and number), and of
         ``again``: what a mirror tells again when its owner first has the task (the owner may
         have lost, in a restart, the mention it kept for later)."""
+        new = self._new_mentions(found, again)
+        if new:
+            self.pool.call(owner, "fed_first_mention", {"mentions": new}, _log_error)
+
+    def _new_mentions(self, found: dict[str, Any], again: Collection[str] = ()) -> dict[str, Any]:
+        """Of ``found``, what was not told already, and ``again``; remembered as told."""
         told = self._mentioned
         new = {
             task_id: pair for task_id, pair in found.items() if task_id in again or told.get(task_id) != pair
         }
-        if not new:
-            return
         for task_id, pair in new.items():
             told.pop(task_id, None)
             told[task_id] = pair
         while len(told) > MAX_REMEMBERED:
             told.popitem(last=False)
-        self.pool.call(owner, "fed_first_mention", {"mentions": new}, _log_error)
+        return new
 
     def _send_raises(self, raises: dict[str, dict[str, float]]) -> None:
         for sid, prios in raises.items():
 
             def raised(result: Any, err: FederationError | None, sid: str = sid) -> None:
-                # the owner passes the rise on to its own dependencies, some of them mirrors of a
-                # third shard's tasks: pull its feed now, so a chain of shards rises in one go
-                if err is None and not (isinstance(result, dict) and result.get("mirrors") is False):
-                    self.feeds[sid].owed = True  # (an older shard answers None: pulled too)
+                self._raised(sid, result, err)
 
             self.pool.call(sid, "fed_raise_priority", {"priorities": prios}, raised)
+
+    def _raised(self, sid: str, result: Any, err: FederationError | None) -> None:
+        # the owner passes the rise on to its own dependencies, some of them mirrors of a third
+        # shard's tasks: pull its feed now, so a chain of shards rises in one go
+        if err is None and not (isinstance(result, dict) and result.get("mirrors") is False):
+            self.feeds[sid].owed = True  # (an older shard answers None: pulled too)
 
     # -- subscriptions ------------------------------------------------------------------------
     def _subscribe(self, task_id: str, sid: str) -> bool:
@@ -498,22 +566,10 @@ class Relay:
         """Pull the owner's current status of ``task_ids`` and push it to their mirrors."""
         chunks = [task_ids[i : i + CHUNK] for i in range(0, len(task_ids), CHUNK)] or [[]]
         left = [len(chunks)]
-        link = self.pool.links[owner]
 
         def one(result: Any, err: FederationError | None) -> None:
             try:
-                if err is None and isinstance(result, dict):
-                    epoch = result.get("epoch")
-                    updates: dict[str, list[list[Any]]] = defaultdict(list)
-                    for task_id, state in (result.get("tasks") or {}).items():
-                        if self.owner(task_id) != owner or (self.frozen is not None and self.frozen(task_id)):
-                            continue  # moving (resharding), or moved while the answer was on its way
-                        status, seq = (state[0], state[2]) if state else (None, 0)
-                        for sid in (targets or {}).get(task_id) or self.subs.get(task_id) or ():
-                            updates[sid].append([task_id, status, epoch, seq])
-                    self._send_updates(updates)
-                elif err is not None:
-                    log.info("router: cannot read status from shard %s yet: %s", link.id, err.message)
+                self._statuses(owner, result, err, targets)
             finally:
                 left[0] -= 1
                 if left[0] == 0 and done is not None:
@@ -521,6 +577,23 @@ class Relay:
 
         for chunk in chunks:
             self.pool.call(owner, "fed_status", {"task_ids": chunk}, one)
+
+    def _statuses(
+        self, owner: str, result: Any, err: FederationError | None, targets: dict[str, set[str]] | None
+    ) -> None:
+        """``fed_status``'s answer from ``owner``: pushed to the mirrors (``targets``, or all)."""
+        if err is None and isinstance(result, dict):
+            epoch = result.get("epoch")
+            updates: dict[str, list[list[Any]]] = defaultdict(list)
+            for task_id, state in (result.get("tasks") or {}).items():
+                if self.owner(task_id) != owner or (self.frozen is not None and self.frozen(task_id)):
+                    continue  # moving (resharding), or moved while the answer was on its way
+                status, seq = (state[0], state[2]) if state else (None, 0)
+                for sid in (targets or {}).get(task_id) or self.subs.get(task_id) or ():
+                    updates[sid].append([task_id, status, epoch, seq])
+            self._send_updates(updates)
+        elif err is not None:
+            log.info("router: cannot read status from shard %s yet: %s", owner, err.message)
 
     # -- after any restart --------------------------------------------------------------------
     def resync(self, link: ShardLink) -> None:

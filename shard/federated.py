@@ -111,6 +111,7 @@ FED_METHODS = (
     "fed_batch_apply",
     "fed_worker_summaries",
     "fed_add_stakeholders",
+    "fed_relay",
 )
 
 
@@ -557,8 +558,7 @@ class FederatedCore:
         than any change of that task already relayed, so a mirror that missed the deletion (a
         router resynchronising after a pause) takes it, while any later change still wins.
         """
-        if not isinstance(task_ids, list) or not all(isinstance(t, str) for t in task_ids):
-            raise TypeError("task_ids must be a list of task ids")
+        _check_task_ids(task_ids)
         self._absorb()
         out: dict[str, Any] = {}
         feed = self._feed
@@ -662,11 +662,7 @@ class FederatedCore:
         """A dependent elsewhere has a higher priority: Luigi's priority inheritance, across shards.
         ``{"mirrors": True}`` when the rise went on to a mirror here (a task of a third shard,
         whose owner must hear of it: the router pulls this feed at once)."""
-        if not isinstance(priorities, dict):
-            raise TypeError("priorities must be a map of task id to priority")
-        for task_id, p in priorities.items():
-            if not isinstance(task_id, str) or isinstance(p, bool) or not isinstance(p, (int, float)):
-                raise TypeError(f"bad priority {task_id!r}: {p!r}")
+        _check_priorities(priorities)
         self._absorb()
         before = self._seq
         for task_id, p in priorities.items():
@@ -943,26 +939,9 @@ class FederatedCore:
         """``[[task_id, [[worker, last_active], ...]], ...]``: another shard's dependency
         placeholders of tasks owned here have these stakeholders (``last_active`` on that shard):
         they are these tasks' stakeholders here too (``SchedulerCore.add_stakeholders``)."""
-        if not isinstance(stakeholders, list):
-            raise TypeError("stakeholders must be a list of [task_id, [[worker, last_active], ...]]")
-        parsed: list[tuple[str, dict[str, float]]] = []
-        for entry in stakeholders:
-            if not (
-                isinstance(entry, list)
-                and len(entry) == 2
-                and isinstance(entry[0], str)
-                and isinstance(entry[1], list)
-                and all(
-                    isinstance(p, list)
-                    and len(p) == 2
-                    and isinstance(p[0], str)
-                    and isinstance(p[1], (int, float))
-                    and not isinstance(p[1], bool)
-                    for p in entry[1]
-                )
-            ):
-                raise TypeError(f"bad stakeholders entry {entry!r:.100}")
-            parsed.append((entry[0], {w: float(la) for w, la in entry[1]}))
+        self._add_stakeholders(_parse_stakeholders(stakeholders))
+
+    def _add_stakeholders(self, parsed: list[tuple[str, dict[str, float]]]) -> None:
         for task_id, workers in parsed:
             if self.owns(task_id) and workers:
                 self.core.add_stakeholders(task_id, workers)
@@ -971,19 +950,10 @@ class FederatedCore:
         """``{task_id: [time, creation number]}``: another shard made these tasks (owned here)
         dependency placeholders then; the earliest mention is the task's creation, as in one
         scheduler (``SchedulerCore.first_mention``)."""
-        if not isinstance(mentions, dict):
-            raise TypeError("mentions must be a map of task id -> [time, number]")
-        for task_id, pair in mentions.items():
-            if not (
-                isinstance(task_id, str)
-                and isinstance(pair, list)
-                and len(pair) == 2
-                and isinstance(pair[0], (int, float))
-                and not isinstance(pair[0], bool)
-                and isinstance(pair[1], int)
-                and not isinstance(pair[1], bool)
-            ):
-                raise TypeError(f"mention of {task_id!r:.80} must be [time, number]")
+        _check_mentions(mentions)
+        self._first_mention(mentions)
+
+    def _first_mention(self, mentions: dict[str, list[Any]]) -> None:
         for task_id, (when, number) in mentions.items():
             if self.owns(task_id):
                 self.core.first_mention(task_id, float(when), number)
@@ -991,9 +961,45 @@ class FederatedCore:
     def fed_forget_mentions(self, task_ids: list[str]) -> None:
         """No shard has a placeholder of these tasks (owned here) any more: a first mention kept
         for one not here yet is forgotten (``SchedulerCore.forget_mentions``)."""
-        if not isinstance(task_ids, list) or not all(isinstance(t, str) for t in task_ids):
-            raise TypeError("task_ids must be a list of task ids")
+        _check_task_ids(task_ids)
         self.core.forget_mentions(t for t in task_ids if self.owns(t))
+
+    def fed_relay(
+        self,
+        forget: list[str] | None = None,
+        mentions: dict[str, list[Any]] | None = None,
+        raises: dict[str, Any] | None = None,
+        stakeholders: list[list[Any]] | None = None,
+        status: list[str] | None = None,
+    ) -> dict[str, Any]:
+        """What the router relays to this owner from one page of another shard's change feed, in
+        one message instead of one per kind: ``fed_forget_mentions(forget)``,
+        ``fed_first_mention(mentions)``, ``fed_raise_priority(raises)``,
+        ``fed_add_stakeholders(stakeholders)`` and ``fed_status(status)``, applied in that order
+        (the order they were sent in one by one).  Every part is checked before any is applied:
+        bad input changes nothing.  The answer has ``mirrors`` (with ``raises``) and ``epoch`` and
+        ``tasks`` (with ``status``), as the single methods answer."""
+        if forget is not None:
+            _check_task_ids(forget)
+        if mentions is not None:
+            _check_mentions(mentions)
+        if raises is not None:
+            _check_priorities(raises)
+        parsed = _parse_stakeholders(stakeholders) if stakeholders is not None else None
+        if status is not None:
+            _check_task_ids(status)
+        out: dict[str, Any] = {}
+        if forget:
+            self.core.forget_mentions(t for t in forget if self.owns(t))
+        if mentions:
+            self._first_mention(mentions)
+        if raises:
+            out.update(self.fed_raise_priority(raises))
+        if parsed:
+            self._add_stakeholders(parsed)
+        if status is not None:
+            out.update(self.fed_status(status))
+        return out
 
     def fed_placeholder_fields(self, task_id: str, fields: dict[str, Any]) -> None:
         """A status message or progress set on another shard's placeholder of ``task_id`` (owned
@@ -1182,3 +1188,57 @@ def _merge_into(a: Changes, b: Changes) -> None:
 def _hosted(family: Any, fed: Any) -> bool:
     """A task this shard runs as its own although another shard owns its id (a batch runner)."""
     return bool(family) or (isinstance(fed, dict) and bool(fed.get("hosted")))
+
+
+def _check_task_ids(task_ids: Any) -> None:
+    if not isinstance(task_ids, list) or not all(isinstance(t, str) for t in task_ids):
+        raise TypeError("task_ids must be a list of task ids")
+
+
+def _check_priorities(priorities: Any) -> None:
+    if not isinstance(priorities, dict):
+        raise TypeError("priorities must be a map of task id to priority")
+    for task_id, p in priorities.items():
+        if not isinstance(task_id, str) or isinstance(p, bool) or not isinstance(p, (int, float)):
+            raise TypeError(f"bad priority {task_id!r}: {p!r}")
+
+
+def _check_mentions(mentions: Any) -> None:
+    if not isinstance(mentions, dict):
+        raise TypeError("mentions must be a map of task id -> [time, number]")
+    for task_id, pair in mentions.items():
+        if not (
+            isinstance(task_id, str)
+            and isinstance(pair, list)
+            and len(pair) == 2
+            and isinstance(pair[0], (int, float))
+            and not isinstance(pair[0], bool)
+            and isinstance(pair[1], int)
+            and not isinstance(pair[1], bool)
+        ):
+            raise TypeError(f"mention of {task_id!r:.80} must be [time, number]")
+
+
+def _parse_stakeholders(stakeholders: Any) -> list[tuple[str, dict[str, float]]]:
+    """``fed_add_stakeholders``'s argument, checked: ``[(task_id, {worker: last_active}), ...]``."""
+    if not isinstance(stakeholders, list):
+        raise TypeError("stakeholders must be a list of [task_id, [[worker, last_active], ...]]")
+    parsed: list[tuple[str, dict[str, float]]] = []
+    for entry in stakeholders:
+        if not (
+            isinstance(entry, list)
+            and len(entry) == 2
+            and isinstance(entry[0], str)
+            and isinstance(entry[1], list)
+            and all(
+                isinstance(p, list)
+                and len(p) == 2
+                and isinstance(p[0], str)
+                and isinstance(p[1], (int, float))
+                and not isinstance(p[1], bool)
+                for p in entry[1]
+            )
+        ):
+            raise TypeError(f"bad stakeholders entry {entry!r:.100}")
+        parsed.append((entry[0], {w: float(la) for w, la in entry[1]}))
+    return parsed

@@ -94,6 +94,14 @@ def test_fed_changes_with_a_bad_cursor_or_limit_is_bad_arguments(shard, kwargs) 
             {"family": "F", "unbatched": {}, "resources": {}, "after": [1, 2, 3], "limit": -1},
         ),
         ("fed_batch_release", {"batch_id": 5}),
+        # fed_relay checks every part before it applies any: a good part before a bad one is
+        # not applied either (the task list stays as it was)
+        ("fed_relay", {"raises": {"A": 9}, "stakeholders": {"A": ["w"]}}),
+        ("fed_relay", {"mentions": {"A": [1.0, 1]}, "status": "A"}),
+        ("fed_relay", {"raises": {"A": "high"}}),
+        ("fed_relay", {"forget": [1], "raises": {"A": 9}}),
+        ("fed_relay", {"raises": {"A": 9}, "mentions": {"A": [1.0]}}),
+        ("fed_relay", {"raises": {"A": 9}, "surprise": 1}),
     ],
 )
 def test_other_fed_methods_refuse_bad_arguments(shard, method: str, kwargs: dict) -> None:  # type: ignore[no-untyped-def]
