@@ -538,10 +538,10 @@ class FederatedCore:
             "seq": upto,
             "changes": newer,
             # what batch runners here did to their batches: for the shards with the rest of them
-            "batch": [effect for seq, _, effect in self._batch_out if since < seq <= upto],
+            "batch": _since(self._batch_out, since, upto),
             # mirrors' new stakeholders: ``[[task_id, [[worker, last_active], ...]], ...]``, for
             # their owners (``fed_add_stakeholders``)
-            "stakeholders": [entry for seq, _, entry in self._stake_out if since < seq <= upto],
+            "stakeholders": _since(self._stake_out, since, upto),
             # priority rises into other shards' tasks this shard has no placeholder of
             "raises": raises,
             "more": more,
@@ -1188,6 +1188,19 @@ def _merge_into(a: Changes, b: Changes) -> None:
 def _hosted(family: Any, fed: Any) -> bool:
     """A task this shard runs as its own although another shard owns its id (a batch runner)."""
     return bool(family) or (isinstance(fed, dict) and bool(fed.get("hosted")))
+
+
+def _since(out: deque[tuple[int, float, list[Any]]], since: int, upto: int) -> list[list[Any]]:
+    """The entries of ``out`` (oldest first, by seq) after ``since`` up to ``upto``: read from the
+    newest end, so that a pull costs what it returns, not the whole retention window."""
+    found = []
+    for seq, _, entry in reversed(out):
+        if seq <= since:
+            break
+        if seq <= upto:
+            found.append(entry)
+    found.reverse()
+    return found
 
 
 def _check_task_ids(task_ids: Any) -> None:

@@ -222,3 +222,16 @@ def test_a_task_deleted_and_made_again_is_live_in_the_feed() -> None:
     assert fed.fed_status([tid])["tasks"][tid] == ["PENDING", 0, seq]
     assert [c[0] for c in fed.fed_changes(fed._floor)["changes"]] == [tid, later]
     assert fed.fed_changes(gone_seq - 1)["resync"] is True
+
+
+def test_feed_side_lists_return_exactly_the_entries_after_the_cursor_up_to_the_page_end() -> None:
+    from collections import deque
+
+    from shard.federated import _since
+
+    out = deque((seq, 0.0, [f"e{seq}"]) for seq in (3, 5, 8, 9, 12))
+    assert _since(out, 0, 12) == [["e3"], ["e5"], ["e8"], ["e9"], ["e12"]]
+    assert _since(out, 5, 9) == [["e8"], ["e9"]]
+    assert _since(out, 4, 4) == []
+    assert _since(out, 12, 20) == []
+    assert _since(deque(), 0, 5) == []
