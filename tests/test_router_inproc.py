@@ -224,3 +224,42 @@ def test_health_of_a_down_shard_keeps_its_configured_store(fed: Fed) -> None:
     # what its config says, as its shard_info would (an SQLite path), never a password
     assert down["backend"] == "sqlite" and down["location"].endswith("s2.db")
     assert by_id["s0"]["up"] is True and by_id["s0"]["location"] == fed.servers["s0"].store.location
+
+
+@pytest.mark.parametrize("shards", ["current", "older"])
+def test_what_a_feed_page_has_for_an_owner_reaches_it_in_one_fed_relay_or_one_by_one(
+    fed: Fed, shards: str
+) -> None:
+    """A remote dependency's first mention, its dependent's priority and its stakeholder reach
+    its owner in one ``fed_relay``; an older shard without it gets the single methods."""
+    if shards == "older":
+        for server in fed.servers.values():
+            del server._methods["fed_relay"]
+    a, b = fed.task_on("s0", "a"), fed.task_on("s1", "b")
+    fed.add(b, deps=[a], priority=5)  # a placeholder of a on s1: its first mention
+    fed.router.clock.advance(1.0)
+    fed.router.settle()
+    placeholder = fed.servers["s1"].core.core.get_task(a)
+    assert placeholder is not None
+    fed.add(a, worker="other")  # a made by its owner later: older by its first mention
+    fed.router.clock.advance(1.0)
+    fed.router.settle()
+    tasks = fed.call("task_list", status="PENDING", upstream_status="")
+    assert tasks[a]["start_time"] == placeholder.time  # the first mention, not the add_task
+    assert tasks[a]["priority"] == 5  # inherited from b on s1
+    owned = fed.servers["s0"].core.core.get_task(a)
+    assert owned is not None and W in owned.stakeholders  # b's worker is a's stakeholder too
+    assert fed.get_work(worker="other") == a
+    fed.add(a, worker="other", status="DONE")
+    assert fed.get_work() == b
+
+    def handled(method: str) -> float:
+        labels = {"shard": "s0", "method": method, "outcome": "ok"}
+        return fed.servers["s0"].metrics.registry.get_sample_value("fed_shard_requests_total", labels) or 0.0
+
+    if shards == "current":
+        assert handled("fed_relay") >= 1
+        assert handled("fed_add_stakeholders") == 0  # (a priority asked again after a's add_task
+        # goes alone: ``Relay.reraise``)
+    else:
+        assert handled("fed_add_stakeholders") >= 1 and handled("fed_raise_priority") >= 1
