@@ -48,7 +48,7 @@ from federation import wire
 from federation.config import ShardSpec
 from federation.errors import FederationError, ProtocolError, TransportError, error_from_wire
 from router import summaries
-from router.summaries import SETTLED_METHODS
+from router.summaries import is_settled
 
 log = logging.getLogger("router.links")
 
@@ -275,7 +275,7 @@ class ShardPool:
         """Call ``method(**kwargs)`` on shard ``sid``; ``cb(result, error)``."""
         body = wire.encode_request(0, method, kwargs)
         link = self.links.get(sid)
-        if link is not None and method not in SETTLED_METHODS:
+        if link is not None and not is_settled(method, kwargs):
             # until answered, the shard's summaries may not show what this call changes
             number = next(self._unsettled)
             link.unsettled[number] = None

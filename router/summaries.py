@@ -77,6 +77,16 @@ SETTLED_METHODS = frozenset(
     }
 )
 
+#: a ``fed_relay`` with only these parts is as settled as ``fed_add_stakeholders`` and ``fed_status``
+SETTLED_RELAY_PARTS = frozenset({"stakeholders", "status"})
+
+
+def is_settled(method: str, kwargs: dict[str, Any]) -> bool:
+    """The router's call ``method(**kwargs)`` leaves every worker's summary on the shard as it was."""
+    if method == "fed_relay":
+        return not (kwargs.keys() - SETTLED_RELAY_PARTS)
+    return method in SETTLED_METHODS
+
 
 def usable(link: ShardLink) -> bool:
     """The shard's summaries are in step (see ``after_settled`` for calls in flight)."""

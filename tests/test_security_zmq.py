@@ -36,6 +36,7 @@ FED_METHODS = (
     "fed_inverse_dep_graph",
     "fed_graph_nodes",
     "fed_add_stakeholders",
+    "fed_relay",
     "fed_display_names",
     "shard_info",
     "prune_history",
