@@ -21,6 +21,11 @@ a shard restarts              ``resync``: ``fed_state``, pull every    new epoch
                               its own tasks' status to theirs
 ============================  ======================================  ==============================
 
+What goes to one shard in one router turn (or for one feed page) goes in one ``fed_relay``
+(``Outgoing``, ``_queue``, ``_send_outbox``): mirror updates, and for its own tasks forgotten and
+first mentions, priority rises, stakeholders and status asks.  The single methods named above are
+what ``fed_relay`` applies in that order, and what an older shard that does not know it is sent.
+
 Entry points: :meth:`Relay.on_add_task` (new subscriptions; the answer waits until each remote
 dependency's status is at the mirror), :meth:`Relay.hold` (a call that changes a mirrored task
 is answered after the owner's feed was relayed), :meth:`Relay.flush` (once per router turn),
@@ -64,6 +69,47 @@ class Feed:
     held: list[tuple[int, Call]] = field(default_factory=list)
 
 
+@dataclass(slots=True)
+class Outgoing:
+    """What goes to one shard in its next ``fed_relay`` (``Relay._queue``)."""
+
+    parts: dict[str, Any] = field(default_factory=dict)
+    #: ``status`` asks: task -> the mirror shards its owner's answer goes to
+    targets: dict[str, set[str]] = field(default_factory=dict)
+    #: called once the answer was handled (a status ask's waiting calls are let go)
+    after: list[Callable[[], None]] = field(default_factory=list)
+
+    def mention(self, found: dict[str, list[Any]]) -> None:
+        """First mentions: the earliest of each task (as the owner keeps it)."""
+        if not found:
+            return
+        mentions = self.parts.setdefault("mentions", {})
+        for task_id, pair in found.items():
+            kept = mentions.get(task_id)
+            if kept is None or tuple(pair) < tuple(kept):
+                mentions[task_id] = pair
+
+    def raise_to(self, priorities: dict[str, float]) -> None:
+        """Priority rises: the highest of each task."""
+        raises = self.parts.setdefault("raises", {})
+        for task_id, p in priorities.items():
+            if task_id not in raises or p > raises[task_id]:
+                raises[task_id] = p
+
+    def ask_status(self, targets: dict[str, set[str]], after: Callable[[], None] | None) -> None:
+        """The owner's status of ``targets``' tasks, for the mirror shards named there."""
+        status = self.parts.setdefault("status", [])
+        for task_id, sids in targets.items():
+            known = self.targets.get(task_id)
+            if known is None:
+                status.append(task_id)
+                self.targets[task_id] = set(sids)
+            else:
+                known |= sids
+        if after is not None:
+            self.after.append(after)
+
+
 class Relay:
     """Subscriptions, status asks, held answers, feed cursors and epochs: the cross-shard state."""
 
@@ -105,8 +151,10 @@ class Relay:
         self.prio_sent: dict[str, float] = {}
         #: the priority asked again after the owner's add_task (``reraise``): the owner has it
         self.prio_reraised: dict[str, float] = {}
-        #: mirror updates to send at the end of the turn (``push``): shard -> updates
-        self._pushes: dict[str, list[list[Any]]] = {}
+        #: what goes to each shard in one ``fed_relay`` at the end of this router turn (or with a
+        #: feed page's relay, if sooner): mirror updates (``push``), first mentions, priority
+        #: rises, the status asks of new subscriptions (``_queue``, ``_send_outbox``)
+        self._outbox: dict[str, Outgoing] = {}
         #: (task id, mirror shard) -> the (epoch, seq) pushed there: the feed's same entry is not
         #: relayed again (``on_changes``)
         self._pushed: dict[tuple[str, str], tuple[Any, Any]] = {}
@@ -176,7 +224,7 @@ class Relay:
             return  # asked again after an earlier add_task: the owner has it (a DONE report...)
         if remember:
             self.prio_reraised[task_id] = wanted
-        self._send_raises({sid: {task_id: wanted}})
+        self._queue(sid).raise_to({task_id: wanted})
 
     def is_mirrored(self, task_id: str) -> bool:
         return task_id in self.subs
@@ -203,20 +251,16 @@ class Relay:
         with the turn's others for that shard in one ``fed_mirror_update``: ahead of anything
         sent there in a later turn (the same FIFO), so ahead of the next call of any client that
         was answered in this one."""
-        self._pushes.setdefault(sid, []).append(update)
+        self._queue(sid).parts.setdefault("updates", []).append(update)
         pushed = self._pushed
         if len(pushed) >= MAX_REMEMBERED:
             pushed.pop(next(iter(pushed)))
         pushed[(update[0], sid)] = (update[2], update[3])
 
     def flush(self) -> None:
-        """Once per router turn: pushed mirror updates, one fed_status per owner for this turn's
-        subscriptions, and owed pulls."""
-        if self._pushes:
-            pushes, self._pushes = self._pushes, {}
-            self._send_updates(
-                {sid: items for sid, items in pushes.items() if self.pool.links.get(sid) is not None}
-            )
+        """Once per router turn: what is queued for each shard (pushed mirror updates, first
+        mentions, priority rises, the status of this turn's new subscriptions from their owners)
+        in one ``fed_relay`` per shard, and owed pulls."""
         asks, self._status_asks = self._status_asks, {}
         for owner, targets in asks.items():
 
@@ -226,7 +270,8 @@ class Relay:
                         for call in self._unsettled.pop((dep, sid), ()):
                             self._release(call)
 
-            self._relay_status(owner, list(targets), targets, settled)
+            self._queue(owner).ask_status(targets, settled)
+        self._send_outbox()
         for sid, feed in self.feeds.items():
             if not feed.owed:
                 continue
@@ -365,73 +410,108 @@ class Relay:
                 if sid != link.id and other.state is LinkState.READY and other.federated is True:
                     self.pool.call(sid, "fed_batch_apply", {"effects": effects}, _log_error)
                     targets.add(sid)
-        # what goes to each owner goes in one fed_relay (in the order of the single methods)
-        told: dict[str, dict[str, Any]] = defaultdict(dict)
+        # what goes to each shard goes in one fed_relay (in the order of the single methods),
+        # with what was queued for it this turn, before the answers held for this page are let go
         for owner, gone in forgotten.items():
             for task_id in gone:
                 self._mentioned.pop(task_id, None)  # mentioned again later: told again
-            told[owner]["forget"] = gone
+            self._queue(owner).parts.setdefault("forget", []).extend(gone)
         for owner, found in mentions.items():
             # the placeholder was the task's first mention: its owner takes that creation time
-            new = self._new_mentions(found)
-            if new:
-                told[owner]["mentions"] = new
-        self._send_updates(updates)
+            self._queue(owner).mention(self._new_mentions(found))
+        for sid, items in updates.items():
+            self._queue(sid).parts.setdefault("updates", []).extend(items)
         for owner, prios in raises.items():
-            told[owner]["raises"] = prios
+            self._queue(owner).raise_to(prios)
         for owner, entries in self._stakeholders_by_owner(link.id, result.get("stakeholders")).items():
-            told[owner]["stakeholders"] = entries
+            self._queue(owner).parts.setdefault("stakeholders", []).extend(entries)
         for owner, task_ids in fresh.items():
-            if len(task_ids) <= CHUNK:
-                told[owner]["status"] = task_ids
-            else:
-                self._relay_status(owner, task_ids, {t: {link.id} for t in task_ids})
-        for owner, parts in told.items():
-            self._send_relay(owner, parts, {t: {link.id} for t in parts.get("status", ())})
+            self._queue(owner).ask_status({t: {link.id} for t in task_ids}, None)
+        self._send_outbox()
         return bool(result.get("more"))
 
-    def _send_relay(self, owner: str, parts: dict[str, Any], targets: dict[str, set[str]]) -> None:
-        """One ``fed_relay`` to ``owner`` with what one feed page has for it (``forget``,
-        ``mentions``, ``raises``, ``stakeholders``, ``status``); its answer is handled as the
-        single methods' answers.  An owner that does not know ``fed_relay`` (an older shard during
-        a rolling upgrade) is sent the single methods."""
+    def _queue(self, sid: str) -> Outgoing:
+        """What goes to shard ``sid`` in its next ``fed_relay`` (``_send_outbox``)."""
+        out = self._outbox.get(sid)
+        if out is None:
+            out = self._outbox[sid] = Outgoing()
+        return out
+
+    def _send_outbox(self) -> None:
+        outbox, self._outbox = self._outbox, {}
+        for sid, out in outbox.items():
+            if sid in self.pool.links:
+                self._send_relay(sid, out)
+
+    def _send_relay(self, sid: str, out: Outgoing) -> None:
+        """One ``fed_relay`` to shard ``sid`` with ``out``'s parts (``updates`` for its mirrors;
+        ``forget``, ``mentions``, ``raises``, ``stakeholders``, ``status`` for its own tasks); its
+        answer is handled as the single methods' answers.  A shard that does not know
+        ``fed_relay`` (an older one during a rolling upgrade) is sent the single methods; parts
+        over ``CHUNK`` entries go on their own, in chunks."""
+        parts, targets, after = out.parts, out.targets, out.after
         stakes = parts.get("stakeholders")
-        if stakes is not None and self.pool.links[owner].state is LinkState.DOWN:
+        if stakes is not None and self.pool.links[sid].state is LinkState.DOWN:
             # told when it is synchronised again (``resync``; router memory: a restarted router
             # resynchronises every shard, whose ``fed_state`` tells them all again)
-            self._stakes_owed[owner].extend(parts.pop("stakeholders"))
+            self._stakes_owed[sid].extend(parts.pop("stakeholders"))
             stakes = None
+        big = {
+            k: parts.pop(k) for k in ("updates", "status", "stakeholders") if len(parts.get(k) or ()) > CHUNK
+        }
+        if big:
+            self._send_single(sid, big, targets, after if "status" in big else [])
+            if "status" in big:
+                after = []
+            if "stakeholders" in big:
+                stakes = None
         if not parts:
+            for fn in after:
+                fn()
             return
         if stakes is not None and self._on_stakeholders is not None:
-            self._met(owner, stakes)
+            self._met(sid, stakes)
 
         def done(result: Any, err: FederationError | None) -> None:
             if err is not None and err.code == "unknown_method":
-                self._send_single(owner, parts, targets)
+                self._send_single(sid, parts, targets, after)
                 return
-            if stakes is not None and isinstance(err, TransportError):
-                self._stakes_owed[owner].extend(stakes)  # the owner went down meanwhile
-            if "raises" in parts:
-                self._raised(owner, result, err)
-            if "status" in parts:
-                self._statuses(owner, result, err, targets)
-            elif err is not None and not isinstance(err, TransportError):
-                _log_error(result, err)
+            try:
+                if "updates" in parts:
+                    self._updated(sid, result, err)
+                if stakes is not None and isinstance(err, TransportError):
+                    self._stakes_owed[sid].extend(stakes)  # the shard went down meanwhile
+                if "raises" in parts:
+                    self._raised(sid, result, err)
+                if "status" in parts:
+                    self._statuses(sid, result, err, targets)
+                elif err is not None and not isinstance(err, TransportError):
+                    _log_error(result, err)
+            finally:
+                for fn in after:
+                    fn()
 
-        self.pool.call(owner, "fed_relay", parts, done)
+        self.pool.call(sid, "fed_relay", parts, done)
 
-    def _send_single(self, owner: str, parts: dict[str, Any], targets: dict[str, set[str]]) -> None:
+    def _send_single(
+        self, sid: str, parts: dict[str, Any], targets: dict[str, set[str]], after: list[Callable[[], None]]
+    ) -> None:
+        """``parts`` of a ``fed_relay`` as the single methods (an older shard; a part too big)."""
+        if "updates" in parts:
+            self._send_updates({sid: parts["updates"]})
         if "forget" in parts:
-            self.pool.call(owner, "fed_forget_mentions", {"task_ids": parts["forget"]}, _log_error)
+            self.pool.call(sid, "fed_forget_mentions", {"task_ids": parts["forget"]}, _log_error)
         if "mentions" in parts:
-            self.pool.call(owner, "fed_first_mention", {"mentions": parts["mentions"]}, _log_error)
+            self.pool.call(sid, "fed_first_mention", {"mentions": parts["mentions"]}, _log_error)
         if "raises" in parts:
-            self._send_raises({owner: parts["raises"]})
+            self._send_raises({sid: parts["raises"]})
         if "stakeholders" in parts:
             self._tell_stakeholders("", parts["stakeholders"])
         if "status" in parts:
-            self._relay_status(owner, parts["status"], targets)
+            self._relay_status(sid, parts["status"], targets, _all(after) if after else None)
+        else:
+            for fn in after:
+                fn()
 
     def _stakeholders_by_owner(self, sid: str, found: Any) -> dict[str, list[list[Any]]]:
         """Shard ``sid``'s mirrors have these stakeholders (``[[task_id, [[worker, last_active],
@@ -482,29 +562,27 @@ class Relay:
                 chunk = items[i : i + CHUNK]
 
                 def done(result: Any, err: FederationError | None, sid: str = sid) -> None:
-                    if err is None and isinstance(result, dict):
-                        for task_id in result.get("missing") or ():
-                            self._unsubscribe(task_id, sid)
-                        created = result.get("created")
-                        if isinstance(created, dict) and created:
-                            # new placeholders: their tasks' first mentions, for their owners
-                            by_owner: dict[str, dict[str, Any]] = defaultdict(dict)
-                            for task_id, pair in created.items():
-                                by_owner[self.owner(task_id)][task_id] = pair
-                            retell = result.get("retell")
-                            again = set(retell) if isinstance(retell, list) else ()
-                            for owner, found in by_owner.items():
-                                self._mention(owner, found, again)
+                    self._updated(sid, result, err)
 
                 self.pool.call(sid, "fed_mirror_update", {"updates": chunk}, done)
 
-    def _mention(self, owner: str, found: dict[str, Any], again: Collection[str] = ()) -> None:
-        """``fed_first_mention`` of what was not told already (the same time and number), and of
-        ``again``: what a mirror tells again when its owner first has the task (the owner may
-        have lost, in a restart, the mention it kept for later)."""
-        new = self._new_mentions(found, again)
-        if new:
-            self.pool.call(owner, "fed_first_mention", {"mentions": new}, _log_error)
+    def _updated(self, sid: str, result: Any, err: FederationError | None) -> None:
+        """``fed_mirror_update``'s answer from mirror shard ``sid``."""
+        if err is None and isinstance(result, dict):
+            for task_id in result.get("missing") or ():
+                self._unsubscribe(task_id, sid)
+            created = result.get("created")
+            if isinstance(created, dict) and created:
+                # new placeholders: their tasks' first mentions, for their owners (at the end of
+                # this turn, with what else goes there)
+                by_owner: dict[str, dict[str, Any]] = defaultdict(dict)
+                for task_id, pair in created.items():
+                    by_owner[self.owner(task_id)][task_id] = pair
+                retell = result.get("retell")
+                again = set(retell) if isinstance(retell, list) else ()
+                for owner, found in by_owner.items():
+                    if owner in self.pool.links:
+                        self._queue(owner).mention(self._new_mentions(found, again))
 
     def _new_mentions(self, found: dict[str, Any], again: Collection[str] = ()) -> dict[str, Any]:
         """Of ``found``, what was not told already, and ``again``; remembered as told."""
@@ -668,6 +746,14 @@ class Relay:
             )
 
         self.pool.call(link.id, "fed_state", {}, on_state)
+
+
+def _all(fns: list[Callable[[], None]]) -> Callable[[], None]:
+    def run() -> None:
+        for fn in fns:
+            fn()
+
+    return run
 
 
 def _log_error(result: Any, err: FederationError | None) -> None:

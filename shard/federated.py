@@ -573,19 +573,9 @@ class FederatedCore:
 
     def fed_mirror_update(self, updates: list[list[Any]]) -> dict[str, Any]:
         """Apply owners' statuses to mirrors: ``[[task_id, status | None, owner_epoch, seq], ...]``."""
-        if not isinstance(updates, list):
-            raise TypeError("updates must be a list of [task_id, status, epoch, seq]")
-        parsed = []
-        for u in updates:
-            if (
-                not isinstance(u, list)
-                or len(u) != 4
-                or not isinstance(u[0], str)
-                or not (u[1] is None or isinstance(u[1], str))
-                or not isinstance(u[3], int)
-            ):
-                raise TypeError(f"bad mirror update {u!r:.100}")
-            parsed.append(u)
+        return self._mirror_update(_parse_updates(updates))
+
+    def _mirror_update(self, parsed: list[list[Any]]) -> dict[str, Any]:
         self._absorb()
         core = self.core
         missing: list[str] = []
@@ -966,19 +956,23 @@ class FederatedCore:
 
     def fed_relay(
         self,
+        updates: list[list[Any]] | None = None,
         forget: list[str] | None = None,
         mentions: dict[str, list[Any]] | None = None,
         raises: dict[str, Any] | None = None,
         stakeholders: list[list[Any]] | None = None,
         status: list[str] | None = None,
     ) -> dict[str, Any]:
-        """What the router relays to this owner from one page of another shard's change feed, in
-        one message instead of one per kind: ``fed_forget_mentions(forget)``,
-        ``fed_first_mention(mentions)``, ``fed_raise_priority(raises)``,
-        ``fed_add_stakeholders(stakeholders)`` and ``fed_status(status)``, applied in that order
-        (the order they were sent in one by one).  Every part is checked before any is applied:
-        bad input changes nothing.  The answer has ``mirrors`` (with ``raises``) and ``epoch`` and
-        ``tasks`` (with ``status``), as the single methods answer."""
+        """What the router has for this shard at once (one page of another shard's change feed, or
+        one router turn), in one message instead of one per kind: ``fed_mirror_update(updates)``
+        (other owners' statuses for the mirrors here), then, for tasks owned here,
+        ``fed_forget_mentions(forget)``, ``fed_first_mention(mentions)``,
+        ``fed_raise_priority(raises)``, ``fed_add_stakeholders(stakeholders)`` and
+        ``fed_status(status)``, applied in that order (the order they were sent in one by one).
+        Every part is checked before any is applied: bad input changes nothing.  The answer has
+        the single methods' answers together: ``missing``, ``created``, ``retell`` (with
+        ``updates``), ``mirrors`` (with ``raises``), ``epoch`` and ``tasks`` (with ``status``)."""
+        parsed_updates = _parse_updates(updates) if updates is not None else None
         if forget is not None:
             _check_task_ids(forget)
         if mentions is not None:
@@ -989,6 +983,8 @@ class FederatedCore:
         if status is not None:
             _check_task_ids(status)
         out: dict[str, Any] = {}
+        if parsed_updates:
+            out.update(self._mirror_update(parsed_updates))
         if forget:
             self.core.forget_mentions(t for t in forget if self.owns(t))
         if mentions:
@@ -1201,6 +1197,23 @@ def _since(out: deque[tuple[int, float, list[Any]]], since: int, upto: int) -> l
             found.append(entry)
     found.reverse()
     return found
+
+
+def _parse_updates(updates: Any) -> list[list[Any]]:
+    """``fed_mirror_update``'s argument, checked."""
+    if not isinstance(updates, list):
+        raise TypeError("updates must be a list of [task_id, status, epoch, seq]")
+    for u in updates:
+        if (
+            not isinstance(u, list)
+            or len(u) != 4
+            or not isinstance(u[0], str)
+            or not (u[1] is None or isinstance(u[1], str))
+            or not isinstance(u[3], int)
+            or isinstance(u[3], bool)
+        ):
+            raise TypeError(f"bad mirror update {u!r:.100}")
+    return updates
 
 
 def _check_task_ids(task_ids: Any) -> None:
