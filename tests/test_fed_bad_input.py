@@ -102,6 +102,8 @@ def test_fed_changes_with_a_bad_cursor_or_limit_is_bad_arguments(shard, kwargs) 
         ("fed_relay", {"forget": [1], "raises": {"A": 9}}),
         ("fed_relay", {"raises": {"A": 9}, "mentions": {"A": [1.0]}}),
         ("fed_relay", {"raises": {"A": 9}, "surprise": 1}),
+        ("fed_relay", {"raises": {"A": 9}, "updates": [["B", "DONE", 1.0, "seven"]]}),
+        ("fed_relay", {"raises": {"A": 9}, "updates": {"B": "DONE"}}),
     ],
 )
 def test_other_fed_methods_refuse_bad_arguments(shard, method: str, kwargs: dict) -> None:  # type: ignore[no-untyped-def]
