@@ -78,6 +78,9 @@ class Outgoing:
     targets: dict[str, set[str]] = field(default_factory=dict)
     #: called once the answer was handled (a status ask's waiting calls are let go)
     after: list[Callable[[], None]] = field(default_factory=list)
+    #: a change-feed pull owed to this shard, answered with the rest (``fed_relay(since=)``):
+    #: the cursor, and the pull's handler of ``fed_changes``' answer
+    pull: tuple[int, Callable[[Any, FederationError | None], None]] | None = None
 
     def mention(self, found: dict[str, list[Any]]) -> None:
         """First mentions: the earliest of each task (as the owner keeps it)."""
@@ -271,7 +274,6 @@ class Relay:
                             self._release(call)
 
             self._queue(owner).ask_status(targets, settled)
-        self._send_outbox()
         for sid, feed in self.feeds.items():
             if not feed.owed:
                 continue
@@ -283,7 +285,9 @@ class Relay:
                     self._release(call)
             elif link.state is LinkState.READY:
                 feed.owed = False
-                self._pull(link)
+                # with what else goes there this turn (after it, as if sent after it)
+                self._pull(link, via=self._outbox.get(sid))
+        self._send_outbox()
 
     def tick(self, now: float) -> None:
         """Timers: resynchronise shards that need it, and pull every feed each ``interval``."""
@@ -310,7 +314,7 @@ class Relay:
             self.pool.defer(lambda call=call: self._release(call))  # type: ignore[misc]
 
     # -- the change feed ----------------------------------------------------------------------
-    def _pull(self, link: ShardLink, *, periodic: bool = False) -> None:
+    def _pull(self, link: ShardLink, *, periodic: bool = False, via: Outgoing | None = None) -> None:
         feed = self.feeds[link.id]
         feed.pulls_sent += 1
         number = feed.pulls_sent
@@ -340,7 +344,10 @@ class Relay:
                         keep.append((n, call))
                 feed.held = keep
 
-        self.pool.call(link.id, "fed_changes", {"since": feed.cursor}, done)
+        if via is not None and via.pull is None:
+            via.pull = (feed.cursor, done)
+        else:
+            self.pool.call(link.id, "fed_changes", {"since": feed.cursor}, done)
 
     def on_changes(self, link: ShardLink, result: dict[str, Any], version: int) -> bool:
         """Relay one change-feed page; True when the shard has more."""
@@ -449,7 +456,7 @@ class Relay:
         answer is handled as the single methods' answers.  A shard that does not know
         ``fed_relay`` (an older one during a rolling upgrade) is sent the single methods; parts
         over ``CHUNK`` entries go on their own, in chunks."""
-        parts, targets, after = out.parts, out.targets, out.after
+        parts, targets, after, pull = out.parts, out.targets, out.after, out.pull
         stakes = parts.get("stakeholders")
         if stakes is not None and self.pool.links[sid].state is LinkState.DOWN:
             # told when it is synchronised again (``resync``; router memory: a restarted router
@@ -468,13 +475,20 @@ class Relay:
         if not parts:
             for fn in after:
                 fn()
+            if pull is not None:
+                self.pool.call(sid, "fed_changes", {"since": pull[0]}, pull[1])
             return
         if stakes is not None and self._on_stakeholders is not None:
             self._met(sid, stakes)
+        if pull is not None:
+            parts["since"] = pull[0]
 
         def done(result: Any, err: FederationError | None) -> None:
             if err is not None and err.code == "unknown_method":
+                parts.pop("since", None)
                 self._send_single(sid, parts, targets, after)
+                if pull is not None:
+                    self.pool.call(sid, "fed_changes", {"since": pull[0]}, pull[1])
                 return
             try:
                 if "updates" in parts:
@@ -488,8 +502,14 @@ class Relay:
                 elif err is not None and not isinstance(err, TransportError):
                     _log_error(result, err)
             finally:
-                for fn in after:
-                    fn()
+                try:
+                    for fn in after:
+                        fn()
+                finally:
+                    if pull is not None:
+                        # the feed's page, as fed_changes answers it (after the parts: the same FIFO)
+                        page = result.get("feed") if err is None and isinstance(result, dict) else None
+                        pull[1](page, err)
 
         self.pool.call(sid, "fed_relay", parts, done)
 

@@ -77,8 +77,9 @@ SETTLED_METHODS = frozenset(
     }
 )
 
-#: a ``fed_relay`` with only these parts is as settled as ``fed_add_stakeholders`` and ``fed_status``
-SETTLED_RELAY_PARTS = frozenset({"stakeholders", "status"})
+#: a ``fed_relay`` with only these parts is as settled as ``fed_add_stakeholders``, ``fed_status``
+#: and ``fed_changes``
+SETTLED_RELAY_PARTS = frozenset({"stakeholders", "status", "since"})
 
 
 def is_settled(method: str, kwargs: dict[str, Any]) -> bool:

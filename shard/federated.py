@@ -962,13 +962,15 @@ class FederatedCore:
         raises: dict[str, Any] | None = None,
         stakeholders: list[list[Any]] | None = None,
         status: list[str] | None = None,
+        since: int | None = None,
     ) -> dict[str, Any]:
         """What the router has for this shard at once (one page of another shard's change feed, or
         one router turn), in one message instead of one per kind: ``fed_mirror_update(updates)``
         (other owners' statuses for the mirrors here), then, for tasks owned here,
         ``fed_forget_mentions(forget)``, ``fed_first_mention(mentions)``,
         ``fed_raise_priority(raises)``, ``fed_add_stakeholders(stakeholders)`` and
-        ``fed_status(status)``, applied in that order (the order they were sent in one by one).
+        ``fed_status(status)``, applied in that order (the order they were sent in one by one),
+        and last ``fed_changes(since)``, its page under ``feed``.
         Every part is checked before any is applied: bad input changes nothing.  The answer has
         the single methods' answers together: ``missing``, ``created``, ``retell`` (with
         ``updates``), ``mirrors`` (with ``raises``), ``epoch`` and ``tasks`` (with ``status``)."""
@@ -982,6 +984,8 @@ class FederatedCore:
         parsed = _parse_stakeholders(stakeholders) if stakeholders is not None else None
         if status is not None:
             _check_task_ids(status)
+        if since is not None and (not isinstance(since, int) or isinstance(since, bool)):
+            raise TypeError("since must be an integer")
         out: dict[str, Any] = {}
         if parsed_updates:
             out.update(self._mirror_update(parsed_updates))
@@ -995,6 +999,8 @@ class FederatedCore:
             self._add_stakeholders(parsed)
         if status is not None:
             out.update(self.fed_status(status))
+        if since is not None:
+            out["feed"] = self.fed_changes(since)
         return out
 
     def fed_placeholder_fields(self, task_id: str, fields: dict[str, Any]) -> None:
