@@ -48,6 +48,10 @@ ERR = 1
 #: accepts requests (an oversized message disconnects the sender) and checked again here.
 DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 MAX_HOPS = 8
+#: first frame of a router's bundle to a shard: ``[BUNDLE, tag, key, body, tag, key, body, ...]``,
+#: the requests of one router turn for that shard in one ZeroMQ message (``shard.server``
+#: answers each as if it came alone; ``router.server.ZmqShardPool.flush_sends``)
+BUNDLE = b"\x00bundle"
 
 
 @dataclass(slots=True)

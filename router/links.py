@@ -102,6 +102,9 @@ class ShardLink:
     #: acknowledged; and what waits for them (``router.summaries.after_settled``)
     unsettled: dict[int, None] = field(default_factory=dict)
     settle_waiters: list[tuple[int, Callable[[], None]]] = field(default_factory=list)
+    #: the shard takes a router turn's requests in one message (``wire.BUNDLE``; it said so in
+    #: ``fed_state``); off while down and until synchronised again (it may be an older build)
+    bundles: bool = False
 
     @property
     def id(self) -> str:
@@ -354,6 +357,7 @@ class ShardPool:
         if link.state is not LinkState.DOWN:
             log.warning("router: shard %s is down: %s", link.id, reason)
         link.state = LinkState.DOWN
+        link.bundles = False
         link.error = reason
         summaries.forget(link)
         link.next_probe = self.clock() + link.probe_delay

@@ -697,6 +697,7 @@ class Relay:
     def resync(self, link: ShardLink) -> None:
         """Rebuild what the router knows of one shard and bring its mirrors (and theirs) up to date."""
         link.state = LinkState.SYNCING
+        link.bundles = False  # until it says so again (a restarted shard may be another build)
         # a restarted shard may have lost what it was told: tell and relay everything again
         self._mentioned.clear()
         self._pushed.clear()
@@ -720,6 +721,7 @@ class Relay:
                     log.warning("router: cannot synchronise shard %s: %s", link.id, err)
                 return
             link.federated = True
+            link.bundles = result.get("bundles") is True
             theirs = result.get("placement")
             if theirs != self.fingerprint and theirs != self.next_fingerprint:
                 # the shard tells its own tasks from mirrors by placement: it must be the router's

@@ -32,11 +32,11 @@ from typing import Any
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from federation import transport
+from federation import transport, wire
 from federation.config import FederationConfig, ShardSpec
 from federation.errors import TransportError
 from router.core import RouterCore
-from router.links import ShardLink, ShardPool
+from router.links import LinkState, ShardLink, ShardPool
 
 log = logging.getLogger("router.server")
 
@@ -62,6 +62,8 @@ class ZmqShardPool(ShardPool):
         #: sockets opened (True) or closed (False) since the loop last looked (resharding)
         self.changed: list[tuple[Any, bool]] = []
         self._socks: dict[str, Any] = {}
+        #: requests queued this turn for shards that take bundles (``flush_sends``)
+        self._outq: dict[str, list[list[bytes]]] = {}
         self._by_sock: dict[Any, ShardLink] = {}
         #: a shard with standbys: its DEALER's monitor -> (link, endpoints with a completed handshake)
         self._monitors: dict[Any, tuple[ShardLink, set[str]]] = {}
@@ -104,7 +106,36 @@ class ZmqShardPool(ShardPool):
             self.changed.append((sock, False))
 
     def _transmit(self, link: ShardLink, frames: list[bytes]) -> bool:
+        if link.bundles:
+            # sent with the turn's others for that shard in one message (``flush_sends``)
+            self._outq.setdefault(link.id, []).append(frames)
+            return True
         return bool(transport.send_frames(self._socks[link.id], frames))
+
+    def flush_sends(self) -> None:
+        """Send what this turn queued for each shard: one message, a bundle (``wire.BUNDLE``) when
+        there is more than one request (fewer ZeroMQ sends: each wakes the I/O thread and the
+        shard).  The same FIFO: nothing queued for a shard is sent after anything sent later."""
+        if not self._outq:
+            return
+        outq, self._outq = self._outq, {}
+        for sid, msgs in outq.items():
+            link = self.links.get(sid)
+            sock = self._socks.get(sid)
+            if link is None or sock is None or link.state is LinkState.DOWN:
+                continue  # its calls failed when it went down (or it left the federation)
+            frames = msgs[0] if len(msgs) == 1 else [wire.BUNDLE, *(f for m in msgs for f in m)]
+            try:
+                ok = transport.send_frames(sock, frames)
+            except TransportError as e:
+                log.warning("router: send to shard %s failed: %s", sid, e)
+                ok = False
+            if not ok:
+                self.mark_down(link, "cannot send (not connected or queue full)")
+
+    def mark_down(self, link: ShardLink, reason: str) -> None:
+        self._outq.pop(link.id, None)  # those calls fail with the rest of the shard's
+        super().mark_down(link, reason)
 
     def drain(self, sock: Any) -> None:
         """Take the replies waiting on one shard's socket (or the events on its monitor)."""
@@ -267,6 +298,7 @@ class Router:
                     poller.unregister(sock)
                     sock.close(0)
             self.pool.changed.clear()
+        self.pool.flush_sends()  # nothing waits in the queue while the loop sleeps
         events = dict(poller.poll(wait_ms))
         for sock in events:
             if sock is not self.front:
@@ -274,6 +306,7 @@ class Router:
         if front and self.front in events:
             self._drain_front()
         self.core.step(timers=timers)
+        self.pool.flush_sends()
 
     def _drain_front(self) -> None:
         handle = self.core.handle

@@ -469,6 +469,8 @@ class FederatedCore:
             "placement": self.placement.fingerprint if self.placement is not None else None,
             "epoch": self._epoch,
             "seq": self._seq,
+            # the router may send a turn's requests in one message (``wire.BUNDLE``)
+            "bundles": True,
             "workers": self.core.worker_ids(),
             "mirrors": {tid: t.priority for tid in self._mirrors if (t := get_task(tid)) is not None},
             # batch runners this shard runs although another shard owns their ids

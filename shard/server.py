@@ -164,17 +164,27 @@ class ShardServer:
                 if not transport.has_input(self.sock):
                     break
                 try:
-                    batch.append(self.sock.recv_multipart(zmq.NOBLOCK))
+                    frames = self.sock.recv_multipart(zmq.NOBLOCK)
                 except zmq.Again:
                     break
+                if len(frames) > 2 and frames[1] == wire.BUNDLE:
+                    batch.extend(unbundle(frames))
+                else:
+                    batch.append(frames)
         else:
             users = []
             for _ in range(self.batch_max):
                 got = transport.recv_frames_user(self.sock) if transport.has_input(self.sock) else None
                 if got is None:
                     break
-                batch.append(got[0])
-                users.append(got[1])
+                frames, user = got
+                if len(frames) > 2 and frames[1] == wire.BUNDLE:
+                    requests = unbundle(frames)
+                    batch.extend(requests)
+                    users.extend([user] * len(requests))  # each request checked on its own
+                else:
+                    batch.append(frames)
+                    users.append(user)
         if not batch:
             return 0
         for frames in self.handle_batch(batch, users):
@@ -379,3 +389,13 @@ class ShardServer:
             "version": self.version,
             "started": self.started,
         }
+
+
+def unbundle(frames: list[bytes]) -> list[list[bytes]]:
+    """The requests of a router's bundle ``[identity, BUNDLE, tag, key, body, ...]``, each as
+    ``[identity, tag, key, body]`` (as it would have come alone).  A bundle that is not whole
+    triples is one bad request (answered ``bad_frames``, nothing applied)."""
+    identity, rest = frames[0], frames[2:]
+    if not rest or len(rest) % 3:
+        return [[identity, wire.BUNDLE]]  # too few frames for a request: bad_frames
+    return [[identity, rest[i], rest[i + 1], rest[i + 2]] for i in range(0, len(rest), 3)]

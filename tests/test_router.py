@@ -385,3 +385,63 @@ def test_owner_names_the_shard_placement_chose(tmp_path: Path) -> None:
             cluster.call("owner", task_id=5)
     finally:
         cluster.stop()
+
+
+def test_a_turns_requests_for_one_shard_go_in_one_bundle_and_are_answered_each() -> None:
+    """``ZmqShardPool``: a shard that takes bundles gets one message per router turn
+    (``flush_sends``); its answers reach each call's callback; a shard that does not is sent
+    each request alone."""
+    from federation.config import ShardSpec
+    from router.server import ZmqShardPool
+
+    ctx = zmq.Context()
+    shard = ctx.socket(zmq.ROUTER)
+    port = shard.bind_to_random_port("tcp://127.0.0.1")
+    got: list[tuple[Any, Any]] = []
+    deferred: list[Any] = []
+    pool = ZmqShardPool(
+        ctx,
+        [(ShardSpec("s0", f"tcp://127.0.0.1:{port}", "sqlite://"), "default")],
+        timeout=5.0,
+        defer=deferred.append,
+    )
+    link = pool.links["s0"]
+    try:
+        for bundles in (True, False):
+            link.bundles = bundles
+            for i in range(3):
+                pool.call("s0", "ping", {"n": i}, lambda r, e: got.append((r, e)))
+            pool.flush_sends()
+            messages = []
+            while sum(1 if m[1] != wire.BUNDLE else (len(m) - 2) // 3 for m in messages) < 3:
+                assert shard.poll(5000)
+                messages.append(shard.recv_multipart())
+            if bundles:
+                assert len(messages) == 1 and messages[0][1] == wire.BUNDLE and len(messages[0]) == 2 + 3 * 3
+                identity, rest = messages[0][0], messages[0][2:]
+                requests = [rest[i : i + 3] for i in range(0, 9, 3)]
+            else:
+                assert len(messages) == 3 and all(m[1] != wire.BUNDLE for m in messages)
+                identity, requests = messages[0][0], [m[1:] for m in messages]
+            assert [
+                wire.decode_request(r[2], wire.DEFAULT_MAX_MESSAGE_BYTES).kwargs["n"] for r in requests
+            ] == [0, 1, 2]
+            for tag, _key, body in reversed(requests):
+                req = wire.decode_request(body, wire.DEFAULT_MAX_MESSAGE_BYTES)
+                transport.send_frames(shard, [identity, tag, wire.encode_ok(req.req_id, req.kwargs["n"])])
+            while len(got) < 3:
+                assert pool_poll(pool, ctx)
+            assert sorted(r for r, e in got) == [0, 1, 2] and all(e is None for _, e in got)
+            got.clear()
+    finally:
+        pool.close()
+        shard.close(0)
+        ctx.term()
+
+
+def pool_poll(pool: Any, ctx: Any) -> bool:
+    for sock in pool.sockets():
+        if sock.poll(5000):
+            pool.drain(sock)
+            return True
+    return False

@@ -179,3 +179,45 @@ def test_prometheus_metrics_count_requests_and_commits(shard: RunningShard) -> N
     assert 'fed_shard_requests_total{method="add_task",outcome="ok",shard="s0"} 1.0' in text
     assert 'fed_shard_requests_total{method="(other)",outcome="unknown_method",shard="s0"} 1.0' in text
     assert "fed_shard_commit_seconds_count" in text
+
+
+def test_a_bundle_of_requests_is_answered_request_by_request_in_order(shard: RunningShard) -> None:
+    ctx = zmq.Context.instance()
+    sock = transport.connect_dealer(ctx, shard.endpoint)
+    try:
+        requests = [
+            (b"t1", wire.encode_request(1, "add_task", {"task_id": "B1", "worker": "w1"})),
+            (b"t2", wire.encode_request(2, "add_task", {"task_id": "B2", "worker": "w1", "deps": ["B1"]})),
+            (b"t3", wire.encode_request(3, "no_such_method", {})),
+            (b"t4", wire.encode_request(4, "get_work", {"worker": "w1", "host": "h"})),
+        ]
+        sock.send_multipart([wire.BUNDLE, *(f for tag, body in requests for f in (tag, b"", body))])
+        replies = []
+        while len(replies) < len(requests):
+            assert sock.poll(5000), f"only {len(replies)} replies"
+            frames = sock.recv_multipart()
+            replies.append((frames[0], wire.decode_reply(frames[1])))
+    finally:
+        sock.close(0)
+    assert [tag for tag, _ in replies] == [b"t1", b"t2", b"t3", b"t4"]
+    assert [r.req_id for _, r in replies] == [1, 2, 3, 4]
+    assert replies[2][1].error["code"] == "unknown_method"
+    assert replies[3][1].result["task_id"] == "B1"  # B2 waits for B1: applied in the bundle's order
+    assert sorted(shard.call("task_list", status="", upstream_status="")) == ["B1", "B2"]
+
+
+@pytest.mark.parametrize(
+    "rest",
+    [
+        [],
+        [b"t1"],
+        [b"t1", b""],
+        [b"t1", b"", wire.encode_request(1, "add_task", {"task_id": "X", "worker": "w"}), b"t2"],
+    ],
+)
+def test_a_bundle_that_is_not_whole_requests_is_refused_whole(shard: RunningShard, rest: list[bytes]) -> None:
+    add(shard, "A", family="A")
+    before = state_of(shard)
+    reply = raw_exchange(shard.endpoint, [wire.BUNDLE, *rest])
+    assert reply is not None and not reply.ok and reply.error["code"] == "bad_frames"
+    assert state_of(shard) == before  # the whole request inside was not applied either
