@@ -150,6 +150,15 @@ class ZmqShardPool(ShardPool):
             frames = transport.recv_frames(sock)
             if frames is None:
                 return
+            if frames[0] == wire.BUNDLE:
+                # the replies to a bundle: ``[BUNDLE, tag, body, summaries or b"", ...]``
+                if len(frames) % 3 != 1:
+                    log.warning("router: shard %s sent a bundle of %d frames", link.id, len(frames))
+                    continue
+                for i in range(1, len(frames), 3):
+                    tag, body, sums = frames[i : i + 3]
+                    self._on_reply(link, [tag, body, sums] if sums else [tag, body])
+                continue
             self._on_reply(link, frames)
 
     def _on_monitor(self, mon: Any) -> None:

@@ -159,6 +159,8 @@ class ShardServer:
         assert self.sock is not None, "run_once needs a bound socket (bind=None serves handle_batch)"
         batch: list[list[bytes]] = []
         users: list[str | None] | None = None
+        #: senders of a bundle (the router): their replies go back bundled too
+        bundlers: set[bytes] = set()
         if self.curve is None:
             for _ in range(self.batch_max):
                 if not transport.has_input(self.sock):
@@ -169,6 +171,7 @@ class ShardServer:
                     break
                 if len(frames) > 2 and frames[1] == wire.BUNDLE:
                     batch.extend(unbundle(frames))
+                    bundlers.add(frames[0])
                 else:
                     batch.append(frames)
         else:
@@ -181,13 +184,17 @@ class ShardServer:
                 if len(frames) > 2 and frames[1] == wire.BUNDLE:
                     requests = unbundle(frames)
                     batch.extend(requests)
+                    bundlers.add(frames[0])
                     users.extend([user] * len(requests))  # each request checked on its own
                 else:
                     batch.append(frames)
                     users.append(user)
         if not batch:
             return 0
-        for frames in self.handle_batch(batch, users):
+        replies = self.handle_batch(batch, users)
+        if bundlers:
+            replies = bundle_replies(replies, bundlers)
+        for frames in replies:
             transport.send_frames(self.sock, frames)
         return len(batch)
 
@@ -399,3 +406,22 @@ def unbundle(frames: list[bytes]) -> list[list[bytes]]:
     if not rest or len(rest) % 3:
         return [[identity, wire.BUNDLE]]  # too few frames for a request: bad_frames
     return [[identity, rest[i], rest[i + 1], rest[i + 2]] for i in range(0, len(rest), 3)]
+
+
+def bundle_replies(replies: list[list[bytes]], bundlers: set[bytes]) -> list[list[bytes]]:
+    """The replies ``[identity, tag, body(, summaries)]`` to a sender of bundles, in one message
+    ``[identity, BUNDLE, tag, body, summaries or b"", ...]`` in their order, sent where its
+    first reply was; the others' replies as they are."""
+    out: list[list[bytes]] = []
+    bundles: dict[bytes, list[bytes]] = {}
+    for frames in replies:
+        identity = frames[0]
+        if identity not in bundlers or len(frames) not in (3, 4):
+            out.append(frames)
+            continue
+        found = bundles.get(identity)
+        if found is None:
+            found = bundles[identity] = [identity, wire.BUNDLE]
+            out.append(found)
+        found.extend((frames[1], frames[2], frames[3] if len(frames) == 4 else b""))
+    return out

@@ -407,6 +407,9 @@ def test_a_turns_requests_for_one_shard_go_in_one_bundle_and_are_answered_each()
     )
     link = pool.links["s0"]
     try:
+        # the DEALER sends only over a completed connection (ZMQ_IMMEDIATE): wait for it
+        wait_for(lambda: transport.send_frames(pool._socks["s0"], [b"hello"]), timeout=5)
+        assert shard.poll(5000) and shard.recv_multipart()[1:] == [b"hello"]
         for bundles in (True, False):
             link.bundles = bundles
             for i in range(3):
@@ -426,9 +429,17 @@ def test_a_turns_requests_for_one_shard_go_in_one_bundle_and_are_answered_each()
             assert [
                 wire.decode_request(r[2], wire.DEFAULT_MAX_MESSAGE_BYTES).kwargs["n"] for r in requests
             ] == [0, 1, 2]
+            answers = []
             for tag, _key, body in reversed(requests):
                 req = wire.decode_request(body, wire.DEFAULT_MAX_MESSAGE_BYTES)
-                transport.send_frames(shard, [identity, tag, wire.encode_ok(req.req_id, req.kwargs["n"])])
+                answers.append([tag, wire.encode_ok(req.req_id, req.kwargs["n"])])
+            if bundles:  # answered in one bundle too: [BUNDLE, tag, body, summaries or b"", ...]
+                transport.send_frames(
+                    shard, [identity, wire.BUNDLE, *(f for a in answers for f in (*a, b""))]
+                )
+            else:
+                for answer in answers:
+                    transport.send_frames(shard, [identity, *answer])
             while len(got) < 3:
                 assert pool_poll(pool, ctx)
             assert sorted(r for r, e in got) == [0, 1, 2] and all(e is None for _, e in got)
