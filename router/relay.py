@@ -251,7 +251,7 @@ class Relay:
 
     def push(self, sid: str, update: list[Any]) -> None:
         """Send ``update`` (a feed entry) to mirror shard ``sid`` at the end of this router turn,
-        with the turn's others for that shard in one ``fed_mirror_update``: ahead of anything
+        with the turn's others for that shard in one ``fed_relay``: ahead of anything
         sent there in a later turn (the same FIFO), so ahead of the next call of any client that
         was answered in this one."""
         self._queue(sid).parts.setdefault("updates", []).append(update)
@@ -449,6 +449,9 @@ class Relay:
         for sid, out in outbox.items():
             if sid in self.pool.links:
                 self._send_relay(sid, out)
+            elif out.pull is not None:
+                # the shard left the federation meanwhile (resharding): its pull fails as a call would
+                out.pull[1](None, TransportError(f"shard {sid} is not in the federation (any more)"))
 
     def _send_relay(self, sid: str, out: Outgoing) -> None:
         """One ``fed_relay`` to shard ``sid`` with ``out``'s parts (``updates`` for its mirrors;
