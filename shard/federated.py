@@ -954,6 +954,9 @@ class FederatedCore:
         """No shard has a placeholder of these tasks (owned here) any more: a first mention kept
         for one not here yet is forgotten (``SchedulerCore.forget_mentions``)."""
         _check_task_ids(task_ids)
+        self._forget_mentions(task_ids)
+
+    def _forget_mentions(self, task_ids: list[str]) -> None:
         self.core.forget_mentions(t for t in task_ids if self.owns(t))
 
     def fed_relay(
@@ -992,7 +995,7 @@ class FederatedCore:
         if parsed_updates:
             out.update(self._mirror_update(parsed_updates))
         if forget:
-            self.core.forget_mentions(t for t in forget if self.owns(t))
+            self._forget_mentions(forget)
         if mentions:
             self._first_mention(mentions)
         if raises:

@@ -441,7 +441,7 @@ def test_a_turns_requests_for_one_shard_go_in_one_bundle_and_are_answered_each()
                 for answer in answers:
                     transport.send_frames(shard, [identity, *answer])
             while len(got) < 3:
-                assert pool_poll(pool, ctx)
+                assert pool_poll(pool)
             assert sorted(r for r, e in got) == [0, 1, 2] and all(e is None for _, e in got)
             got.clear()
     finally:
@@ -450,7 +450,7 @@ def test_a_turns_requests_for_one_shard_go_in_one_bundle_and_are_answered_each()
         ctx.term()
 
 
-def pool_poll(pool: Any, ctx: Any) -> bool:
+def pool_poll(pool: Any) -> bool:
     for sock in pool.sockets():
         if sock.poll(5000):
             pool.drain(sock)
