@@ -53,6 +53,7 @@ from router.methods import (
     OWNER,
     PLACEHOLDER_READ,
     RESHARD,
+    TASK_LIST,
     UNDECODED,
     WORKER,
     WORKER_LIST,
@@ -139,6 +140,7 @@ class RouterCore:
             ONE_WORKER: self._on_one_worker_call,
             ALL: self._on_all_call,
             WORKER_LIST: self._on_worker_list,
+            TASK_LIST: self._on_task_list,
             ANY: self._on_any_call,
             DEP_GRAPH: self._on_graph,
             INVERSE_DEP_GRAPH: self._on_graph,
@@ -545,8 +547,14 @@ class RouterCore:
         *,
         timeout: float | None = None,
         force: bool = False,
+        one_stamp: bool = False,
     ) -> None:
-        """Call every target; ``done(results, errors)`` once all have answered or failed."""
+        """Call every target; ``done(results, errors)`` once all have answered or failed.
+
+        ``one_stamp``: every target gets the same order stamp, so what each does is numbered
+        as done at one moment, as one luigid's walk over all their tasks (a client's call to
+        every shard: the tasks one prune fails on several shards are listed in creation
+        order, ``SchedulerCore.order_keys``)."""
         ids = list(dict.fromkeys(targets))
         results: dict[str, Any] = {}
         errors: dict[str, FederationError] = {}
@@ -568,9 +576,10 @@ class RouterCore:
 
             return cb
 
+        stamp = self.pool.next_stamp() if one_stamp and len(ids) > 1 else None
         for sid in ids:
             kw = kwargs(sid) if callable(kwargs) else kwargs
-            self.pool.call(sid, method, kw, one(sid), timeout=timeout, force=force)
+            self.pool.call(sid, method, kw, one(sid), timeout=timeout, force=force, stamp=stamp)
 
     def _on_all_call(
         self,
@@ -604,10 +613,42 @@ class RouterCore:
                 return
             answer(lambda: merge_fn(results, kwargs, self.merge_context))
 
-        self.gather(targets, route.shard_method or call.method, kwargs, done)
+        self.gather(targets, route.shard_method or call.method, kwargs, done, one_stamp=True)
 
     def _up_links(self) -> list[str]:
         return [lid for lid, link in self.links.items() if link.state is not LinkState.DOWN]
+
+    def _on_task_list(self, call: Call, route: Route) -> None:
+        """``task_list``: luigid compares the number of tasks of the status with
+        ``max_shown_tasks`` before it prunes, and answers the count without pruning when over.
+        No shard can know that on its own: with a limit and no search every shard counts first
+        (``fed_task_list(count_only=True)``, nothing changes there); over the limit that count is
+        the answer, else every shard lists (and prunes) as an ``ALL`` read."""
+        kwargs = call.args
+        if kwargs.get("search") or not kwargs.get("limit", True):
+            self._on_all_call(call, route)
+            return
+        targets = self._up_links()
+        if not targets:
+            self.fail(call, TransportError("no shard is available"))
+            return
+
+        def counted(results: list[tuple[str, Any]], errors: list[tuple[str, FederationError]]) -> None:
+            bad = [e for _, e in errors if not isinstance(e, TransportError)]
+            if bad:
+                self.fail(call, bad[0])
+                return
+            try:
+                over = merge.task_count_over_limit(results, kwargs, self.merge_context)
+            except (TypeError, ValueError) as e:
+                self.fail(call, ProtocolError(f"task_list: shards counted in an unexpected shape: {e}"))
+                return
+            if over is not None:
+                self.reply(call, over)
+            else:
+                self._on_all_call(call, route)
+
+        self.gather(targets, "fed_task_list", {**kwargs, "count_only": True}, counted, one_stamp=True)
 
     def _on_worker_list(self, call: Call, route: Route) -> None:
         """``worker_list``: every shard's workers; a worker's first task that no shard answered as

@@ -14,6 +14,9 @@ A node is known when:
 - ``inverse_dep_graph``: as above, and, for a task with a family, every shard that mirrors it
   said which of its tasks depend on it (Luigi's inverse graph spans every shard); Luigi does not
   walk on from a task without a family.
+- ``dep_graph(include_done=False)``: as above, and the owners of its deps that its shard holds
+  no task for (an assistant's ``add_task`` makes no placeholder) answered for them: Luigi leaves
+  out a DONE dep, which only its owner knows to be DONE.
 
 The root must exist somewhere (luigid answers ``{}`` otherwise): on its owner, or as a
 placeholder on a shard that mirrors it.
@@ -51,6 +54,8 @@ class Graph:
         self.present: set[str] = set()
         #: inverse: a task's dependents on the shards that mirror it
         self.dependents: dict[str, set[str]] = defaultdict(set)
+        #: not include_done: a node's deps its shard holds no task for (their owner's status counts)
+        self.unheld: dict[str, list[str]] = {}
         self.in_flight = 0
         self.asking = False
         self.root_found = False
@@ -77,13 +82,29 @@ class Graph:
             if link.state is not LinkState.DOWN and (sid, task_id) not in self.answered
         )
 
+    def _unheld_missing(self, task_id: str) -> list[tuple[str, str]]:
+        """``(owner, dep)``: the deps of ``task_id``'s node whose status only their owner knows,
+        not answered for yet."""
+        route = self.core.route
+        return [
+            (owner, d)
+            for d in self.unheld.get(task_id, ())
+            if d not in self.family and (owner := route(d), d) not in self.answered
+        ]
+
     def _node_of(self, task_id: str) -> dict[str, Any] | None:
-        if self._missing(task_id):
+        if self._missing(task_id) or self._unheld_missing(task_id):
             return None
         held = self.family.get(task_id)
         if held is None:
             return merge.unknown_node(task_id)
         node = held[1]
+        unheld = self.unheld.get(task_id)
+        if unheld:
+            done = {d for d in unheld if d in self.family and self.family[d][1].get("status") == "DONE"}
+            if done:
+                deps = node.get("deps")
+                node = {**node, "deps": [d for d in deps or () if d not in done]}
         more = self.dependents.get(task_id)
         if more:
             deps = node.get("deps")
@@ -118,6 +139,9 @@ class Graph:
                 for task_id in self.walk.pending():
                     for sid in self._missing(task_id):
                         asks.setdefault(sid, []).append(task_id)
+                    for sid, dep in self._unheld_missing(task_id):
+                        if dep not in asks.setdefault(sid, []):
+                            asks[sid].append(dep)
             self.asking = True
             try:
                 for sid, task_ids in asks.items():
@@ -154,6 +178,9 @@ class Graph:
     def _take(self, sid: str, task_ids: list[str], result: dict[str, Any]) -> None:
         owner = self.core.route
         nodes = result.get("nodes")
+        unheld_of = result.get("unheld")
+        if not isinstance(unheld_of, dict):
+            unheld_of = {}
         if isinstance(nodes, dict):
             for task_id, node in nodes.items():
                 if not isinstance(task_id, str) or not isinstance(node, dict):
@@ -162,6 +189,12 @@ class Graph:
                 self.answered.add((sid, task_id))
                 if task_id not in self.family or owner(task_id) == sid:
                     self.family[task_id] = (sid, node)
+                    if not self.inverse and not self.include_done:
+                        unheld = unheld_of.get(task_id)
+                        if isinstance(unheld, list):
+                            self.unheld[task_id] = [d for d in unheld if isinstance(d, str)]
+                        else:
+                            self.unheld.pop(task_id, None)
         asked = set(task_ids)
         for task_id in result.get("unknown") or ():
             if isinstance(task_id, str):

@@ -230,11 +230,13 @@ class ShardPool:
         timeout: float | None = None,
         force: bool = False,
         probe: bool = False,
+        stamp: int | None = None,
     ) -> None:
         """Send a request body to shard ``sid``; ``cb`` gets the answer (decoded unless ``raw``).
 
         A shard that is down fails the call at once unless ``force`` (probes, health); so does
-        one that left the federation (resharding)."""
+        one that left the federation (resharding).  ``stamp``: the order stamp to send (one
+        :meth:`next_stamp` shared by the requests of one fan-out), else a new one."""
         link = self.links.get(sid)
         if link is None:
             gone = TransportError(f"shard {sid} is not in the federation (any more)")
@@ -247,7 +249,7 @@ class ShardPool:
         tag = _TAG.pack(next(self._tags))
         ok = False
         try:
-            ok = self._transmit(link, [tag, key, wire.add_stamp(body, self.next_stamp())])
+            ok = self._transmit(link, [tag, key, wire.add_stamp(body, stamp or self.next_stamp())])
         except TransportError as e:
             log.warning("router: send to shard %s failed: %s", sid, e)
         if not ok:
@@ -274,8 +276,9 @@ class ShardPool:
         timeout: float | None = None,
         force: bool = False,
         probe: bool = False,
+        stamp: int | None = None,
     ) -> None:
-        """Call ``method(**kwargs)`` on shard ``sid``; ``cb(result, error)``."""
+        """Call ``method(**kwargs)`` on shard ``sid``; ``cb(result, error)`` (``stamp``: :meth:`send`)."""
         body = wire.encode_request(0, method, kwargs)
         link = self.links.get(sid)
         if link is not None and not is_settled(method, kwargs):
@@ -288,7 +291,7 @@ class ShardPool:
                 summaries.settled(link, number)
                 inner(result, err)
 
-        self.send(sid, b"", body, cb, timeout=timeout, force=force, probe=probe)
+        self.send(sid, b"", body, cb, timeout=timeout, force=force, probe=probe, stamp=stamp)
 
     def _on_reply(self, link: ShardLink, frames: list[bytes]) -> None:
         """A shard's ``[tag, reply_body]`` (``[tag, reply_body, summaries]``: ``router.summaries``)."""

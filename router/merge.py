@@ -19,6 +19,8 @@ from typing import Any
 
 Owner = Callable[[str], str]
 Results = list[tuple[str, Any]]
+#: a task's place in one luigid's order, from the shards' numbers (``_order_keys``)
+OrderKey = tuple[float, ...]
 
 UNKNOWN = "UNKNOWN"
 DISABLED_STATE = "disabled"
@@ -40,7 +42,7 @@ def merge_tasks(
     keep_mirror: Callable[[dict[str, Any]], bool] | None = None,
     *,
     order: str = "start_time",
-    order_keys: dict[str, int] | None = None,
+    order_keys: dict[str, OrderKey] | None = None,
 ) -> dict[str, Any]:
     """Union of ``{task_id: serialized}`` maps, the owner's entry first.
 
@@ -86,11 +88,11 @@ def merge_tasks(
             merged[task_id] = entry
             placeholder[task_id] = 1  # at equal times the task a worker added comes first
     if order_keys is not None:
-        inf = float("inf")
+        last = (float("inf"),)
         return {
             task_id: entry
             for _, (task_id, entry) in sorted(
-                enumerate(merged.items()), key=lambda item: (order_keys.get(item[1][0], inf), item[0])
+                enumerate(merged.items()), key=lambda item: (order_keys.get(item[1][0], last), item[0])
             )
         }
     return _in_luigi_order(merged, order, placeholder)
@@ -170,26 +172,42 @@ def _is_listing(result: Any) -> bool:
     )
 
 
-def _order_keys(listings: Results, owner: Owner, *, by_status: bool) -> dict[str, int]:
+def _entry_key(numbers: list[int]) -> OrderKey:
+    """A status entry's place: ``[seq, cseq]`` by its number; ``[seq, cseq, base, visit]`` (it
+    entered its status in a prune's walk, ``SchedulerCore.order_keys``) where that walk was
+    when it did.  Shards that pruned under one order stamp (a client's call to every shard)
+    share ``base``: their walks interleave in creation order, as luigid's one walk."""
+    if len(numbers) == 4:
+        return (numbers[2], numbers[3], numbers[0])
+    return (numbers[0], 0, 0)
+
+
+def _order_keys(listings: Results, owner: Owner, *, by_status: bool) -> dict[str, OrderKey]:
     """Each task's place in one luigid's order, from the shards' numbers (they follow the
     router's order stamps, so they compare across shards): with a status, the owner's
-    status-entry number; without, the task's first mention anywhere (its smallest creation
-    number, a dependency's placeholder included)."""
-    keys: dict[str, int] = {}
+    status-entry number (:func:`_entry_key`); without, the task's first mention anywhere (its
+    smallest creation number, a dependency's placeholder included)."""
+    keys: dict[str, OrderKey] = {}
     owned: set[str] = set()
     for sid, r in listings:
-        for task_id, pair in r["order"].items():
-            if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(x, int) for x in pair)):
+        for task_id, numbers in r["order"].items():
+            if not (
+                isinstance(numbers, list)
+                and len(numbers) in (2, 4)
+                and all(isinstance(x, int) and not isinstance(x, bool) for x in numbers)
+            ):
                 continue
             if by_status:
+                key = _entry_key(numbers)
                 # the owner's number; without it, the earliest placeholder's (luigid's one)
                 if owner(task_id) == sid:
-                    keys[task_id] = pair[0]
+                    keys[task_id] = key
                     owned.add(task_id)
                 elif task_id not in owned:
-                    keys[task_id] = min(keys.get(task_id, pair[0]), pair[0])
+                    keys[task_id] = min(keys.get(task_id, key), key)
             else:
-                keys[task_id] = min(keys.get(task_id, pair[1]), pair[1])
+                first = (numbers[1],)
+                keys[task_id] = min(keys.get(task_id, first), first)
     return keys
 
 
@@ -216,7 +234,7 @@ def merge_task_list(
     """
     owner = _hosted_owner(results, owner)
     listings = [(sid, r) for sid, r in results if _is_listing(r)]
-    order_keys: dict[str, int] | None = None
+    order_keys: dict[str, OrderKey] | None = None
     # Luigi counts the tasks of the status before it prunes: every shard's count from then
     # (its count answer, or its listing's pre_count), each task once
     pre = [r for _, r in results if _is_owned_count(r) or (_is_listing(r) and "pre_count" in r)]
@@ -685,6 +703,21 @@ def task_list_reply(results: Results, kwargs: dict[str, Any], ctx: MergeContext)
         upstream_status=kwargs.get("upstream_status") or "",
         status=kwargs.get("status") or "",
     )
+
+
+def task_count_over_limit(results: Results, kwargs: dict[str, Any], ctx: MergeContext) -> Any:
+    """``task_list``'s answer from every shard's count before it prunes
+    (``fed_task_list(count_only=True)``: ``{"num_tasks": owned, "placeholders": [ids]}``), when
+    over ``max_shown_tasks`` (with ``upstream_status``: ``-1``, however few would pass); None
+    when under it, or when a shard answered otherwise (it lists, as an older shard would)."""
+    if not results or not all(_is_owned_count(r) for _, r in results):
+        return None
+    owned = sum(r["num_tasks"] for _, r in results)
+    pending = {p for _, r in results for p in r["placeholders"] if isinstance(p, str)}
+    limit = kwargs.get("max_shown_tasks") or ctx.max_shown_tasks
+    if owned + len(pending) > limit:
+        return {"num_tasks": -1 if kwargs.get("upstream_status") else owned + len(pending)}
+    return None
 
 
 def worker_list_reply(

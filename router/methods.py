@@ -27,6 +27,10 @@ Kinds:
     ``send_scheduler_message``), its home shard when none does yet.
 ``ALL``
     Sent to every shard; answers merged (reads) or checked (writes).
+``TASK_LIST``
+    ``task_list``: with a limit and no search, every shard first counts the tasks of the status
+    (``fed_task_list(count_only=True)``, no prune): over ``max_shown_tasks`` luigid answers the
+    count before it prunes anything; else an ``ALL`` read.
 ``WORKER_LIST``
     ``worker_list``: an ``ALL`` read, then, for workers whose first task no shard answered as
     its own, every shard is asked for that task's display name (``fed_display_names``).
@@ -55,6 +59,7 @@ WORKER = "worker"
 ONE_WORKER = "one_worker"
 ALL = "all"
 WORKER_LIST = "worker_list"
+TASK_LIST = "task_list"
 ANY = "any"
 GET_WORK = "get_work"
 DEP_GRAPH = "dep_graph"
@@ -74,6 +79,7 @@ KINDS = frozenset(
         ONE_WORKER,
         ALL,
         WORKER_LIST,
+        TASK_LIST,
         ANY,
         GET_WORK,
         PLACEHOLDER_READ,
@@ -133,7 +139,7 @@ METHODS: dict[str, Route] = {
     # queues it must be one the worker's next ping asks
     "send_scheduler_message": Route(ONE_WORKER),
     # the whole federation
-    "task_list": Route(ALL, merge.task_list_reply, read=True, shard_method="fed_task_list"),
+    "task_list": Route(TASK_LIST, merge.task_list_reply, read=True, shard_method="fed_task_list"),
     "worker_list": Route(WORKER_LIST, merge.worker_list_reply, read=True, shard_method="fed_worker_list"),
     "resource_list": Route(ALL, merge.resource_list_reply, read=True, shard_method="fed_resource_list"),
     "graph": Route(ALL, merge.graph_reply, read=True, shard_method="fed_graph"),

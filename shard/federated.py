@@ -769,7 +769,16 @@ class FederatedCore:
 
         Under the limit: ``{"listed": <Luigi's answer>, "order": {task_id: [status-entry number,
         creation number]}}``, the numbers the router sorts every shard's tasks by (they follow
-        its order stamps, so they compare across shards)."""
+        its order stamps, so they compare across shards).
+
+        ``count_only``: only that count, before any prune, changing nothing (the router asks
+        every shard so first: over the limit, luigid prunes nothing)."""
+        if kwargs.pop("count_only", False) is True:
+            status = kwargs.get("status") or ""
+            if not isinstance(status, str):
+                raise TypeError("status must be a string")
+            owned, placeholders = self._pre_count(status)
+            return {"num_tasks": owned, "placeholders": placeholders}
         # Luigi compares the count with the limit before it prunes: counted here first
         counting = not kwargs.get("search") and kwargs.get("limit", True)
         pre = self._pre_count(kwargs.get("status") or "") if counting else None
@@ -1082,19 +1091,28 @@ class FederatedCore:
 
     def fed_batch_apply(self, effects: list[list[Any]]) -> None:
         """Apply another shard's batch runner's effects (its ``fed_changes()["batch"]``) here."""
-        ops = {"status", "reset", "decrease", "tracking_url", "expl", "status_message", "progress_percentage"}
+        ops = {
+            "status",
+            "reset",
+            "decrease",
+            "runner",
+            "tracking_url",
+            "expl",
+            "status_message",
+            "progress_percentage",
+        }
         if not isinstance(effects, list) or not all(
             isinstance(e, list) and len(e) >= 2 and e[0] in ops and isinstance(e[1], str) for e in effects
         ):
             raise TypeError("effects must be a list of [op, batch_id, value]")
         for e in effects:
-            if e[0] == "status" and (len(e) not in (3, 4) or e[2] not in _EFFECT_STATUSES):
+            if e[0] == "status" and (len(e) not in (3, 4, 6) or e[2] not in _EFFECT_STATUSES):
                 raise TypeError(f"a batch status effect needs a status, got {e!r:.100}")
             if e[0] == "decrease" and (len(e) != 3 or not isinstance(e[2], dict)):
                 raise TypeError("a decrease effect needs a map of amounts")
             if e[0] not in ("status", "reset", "decrease") and len(e) != 3:
                 raise TypeError(f"effect {e[0]} needs a value")
-            numbers = e[3:] if e[0] == "status" else e[2:] if e[0] == "reset" else []
+            numbers = e[3:] if e[0] == "status" else e[2:] if e[0] in ("reset", "runner") else []
             if not all(isinstance(n, int) and not isinstance(n, bool) for n in numbers):
                 raise TypeError("a batch effect's first number must be an integer")
         self.core.batch_apply(effects)

@@ -386,7 +386,7 @@ class _Task:
         "status_message", "progress_percentage", "scheduler_message_responses",
         "scheduler_disable_time", "runnable", "batchable", "batch_id", "owners", "fed",
         # index fields
-        "seq", "cseq", "nd", "queued", "qkey", "sig",
+        "seq", "cseq", "walk", "nd", "queued", "qkey", "sig",
     )  # fmt: skip
 
     def __init__(self, task_id: str, status: str, now: float) -> None:
@@ -427,6 +427,9 @@ class _Task:
         self.fed: dict[str, Any] = {}  # opaque federation data (shard.federated), persisted as is
         self.seq = 0
         self.cseq = 0
+        #: entered its status in a prune's walk: (the prune's first number, the creation number of
+        #: the task the walk was at); None otherwise (``order_keys``)
+        self.walk: tuple[int, int] | None = None
         self.nd = 0  # deps that are missing or not DONE
         self.queued: tuple[RankQueue, ...] | list[RankQueue] = ()
         self.qkey: tuple[Any, float, int] | None = None  # the key it is queued under
@@ -532,6 +535,7 @@ class SchedulerCore:
         self._seq = 0
         self._cseq = 0
         self._wseq = 0
+        self._walk: tuple[int, int] | None = None  # a prune's walk is at (``_prune_walk``)
         # indexes
         self._rdeps: dict[str, set[str]] = {}
         self._wtasks: dict[str, set[str]] = {}  # worker -> tasks with worker in task.workers
@@ -821,6 +825,7 @@ class SchedulerCore:
         t.status = new
         self._seq += 1
         t.seq = self._seq
+        t.walk = self._walk
         self._by_status[new][tid] = t
         if counted:
             self._wcontrib(t, 1)
@@ -1107,9 +1112,10 @@ class SchedulerCore:
             cross = batch_id in self._remote_batches
             # a batch over several shards: its tasks enter the new status in batch order, before
             # the runner, here and on the other shards (numbers just below this one)
-            first = self._seq - MEMBER_ROOM
+            first = (self._walk[0] if self._walk is not None else self._seq) - MEMBER_ROOM
             if cross:
-                self._batch_effect(["status", batch_id, new, first])
+                # in a prune's walk, the walk's place too (``_Task.walk``)
+                self._batch_effect(["status", batch_id, new, first, *(self._walk or ())])
             for bt in self._batch_tasks(batch_id):
                 self._set_status(bt, new)
                 if cross:
@@ -1164,6 +1170,32 @@ class SchedulerCore:
             self._ctx_worker, self._ctx_host = ctx
 
     def _prune_now(self) -> None:
+        base = self._seq
+        try:
+            self._prune_walk(base)
+        finally:
+            self._walk = None
+
+    def _runner_made_first(self, t: _Task) -> int | None:
+        """The creation number of the runner of ``t``'s batch, when ``t`` is this shard's part
+        of a batch over shards whose runner, on another shard, was made before it
+        (``fed["runner"]``: ``[batch id, creation number]``, ``batch_apply``'s ``runner``)."""
+        batch_id = t.batch_id
+        if t.status != BATCH_RUNNING or batch_id not in self._remote_batches:
+            return None
+        runner = t.fed.get("runner")
+        if not (isinstance(runner, list) and len(runner) == 2 and runner[0] == batch_id):
+            return None
+        made = runner[1]
+        if not isinstance(made, int) or isinstance(made, bool) or made >= t.cseq:
+            return None
+        return made
+
+    def _prune_walk(self, base: int) -> None:
+        """Luigi's prune: its workers, then its tasks in creation order.  What a task's visit
+        makes enter a status is numbered ``(base, that task's creation number)`` too
+        (``_Task.walk``): one luigid walks all tasks of a federation's shards in one creation
+        order, which these numbers give across shards when they pruned under one order stamp."""
         now = self._now
         cfg = self._config
         delay = cfg.worker_disconnect_delay
@@ -1193,6 +1225,7 @@ class SchedulerCore:
                 cands[tid] = due
         remove: list[str] = []
         for t in sorted(cands.values(), key=lambda t: t.cseq):
+            self._walk = (base, t.cseq)
             # fail_dead_worker_task
             if (
                 t.status in _ACTIVE
@@ -1200,9 +1233,21 @@ class SchedulerCore:
                 and t.worker_running not in t.stakeholders
                 and t.worker_running not in assistants
             ):
-                self._set_worker_running(t, None)
-                self._set_status(t, FAILED)
-                t.retry = now + cfg.retry_delay
+                runner = self._runner_made_first(t)
+                if runner is None:
+                    self._set_worker_running(t, None)
+                    self._set_status(t, FAILED)
+                    t.retry = now + cfg.retry_delay
+                else:
+                    # luigid's walk met the batch's runner (on another shard) first: it failed it
+                    # and its batch with it (Luigi's set_status), keeping the members'
+                    # worker_running, numbered just below the runner; that shard's status effect
+                    # then finds this task done with
+                    self._walk = (base, runner)
+                    self._set_status(t, FAILED)
+                    self._renumber_member(t, base - MEMBER_ROOM)
+                    self._set_batch_id(t, None)
+                    self._walk = (base, t.cseq)
             # update_status; a federation's mirror whose owner has the task (``fed["live"]``) is
             # that task, which lives as long as its owner keeps it (the owner knows all its
             # stakeholders): never removed here while so
@@ -1369,6 +1414,10 @@ class SchedulerCore:
 
         if batch_id is not None:
             self._set_batch_id(t, batch_id)
+            if status == RUNNING and batch_id in self._remote_batches:
+                # the runner of a batch over shards: the other shards hear when it was made
+                # (``_runner_fails_first``)
+                self._batch_effect(["runner", batch_id, t.cseq])
         if status == RUNNING and not t.worker_running:
             self._set_worker_running(t, worker)
             if batch_id:
@@ -1988,12 +2037,19 @@ class SchedulerCore:
             members = self._batch_tasks(batch_id)
             if op == "status":
                 first = eff[3] if len(eff) > 3 else None
+                walk = (eff[4], eff[5]) if len(eff) > 5 else None
                 for bt in members:
                     self._set_status(bt, eff[2])
                     if first is not None:
                         self._renumber_member(bt, first)
+                    if walk is not None and bt.status == eff[2]:
+                        bt.walk = walk
                     self._set_batch_id(bt, None)
                 self._forget_remote_batch(batch_id)
+            elif op == "runner":
+                for bt in members:
+                    bt.fed["runner"] = [batch_id, eff[2]]
+                    self._d_tasks.add(bt.id)
             elif op == "reset":
                 first = eff[2] if len(eff) > 2 else None
                 for bt in members:
@@ -2510,10 +2566,17 @@ class SchedulerCore:
         """``{worker_id: creation number}`` (the numbers follow :meth:`observe_stamp`)."""
         return {wid: w.cseq for wid, w in self._workers.items()}
 
-    def order_keys(self, task_ids: Iterable[str]) -> dict[str, tuple[int, int]]:
-        """``{task_id: (status-entry number, creation number)}`` of the tasks this core has."""
+    def order_keys(self, task_ids: Iterable[str]) -> dict[str, tuple[int, ...]]:
+        """``{task_id: (status-entry number, creation number)}`` of the tasks this core has;
+        ``(status-entry number, creation number, prune's first number, creation number of the
+        task its walk was at)`` for a task that entered its status in a prune's walk (Luigi's
+        order of status entry is then the walk's: ``_Task.walk``)."""
         tasks = self._tasks
-        return {tid: (t.seq, t.cseq) for tid in task_ids if (t := tasks.get(tid)) is not None}
+        return {
+            tid: (t.seq, t.cseq) if t.walk is None else (t.seq, t.cseq, *t.walk)
+            for tid in task_ids
+            if (t := tasks.get(tid)) is not None
+        }
 
     def dep_graph(self, task_id: str, include_done: bool = True, **kwargs: Any) -> dict[str, Any]:
         _req_str("task_id", task_id)
@@ -2551,8 +2614,9 @@ class SchedulerCore:
         Else a breadth first walk from ``roots`` (deps, or dependents when ``inverse``) through
         the tasks with a family here, at most ``limit`` nodes serialized: ``{"nodes": ...,
         "unknown": [ids here without a family, met on the walk], "dependents": {id: [ids]}}``.
-        A node's ``deps`` are what this scheduler knows (``include_done`` False: not DONE here).
-        A root without a family is Luigi's UNKNOWN leaf; one in ``mirrored`` (a placeholder of a
+        A node's ``deps`` are what this scheduler knows (``include_done`` False: not DONE here;
+        ``"unheld": {id: [deps]}`` names the deps it has no task for, whose status their owner
+        knows).  A root without a family is Luigi's UNKNOWN leaf; one in ``mirrored`` (a placeholder of a
         task owned elsewhere) gives, when ``inverse``, its dependents here, walked on.  The
         router puts the nodes of several schedulers together and walks them in luigid's order.
         """
@@ -2567,6 +2631,7 @@ class SchedulerCore:
         nodes: dict[str, Any] = {}
         unknown: list[str] = []
         dependents: dict[str, list[str]] = {}
+        unheld: dict[str, list[str]] = {}
         queue: deque[str] = deque()
         seen: set[str] = set()
         for root in roots:
@@ -2610,6 +2675,10 @@ class SchedulerCore:
             else:
                 following = step(task_id, t)
                 nodes[task_id] = self._serialize_task(t, deps=following)
+                if not include and not inverse:
+                    held = [d for d in following if d not in tasks]
+                    if held:
+                        unheld[task_id] = held
             for d in sorted(following):
                 if d not in seen:
                     seen.add(d)
@@ -2617,6 +2686,8 @@ class SchedulerCore:
         answer: dict[str, Any] = {"nodes": nodes, "unknown": unknown}
         if dependents:
             answer["dependents"] = dependents
+        if unheld:
+            answer["unheld"] = unheld
         return answer
 
     def task_list(
@@ -3069,6 +3140,7 @@ class SchedulerCore:
             "fed": dict(t.fed),
             "seq": t.seq,
             "cseq": t.cseq,
+            "walk": list(t.walk) if t.walk is not None else None,
         }
 
     @staticmethod
@@ -3201,6 +3273,8 @@ class SchedulerCore:
             t.fed = dict(rec.get("fed") or {})
             t.seq = rec.get("seq", 0)
             t.cseq = rec.get("cseq", 0)
+            walk = rec.get("walk")
+            t.walk = (walk[0], walk[1]) if walk else None
             self._tasks[t.id] = t
             built.append(t)
             self._cseq = max(self._cseq, t.cseq)

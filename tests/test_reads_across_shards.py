@@ -340,16 +340,10 @@ def test_status_message_and_progress_of_a_dependency_only_a_placeholder() -> Non
     d.get_task_progress_percentage(task_id=dep)
 
 
-PRUNE_ORDER_OVER_SHARDS = (
-    "tasks one prune moves to a status on several shards entered it in luigid's creation order "
-    "(its prune walks every task once); each shard prunes under its own order stamp, so the "
-    "router lists one shard's before the next one's: the numbers of one fan-out's prunes would "
-    "have to tie across shards and break by creation"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=PRUNE_ORDER_OVER_SHARDS)
 def test_tasks_failed_by_one_prune_on_several_shards_are_listed_in_creation_order() -> None:
+    """luigid's prune walks every task once, in creation order.  A client's call to every shard
+    goes under one order stamp (``RouterCore.gather(one_stamp=True)``) and each shard numbers
+    what its walk did by the walk's place, so the router interleaves the shards' walks."""
     d = Differential(make_config(worker_disconnect_delay=6.0), ThreeShards, check_changes=False)
     fed = _fed(d)
     first, second = fed.task_on("s2", "first"), fed.task_on("s0", "second")
@@ -380,15 +374,10 @@ def test_over_max_shown_tasks_luigid_counts_before_it_prunes() -> None:
     d.task_list(status="PENDING", upstream_status="UPSTREAM_MISSING_INPUT")
 
 
-NO_PRUNE_OVER_THE_LIMIT = (
-    "luigid answers {num_tasks} over max_shown_tasks before it prunes, so that task_list prunes "
-    "nothing; a shard under the limit on its own prunes (it cannot know the federation is over "
-    "without a round trip first), so a later read sees that prune earlier than luigid would"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=NO_PRUNE_OVER_THE_LIMIT)
 def test_a_task_list_over_max_shown_tasks_prunes_nothing() -> None:
+    """luigid answers ``{num_tasks}`` over ``max_shown_tasks`` before it prunes, so that
+    ``task_list`` prunes nothing; no shard under the limit on its own can know that, so the
+    router has every shard count first (``fed_task_list(count_only=True)``)."""
     cfg = make_config(max_shown_tasks=3, worker_disconnect_delay=6.0, remove_delay=8.0)
     d = Differential(cfg, ThreeShards, check_changes=False)
     fed = _fed(d)
