@@ -586,9 +586,12 @@ class RouterCore:
         call: Call,
         route: Route,
         then: Callable[[list[tuple[str, Any]], Callable[[Any], None]], None] | None = None,
+        *,
+        shard_kwargs: dict[str, Any] | None = None,
     ) -> None:
         """Ask every shard (a read: every shard up) and answer their merged answers; ``then``,
-        given, takes the answers and the function that answers the call instead (more asks)."""
+        given, takes the answers and the function that answers the call instead (more asks).
+        ``shard_kwargs``: what the shards are asked with, if not the call's own arguments."""
         kwargs = call.args
         targets = self._up_links() if route.read else list(self.links)
         if not targets:
@@ -613,7 +616,8 @@ class RouterCore:
                 return
             answer(lambda: merge_fn(results, kwargs, self.merge_context))
 
-        self.gather(targets, route.shard_method or call.method, kwargs, done, one_stamp=True)
+        asked = kwargs if shard_kwargs is None else shard_kwargs
+        self.gather(targets, route.shard_method or call.method, asked, done, one_stamp=True)
 
     def _up_links(self) -> list[str]:
         return [lid for lid, link in self.links.items() if link.state is not LinkState.DOWN]
@@ -623,10 +627,17 @@ class RouterCore:
         ``max_shown_tasks`` before it prunes, and answers the count without pruning when over.
         No shard can know that on its own: with a limit and no search every shard counts first
         (``fed_task_list(count_only=True)``, nothing changes there); over the limit that count is
-        the answer, else every shard lists (and prunes) as an ``ALL`` read."""
+        the answer, else every shard lists (and prunes) as an ``ALL`` read.
+
+        With ``upstream_status``, luigid walks each PENDING task's dependencies, which may live
+        on any shard: every shard lists unfiltered and sends the statuses and deps of its tasks
+        (``upstream=True``), and the router walks them as luigid (``merge.upstream_filter``)."""
         kwargs = call.args
+        listing = kwargs
+        if kwargs.get("upstream_status"):
+            listing = {**kwargs, "upstream_status": "", "upstream": True}
         if kwargs.get("search") or not kwargs.get("limit", True):
-            self._on_all_call(call, route)
+            self._on_all_call(call, route, shard_kwargs=listing)
             return
         targets = self._up_links()
         if not targets:
@@ -646,7 +657,7 @@ class RouterCore:
             if over is not None:
                 self.reply(call, over)
             else:
-                self._on_all_call(call, route)
+                self._on_all_call(call, route, shard_kwargs=listing)
 
         self.gather(targets, "fed_task_list", {**kwargs, "count_only": True}, counted, one_stamp=True)
 

@@ -17,6 +17,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from federation.upstream import PENDING
+from federation.upstream import upstream_status as walk_upstream
+
 Owner = Callable[[str], str]
 Results = list[tuple[str, Any]]
 #: a task's place in one luigid's order, from the shards' numbers (``_order_keys``)
@@ -140,6 +143,9 @@ _COUNTED_LISTING = frozenset({"listed", "order", "pre_count", "placeholders"})
 _HOSTED = "hosted"
 #: in ``fed_task_list``'s listing: its UNKNOWN mirrors whose owner has the task (the owner counts it)
 _OWNER_HAS = "owner_has"
+#: in ``fed_task_list``'s listing (asked with ``upstream=True``): ``{id: [status, [deps]]}`` of
+#: the shard's own tasks that are not DONE, what Luigi's ``upstream_status`` walk reads
+_UPSTREAM = "upstream"
 
 
 def _hosted_owner(results: Results, owner: Owner) -> Owner:
@@ -161,7 +167,7 @@ def _is_listing(result: Any) -> bool:
     with ``"pre_count"`` and ``"placeholders"`` under an ``upstream_status`` filter."""
     if not isinstance(result, dict) or not isinstance(result.get("listed"), dict):
         return False
-    keys = set(result) - {_HOSTED, _OWNER_HAS}
+    keys = set(result) - {_HOSTED, _OWNER_HAS, _UPSTREAM}
     if keys == _LISTING:
         return isinstance(result["order"], dict)
     return (
@@ -254,9 +260,11 @@ def merge_task_list(
         if len(listings) == len(results):
             order_keys = _order_keys(listings, owner, by_status=bool(status))
         owner_has = {tid for _, r in listings for tid in r.get(_OWNER_HAS) or () if isinstance(tid, str)}
+        upstream = _upstream_graph(listings) if upstream_status else None
         results = [(sid, r["listed"] if _is_listing(r) else r) for sid, r in results]
     else:
         owner_has = set()
+        upstream = None
     counted = [r for _, r in results if _is_count(r) or _is_owned_count(r)]
     if counted:
         if any(r["num_tasks"] == -1 for r in counted):
@@ -282,9 +290,47 @@ def merge_task_list(
         order="last_updated" if status else "start_time",
         order_keys=order_keys,
     )
+    if upstream is not None:
+        merged = _upstream_filter(merged, upstream, upstream_status)
     if limit and len(merged) > max_shown_tasks:
         return {"num_tasks": len(merged)}
     return merged
+
+
+def _upstream_graph(listings: Results) -> dict[str, tuple[str, list[str]]] | None:
+    """Every shard's tasks that are not DONE, ``{id: (status, deps)}``, from the listings asked
+    with ``upstream=True`` (``fed_task_list``); None unless every listing carries them."""
+    graph: dict[str, tuple[str, list[str]]] = {}
+    for _, r in listings:
+        tasks = r.get(_UPSTREAM)
+        if not isinstance(tasks, dict):
+            return None
+        for task_id, value in tasks.items():
+            if (
+                isinstance(value, list)
+                and len(value) == 2
+                and isinstance(value[0], str)
+                and isinstance(value[1], list)
+            ):
+                graph[task_id] = (value[0], [d for d in value[1] if isinstance(d, str)])
+    return graph
+
+
+def _upstream_filter(
+    merged: dict[str, Any], graph: dict[str, tuple[str, list[str]]], upstream_status: str
+) -> dict[str, Any]:
+    """Luigi's ``upstream_status`` filter over every shard's tasks: a PENDING task stays if the
+    worst status upstream of it, walked as luigid walks (:func:`federation.upstream.upstream_status`,
+    one memo table, in the listing's order), is ``upstream_status``; any other task stays.
+    A task absent from ``graph`` is DONE or unknown to its owner: the walk skips it, as Luigi's."""
+    table: dict[str, str] = {}
+    return {
+        task_id: entry
+        for task_id, entry in merged.items()
+        if not isinstance(entry, dict)
+        or entry.get("status") != PENDING
+        or upstream_status == walk_upstream(task_id, table, graph.get)
+    }
 
 
 #: how Luigi guesses the family of a task it knows no family of, in its graphs

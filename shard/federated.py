@@ -772,7 +772,13 @@ class FederatedCore:
         its order stamps, so they compare across shards).
 
         ``count_only``: only that count, before any prune, changing nothing (the router asks
-        every shard so first: over the limit, luigid prunes nothing)."""
+        every shard so first: over the limit, luigid prunes nothing).
+
+        ``upstream``: also ``"upstream": {task_id: [status, [deps]]}`` of the tasks this shard
+        owns or hosts that are not DONE, what Luigi's ``upstream_status`` walk reads (a listing
+        the router filters by ``upstream_status`` over every shard's tasks, asked for with
+        ``upstream_status=""``: ``merge.upstream_filter``)."""
+        upstream = kwargs.pop("upstream", False) is True
         if kwargs.pop("count_only", False) is True:
             status = kwargs.get("status") or ""
             if not isinstance(status, str):
@@ -805,6 +811,14 @@ class FederatedCore:
         ]
         if owner_has:
             answer["owner_has"] = owner_has
+        if upstream:
+            answer["upstream"] = {
+                t.id: [t.status, list(t.deps)]
+                for t in self.core.tasks()
+                if t.status != DONE
+                and t.id not in self.core.gone
+                and (self.owns(t.id) or _hosted(t.family, t.fed))
+            }
         return {"listed": result, "order": {tid: list(k) for tid, k in order.items()}, **answer}
 
     def _pre_count(self, status: str) -> tuple[int, list[str]]:

@@ -109,7 +109,7 @@ import re
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from heapq import heapify, heappop, heappush
 from itertools import chain
@@ -117,6 +117,7 @@ from typing import Any, Protocol
 
 from federation.config import SchedulerConfig
 from federation.summary import SUMMARY_BATCH, SUMMARY_BATCH_RUNNING, SUMMARY_NONTRIVIAL
+from federation.upstream import upstream_status
 from shard._index import RankQueue
 from shard.changes import Changes, Event, Snapshot
 
@@ -161,24 +162,6 @@ SUSPENDED = "SUSPENDED"  # deprecated by Luigi; add_task takes it as PENDING
 UNKNOWN = "UNKNOWN"
 DISABLED = "DISABLED"
 
-UPSTREAM_RUNNING = "UPSTREAM_RUNNING"
-UPSTREAM_MISSING_INPUT = "UPSTREAM_MISSING_INPUT"
-UPSTREAM_FAILED = "UPSTREAM_FAILED"
-UPSTREAM_DISABLED = "UPSTREAM_DISABLED"
-_UPSTREAM_SEVERITY = {
-    "": 0,
-    UPSTREAM_RUNNING: 1,
-    UPSTREAM_MISSING_INPUT: 2,
-    UPSTREAM_FAILED: 3,
-    UPSTREAM_DISABLED: 4,
-}
-_STATUS_TO_UPSTREAM = {
-    FAILED: UPSTREAM_FAILED,
-    RUNNING: UPSTREAM_RUNNING,
-    BATCH_RUNNING: UPSTREAM_RUNNING,
-    PENDING: UPSTREAM_MISSING_INPUT,
-    DISABLED: UPSTREAM_DISABLED,
-}
 WORKER_STATE_DISABLED = "disabled"
 WORKER_STATE_ACTIVE = "active"
 _TASK_FAMILY_RE = re.compile(r"([^(_]+)[(_]")
@@ -234,6 +217,11 @@ class TaskView(Protocol):
     def resources(self) -> dict[str, Any]: ...
     @property
     def stakeholders(self) -> AbstractSet[str]: ...
+    @property
+    def deps(self) -> Mapping[str, None]:
+        """Its dependencies (ids, in the order Luigi keeps them)."""
+        ...
+
     @property
     def pretty_id(self) -> str:
         """Luigi's display name: ``Family(k=v, ...)`` over the public params."""
@@ -2460,31 +2448,14 @@ class SchedulerCore:
         return ret
 
     def _upstream_status(self, task_id: str, table: dict[str, str]) -> str | None:
-        """Luigi's memoised post-order DFS, verbatim."""
-        if task_id in table:
-            return table[task_id]
+        """Luigi's memoised post-order DFS (:func:`federation.upstream.upstream_status`)."""
         tasks = self._tasks
-        if task_id not in tasks:
-            return None
-        stack = [task_id]
-        dep_id = task_id
-        while stack:
-            dep_id = stack.pop()
-            dep = tasks.get(dep_id)
-            if dep is None:
-                continue
-            if dep.status == DONE:
-                continue
-            if dep_id not in table:
-                if dep.status == PENDING and dep.deps:
-                    stack.append(dep_id)
-                    stack.extend(dep.deps)
-                    table[dep_id] = ""
-                else:
-                    table[dep_id] = _STATUS_TO_UPSTREAM.get(dep.status, "")
-            elif table[dep_id] == "" and dep.deps:
-                table[dep_id] = max((table.get(a, "") for a in dep.deps), key=_UPSTREAM_SEVERITY.__getitem__)
-        return table[dep_id]
+
+        def lookup(tid: str) -> tuple[str, Collection[str]] | None:
+            t = tasks.get(tid)
+            return None if t is None else (t.status, t.deps)
+
+        return upstream_status(task_id, table, lookup)
 
     def _traverse_graph(
         self,

@@ -132,9 +132,11 @@ def test_a_runner_here_emits_its_batch_effects_for_the_other_shards() -> None:
     c.set_task_status_message(task_id="R", status_message="m")
     c.add_task(worker="w", task_id="R", status="DONE")
     effects = c.take_batch_effects()
-    # the runner's first add_task sets its batch's tracking URL (Luigi), then the message, the end
-    assert [e[0] for e in effects] == ["tracking_url", "status_message", "status"]
-    assert effects[2][:3] == ["status", "b1", "DONE"] and isinstance(effects[2][3], int)
+    # entering RUNNING names the runner (its place in a prune walk), its first add_task sets its
+    # batch's tracking URL (Luigi), then the message, the end
+    assert [e[0] for e in effects] == ["runner", "tracking_url", "status_message", "status"]
+    assert effects[0][:2] == ["runner", "b1"] and isinstance(effects[0][2], int)
+    assert effects[3][:3] == ["status", "b1", "DONE"] and isinstance(effects[3][3], int)
     assert c.task_list(status="DONE", upstream_status="")["F1"]["status_message"] == "m"
 
 
