@@ -631,7 +631,7 @@ class RouterCore:
 
         With ``upstream_status``, luigid walks each PENDING task's dependencies, which may live
         on any shard: every shard lists unfiltered and sends the statuses and deps of its tasks
-        (``upstream=True``), and the router walks them as luigid (``merge.upstream_filter``)."""
+        (``upstream=True``), and the router walks them as luigid (``merge.merge_task_list``)."""
         kwargs = call.args
         listing = kwargs
         if kwargs.get("upstream_status"):

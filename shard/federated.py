@@ -777,7 +777,7 @@ class FederatedCore:
         ``upstream``: also ``"upstream": {task_id: [status, [deps]]}`` of the tasks this shard
         owns or hosts that are not DONE, what Luigi's ``upstream_status`` walk reads (a listing
         the router filters by ``upstream_status`` over every shard's tasks, asked for with
-        ``upstream_status=""``: ``merge.upstream_filter``)."""
+        ``upstream_status=""``: ``merge.merge_task_list``)."""
         upstream = kwargs.pop("upstream", False) is True
         if kwargs.pop("count_only", False) is True:
             status = kwargs.get("status") or ""
