@@ -145,12 +145,15 @@ def has_input(sock: zmq.Socket) -> bool:
 def recv_frames(sock: zmq.Socket) -> list[bytes] | None:
     """One waiting message without blocking, or None."""
     try:
-        frames = [_recv(sock, _NOBLOCK)]
+        frame = _recv(sock, _NOBLOCK, False)
     except zmq.Again:
         return None
-    # a multipart message arrives whole: its other frames are there
-    while _get(sock, _RCVMORE):
-        frames.append(_recv(sock, _NOBLOCK))
+    # a multipart message arrives whole: its other frames are there (a frame object tells
+    # whether more follow without a getsockopt per frame)
+    frames = [frame.bytes]
+    while frame.more:
+        frame = _recv(sock, _NOBLOCK, False)
+        frames.append(frame.bytes)
     return frames
 
 

@@ -116,12 +116,13 @@ class GetWork:
             self.queue = live
             self.next()
             return
-        if not holders and self.unavailable is None and self._direct_plan(live) is not None:
+        plan = self._direct_plan(live) if not holders and self.unavailable is None else None
+        if plan is not None:
             # first the router's own calls in flight there that may give this worker better work
             # (a relay's mirror update, acknowledged to its worker once sent): router.summaries
             if summaries.after_settled([pool.links[sid] for sid in live], lambda: self._settled(live)):
                 return
-            if self._grant_directly(live):
+            if self._grant_directly(live, plan):
                 return
         self._offer(live, holders)
 
@@ -160,7 +161,7 @@ class GetWork:
             plan.append((sid, summary))
         return plan
 
-    def _grant_directly(self, live: list[str]) -> bool:
+    def _grant_directly(self, live: list[str], plan: list[tuple[str, list[Any]]] | None = None) -> bool:
         """Grant from the shards' summaries (``router.summaries``), without offers, when they
         decide it (``_direct_plan``).  The shard with the best task is asked to hand it out if
         it still ranks at least the next shard's best (``fed_get_work(guard=...)``); one that has
@@ -168,7 +169,8 @@ class GetWork:
         and the offers decide.  False: not decided here (the offers run)."""
         core = self.core
         worker = self.call.args.get("worker")
-        plan = self._direct_plan(live)
+        if plan is None:  # (given: just made, nothing happened since)
+            plan = self._direct_plan(live)
         if plan is None or not isinstance(worker, str):
             return False
         ranked: list[tuple[tuple[Any, ...], int, str]] = []

@@ -313,20 +313,22 @@ class ShardPool:
             link.latency_ms = (now - w.sent) * 1000.0
         if link.state in (LinkState.DOWN, LinkState.CONNECTING):
             self.mark_up(link)
-        if w.raw:
-            _safely(lambda: w.cb(body, None))
-            return
+        # (the callbacks run here rather than through ``_safely``: one call less per reply)
         try:
-            reply = wire.decode_reply(body)
-        except ProtocolError as e:
-            bad: FederationError = e
-            _safely(lambda: w.cb(None, bad))
-            return
-        if reply.ok:
-            _safely(lambda: w.cb(reply.result, None))
-        else:
-            err = error_from_wire(reply.error)
-            _safely(lambda: w.cb(None, err))
+            if w.raw:
+                w.cb(body, None)
+                return
+            try:
+                reply = wire.decode_reply(body)
+            except ProtocolError as e:
+                w.cb(None, e)
+                return
+            if reply.ok:
+                w.cb(reply.result, None)
+            else:
+                w.cb(None, error_from_wire(reply.error))
+        except Exception:
+            log.error("router callback failed", exc_info=True)
 
     # -- deadlines and health ------------------------------------------------------------------
     def next_deadline(self) -> float | None:

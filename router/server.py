@@ -143,11 +143,10 @@ class ZmqShardPool(ShardPool):
             self._on_monitor(sock)
             return
         link = self._by_sock[sock]
-        has_input = transport.has_input
+        recv_frames = transport.recv_frames
+        on_reply = self._on_reply
         for _ in range(self.DRAIN_BATCH):
-            if not has_input(sock):
-                return
-            frames = transport.recv_frames(sock)
+            frames = recv_frames(sock)
             if frames is None:
                 return
             if frames[0] == wire.BUNDLE:
@@ -157,9 +156,9 @@ class ZmqShardPool(ShardPool):
                     continue
                 for i in range(1, len(frames), 3):
                     tag, body, sums = frames[i : i + 3]
-                    self._on_reply(link, [tag, body, sums] if sums else [tag, body])
+                    on_reply(link, [tag, body, sums] if sums else [tag, body])
                 continue
-            self._on_reply(link, frames)
+            on_reply(link, frames)
 
     def _on_monitor(self, mon: Any) -> None:
         link, live = self._monitors[mon]
@@ -326,10 +325,9 @@ class Router:
                     return
                 handle(got[0], got[1])
             return
+        recv_frames = transport.recv_frames
         for _ in range(FRONT_BATCH):
-            if not transport.has_input(self.front):
-                return
-            frames = transport.recv_frames(self.front)
+            frames = recv_frames(self.front)
             if frames is None:
                 return
             handle(frames)
