@@ -105,10 +105,11 @@ class ShardLink:
     #: the shard takes a router turn's requests in one message (``wire.BUNDLE``; it said so in
     #: ``fed_state``); off while down and until synchronised again (it may be an older build)
     bundles: bool = False
+    #: ``spec.id``, read on every message (a plain slot, not a property)
+    id: str = field(init=False)
 
-    @property
-    def id(self) -> str:
-        return self.spec.id
+    def __post_init__(self) -> None:
+        self.id = self.spec.id
 
     @property
     def up(self) -> bool | None:

@@ -46,6 +46,10 @@ FRONT_BATCH = 512
 DRAIN_SECONDS = 2.0
 #: at start, how long the router waits for its shards before taking requests anyway
 WARMUP_SECONDS = 3.0
+#: the timers (probes of down shards, periodic feed pulls, resynchronisation, resharding steps)
+#: run at most this often: a busy loop turns every few tens of microseconds, and they all wait
+#: for deadlines of 100 ms and more
+TIMERS_EVERY = 0.005
 
 
 class ZmqShardPool(ShardPool):
@@ -228,6 +232,7 @@ class Router:
         self.core.endpoint = self.endpoint
         #: ``fedctl router serve --standby``: False while this leader may have lost the lead
         self.lease: Callable[[], bool] | None = None
+        self._timers_due = 0.0
         pool = self.core.pool
         assert isinstance(pool, ZmqShardPool)
         self.pool: ZmqShardPool = pool
@@ -313,6 +318,12 @@ class Router:
                 self.pool.drain(sock)
         if front and self.front in events:
             self._drain_front()
+        if timers:
+            now = time.monotonic()
+            if now >= self._timers_due:
+                self._timers_due = now + TIMERS_EVERY
+            else:
+                timers = False
         self.core.step(timers=timers)
         self.pool.flush_sends()
 
