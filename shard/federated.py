@@ -342,6 +342,8 @@ class FederatedCore:
     def _absorb(self, lazy: bool = False) -> None:
         """Take what the core changed since the last look into the feed (and the stash for the
         store; with ``lazy``, the held-back changes: ``collect_changes``)."""
+        if not self.core.has_changes():
+            return  # nothing to take: what follows would find everything empty
         for task_id, p in self.core.take_dep_raises().items():
             if not self.owns(task_id) and p > self._dep_raises.get(task_id, p - 1):
                 self._dep_raises[task_id] = p

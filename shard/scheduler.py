@@ -3142,6 +3142,21 @@ class SchedulerCore:
             return sorted(self._remote_batches)
         raise KeyError(key)  # pragma: no cover
 
+    def has_changes(self) -> bool:
+        """Whether anything was touched since the last ``collect_changes`` or there are dependency
+        rises or batch effects not taken yet (``take_dep_raises``, ``take_batch_effects``), in
+        O(1).  False: those three would give nothing (an empty ``Changes``, ``{}``, ``[]``)."""
+        return bool(
+            self._d_tasks
+            or self._d_del_tasks
+            or self._d_workers
+            or self._d_del_workers
+            or self._d_meta
+            or self._events
+            or self._dep_raises
+            or self._batch_effects
+        )
+
     def collect_changes(self) -> Changes:
         """Everything touched since the last call (full records, in first-touch order), then reset the marks."""
         tasks = self._tasks
