@@ -132,6 +132,10 @@ class FederatedCore:
         self.shard_id = shard_id
         self.placement = placement
         self.RPC_METHODS = RPC_METHODS
+        # the core's methods the server calls on every request or batch, bound here: reaching
+        # them through ``__getattr__`` (a failed lookup first) costs more than the calls
+        self.observe_stamp = core.observe_stamp
+        self.worker_summaries = core.worker_summaries
         self._clock = clock
         self.feed_retention = feed_retention
         self.feed_max_deletions = feed_max_deletions
@@ -157,6 +161,10 @@ class FederatedCore:
         if name.startswith("_"):
             raise AttributeError(name)
         return getattr(self.core, name)
+
+    @property
+    def prunes_on_get_work(self) -> bool:
+        return self.core.prunes_on_get_work
 
     def collect_changes(self) -> Changes:
         """What to commit: everything changed since the last call, with the mirror updates held
