@@ -305,7 +305,8 @@ class FederatedCore:
             self.core.gone.discard(task_id)
             self._res_tasks.discard(task_id)
         else:
-            if self.owns(task_id) or has_family:
+            placement = self.placement  # ``owns``, inlined: once per change of every task
+            if has_family or placement is None or placement.owner(task_id) == self.shard_id:
                 self._mirrors.discard(task_id)
                 self._counted[task_id] = status
                 self._count(task_id, status, 1)
@@ -352,30 +353,35 @@ class FederatedCore:
         store; with ``lazy``, the held-back changes: ``collect_changes``)."""
         if not self.core.has_changes():
             return  # nothing to take: what follows would find everything empty
-        for task_id, p in self.core.take_dep_raises().items():
+        core = self.core
+        for task_id, p in core.take_dep_raises().items():
             if not self.owns(task_id) and p > self._dep_raises.get(task_id, p - 1):
                 self._dep_raises[task_id] = p
-        effects = self.core.take_batch_effects()
+        effects = core.take_batch_effects()
         if effects:
             now = self._clock()
             for effect in effects:
                 self._seq += 1
                 self._batch_out.append((self._seq, now, effect))
-        changes = self.core.collect_changes()
+        changes = core.collect_changes()
         if changes.is_empty():
             return
         old_ud = self._ud
-        self._ud = ud = self.core.upstream_disabled()
+        self._ud = ud = core.upstream_disabled()
+        note = self._note
         for task_id, rec in changes.tasks.items():
-            self._note(
+            fed = rec.get("fed")
+            note(
                 task_id,
                 rec["status"],
                 rec.get("priority"),
                 bool(rec.get("resources")),
-                _hosted(rec.get("family"), rec.get("fed")),
+                # ``_hosted``, inlined
+                bool(rec.get("family")) or (isinstance(fed, dict) and bool(fed.get("hosted"))),
                 feed=True,
             )
-        self._stakes(changes)
+        if changes.tasks or changes.deleted_tasks:
+            self._stakes(changes)
         if changes.deleted_tasks:
             now = self._clock()
             deletions = self._deletions
@@ -420,9 +426,10 @@ class FederatedCore:
         stakeholder of each dependency): the feed tells their owners, so the task stays there
         while any of them is alive, as in one luigid where the placeholder is the task."""
         told = self._told
+        mirrors = self._mirrors
         now = None
         for task_id, rec in changes.tasks.items():
-            if task_id not in self._mirrors:
+            if task_id not in mirrors:
                 told.pop(task_id, None)
                 continue
             stakeholders = _tellable(rec.get("stakeholders") or (), rec.get("fed") or {})
@@ -596,17 +603,18 @@ class FederatedCore:
         # updates of mirrors whose status makes nothing runnable (not DONE, not DISABLED: losing
         # them in a crash is safe) need no commit of their own: held back to the next (``_lazy``)
         lazy = True
+        placement, shard_id, get_task = self.placement, self.shard_id, core.get_task
         for task_id, status, epoch, seq in parsed:
-            if self.owns(task_id):
+            if placement is None or placement.owner(task_id) == shard_id:  # ``owns``
                 continue  # never overwrite a task this shard owns
-            t = core.get_task(task_id)
+            t = get_task(task_id)
             if t is None:
                 missing.append(task_id)
                 continue
             if _hosted(t.family, t.fed):
                 continue  # not a placeholder: a batch runner running here with its batch
             version = (float(epoch) if isinstance(epoch, (int, float)) else 0.0, seq)
-            current = self._version(task_id)
+            current = _fed_version(t.fed)
             if current is not None and version <= current:
                 continue
             if current is None:
@@ -655,10 +663,7 @@ class FederatedCore:
     def _version(self, task_id: str) -> tuple[float, int] | None:
         """``(owner_epoch, seq)`` of the last update applied to a mirror (kept in its record)."""
         t = self.core.get_task(task_id)
-        fed = t.fed if t is not None else None
-        if not fed or "epoch" not in fed:
-            return None
-        return (float(fed["epoch"]), int(fed.get("seq", 0)))
+        return _fed_version(t.fed) if t is not None else None
 
     def fed_raise_priority(self, priorities: dict[str, Any]) -> dict[str, bool]:
         """A dependent elsewhere has a higher priority: Luigi's priority inheritance, across shards.
@@ -1208,6 +1213,13 @@ def _tellable(stakeholders: Any, fed: dict[str, Any]) -> frozenset[str]:
     return frozenset(stakeholders) - frozenset(stale) if stale else frozenset(stakeholders)
 
 
+def _fed_version(fed: dict[str, Any]) -> tuple[float, int] | None:
+    """``FederatedCore._version`` of the task whose ``fed`` field this is."""
+    if not fed or "epoch" not in fed:
+        return None
+    return (float(fed["epoch"]), int(fed.get("seq", 0)))
+
+
 def _mirror_status(status: str | None) -> str:
     if status is None:
         return UNKNOWN  # the owner does not have the task (yet, or any more)
@@ -1222,12 +1234,14 @@ def _merge_into(a: Changes, b: Changes) -> None:
     """Fold the later ``b`` into ``a`` (both from ``collect_changes``)."""
     for tid in b.deleted_tasks:
         a.tasks.pop(tid, None)
-    a.deleted_tasks -= set(b.tasks)
+    if a.deleted_tasks:
+        a.deleted_tasks.difference_update(b.tasks)
     a.deleted_tasks |= b.deleted_tasks
     a.tasks.update(b.tasks)
     for wid in b.deleted_workers:
         a.workers.pop(wid, None)
-    a.deleted_workers -= set(b.workers)
+    if a.deleted_workers:
+        a.deleted_workers.difference_update(b.workers)
     a.deleted_workers |= b.deleted_workers
     a.workers.update(b.workers)
     a.meta.update(b.meta)
