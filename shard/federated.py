@@ -699,9 +699,7 @@ class FederatedCore:
         best rank of the other shards; ``[]``: any); otherwise nothing, ``declined`` in the answer.
         """
         if guard is not None and (
-            not isinstance(guard, list)
-            or len(guard) not in (0, 3)
-            or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in guard)
+            not isinstance(guard, list) or len(guard) not in (0, 3) or not _is_rank(guard)
         ):
             raise TypeError("guard must be a rank [priority, -time, -seq] or []")
         core = self.core
@@ -1284,8 +1282,19 @@ def _parse_updates(updates: Any) -> list[list[Any]]:
 
 
 def _check_task_ids(task_ids: Any) -> None:
-    if not isinstance(task_ids, list) or not all(isinstance(t, str) for t in task_ids):
+    if not isinstance(task_ids, list):
         raise TypeError("task_ids must be a list of task ids")
+    for t in task_ids:  # a loop: cheaper than all() over a generator
+        if not isinstance(t, str):
+            raise TypeError("task_ids must be a list of task ids")
+
+
+def _is_rank(rank: list[Any]) -> bool:
+    """Every item a number (not a bool); a loop, cheaper than all() over a generator."""
+    for x in rank:
+        if not isinstance(x, (int, float)) or isinstance(x, bool):
+            return False
+    return True
 
 
 def _check_priorities(priorities: Any) -> None:
@@ -1323,15 +1332,18 @@ def _parse_stakeholders(stakeholders: Any) -> list[tuple[str, dict[str, float]]]
             and len(entry) == 2
             and isinstance(entry[0], str)
             and isinstance(entry[1], list)
-            and all(
+        ):
+            raise TypeError(f"bad stakeholders entry {entry!r:.100}")
+        workers: dict[str, float] = {}
+        for p in entry[1]:  # checked and taken in one loop (an error drops everything parsed)
+            if not (
                 isinstance(p, list)
                 and len(p) == 2
                 and isinstance(p[0], str)
                 and isinstance(p[1], (int, float))
                 and not isinstance(p[1], bool)
-                for p in entry[1]
-            )
-        ):
-            raise TypeError(f"bad stakeholders entry {entry!r:.100}")
-        parsed.append((entry[0], {w: float(la) for w, la in entry[1]}))
+            ):
+                raise TypeError(f"bad stakeholders entry {entry!r:.100}")
+            workers[p[0]] = float(p[1])
+        parsed.append((entry[0], workers))
     return parsed
