@@ -535,17 +535,18 @@ class FederatedCore:
             }
         raises, self._dep_raises = self._dep_raises, {}
         newer: list[list[Any]] = []
-        for task_id in reversed(self._feed):
-            seq, status, priority = self._feed[task_id]
+        feed, mirrors, get_task = self._feed, self._mirrors, self.core.get_task
+        for task_id in reversed(feed):
+            seq, status, priority = feed[task_id]
             if seq <= since:
                 break
-            fresh = task_id in self._mirrors and not self._version(task_id)
+            t = get_task(task_id) if task_id in mirrors else None
+            # ``_version`` is None: no update reached the mirror yet
+            fresh = task_id in mirrors and (t is None or _fed_version(t.fed) is None)
             entry = [task_id, status, priority, seq, fresh]
-            if fresh:
+            if fresh and t is not None:
                 # when and in what order this placeholder was made: its owner adopts a first mention
-                t = self.core.get_task(task_id)
-                if t is not None:
-                    entry += [t.time, t.cseq]
+                entry += [t.time, t.cseq]
             newer.append(entry)
         newer.reverse()
         more = len(newer) > limit
