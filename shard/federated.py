@@ -132,6 +132,10 @@ class FederatedCore:
         self.shard_id = shard_id
         self.placement = placement
         self.RPC_METHODS = RPC_METHODS
+        # the core's methods the server calls on every request or batch, bound here: reaching
+        # them through ``__getattr__`` (a failed lookup first) costs more than the calls
+        self.observe_stamp = core.observe_stamp
+        self.worker_summaries = core.worker_summaries
         self._clock = clock
         self.feed_retention = feed_retention
         self.feed_max_deletions = feed_max_deletions
@@ -157,6 +161,10 @@ class FederatedCore:
         if name.startswith("_"):
             raise AttributeError(name)
         return getattr(self.core, name)
+
+    @property
+    def prunes_on_get_work(self) -> bool:
+        return self.core.prunes_on_get_work
 
     def collect_changes(self) -> Changes:
         """What to commit: everything changed since the last call, with the mirror updates held
@@ -297,7 +305,8 @@ class FederatedCore:
             self.core.gone.discard(task_id)
             self._res_tasks.discard(task_id)
         else:
-            if self.owns(task_id) or has_family:
+            placement = self.placement  # ``owns``, inlined: once per change of every task
+            if has_family or placement is None or placement.owner(task_id) == self.shard_id:
                 self._mirrors.discard(task_id)
                 self._counted[task_id] = status
                 self._count(task_id, status, 1)
@@ -342,30 +351,37 @@ class FederatedCore:
     def _absorb(self, lazy: bool = False) -> None:
         """Take what the core changed since the last look into the feed (and the stash for the
         store; with ``lazy``, the held-back changes: ``collect_changes``)."""
-        for task_id, p in self.core.take_dep_raises().items():
+        if not self.core.has_changes():
+            return  # nothing to take: what follows would find everything empty
+        core = self.core
+        for task_id, p in core.take_dep_raises().items():
             if not self.owns(task_id) and p > self._dep_raises.get(task_id, p - 1):
                 self._dep_raises[task_id] = p
-        effects = self.core.take_batch_effects()
+        effects = core.take_batch_effects()
         if effects:
             now = self._clock()
             for effect in effects:
                 self._seq += 1
                 self._batch_out.append((self._seq, now, effect))
-        changes = self.core.collect_changes()
+        changes = core.collect_changes()
         if changes.is_empty():
             return
         old_ud = self._ud
-        self._ud = ud = self.core.upstream_disabled()
+        self._ud = ud = core.upstream_disabled()
+        note = self._note
         for task_id, rec in changes.tasks.items():
-            self._note(
+            fed = rec.get("fed")
+            note(
                 task_id,
                 rec["status"],
                 rec.get("priority"),
                 bool(rec.get("resources")),
-                _hosted(rec.get("family"), rec.get("fed")),
+                # ``_hosted``, inlined
+                bool(rec.get("family")) or (isinstance(fed, dict) and bool(fed.get("hosted"))),
                 feed=True,
             )
-        self._stakes(changes)
+        if changes.tasks or changes.deleted_tasks:
+            self._stakes(changes)
         if changes.deleted_tasks:
             now = self._clock()
             deletions = self._deletions
@@ -410,9 +426,10 @@ class FederatedCore:
         stakeholder of each dependency): the feed tells their owners, so the task stays there
         while any of them is alive, as in one luigid where the placeholder is the task."""
         told = self._told
+        mirrors = self._mirrors
         now = None
         for task_id, rec in changes.tasks.items():
-            if task_id not in self._mirrors:
+            if task_id not in mirrors:
                 told.pop(task_id, None)
                 continue
             stakeholders = _tellable(rec.get("stakeholders") or (), rec.get("fed") or {})
@@ -518,17 +535,18 @@ class FederatedCore:
             }
         raises, self._dep_raises = self._dep_raises, {}
         newer: list[list[Any]] = []
-        for task_id in reversed(self._feed):
-            seq, status, priority = self._feed[task_id]
+        feed, mirrors, get_task = self._feed, self._mirrors, self.core.get_task
+        for task_id in reversed(feed):
+            seq, status, priority = feed[task_id]
             if seq <= since:
                 break
-            fresh = task_id in self._mirrors and not self._version(task_id)
+            t = get_task(task_id) if task_id in mirrors else None
+            # ``_version`` is None: no update reached the mirror yet
+            fresh = task_id in mirrors and (t is None or _fed_version(t.fed) is None)
             entry = [task_id, status, priority, seq, fresh]
-            if fresh:
+            if fresh and t is not None:
                 # when and in what order this placeholder was made: its owner adopts a first mention
-                t = self.core.get_task(task_id)
-                if t is not None:
-                    entry += [t.time, t.cseq]
+                entry += [t.time, t.cseq]
             newer.append(entry)
         newer.reverse()
         more = len(newer) > limit
@@ -586,17 +604,18 @@ class FederatedCore:
         # updates of mirrors whose status makes nothing runnable (not DONE, not DISABLED: losing
         # them in a crash is safe) need no commit of their own: held back to the next (``_lazy``)
         lazy = True
+        placement, shard_id, get_task = self.placement, self.shard_id, core.get_task
         for task_id, status, epoch, seq in parsed:
-            if self.owns(task_id):
+            if placement is None or placement.owner(task_id) == shard_id:  # ``owns``
                 continue  # never overwrite a task this shard owns
-            t = core.get_task(task_id)
+            t = get_task(task_id)
             if t is None:
                 missing.append(task_id)
                 continue
             if _hosted(t.family, t.fed):
                 continue  # not a placeholder: a batch runner running here with its batch
             version = (float(epoch) if isinstance(epoch, (int, float)) else 0.0, seq)
-            current = self._version(task_id)
+            current = _fed_version(t.fed)
             if current is not None and version <= current:
                 continue
             if current is None:
@@ -645,10 +664,7 @@ class FederatedCore:
     def _version(self, task_id: str) -> tuple[float, int] | None:
         """``(owner_epoch, seq)`` of the last update applied to a mirror (kept in its record)."""
         t = self.core.get_task(task_id)
-        fed = t.fed if t is not None else None
-        if not fed or "epoch" not in fed:
-            return None
-        return (float(fed["epoch"]), int(fed.get("seq", 0)))
+        return _fed_version(t.fed) if t is not None else None
 
     def fed_raise_priority(self, priorities: dict[str, Any]) -> dict[str, bool]:
         """A dependent elsewhere has a higher priority: Luigi's priority inheritance, across shards.
@@ -684,9 +700,7 @@ class FederatedCore:
         best rank of the other shards; ``[]``: any); otherwise nothing, ``declined`` in the answer.
         """
         if guard is not None and (
-            not isinstance(guard, list)
-            or len(guard) not in (0, 3)
-            or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in guard)
+            not isinstance(guard, list) or len(guard) not in (0, 3) or not _is_rank(guard)
         ):
             raise TypeError("guard must be a rank [priority, -time, -seq] or []")
         core = self.core
@@ -1198,6 +1212,13 @@ def _tellable(stakeholders: Any, fed: dict[str, Any]) -> frozenset[str]:
     return frozenset(stakeholders) - frozenset(stale) if stale else frozenset(stakeholders)
 
 
+def _fed_version(fed: dict[str, Any]) -> tuple[float, int] | None:
+    """``FederatedCore._version`` of the task whose ``fed`` field this is."""
+    if not fed or "epoch" not in fed:
+        return None
+    return (float(fed["epoch"]), int(fed.get("seq", 0)))
+
+
 def _mirror_status(status: str | None) -> str:
     if status is None:
         return UNKNOWN  # the owner does not have the task (yet, or any more)
@@ -1212,12 +1233,14 @@ def _merge_into(a: Changes, b: Changes) -> None:
     """Fold the later ``b`` into ``a`` (both from ``collect_changes``)."""
     for tid in b.deleted_tasks:
         a.tasks.pop(tid, None)
-    a.deleted_tasks -= set(b.tasks)
+    if a.deleted_tasks:
+        a.deleted_tasks.difference_update(b.tasks)
     a.deleted_tasks |= b.deleted_tasks
     a.tasks.update(b.tasks)
     for wid in b.deleted_workers:
         a.workers.pop(wid, None)
-    a.deleted_workers -= set(b.workers)
+    if a.deleted_workers:
+        a.deleted_workers.difference_update(b.workers)
     a.deleted_workers |= b.deleted_workers
     a.workers.update(b.workers)
     a.meta.update(b.meta)
@@ -1260,8 +1283,19 @@ def _parse_updates(updates: Any) -> list[list[Any]]:
 
 
 def _check_task_ids(task_ids: Any) -> None:
-    if not isinstance(task_ids, list) or not all(isinstance(t, str) for t in task_ids):
+    if not isinstance(task_ids, list):
         raise TypeError("task_ids must be a list of task ids")
+    for t in task_ids:  # a loop: cheaper than all() over a generator
+        if not isinstance(t, str):
+            raise TypeError("task_ids must be a list of task ids")
+
+
+def _is_rank(rank: list[Any]) -> bool:
+    """Every item a number (not a bool); a loop, cheaper than all() over a generator."""
+    for x in rank:
+        if not isinstance(x, (int, float)) or isinstance(x, bool):
+            return False
+    return True
 
 
 def _check_priorities(priorities: Any) -> None:
@@ -1299,15 +1333,18 @@ def _parse_stakeholders(stakeholders: Any) -> list[tuple[str, dict[str, float]]]
             and len(entry) == 2
             and isinstance(entry[0], str)
             and isinstance(entry[1], list)
-            and all(
+        ):
+            raise TypeError(f"bad stakeholders entry {entry!r:.100}")
+        workers: dict[str, float] = {}
+        for p in entry[1]:  # checked and taken in one loop (an error drops everything parsed)
+            if not (
                 isinstance(p, list)
                 and len(p) == 2
                 and isinstance(p[0], str)
                 and isinstance(p[1], (int, float))
                 and not isinstance(p[1], bool)
-                for p in entry[1]
-            )
-        ):
-            raise TypeError(f"bad stakeholders entry {entry!r:.100}")
-        parsed.append((entry[0], {w: float(la) for w, la in entry[1]}))
+            ):
+                raise TypeError(f"bad stakeholders entry {entry!r:.100}")
+            workers[p[0]] = float(p[1])
+        parsed.append((entry[0], workers))
     return parsed

@@ -3142,23 +3142,53 @@ class SchedulerCore:
             return sorted(self._remote_batches)
         raise KeyError(key)  # pragma: no cover
 
+    def has_changes(self) -> bool:
+        """Whether anything was touched since the last ``collect_changes`` or there are dependency
+        rises or batch effects not taken yet (``take_dep_raises``, ``take_batch_effects``), in
+        O(1).  False: those three would give nothing (an empty ``Changes``, ``{}``, ``[]``)."""
+        return bool(
+            self._d_tasks
+            or self._d_del_tasks
+            or self._d_workers
+            or self._d_del_workers
+            or self._d_meta
+            or self._events
+            or self._dep_raises
+            or self._batch_effects
+        )
+
     def collect_changes(self) -> Changes:
         """Everything touched since the last call (full records, in first-touch order), then reset the marks."""
         tasks = self._tasks
         workers = self._workers
+        record = self._task_record
+        # most calls find only tasks touched: the other parts are built only when marked
         ch = Changes(
-            tasks={tid: self._task_record(tasks[tid]) for tid in self._d_tasks if tid in tasks},
-            deleted_tasks={tid for tid in self._d_del_tasks if tid not in tasks},
-            workers={wid: self._worker_record(workers[wid]) for wid in self._d_workers if wid in workers},
-            deleted_workers={wid for wid in self._d_del_workers if wid not in workers},
-            meta={k: self._meta(k) for k in self._d_meta},
+            tasks={tid: record(tasks[tid]) for tid in self._d_tasks if tid in tasks},
+            deleted_tasks={tid for tid in self._d_del_tasks if tid not in tasks}
+            if self._d_del_tasks
+            else set(),
+            workers=(
+                {wid: self._worker_record(workers[wid]) for wid in self._d_workers if wid in workers}
+                if self._d_workers
+                else {}
+            ),
+            deleted_workers=(
+                {wid for wid in self._d_del_workers if wid not in workers} if self._d_del_workers else set()
+            ),
+            meta={k: self._meta(k) for k in self._d_meta} if self._d_meta else {},
             events=self._events,
         )
-        self._d_tasks = _Marks()
-        self._d_del_tasks = _Marks()
-        self._d_workers = _Marks()
-        self._d_del_workers = _Marks()
-        self._d_meta = _Marks()
+        if self._d_tasks:
+            self._d_tasks = _Marks()
+        if self._d_del_tasks:
+            self._d_del_tasks = _Marks()
+        if self._d_workers:
+            self._d_workers = _Marks()
+        if self._d_del_workers:
+            self._d_del_workers = _Marks()
+        if self._d_meta:
+            self._d_meta = _Marks()
         self._events = []
         return ch
 
