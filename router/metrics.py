@@ -46,7 +46,7 @@ class _HotCollector(Collector):
 
     ``prometheus_client``'s ``Counter.inc`` and ``Histogram.observe`` take a lock and walk the
     buckets in Python on each call: on the router's loop, which counts every request and every
-    shard reply, they were about 4 % of its CPU in the 20k-task load test.  The loop is the only
+    shard reply, a cProfile of the 20k-task load test put them at about 4 % of its CPU.  The loop is the only
     writer; a scrape (the gateway's thread) copies each list in one step under the GIL, so it
     may see a round trip counted in its bucket and not yet in the sum, never a bucket behind."""
 
