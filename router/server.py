@@ -47,8 +47,8 @@ DRAIN_SECONDS = 2.0
 #: at start, how long the router waits for its shards before taking requests anyway
 WARMUP_SECONDS = 3.0
 #: the timers (probes of down shards, periodic feed pulls, resynchronisation, resharding steps)
-#: run at most this often: a busy loop turns every few tens of microseconds, and they all wait
-#: for deadlines of 100 ms and more
+#: run at most this often: a busy loop turns every few tens of microseconds, and the shortest
+#: of their delays is 50 ms (a first probe, a resharding step's poll)
 TIMERS_EVERY = 0.005
 
 

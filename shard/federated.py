@@ -305,8 +305,7 @@ class FederatedCore:
             self.core.gone.discard(task_id)
             self._res_tasks.discard(task_id)
         else:
-            placement = self.placement  # ``owns``, inlined: once per change of every task
-            if has_family or placement is None or placement.owner(task_id) == self.shard_id:
+            if has_family or self.owns(task_id):
                 self._mirrors.discard(task_id)
                 self._counted[task_id] = status
                 self._count(task_id, status, 1)
@@ -370,14 +369,12 @@ class FederatedCore:
         self._ud = ud = core.upstream_disabled()
         note = self._note
         for task_id, rec in changes.tasks.items():
-            fed = rec.get("fed")
             note(
                 task_id,
                 rec["status"],
                 rec.get("priority"),
                 bool(rec.get("resources")),
-                # ``_hosted``, inlined
-                bool(rec.get("family")) or (isinstance(fed, dict) and bool(fed.get("hosted"))),
+                _hosted(rec.get("family"), rec.get("fed")),
                 feed=True,
             )
         if changes.tasks or changes.deleted_tasks:
@@ -604,9 +601,9 @@ class FederatedCore:
         # updates of mirrors whose status makes nothing runnable (not DONE, not DISABLED: losing
         # them in a crash is safe) need no commit of their own: held back to the next (``_lazy``)
         lazy = True
-        placement, shard_id, get_task = self.placement, self.shard_id, core.get_task
+        owns, get_task = self.owns, core.get_task
         for task_id, status, epoch, seq in parsed:
-            if placement is None or placement.owner(task_id) == shard_id:  # ``owns``
+            if owns(task_id):
                 continue  # never overwrite a task this shard owns
             t = get_task(task_id)
             if t is None:

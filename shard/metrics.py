@@ -46,11 +46,9 @@ class ShardMetrics:
         )
         self.shard_id = shard_id
         self._children: dict[tuple[str, str], Any] = {}
-        # the histograms' children of this shard, made at their first observation (as
-        # ``labels(shard_id)`` at each one would): labels() per batch costs a lock and lookups
-        self._batch_size: Any = None
-        self._batch_seconds: Any = None
-        self._commit_seconds: Any = None
+        #: each histogram's child of this shard, made at its first observation (as
+        #: ``labels(shard_id)`` at each one would): labels() per batch costs a lock and lookups
+        self._histograms: dict[Any, Any] = {}
 
     def request(self, method: str, outcome: str) -> None:
         key = (method, outcome)
@@ -64,23 +62,12 @@ class ShardMetrics:
                 self._children[key] = child  # labels() per request costs a lock and lookups
         child.inc()
 
-    def batch_size_observe(self, n: int) -> None:
-        child = self._batch_size
+    def observe(self, histogram: Any, value: float) -> None:
+        """``histogram.labels(shard_id).observe(value)`` for this shard's histograms."""
+        child = self._histograms.get(histogram)
         if child is None:
-            child = self._batch_size = self.batch_size.labels(self.shard_id)
-        child.observe(n)
-
-    def batch_seconds_observe(self, seconds: float) -> None:
-        child = self._batch_seconds
-        if child is None:
-            child = self._batch_seconds = self.batch_seconds.labels(self.shard_id)
-        child.observe(seconds)
-
-    def commit_seconds_observe(self, seconds: float) -> None:
-        child = self._commit_seconds
-        if child is None:
-            child = self._commit_seconds = self.commit_seconds.labels(self.shard_id)
-        child.observe(seconds)
+            child = self._histograms[histogram] = histogram.labels(self.shard_id)
+        child.observe(value)
 
     def serve(self, address: str) -> tuple[str, int]:
         host, _, port = address.rpartition(":")

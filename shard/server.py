@@ -214,7 +214,7 @@ class ShardServer:
         for i, frames in enumerate(batch):
             self._index = i
             replies.append(self._handle(frames) if users is None else self._handle(frames, users[i]))
-        self.metrics.batch_size_observe(len(replies))
+        self.metrics.observe(self.metrics.batch_size, len(replies))
         commit_error = self._commit()
         # the router's table of get_work summaries: what changed rides on the batch's first reply
         # to the router (a stamped request), ahead of every other reply of the batch
@@ -233,7 +233,7 @@ class ShardServer:
                 out.append([*route, body, frame])
             else:
                 out.append([*route, body])
-        self.metrics.batch_seconds_observe(time.perf_counter() - t_batch)
+        self.metrics.observe(self.metrics.batch_seconds, time.perf_counter() - t_batch)
         return out
 
     def _summary_frame(self) -> bytes | None:
@@ -323,7 +323,7 @@ class ShardServer:
             self._reload()
             return e
         elapsed = time.perf_counter() - t0
-        self.metrics.commit_seconds_observe(elapsed)
+        self.metrics.observe(self.metrics.commit_seconds, elapsed)
         return None
 
     def _confirm_ownership(self) -> FederationError | None:
