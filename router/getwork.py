@@ -119,8 +119,9 @@ class GetWork:
         plan = self._direct_plan(live) if not holders and self.unavailable is None else None
         if plan is not None:
             # first the router's own calls in flight there that may give this worker better work
-            # (a relay's mirror update, acknowledged to its worker once sent): router.summaries
+            # and were acknowledged to a client already (a batch's release...): router.summaries
             if summaries.after_settled([pool.links[sid] for sid in live], lambda: self._settled(live)):
+                self.core.metrics.get_work_path("waited")
                 return
             if self._grant_directly(live, plan):
                 return

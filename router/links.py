@@ -278,11 +278,16 @@ class ShardPool:
         force: bool = False,
         probe: bool = False,
         stamp: int | None = None,
+        concurrent: bool = False,
     ) -> None:
-        """Call ``method(**kwargs)`` on shard ``sid``; ``cb(result, error)`` (``stamp``: :meth:`send`)."""
+        """Call ``method(**kwargs)`` on shard ``sid``; ``cb(result, error)`` (``stamp``: :meth:`send`).
+
+        ``concurrent``: nothing this call changes is acknowledged to any client before its answer
+        (the caller waits for it first), so it is concurrent with every ``get_work`` arriving
+        meanwhile, which need not wait for it (``router.summaries``)."""
         body = wire.encode_request(0, method, kwargs)
         link = self.links.get(sid)
-        if link is not None and not is_settled(method, kwargs):
+        if link is not None and not concurrent and not is_settled(method, kwargs):
             # until answered, the shard's summaries may not show what this call changes
             number = next(self._unsettled)
             link.unsettled[number] = None

@@ -91,11 +91,12 @@ class RouterMetrics:
         self.get_work_paths = Counter(
             "fed_router_get_work_paths",
             "get_work over several shards by how it was decided: direct (from the shards' "
-            "summaries), offers, declined (a direct grant refused; the offers decided)",
+            "summaries), offers, declined (a direct grant refused; the offers decided); waited: "
+            "it first waited for the router's own calls in flight that a client was told of",
             ["path"],
             registry=self.registry,
         )
-        self._paths = {p: self.get_work_paths.labels(p) for p in ("direct", "offers", "declined")}
+        self._paths = {p: self.get_work_paths.labels(p) for p in ("direct", "offers", "declined", "waited")}
         self._hot = _HotCollector()
         self.registry.register(self._hot)
         self._requests = self._hot.requests

@@ -67,6 +67,11 @@ class Feed:
     periodic_in_flight: bool = False
     #: (pull number that must be done, call) — answers waiting for this shard's feed
     held: list[tuple[int, Call]] = field(default_factory=list)
+    #: pulls whose page was relayed and not all answered yet; and the held
+    #: answers whose pull was handled, let go once every relay up to their pull was answered
+    #: (``Relay._let_go``: a mirror update is acknowledged to nobody before the mirror has it)
+    relaying: set[int] = field(default_factory=set)
+    answering: list[tuple[int, Call]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -81,6 +86,11 @@ class Outgoing:
     #: a change-feed pull owed to this shard, answered with the rest (``fed_relay(since=)``):
     #: the cursor, and the pull's handler of ``fed_changes``' answer
     pull: tuple[int, Callable[[Any, FederationError | None], None]] | None = None
+    #: a part may be acknowledged to a client before the shard answers (a priority asked again
+    #: after an add_task, a first mention): a ``get_work`` meanwhile waits for the answer
+    #: (``router.summaries``).  Not for a feed page's parts (their held answers wait for the
+    #: relay's answer) nor for a grant's push (a RUNNING mirror gives nobody better work).
+    waited: bool = False
 
     def mention(self, found: dict[str, list[Any]]) -> None:
         """First mentions: the earliest of each task (as the owner keeps it)."""
@@ -254,7 +264,7 @@ class Relay:
         with the turn's others for that shard in one ``fed_relay``: ahead of anything
         sent there in a later turn (the same FIFO), so ahead of the next call of any client that
         was answered in this one."""
-        self._queue(sid).parts.setdefault("updates", []).append(update)
+        self._queue(sid, waited=False).parts.setdefault("updates", []).append(update)
         pushed = self._pushed
         if len(pushed) >= MAX_REMEMBERED:
             pushed.pop(next(iter(pushed)))
@@ -312,6 +322,8 @@ class Relay:
         held, feed.held = feed.held, []
         for _, call in held:
             self.pool.defer(lambda call=call: self._release(call))  # type: ignore[misc]
+        # (what waits for relays of this shard's pages is let go as their answers come: the
+        # relays went to the other shards)
 
     # -- the change feed ----------------------------------------------------------------------
     def _pull(self, link: ShardLink, *, periodic: bool = False, via: Outgoing | None = None) -> None:
@@ -321,9 +333,14 @@ class Relay:
         version = self._report_version(link.id)
         epoch = feed.epoch
 
+        def answered() -> None:
+            feed.relaying.discard(number)
+            self._let_go(feed)
+
         def done(result: Any, err: FederationError | None) -> None:
             if periodic:
                 feed.periodic_in_flight = False
+            feed.relaying.add(number)
             try:
                 if err is None and isinstance(result, dict) and epoch == feed.epoch:
                     more = self.on_changes(link, result, version)
@@ -339,18 +356,32 @@ class Relay:
                     if n <= feed.pulls_done:
                         for sid in chained:
                             self.hold(call, sid)
-                        self._release(call)
+                        feed.answering.append((n, call))
                     else:
                         keep.append((n, call))
                 feed.held = keep
+                # the page's relays (and what else went this turn); the answers held for it are
+                # let go once they are answered
+                self._send_outbox(answered)
 
         if via is not None and via.pull is None:
             via.pull = (feed.cursor, done)
         else:
             self.pool.call(link.id, "fed_changes", {"since": feed.cursor}, done)
 
+    def _let_go(self, feed: Feed) -> None:
+        """Answer the held calls whose pull was handled and every relay up to it answered."""
+        if not feed.answering:
+            return
+        first = min(feed.relaying) if feed.relaying else None
+        ready = [call for n, call in feed.answering if first is None or n < first]
+        if ready:
+            feed.answering = [(n, c) for n, c in feed.answering if not (first is None or n < first)]
+            for call in ready:
+                self._release(call)
+
     def on_changes(self, link: ShardLink, result: dict[str, Any], version: int) -> bool:
-        """Relay one change-feed page; True when the shard has more."""
+        """Queue one change-feed page's relays (sent by the caller); True when the shard has more."""
         feed = self.feeds[link.id]
         if result.get("epoch") != feed.epoch:
             log.info("router: shard %s restarted (new epoch); resynchronising", link.id)
@@ -422,43 +453,56 @@ class Relay:
         for owner, gone in forgotten.items():
             for task_id in gone:
                 self._mentioned.pop(task_id, None)  # mentioned again later: told again
-            self._queue(owner).parts.setdefault("forget", []).extend(gone)
+            self._queue(owner, waited=False).parts.setdefault("forget", []).extend(gone)
         for owner, found in mentions.items():
             # the placeholder was the task's first mention: its owner takes that creation time
-            self._queue(owner).mention(self._new_mentions(found))
+            self._queue(owner, waited=False).mention(self._new_mentions(found))
         for sid, items in updates.items():
-            self._queue(sid).parts.setdefault("updates", []).extend(items)
+            self._queue(sid, waited=False).parts.setdefault("updates", []).extend(items)
         for owner, prios in raises.items():
-            self._queue(owner).raise_to(prios)
+            self._queue(owner, waited=False).raise_to(prios)
         for owner, entries in self._stakeholders_by_owner(link.id, result.get("stakeholders")).items():
-            self._queue(owner).parts.setdefault("stakeholders", []).extend(entries)
+            self._queue(owner, waited=False).parts.setdefault("stakeholders", []).extend(entries)
         for owner, task_ids in fresh.items():
-            self._queue(owner).ask_status({t: {link.id} for t in task_ids}, None)
-        self._send_outbox()
+            self._queue(owner, waited=False).ask_status({t: {link.id} for t in task_ids}, None)
         return bool(result.get("more"))
 
-    def _queue(self, sid: str) -> Outgoing:
-        """What goes to shard ``sid`` in its next ``fed_relay`` (``_send_outbox``)."""
+    def _queue(self, sid: str, *, waited: bool = True) -> Outgoing:
+        """What goes to shard ``sid`` in its next ``fed_relay`` (``_send_outbox``); ``waited``:
+        see ``Outgoing.waited``."""
         out = self._outbox.get(sid)
         if out is None:
             out = self._outbox[sid] = Outgoing()
+        if waited:
+            out.waited = True
         return out
 
-    def _send_outbox(self) -> None:
+    def _send_outbox(self, then: Callable[[], None] | None = None) -> None:
+        """Send what is queued for each shard; ``then`` once every one of these relays was answered."""
         outbox, self._outbox = self._outbox, {}
+        left = [1]
+
+        def one() -> None:
+            left[0] -= 1
+            if left[0] == 0 and then is not None:
+                then()
+
         for sid, out in outbox.items():
             if sid in self.pool.links:
-                self._send_relay(sid, out)
+                left[0] += 1
+                self._send_relay(sid, out, one)
             elif out.pull is not None:
                 # the shard left the federation meanwhile (resharding): its pull fails as a call would
                 out.pull[1](None, TransportError(f"shard {sid} is not in the federation (any more)"))
+        one()
 
-    def _send_relay(self, sid: str, out: Outgoing) -> None:
+    def _send_relay(self, sid: str, out: Outgoing, then: Callable[[], None] = lambda: None) -> None:
         """One ``fed_relay`` to shard ``sid`` with ``out``'s parts (``updates`` for its mirrors;
         ``forget``, ``mentions``, ``raises``, ``stakeholders``, ``status`` for its own tasks); its
         answer is handled as the single methods' answers.  A shard that does not know
         ``fed_relay`` (an older one during a rolling upgrade) is sent the single methods; parts
-        over ``CHUNK`` entries go on their own, in chunks."""
+        over ``CHUNK`` entries go on their own, in chunks.  ``then`` once the answer was handled
+        (and the mirror updates of a ``status`` part answered)."""
         parts, targets, after, pull = out.parts, out.targets, out.after, out.pull
         stakes = parts.get("stakeholders")
         if stakes is not None and self.pool.links[sid].state is LinkState.DOWN:
@@ -476,10 +520,13 @@ class Relay:
             if "stakeholders" in big:
                 stakes = None
         if not parts:
-            for fn in after:
-                fn()
-            if pull is not None:
-                self.pool.call(sid, "fed_changes", {"since": pull[0]}, pull[1])
+            try:
+                for fn in after:
+                    fn()
+                if pull is not None:
+                    self.pool.call(sid, "fed_changes", {"since": pull[0]}, pull[1])
+            finally:
+                then()
             return
         if stakes is not None and self._on_stakeholders is not None:
             self._met(sid, stakes)
@@ -488,11 +535,15 @@ class Relay:
 
         def done(result: Any, err: FederationError | None) -> None:
             if err is not None and err.code == "unknown_method":
-                parts.pop("since", None)
-                self._send_single(sid, parts, targets, after)
-                if pull is not None:
-                    self.pool.call(sid, "fed_changes", {"since": pull[0]}, pull[1])
+                try:
+                    parts.pop("since", None)
+                    self._send_single(sid, parts, targets, after)
+                    if pull is not None:
+                        self.pool.call(sid, "fed_changes", {"since": pull[0]}, pull[1])
+                finally:
+                    then()
                 return
+            statuses = False
             try:
                 if "updates" in parts:
                     self._updated(sid, result, err)
@@ -501,20 +552,26 @@ class Relay:
                 if "raises" in parts:
                     self._raised(sid, result, err)
                 if "status" in parts:
-                    self._statuses(sid, result, err, targets)
+                    # the calls waiting for these statuses are let go once the mirrors have them
+                    statuses = True
+                    self._statuses(sid, result, err, targets, _all(after) if after else None)
                 elif err is not None and not isinstance(err, TransportError):
                     _log_error(result, err)
             finally:
                 try:
-                    for fn in after:
-                        fn()
+                    if not statuses:
+                        for fn in after:
+                            fn()
                 finally:
-                    if pull is not None:
-                        # the feed's page, as fed_changes answers it (after the parts: the same FIFO)
-                        page = result.get("feed") if err is None and isinstance(result, dict) else None
-                        pull[1](page, err)
+                    try:
+                        if pull is not None:
+                            # the feed's page, as fed_changes answers it (after the parts: the same FIFO)
+                            page = result.get("feed") if err is None and isinstance(result, dict) else None
+                            pull[1](page, err)
+                    finally:
+                        then()
 
-        self.pool.call(sid, "fed_relay", parts, done)
+        self.pool.call(sid, "fed_relay", parts, done, concurrent=not out.waited)
 
     def _send_single(
         self, sid: str, parts: dict[str, Any], targets: dict[str, set[str]], after: list[Callable[[], None]]
@@ -579,15 +636,33 @@ class Relay:
         workers = {w[0] for e in entries if isinstance(e[1], list) for w in e[1] if isinstance(w, list) and w}
         self._on_stakeholders(owner, sorted(w for w in workers if isinstance(w, str)))
 
-    def _send_updates(self, updates: dict[str, list[list[Any]]]) -> None:
+    def _send_updates(
+        self, updates: dict[str, list[list[Any]]], then: Callable[[], None] | None = None
+    ) -> None:
+        """``fed_mirror_update`` to each mirror shard; ``then`` once all were answered (the
+        caller acknowledges nothing they change before: they are ``concurrent`` calls)."""
+        left = [1]
+
+        def one() -> None:
+            left[0] -= 1
+            if left[0] == 0 and then is not None:
+                then()
+
         for sid, items in updates.items():
             for i in range(0, len(items), CHUNK):
                 chunk = items[i : i + CHUNK]
 
                 def done(result: Any, err: FederationError | None, sid: str = sid) -> None:
-                    self._updated(sid, result, err)
+                    try:
+                        self._updated(sid, result, err)
+                    finally:
+                        one()
 
-                self.pool.call(sid, "fed_mirror_update", {"updates": chunk}, done)
+                left[0] += 1
+                self.pool.call(
+                    sid, "fed_mirror_update", {"updates": chunk}, done, concurrent=then is not None
+                )
+        one()
 
     def _updated(self, sid: str, result: Any, err: FederationError | None) -> None:
         """``fed_mirror_update``'s answer from mirror shard ``sid``."""
@@ -680,21 +755,29 @@ class Relay:
             self.pool.call(owner, "fed_status", {"task_ids": chunk}, one)
 
     def _statuses(
-        self, owner: str, result: Any, err: FederationError | None, targets: dict[str, set[str]] | None
+        self,
+        owner: str,
+        result: Any,
+        err: FederationError | None,
+        targets: dict[str, set[str]] | None,
+        then: Callable[[], None] | None = None,
     ) -> None:
-        """``fed_status``'s answer from ``owner``: pushed to the mirrors (``targets``, or all)."""
-        if err is None and isinstance(result, dict):
-            epoch = result.get("epoch")
-            updates: dict[str, list[list[Any]]] = defaultdict(list)
-            for task_id, state in (result.get("tasks") or {}).items():
-                if self.owner(task_id) != owner or (self.frozen is not None and self.frozen(task_id)):
-                    continue  # moving (resharding), or moved while the answer was on its way
-                status, seq = (state[0], state[2]) if state else (None, 0)
-                for sid in (targets or {}).get(task_id) or self.subs.get(task_id) or ():
-                    updates[sid].append([task_id, status, epoch, seq])
-            self._send_updates(updates)
-        elif err is not None:
-            log.info("router: cannot read status from shard %s yet: %s", owner, err.message)
+        """``fed_status``'s answer from ``owner``: pushed to the mirrors (``targets``, or all);
+        ``then`` once they answered (always called, also when there is nothing to push)."""
+        updates: dict[str, list[list[Any]]] = defaultdict(list)
+        try:
+            if err is None and isinstance(result, dict):
+                epoch = result.get("epoch")
+                for task_id, state in (result.get("tasks") or {}).items():
+                    if self.owner(task_id) != owner or (self.frozen is not None and self.frozen(task_id)):
+                        continue  # moving (resharding), or moved while the answer was on its way
+                    status, seq = (state[0], state[2]) if state else (None, 0)
+                    for sid in (targets or {}).get(task_id) or self.subs.get(task_id) or ():
+                        updates[sid].append([task_id, status, epoch, seq])
+            elif err is not None:
+                log.info("router: cannot read status from shard %s yet: %s", owner, err.message)
+        finally:
+            self._send_updates(updates, then)
 
     # -- after any restart --------------------------------------------------------------------
     def resync(self, link: ShardLink) -> None:

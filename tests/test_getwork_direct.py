@@ -37,7 +37,9 @@ class Fed(InProcFederation):
 
     def paths(self) -> dict[str, float]:
         m = self.router.core.metrics
-        return {p: m.get_work_paths.labels(p)._value.get() for p in ("direct", "offers", "declined")}
+        return {
+            p: m.get_work_paths.labels(p)._value.get() for p in ("direct", "offers", "declined", "waited")
+        }
 
     def link(self, sid: str) -> Any:
         return self.router.core.pool.links[sid]
@@ -91,11 +93,43 @@ def test_the_table_follows_every_change_and_a_dependency_done_elsewhere(fed: Fed
     assert fed.call("get_work", worker=W, host="h", current_tasks=[])["task_id"] == b
 
 
+def test_a_done_relayed_elsewhere_is_answered_once_the_mirror_has_it(fed: Fed) -> None:
+    """The worker's DONE of a dependency on s0 is answered only once s1 answered the relay's
+    update of its mirror (and the router has s1's summaries from that answer): the worker's next
+    get_work is granted directly, waiting for no call in flight, and finds the dependent."""
+    a, b = fed.task_on("s0", "a"), fed.task_on("s1", "b")
+    fed.add(b, deps=[a])
+    fed.add(a)
+    assert fed.call("get_work", worker=W, host="h")["task_id"] == a
+    # what s1 and the router's table of s1 say at the moment the DONE is answered
+    seen: list[tuple[str, Any, bool]] = []
+    send_front = fed.router.core.send_front
+
+    def spy(route: list[bytes], body: bytes) -> None:
+        seen.append(
+            (fed.core("s1").get_task(a).status, fed.link("s1").sums[W][1], summaries.usable(fed.link("s1")))
+        )
+        send_front(route, body)
+
+    fed.router.core.send_front = spy
+    fed.call("add_task", task_id=a, worker=W, family="F", status="DONE")
+    fed.router.core.send_front = send_front
+    assert len(seen) == 1
+    status, top, usable = seen[0]
+    assert status == "DONE" and usable and top is not None  # b runnable, in the router's table
+    assert not any(fed.link(sid).unsettled for sid in IDS)
+    before = fed.paths()
+    assert fed.call("get_work", worker=W, host="h", current_tasks=[])["task_id"] == b
+    after = fed.paths()
+    assert after["direct"] - before["direct"] == 1
+    assert after["waited"] == before["waited"] and after["offers"] == before["offers"]
+
+
 def test_a_get_work_waits_for_the_relays_in_flight_when_it_arrived(fed: Fed) -> None:
-    """A dependency DONE on s0 is acknowledged once its mirror update to s1 is sent: a get_work
-    that arrives before s1 answered it waits for that answer (and its summaries), so it sees the
-    dependent runnable on s1, as one luigid would; calls sent after it arrived are not waited
-    for."""
+    """A mirror update sent as a client may already know it (as after a resynchronisation: not a
+    ``concurrent`` call): a get_work that arrives before s1 answered it waits for that answer (and
+    its summaries), so it sees the dependent runnable on s1, as one luigid would; calls sent
+    after it arrived are not waited for."""
     a, b, c = fed.task_on("s0", "a"), fed.task_on("s1", "b"), fed.task_on("s2", "c")
     fed.add(b, deps=[a], priority=5)
     fed.add(a, priority=5)
@@ -111,6 +145,7 @@ def test_a_get_work_waits_for_the_relays_in_flight_when_it_arrived(fed: Fed) -> 
     route = fed.router.send("get_work", worker=W, host="h", current_tasks=[])
     fed.router.core.step()
     assert link.settle_waiters  # held until s1 answered
+    assert fed.paths()["waited"] == 1
     later = []
     pool.call("s1", "fed_mirror_update", {"updates": []}, lambda r, e: later.append(r))
     fed.router.settle()
