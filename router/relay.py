@@ -479,6 +479,10 @@ class Relay:
 
     def _send_outbox(self, then: Callable[[], None] | None = None) -> None:
         """Send what is queued for each shard; ``then`` once every one of these relays was answered."""
+        if not self._outbox:
+            if then is not None:
+                then()
+            return
         outbox, self._outbox = self._outbox, {}
         left = [1]
 
