@@ -505,8 +505,7 @@ class Relay:
         ``forget``, ``mentions``, ``raises``, ``stakeholders``, ``status`` for its own tasks); its
         answer is handled as the single methods' answers.  A shard that does not know
         ``fed_relay`` (an older one during a rolling upgrade) is sent the single methods; parts
-        over ``CHUNK`` entries go on their own, in chunks.  ``then`` once the answer was handled
-        (and the mirror updates of a ``status`` part answered)."""
+        over ``CHUNK`` entries go on their own, in chunks.  ``then`` once the answer was handled."""
         parts, targets, after, pull = out.parts, out.targets, out.after, out.pull
         stakes = parts.get("stakeholders")
         if stakes is not None and self.pool.links[sid].state is LinkState.DOWN:
@@ -547,7 +546,6 @@ class Relay:
                 finally:
                     then()
                 return
-            statuses = False
             try:
                 if "updates" in parts:
                     self._updated(sid, result, err)
@@ -556,16 +554,16 @@ class Relay:
                 if "raises" in parts:
                     self._raised(sid, result, err)
                 if "status" in parts:
-                    # the calls waiting for these statuses are let go once the mirrors have them
-                    statuses = True
-                    self._statuses(sid, result, err, targets, _all(after) if after else None)
+                    # (the calls waiting for a new mirror's first status are let go once it is sent:
+                    # those updates are waited for by a get_work, as a worker registering its tasks
+                    # calls get_work only at the end, and the registration need not wait)
+                    self._statuses(sid, result, err, targets)
                 elif err is not None and not isinstance(err, TransportError):
                     _log_error(result, err)
             finally:
                 try:
-                    if not statuses:
-                        for fn in after:
-                            fn()
+                    for fn in after:
+                        fn()
                 finally:
                     try:
                         if pull is not None:
@@ -640,33 +638,15 @@ class Relay:
         workers = {w[0] for e in entries if isinstance(e[1], list) for w in e[1] if isinstance(w, list) and w}
         self._on_stakeholders(owner, sorted(w for w in workers if isinstance(w, str)))
 
-    def _send_updates(
-        self, updates: dict[str, list[list[Any]]], then: Callable[[], None] | None = None
-    ) -> None:
-        """``fed_mirror_update`` to each mirror shard; ``then`` once all were answered (the
-        caller acknowledges nothing they change before: they are ``concurrent`` calls)."""
-        left = [1]
-
-        def one() -> None:
-            left[0] -= 1
-            if left[0] == 0 and then is not None:
-                then()
-
+    def _send_updates(self, updates: dict[str, list[list[Any]]]) -> None:
         for sid, items in updates.items():
             for i in range(0, len(items), CHUNK):
                 chunk = items[i : i + CHUNK]
 
                 def done(result: Any, err: FederationError | None, sid: str = sid) -> None:
-                    try:
-                        self._updated(sid, result, err)
-                    finally:
-                        one()
+                    self._updated(sid, result, err)
 
-                left[0] += 1
-                self.pool.call(
-                    sid, "fed_mirror_update", {"updates": chunk}, done, concurrent=then is not None
-                )
-        one()
+                self.pool.call(sid, "fed_mirror_update", {"updates": chunk}, done)
 
     def _updated(self, sid: str, result: Any, err: FederationError | None) -> None:
         """``fed_mirror_update``'s answer from mirror shard ``sid``."""
@@ -759,29 +739,21 @@ class Relay:
             self.pool.call(owner, "fed_status", {"task_ids": chunk}, one)
 
     def _statuses(
-        self,
-        owner: str,
-        result: Any,
-        err: FederationError | None,
-        targets: dict[str, set[str]] | None,
-        then: Callable[[], None] | None = None,
+        self, owner: str, result: Any, err: FederationError | None, targets: dict[str, set[str]] | None
     ) -> None:
-        """``fed_status``'s answer from ``owner``: pushed to the mirrors (``targets``, or all);
-        ``then`` once they answered (always called, also when there is nothing to push)."""
-        updates: dict[str, list[list[Any]]] = defaultdict(list)
-        try:
-            if err is None and isinstance(result, dict):
-                epoch = result.get("epoch")
-                for task_id, state in (result.get("tasks") or {}).items():
-                    if self.owner(task_id) != owner or (self.frozen is not None and self.frozen(task_id)):
-                        continue  # moving (resharding), or moved while the answer was on its way
-                    status, seq = (state[0], state[2]) if state else (None, 0)
-                    for sid in (targets or {}).get(task_id) or self.subs.get(task_id) or ():
-                        updates[sid].append([task_id, status, epoch, seq])
-            elif err is not None:
-                log.info("router: cannot read status from shard %s yet: %s", owner, err.message)
-        finally:
-            self._send_updates(updates, then)
+        """``fed_status``'s answer from ``owner``: pushed to the mirrors (``targets``, or all)."""
+        if err is None and isinstance(result, dict):
+            epoch = result.get("epoch")
+            updates: dict[str, list[list[Any]]] = defaultdict(list)
+            for task_id, state in (result.get("tasks") or {}).items():
+                if self.owner(task_id) != owner or (self.frozen is not None and self.frozen(task_id)):
+                    continue  # moving (resharding), or moved while the answer was on its way
+                status, seq = (state[0], state[2]) if state else (None, 0)
+                for sid in (targets or {}).get(task_id) or self.subs.get(task_id) or ():
+                    updates[sid].append([task_id, status, epoch, seq])
+            self._send_updates(updates)
+        elif err is not None:
+            log.info("router: cannot read status from shard %s yet: %s", owner, err.message)
 
     # -- after any restart --------------------------------------------------------------------
     def resync(self, link: ShardLink) -> None:
