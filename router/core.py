@@ -440,8 +440,9 @@ class RouterCore:
             self.workers.active_on(worker, sid)
         if self._names_remote_dep(kwargs, sid):
             # the worker becomes a stakeholder of each dependency (Luigi's add_task): the mirror's
-            # owner hears of it from the shard's feed before the worker's next call (``Relay``)
-            self.relay.hold(call, sid)
+            # owner hears of it from the shard's feed before the worker's next call (``Relay``),
+            # answered once that is sent (a get_work meanwhile waits for it: ``router.summaries``)
+            self.relay.hold(call, sid, until_answered=False)
         if kwargs.get("resources"):
             self.resources.on_add_task(sid)
         finished = kwargs.get("status") in ("DONE", "FAILED", "DISABLED")

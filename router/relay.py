@@ -65,8 +65,9 @@ class Feed:
     #: a pull is owed (asked this turn, or the last page said "more")
     owed: bool = False
     periodic_in_flight: bool = False
-    #: (pull number that must be done, call) — answers waiting for this shard's feed
-    held: list[tuple[int, Call]] = field(default_factory=list)
+    #: (pull number that must be done, call, until answered) — answers waiting for this shard's
+    #: feed (``Relay.hold``)
+    held: list[tuple[int, Call, bool]] = field(default_factory=list)
     #: pulls whose page was relayed and not all answered yet; and the held
     #: answers whose pull was handled, let go once every relay up to their pull was answered
     #: (``Relay._let_go``: a mirror update is acknowledged to nobody before the mirror has it)
@@ -88,8 +89,9 @@ class Outgoing:
     pull: tuple[int, Callable[[Any, FederationError | None], None]] | None = None
     #: a part may be acknowledged to a client before the shard answers (a priority asked again
     #: after an add_task, a first mention): a ``get_work`` meanwhile waits for the answer
-    #: (``router.summaries``).  Not for a feed page's parts (their held answers wait for the
-    #: relay's answer) nor for a grant's push (a RUNNING mirror gives nobody better work).
+    #: (``router.summaries``).  Not for a feed page's parts whose held answers all wait for the
+    #: relays' answers (``Relay.hold``), nor for a grant's push (a RUNNING mirror gives nobody
+    #: better work).
     waited: bool = False
 
     def mention(self, found: dict[str, list[Any]]) -> None:
@@ -245,11 +247,15 @@ class Relay:
     def mirrors_of(self, task_id: str) -> set[str]:
         return self.subs.get(task_id, set())
 
-    def hold(self, call: Call, sid: str) -> None:
+    def hold(self, call: Call, sid: str, *, until_answered: bool = True) -> None:
         """Answer ``call`` only after the owner's next change-feed pull has been relayed.
 
-        The pull is sent once the shard is synchronised (right away, normally); a shard that goes
-        down or turns out not to be federated releases what it held.
+        ``until_answered``: once every relay of that page was answered (a report that changes a
+        mirrored task: its mirror updates are then ``concurrent`` calls, for which no get_work
+        waits); else once they are sent (an ``add_task`` naming remote dependencies: a worker
+        registering its tasks sends another ``add_task`` next, and a get_work waits for these
+        relays meanwhile).  The pull is sent once the shard is synchronised (right away,
+        normally); a shard that goes down or turns out not to be federated releases what it held.
         """
         link = self.pool.links[sid]
         if link.state is LinkState.DOWN or link.federated is False:
@@ -257,7 +263,7 @@ class Relay:
         feed = self.feeds[sid]
         call.waits += 1
         feed.owed = True
-        feed.held.append((feed.pulls_sent + 1, call))
+        feed.held.append((feed.pulls_sent + 1, call, until_answered))
 
     def push(self, sid: str, update: list[Any]) -> None:
         """Send ``update`` (a feed entry) to mirror shard ``sid`` at the end of this router turn,
@@ -291,7 +297,7 @@ class Relay:
             if link.federated is False:
                 feed.owed = False
                 held, feed.held = feed.held, []
-                for _, call in held:
+                for _, call, _ in held:
                     self._release(call)
             elif link.state is LinkState.READY:
                 feed.owed = False
@@ -320,7 +326,7 @@ class Relay:
         feed = self.feeds[link.id]
         feed.periodic_in_flight = False
         held, feed.held = feed.held, []
-        for _, call in held:
+        for _, call, _ in held:
             self.pool.defer(lambda call=call: self._release(call))  # type: ignore[misc]
         # (what waits for relays of this shard's pages is let go as their answers come: the
         # relays went to the other shards)
@@ -333,7 +339,7 @@ class Relay:
         version = self._report_version(link.id)
         epoch = feed.epoch
 
-        def answered() -> None:
+        def relayed() -> None:
             feed.relaying.discard(number)
             self._let_go(feed)
 
@@ -351,18 +357,27 @@ class Relay:
             finally:
                 feed.pulls_done = max(feed.pulls_done, number)
                 chained = self._batch_targets.pop(link.id, ())
-                keep = []
-                for n, call in feed.held:
+                keep, sent = [], []
+                for n, call, until_answered in feed.held:
                     if n <= feed.pulls_done:
                         for sid in chained:
-                            self.hold(call, sid)
-                        feed.answering.append((n, call))
+                            self.hold(call, sid, until_answered=until_answered)
+                        if until_answered:
+                            feed.answering.append((n, call))
+                        else:
+                            sent.append(call)
                     else:
-                        keep.append((n, call))
+                        keep.append((n, call, until_answered))
                 feed.held = keep
-                # the page's relays (and what else went this turn); the answers held for it are
-                # let go once they are answered
-                self._send_outbox(answered)
+                if sent:
+                    # answered once sent: a get_work meanwhile waits for these relays
+                    for out in self._outbox.values():
+                        out.waited = True
+                # the page's relays (and what else went this turn); the answers held until they
+                # are answered are let go then (``_let_go``), the others now
+                self._send_outbox(relayed)
+                for call in sent:
+                    self._release(call)
 
         if via is not None and via.pull is None:
             via.pull = (feed.cursor, done)

@@ -15,12 +15,13 @@ The table of a shard is used only while it is *in step*:
   a shard sends one by itself after it (re)starts or reloads its store);
 * and a ``get_work`` first waits for the router's own calls that were in flight to the shard
   when it arrived, may give a worker better work there, and may have been acknowledged to a
-  client already (``ShardLink.unsettled``, ``after_settled``): a new mirror's first status (its
-  ``add_task`` is answered once it is sent: a worker registering its tasks need not wait), a
-  batch's release, a priority asked again after an ``add_task``, a first mention told from a
+  client already (``ShardLink.unsettled``, ``after_settled``): a new mirror's first status and
+  the feed's relays for an ``add_task`` naming remote dependencies (answered once they are sent:
+  a worker registering its tasks sends another ``add_task`` next and need not wait), a batch's
+  release, a priority asked again after an ``add_task``, a first mention told from a
   mirror's answer, a replayed worker, statuses pushed after a resynchronisation.  Their answers
-  bring the shard's frame first.  The change feed's mirror updates (a dependency DONE elsewhere)
-  are not among them: the report that made them is answered only once every mirror answered
+  bring the shard's frame first.  The change feed's mirror updates for a report (a dependency
+  DONE elsewhere) are not among them: the report is answered only once every mirror answered
   (``Relay._let_go``), so until then they are acknowledged to nobody and are ``concurrent``
   calls (``ShardPool.call``); nor is a grant's push of a RUNNING mirror, which gives nobody
   better work.  Calls sent after the ``get_work`` arrived are concurrent with it

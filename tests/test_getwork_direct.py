@@ -125,6 +125,28 @@ def test_a_done_relayed_elsewhere_is_answered_once_the_mirror_has_it(fed: Fed) -
     assert after["waited"] == before["waited"] and after["offers"] == before["offers"]
 
 
+def test_a_registration_is_answered_once_its_relays_are_sent_and_a_get_work_waits_for_them(
+    fed: Fed,
+) -> None:
+    """An add_task naming a dependency on another shard is answered once the feed's relays for it
+    (the worker as the dependency's stakeholder, its first mention, to the owner) are sent, not
+    answered: a worker registering its tasks sends another add_task next.  A get_work arriving
+    meanwhile waits for them (they are tracked as unsettled)."""
+    a, b = fed.task_on("s0", "a"), fed.task_on("s1", "b")
+    seen: list[bool] = []
+    send_front = fed.router.core.send_front
+
+    def spy(route: list[bytes], body: bytes) -> None:
+        seen.append(bool(fed.link("s0").unsettled))
+        send_front(route, body)
+
+    fed.router.core.send_front = spy
+    fed.add(b, deps=[a])
+    fed.router.core.send_front = send_front
+    assert seen == [True]  # answered with the relay to s0 in flight, and tracked
+    assert not fed.link("s0").unsettled  # (answered since)
+
+
 def test_a_get_work_waits_for_the_relays_in_flight_when_it_arrived(fed: Fed) -> None:
     """A mirror update sent as a client may already know it (as after a resynchronisation: not a
     ``concurrent`` call): a get_work that arrives before s1 answered it waits for that answer (and
